@@ -1,0 +1,203 @@
+//! RS-HABE against the `rabe` crate's FAME (Agrawal–Chase 2017, `rabe::schemes::ac17`), in one
+//! run: `cargo bench -p rshabe --bench scheme`.
+//!
+//! `rabe` is a timing peer only: it is broken as a scheme (see shared/crypto/RS-HABE.md,
+//! "Pitfalls"), runs on BN254 rather than BLS12-381, and has no revocation, so its figures are
+//! a floor for what a plain CP-ABE costs in Rust, not a like-for-like security level.
+//!
+//! rshabe runs with the default parameters (L = 20, ℓ = 10) at period 341, whose cover has 6
+//! nodes, the average for ℓ = 10.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use rabe::schemes::ac17;
+use rabe::utils::policy::pest::PolicyLanguage;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use rshabe::{AccessStructure, Attribute, Params, RevocationList, UpdateMode};
+
+const PERIOD: u64 = 341;
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("attr{i}")).collect()
+}
+
+fn rshabe_policy(n: usize) -> AccessStructure {
+    AccessStructure::parse(&names(n).join(" and ")).unwrap()
+}
+
+/// rabe's human policy language, nested two at a time (it panics on n-ary gates).
+fn rabe_policy(n: usize) -> String {
+    let names = names(n);
+    let mut policy = format!("\"{}\"", names[n - 1]);
+    for name in names[..n - 1].iter().rev() {
+        policy = format!("(\"{name}\" and {policy})");
+    }
+    policy
+}
+
+fn scheme(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    let (pp, msk) = rshabe::setup(Params::DEFAULT, &mut rng);
+    let (rabe_pk, rabe_msk) = ac17::setup();
+    let ku = rshabe::key_update(&pp, &msk, PERIOD, &RevocationList::new(), &mut rng).unwrap();
+
+    for n in [10usize, 100] {
+        let attributes: Vec<Attribute> = names(n)
+            .iter()
+            .map(|a| Attribute::new(a).unwrap())
+            .collect();
+        let policy = rshabe_policy(n);
+        let sk = rshabe::keygen(&pp, &msk, 7, &attributes, &mut rng).unwrap();
+        let dk = rshabe::decrypt_key(&pp, &sk, &ku, &mut rng).unwrap();
+        let (ct, key) = rshabe::encrypt(&pp, &policy, PERIOD, &mut rng).unwrap();
+        assert_eq!(rshabe::decrypt(&dk, &ct).unwrap(), key);
+        eprintln!(
+            "rshabe n={n}: ciphertext {} bytes, secret key {} bytes, decryption key {} bytes",
+            ct.to_bytes().len(),
+            sk.to_bytes().len(),
+            dk.to_bytes().len()
+        );
+
+        let rabe_names = names(n);
+        let rabe_attrs: Vec<&str> = rabe_names.iter().map(String::as_str).collect();
+        let rabe_policy = rabe_policy(n);
+        let rabe_sk = ac17::cp_keygen(&rabe_msk, &rabe_attrs).unwrap();
+        let rabe_ct = ac17::cp_encrypt(
+            &rabe_pk,
+            &rabe_policy,
+            &[0u8; 32],
+            PolicyLanguage::HumanPolicy,
+        )
+        .unwrap();
+        assert_eq!(ac17::cp_decrypt(&rabe_sk, &rabe_ct).unwrap(), vec![0u8; 32]);
+
+        let mut g = c.benchmark_group("encrypt");
+        g.bench_function(BenchmarkId::new("rshabe", n), |b| {
+            b.iter(|| rshabe::encrypt(&pp, black_box(&policy), PERIOD, &mut rng).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("rabe-fame", n), |b| {
+            b.iter(|| {
+                ac17::cp_encrypt(
+                    &rabe_pk,
+                    black_box(&rabe_policy),
+                    &[0u8; 32],
+                    PolicyLanguage::HumanPolicy,
+                )
+                .unwrap()
+            })
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group("decrypt");
+        g.bench_function(BenchmarkId::new("rshabe", n), |b| {
+            b.iter(|| rshabe::decrypt(black_box(&dk), black_box(&ct)).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("rabe-fame", n), |b| {
+            b.iter(|| ac17::cp_decrypt(black_box(&rabe_sk), black_box(&rabe_ct)).unwrap())
+        });
+        g.finish();
+    }
+
+    let attributes: Vec<Attribute> = names(10)
+        .iter()
+        .map(|a| Attribute::new(a).unwrap())
+        .collect();
+    let policy = rshabe_policy(10);
+    let sk = rshabe::keygen(&pp, &msk, 7, &attributes, &mut rng).unwrap();
+
+    let (mut ct, key) = rshabe::encrypt(&pp, &policy, 0, &mut rng).unwrap();
+    for period in 1..=100 {
+        ct = rshabe::ct_update(&pp, &ct, period, UpdateMode::Minimal, &mut rng).unwrap();
+    }
+    let ku100 = rshabe::key_update(&pp, &msk, 100, &RevocationList::new(), &mut rng).unwrap();
+    let dk100 = rshabe::decrypt_key(&pp, &sk, &ku100, &mut rng).unwrap();
+    assert_eq!(rshabe::decrypt(&dk100, &ct).unwrap(), key);
+    eprintln!(
+        "rshabe n=10 after 100 updates: {} time rows, longest chain {}, {} bytes",
+        ct.time_row_count(),
+        ct.longest_chain(),
+        ct.to_bytes().len()
+    );
+    c.benchmark_group("decrypt_after_100_updates")
+        .bench_function(BenchmarkId::new("rshabe", 10), |b| {
+            b.iter(|| rshabe::decrypt(black_box(&dk100), black_box(&ct)).unwrap())
+        });
+
+    let (fresh, _) = rshabe::encrypt(&pp, &policy, PERIOD, &mut rng).unwrap();
+    let mut g = c.benchmark_group("ct_update");
+    g.bench_function(BenchmarkId::new("rshabe", 10), |b| {
+        b.iter(|| {
+            rshabe::ct_update(
+                &pp,
+                black_box(&fresh),
+                PERIOD + 1,
+                UpdateMode::Minimal,
+                &mut rng,
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function(BenchmarkId::new("rshabe-rerandomize", 10), |b| {
+        b.iter(|| {
+            rshabe::ct_update(
+                &pp,
+                black_box(&fresh),
+                PERIOD + 1,
+                UpdateMode::Rerandomize,
+                &mut rng,
+            )
+            .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("keygen");
+    g.bench_function(BenchmarkId::new("rshabe", 10), |b| {
+        b.iter(|| rshabe::keygen(&pp, &msk, 7, black_box(&attributes), &mut rng).unwrap())
+    });
+    g.bench_function(BenchmarkId::new("rabe-fame", 10), |b| {
+        let n = names(10);
+        let a: Vec<&str> = n.iter().map(String::as_str).collect();
+        b.iter(|| ac17::cp_keygen(&rabe_msk, black_box(&a)).unwrap())
+    });
+    g.finish();
+
+    c.benchmark_group("decrypt_key")
+        .bench_function(BenchmarkId::new("rshabe", 10), |b| {
+            b.iter(|| rshabe::decrypt_key(&pp, black_box(&sk), &ku, &mut rng).unwrap())
+        });
+
+    let small = Params::new(10, 10).unwrap();
+    let (pp_small, msk_small) = rshabe::setup(small, &mut rng);
+    let mut rl = RevocationList::new();
+    for i in 0..10u64 {
+        rl.revoke(small, i * 101 + 3, 0).unwrap();
+    }
+    let ku_small = rshabe::key_update(&pp_small, &msk_small, PERIOD, &rl, &mut rng).unwrap();
+    eprintln!(
+        "key update, 1024 users, 10 revoked: {} KUNodes, {} bytes",
+        ku_small.node_count(),
+        ku_small.to_bytes().len()
+    );
+    c.benchmark_group("key_update")
+        .sample_size(10)
+        .bench_function(BenchmarkId::new("rshabe", "1024users-10revoked"), |b| {
+            b.iter(|| {
+                rshabe::key_update(&pp_small, &msk_small, PERIOD, black_box(&rl), &mut rng).unwrap()
+            })
+        });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    targets = scheme
+}
+criterion_main!(benches);
