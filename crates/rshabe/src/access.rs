@@ -563,10 +563,10 @@ fn normalise(node: Node, depth: usize, leaves: &mut usize) -> Result<Node, Polic
                 GateKind::Or => 1,
                 GateKind::Threshold => threshold,
             };
-            if flat.len() == 1 {
-                if let Some(only) = flat.pop() {
-                    return Ok(only);
-                }
+            if flat.len() == 1
+                && let Some(only) = flat.pop()
+            {
+                return Ok(only);
             }
             Ok(Node::Gate {
                 threshold,

@@ -563,10 +563,10 @@ impl<'a> Reader<'a> {
         let mut chain: Vec<TimeRow> = Vec::with_capacity(len);
         for _ in 0..len {
             let node = self.node(time_depth)?;
-            if let Some(prev) = chain.last() {
-                if prev.node.depth() >= node.depth() || !prev.node.is_ancestor_or_self_of(node) {
-                    return Err(DecodeError::InvalidNode);
-                }
+            if let Some(prev) = chain.last()
+                && (prev.node.depth() >= node.depth() || !prev.node.is_ancestor_or_self_of(node))
+            {
+                return Err(DecodeError::InvalidNode);
             }
             chain.push(TimeRow {
                 node,

@@ -251,10 +251,10 @@ fn off_subgroup_g1(rng: &mut ChaCha20Rng) -> [u8; 48] {
         let mut b = [0u8; 48];
         rng.fill_bytes(&mut b);
         b[0] = (b[0] & 0x1f) | 0x80;
-        if let Some(p) = Option::<G1Affine>::from(G1Affine::from_compressed_unchecked(&b)) {
-            if !bool::from(p.is_torsion_free()) {
-                return p.to_compressed();
-            }
+        if let Some(p) = Option::<G1Affine>::from(G1Affine::from_compressed_unchecked(&b))
+            && !bool::from(p.is_torsion_free())
+        {
+            return p.to_compressed();
         }
     }
 }
@@ -264,10 +264,10 @@ fn off_subgroup_g2(rng: &mut ChaCha20Rng) -> [u8; 96] {
         let mut b = [0u8; 96];
         rng.fill_bytes(&mut b);
         b[0] = (b[0] & 0x1f) | 0x80;
-        if let Some(p) = Option::<G2Affine>::from(G2Affine::from_compressed_unchecked(&b)) {
-            if !bool::from(p.is_torsion_free()) {
-                return p.to_compressed();
-            }
+        if let Some(p) = Option::<G2Affine>::from(G2Affine::from_compressed_unchecked(&b))
+            && !bool::from(p.is_torsion_free())
+        {
+            return p.to_compressed();
         }
     }
 }

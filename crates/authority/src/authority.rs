@@ -1,0 +1,475 @@
+//! The authority itself: issuance, delegation, revocation, periods and key updates.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand_core::{CryptoRng, RngCore};
+use rshabe::{
+    Attribute, DecryptionKey, KeyUpdate, MasterSecret, Params, PublicParams, RevocationList,
+    SecretKey,
+};
+
+use crate::cache::KeyCache;
+use crate::periods::Periods;
+use crate::store::{Kind, MasterRecord, NewPrincipal, Principal, Store};
+use crate::{Error, Kek};
+
+/// What `init` creates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Tree depths (default: 2^20 users, 2^10 periods).
+    pub params: Params,
+    /// Length of a period in seconds (default: a day).
+    pub period_seconds: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            params: Params::DEFAULT,
+            period_seconds: 86_400,
+        }
+    }
+}
+
+/// Where the current period stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeriodInfo {
+    /// The current period.
+    pub period: u64,
+    /// Unix time at which it started.
+    pub starts_at: i64,
+    /// Unix time at which the next one starts.
+    pub ends_at: i64,
+    /// The last period the time tree holds.
+    pub last: u64,
+    /// Length of a period in seconds.
+    pub seconds: u64,
+}
+
+/// The attribute authority. Cheap to share behind an `Arc`: every method takes `&self`.
+pub struct Authority {
+    store: Mutex<Box<dyn Store>>,
+    kek: Kek,
+    pp: PublicParams,
+    master: MasterRecord,
+    periods: Periods,
+    keys: Mutex<KeyCache>,
+    updates: Mutex<Option<(u64, u64, Arc<KeyUpdate>)>>,
+}
+
+/// How many decryption keys the cache holds (one per user per period; about 4 KiB each plus
+/// line tables once used).
+const KEY_CACHE: usize = 4096;
+/// Sealed-record names (associated data).
+const MASTER_RECORD: &str = "master secret";
+
+impl Authority {
+    /// Creates a new authority in `store`, sealing a fresh master secret under `kek`. Period 0
+    /// starts at `now`. Refuses a store that already holds one.
+    pub fn init(
+        mut store: Box<dyn Store>,
+        kek: Kek,
+        options: InitOptions,
+        now: i64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Self, Error> {
+        if options.period_seconds == 0 {
+            return Err(Error::Invalid(
+                "the period length must be at least one second".into(),
+            ));
+        }
+        if store.master()?.is_some() {
+            return Err(Error::AlreadyInitialised {
+                location: store.location().to_string(),
+            });
+        }
+        let (pp, msk) = rshabe::setup(options.params, rng);
+        let record = MasterRecord {
+            user_depth: options.params.user_depth(),
+            time_depth: options.params.time_depth(),
+            period_seconds: options.period_seconds,
+            epoch: now,
+            public_params: pp.to_bytes(),
+            sealed_secret: kek.seal(MASTER_RECORD, &msk.to_bytes(), rng),
+        };
+        store.create_master(&record)?;
+        Self::open(store, kek)
+    }
+
+    /// Opens the authority in `store`; checks that `kek` opens its master secret.
+    pub fn open(mut store: Box<dyn Store>, kek: Kek) -> Result<Self, Error> {
+        let master = store.master()?.ok_or_else(|| Error::NotInitialised {
+            location: store.location().to_string(),
+        })?;
+        let pp = PublicParams::from_bytes(&master.public_params).map_err(|e| Error::Corrupt {
+            what: "public parameters".into(),
+            reason: e.to_string(),
+        })?;
+        let params = Params::new(master.user_depth, master.time_depth)?;
+        if pp.params() != params {
+            return Err(Error::Corrupt {
+                what: "master record".into(),
+                reason: "tree depths disagree with the public parameters".into(),
+            });
+        }
+        let authority = Self {
+            store: Mutex::new(store),
+            kek,
+            periods: Periods {
+                epoch: master.epoch,
+                seconds: master.period_seconds,
+                last: params.periods() - 1,
+            },
+            pp,
+            master,
+            keys: Mutex::new(KeyCache::new(KEY_CACHE)),
+            updates: Mutex::new(None),
+        };
+        let msk = authority.master_secret()?;
+        if msk.params() != params {
+            return Err(Error::Corrupt {
+                what: "master secret".into(),
+                reason: "tree depths disagree with the public parameters".into(),
+            });
+        }
+        Ok(authority)
+    }
+
+    /// The public parameters.
+    pub fn public_params(&self) -> &PublicParams {
+        &self.pp
+    }
+
+    /// The tree parameters.
+    pub fn params(&self) -> Params {
+        self.pp.params()
+    }
+
+    /// Where the state lives (a path, or a URL without password).
+    pub fn location(&self) -> String {
+        self.store().location().to_string()
+    }
+
+    // === periods ===
+
+    /// The period at unix time `now`.
+    pub fn current_period(&self, now: i64) -> Result<u64, Error> {
+        let offset = self.store().counters()?.period_offset;
+        self.periods.at(now, offset)
+    }
+
+    /// The current period, when it started and ends, and the last period there is.
+    pub fn period_info(&self, now: i64) -> Result<PeriodInfo, Error> {
+        let offset = self.store().counters()?.period_offset;
+        let period = self.periods.at(now, offset)?;
+        let starts_at = self.periods.start(period, offset).max(self.master.epoch);
+        Ok(PeriodInfo {
+            period,
+            starts_at,
+            ends_at: self.periods.start(period + 1, offset),
+            last: self.periods.last,
+            seconds: self.periods.seconds,
+        })
+    }
+
+    /// Moves to the next period now (for instance right after a revocation, so that it takes
+    /// full effect without waiting for the clock). Returns the new current period.
+    pub fn advance_period(&self, now: i64) -> Result<u64, Error> {
+        let current = self.current_period(now)?;
+        if current >= self.periods.last {
+            return Err(Error::PeriodsExhausted {
+                period: current + 1,
+                last: self.periods.last,
+            });
+        }
+        let offset = self.store().advance_period()?;
+        self.periods.at(now, offset)
+    }
+
+    // === registry ===
+
+    /// Registers a user and issues its key: a fresh leaf and `attributes`, within those of
+    /// `authority` when given (a sub-authority), or any attributes under the root authority.
+    pub fn add_user(
+        &self,
+        identity: &str,
+        attributes: &[String],
+        authority: Option<&str>,
+        now: i64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Principal, Error> {
+        self.register(Kind::User, identity, attributes, authority, now, rng)
+    }
+
+    /// Registers a sub-authority under `parent` (the root when `None`) holding `attributes`,
+    /// which must lie within the parent's. Users issued under it get keys within those
+    /// attributes only; revoking it revokes everything below it.
+    ///
+    /// Each sub-authority and each user gets a leaf of its own and a key from the master secret.
+    /// RS-HABE's `Delegate` would make the delegatee share the delegator's leaf, so a delegatee
+    /// could not be revoked alone (shared/crypto/RS-HABE.md, Delegate); the sub-authority's key
+    /// ([`Authority::secret_key`]) can still delegate further with [`rshabe::delegate`] offline.
+    pub fn delegate(
+        &self,
+        name: &str,
+        parent: Option<&str>,
+        attributes: &[String],
+        now: i64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Principal, Error> {
+        self.register(Kind::Authority, name, attributes, parent, now, rng)
+    }
+
+    fn register(
+        &self,
+        kind: Kind,
+        name: &str,
+        attributes: &[String],
+        issuer: Option<&str>,
+        now: i64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Principal, Error> {
+        let name = checked_name(name)?;
+        let set = canonical_attributes(attributes)?;
+        if let Some(issuer) = issuer {
+            let parent = self.principal(Kind::Authority, issuer)?;
+            if parent.revoked_at.is_some() {
+                return Err(Error::AuthorityRevoked(issuer.to_string()));
+            }
+            if let Some(outside) = set
+                .iter()
+                .find(|a| !parent.attributes.contains(&a.as_str().to_string()))
+            {
+                return Err(Error::OutsideDelegation {
+                    authority: issuer.to_string(),
+                    attribute: outside.as_str().to_string(),
+                    held: parent.attributes.join(", "),
+                });
+            }
+        }
+        let attributes: Vec<Attribute> = set.into_iter().collect();
+        let names: Vec<String> = attributes.iter().map(|a| a.as_str().to_string()).collect();
+        let msk = self.master_secret()?;
+        let record = sealed_key_name(kind, name);
+        let mut store = self.store();
+        store.insert_principal(kind, name, self.params().users(), &mut |leaf| {
+            let key = rshabe::keygen(&self.pp, &msk, leaf, &attributes, rng)?;
+            Ok(NewPrincipal {
+                attributes: names.clone(),
+                parent: issuer.map(str::to_string),
+                sealed_key: self.kek.seal(&record, &key.to_bytes(), rng),
+                created_at: now,
+            })
+        })
+    }
+
+    /// One registered principal.
+    pub fn principal(&self, kind: Kind, name: &str) -> Result<Principal, Error> {
+        self.store()
+            .principal(kind, name)?
+            .ok_or_else(|| Error::UnknownPrincipal {
+                kind: kind.as_str(),
+                name: name.to_string(),
+            })
+    }
+
+    /// Every registered principal of a kind, by leaf.
+    pub fn principals(&self, kind: Kind) -> Result<Vec<Principal>, Error> {
+        self.store().principals(kind)
+    }
+
+    /// A principal's long-term secret key, unsealed.
+    pub fn secret_key(&self, kind: Kind, name: &str) -> Result<SecretKey, Error> {
+        let p = self.principal(kind, name)?;
+        let bytes = self.kek.open(&sealed_key_name(kind, name), &p.sealed_key)?;
+        Ok(SecretKey::from_bytes(&bytes)?)
+    }
+
+    /// Revokes a user or a sub-authority from the current period on; a sub-authority's whole
+    /// subtree (its users and sub-authorities, recursively) is revoked with it. Returns what was
+    /// revoked. A revocation takes effect in every key update from now on; a decryption key
+    /// already derived for the current period stays usable until the period ends (advance the
+    /// period for immediate effect).
+    pub fn revoke(&self, kind: Kind, name: &str, now: i64) -> Result<Vec<(Kind, String)>, Error> {
+        let target = self.principal(kind, name)?;
+        if let Some(period) = target.revoked_at {
+            return Err(Error::AlreadyRevoked {
+                kind: kind.as_str(),
+                name: name.to_string(),
+                period,
+            });
+        }
+        let period = self.current_period(now)?;
+        let mut targets = vec![(kind, name.to_string())];
+        if kind == Kind::Authority {
+            let users = self.principals(Kind::User)?;
+            let authorities = self.principals(Kind::Authority)?;
+            let mut frontier = vec![name.to_string()];
+            while let Some(issuer) = frontier.pop() {
+                for a in authorities
+                    .iter()
+                    .filter(|a| a.parent.as_deref() == Some(&issuer))
+                {
+                    targets.push((Kind::Authority, a.name.clone()));
+                    frontier.push(a.name.clone());
+                }
+                for u in users
+                    .iter()
+                    .filter(|u| u.parent.as_deref() == Some(&issuer))
+                {
+                    targets.push((Kind::User, u.name.clone()));
+                }
+            }
+        }
+        self.store().revoke(&targets, period)?;
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, n) in &targets {
+            keys.forget(n);
+        }
+        Ok(targets)
+    }
+
+    // === keys ===
+
+    /// The key update of `period` for the current revocation list: reused when stored for the
+    /// same list, otherwise made and stored.
+    pub fn key_update(
+        &self,
+        period: u64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Arc<KeyUpdate>, Error> {
+        let version = self.store().counters()?.revocation_version;
+        {
+            let cached = self.updates.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, v, ku)) = cached.as_ref()
+                && *p == period
+                && *v == version
+            {
+                return Ok(ku.clone());
+            }
+        }
+        let stored = self.store().key_update(period)?;
+        let ku = match stored {
+            Some((v, bytes)) if v == version => {
+                KeyUpdate::from_bytes(&bytes).map_err(|e| Error::Corrupt {
+                    what: format!("key update of period {period}"),
+                    reason: e.to_string(),
+                })?
+            }
+            _ => {
+                let mut rl = RevocationList::new();
+                for (leaf, since) in self.store().revoked_leaves()? {
+                    rl.revoke(self.params(), leaf, since)?;
+                }
+                let msk = self.master_secret()?;
+                let ku = rshabe::key_update(&self.pp, &msk, period, &rl, rng)?;
+                self.store()
+                    .put_key_update(period, version, &ku.to_bytes())?;
+                ku
+            }
+        };
+        let ku = Arc::new(ku);
+        *self.updates.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((period, version, ku.clone()));
+        Ok(ku)
+    }
+
+    /// The decryption key of user `identity` for `period`, derived on first use and cached
+    /// (bounded; an evicted key is zeroized once no request holds it).
+    pub fn decryption_key(
+        &self,
+        identity: &str,
+        period: u64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Arc<DecryptionKey>, Error> {
+        if let Some(dk) = self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(identity, period)
+        {
+            return Ok(dk);
+        }
+        let user = self.principal(Kind::User, identity)?;
+        if let Some(since) = user.revoked_at.filter(|&since| since <= period) {
+            return Err(Error::Revoked {
+                name: identity.to_string(),
+                period,
+                since,
+            });
+        }
+        let key = self.secret_key(Kind::User, identity)?;
+        let ku = self.key_update(period, rng)?;
+        let dk = match rshabe::decrypt_key(&self.pp, &key, &ku, rng) {
+            Err(rshabe::Error::Revoked) => {
+                return Err(Error::Revoked {
+                    name: identity.to_string(),
+                    period,
+                    since: user.revoked_at.unwrap_or(period),
+                });
+            }
+            other => Arc::new(other?),
+        };
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(identity, period, dk.clone());
+        Ok(dk)
+    }
+
+    /// How many decryption keys are cached.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn master_secret(&self) -> Result<MasterSecret, Error> {
+        let bytes = self.kek.open(MASTER_RECORD, &self.master.sealed_secret)?;
+        MasterSecret::from_bytes(&bytes).map_err(|e| Error::Corrupt {
+            what: "master secret".into(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn store(&self) -> MutexGuard<'_, Box<dyn Store>> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("params", &self.pp.params())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sealed_key_name(kind: Kind, name: &str) -> String {
+    format!("{} key {name}", kind.as_str())
+}
+
+fn checked_name(name: &str) -> Result<&str, Error> {
+    if name.trim().is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a valid identity: 1 to 256 bytes, no control characters"
+        )));
+    }
+    Ok(name)
+}
+
+fn canonical_attributes(attributes: &[String]) -> Result<BTreeSet<Attribute>, Error> {
+    let set = attributes
+        .iter()
+        .map(|a| {
+            Attribute::new(a).map_err(|e| Error::Invalid(format!("attribute {a:?}: {}", e.kind)))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    if set.is_empty() || set.len() > rshabe::MAX_KEY_ATTRIBUTES {
+        return Err(Error::Invalid(format!(
+            "a key holds 1 to {} attributes, not {}",
+            rshabe::MAX_KEY_ATTRIBUTES,
+            set.len()
+        )));
+    }
+    Ok(set)
+}

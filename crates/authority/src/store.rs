@@ -1,0 +1,185 @@
+//! Where the authority keeps its state: one trait, two real backends with migrations.
+//!
+//! - [`SqliteStore`]: one file, the embedded default.
+//! - [`PostgresStore`]: for several gateway replicas sharing one authority.
+//!
+//! Both keep the same four tables: `fhirseal_meta` (schema version and counters), `master` (the
+//! public parameters and the sealed master secret), `principals` (users and sub-authorities,
+//! each with its leaf, attributes, issuer, status and sealed key) and `key_updates` (the
+//! published update per period, tagged with the revocation-list version it was made for).
+//! Leaves are allocated from a counter in the same transaction that inserts the principal, under
+//! a write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR UPDATE`), with a `UNIQUE`
+//! constraint behind it: concurrent issuers never lose or duplicate a leaf.
+
+use crate::Error;
+
+mod postgres;
+mod sqlite;
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// The schema version this build writes; a database with a newer one is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The authority's public record and sealed master secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterRecord {
+    /// Depth `L` of the user tree.
+    pub user_depth: u8,
+    /// Depth `ℓ` of the time tree.
+    pub time_depth: u8,
+    /// Length of one period, in seconds.
+    pub period_seconds: u64,
+    /// Unix time at which period 0 began.
+    pub epoch: i64,
+    /// `rshabe::PublicParams::to_bytes`.
+    pub public_params: Vec<u8>,
+    /// The master secret sealed under the key-encryption key.
+    pub sealed_secret: Vec<u8>,
+}
+
+/// What a principal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A medical worker or a backend-service client.
+    User,
+    /// A sub-authority (hospital, department).
+    Authority,
+}
+
+impl Kind {
+    /// `user` or `authority`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Authority => "authority",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "authority" => Some(Self::Authority),
+            _ => None,
+        }
+    }
+}
+
+/// A registered user or sub-authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// User or sub-authority.
+    pub kind: Kind,
+    /// Its identity: a `fhirUser` reference, a client id, or an authority's name.
+    pub name: String,
+    /// Its leaf in the user tree.
+    pub leaf: u64,
+    /// Its attributes, canonical and sorted.
+    pub attributes: Vec<String>,
+    /// The sub-authority that issued it; `None` for the root authority.
+    pub parent: Option<String>,
+    /// The period from which it is revoked, if it is.
+    pub revoked_at: Option<u64>,
+    /// Its `rshabe::SecretKey`, sealed under the key-encryption key.
+    pub sealed_key: Vec<u8>,
+    /// Unix time of registration.
+    pub created_at: i64,
+}
+
+/// What [`Store::insert_principal`]'s callback returns for the leaf it was given.
+#[derive(Debug)]
+pub struct NewPrincipal {
+    /// Attributes, canonical and sorted.
+    pub attributes: Vec<String>,
+    /// The issuing sub-authority.
+    pub parent: Option<String>,
+    /// The sealed secret key made for the leaf.
+    pub sealed_key: Vec<u8>,
+    /// Unix time of registration.
+    pub created_at: i64,
+}
+
+/// Counters kept beside the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// How many times the period was advanced by hand.
+    pub period_offset: u64,
+    /// Incremented by every revocation; key updates are tagged with it.
+    pub revocation_version: u64,
+    /// The next free leaf.
+    pub next_leaf: u64,
+}
+
+/// The storage the authority needs. Every method is one transaction.
+pub trait Store: Send {
+    /// A name for the database in messages (a path, or a URL without password).
+    fn location(&self) -> &str;
+    /// Creates or upgrades the schema; refuses a newer one with [`Error::SchemaTooNew`].
+    fn migrate(&mut self) -> Result<(), Error>;
+    /// The master record, if the authority was initialised.
+    fn master(&mut self) -> Result<Option<MasterRecord>, Error>;
+    /// Stores the master record; [`Error::AlreadyInitialised`] if there is one.
+    fn create_master(&mut self, record: &MasterRecord) -> Result<(), Error>;
+    /// One principal.
+    fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error>;
+    /// Every principal of a kind, by leaf.
+    fn principals(&mut self, kind: Kind) -> Result<Vec<Principal>, Error>;
+    /// Allocates the next leaf below `max_leaves`, calls `make` with it and inserts the result,
+    /// all in one transaction; [`Error::AlreadyRegistered`] if the name is taken.
+    fn insert_principal(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        max_leaves: u64,
+        make: &mut dyn FnMut(u64) -> Result<NewPrincipal, Error>,
+    ) -> Result<Principal, Error>;
+    /// Marks the targets revoked from `period` on (those already revoked keep their period) and
+    /// bumps the revocation version, in one transaction.
+    fn revoke(&mut self, targets: &[(Kind, String)], period: u64) -> Result<(), Error>;
+    /// Every revoked leaf with its period.
+    fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error>;
+    /// The counters.
+    fn counters(&mut self) -> Result<Counters, Error>;
+    /// Adds one to the period offset and returns the new offset.
+    fn advance_period(&mut self) -> Result<u64, Error>;
+    /// The stored key update of a period and the revocation version it was made for.
+    fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error>;
+    /// Stores (or replaces) the key update of a period.
+    fn put_key_update(&mut self, period: u64, version: u64, bytes: &[u8]) -> Result<(), Error>;
+}
+
+/// Opens the store named by `url`: `sqlite:PATH` (or a path ending in `.sqlite3`/`.db`) or
+/// `postgres://…`/`postgresql://…`, and brings its schema up to date.
+pub fn open(url: &str) -> Result<Box<dyn Store>, Error> {
+    let mut store: Box<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Box::new(PostgresStore::connect(url)?)
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            Box::new(SqliteStore::open(std::path::Path::new(path))?)
+        };
+    store.migrate()?;
+    Ok(store)
+}
+
+fn attributes_to_text(attributes: &[String]) -> String {
+    serde_json::to_string(attributes).unwrap_or_default()
+}
+
+fn attributes_from_text(text: &str, name: &str) -> Result<Vec<String>, Error> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt {
+        what: format!("attributes of {name}"),
+        reason: e.to_string(),
+    })
+}
+
+fn corrupt(what: &str, reason: &str) -> Error {
+    Error::Corrupt {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
+}

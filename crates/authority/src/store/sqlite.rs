@@ -1,0 +1,449 @@
+//! The SQLite backend: one file, the embedded default.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    Counters, Kind, MasterRecord, NewPrincipal, Principal, SCHEMA_VERSION, Store,
+    attributes_from_text, attributes_to_text, corrupt,
+};
+use crate::Error;
+
+/// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE master (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        user_depth INTEGER NOT NULL,
+        time_depth INTEGER NOT NULL,
+        period_seconds INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        public_params BLOB NOT NULL,
+        sealed_secret BLOB NOT NULL
+    );
+    CREATE TABLE principals (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        leaf INTEGER NOT NULL UNIQUE,
+        attributes TEXT NOT NULL,
+        parent TEXT,
+        revoked_at INTEGER,
+        sealed_key BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE key_updates (
+        period INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL,
+        bytes BLOB NOT NULL
+    );
+    INSERT INTO fhirseal_meta (key, value) VALUES
+        ('next_leaf', 0), ('period_offset', 0), ('revocation_version', 0);
+"];
+
+/// The authority's state in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    location: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`; its folder must exist.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let location = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| Error::Sqlite {
+            location: location.clone(),
+            source,
+        })?;
+        let store = Self { conn, location };
+        store
+            .conn
+            .busy_timeout(Duration::from_secs(30))
+            .and_then(|()| store.conn.pragma_update(None, "journal_mode", "WAL"))
+            .map_err(|e| store.err(e))?;
+        Ok(store)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            location: self.location.clone(),
+            source,
+        }
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let location = self.location.clone();
+        let err = |source| Error::Sqlite {
+            location: location.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn migrate(&mut self) -> Result<(), Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = |source| Error::Sqlite {
+                location: location.clone(),
+                source,
+            };
+            tx.execute_batch("CREATE TABLE IF NOT EXISTS fhirseal_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+                .map_err(err)?;
+            let found: i64 = tx
+                .query_row("SELECT value FROM fhirseal_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+                .optional()
+                .map_err(err)?
+                .unwrap_or(0);
+            if found > SCHEMA_VERSION {
+                return Err(Error::SchemaTooNew {
+                    location: location.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            for migration in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
+                tx.execute_batch(migration).map_err(err)?;
+            }
+            tx.execute(
+                "INSERT INTO fhirseal_meta (key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn master(&mut self) -> Result<Option<MasterRecord>, Error> {
+        self.conn
+            .query_row(
+                "SELECT user_depth, time_depth, period_seconds, epoch, public_params, sealed_secret FROM master",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, Vec<u8>>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .map(|(l, t, p, epoch, public_params, sealed_secret)| {
+                Ok(MasterRecord {
+                    user_depth: u8::try_from(l).map_err(|_| corrupt("master record", "user depth"))?,
+                    time_depth: u8::try_from(t).map_err(|_| corrupt("master record", "time depth"))?,
+                    period_seconds: u64::try_from(p).map_err(|_| corrupt("master record", "period length"))?,
+                    epoch,
+                    public_params,
+                    sealed_secret,
+                })
+            })
+            .transpose()
+    }
+
+    fn create_master(&mut self, m: &MasterRecord) -> Result<(), Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = |source| Error::Sqlite {
+                location: location.clone(),
+                source,
+            };
+            let exists: Option<i64> = tx.query_row("SELECT id FROM master", [], |r| r.get(0)).optional().map_err(err)?;
+            if exists.is_some() {
+                return Err(Error::AlreadyInitialised {
+                    location: location.clone(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO master (id, user_depth, time_depth, period_seconds, epoch, public_params, sealed_secret)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                params![m.user_depth, m.time_depth, m.period_seconds as i64, m.epoch, m.public_params, m.sealed_secret],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("{SELECT} WHERE kind = ?1 AND name = ?2"),
+                params![kind.as_str(), name],
+                raw_principal,
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(RawPrincipal::check).transpose()
+    }
+
+    fn principals(&mut self, kind: Kind) -> Result<Vec<Principal>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("{SELECT} WHERE kind = ?1 ORDER BY leaf"))
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        let rows = stmt
+            .query_map(params![kind.as_str()], raw_principal)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        rows.into_iter().map(RawPrincipal::check).collect()
+    }
+
+    fn insert_principal(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        max_leaves: u64,
+        make: &mut dyn FnMut(u64) -> Result<NewPrincipal, Error>,
+    ) -> Result<Principal, Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = |source| Error::Sqlite {
+                location: location.clone(),
+                source,
+            };
+            let taken: Option<i64> = tx
+                .query_row(
+                    "SELECT leaf FROM principals WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(err)?;
+            if taken.is_some() {
+                return Err(Error::AlreadyRegistered {
+                    kind: kind.as_str(),
+                    name: name.to_string(),
+                });
+            }
+            let leaf: i64 = tx
+                .query_row("SELECT value FROM fhirseal_meta WHERE key = 'next_leaf'", [], |r| r.get(0))
+                .map_err(err)?;
+            let leaf = u64::try_from(leaf).map_err(|_| corrupt("leaf counter", "negative"))?;
+            if leaf >= max_leaves {
+                return Err(Error::LeavesExhausted(max_leaves));
+            }
+            let new = make(leaf)?;
+            tx.execute(
+                "INSERT INTO principals (kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7)",
+                params![
+                    kind.as_str(),
+                    name,
+                    leaf as i64,
+                    attributes_to_text(&new.attributes),
+                    new.parent,
+                    new.sealed_key,
+                    new.created_at
+                ],
+            )
+            .map_err(err)?;
+            tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'next_leaf'", []).map_err(err)?;
+            Ok(Principal {
+                kind,
+                name: name.to_string(),
+                leaf,
+                attributes: new.attributes,
+                parent: new.parent,
+                revoked_at: None,
+                sealed_key: new.sealed_key,
+                created_at: new.created_at,
+            })
+        })
+    }
+
+    fn revoke(&mut self, targets: &[(Kind, String)], period: u64) -> Result<(), Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = |source| Error::Sqlite {
+                location: location.clone(),
+                source,
+            };
+            for (kind, name) in targets {
+                tx.execute(
+                    "UPDATE principals SET revoked_at = ?1 WHERE kind = ?2 AND name = ?3 AND revoked_at IS NULL",
+                    params![period as i64, kind.as_str(), name],
+                )
+                .map_err(err)?;
+            }
+            tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'revocation_version'", [])
+                .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT leaf, revoked_at FROM principals WHERE revoked_at IS NOT NULL ORDER BY leaf")
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        rows.into_iter()
+            .map(|(l, p)| {
+                Ok((
+                    u64::try_from(l).map_err(|_| corrupt("leaf", "negative"))?,
+                    u64::try_from(p).map_err(|_| corrupt("period", "negative"))?,
+                ))
+            })
+            .collect()
+    }
+
+    fn counters(&mut self) -> Result<Counters, Error> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM fhirseal_meta")
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| Error::Sqlite {
+                location: self.location.clone(),
+                source: e,
+            })?;
+        counters_from(rows)
+    }
+
+    fn advance_period(&mut self) -> Result<u64, Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            tx.query_row(
+                "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|source| Error::Sqlite { location, source })
+            .and_then(|v| u64::try_from(v).map_err(|_| corrupt("period offset", "negative")))
+        })
+    }
+
+    fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT version, bytes FROM key_updates WHERE period = ?1",
+                params![period as i64],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(v, b)| {
+            Ok((
+                u64::try_from(v).map_err(|_| corrupt("key update", "version"))?,
+                b,
+            ))
+        })
+        .transpose()
+    }
+
+    fn put_key_update(&mut self, period: u64, version: u64, bytes: &[u8]) -> Result<(), Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO key_updates (period, version, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (period) DO UPDATE SET version = excluded.version, bytes = excluded.bytes",
+                params![period as i64, version as i64, bytes],
+            )
+            .map_err(|source| Error::Sqlite { location, source })?;
+            Ok(())
+        })
+    }
+}
+
+const SELECT: &str = "SELECT kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at FROM principals";
+
+/// A row as stored, before its fields are checked.
+pub(super) struct RawPrincipal {
+    pub(super) kind: String,
+    pub(super) name: String,
+    pub(super) leaf: i64,
+    pub(super) attributes: String,
+    pub(super) parent: Option<String>,
+    pub(super) revoked_at: Option<i64>,
+    pub(super) sealed_key: Vec<u8>,
+    pub(super) created_at: i64,
+}
+
+fn raw_principal(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPrincipal> {
+    Ok(RawPrincipal {
+        kind: r.get(0)?,
+        name: r.get(1)?,
+        leaf: r.get(2)?,
+        attributes: r.get(3)?,
+        parent: r.get(4)?,
+        revoked_at: r.get(5)?,
+        sealed_key: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+impl RawPrincipal {
+    pub(super) fn check(self) -> Result<Principal, Error> {
+        let what = format!("record of {}", self.name);
+        Ok(Principal {
+            kind: Kind::parse(&self.kind).ok_or_else(|| corrupt(&what, "unknown kind"))?,
+            leaf: u64::try_from(self.leaf).map_err(|_| corrupt(&what, "negative leaf"))?,
+            attributes: attributes_from_text(&self.attributes, &self.name)?,
+            revoked_at: self
+                .revoked_at
+                .map(|p| u64::try_from(p).map_err(|_| corrupt(&what, "negative period")))
+                .transpose()?,
+            name: self.name,
+            parent: self.parent,
+            sealed_key: self.sealed_key,
+            created_at: self.created_at,
+        })
+    }
+}
+
+pub(super) fn counters_from(rows: Vec<(String, i64)>) -> Result<Counters, Error> {
+    let mut c = Counters::default();
+    for (key, value) in rows {
+        let value = u64::try_from(value).map_err(|_| corrupt("counters", "negative value"))?;
+        match key.as_str() {
+            "next_leaf" => c.next_leaf = value,
+            "period_offset" => c.period_offset = value,
+            "revocation_version" => c.revocation_version = value,
+            _ => {}
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,548 @@
+//! The authority on both backends: SQLite in a temporary folder, and a real PostgreSQL server
+//! started by `scripts/test` (`FHIRSEAL_TEST_POSTGRES_URL`). A missing server is a failure,
+//! never a skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fhirseal_authority::{Authority, Error, InitOptions, Kek, Kind, store};
+use rand_core::OsRng;
+use rshabe::{AccessStructure, Params, UpdateMode};
+
+const NOW: i64 = 1_800_000_000;
+const DAY: i64 = 86_400;
+
+/// A fresh, empty database on one backend.
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    Db {
+        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
+        _dir: Some(dir),
+    }
+}
+
+fn postgres() -> Db {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
+             PostgreSQL server (PostgreSQL tests are never skipped)"
+        )
+    });
+    let name = format!(
+        "authority_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Db {
+        url: format!("{prefix}/{name}"),
+        _dir: None,
+    }
+}
+
+fn backends() -> [(&'static str, Db); 2] {
+    [("sqlite", sqlite()), ("postgres", postgres())]
+}
+
+fn small() -> InitOptions {
+    InitOptions {
+        params: Params::new(8, 6).unwrap(),
+        period_seconds: DAY as u64,
+    }
+}
+
+fn init(db: &Db, kek: &str) -> Authority {
+    Authority::init(
+        store::open(&db.url).unwrap(),
+        Kek::from_hex(kek, "test").unwrap(),
+        small(),
+        NOW,
+        &mut OsRng,
+    )
+    .unwrap()
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+const OTHER_KEK: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+
+#[test]
+fn the_life_cycle_of_a_revoked_doctor() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.add_user(
+            "Practitioner/doc",
+            &strings(&["role:physician", "dept:cardiology"]),
+            None,
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        a.add_user(
+            "Practitioner/nurse",
+            &strings(&["role:nurse", "dept:cardiology"]),
+            None,
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        let p0 = a.current_period(NOW).unwrap();
+        let pp = a.public_params();
+        let doctors = AccessStructure::parse("role:physician and dept:cardiology").unwrap();
+        let ward = AccessStructure::parse("dept:cardiology").unwrap();
+        let (ct, key) = rshabe::encrypt(pp, &doctors, p0, &mut OsRng).unwrap();
+        let (ward_ct, ward_key) = rshabe::encrypt(pp, &ward, p0, &mut OsRng).unwrap();
+
+        let old_dk = a
+            .decryption_key("Practitioner/doc", p0, &mut OsRng)
+            .unwrap();
+        assert_eq!(rshabe::decrypt(&old_dk, &ct).unwrap(), key, "{backend}");
+        let nurse_dk = a
+            .decryption_key("Practitioner/nurse", p0, &mut OsRng)
+            .unwrap();
+        assert!(rshabe::decrypt(&nurse_dk, &ct).is_err(), "{backend}");
+
+        let revoked = a.revoke(Kind::User, "Practitioner/doc", NOW).unwrap();
+        assert_eq!(revoked, vec![(Kind::User, "Practitioner/doc".to_string())]);
+        let p1 = a.advance_period(NOW).unwrap();
+        assert_eq!(p1, p0 + 1);
+        let ct1 = rshabe::ct_update(pp, &ct, p1, UpdateMode::Minimal, &mut OsRng).unwrap();
+        let ward_ct1 =
+            rshabe::ct_update(pp, &ward_ct, p1, UpdateMode::Rerandomize, &mut OsRng).unwrap();
+        assert!(
+            rshabe::decrypt(&old_dk, &ct1).is_err(),
+            "{backend}: forward security"
+        );
+        assert!(matches!(
+            a.decryption_key("Practitioner/doc", p1, &mut OsRng),
+            Err(Error::Revoked { since, .. }) if since == p0
+        ));
+        let nurse_dk1 = a
+            .decryption_key("Practitioner/nurse", p1, &mut OsRng)
+            .unwrap();
+        assert_eq!(
+            rshabe::decrypt(&nurse_dk1, &ward_ct1).unwrap(),
+            ward_key,
+            "{backend}"
+        );
+
+        // A reopened authority sees the same state.
+        drop(a);
+        let a = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "test").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a.current_period(NOW).unwrap(), p1);
+        assert_eq!(
+            a.principal(Kind::User, "Practitioner/doc")
+                .unwrap()
+                .revoked_at,
+            Some(p0)
+        );
+        assert!(
+            a.decryption_key("Practitioner/doc", p1, &mut OsRng)
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn sub_authorities_issue_within_their_attributes_and_fall_with_their_parent() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.delegate(
+            "st-mary",
+            None,
+            &strings(&[
+                "org:st-mary",
+                "dept:cardiology",
+                "role:nurse",
+                "role:physician",
+            ]),
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        a.delegate(
+            "cardiology",
+            Some("st-mary"),
+            &strings(&["dept:cardiology", "role:nurse"]),
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        let err = a
+            .delegate(
+                "oncology",
+                Some("st-mary"),
+                &strings(&["dept:oncology"]),
+                NOW,
+                &mut OsRng,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::OutsideDelegation { ref attribute, .. } if attribute == "dept:oncology"),
+            "{backend}"
+        );
+        let err = a
+            .add_user(
+                "Practitioner/x",
+                &strings(&["role:physician"]),
+                Some("cardiology"),
+                NOW,
+                &mut OsRng,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("may not issue attribute role:physician"),
+            "{err}"
+        );
+        a.add_user(
+            "Practitioner/n",
+            &strings(&["role:nurse", "dept:cardiology"]),
+            Some("cardiology"),
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        a.add_user(
+            "Practitioner/d",
+            &strings(&["role:physician"]),
+            Some("st-mary"),
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+        a.add_user(
+            "Practitioner/other",
+            &strings(&["role:physician"]),
+            None,
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap();
+
+        let revoked = a.revoke(Kind::Authority, "st-mary", NOW).unwrap();
+        let mut names: Vec<&str> = revoked.iter().map(|(_, n)| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["Practitioner/d", "Practitioner/n", "cardiology", "st-mary"],
+            "{backend}"
+        );
+        let p = a.advance_period(NOW).unwrap();
+        for user in ["Practitioner/n", "Practitioner/d"] {
+            assert!(matches!(
+                a.decryption_key(user, p, &mut OsRng),
+                Err(Error::Revoked { .. })
+            ));
+        }
+        assert!(
+            a.decryption_key("Practitioner/other", p, &mut OsRng)
+                .is_ok()
+        );
+        assert!(matches!(
+            a.add_user(
+                "Practitioner/late",
+                &strings(&["role:nurse"]),
+                Some("cardiology"),
+                NOW,
+                &mut OsRng
+            ),
+            Err(Error::AuthorityRevoked(_))
+        ));
+        // The sub-authority's own key is a real key: it can delegate further offline.
+        let key = a.secret_key(Kind::Authority, "cardiology").unwrap();
+        let narrowed = rshabe::delegate(
+            a.public_params(),
+            &key,
+            &[rshabe::Attribute::new("role:nurse").unwrap()],
+            &mut OsRng,
+        )
+        .unwrap();
+        assert_eq!(narrowed.attributes().count(), 1);
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_changes_nothing() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.add_user("Practitioner/1", &strings(&["a"]), None, NOW, &mut OsRng)
+            .unwrap();
+        let err = Authority::init(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "t").unwrap(),
+            small(),
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyInitialised { .. }),
+            "{backend}: {err}"
+        );
+        assert!(matches!(
+            a.principal(Kind::User, "nobody"),
+            Err(Error::UnknownPrincipal { .. })
+        ));
+        assert!(matches!(
+            a.add_user("Practitioner/1", &strings(&["a"]), None, NOW, &mut OsRng),
+            Err(Error::AlreadyRegistered { .. })
+        ));
+        assert!(matches!(
+            a.add_user("", &strings(&["a"]), None, NOW, &mut OsRng),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            a.add_user("P/2", &[], None, NOW, &mut OsRng),
+            Err(Error::Invalid(_))
+        ));
+        a.revoke(Kind::User, "Practitioner/1", NOW).unwrap();
+        let err = a.revoke(Kind::User, "Practitioner/1", NOW).unwrap_err();
+        assert!(matches!(err, Error::AlreadyRevoked { .. }), "{err}");
+        assert!(
+            err.to_string().contains("already revoked at period 0"),
+            "{err}"
+        );
+
+        // The wrong key-encryption key opens nothing.
+        let err = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(OTHER_KEK, "t").unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
+        assert!(!err.to_string().contains(KEK) && !err.to_string().contains(OTHER_KEK));
+        drop(a);
+
+        // A corrupt master secret: refused, and the record is left as it was.
+        let before = raw_sealed_secret(backend, &db.url);
+        let mut broken = before.clone();
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        set_raw_sealed_secret(backend, &db.url, &broken);
+        let err = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "t").unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
+        assert_eq!(raw_sealed_secret(backend, &db.url), broken);
+        set_raw_sealed_secret(backend, &db.url, &before);
+        assert!(
+            Authority::open(
+                store::open(&db.url).unwrap(),
+                Kek::from_hex(KEK, "t").unwrap()
+            )
+            .is_ok()
+        );
+
+        // A database from a newer schema: refused untouched.
+        execute(
+            backend,
+            &db.url,
+            "UPDATE fhirseal_meta SET value = 99 WHERE key = 'schema_version'",
+        );
+        let err = store::open(&db.url).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::SchemaTooNew {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{backend}: {err}"
+        );
+        assert!(err.to_string().contains("upgrade FHIRseal"));
+        assert_eq!(
+            query_i64(
+                backend,
+                &db.url,
+                "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'"
+            ),
+            99
+        );
+    }
+}
+
+#[test]
+fn an_empty_database_is_not_an_authority() {
+    for (backend, db) in backends() {
+        let err = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "t").unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::NotInitialised { .. }),
+            "{backend}: {err}"
+        );
+        assert!(err.to_string().contains("fhirseal authority init"));
+    }
+}
+
+#[test]
+fn concurrent_issuers_never_lose_or_duplicate_a_leaf() {
+    for (backend, db) in backends() {
+        drop(init(&db, KEK));
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let url = db.url.clone();
+                std::thread::spawn(move || {
+                    let a = Authority::open(
+                        store::open(&url).unwrap(),
+                        Kek::from_hex(KEK, "t").unwrap(),
+                    )
+                    .unwrap();
+                    for i in 0..12 {
+                        a.add_user(
+                            &format!("Practitioner/{t}-{i}"),
+                            &strings(&["a"]),
+                            None,
+                            NOW,
+                            &mut OsRng,
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let a = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "t").unwrap(),
+        )
+        .unwrap();
+        let mut leaves: Vec<u64> = a
+            .principals(Kind::User)
+            .unwrap()
+            .iter()
+            .map(|p| p.leaf)
+            .collect();
+        leaves.sort_unstable();
+        assert_eq!(leaves, (0..24).collect::<Vec<_>>(), "{backend}");
+    }
+}
+
+#[test]
+fn key_updates_are_reused_until_the_revocation_list_changes() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.add_user("P/1", &strings(&["a"]), None, NOW, &mut OsRng)
+            .unwrap();
+        a.add_user("P/2", &strings(&["a"]), None, NOW, &mut OsRng)
+            .unwrap();
+        let p = a.current_period(NOW + 3 * DAY).unwrap();
+        assert_eq!(p, 3, "{backend}: periods follow the clock");
+        let ku = a.key_update(p, &mut OsRng).unwrap();
+        assert_eq!(
+            a.key_update(p, &mut OsRng).unwrap().to_bytes(),
+            ku.to_bytes()
+        );
+        let reopened = Authority::open(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "t").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            reopened.key_update(p, &mut OsRng).unwrap().to_bytes(),
+            ku.to_bytes(),
+            "stored"
+        );
+        assert_eq!(ku.node_count(), 1);
+        a.revoke(Kind::User, "P/1", NOW + 3 * DAY).unwrap();
+        let after = a.key_update(p, &mut OsRng).unwrap();
+        assert_ne!(after.to_bytes(), ku.to_bytes());
+        assert_eq!(after.node_count(), usize::from(a.params().user_depth()));
+        assert!(a.decryption_key("P/2", p, &mut OsRng).is_ok());
+        assert!(a.cached_keys() >= 1);
+        let info = a.period_info(NOW + 3 * DAY + 5).unwrap();
+        assert_eq!(
+            (info.period, info.starts_at, info.ends_at, info.last),
+            (3, NOW + 3 * DAY, NOW + 4 * DAY, 63)
+        );
+    }
+}
+
+// === raw access for corruption tests ===
+
+fn execute(backend: &str, url: &str, sql: &str) {
+    match backend {
+        "sqlite" => {
+            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+    }
+}
+
+fn query_i64(backend: &str, url: &str, sql: &str) -> i64 {
+    match backend {
+        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap(),
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0),
+    }
+}
+
+fn raw_sealed_secret(backend: &str, url: &str) -> Vec<u8> {
+    let sql = "SELECT sealed_secret FROM master";
+    match backend {
+        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap(),
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0),
+    }
+}
+
+fn set_raw_sealed_secret(backend: &str, url: &str, bytes: &[u8]) {
+    match backend {
+        "sqlite" => {
+            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+                .unwrap()
+                .execute("UPDATE master SET sealed_secret = ?1", [bytes])
+                .unwrap();
+        }
+        _ => {
+            postgres::Client::connect(url, postgres::NoTls)
+                .unwrap()
+                .execute("UPDATE master SET sealed_secret = $1", &[&bytes])
+                .unwrap();
+        }
+    }
+}

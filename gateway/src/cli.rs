@@ -1,0 +1,54 @@
+//! Argument parsing and dispatch. Output is for people by default and JSON with `--json`; every
+//! error is one line that says what to do, with exit status 1 (64 for a usage error).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod authority;
+
+/// FHIRseal: a gateway that seals protected FHIR elements under attribute-based encryption.
+#[derive(Debug, Parser)]
+#[command(name = "fhirseal", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The attribute authority: keys, users, sub-authorities, revocation and periods.
+    Authority(authority::Args),
+}
+
+/// Exit status for a usage error (`EX_USAGE`).
+const EX_USAGE: u8 = 64;
+
+pub(crate) fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let result = match cli.command {
+        Command::Authority(args) => authority::run(args),
+    };
+    match result {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{output}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! `fhirseal`: the FHIRseal command line. Today it runs the attribute authority
+//! (`fhirseal authority …`); the gateway's `serve` arrives with the proxy.
+
+use std::process::ExitCode;
+
+mod cli;
+
+fn main() -> ExitCode {
+    cli::main()
+}

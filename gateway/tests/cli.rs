@@ -1,0 +1,218 @@
+//! `fhirseal authority …` run as a real process, as an administrator would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fhirseal(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhirseal"))
+        .arg("authority")
+        .args(args)
+        .env("FHIRSEAL_DATA_DIR", dir)
+        .env_remove("FHIRSEAL_DATABASE")
+        .env_remove("FHIRSEAL_AUTHORITY_KEK")
+        .env_remove("FHIRSEAL_AUTHORITY_KEK_FILE")
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = fhirseal(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = fhirseal(dir, args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap(), stderr)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[test]
+fn an_administrator_runs_the_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let init = json(&ok(
+        d,
+        &[
+            "init",
+            "--user-depth",
+            "8",
+            "--time-depth",
+            "6",
+            "--period",
+            "12h",
+            "--json",
+        ],
+    ));
+    assert_eq!(init["period_seconds"], 43_200);
+    assert!(d.join("authority.kek").exists() && d.join("authority.sqlite3").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("authority.kek"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "the key-encryption key is readable by its owner only"
+        );
+    }
+    let (code, err) = fails(d, &["init"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: an authority already exists") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    ok(
+        d,
+        &[
+            "users",
+            "add",
+            "Practitioner/1",
+            "--attributes",
+            "role:physician,dept:cardiology",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "authorities",
+            "delegate",
+            "cardiology",
+            "--attributes",
+            "dept:cardiology,role:nurse",
+        ],
+    );
+    let nurse = json(&ok(
+        d,
+        &[
+            "users",
+            "add",
+            "Practitioner/2",
+            "--attributes",
+            "role:nurse",
+            "--authority",
+            "cardiology",
+            "--json",
+        ],
+    ));
+    assert_eq!(nurse["issued_by"], "cardiology");
+    let (_, err) = fails(
+        d,
+        &[
+            "users",
+            "add",
+            "Practitioner/3",
+            "--attributes",
+            "role:physician",
+            "--authority",
+            "cardiology",
+        ],
+    );
+    assert!(
+        err.contains("may not issue attribute role:physician"),
+        "{err}"
+    );
+
+    let users = json(&ok(d, &["users", "list", "--json"]));
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    let text = ok(d, &["users", "show", "Practitioner/1"]);
+    assert!(
+        text.contains("active") && text.contains("role:physician"),
+        "{text}"
+    );
+
+    let revoked = json(&ok(d, &["authorities", "revoke", "cardiology", "--json"]));
+    assert_eq!(
+        revoked["revoked"].as_array().unwrap().len(),
+        2,
+        "the sub-authority and its nurse"
+    );
+    let (_, err) = fails(d, &["users", "revoke", "Practitioner/2"]);
+    assert!(err.contains("already revoked at period 0"), "{err}");
+    let (_, err) = fails(d, &["users", "show", "Practitioner/9"]);
+    assert!(
+        err.contains("not registered") && err.contains("users list"),
+        "{err}"
+    );
+    let (_, err) = fails(d, &["authorities", "revoke", "nowhere"]);
+    assert!(err.contains("authorities list"), "{err}");
+
+    let period = json(&ok(d, &["period", "advance", "--json"]));
+    assert_eq!(period["period"], 1);
+    let public = json(&ok(d, &["export-public"]));
+    assert_eq!(public["format"], "fhirseal-authority-public/1");
+    assert_eq!(public["period"], 1);
+
+    // A wrong key-encryption key: one line, no key material, nothing changed.
+    let out = Command::new(env!("CARGO_BIN_EXE_fhirseal"))
+        .args(["authority", "users", "list"])
+        .env("FHIRSEAL_DATA_DIR", d)
+        .env("FHIRSEAL_AUTHORITY_KEK", "11".repeat(32))
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("does not open with this key-encryption key") && !err.contains("1111"),
+        "{err}"
+    );
+    assert_eq!(
+        json(&ok(d, &["users", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let (code, _) = fails(d, &["users", "frobnicate"]);
+    assert_eq!(code, 64, "usage errors exit with EX_USAGE");
+}
+
+#[test]
+fn two_processes_issuing_at_once_never_share_a_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--user-depth", "8", "--time-depth", "4"]);
+    let spawn = |who: &str| {
+        let script = (0..6)
+            .map(|i| {
+                format!(
+                    "\"{}\" authority users add Practitioner/{who}-{i} --attributes a || exit 1",
+                    env!("CARGO_BIN_EXE_fhirseal")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("FHIRSEAL_DATA_DIR", d)
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("a"), spawn("b"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let users = json(&ok(d, &["users", "list", "--json"]));
+    let mut leaves: Vec<u64> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["leaf"].as_u64().unwrap())
+        .collect();
+    leaves.sort_unstable();
+    assert_eq!(leaves, (0..12).collect::<Vec<_>>());
+}
