@@ -57,11 +57,14 @@ impl<'a> Lsss<'a> {
         out
     }
 
-    /// Coefficients `ω_i` over rows whose attribute satisfies `has`, with `Σ ω_i λ_i = secret`;
-    /// `None` if the attributes do not satisfy the structure. Among the ways to satisfy an OR or a
+    /// Coefficients `ω_i` over rows whose attribute satisfies `has`, with `Σ ω_i λ_i = secret`,
+    /// by ascending row, each row at most once; `None` if the attributes do not satisfy the
+    /// structure. Among the ways to satisfy an OR or a
     /// threshold it picks those using the fewest rows (fewest pairings to decrypt).
     pub fn coefficients(&self, has: &dyn Fn(&Attribute) -> bool) -> Option<Vec<(usize, Scalar)>> {
-        solve(self.policy.root(), 0, has)
+        let mut w = solve(self.policy.root(), 0, has)?;
+        w.sort_unstable_by_key(|(row, _)| *row);
+        Some(w)
     }
 
     /// The share-generating matrix `M` (rows × columns) that [`Lsss::share`] implements: the

@@ -167,3 +167,5 @@ proptest! {
         }
     }
 }
+
+mod cases;

@@ -1,11 +1,15 @@
+//! Worked cases, written independently of the implementation (by a second engineer against the
+//! API contract) and kept as a cross-check: Lewko–Waters rows, Lagrange coefficients, the cheapest
+//! inputs, repeated attributes, RNG injection and the largest policy.
+
 use blstrs::Scalar;
 use ff::Field;
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-use super::*;
-use crate::policy::{AccessStructure, Attribute, Node};
+use super::super::*;
+use crate::access::{AccessStructure, Attribute, Node};
 
 fn parse(s: &str) -> AccessStructure {
     AccessStructure::parse(s).unwrap()
@@ -173,6 +177,20 @@ fn two_input_and_is_lewko_waters() {
     );
 }
 
+/// Regression (found by the property test): an AND's last child must get −1 only in the AND's
+/// own columns, not in columns its earlier children allocated.
+#[test]
+fn and_last_row_uses_only_its_own_columns() {
+    let policy = parse("2 of (a, b, c) and d");
+    let lsss = Lsss::new(&policy);
+    let m = lsss.matrix();
+    let expected = [[0, 1, 1], [0, 1, 2], [0, 1, 3], [1, -1, 0]];
+    let expected: Vec<Vec<Scalar>> = expected.iter().map(|r| r.map(s).to_vec()).collect();
+    assert_eq!(m, expected);
+    let coefficients = lsss.coefficients(&holder(&["a", "b", "d"])).unwrap();
+    assert_eq!(combine_rows(&coefficients, &m), e1(3));
+}
+
 #[test]
 fn threshold_coefficients_are_lagrange_at_zero() {
     let policy = parse("2 of (a, b, c)");
@@ -263,7 +281,7 @@ fn largest_policy_shares_and_reconstructs() {
     let group = format!("({})", names.join(" and "));
     let policy = parse(&[group.as_str(); 4].join(" or "));
     let lsss = Lsss::new(&policy);
-    assert_eq!(lsss.rows(), crate::policy::MAX_LEAVES);
+    assert_eq!(lsss.rows(), crate::access::MAX_LEAVES);
     let secret = Scalar::random(rng(9));
     let shares = lsss.share(&secret, &mut rng(10));
     let coefficients = lsss.coefficients(&|_| true).unwrap();
