@@ -12,7 +12,7 @@ use rand_core::{CryptoRng, RngCore};
 use crate::Error;
 use crate::access::Attribute;
 use crate::backend::{self, Lines};
-use crate::key::{SecretKey, rerandomize_row};
+use crate::key::{G2Base, SecretKey, rerandomize_row};
 use crate::params::{Params, PublicParams};
 use crate::tree::Node;
 use crate::update::KeyUpdate;
@@ -61,13 +61,14 @@ pub fn decrypt_key(
         .k0
         .get(usize::from(theta.depth()))
         .ok_or(Error::ParamsMismatch)?;
+    let kt = pp.key_tables();
     let mut d1 = Scalar::random(&mut *rng);
     let mut d2 = Scalar::random(&mut *rng);
-    let k0 = pp.g2.w * (d1 + d2) + k0_theta + node.ku0;
-    let k1 = pp.g2.g * d1 + key.k1;
-    let k1t = pp.g2.g * d2 + node.ku1;
-    let minus_v_d1 = -(pp.g2.v * d1);
-    let minus_v_d2 = -(pp.g2.v * d2);
+    let k0 = kt.w.mul(&(d1 + d2)) + k0_theta + node.ku0;
+    let k1 = kt.g.mul(&d1) + key.k1;
+    let k1t = kt.g.mul(&d2) + node.ku1;
+    let minus_v_d1 = -kt.v.mul(&d1);
+    let minus_v_d2 = -kt.v.mul(&d2);
     backend::wipe_scalar(&mut d1);
     backend::wipe_scalar(&mut d2);
     let mut heads = [G2Affine::default(); 3];
@@ -75,13 +76,15 @@ pub fn decrypt_key(
     let mut elements = heads.to_vec();
     let mut attributes = BTreeMap::new();
     for (i, (a, row)) in key.attributes.iter().enumerate() {
-        let fresh = rerandomize_row(pp.g2.g, pp.attribute_base_g2(a), minus_v_d1, row, rng);
+        let base = G2Base::Point(pp.attribute_base_g2(a));
+        let fresh = rerandomize_row(&kt.g, &base, minus_v_d1, row, rng);
         elements.extend([fresh.k2, fresh.k3]);
         attributes.insert(a.clone(), i);
     }
     let t = pp.params.period(update.period)?;
     for (x, row) in t.path().zip(&node.time) {
-        let fresh = rerandomize_row(pp.g2.g, pp.time_base_g2(x), minus_v_d2, row, rng);
+        let base = G2Base::Point(pp.time_base_g2(x));
+        let fresh = rerandomize_row(&kt.g, &base, minus_v_d2, row, rng);
         elements.extend([fresh.k2, fresh.k3]);
     }
     Ok(DecryptionKey::from_parts(

@@ -9,7 +9,7 @@ use group::Curve;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::access::Attribute;
-use crate::backend;
+use crate::backend::{self, G2Table};
 use crate::params::{MasterSecret, Params, PublicParams};
 use crate::tree::Node;
 use crate::{Error, MAX_KEY_ATTRIBUTES};
@@ -51,24 +51,30 @@ pub fn keygen(
     pp.params.ensure_same(msk.params)?;
     let leaf = pp.params.leaf(leaf)?;
     let set = attribute_set(attributes.iter())?;
+    let kt = pp.key_tables();
     let mut r = Scalar::random(&mut *rng);
-    let k1 = pp.g2.g * r;
-    let wr = pp.g2.w * r;
+    let k1 = kt.g.mul(&r);
+    let wr = kt.w.mul(&r);
     let k0: Vec<G2Projective> = leaf
         .path()
         .map(|theta| {
             let mut a = msk.node_secret(theta);
-            let k = pp.g2.g * a + wr;
+            let k = kt.g.mul(&a) + wr;
             backend::wipe_scalar(&mut a);
             k
         })
         .collect();
-    let minus_vr = -(pp.g2.v * r);
+    let minus_vr = -kt.v.mul(&r);
     backend::wipe_scalar(&mut r);
     let attributes = set
         .into_iter()
         .map(|a| {
-            let row = fresh_row(pp.g2.g, pp.attribute_base_g2(a), minus_vr, rng);
+            let row = fresh_row(
+                &kt.g,
+                &G2Base::Point(pp.attribute_base_g2(a)),
+                minus_vr,
+                rng,
+            );
             (a.clone(), row)
         })
         .collect();
@@ -99,17 +105,19 @@ pub fn delegate(
     if let Some(missing) = set.iter().find(|a| !key.attributes.contains_key(a)) {
         return Err(Error::AttributeNotHeld((*missing).clone()));
     }
+    let kt = pp.key_tables();
     let mut delta = Scalar::random(&mut *rng);
-    let k1 = key.k1 + pp.g2.g * delta;
-    let w_delta = pp.g2.w * delta;
+    let k1 = kt.g.mul(&delta) + key.k1;
+    let w_delta = kt.w.mul(&delta);
     let k0: Vec<G2Projective> = key.k0.iter().map(|k| w_delta + k).collect();
-    let minus_v_delta = -(pp.g2.v * delta);
+    let minus_v_delta = -kt.v.mul(&delta);
     backend::wipe_scalar(&mut delta);
     let attributes = set
         .into_iter()
         .filter_map(|a| key.attributes.get(a).map(|row| (a, row)))
         .map(|(a, row)| {
-            let fresh = rerandomize_row(pp.g2.g, pp.attribute_base_g2(a), minus_v_delta, row, rng);
+            let base = G2Base::Point(pp.attribute_base_g2(a));
+            let fresh = rerandomize_row(&kt.g, &base, minus_v_delta, row, rng);
             (a.clone(), fresh)
         })
         .collect();
@@ -174,35 +182,64 @@ impl AttributeKey {
     }
 }
 
+/// The base `F` of a key row: a point (multiplied with blst's constant-time ladder), or a
+/// fixed-base table when many rows share it.
+pub(crate) enum G2Base<'a> {
+    Point(G2Affine),
+    Table(&'a G2Table),
+}
+
+impl G2Base<'_> {
+    fn mul(&self, k: &Scalar) -> G2Projective {
+        match self {
+            G2Base::Point(p) => p * k,
+            G2Base::Table(t) => t.mul(k),
+        }
+    }
+}
+
 /// A fresh row `(g₂^{ρ}, F^{ρ}·V)` where `V` is the caller's `v₂^{−r}` term.
 pub(crate) fn fresh_row(
-    g: G2Affine,
-    base: G2Affine,
+    g: &G2Table,
+    base: &G2Base<'_>,
     minus_vr: G2Projective,
     rng: &mut (impl CryptoRng + RngCore),
 ) -> AttributeKey {
+    affine_row(row_terms(g, base, minus_vr, rng))
+}
+
+/// `(g₂^{ρ}, F^{ρ}·V)` for a fresh secret `ρ`, before normalisation.
+fn row_terms(
+    g: &G2Table,
+    base: &G2Base<'_>,
+    minus_vr: G2Projective,
+    rng: &mut (impl CryptoRng + RngCore),
+) -> [G2Projective; 2] {
     let mut rho = Scalar::random(&mut *rng);
-    let row = AttributeKey {
-        k2: (g * rho).to_affine(),
-        k3: (base * rho + minus_vr).to_affine(),
-    };
+    let terms = [g.mul(&rho), base.mul(&rho) + minus_vr];
     backend::wipe_scalar(&mut rho);
-    row
+    terms
+}
+
+fn affine_row(terms: [G2Projective; 2]) -> AttributeKey {
+    let mut pair = [G2Affine::default(); 2];
+    G2Projective::batch_normalize(&terms, &mut pair);
+    AttributeKey {
+        k2: pair[0],
+        k3: pair[1],
+    }
 }
 
 /// `(K2·g₂^{δ_A}, K3·F^{δ_A}·V)` with a fresh `δ_A`, where `V` is the caller's `v₂^{−δ}` term.
 pub(crate) fn rerandomize_row(
-    g: G2Affine,
-    base: G2Affine,
+    g: &G2Table,
+    base: &G2Base<'_>,
     minus_v_delta: G2Projective,
     row: &AttributeKey,
     rng: &mut (impl CryptoRng + RngCore),
 ) -> AttributeKey {
-    let fresh = fresh_row(g, base, minus_v_delta, rng);
-    AttributeKey {
-        k2: (fresh.k2 + G2Projective::from(row.k2)).to_affine(),
-        k3: (fresh.k3 + G2Projective::from(row.k3)).to_affine(),
-    }
+    let [k2, k3] = row_terms(g, base, minus_v_delta, rng);
+    affine_row([k2 + row.k2, k3 + row.k3])
 }
 
 pub(crate) fn normalize(points: &[G2Projective]) -> Vec<G2Affine> {

@@ -12,7 +12,7 @@ use zeroize::Zeroize;
 
 use crate::Error;
 use crate::access::Attribute;
-use crate::backend::{self, G1Table, GtTable};
+use crate::backend::{self, G1Table, G2Table, GtTable};
 use crate::hash;
 use crate::tree::{self, Node};
 
@@ -144,6 +144,7 @@ pub struct PublicParams {
     pub(crate) g2: Generators<G2Affine>,
     pub(crate) y: Gt,
     tables: OnceLock<EncryptionTables>,
+    key_tables: OnceLock<KeyTables>,
     bases: RwLock<HashMap<BaseKey, G2Affine>>,
 }
 
@@ -205,6 +206,7 @@ impl PublicParams {
             g2,
             y,
             tables: OnceLock::new(),
+            key_tables: OnceLock::new(),
             bases: RwLock::new(HashMap::new()),
         }
     }
@@ -219,6 +221,16 @@ impl PublicParams {
         self.tables.get_or_init(|| EncryptionTables {
             g1: Generators::from_array(self.g1.as_array().map(|p| G1Table::new(&p))),
             y: GtTable::new(&self.y),
+        })
+    }
+
+    /// The fixed-base tables of `g₂, w₂, v₂` for the key algorithms, built on first use (about 6 ms,
+    /// once per process, 576 KiB).
+    pub(crate) fn key_tables(&self) -> &KeyTables {
+        self.key_tables.get_or_init(|| KeyTables {
+            g: G2Table::new(&self.g2.g),
+            w: G2Table::new(&self.g2.w),
+            v: G2Table::new(&self.g2.v),
         })
     }
 
@@ -307,6 +319,13 @@ impl fmt::Debug for MasterSecret {
             .field("params", &self.params)
             .finish_non_exhaustive()
     }
+}
+
+/// The constant-time fixed-base tables of the G2 generators that keys are built from.
+pub(crate) struct KeyTables {
+    pub(crate) g: G2Table,
+    pub(crate) w: G2Table,
+    pub(crate) v: G2Table,
 }
 
 /// The constant-time fixed-base tables of the G1 generators and of `Y`.

@@ -10,7 +10,8 @@ use rand_core::{CryptoRng, RngCore};
 use crate::Error;
 use crate::MasterSecret;
 use crate::backend;
-use crate::key::{AttributeKey, fresh_row};
+use crate::backend::G2Table;
+use crate::key::{AttributeKey, G2Base, fresh_row};
 use crate::params::{Params, PublicParams};
 use crate::tree::{self, Node};
 
@@ -78,6 +79,10 @@ impl RevocationList {
     }
 }
 
+/// From how many KUNodes on `key_update` builds fixed-base tables for the period's time bases
+/// (about 20 ms for ℓ = 10, against 0.1 ms saved per multiplication).
+const TIME_TABLES_FROM: usize = 8;
+
 /// The key update for one period: for each node θ of `KUNodes(BT, RL)`,
 /// `(KU0_θ, KU1_θ)` and one row per time node on `Path(t)`. Public: it is broadcast.
 #[derive(Clone, PartialEq, Eq)]
@@ -108,23 +113,35 @@ pub fn key_update(
 ) -> Result<KeyUpdate, Error> {
     pp.params.ensure_same(msk.params)?;
     let t = pp.params.period(period)?;
-    let time_bases: Vec<G2Affine> = t.path().map(|x| pp.time_base_g2(x)).collect();
+    let kt = pp.key_tables();
     let ku = tree::ku_nodes(
         pp.params.user_depth(),
         revoked.revoked_at(pp.params, period),
     );
+    // Every KUNode multiplies the same ℓ+1 time bases: past a few nodes, tables pay for themselves.
+    let points: Vec<G2Affine> = t.path().map(|x| pp.time_base_g2(x)).collect();
+    let tables: Vec<G2Table> = if ku.len() >= TIME_TABLES_FROM {
+        points.iter().map(G2Table::new).collect()
+    } else {
+        Vec::new()
+    };
+    let time_bases: Vec<G2Base<'_>> = if tables.is_empty() {
+        points.iter().map(|p| G2Base::Point(*p)).collect()
+    } else {
+        tables.iter().map(G2Base::Table).collect()
+    };
     let mut nodes = BTreeMap::new();
     for theta in ku {
         let mut r = Scalar::random(&mut *rng);
         let mut a = msk.alpha - msk.node_secret(theta);
-        let ku0 = pp.g2.g * a + pp.g2.w * r;
-        let ku1 = pp.g2.g * r;
-        let minus_vr = -(pp.g2.v * r);
+        let ku0 = kt.g.mul(&a) + kt.w.mul(&r);
+        let ku1 = kt.g.mul(&r);
+        let minus_vr = -kt.v.mul(&r);
         backend::wipe_scalar(&mut a);
         backend::wipe_scalar(&mut r);
         let time = time_bases
             .iter()
-            .map(|base| fresh_row(pp.g2.g, *base, minus_vr, rng))
+            .map(|base| fresh_row(&kt.g, base, minus_vr, rng))
             .collect();
         let mut pair = [G2Affine::default(); 2];
         G2Projective::batch_normalize(&[ku0, ku1], &mut pair);
