@@ -143,7 +143,9 @@ pub mod performance {
     //! - **Decrypt**: the G1 side is sums of ciphertext elements (Lewko–Waters coefficients are 1;
     //!   thresholds multiply by public Lagrange coefficients), then one `multi_miller_loop` over
     //!   cached `G2Prepared` tables and one final exponentiation.
-    //! - **Keys**: the bases `u₂^{H(A)}h₂` and `u_T₂^{H(τ)}h_T₂` are cached per attribute and time
-    //!   node in the public parameters (bounded), saving one G2 multiplication per row.
+    //! - **Keys**: constant-time fixed-base tables for `g₂, w₂, v₂` (built once per process) and,
+    //!   inside a `key_update` with many KUNodes, for the period's time bases; the bases
+    //!   `u₂^{H(A)}h₂` and `u_T₂^{H(τ)}h_T₂` are cached per attribute and time node in the public
+    //!   parameters (bounded), saving one G2 multiplication per row.
     //! - Measured figures are in the repository's `BENCHMARKS.md`.
 }
