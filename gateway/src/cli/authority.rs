@@ -21,11 +21,11 @@ pub(crate) struct Args {
         global = true
     )]
     data_dir: PathBuf,
-    /// The database: `sqlite:PATH` or `postgres://user@host/db` [default: sqlite:<data-dir>/authority.sqlite3].
+    /// The database: `sqlite:PATH` or `postgres://user@host/db` [default: sqlite:DATA_DIR/authority.sqlite3].
     #[arg(long, env = "FHIRSEAL_DATABASE", global = true)]
     database: Option<String>,
     /// File holding the key-encryption key (64 hex digits); `FHIRSEAL_AUTHORITY_KEK` takes precedence
-    /// [default: <data-dir>/authority.kek].
+    /// [default: DATA_DIR/authority.kek].
     #[arg(long, env = "FHIRSEAL_AUTHORITY_KEK_FILE", global = true)]
     kek_file: Option<PathBuf>,
     /// Print JSON for scripts instead of text for people.
