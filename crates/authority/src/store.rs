@@ -100,6 +100,22 @@ pub struct NewPrincipal {
     pub created_at: i64,
 }
 
+impl NewPrincipal {
+    /// The registered principal this becomes at `leaf`.
+    fn into_principal(self, kind: Kind, name: &str, leaf: u64) -> Principal {
+        Principal {
+            kind,
+            name: name.to_string(),
+            leaf,
+            attributes: self.attributes,
+            parent: self.parent,
+            revoked_at: None,
+            sealed_key: self.sealed_key,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// Counters kept beside the records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
@@ -164,6 +180,51 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, Error> {
         };
     store.migrate()?;
     Ok(store)
+}
+
+/// A row as stored, before its fields are checked.
+pub(crate) struct RawPrincipal {
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) leaf: i64,
+    pub(crate) attributes: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) sealed_key: Vec<u8>,
+    pub(crate) created_at: i64,
+}
+
+impl RawPrincipal {
+    pub(crate) fn check(self) -> Result<Principal, Error> {
+        let what = format!("record of {}", self.name);
+        Ok(Principal {
+            kind: Kind::parse(&self.kind).ok_or_else(|| corrupt(&what, "unknown kind"))?,
+            leaf: u64::try_from(self.leaf).map_err(|_| corrupt(&what, "negative leaf"))?,
+            attributes: attributes_from_text(&self.attributes, &self.name)?,
+            revoked_at: self
+                .revoked_at
+                .map(|p| u64::try_from(p).map_err(|_| corrupt(&what, "negative period")))
+                .transpose()?,
+            name: self.name,
+            parent: self.parent,
+            sealed_key: self.sealed_key,
+            created_at: self.created_at,
+        })
+    }
+}
+
+pub(crate) fn counters_from(rows: Vec<(String, i64)>) -> Result<Counters, Error> {
+    let mut c = Counters::default();
+    for (key, value) in rows {
+        let value = u64::try_from(value).map_err(|_| corrupt("counters", "negative value"))?;
+        match key.as_str() {
+            "next_leaf" => c.next_leaf = value,
+            "period_offset" => c.period_offset = value,
+            "revocation_version" => c.revocation_version = value,
+            _ => {}
+        }
+    }
+    Ok(c)
 }
 
 fn attributes_to_text(attributes: &[String]) -> String {

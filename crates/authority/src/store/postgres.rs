@@ -2,10 +2,9 @@
 
 use postgres::{Client, NoTls, Transaction};
 
-use super::sqlite::{RawPrincipal, counters_from};
 use super::{
-    Counters, Kind, MasterRecord, NewPrincipal, Principal, SCHEMA_VERSION, Store,
-    attributes_to_text, corrupt,
+    Counters, Kind, MasterRecord, NewPrincipal, Principal, RawPrincipal, SCHEMA_VERSION, Store,
+    attributes_to_text, corrupt, counters_from,
 };
 use crate::Error;
 
@@ -257,16 +256,7 @@ impl Store for PostgresStore {
             )
             .map_err(&err)?;
             tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'next_leaf'", &[]).map_err(&err)?;
-            Ok(Principal {
-                kind,
-                name: name.to_string(),
-                leaf,
-                attributes: new.attributes,
-                parent: new.parent,
-                revoked_at: None,
-                sealed_key: new.sealed_key,
-                created_at: new.created_at,
-            })
+            Ok(new.into_principal(kind, name, leaf))
         })
     }
 

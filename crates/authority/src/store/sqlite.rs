@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Counters, Kind, MasterRecord, NewPrincipal, Principal, SCHEMA_VERSION, Store,
-    attributes_from_text, attributes_to_text, corrupt,
+    Counters, Kind, MasterRecord, NewPrincipal, Principal, RawPrincipal, SCHEMA_VERSION, Store,
+    attributes_to_text, corrupt, counters_from,
 };
 use crate::Error;
 
@@ -266,16 +266,7 @@ impl Store for SqliteStore {
             )
             .map_err(err)?;
             tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'next_leaf'", []).map_err(err)?;
-            Ok(Principal {
-                kind,
-                name: name.to_string(),
-                leaf,
-                attributes: new.attributes,
-                parent: new.parent,
-                revoked_at: None,
-                sealed_key: new.sealed_key,
-                created_at: new.created_at,
-            })
+            Ok(new.into_principal(kind, name, leaf))
         })
     }
 
@@ -390,18 +381,6 @@ impl Store for SqliteStore {
 
 const SELECT: &str = "SELECT kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at FROM principals";
 
-/// A row as stored, before its fields are checked.
-pub(super) struct RawPrincipal {
-    pub(super) kind: String,
-    pub(super) name: String,
-    pub(super) leaf: i64,
-    pub(super) attributes: String,
-    pub(super) parent: Option<String>,
-    pub(super) revoked_at: Option<i64>,
-    pub(super) sealed_key: Vec<u8>,
-    pub(super) created_at: i64,
-}
-
 fn raw_principal(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPrincipal> {
     Ok(RawPrincipal {
         kind: r.get(0)?,
@@ -413,37 +392,4 @@ fn raw_principal(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPrincipal> {
         sealed_key: r.get(6)?,
         created_at: r.get(7)?,
     })
-}
-
-impl RawPrincipal {
-    pub(super) fn check(self) -> Result<Principal, Error> {
-        let what = format!("record of {}", self.name);
-        Ok(Principal {
-            kind: Kind::parse(&self.kind).ok_or_else(|| corrupt(&what, "unknown kind"))?,
-            leaf: u64::try_from(self.leaf).map_err(|_| corrupt(&what, "negative leaf"))?,
-            attributes: attributes_from_text(&self.attributes, &self.name)?,
-            revoked_at: self
-                .revoked_at
-                .map(|p| u64::try_from(p).map_err(|_| corrupt(&what, "negative period")))
-                .transpose()?,
-            name: self.name,
-            parent: self.parent,
-            sealed_key: self.sealed_key,
-            created_at: self.created_at,
-        })
-    }
-}
-
-pub(super) fn counters_from(rows: Vec<(String, i64)>) -> Result<Counters, Error> {
-    let mut c = Counters::default();
-    for (key, value) in rows {
-        let value = u64::try_from(value).map_err(|_| corrupt("counters", "negative value"))?;
-        match key.as_str() {
-            "next_leaf" => c.next_leaf = value,
-            "period_offset" => c.period_offset = value,
-            "revocation_version" => c.revocation_version = value,
-            _ => {}
-        }
-    }
-    Ok(c)
 }
