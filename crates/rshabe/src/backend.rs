@@ -19,11 +19,13 @@
 //! the crate uses `unsafe`.
 #![allow(unsafe_code)]
 
+use std::ops::AddAssign;
+
 use blst::{blst_fp, blst_fp6, blst_fp12, blst_fr, blst_p1_affine, blst_p2_affine};
 use blstrs::{G1Affine, G1Projective, G2Affine, G2Projective, Gt, Scalar};
 use group::prime::PrimeCurveAffine;
 use group::{Curve, Group};
-use subtle::{ConditionallySelectable, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroize;
 
 const _: () = assert!(size_of::<G1Affine>() == size_of::<blst_p1_affine>());
@@ -96,30 +98,40 @@ pub(crate) fn wipe_g2(x: &mut G2Affine) {
     }
 }
 
-// === impl G1Table ===
+// === impl FixedBase ===
 
-/// A constant-time fixed-base table for one G1 point: `WINDOWS` rows of `j·16^i·B`, `j < 16`.
+/// A constant-time fixed-base table for one point of G1 or G2: `WINDOWS` rows of `j·16^i·B`,
+/// `j < 16`, kept as blst's plain affine points so that entries can be selected limb by limb.
 ///
-/// `mul` costs 64 mixed additions and 64 constant-time scans of 16 entries (≈40 µs here, against
-/// ≈100 µs for blst's variable-base ladder). The table is 96 KiB.
-pub(crate) struct G1Table {
-    rows: Vec<[blst_p1_affine; ENTRIES]>,
+/// `mul` costs 64 mixed additions and 64 constant-time scans of 16 entries: ≈40 µs in G1
+/// (96 KiB table) against ≈100 µs for blst's variable-base ladder, about half the ladder's
+/// 190 µs in G2 (192 KiB table).
+pub(crate) struct FixedBase<C: Curve<AffineRepr: RawAffine>> {
+    rows: Vec<[<C::AffineRepr as RawAffine>::Raw; ENTRIES]>,
 }
 
-impl G1Table {
-    pub(crate) fn new(base: &G1Affine) -> Self {
+/// The table of a G1 point.
+pub(crate) type G1Table = FixedBase<G1Projective>;
+/// The table of a G2 point.
+pub(crate) type G2Table = FixedBase<G2Projective>;
+
+impl<C> FixedBase<C>
+where
+    C: Curve<AffineRepr: RawAffine> + AddAssign<C::AffineRepr> + From<C::AffineRepr>,
+{
+    pub(crate) fn new(base: &C::AffineRepr) -> Self {
         let mut rows = Vec::with_capacity(WINDOWS);
-        let mut b = G1Projective::from(base);
-        let mut proj = vec![G1Projective::identity(); ENTRIES];
-        let mut aff = vec![G1Affine::default(); ENTRIES];
+        let mut b: C = (*base).into();
+        let mut proj = vec![C::identity(); ENTRIES];
+        let mut aff = vec![C::AffineRepr::default(); ENTRIES];
         for _ in 0..WINDOWS {
             for j in 1..ENTRIES {
                 proj[j] = proj[j - 1] + b;
             }
-            G1Projective::batch_normalize(&proj, &mut aff);
-            let mut row = [blst_p1_affine::default(); ENTRIES];
+            C::batch_normalize(&proj, &mut aff);
+            let mut row = [Default::default(); ENTRIES];
             for (dst, src) in row.iter_mut().zip(&aff) {
-                *dst = g1_to_raw(*src);
+                *dst = src.to_raw();
             }
             rows.push(row);
             for _ in 0..WINDOW {
@@ -130,80 +142,71 @@ impl G1Table {
     }
 
     /// `k·B` in constant time with respect to `k`.
-    pub(crate) fn mul(&self, k: &Scalar) -> G1Projective {
+    pub(crate) fn mul(&self, k: &Scalar) -> C {
         let mut bytes = k.to_bytes_le();
-        let mut acc = G1Projective::identity();
+        let mut acc = C::identity();
         for (i, row) in self.rows.iter().enumerate() {
             let digit = window_digit(&bytes, i);
-            let mut sel = blst_p1_affine::default();
+            let mut sel = <C::AffineRepr as RawAffine>::Raw::default();
             for (j, entry) in row.iter().enumerate() {
-                let hit = (j as u8).ct_eq(&digit);
-                for (d, s) in sel.x.l.iter_mut().zip(entry.x.l) {
-                    d.conditional_assign(&s, hit);
-                }
-                for (d, s) in sel.y.l.iter_mut().zip(entry.y.l) {
-                    d.conditional_assign(&s, hit);
-                }
+                C::AffineRepr::select(&mut sel, entry, (j as u8).ct_eq(&digit));
             }
-            acc += raw_to_g1(sel);
+            acc += C::AffineRepr::from_raw(sel);
         }
         bytes.zeroize();
         acc
     }
 }
 
-// === impl G2Table ===
-
-/// A constant-time fixed-base table for one G2 point (192 KiB), as [`G1Table`]: about half the
-/// cost of blst's variable-base ladder in G2.
-pub(crate) struct G2Table {
-    rows: Vec<[blst_p2_affine; ENTRIES]>,
+/// An affine point type of blstrs and the blst plain-data type beneath it.
+pub(crate) trait RawAffine: Copy + Default {
+    /// blst's affine point.
+    type Raw: Copy + Default;
+    fn to_raw(self) -> Self::Raw;
+    fn from_raw(raw: Self::Raw) -> Self;
+    /// `dst = src` if `hit`, limb by limb, in constant time.
+    fn select(dst: &mut Self::Raw, src: &Self::Raw, hit: Choice);
 }
 
-impl G2Table {
-    pub(crate) fn new(base: &G2Affine) -> Self {
-        let mut rows = Vec::with_capacity(WINDOWS);
-        let mut b = G2Projective::from(base);
-        let mut proj = vec![G2Projective::identity(); ENTRIES];
-        let mut aff = vec![G2Affine::default(); ENTRIES];
-        for _ in 0..WINDOWS {
-            for j in 1..ENTRIES {
-                proj[j] = proj[j - 1] + b;
-            }
-            G2Projective::batch_normalize(&proj, &mut aff);
-            let mut row = [blst_p2_affine::default(); ENTRIES];
-            for (dst, src) in row.iter_mut().zip(&aff) {
-                *dst = g2_to_raw(*src);
-            }
-            rows.push(row);
-            for _ in 0..WINDOW {
-                b = b.double();
-            }
-        }
-        Self { rows }
+impl RawAffine for G1Affine {
+    type Raw = blst_p1_affine;
+
+    fn to_raw(self) -> blst_p1_affine {
+        g1_to_raw(self)
     }
 
-    /// `k·B` in constant time with respect to `k`.
-    pub(crate) fn mul(&self, k: &Scalar) -> G2Projective {
-        let mut bytes = k.to_bytes_le();
-        let mut acc = G2Projective::identity();
-        for (i, row) in self.rows.iter().enumerate() {
-            let digit = window_digit(&bytes, i);
-            let mut sel = blst_p2_affine::default();
-            for (j, entry) in row.iter().enumerate() {
-                let hit = (j as u8).ct_eq(&digit);
-                for (d2, s2) in [(&mut sel.x, &entry.x), (&mut sel.y, &entry.y)] {
-                    for (d, s) in d2.fp.iter_mut().zip(&s2.fp) {
-                        for (dl, sl) in d.l.iter_mut().zip(s.l) {
-                            dl.conditional_assign(&sl, hit);
-                        }
-                    }
+    fn from_raw(raw: blst_p1_affine) -> Self {
+        raw_to_g1(raw)
+    }
+
+    fn select(dst: &mut blst_p1_affine, src: &blst_p1_affine, hit: Choice) {
+        for (d, s) in [(&mut dst.x, &src.x), (&mut dst.y, &src.y)] {
+            for (dl, sl) in d.l.iter_mut().zip(s.l) {
+                dl.conditional_assign(&sl, hit);
+            }
+        }
+    }
+}
+
+impl RawAffine for G2Affine {
+    type Raw = blst_p2_affine;
+
+    fn to_raw(self) -> blst_p2_affine {
+        g2_to_raw(self)
+    }
+
+    fn from_raw(raw: blst_p2_affine) -> Self {
+        raw_to_g2(raw)
+    }
+
+    fn select(dst: &mut blst_p2_affine, src: &blst_p2_affine, hit: Choice) {
+        for (d2, s2) in [(&mut dst.x, &src.x), (&mut dst.y, &src.y)] {
+            for (d, s) in d2.fp.iter_mut().zip(&s2.fp) {
+                for (dl, sl) in d.l.iter_mut().zip(s.l) {
+                    dl.conditional_assign(&sl, hit);
                 }
             }
-            acc += raw_to_g2(sel);
         }
-        bytes.zeroize();
-        acc
     }
 }
 
