@@ -1,0 +1,301 @@
+//! Element envelopes: AES-256-GCM under a per-resource key wrapped under a header key.
+//!
+//! Wire format, version 1, fixed layout (105 bytes plus the element's length):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | version = 1 |
+//! | 16 | header id |
+//! | 12 + 32 + 16 | wrapped resource key: nonce, AES-256-GCM(header key, resource key), tag |
+//! | 12 | element nonce |
+//! | n + 16 | AES-256-GCM(resource key, element JSON), tag |
+//!
+//! Associated data (NIST SP 800-38D "A"), each string length-prefixed with a big-endian `u32`:
+//! for the wrapped key `"fhirseal wrap v1" ‖ header id ‖ resource type ‖ id`; for the element
+//! `"fhirseal element v1" ‖ header id ‖ resource type ‖ id ‖ element path ‖ access structure`.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use rand_core::{CryptoRng, RngCore};
+use rshabe::AccessStructure;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::header::{HeaderId, HeaderKey};
+use crate::{Error, Malformed};
+
+const VERSION: u8 = 1;
+const NONCE: usize = 12;
+const TAG: usize = 16;
+const WRAPPED: usize = NONCE + 32 + TAG;
+const HEADER: usize = 1 + 16 + WRAPPED + NONCE;
+
+/// Where an element lives, bound into its envelope's associated data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementContext {
+    resource_type: String,
+    id: String,
+    path: String,
+    policy: String,
+}
+
+/// A resource's data key: 32 random bytes, one per resource. Zeroized on drop.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct ResourceKey([u8; 32]);
+
+/// A resource key wrapped under a header key, for one resource.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct WrappedKey([u8; WRAPPED]);
+
+/// One sealed element.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    header: HeaderId,
+    wrapped: WrappedKey,
+    nonce: [u8; NONCE],
+    ciphertext: Vec<u8>,
+}
+
+/// Seals `plaintext` (the element's JSON) for `ctx` under `resource_key`, carrying the resource
+/// key `wrapped` under header `header`.
+pub fn seal(
+    ctx: &ElementContext,
+    header: HeaderId,
+    wrapped: &WrappedKey,
+    resource_key: &ResourceKey,
+    plaintext: &[u8],
+    rng: &mut (impl CryptoRng + RngCore),
+) -> Envelope {
+    let mut nonce = [0u8; NONCE];
+    rng.fill_bytes(&mut nonce);
+    let aad = ctx.element_aad(header);
+    let ciphertext = cipher(&resource_key.0)
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        // AES-GCM on an in-memory buffer under 64 GiB cannot fail.
+        .unwrap_or_default();
+    Envelope {
+        header,
+        wrapped: *wrapped,
+        nonce,
+        ciphertext,
+    }
+}
+
+/// Opens an envelope for `ctx` with the key of its header. Any failure is [`Error::Open`].
+pub fn open(
+    ctx: &ElementContext,
+    envelope: &Envelope,
+    header_key: &HeaderKey,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let resource_key =
+        envelope
+            .wrapped
+            .unwrap(header_key, envelope.header, &ctx.resource_type, &ctx.id)?;
+    let aad = ctx.element_aad(envelope.header);
+    cipher(&resource_key.0)
+        .decrypt(
+            &Nonce::from(envelope.nonce),
+            Payload {
+                msg: &envelope.ciphertext,
+                aad: &aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| Error::Open)
+}
+
+// === impl ElementContext ===
+
+impl ElementContext {
+    /// The context of element `path` (`Patient.birthDate`) of resource `resource_type/id`, sealed
+    /// under `policy`. `id` is the logical id, or the `urn:uuid:…` of a transaction entry.
+    pub fn new(resource_type: &str, id: &str, path: &str, policy: &AccessStructure) -> Self {
+        Self {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            path: path.to_string(),
+            policy: policy.to_string(),
+        }
+    }
+
+    fn element_aad(&self, header: HeaderId) -> Vec<u8> {
+        let mut aad = b"fhirseal element v1".to_vec();
+        aad.extend_from_slice(header.as_bytes());
+        for field in [&self.resource_type, &self.id, &self.path, &self.policy] {
+            push_prefixed(&mut aad, field);
+        }
+        aad
+    }
+}
+
+// === impl ResourceKey ===
+
+impl ResourceKey {
+    /// A fresh random key.
+    pub fn generate(rng: &mut (impl CryptoRng + RngCore)) -> Self {
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        Self(key)
+    }
+
+    /// This key wrapped under `header_key` for resource `resource_type/id`.
+    pub fn wrap(
+        &self,
+        header_key: &HeaderKey,
+        header: HeaderId,
+        resource_type: &str,
+        id: &str,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> WrappedKey {
+        let mut nonce = [0u8; NONCE];
+        rng.fill_bytes(&mut nonce);
+        let aad = wrap_aad(header, resource_type, id);
+        let sealed = cipher(header_key.0.as_bytes())
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &self.0,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = [0u8; WRAPPED];
+        out[..NONCE].copy_from_slice(&nonce);
+        if sealed.len() == 32 + TAG {
+            out[NONCE..].copy_from_slice(&sealed);
+        }
+        WrappedKey(out)
+    }
+}
+
+impl fmt::Debug for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResourceKey(..)")
+    }
+}
+
+// === impl WrappedKey ===
+
+impl WrappedKey {
+    fn unwrap(
+        &self,
+        header_key: &HeaderKey,
+        header: HeaderId,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<ResourceKey, Error> {
+        let (nonce, sealed) = self.0.split_at(NONCE);
+        let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| Error::Open)?;
+        let aad = wrap_aad(header, resource_type, id);
+        let key = Zeroizing::new(
+            cipher(header_key.0.as_bytes())
+                .decrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| Error::Open)?,
+        );
+        let bytes: [u8; 32] = key.as_slice().try_into().map_err(|_| Error::Open)?;
+        Ok(ResourceKey(bytes))
+    }
+}
+
+impl fmt::Debug for WrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WrappedKey(..)")
+    }
+}
+
+// === impl Envelope ===
+
+impl Envelope {
+    /// The header whose key opens it.
+    pub fn header(&self) -> HeaderId {
+        self.header
+    }
+
+    /// The canonical bytes (see the module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + self.ciphertext.len());
+        out.push(VERSION);
+        out.extend_from_slice(self.header.as_bytes());
+        out.extend_from_slice(&self.wrapped.0);
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// Decodes [`Envelope::to_bytes`]'s output; refuses anything shorter than the fixed fields
+    /// plus a tag, and unknown versions.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let (&version, _) = bytes.split_first().ok_or(Malformed::Truncated)?;
+        if version != VERSION {
+            return Err(Malformed::UnknownVersion(version).into());
+        }
+        if bytes.len() < HEADER + TAG {
+            return Err(Malformed::Truncated.into());
+        }
+        let mut header = [0u8; 16];
+        header.copy_from_slice(&bytes[1..17]);
+        let mut wrapped = [0u8; WRAPPED];
+        wrapped.copy_from_slice(&bytes[17..17 + WRAPPED]);
+        let mut nonce = [0u8; NONCE];
+        nonce.copy_from_slice(&bytes[17 + WRAPPED..HEADER]);
+        Ok(Self {
+            header: HeaderId::from_bytes(header),
+            wrapped: WrappedKey(wrapped),
+            nonce,
+            ciphertext: bytes[HEADER..].to_vec(),
+        })
+    }
+
+    /// Standard base64 with padding, for `valueBase64Binary`.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.to_bytes())
+    }
+
+    /// Decodes [`Envelope::to_base64`]'s output (canonical base64 only).
+    pub fn from_base64(text: &str) -> Result<Self, Error> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| Malformed::Base64)?;
+        Self::from_bytes(&bytes)
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("header", &self.header)
+            .field("len", &self.ciphertext.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn cipher(key: &[u8; 32]) -> Aes256Gcm {
+    Aes256Gcm::new(&(*key).into())
+}
+
+fn wrap_aad(header: HeaderId, resource_type: &str, id: &str) -> Vec<u8> {
+    let mut aad = b"fhirseal wrap v1".to_vec();
+    aad.extend_from_slice(header.as_bytes());
+    push_prefixed(&mut aad, resource_type);
+    push_prefixed(&mut aad, id);
+    aad
+}
+
+fn push_prefixed(out: &mut Vec<u8>, field: &str) {
+    out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+    out.extend_from_slice(field.as_bytes());
+}
