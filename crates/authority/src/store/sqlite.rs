@@ -73,6 +73,19 @@ impl SqliteStore {
         }
     }
 
+    /// Every row of a read-only query, mapped by `f`.
+    fn query_all<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, Error> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        stmt.query_map(params, f)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| self.err(e))
+    }
+
     fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, Error>,
@@ -199,20 +212,8 @@ impl Store for SqliteStore {
     }
 
     fn principals(&mut self, kind: Kind) -> Result<Vec<Principal>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("{SELECT} WHERE kind = ?1 ORDER BY leaf"))
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
-        let rows = stmt
-            .query_map(params![kind.as_str()], raw_principal)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
+        let sql = format!("{SELECT} WHERE kind = ?1 ORDER BY leaf");
+        let rows = self.query_all(&sql, params![kind.as_str()], raw_principal)?;
         rows.into_iter().map(RawPrincipal::check).collect()
     }
 
@@ -291,20 +292,11 @@ impl Store for SqliteStore {
     }
 
     fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT leaf, revoked_at FROM principals WHERE revoked_at IS NOT NULL ORDER BY leaf")
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
+        let rows = self.query_all(
+            "SELECT leaf, revoked_at FROM principals WHERE revoked_at IS NOT NULL ORDER BY leaf",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )?;
         rows.into_iter()
             .map(|(l, p)| {
                 Ok((
@@ -316,20 +308,9 @@ impl Store for SqliteStore {
     }
 
     fn counters(&mut self) -> Result<Counters, Error> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value FROM fhirseal_meta")
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| Error::Sqlite {
-                location: self.location.clone(),
-                source: e,
-            })?;
+        let rows = self.query_all("SELECT key, value FROM fhirseal_meta", [], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
         counters_from(rows)
     }
 
