@@ -231,37 +231,30 @@ impl Authority {
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<Principal, Error> {
         let name = checked_name(name)?;
-        let set = canonical_attributes(attributes)?;
-        if let Some(issuer) = issuer {
-            let parent = self.principal(Kind::Authority, issuer)?;
-            if parent.revoked_at.is_some() {
-                return Err(Error::AuthorityRevoked(issuer.to_string()));
-            }
-            if let Some(outside) = set
-                .iter()
-                .find(|a| !parent.attributes.contains(&a.as_str().to_string()))
-            {
-                return Err(Error::OutsideDelegation {
-                    authority: issuer.to_string(),
-                    attribute: outside.as_str().to_string(),
-                    held: parent.attributes.join(", "),
-                });
-            }
-        }
-        let attributes: Vec<Attribute> = set.into_iter().collect();
+        let attributes: Vec<Attribute> = canonical_attributes(attributes)?.into_iter().collect();
         let names: Vec<String> = attributes.iter().map(|a| a.as_str().to_string()).collect();
         let msk = self.master_secret()?;
         let record = sealed_key_name(kind, name);
         let mut store = self.store();
-        store.insert_principal(kind, name, self.params().users(), &mut |leaf| {
-            let key = rshabe::keygen(&self.pp, &msk, leaf, &attributes, rng)?;
-            Ok(NewPrincipal {
-                attributes: names.clone(),
-                parent: issuer.map(str::to_string),
-                sealed_key: self.kek.seal(&record, &key.to_bytes(), rng),
-                created_at: now,
-            })
-        })
+        store.insert_principal(
+            kind,
+            name,
+            issuer,
+            self.params().users(),
+            &mut |leaf, parent| {
+                // The issuer as it is inside the registry transaction, not as it was before it.
+                if let Some(parent) = parent {
+                    check_issuer(parent, &names)?;
+                }
+                let key = rshabe::keygen(&self.pp, &msk, leaf, &attributes, rng)?;
+                Ok(NewPrincipal {
+                    attributes: names.clone(),
+                    parent: parent.map(|p| p.name.clone()),
+                    sealed_key: self.kek.seal(&record, &key.to_bytes(), rng),
+                    created_at: now,
+                })
+            },
+        )
     }
 
     /// One registered principal.
@@ -292,37 +285,8 @@ impl Authority {
     /// already derived for the current period stays usable until the period ends (advance the
     /// period for immediate effect).
     pub fn revoke(&self, kind: Kind, name: &str, now: i64) -> Result<Vec<(Kind, String)>, Error> {
-        let target = self.principal(kind, name)?;
-        if let Some(period) = target.revoked_at {
-            return Err(Error::AlreadyRevoked {
-                kind: kind.as_str(),
-                name: name.to_string(),
-                period,
-            });
-        }
         let period = self.current_period(now)?;
-        let mut targets = vec![(kind, name.to_string())];
-        if kind == Kind::Authority {
-            let users = self.principals(Kind::User)?;
-            let authorities = self.principals(Kind::Authority)?;
-            let mut frontier = vec![name.to_string()];
-            while let Some(issuer) = frontier.pop() {
-                for a in authorities
-                    .iter()
-                    .filter(|a| a.parent.as_deref() == Some(&issuer))
-                {
-                    targets.push((Kind::Authority, a.name.clone()));
-                    frontier.push(a.name.clone());
-                }
-                for u in users
-                    .iter()
-                    .filter(|u| u.parent.as_deref() == Some(&issuer))
-                {
-                    targets.push((Kind::User, u.name.clone()));
-                }
-            }
-        }
-        self.store().revoke(&targets, period)?;
+        let targets = self.store().revoke_subtree(kind, name, period)?;
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for (_, n) in &targets {
             keys.forget(n);
@@ -446,6 +410,21 @@ impl std::fmt::Debug for Authority {
 
 fn sealed_key_name(kind: Kind, name: &str) -> String {
     format!("{} key {name}", kind.as_str())
+}
+
+/// A sub-authority may issue only while active, and only attributes it holds.
+fn check_issuer(issuer: &Principal, attributes: &[String]) -> Result<(), Error> {
+    if issuer.revoked_at.is_some() {
+        return Err(Error::AuthorityRevoked(issuer.name.clone()));
+    }
+    if let Some(outside) = attributes.iter().find(|a| !issuer.attributes.contains(a)) {
+        return Err(Error::OutsideDelegation {
+            authority: issuer.name.clone(),
+            attribute: outside.clone(),
+            held: issuer.attributes.join(", "),
+        });
+    }
+    Ok(())
 }
 
 fn checked_name(name: &str) -> Result<&str, Error> {

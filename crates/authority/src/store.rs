@@ -116,6 +116,10 @@ impl NewPrincipal {
     }
 }
 
+/// The callback of [`Store::insert_principal`]: given the allocated leaf and the issuing
+/// sub-authority as it stands inside the transaction, the record to insert (or why not).
+pub type MakePrincipal<'a> = dyn FnMut(u64, Option<&Principal>) -> Result<NewPrincipal, Error> + 'a;
+
 /// Counters kept beside the records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
@@ -141,18 +145,29 @@ pub trait Store: Send {
     fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error>;
     /// Every principal of a kind, by leaf.
     fn principals(&mut self, kind: Kind) -> Result<Vec<Principal>, Error>;
-    /// Allocates the next leaf below `max_leaves`, calls `make` with it and inserts the result,
-    /// all in one transaction; [`Error::AlreadyRegistered`] if the name is taken.
+    /// Allocates the next leaf below `max_leaves`, reads the issuing sub-authority (if any), calls
+    /// `make` with both and inserts the result, all in one transaction that excludes other
+    /// registry writers, so `make` checks the issuer against its current state;
+    /// [`Error::AlreadyRegistered`] if the name is taken, [`Error::UnknownPrincipal`] if the
+    /// issuer is.
     fn insert_principal(
         &mut self,
         kind: Kind,
         name: &str,
+        issuer: Option<&str>,
         max_leaves: u64,
-        make: &mut dyn FnMut(u64) -> Result<NewPrincipal, Error>,
+        make: &mut MakePrincipal<'_>,
     ) -> Result<Principal, Error>;
-    /// Marks the targets revoked from `period` on (those already revoked keep their period) and
-    /// bumps the revocation version, in one transaction.
-    fn revoke(&mut self, targets: &[(Kind, String)], period: u64) -> Result<(), Error>;
+    /// Revokes a principal from `period` on, with everything registered below it if it is a
+    /// sub-authority (its [`subtree`]), and bumps the revocation version, in one transaction that
+    /// excludes other registry writers. Returns what was revoked; [`Error::AlreadyRevoked`] if
+    /// the principal was, [`Error::UnknownPrincipal`] if it does not exist.
+    fn revoke_subtree(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        period: u64,
+    ) -> Result<Vec<(Kind, String)>, Error>;
     /// Every revoked leaf with its period.
     fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error>;
     /// The counters.
@@ -163,6 +178,40 @@ pub trait Store: Send {
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error>;
     /// Stores (or replaces) the key update of a period.
     fn put_key_update(&mut self, period: u64, version: u64, bytes: &[u8]) -> Result<(), Error>;
+}
+
+/// The principal `kind`/`name` and, for a sub-authority, every principal issued below it,
+/// recursively, among `all`; `Err` if it is unknown or already revoked.
+pub fn subtree(kind: Kind, name: &str, all: &[Principal]) -> Result<Vec<(Kind, String)>, Error> {
+    let target = all
+        .iter()
+        .find(|p| p.kind == kind && p.name == name)
+        .ok_or_else(|| Error::UnknownPrincipal {
+            kind: kind.as_str(),
+            name: name.to_string(),
+        })?;
+    if let Some(period) = target.revoked_at {
+        return Err(Error::AlreadyRevoked {
+            kind: kind.as_str(),
+            name: name.to_string(),
+            period,
+        });
+    }
+    let mut targets = vec![(kind, name.to_string())];
+    let mut frontier = if kind == Kind::Authority {
+        vec![name]
+    } else {
+        Vec::new()
+    };
+    while let Some(issuer) = frontier.pop() {
+        for p in all.iter().filter(|p| p.parent.as_deref() == Some(issuer)) {
+            targets.push((p.kind, p.name.clone()));
+            if p.kind == Kind::Authority {
+                frontier.push(&p.name);
+            }
+        }
+    }
+    Ok(targets)
 }
 
 /// Opens the store named by `url`: `sqlite:PATH` (or a path ending in `.sqlite3`/`.db`) or

@@ -3,8 +3,8 @@
 use postgres::{Client, NoTls, Transaction};
 
 use super::{
-    Counters, Kind, MasterRecord, NewPrincipal, Principal, RawPrincipal, SCHEMA_VERSION, Store,
-    attributes_to_text, corrupt, counters_from,
+    Counters, Kind, MakePrincipal, MasterRecord, Principal, RawPrincipal, SCHEMA_VERSION, Store,
+    attributes_to_text, corrupt, counters_from, subtree,
 };
 use crate::Error;
 
@@ -38,6 +38,9 @@ const MIGRATIONS: &[&str] = &["
     INSERT INTO fhirseal_meta (key, value) VALUES
         ('next_leaf', 0), ('period_offset', 0), ('revocation_version', 0);
 "];
+
+/// An advisory-lock key that serialises registry writers (issuance and revocation).
+const REGISTRY_LOCK: i64 = 0x4648_4952_5245_4749; // "FHIRREGI"
 
 /// An advisory-lock key that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x4648_4952_5345_414c; // "FHIRSEAL"
@@ -216,12 +219,15 @@ impl Store for PostgresStore {
         &mut self,
         kind: Kind,
         name: &str,
+        issuer: Option<&str>,
         max_leaves: u64,
-        make: &mut dyn FnMut(u64) -> Result<NewPrincipal, Error>,
+        make: &mut MakePrincipal<'_>,
     ) -> Result<Principal, Error> {
         self.write(|tx, location| {
             let err = pg(location);
-            // The counter row's lock serialises issuers across processes and replicas.
+            // Registry writers (issuance, revocation) run one at a time, across processes and
+            // replicas; the counter row's lock guards the leaf counter as well.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).map_err(&err)?;
             let leaf: i64 = tx
                 .query_one("SELECT value FROM fhirseal_meta WHERE key = 'next_leaf' FOR UPDATE", &[])
                 .and_then(|r| r.try_get(0))
@@ -240,7 +246,20 @@ impl Store for PostgresStore {
             if leaf >= max_leaves {
                 return Err(Error::LeavesExhausted(max_leaves));
             }
-            let new = make(leaf)?;
+            let issuer = match issuer {
+                None => None,
+                Some(i) => {
+                    let row = tx
+                        .query_opt(&format!("{SELECT} WHERE kind = 'authority' AND name = $1"), &[&i])
+                        .map_err(&err)?
+                        .ok_or_else(|| Error::UnknownPrincipal {
+                            kind: Kind::Authority.as_str(),
+                            name: i.to_string(),
+                        })?;
+                    Some(raw(&row).map_err(&err)?.check()?)
+                }
+            };
+            let new = make(leaf, issuer.as_ref())?;
             tx.execute(
                 "INSERT INTO principals (kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at)
                  VALUES ($1, $2, $3, $4, $5, NULL, $6, $7)",
@@ -260,10 +279,23 @@ impl Store for PostgresStore {
         })
     }
 
-    fn revoke(&mut self, targets: &[(Kind, String)], period: u64) -> Result<(), Error> {
+    fn revoke_subtree(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        period: u64,
+    ) -> Result<Vec<(Kind, String)>, Error> {
         self.write(|tx, location| {
             let err = pg(location);
-            for (kind, name) in targets {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).map_err(&err)?;
+            let all = tx
+                .query(SELECT, &[])
+                .map_err(&err)?
+                .iter()
+                .map(|r| raw(r).map_err(&err)?.check())
+                .collect::<Result<Vec<_>, _>>()?;
+            let targets = subtree(kind, name, &all)?;
+            for (kind, name) in &targets {
                 tx.execute(
                     "UPDATE principals SET revoked_at = $1 WHERE kind = $2 AND name = $3 AND revoked_at IS NULL",
                     &[&(period as i64), &kind.as_str(), name],
@@ -272,7 +304,7 @@ impl Store for PostgresStore {
             }
             tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'revocation_version'", &[])
                 .map_err(&err)?;
-            Ok(())
+            Ok(targets)
         })
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Counters, Kind, MasterRecord, NewPrincipal, Principal, RawPrincipal, SCHEMA_VERSION, Store,
-    attributes_to_text, corrupt, counters_from,
+    Counters, Kind, MakePrincipal, MasterRecord, Principal, RawPrincipal, SCHEMA_VERSION, Store,
+    attributes_to_text, corrupt, counters_from, subtree,
 };
 use crate::Error;
 
@@ -221,8 +221,9 @@ impl Store for SqliteStore {
         &mut self,
         kind: Kind,
         name: &str,
+        issuer: Option<&str>,
         max_leaves: u64,
-        make: &mut dyn FnMut(u64) -> Result<NewPrincipal, Error>,
+        make: &mut MakePrincipal<'_>,
     ) -> Result<Principal, Error> {
         let location = self.location.clone();
         self.write(|tx| {
@@ -251,7 +252,24 @@ impl Store for SqliteStore {
             if leaf >= max_leaves {
                 return Err(Error::LeavesExhausted(max_leaves));
             }
-            let new = make(leaf)?;
+            let issuer = issuer
+                .map(|i| {
+                    tx.query_row(
+                        &format!("{SELECT} WHERE kind = 'authority' AND name = ?1"),
+                        params![i],
+                        raw_principal,
+                    )
+                    .optional()
+                    .map_err(err)?
+                    .map(RawPrincipal::check)
+                    .transpose()?
+                    .ok_or_else(|| Error::UnknownPrincipal {
+                        kind: Kind::Authority.as_str(),
+                        name: i.to_string(),
+                    })
+                })
+                .transpose()?;
+            let new = make(leaf, issuer.as_ref())?;
             tx.execute(
                 "INSERT INTO principals (kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, NULL, ?6, ?7)",
@@ -271,14 +289,27 @@ impl Store for SqliteStore {
         })
     }
 
-    fn revoke(&mut self, targets: &[(Kind, String)], period: u64) -> Result<(), Error> {
+    fn revoke_subtree(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        period: u64,
+    ) -> Result<Vec<(Kind, String)>, Error> {
         let location = self.location.clone();
         self.write(|tx| {
             let err = |source| Error::Sqlite {
                 location: location.clone(),
                 source,
             };
-            for (kind, name) in targets {
+            let all = tx
+                .prepare(SELECT)
+                .and_then(|mut stmt| stmt.query_map([], raw_principal)?.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?
+                .into_iter()
+                .map(RawPrincipal::check)
+                .collect::<Result<Vec<_>, _>>()?;
+            let targets = subtree(kind, name, &all)?;
+            for (kind, name) in &targets {
                 tx.execute(
                     "UPDATE principals SET revoked_at = ?1 WHERE kind = ?2 AND name = ?3 AND revoked_at IS NULL",
                     params![period as i64, kind.as_str(), name],
@@ -287,7 +318,7 @@ impl Store for SqliteStore {
             }
             tx.execute("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'revocation_version'", [])
                 .map_err(err)?;
-            Ok(())
+            Ok(targets)
         })
     }
 
