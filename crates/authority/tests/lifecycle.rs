@@ -373,7 +373,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         );
         assert!(err.to_string().contains("upgrade FHIRseal"));
         assert_eq!(
-            query_i64(
+            query_one::<i64>(
                 backend,
                 &db.url,
                 "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'"
@@ -501,7 +501,12 @@ fn execute(backend: &str, url: &str, sql: &str) {
     }
 }
 
-fn query_i64(backend: &str, url: &str, sql: &str) -> i64 {
+/// The first column of the one row `sql` returns.
+fn query_one<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>>(
+    backend: &str,
+    url: &str,
+    sql: &str,
+) -> T {
     match backend {
         "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
             .unwrap()
@@ -516,18 +521,7 @@ fn query_i64(backend: &str, url: &str, sql: &str) -> i64 {
 }
 
 fn raw_sealed_secret(backend: &str, url: &str) -> Vec<u8> {
-    let sql = "SELECT sealed_secret FROM master";
-    match backend {
-        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap(),
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .query_one(sql, &[])
-            .unwrap()
-            .get(0),
-    }
+    query_one(backend, url, "SELECT sealed_secret FROM master")
 }
 
 fn set_raw_sealed_secret(backend: &str, url: &str, bytes: &[u8]) {
