@@ -1,0 +1,434 @@
+//! Opening: the upstream form → the original resource for a reader whose attributes satisfy an
+//! element's structure, the element masked (data-absent-reason kept, envelope removed) for others.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use base64::Engine as _;
+use fhirseal_envelope::{ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey};
+use rshabe::{AccessStructure, DecryptionKey};
+use serde_json::{Map, Value};
+
+use crate::HeaderLookup;
+use crate::seal::contained_loc;
+use crate::shape::{
+    OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, strip_envelope,
+};
+
+/// Who reads, with which key, and where headers and opened header keys are found.
+pub struct Reader<'a> {
+    holder: &'a str,
+    key: Option<&'a DecryptionKey>,
+    cache: &'a HeaderCache,
+    headers: &'a dyn HeaderLookup,
+    now: Instant,
+}
+
+/// What opening did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Elements restored.
+    pub opened: usize,
+    /// Elements left masked: the reader's attributes do not satisfy their structure, their
+    /// header is unknown or of another period, or their envelope does not open here.
+    pub masked: usize,
+}
+
+/// The state of one `open` call: which headers were tried, for whom.
+struct Session<'r, 'a> {
+    reader: &'r Reader<'a>,
+    keys: HashMap<HeaderId, Option<(HeaderKey, AccessStructure)>>,
+    report: OpenReport,
+}
+
+/// What a placeholder stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `_name` of a single primitive: restores `name` and `_name`.
+    Primitive,
+    /// A single complex element: restores `name`.
+    Complex,
+    /// `dataAbsentReason` standing for `value[x]`: restores `valueX` and `_valueX`.
+    AbsentReason,
+}
+
+// === impl Reader ===
+
+impl<'a> Reader<'a> {
+    /// `holder` (the key holder's stable name, keying the cache) reading with `key` (`None`: a
+    /// reader with no key sees every sealed element masked).
+    pub fn new(
+        holder: &'a str,
+        key: Option<&'a DecryptionKey>,
+        cache: &'a HeaderCache,
+        headers: &'a dyn HeaderLookup,
+    ) -> Self {
+        Self {
+            holder,
+            key,
+            cache,
+            headers,
+            now: Instant::now(),
+        }
+    }
+
+    /// Opens a resource, or each entry of a Bundle, in place.
+    pub fn open(&self, resource: &mut Value) -> OpenReport {
+        let mut session = Session {
+            reader: self,
+            keys: HashMap::new(),
+            report: OpenReport::default(),
+        };
+        session.open_any(resource, None);
+        session.report
+    }
+}
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("holder", &self.holder)
+            .field("has_key", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Session ===
+
+impl Session<'_, '_> {
+    fn open_any(&mut self, resource: &mut Value, binding: Option<&str>) {
+        let Some(object) = resource.as_object_mut() else {
+            return;
+        };
+        if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            if let Some(Value::Array(entries)) = object.get_mut("entry") {
+                for entry in entries {
+                    let binding = entry
+                        .get("fullUrl")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    if let Some(inner) = entry.get_mut("resource") {
+                        self.open_any(inner, binding.as_deref());
+                    }
+                }
+            }
+            return;
+        }
+        self.open_resource(object, binding);
+    }
+
+    fn open_resource(&mut self, object: &mut Map<String, Value>, binding: Option<&str>) {
+        let Some(resource_type) = object
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let id = object
+            .get("id")
+            .and_then(Value::as_str)
+            .or(binding)
+            .unwrap_or_default()
+            .to_string();
+        let local = take_resource_headers(object);
+        let before = self.report;
+        let mut walk = Walk {
+            session: self,
+            resource_type: &resource_type,
+            id: &id,
+            local: &local,
+        };
+        walk.object(object, &resource_type);
+        let opened = self.report.opened - before.opened;
+        let masked = self.report.masked - before.masked;
+        if opened > 0 && masked == 0 {
+            remove_masked_label(object);
+        }
+    }
+
+    /// The key and structure of header `id`, opened once per call (and cached per holder).
+    fn header_key(
+        &mut self,
+        id: HeaderId,
+        local: &HashMap<HeaderId, Header>,
+    ) -> Option<(HeaderKey, AccessStructure)> {
+        if let Some(known) = self.keys.get(&id) {
+            return known.clone();
+        }
+        let reader = self.reader;
+        let header = local
+            .get(&id)
+            .cloned()
+            .or_else(|| reader.headers.header(id));
+        let found = header.and_then(|header| {
+            let policy = header.ciphertext().policy().clone();
+            let key = match reader.cache.get(reader.holder, id, reader.now) {
+                Some(key) => key,
+                None => {
+                    let key = header.open(reader.key?).ok()?;
+                    reader
+                        .cache
+                        .insert(reader.holder, id, key.clone(), reader.now);
+                    key
+                }
+            };
+            Some((key, policy))
+        });
+        self.keys.insert(id, found.clone());
+        found
+    }
+}
+
+/// A walk over one resource (and its contained resources), whose envelopes share a binding.
+struct Walk<'w, 'r, 'a> {
+    session: &'w mut Session<'r, 'a>,
+    resource_type: &'w str,
+    id: &'w str,
+    local: &'w HashMap<HeaderId, Header>,
+}
+
+impl Walk<'_, '_, '_> {
+    fn object(&mut self, object: &mut Map<String, Value>, loc: &str) {
+        let keys: Vec<String> = object.keys().cloned().collect();
+        for key in keys {
+            if key == "contained" {
+                if let Some(Value::Array(items)) = object.get_mut("contained") {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        if let Some(inner) = item.as_object_mut() {
+                            let inner_loc = contained_loc(loc, inner, i);
+                            self.object(inner, &inner_loc);
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Some(base) = key.strip_prefix('_') {
+                let base = base.to_string();
+                match object.get(&key) {
+                    Some(Value::Object(_)) => {
+                        let path = format!("{loc}.{base}");
+                        self.field(object, &key, &base, &path, Form::Primitive);
+                    }
+                    Some(Value::Array(_)) => {
+                        self.primitive_items(object, &base, &format!("{loc}.{base}"))
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            if key == "dataAbsentReason" && object.get(&key).and_then(envelope_of).is_some() {
+                let path = format!("{loc}.value[x]");
+                self.field(object, &key, "value", &path, Form::AbsentReason);
+                continue;
+            }
+            let path = format!("{loc}.{key}");
+            let sealed = object.get(&key).and_then(envelope_of).is_some();
+            if sealed {
+                self.field(object, &key, &key, &path, Form::Complex);
+                continue;
+            }
+            match object.get_mut(&key) {
+                Some(Value::Object(inner)) => self.object(inner, &path),
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        let item_path = format!("{path}[{i}]");
+                        if envelope_of(item).is_some() {
+                            match self.unseal(item, &item_path) {
+                                Some(mut restored) => match restored.shift_remove(&key) {
+                                    Some(value) if restored.is_empty() => {
+                                        *item = value;
+                                        self.session.report.opened += 1;
+                                    }
+                                    _ => self.mask(item),
+                                },
+                                None => self.mask(item),
+                            }
+                        } else if let Some(inner) = item.as_object_mut() {
+                            self.object(inner, &item_path);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A single sealed element whose placeholder is `object[key]`.
+    fn field(
+        &mut self,
+        object: &mut Map<String, Value>,
+        key: &str,
+        base: &str,
+        path: &str,
+        form: Form,
+    ) {
+        let Some(placeholder) = object.get(key) else {
+            return;
+        };
+        if envelope_of(placeholder).is_none() {
+            return;
+        }
+        let restored = self.unseal(placeholder, path).filter(|restored| {
+            restored.keys().all(|k| {
+                let name = k.strip_prefix('_').unwrap_or(k);
+                match form {
+                    Form::Primitive => name == base,
+                    Form::Complex => k == base,
+                    Form::AbsentReason => name.starts_with(base) && name.len() > base.len(),
+                }
+            })
+        });
+        match restored {
+            Some(restored) => {
+                let index = object.keys().position(|k| k == key).unwrap_or(object.len());
+                object.shift_remove(key);
+                if form == Form::Primitive {
+                    // A placeholder `_name` stands alone: the value was taken with it.
+                    object.shift_remove(base);
+                }
+                for (offset, (k, v)) in restored.into_iter().enumerate() {
+                    insert_at(object, index + offset, k, v);
+                }
+                self.session.report.opened += 1;
+            }
+            None => {
+                if let Some(placeholder) = object.get_mut(key) {
+                    self.mask(placeholder);
+                }
+            }
+        }
+    }
+
+    /// Items of a repeating primitive `base` whose `_base` companions are placeholders.
+    fn primitive_items(&mut self, object: &mut Map<String, Value>, base: &str, path: &str) {
+        let companion = format!("_{base}");
+        let len = object
+            .get(&companion)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let mut any = false;
+        for i in 0..len {
+            let Some(placeholder) = object.get(&companion).and_then(|c| c.get(i)) else {
+                continue;
+            };
+            if envelope_of(placeholder).is_none() {
+                continue;
+            }
+            any = true;
+            let item_path = format!("{path}[{i}]");
+            let restored = self
+                .unseal(placeholder, &item_path)
+                .filter(|r| r.keys().all(|k| k == base || *k == companion));
+            let Some(mut restored) = restored else {
+                if let Some(placeholder) = object.get_mut(&companion).and_then(|c| c.get_mut(i)) {
+                    self.mask(placeholder);
+                }
+                continue;
+            };
+            let value = restored.shift_remove(base).unwrap_or(Value::Null);
+            let extra = restored.shift_remove(&companion).unwrap_or(Value::Null);
+            if !value.is_null() {
+                if !object.contains_key(base) {
+                    let at = object
+                        .keys()
+                        .position(|k| *k == companion)
+                        .unwrap_or(object.len());
+                    insert_at(
+                        object,
+                        at,
+                        base.to_string(),
+                        Value::Array(vec![Value::Null; len]),
+                    );
+                }
+                if let Some(Value::Array(values)) = object.get_mut(base) {
+                    if values.len() <= i {
+                        values.resize(i + 1, Value::Null);
+                    }
+                    values[i] = value;
+                }
+            }
+            if let Some(Value::Array(companions)) = object.get_mut(&companion) {
+                companions[i] = extra;
+            }
+            self.session.report.opened += 1;
+        }
+        if !any {
+            return;
+        }
+        // Put the arrays back in the shape FHIR JSON gives them.
+        for name in [base.to_string(), companion] {
+            if let Some(Value::Array(items)) = object.get(&name)
+                && items.iter().all(Value::is_null)
+            {
+                object.shift_remove(&name);
+            }
+        }
+    }
+
+    /// Decrypts the envelope in `placeholder` as element `path`; `None` if it does not open here.
+    fn unseal(&mut self, placeholder: &Value, path: &str) -> Option<Map<String, Value>> {
+        let envelope = Envelope::from_base64(envelope_of(placeholder)?).ok()?;
+        let (key, policy) = self.session.header_key(envelope.header(), self.local)?;
+        let ctx = ElementContext::new(self.resource_type, self.id, path, &policy);
+        let plaintext = fhirseal_envelope::open(&ctx, &envelope, &key).ok()?;
+        serde_json::from_slice(&plaintext).ok()
+    }
+
+    fn mask(&mut self, placeholder: &mut Value) {
+        strip_envelope(placeholder);
+        self.session.report.masked += 1;
+    }
+}
+
+/// Removes the sealed-header extensions from the resource and decodes them; a malformed one
+/// opens nothing (its envelopes stay masked).
+fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, Header> {
+    let mut headers = HashMap::new();
+    let Some(Value::Array(extensions)) = object.get_mut("extension") else {
+        return headers;
+    };
+    extensions.retain(|e| {
+        if e.get("url").and_then(Value::as_str) != Some(SEALED_HEADER) {
+            return true;
+        }
+        let header = e
+            .get("valueBase64Binary")
+            .and_then(Value::as_str)
+            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .and_then(|bytes| Header::from_bytes(&bytes).ok());
+        if let Some(header) = header {
+            headers.insert(header.id(), header);
+        }
+        false
+    });
+    if extensions.is_empty() {
+        object.shift_remove("extension");
+    }
+    headers
+}
+
+/// Removes the `MASKED` label the seal added, once everything is open.
+fn remove_masked_label(object: &mut Map<String, Value>) {
+    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+        return;
+    };
+    if let Some(Value::Array(labels)) = meta.get_mut("security") {
+        let ours = labels.iter().position(|l| {
+            l.as_object().is_some_and(|l| {
+                l.len() == 2
+                    && l.get("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE_SYSTEM)
+                    && l.get("code").and_then(Value::as_str) == Some("MASKED")
+            })
+        });
+        if let Some(ours) = ours {
+            labels.remove(ours);
+        }
+        if labels.is_empty() {
+            meta.shift_remove("security");
+        }
+    }
+    if meta.is_empty() {
+        object.shift_remove("meta");
+    }
+}

@@ -1,0 +1,404 @@
+//! Sealing rules: which elements of which resource type are sealed under which access structure,
+//! checked against R4 so that a sealed resource stays one the upstream server accepts and serves.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use fhirseal_envelope::Granularity;
+use rshabe::AccessStructure;
+
+use crate::path::ElementPath;
+use crate::structure::r4;
+
+/// One element to seal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementRule {
+    path: ElementPath,
+    policy: AccessStructure,
+    granularity: Granularity,
+}
+
+/// What happens to the narrative (`text`) of a resource in which something is sealed: it may
+/// repeat any sealed value, so it is never left as it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Narrative {
+    /// Sealed under the conjunction of the structures of everything sealed in the resource, with
+    /// a neutral narrative in its place; readers who may see everything get the original back.
+    #[default]
+    Seal,
+    /// Replaced by a neutral narrative for everyone, the original dropped: for narratives that
+    /// clients regenerate from the data anyway. Opening then does not give the original back.
+    Neutral,
+}
+
+/// What happens to `Reference.display` strings, which often copy a sealed value (a patient's
+/// name in `Observation.subject.display`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Displays {
+    /// Seal every display that contains a sealed string value (case-insensitively, values of
+    /// three or more characters), under the conjunction of the structures of the values it
+    /// repeats.
+    #[default]
+    Matching,
+    /// Seal every display of a resource in which something is sealed.
+    All,
+    /// Leave displays as they are.
+    Keep,
+}
+
+/// The rules for one resource type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    resource_type: String,
+    elements: Vec<ElementRule>,
+    narrative: Narrative,
+    displays: Displays,
+}
+
+/// The rules for every resource type that has any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    sets: BTreeMap<String, RuleSet>,
+}
+
+/// Why a rule cannot be used, naming the element.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct RuleError {
+    /// The element path (or resource type) the error is about.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot seal `{}`: {}", self.path, self.reason)
+    }
+}
+
+/// Members that no rule may seal, and why.
+const NEVER: &[(&str, &str)] = &[
+    ("id", "the server needs the logical id"),
+    (
+        "meta",
+        "the server needs `meta` (versions, profiles, security labels)",
+    ),
+    (
+        "implicitRules",
+        "it is a modifier that changes how the resource is read",
+    ),
+    (
+        "language",
+        "the server and readers need the resource's language to read it",
+    ),
+    (
+        "text",
+        "the narrative is handled by the rule set's `narrative` setting",
+    ),
+    (
+        "contained",
+        "contained resources are sealed by the rules of their own type",
+    ),
+    (
+        "modifierExtension",
+        "a reader that cannot see a modifier extension would misread the resource",
+    ),
+];
+
+// === impl ElementRule ===
+
+impl ElementRule {
+    /// A rule sealing `path` under `policy`, refused where sealing would break the resource for
+    /// the server or its readers.
+    pub fn new(
+        path: &str,
+        policy: AccessStructure,
+        granularity: Granularity,
+    ) -> Result<Self, RuleError> {
+        let path = ElementPath::parse(path).map_err(|e| RuleError {
+            path: e.path,
+            reason: e.reason,
+        })?;
+        let fail = |reason: String| RuleError {
+            path: path.as_str().to_string(),
+            reason,
+        };
+        if let Some((_, why)) = NEVER.iter().find(|(name, _)| path.steps()[0].name == *name) {
+            return Err(fail((*why).to_string()));
+        }
+        for step in path.steps() {
+            if step.element.modifier {
+                return Err(fail(format!(
+                    "`{}` is a modifier element: a reader or server that cannot see it would misread the resource",
+                    step.element.path
+                )));
+            }
+        }
+        let element = path.element();
+        if element.min >= 1 {
+            return Err(fail(format!(
+                "`{}` is required (min {}): the resource would no longer be valid without its value",
+                element.path, element.min
+            )));
+        }
+        let plain = path.plain();
+        for reference in r4().compartment_references(path.resource_type()) {
+            let inside = plain.strip_prefix(reference).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with(".reference") || rest.starts_with(".identifier")
+            });
+            if inside {
+                return Err(fail(format!(
+                    "`{reference}` places the resource in a patient's compartment: the server needs it for compartment searches and access"
+                )));
+            }
+        }
+        // A complex element is replaced by a placeholder holding only extensions: its type must
+        // not require members (an Extension keeps its `url`; `value[x]` with a
+        // `dataAbsentReason` beside it is replaced by that instead).
+        let last = &path.steps()[path.steps().len() - 1];
+        let parent = element.path.rsplit_once('.').map_or("", |(p, _)| p);
+        let absent_reason = last.choice
+            && last.name == "value"
+            && r4()
+                .element(&format!("{parent}.dataAbsentReason"))
+                .is_some();
+        if !absent_reason {
+            let contexts: Vec<&str> = if last.choice {
+                element.types.clone()
+            } else {
+                vec![last.context]
+            };
+            for context in contexts {
+                if context == "Extension" {
+                    continue;
+                }
+                if let Some(required) = r4().required_members(context).first() {
+                    return Err(fail(format!(
+                        "its placeholder would lack the required member `{}`: seal the members you need to protect instead",
+                        required.path
+                    )));
+                }
+            }
+        }
+        if element.types.contains(&"Resource") {
+            return Err(fail(
+                "a nested resource is sealed by the rules of its own type".into(),
+            ));
+        }
+        Ok(Self {
+            path,
+            policy,
+            granularity,
+        })
+    }
+
+    /// The element path.
+    pub fn path(&self) -> &ElementPath {
+        &self.path
+    }
+
+    /// The access structure a reader's attributes must satisfy.
+    pub fn policy(&self) -> &AccessStructure {
+        &self.policy
+    }
+
+    /// One header per resource, or one shared per structure and period.
+    pub fn granularity(&self) -> Granularity {
+        self.granularity
+    }
+}
+
+// === impl RuleSet ===
+
+impl RuleSet {
+    /// The rules for `resource_type`; refuses rules for another type and overlapping rules (one
+    /// element inside another, or the same element twice), which would contradict each other.
+    pub fn new(
+        resource_type: &str,
+        elements: Vec<ElementRule>,
+        narrative: Narrative,
+        displays: Displays,
+    ) -> Result<Self, RuleError> {
+        if !r4().is_domain_resource(resource_type) {
+            return Err(RuleError {
+                path: resource_type.to_string(),
+                reason: "not an R4 resource type whose elements can be sealed".into(),
+            });
+        }
+        for (i, rule) in elements.iter().enumerate() {
+            if rule.path.resource_type() != resource_type {
+                return Err(RuleError {
+                    path: rule.path.to_string(),
+                    reason: format!("the rule is listed under `{resource_type}`"),
+                });
+            }
+            if let Some(other) = elements[..i].iter().find(|o| o.path.overlaps(&rule.path)) {
+                return Err(RuleError {
+                    path: rule.path.to_string(),
+                    reason: format!(
+                        "it overlaps `{}`: one element would be sealed twice, possibly under different structures",
+                        other.path
+                    ),
+                });
+            }
+        }
+        Ok(Self {
+            resource_type: resource_type.to_string(),
+            elements,
+            narrative,
+            displays,
+        })
+    }
+
+    /// The resource type.
+    pub fn resource_type(&self) -> &str {
+        &self.resource_type
+    }
+
+    /// The element rules, in the order given.
+    pub fn elements(&self) -> &[ElementRule] {
+        &self.elements
+    }
+
+    /// The narrative setting.
+    pub fn narrative(&self) -> Narrative {
+        self.narrative
+    }
+
+    /// The display setting.
+    pub fn displays(&self) -> Displays {
+        self.displays
+    }
+}
+
+// === impl Rules ===
+
+impl Rules {
+    /// Rules from rule sets, at most one per resource type.
+    pub fn new(sets: impl IntoIterator<Item = RuleSet>) -> Result<Self, RuleError> {
+        let mut rules = Self::default();
+        for set in sets {
+            if rules.sets.contains_key(&set.resource_type) {
+                return Err(RuleError {
+                    path: set.resource_type,
+                    reason: "two rule sets for one resource type".into(),
+                });
+            }
+            rules.sets.insert(set.resource_type.clone(), set);
+        }
+        Ok(rules)
+    }
+
+    /// The rules for `resource_type`, if any.
+    pub fn for_type(&self, resource_type: &str) -> Option<&RuleSet> {
+        self.sets.get(resource_type)
+    }
+
+    /// Every rule set, by resource type.
+    pub fn sets(&self) -> impl Iterator<Item = &RuleSet> {
+        self.sets.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(path: &str) -> Result<ElementRule, RuleError> {
+        let policy = AccessStructure::parse("role:physician").map_err(|e| RuleError {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        ElementRule::new(path, policy, Granularity::Shared)
+    }
+
+    fn refusal(path: &str) -> String {
+        rule(path).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn what_the_server_needs_is_refused_with_the_reason() {
+        assert!(refusal("Patient.id").contains("logical id"));
+        assert!(refusal("Patient.meta").contains("needs `meta`"));
+        assert!(refusal("Patient.text").contains("narrative"));
+        assert!(refusal("Patient.contained").contains("own type"));
+        assert!(refusal("Patient.active").contains("modifier element"));
+        assert!(refusal("Observation.status").contains("modifier"));
+        assert!(refusal("Observation.code").contains("required (min 1)"));
+        assert!(refusal("Observation.subject").contains("patient's compartment"));
+        assert!(refusal("Observation.subject.reference").contains("patient's compartment"));
+        assert!(refusal("Observation.performer").contains("patient's compartment"));
+        assert!(refusal("Patient.link.other").contains("modifier"));
+        assert!(refusal("Patient.nickname").contains("R4 defines no element"));
+        assert!(
+            refusal("Patient.communication")
+                .contains("required member `Patient.communication.language`")
+        );
+        assert!(refusal("Condition.note").contains("required member `Annotation.text`"));
+    }
+
+    #[test]
+    fn sealable_elements_are_accepted() {
+        for path in [
+            "Patient.birthDate",
+            "Patient.name",
+            "Patient.telecom",
+            "Patient.address",
+            "Observation.value[x]",
+            "Observation.subject.display",
+            "Condition.code",
+            "Patient.identifier.where(system='urn:oid:1.2.3')",
+            "Patient.extension.where(url='http://hl7.org/fhir/us/core/StructureDefinition/us-core-race')",
+        ] {
+            assert!(rule(path).is_ok(), "{path}: {}", refusal(path));
+        }
+    }
+
+    #[test]
+    fn contradicting_rules_are_refused() {
+        let (Ok(name), Ok(given), Ok(birth)) = (
+            rule("Patient.name"),
+            rule("Patient.name.given"),
+            rule("Patient.birthDate"),
+        ) else {
+            panic!("rules build");
+        };
+        let err = RuleSet::new(
+            "Patient",
+            vec![name.clone(), birth.clone(), given],
+            Narrative::Seal,
+            Displays::Matching,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(
+                "cannot seal `Patient.name.given`: it overlaps `Patient.name`: one element would be sealed twice, possibly under different structures"
+            )
+        );
+        let twice = RuleSet::new(
+            "Patient",
+            vec![birth.clone(), birth.clone()],
+            Narrative::Seal,
+            Displays::Matching,
+        );
+        assert!(twice.is_err());
+        let wrong_type = RuleSet::new(
+            "Observation",
+            vec![birth.clone()],
+            Narrative::Seal,
+            Displays::Matching,
+        );
+        assert!(wrong_type.is_err());
+        let Ok(set) = RuleSet::new(
+            "Patient",
+            vec![name, birth],
+            Narrative::Seal,
+            Displays::Matching,
+        ) else {
+            panic!("a valid set");
+        };
+        assert!(Rules::new([set.clone(), set]).is_err());
+    }
+}

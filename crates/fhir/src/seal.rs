@@ -1,0 +1,960 @@
+//! Sealing: a resource or Bundle and its rules → the form the upstream server stores.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use fhirseal_envelope::{
+    ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, WrappedKey,
+};
+use rand_core::{CryptoRng, RngCore};
+use rshabe::{AccessStructure, PublicParams};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+use crate::path::Step;
+use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules};
+use crate::shape::{
+    NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, holds_sealed, insert_at, masked_concept,
+    masked_label, masked_reason, sealed_extension,
+};
+use crate::structure::r4;
+use crate::{HeaderLookup, SealError};
+
+/// The headers shared per (access structure, period), `shared` granularity: the ones this
+/// process may seal under (it holds their keys) and the ones it only reads.
+#[derive(Default)]
+pub struct SharedHeaders {
+    current: HashMap<(String, u64), HeaderId>,
+    headers: HashMap<HeaderId, (Header, Option<HeaderKey>)>,
+    created: Vec<HeaderId>,
+}
+
+/// A resource or Bundle in its upstream form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sealed {
+    /// The resource to send upstream.
+    pub resource: Value,
+    /// How many elements were sealed.
+    pub elements: usize,
+}
+
+/// Seals resources under the public parameters and current period, drawing keys and nonces from
+/// `rng`. New shared headers are recorded in `headers`; the caller stores them
+/// ([`SharedHeaders::take_created`]).
+pub struct Sealer<'a, R> {
+    pp: &'a PublicParams,
+    period: u64,
+    headers: &'a mut SharedHeaders,
+    rng: &'a mut R,
+}
+
+/// One resource being sealed: what its envelopes are bound to and the keys drawn for it.
+struct Work {
+    resource_type: String,
+    id: String,
+    resource_key: ResourceKey,
+    keys: HashMap<(String, Granularity), (HeaderId, WrappedKey)>,
+    resource_headers: Vec<Header>,
+    /// For each sealed element: its structure and the strings it held (for `Displays`).
+    sealed: Vec<(AccessStructure, Vec<String>)>,
+    any_resource_granularity: bool,
+}
+
+/// Where a selected element is, in the object that holds it.
+enum Slot {
+    /// A single element: `key` (or `_key`), or `value[x]` standing in `dataAbsentReason`.
+    Field {
+        key: String,
+        primitive: bool,
+        absent_reason: bool,
+        path: String,
+    },
+    /// Items `indices` of the repeating element `key`.
+    Items {
+        key: String,
+        indices: Vec<usize>,
+        primitive: bool,
+        path: String,
+    },
+}
+
+// === impl SharedHeaders ===
+
+impl SharedHeaders {
+    /// An empty book.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a known header, with its key if this process may seal under it (it becomes the
+    /// current header for its structure and period).
+    pub fn insert(&mut self, header: Header, key: Option<HeaderKey>) {
+        let id = header.id();
+        if key.is_some() {
+            let slot = (
+                header.ciphertext().policy().to_string(),
+                header.ciphertext().period(),
+            );
+            self.current.insert(slot, id);
+        }
+        self.headers.insert(id, (header, key));
+    }
+
+    /// The headers created by sealing since the last call, to be stored where readers find them.
+    pub fn take_created(&mut self) -> Vec<Header> {
+        std::mem::take(&mut self.created)
+            .into_iter()
+            .filter_map(|id| self.headers.get(&id).map(|(h, _)| h.clone()))
+            .collect()
+    }
+
+    /// The header and key to seal under for `policy` at `period`, made if missing.
+    fn sealing_key(
+        &mut self,
+        pp: &PublicParams,
+        policy: &AccessStructure,
+        period: u64,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<(HeaderId, HeaderKey), SealError> {
+        let slot = (policy.to_string(), period);
+        if let Some(id) = self.current.get(&slot)
+            && let Some((_, Some(key))) = self.headers.get(id)
+        {
+            return Ok((*id, key.clone()));
+        }
+        let (header, key) = Header::new(pp, policy, period, Granularity::Shared, rng)?;
+        let id = header.id();
+        self.current.insert(slot, id);
+        self.headers.insert(id, (header, Some(key.clone())));
+        self.created.push(id);
+        Ok((id, key))
+    }
+}
+
+impl HeaderLookup for SharedHeaders {
+    fn header(&self, id: HeaderId) -> Option<Header> {
+        self.headers.get(&id).map(|(h, _)| h.clone())
+    }
+}
+
+impl std::fmt::Debug for SharedHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedHeaders")
+            .field("headers", &self.headers.len())
+            .field("created", &self.created.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Sealer ===
+
+impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
+    /// A sealer for `period`.
+    pub fn new(
+        pp: &'a PublicParams,
+        period: u64,
+        headers: &'a mut SharedHeaders,
+        rng: &'a mut R,
+    ) -> Self {
+        Self {
+            pp,
+            period,
+            headers,
+            rng,
+        }
+    }
+
+    /// Seals a resource, or each entry of a Bundle (and of Bundles inside it).
+    pub fn seal(&mut self, resource: &Value, rules: &Rules) -> Result<Sealed, SealError> {
+        if resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            self.seal_bundle(resource, rules)
+        } else {
+            self.seal_resource(resource, rules, None)
+        }
+    }
+
+    /// Seals one resource. Its envelopes are bound to its `id`, or when it has none to
+    /// `binding` (the `urn:uuid:` of a transaction entry); a resource without either that has
+    /// something to seal is refused.
+    pub fn seal_resource(
+        &mut self,
+        resource: &Value,
+        rules: &Rules,
+        binding: Option<&str>,
+    ) -> Result<Sealed, SealError> {
+        let mut out = resource.clone();
+        let Some(object) = out.as_object_mut() else {
+            return Err(SealError::NotAResource);
+        };
+        let Some(resource_type) = object
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Err(SealError::NotAResource);
+        };
+        if !applies(object, rules) {
+            return Ok(Sealed {
+                resource: out,
+                elements: 0,
+            });
+        }
+        if holds_sealed(resource) || has_masked_label(object) {
+            return Err(SealError::AlreadySealed { resource_type });
+        }
+        let id = match (object.get("id").and_then(Value::as_str), binding) {
+            (Some(id), _) | (None, Some(id)) => id.to_string(),
+            (None, None) => return Err(SealError::NoId { resource_type }),
+        };
+        let mut work = Work {
+            resource_type: resource_type.clone(),
+            id,
+            resource_key: ResourceKey::generate(self.rng),
+            keys: HashMap::new(),
+            resource_headers: Vec::new(),
+            sealed: Vec::new(),
+            any_resource_granularity: false,
+        };
+        let set = rules.for_type(&resource_type);
+        self.seal_object(object, rules, &resource_type, &mut work)?;
+        if work.sealed.is_empty() {
+            return Ok(Sealed {
+                resource: resource.clone(),
+                elements: 0,
+            });
+        }
+        let displays = set.map_or(Displays::default(), RuleSet::displays);
+        if displays != Displays::Keep {
+            self.seal_displays(object, &resource_type, &resource_type, displays, &mut work)?;
+        }
+        self.handle_narrative(object, &resource_type, set, 0, &mut work)?;
+        // The label and the headers go on the outer resource (contained resources SHALL NOT
+        // carry security labels, dom-5).
+        add_masked_label(object);
+        if !work.resource_headers.is_empty() {
+            let extensions: Vec<Value> = work
+                .resource_headers
+                .iter()
+                .map(|h| {
+                    json!({"url": SEALED_HEADER,
+                        "valueBase64Binary": base64::engine::general_purpose::STANDARD.encode(h.to_bytes())})
+                })
+                .collect();
+            append_extensions(object, extensions)?;
+        }
+        Ok(Sealed {
+            resource: out,
+            elements: work.sealed.len(),
+        })
+    }
+
+    /// Seals each entry of a Bundle (searchset, history, transaction, batch, collection,
+    /// document), binding an entry without an `id` to its `fullUrl`.
+    pub fn seal_bundle(&mut self, bundle: &Value, rules: &Rules) -> Result<Sealed, SealError> {
+        let mut out = bundle.clone();
+        let mut elements = 0;
+        if let Some(Value::Array(entries)) = out.get_mut("entry") {
+            for entry in entries {
+                let binding = entry
+                    .get("fullUrl")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let Some(resource) = entry.get_mut("resource") else {
+                    continue;
+                };
+                let sealed =
+                    if resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+                        self.seal_bundle(resource, rules)?
+                    } else {
+                        self.seal_resource(resource, rules, binding.as_deref())?
+                    };
+                elements += sealed.elements;
+                *resource = sealed.resource;
+            }
+        }
+        Ok(Sealed {
+            resource: out,
+            elements,
+        })
+    }
+
+    /// Applies the rules of `object`'s type, then seals its contained resources by theirs.
+    fn seal_object(
+        &mut self,
+        object: &mut Map<String, Value>,
+        rules: &Rules,
+        loc: &str,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        let resource_type = object
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(set) = rules.for_type(&resource_type) {
+            for rule in set.elements() {
+                self.seal_rule(object, rule, loc, work)?;
+            }
+        }
+        if let Some(Value::Array(contained)) = object.get_mut("contained") {
+            for (i, inner) in contained.iter_mut().enumerate() {
+                let Some(inner) = inner.as_object_mut() else {
+                    continue;
+                };
+                let inner_loc = contained_loc(loc, inner, i);
+                let before = work.sealed.len();
+                self.seal_object(inner, rules, &inner_loc, work)?;
+                let inner_type = inner
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let set = rules.for_type(inner_type);
+                self.handle_narrative(inner, &inner_loc, set, before, work)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seal_rule(
+        &mut self,
+        object: &mut Map<String, Value>,
+        rule: &ElementRule,
+        loc: &str,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        let policy = rule.policy();
+        let granularity = rule.granularity();
+        select(object, rule.path().steps(), loc, &mut |holder, slot| {
+            self.seal_slot(holder, slot, policy, granularity, work)
+        })
+    }
+
+    fn seal_slot(
+        &mut self,
+        holder: &mut Map<String, Value>,
+        slot: Slot,
+        policy: &AccessStructure,
+        granularity: Granularity,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        match slot {
+            Slot::Field {
+                key,
+                primitive,
+                absent_reason,
+                path,
+            } => {
+                let companion = format!("_{key}");
+                let index = holder
+                    .keys()
+                    .position(|k| *k == key || *k == companion)
+                    .unwrap_or(holder.len());
+                let mut removed = Map::new();
+                for name in [&key, &companion] {
+                    if let Some(value) = holder.shift_remove(name.as_str()) {
+                        removed.insert(name.clone(), value);
+                    }
+                }
+                if removed.is_empty() {
+                    return Ok(());
+                }
+                let envelope = self.envelope(work, policy, granularity, &path, &removed)?;
+                if absent_reason {
+                    if holder.contains_key("dataAbsentReason") {
+                        return Err(SealError::Invalid {
+                            path,
+                            reason: "has both a value and a dataAbsentReason (obs-6)".into(),
+                        });
+                    }
+                    insert_at(
+                        holder,
+                        index,
+                        "dataAbsentReason".into(),
+                        masked_concept(envelope),
+                    );
+                } else if primitive {
+                    let placeholder =
+                        json!({"extension": [masked_reason(), sealed_extension(envelope)]});
+                    insert_at(holder, index, companion, placeholder);
+                } else {
+                    let original = removed.get(&key);
+                    insert_at(holder, index, key, complex_placeholder(original, envelope));
+                }
+            }
+            Slot::Items {
+                key,
+                indices,
+                primitive,
+                path,
+            } => {
+                let companion = format!("_{key}");
+                let len = indices.iter().max().map_or(0, |i| i + 1);
+                for i in indices {
+                    let item_path = format!("{path}[{i}]");
+                    let mut removed = Map::new();
+                    for name in [&key, &companion] {
+                        if let Some(Value::Array(items)) = holder.get_mut(name.as_str())
+                            && let Some(item) = items.get_mut(i)
+                            && !item.is_null()
+                        {
+                            removed.insert(name.clone(), item.take());
+                        }
+                    }
+                    if removed.is_empty() {
+                        continue;
+                    }
+                    let envelope =
+                        self.envelope(work, policy, granularity, &item_path, &removed)?;
+                    if primitive {
+                        let values_len = holder
+                            .get(&key)
+                            .and_then(Value::as_array)
+                            .map_or(0, Vec::len);
+                        if !holder.contains_key(&companion) {
+                            let at = holder
+                                .keys()
+                                .position(|k| *k == key)
+                                .map_or(holder.len(), |i| i + 1);
+                            insert_at(holder, at, companion.clone(), Value::Array(Vec::new()));
+                        }
+                        let Some(companions) =
+                            holder.get_mut(&companion).and_then(Value::as_array_mut)
+                        else {
+                            return Err(SealError::Invalid {
+                                path: item_path,
+                                reason: format!("`{companion}` is not an array"),
+                            });
+                        };
+                        companions.resize(values_len.max(len).max(companions.len()), Value::Null);
+                        companions[i] =
+                            json!({"extension": [masked_reason(), sealed_extension(envelope)]});
+                    } else if let Some(Value::Array(items)) = holder.get_mut(&key)
+                        && let Some(item) = items.get_mut(i)
+                    {
+                        *item = complex_placeholder(removed.get(&key), envelope);
+                    }
+                }
+                // A repeating primitive whose values are all sealed loses its value array.
+                if let Some(Value::Array(values)) = holder.get(&key)
+                    && values.iter().all(Value::is_null)
+                {
+                    holder.shift_remove(&key);
+                }
+                // Keep the parallel arrays aligned (FHIR JSON: the same length, `null` for absent).
+                let values_len = holder.get(&key).and_then(Value::as_array).map(Vec::len);
+                if let (Some(values_len), Some(Value::Array(companions))) =
+                    (values_len, holder.get_mut(&companion))
+                    && companions.len() < values_len
+                {
+                    companions.resize(values_len, Value::Null);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals `removed` (the members taken out of the element's holder) as element `path`.
+    fn envelope(
+        &mut self,
+        work: &mut Work,
+        policy: &AccessStructure,
+        granularity: Granularity,
+        path: &str,
+        removed: &Map<String, Value>,
+    ) -> Result<String, SealError> {
+        let (header, wrapped) = self.wrapped_key(work, policy, granularity)?;
+        let plaintext =
+            Zeroizing::new(serde_json::to_vec(removed).map_err(|_| SealError::Invalid {
+                path: path.to_string(),
+                reason: "cannot be serialised".into(),
+            })?);
+        let ctx = ElementContext::new(&work.resource_type, &work.id, path, policy);
+        let envelope = fhirseal_envelope::seal(
+            &ctx,
+            header,
+            &wrapped,
+            &work.resource_key,
+            &plaintext,
+            self.rng,
+        );
+        let mut strings = Vec::new();
+        for value in removed.values() {
+            collect_strings(value, "", &mut strings);
+        }
+        work.sealed.push((policy.clone(), strings));
+        Ok(envelope.to_base64())
+    }
+
+    /// The header and wrapped resource key for `policy` in this resource, drawn once.
+    fn wrapped_key(
+        &mut self,
+        work: &mut Work,
+        policy: &AccessStructure,
+        granularity: Granularity,
+    ) -> Result<(HeaderId, WrappedKey), SealError> {
+        let slot = (policy.to_string(), granularity);
+        if let Some(found) = work.keys.get(&slot) {
+            return Ok(*found);
+        }
+        let (id, key) = match granularity {
+            Granularity::Shared => {
+                self.headers
+                    .sealing_key(self.pp, policy, self.period, self.rng)?
+            }
+            Granularity::Resource => {
+                let (header, key) = Header::new(
+                    self.pp,
+                    policy,
+                    self.period,
+                    Granularity::Resource,
+                    self.rng,
+                )?;
+                let id = header.id();
+                work.resource_headers.push(header);
+                work.any_resource_granularity = true;
+                (id, key)
+            }
+        };
+        let wrapped = work
+            .resource_key
+            .wrap(&key, id, &work.resource_type, &work.id, self.rng);
+        work.keys.insert(slot, (id, wrapped));
+        Ok((id, wrapped))
+    }
+
+    /// Seals `Reference.display` strings that repeat a sealed value (or all of them).
+    fn seal_displays(
+        &mut self,
+        object: &mut Map<String, Value>,
+        context: &str,
+        loc: &str,
+        mode: Displays,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        let r4 = r4();
+        let keys: Vec<String> = object
+            .keys()
+            .filter(|k| !k.starts_with('_'))
+            .cloned()
+            .collect();
+        for key in keys {
+            if key == "resourceType" {
+                continue;
+            }
+            if key == "contained" {
+                if let Some(Value::Array(items)) = object.get_mut("contained") {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        if let Some(inner) = item.as_object_mut() {
+                            let inner_type = inner
+                                .get("resourceType")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_string();
+                            let inner_loc = contained_loc(loc, inner, i);
+                            self.seal_displays(inner, &inner_type, &inner_loc, mode, work)?;
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(child) = r4.child(context, &key) else {
+                continue;
+            };
+            if child.primitive {
+                continue;
+            }
+            let ty = child
+                .chosen
+                .or_else(|| child.element.types.first().copied())
+                .unwrap_or_default();
+            let child_context = child.context;
+            let child_loc = format!("{loc}.{key}");
+            match object.get_mut(&key) {
+                Some(Value::Object(inner)) => {
+                    self.display_or_descend(inner, ty, child_context, &child_loc, mode, work)?;
+                }
+                Some(Value::Array(items)) => {
+                    for (i, item) in items.iter_mut().enumerate() {
+                        if let Some(inner) = item.as_object_mut() {
+                            let item_loc = format!("{child_loc}[{i}]");
+                            self.display_or_descend(
+                                inner,
+                                ty,
+                                child_context,
+                                &item_loc,
+                                mode,
+                                work,
+                            )?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn display_or_descend(
+        &mut self,
+        inner: &mut Map<String, Value>,
+        ty: &str,
+        context: &str,
+        loc: &str,
+        mode: Displays,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        if ty == "Reference"
+            && let Some(display) = inner.get("display").and_then(Value::as_str)
+        {
+            let lowered = display.to_lowercase();
+            let mut policies: Vec<AccessStructure> = Vec::new();
+            for (policy, strings) in &work.sealed {
+                let repeats = mode == Displays::All
+                    || strings
+                        .iter()
+                        .any(|s| s.chars().count() >= 3 && lowered.contains(&s.to_lowercase()));
+                if repeats && !policies.contains(policy) {
+                    policies.push(policy.clone());
+                }
+            }
+            if !policies.is_empty() {
+                let policy = conjunction(&policies)?;
+                let granularity = if work.any_resource_granularity {
+                    Granularity::Resource
+                } else {
+                    Granularity::Shared
+                };
+                let slot = Slot::Field {
+                    key: "display".into(),
+                    primitive: true,
+                    absent_reason: false,
+                    path: format!("{loc}.display"),
+                };
+                self.seal_slot(inner, slot, &policy, granularity, work)?;
+            }
+            return Ok(());
+        }
+        if ty == "Resource" {
+            return Ok(());
+        }
+        self.seal_displays(inner, context, loc, mode, work)
+    }
+
+    /// Seals or neutralises the narrative of `object` if anything was sealed in it since
+    /// `work.sealed[from]`.
+    fn handle_narrative(
+        &mut self,
+        object: &mut Map<String, Value>,
+        loc: &str,
+        set: Option<&RuleSet>,
+        from: usize,
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        if work.sealed.len() <= from || !object.contains_key("text") {
+            return Ok(());
+        }
+        match set.map_or(Narrative::default(), RuleSet::narrative) {
+            Narrative::Neutral => {
+                object.insert(
+                    "text".into(),
+                    json!({"status": "generated", "div": NEUTRAL_DIV}),
+                );
+            }
+            Narrative::Seal => {
+                let mut policies: Vec<AccessStructure> = Vec::new();
+                for (policy, _) in &work.sealed[from..] {
+                    if !policies.contains(policy) {
+                        policies.push(policy.clone());
+                    }
+                }
+                let policy = conjunction(&policies)?;
+                let granularity = if work.any_resource_granularity {
+                    Granularity::Resource
+                } else {
+                    Granularity::Shared
+                };
+                let slot = Slot::Field {
+                    key: "text".into(),
+                    primitive: false,
+                    absent_reason: false,
+                    path: format!("{loc}.text"),
+                };
+                self.seal_slot(object, slot, &policy, granularity, work)?;
+                // The text's own strings are not display material: drop what `envelope` noted.
+                if let Some((_, strings)) = work.sealed.last_mut() {
+                    strings.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R> std::fmt::Debug for Sealer<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether any rule could apply to `object` or its contained resources.
+fn applies(object: &Map<String, Value>, rules: &Rules) -> bool {
+    let own = object
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .is_some_and(|t| rules.for_type(t).is_some());
+    own || object
+        .get("contained")
+        .and_then(Value::as_array)
+        .is_some_and(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_object)
+                .any(|inner| applies(inner, rules))
+        })
+}
+
+/// `Observation.contained(#p1)`, or by position for a contained resource without an id.
+pub(crate) fn contained_loc(loc: &str, inner: &Map<String, Value>, index: usize) -> String {
+    match inner.get("id").and_then(Value::as_str) {
+        Some(id) => format!("{loc}.contained(#{id})"),
+        None => format!("{loc}.contained[{index}]"),
+    }
+}
+
+/// The placeholder of a complex element: its extensions, plus what its type cannot do without
+/// (an Extension's `url`; a Narrative's `status` and `div`).
+fn complex_placeholder(original: Option<&Value>, envelope: String) -> Value {
+    let mut placeholder = Map::new();
+    if let Some(url) = original.and_then(|o| o.get("url")).and_then(Value::as_str)
+        && original.is_some_and(|o| o.get("div").is_none())
+    {
+        placeholder.insert("url".into(), Value::String(url.to_string()));
+    }
+    placeholder.insert(
+        "extension".into(),
+        json!([masked_reason(), sealed_extension(envelope)]),
+    );
+    if original.is_some_and(|o| o.get("div").is_some()) {
+        placeholder.insert("status".into(), Value::String("generated".into()));
+        placeholder.insert("div".into(), Value::String(NEUTRAL_DIV.into()));
+    }
+    Value::Object(placeholder)
+}
+
+/// What `select` calls for each element it selects.
+type Found<'f> = dyn FnMut(&mut Map<String, Value>, Slot) -> Result<(), SealError> + 'f;
+
+/// Walks `steps` from `object`, calling `found` for each selected element with the object that
+/// holds it. A value whose JSON shape does not fit the definition is refused: it would otherwise
+/// go upstream unsealed.
+fn select(
+    object: &mut Map<String, Value>,
+    steps: &[Step],
+    loc: &str,
+    found: &mut Found<'_>,
+) -> Result<(), SealError> {
+    let Some((step, rest)) = steps.split_first() else {
+        return Ok(());
+    };
+    let r4 = r4();
+    let parent = step.element.path.rsplit_once('.').map_or("", |(p, _)| p);
+    let key = if step.choice {
+        object
+            .keys()
+            .map(|k| k.strip_prefix('_').unwrap_or(k))
+            .find(|k| {
+                k.starts_with(&step.name)
+                    && r4
+                        .child(parent, k)
+                        .is_some_and(|c| c.element.path == step.element.path)
+            })
+            .map(str::to_string)
+    } else if object.contains_key(&step.name) || object.contains_key(&format!("_{}", step.name)) {
+        Some(step.name.clone())
+    } else {
+        None
+    };
+    let Some(key) = key else {
+        return Ok(());
+    };
+    let primitive = r4.child(parent, &key).is_some_and(|c| c.primitive);
+    let path = format!("{loc}.{key}");
+    let invalid = |reason: &str| SealError::Invalid {
+        path: path.clone(),
+        reason: reason.to_string(),
+    };
+    let matches = |item: &Value| match &step.filter {
+        Some(filter) => {
+            item.get(&filter.member).and_then(Value::as_str) == Some(filter.value.as_str())
+        }
+        None => true,
+    };
+    if !rest.is_empty() {
+        match object.get_mut(&key) {
+            Some(Value::Array(items)) if step.repeating => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if !matches(item) {
+                        continue;
+                    }
+                    let Some(inner) = item.as_object_mut() else {
+                        return Err(invalid("holds an item that is not an object"));
+                    };
+                    select(inner, rest, &format!("{path}[{i}]"), found)?;
+                }
+            }
+            Some(Value::Object(inner)) if !step.repeating => select(inner, rest, &path, found)?,
+            None => {}
+            Some(_) => return Err(invalid("does not have the JSON shape R4 defines")),
+        }
+        return Ok(());
+    }
+    if step.repeating {
+        let companion = format!("_{key}");
+        let mut len = 0;
+        for name in [&key, &companion] {
+            match object.get(name.as_str()) {
+                Some(Value::Array(items)) => len = len.max(items.len()),
+                None => {}
+                Some(_) => return Err(invalid("repeats in R4 but is not an array")),
+            }
+        }
+        let items = object.get(&key).and_then(Value::as_array);
+        let indices = (0..len)
+            .filter(|i| {
+                step.filter.is_none() || items.and_then(|items| items.get(*i)).is_some_and(matches)
+            })
+            .collect();
+        found(
+            object,
+            Slot::Items {
+                key,
+                indices,
+                primitive,
+                path,
+            },
+        )
+    } else {
+        if object.get(&key).is_some_and(Value::is_array) {
+            return Err(invalid("is single in R4 but is an array"));
+        }
+        let absent_reason = step.choice
+            && step.name == "value"
+            && r4.element(&format!("{parent}.dataAbsentReason")).is_some();
+        let path = if absent_reason {
+            format!("{loc}.value[x]")
+        } else {
+            path
+        };
+        found(
+            object,
+            Slot::Field {
+                key,
+                primitive,
+                absent_reason,
+                path,
+            },
+        )
+    }
+}
+
+/// The string values under `value`, but not URLs and codes (systems, `use`), for display matching.
+fn collect_strings(value: &Value, key: &str, out: &mut Vec<String>) {
+    match value {
+        Value::String(s)
+            if !matches!(key, "system" | "url" | "use" | "version" | "reference")
+                && !s.contains("://")
+                && !s.starts_with("urn:") =>
+        {
+            out.push(s.clone());
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, key, out)),
+        Value::Object(object) => object.iter().for_each(|(k, v)| collect_strings(v, k, out)),
+        _ => {}
+    }
+}
+
+/// `(p1) and (p2) and …`, or `p1` alone.
+fn conjunction(policies: &[AccessStructure]) -> Result<AccessStructure, SealError> {
+    match policies {
+        [one] => Ok(one.clone()),
+        _ => {
+            let formula = policies
+                .iter()
+                .map(|p| format!("({p})"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            AccessStructure::parse(&formula).map_err(|e| SealError::Invalid {
+                path: "text".into(),
+                reason: format!(
+                    "the conjunction of the sealed elements' structures is invalid: {e}"
+                ),
+            })
+        }
+    }
+}
+
+fn has_masked_label(object: &Map<String, Value>) -> bool {
+    object
+        .get("meta")
+        .and_then(|m| m.get("security"))
+        .and_then(Value::as_array)
+        .is_some_and(|labels| {
+            labels.iter().any(|l| {
+                l.get("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE_SYSTEM)
+                    && l.get("code").and_then(Value::as_str) == Some("MASKED")
+            })
+        })
+}
+
+fn add_masked_label(object: &mut Map<String, Value>) {
+    let index = object.keys().position(|k| k == "meta").unwrap_or_else(|| {
+        object
+            .keys()
+            .position(|k| k == "id")
+            .map_or(object.len().min(1), |i| i + 1)
+    });
+    let meta = match object.shift_remove("meta") {
+        Some(Value::Object(meta)) => meta,
+        _ => Map::new(),
+    };
+    let mut meta = meta;
+    match meta.get_mut("security") {
+        Some(Value::Array(labels)) => labels.push(masked_label()),
+        _ => {
+            meta.insert("security".into(), json!([masked_label()]));
+        }
+    }
+    insert_at(object, index, "meta".into(), Value::Object(meta));
+}
+
+fn append_extensions(
+    object: &mut Map<String, Value>,
+    extensions: Vec<Value>,
+) -> Result<(), SealError> {
+    let index = object
+        .keys()
+        .position(|k| k == "extension")
+        .or_else(|| {
+            object
+                .keys()
+                .position(|k| k == "text" || k == "contained")
+                .map(|i| i + 1)
+        })
+        .unwrap_or(object.len());
+    match object.shift_remove("extension") {
+        Some(Value::Array(mut existing)) => {
+            existing.extend(extensions);
+            insert_at(object, index, "extension".into(), Value::Array(existing));
+        }
+        None => insert_at(object, index, "extension".into(), Value::Array(extensions)),
+        Some(_) => {
+            return Err(SealError::Invalid {
+                path: "extension".into(),
+                reason: "is not an array".into(),
+            });
+        }
+    }
+    Ok(())
+}

