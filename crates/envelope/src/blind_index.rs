@@ -17,14 +17,14 @@ use zeroize::Zeroizing;
 /// How a value is normalised before it is tokenised, after FHIR's search matching rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ValueKind {
+pub enum ValueKind<'a> {
     /// `string` search: NFC, case-folded, white space collapsed and trimmed.
     String,
     /// `token` search on a code or identifier: `system|value`, NFC, exact otherwise (codes are
     /// case-sensitive in most code systems).
     Token {
         /// The code system or identifier namespace, if any.
-        system: Option<&'static str>,
+        system: Option<&'a str>,
     },
     /// Anything compared exactly (dates in their canonical form, references): NFC only.
     Exact,
@@ -45,7 +45,7 @@ impl BlindIndex {
 
     /// The token of `value` for element `path`, as 64 lower-case hex digits (a FHIR `token`
     /// search value).
-    pub fn token(&self, path: &str, kind: ValueKind, value: &str) -> String {
+    pub fn token(&self, path: &str, kind: ValueKind<'_>, value: &str) -> String {
         let mut key = Zeroizing::new([0u8; 32]);
         // 32 bytes is within HKDF-SHA256's output limit, so `expand` cannot fail.
         let _ = Hkdf::<Sha256>::new(Some(b"fhirseal blind index v1"), &*self.secret)
@@ -64,7 +64,7 @@ impl BlindIndex {
     }
 }
 
-fn normalise(kind: ValueKind, value: &str) -> String {
+fn normalise(kind: ValueKind<'_>, value: &str) -> String {
     let nfc: String = value.nfc().collect();
     match kind {
         ValueKind::String => nfc

@@ -14,6 +14,7 @@
 //! for the wrapped key `"fhirseal wrap v1" ‖ header id ‖ resource type ‖ id`; for the element
 //! `"fhirseal element v1" ‖ header id ‖ resource type ‖ id ‖ element path ‖ access structure`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -32,13 +33,15 @@ const TAG: usize = 16;
 const WRAPPED: usize = NONCE + 32 + TAG;
 const HEADER: usize = 1 + 16 + WRAPPED + NONCE;
 
-/// Where an element lives, bound into its envelope's associated data.
+/// Where an element lives, bound into its envelope's associated data. Owned
+/// ([`ElementContext::new`]) or borrowed ([`ElementContext::with_policy_text`], for readers
+/// opening many elements).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ElementContext {
-    resource_type: String,
-    id: String,
-    path: String,
-    policy: String,
+pub struct ElementContext<'a> {
+    resource_type: Cow<'a, str>,
+    id: Cow<'a, str>,
+    path: Cow<'a, str>,
+    policy: Cow<'a, str>,
 }
 
 /// A resource's data key: 32 random bytes, one per resource. Zeroized on drop.
@@ -46,7 +49,7 @@ pub struct ElementContext {
 pub struct ResourceKey([u8; 32]);
 
 /// A resource key wrapped under a header key, for one resource.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WrappedKey([u8; WRAPPED]);
 
 /// One sealed element.
@@ -61,7 +64,7 @@ pub struct Envelope {
 /// Seals `plaintext` (the element's JSON) for `ctx` under `resource_key`, carrying the resource
 /// key `wrapped` under header `header`.
 pub fn seal(
-    ctx: &ElementContext,
+    ctx: &ElementContext<'_>,
     header: HeaderId,
     wrapped: &WrappedKey,
     resource_key: &ResourceKey,
@@ -91,7 +94,7 @@ pub fn seal(
 
 /// Opens an envelope for `ctx` with the key of its header. Any failure is [`Error::Open`].
 pub fn open(
-    ctx: &ElementContext,
+    ctx: &ElementContext<'_>,
     envelope: &Envelope,
     header_key: &HeaderKey,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
@@ -99,6 +102,17 @@ pub fn open(
         envelope
             .wrapped
             .unwrap(header_key, envelope.header, &ctx.resource_type, &ctx.id)?;
+    open_with(ctx, envelope, &resource_key)
+}
+
+/// Opens an envelope for `ctx` with its resource's key, already unwrapped (from
+/// [`WrappedKey::unwrap`]): the elements of one resource share one wrapped key, so a reader
+/// unwraps it once. Any failure is [`Error::Open`].
+pub fn open_with(
+    ctx: &ElementContext<'_>,
+    envelope: &Envelope,
+    resource_key: &ResourceKey,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let aad = ctx.element_aad(envelope.header);
     cipher(&resource_key.0)
         .decrypt(
@@ -114,15 +128,38 @@ pub fn open(
 
 // === impl ElementContext ===
 
-impl ElementContext {
+impl<'a> ElementContext<'a> {
     /// The context of element `path` (`Patient.birthDate`) of resource `resource_type/id`, sealed
     /// under `policy`. `id` is the logical id, or the `urn:uuid:…` of a transaction entry.
-    pub fn new(resource_type: &str, id: &str, path: &str, policy: &AccessStructure) -> Self {
+    pub fn new(
+        resource_type: &str,
+        id: &str,
+        path: &str,
+        policy: &AccessStructure,
+    ) -> ElementContext<'static> {
+        ElementContext {
+            resource_type: Cow::Owned(resource_type.to_string()),
+            id: Cow::Owned(id.to_string()),
+            path: Cow::Owned(path.to_string()),
+            policy: Cow::Owned(policy.to_string()),
+        }
+    }
+
+    /// The same, borrowed, with the access structure already in canonical text (as
+    /// [`Header::peek`] reads it): no copy and no print per element.
+    ///
+    /// [`Header::peek`]: crate::Header::peek
+    pub fn with_policy_text(
+        resource_type: &'a str,
+        id: &'a str,
+        path: &'a str,
+        policy: &'a str,
+    ) -> Self {
         Self {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-            path: path.to_string(),
-            policy: policy.to_string(),
+            resource_type: Cow::Borrowed(resource_type),
+            id: Cow::Borrowed(id),
+            path: Cow::Borrowed(path),
+            policy: Cow::Borrowed(policy),
         }
     }
 
@@ -185,7 +222,9 @@ impl fmt::Debug for ResourceKey {
 // === impl WrappedKey ===
 
 impl WrappedKey {
-    fn unwrap(
+    /// The resource key, unwrapped with `header_key` for resource `resource_type/id`. Any failure
+    /// is [`Error::Open`].
+    pub fn unwrap(
         &self,
         header_key: &HeaderKey,
         header: HeaderId,
@@ -225,6 +264,11 @@ impl Envelope {
         self.header
     }
 
+    /// Its resource's wrapped key.
+    pub fn wrapped(&self) -> &WrappedKey {
+        &self.wrapped
+    }
+
     /// The canonical bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.ciphertext.len());
@@ -239,6 +283,17 @@ impl Envelope {
     /// Decodes [`Envelope::to_bytes`]'s output; refuses anything shorter than the fixed fields
     /// plus a tag, and unknown versions.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let (header, wrapped, nonce) = Self::fixed(bytes)?;
+        Ok(Self {
+            header,
+            wrapped,
+            nonce,
+            ciphertext: bytes[HEADER..].to_vec(),
+        })
+    }
+
+    /// The fixed fields of an encoded envelope.
+    fn fixed(bytes: &[u8]) -> Result<(HeaderId, WrappedKey, [u8; NONCE]), Error> {
         let (&version, _) = bytes.split_first().ok_or(Malformed::Truncated)?;
         if version != VERSION {
             return Err(Malformed::UnknownVersion(version).into());
@@ -252,12 +307,7 @@ impl Envelope {
         wrapped.copy_from_slice(&bytes[17..17 + WRAPPED]);
         let mut nonce = [0u8; NONCE];
         nonce.copy_from_slice(&bytes[17 + WRAPPED..HEADER]);
-        Ok(Self {
-            header: HeaderId::from_bytes(header),
-            wrapped: WrappedKey(wrapped),
-            nonce,
-            ciphertext: bytes[HEADER..].to_vec(),
-        })
+        Ok((HeaderId::from_bytes(header), WrappedKey(wrapped), nonce))
     }
 
     /// Standard base64 with padding, for `valueBase64Binary`.
@@ -270,7 +320,19 @@ impl Envelope {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|_| Malformed::Base64)?;
-        Self::from_bytes(&bytes)
+        Self::from_vec(bytes)
+    }
+
+    /// [`Envelope::from_bytes`] reusing the buffer for the ciphertext.
+    fn from_vec(mut bytes: Vec<u8>) -> Result<Self, Error> {
+        let (header, wrapped, nonce) = Self::fixed(&bytes)?;
+        bytes.drain(..HEADER);
+        Ok(Self {
+            header,
+            wrapped,
+            nonce,
+            ciphertext: bytes,
+        })
     }
 }
 

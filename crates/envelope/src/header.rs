@@ -104,6 +104,26 @@ impl Header {
         out
     }
 
+    /// The id and the canonical access structure of an encoded header, read without decoding its
+    /// group elements. For the warm path only: a key already opened from the genuine header
+    /// (cached by id) then opens envelopes bound to this structure, and a forged header cannot
+    /// make an envelope open because the structure is part of each envelope's associated data.
+    /// Returns the id, the period and the structure.
+    pub fn peek(bytes: &[u8]) -> Result<(HeaderId, u64, &str), Error> {
+        let (&version, rest) = bytes.split_first().ok_or(Malformed::Truncated)?;
+        if version != VERSION {
+            return Err(Malformed::UnknownVersion(version).into());
+        }
+        if rest.len() < 17 {
+            return Err(Malformed::Truncated.into());
+        }
+        let (id, rest) = rest.split_at(16);
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(id);
+        let (period, policy) = Ciphertext::peek(&rest[1..]).map_err(Malformed::Header)?;
+        Ok((HeaderId(raw), period, policy))
+    }
+
     /// Decodes [`Header::to_bytes`]'s output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let (&version, rest) = bytes.split_first().ok_or(Malformed::Truncated)?;

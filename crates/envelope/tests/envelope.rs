@@ -50,7 +50,7 @@ impl World {
         &mut self,
         header: &Header,
         key: &HeaderKey,
-        ctx: &ElementContext,
+        ctx: &ElementContext<'_>,
         id: &str,
     ) -> (Envelope, WrappedKey) {
         let resource_key = ResourceKey::generate(&mut self.rng);
@@ -73,7 +73,7 @@ fn policy_of(text: &str) -> AccessStructure {
     AccessStructure::parse(text).unwrap()
 }
 
-fn ctx(id: &str, path: &str, policy: &str) -> ElementContext {
+fn ctx(id: &str, path: &str, policy: &str) -> ElementContext<'static> {
     ElementContext::new("Patient", id, path, &policy_of(policy))
 }
 
@@ -252,4 +252,41 @@ fn the_header_cache_is_bounded_in_size_and_age_and_per_holder() {
     cache.forget_holder("P/2");
     assert!(cache.is_empty());
     assert!(!format!("{cache:?} {:?}", headers[0].1).contains("0x"));
+}
+
+#[test]
+fn peek_reads_what_parsing_reads_and_open_with_matches_open() {
+    let mut w = World::new();
+    let (header, key) = w.header("a and (b or c)", Granularity::Resource);
+    let updated = header
+        .update(&w.pp, 3, UpdateMode::Minimal, &mut w.rng)
+        .unwrap();
+    let bytes = updated.to_bytes();
+    let (id, period, policy) = Header::peek(&bytes).unwrap();
+    assert_eq!(id, header.id());
+    assert_eq!(period, 3);
+    assert_eq!(policy, updated.ciphertext().policy().to_string());
+    for cut in [0, 1, 17, 18, 40] {
+        assert!(Header::peek(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+
+    let c = ElementContext::with_policy_text("Patient", "p1", "Patient.name", policy);
+    assert_eq!(c, ctx("p1", "Patient.name", "a and (b or c)"));
+    let (envelope, _) = w.seal(&header, &key, &c, "p1");
+    let resource_key = envelope
+        .wrapped()
+        .unwrap(&key, envelope.header(), "Patient", "p1")
+        .unwrap();
+    assert_eq!(
+        &fhirseal_envelope::open_with(&c, &envelope, &resource_key).unwrap()[..],
+        CANARY
+    );
+    assert!(
+        envelope
+            .wrapped()
+            .unwrap(&key, envelope.header(), "Patient", "p2")
+            .is_err()
+    );
+    let other = ctx("p1", "Patient.birthDate", "a and (b or c)");
+    assert!(fhirseal_envelope::open_with(&other, &envelope, &resource_key).is_err());
 }

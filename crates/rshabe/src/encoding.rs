@@ -249,6 +249,16 @@ impl Ciphertext {
         w.0
     }
 
+    /// The period and the canonical policy text of an encoded ciphertext, read without decoding
+    /// any group element (microseconds instead of milliseconds). Nothing else is checked: use
+    /// it to find what an already-trusted key opens, never to trust the ciphertext.
+    pub fn peek(bytes: &[u8]) -> Result<(u64, &str), Error> {
+        let (mut r, _) = Reader::open(bytes, Kind::Ciphertext)?;
+        let period = r.u64()?;
+        let text = r.string()?;
+        Ok((period, text))
+    }
+
     /// Decodes [`Ciphertext::to_bytes`]'s output: the policy must be in canonical form, and the
     /// chains must end exactly at `Cover(period)`, each a line of descendants.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
