@@ -5,14 +5,18 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use base64::Engine as _;
-use fhirseal_envelope::{ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey};
-use rshabe::{AccessStructure, DecryptionKey};
+use std::rc::Rc;
+
+use fhirseal_envelope::{
+    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceKey, WrappedKey,
+};
+use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
 
 use crate::HeaderLookup;
 use crate::seal::contained_loc;
 use crate::shape::{
-    OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, strip_envelope,
+    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, strip_envelope,
 };
 
 /// Who reads, with which key, and where headers and opened header keys are found.
@@ -37,8 +41,14 @@ pub struct OpenReport {
 /// The state of one `open` call: which headers were tried, for whom.
 struct Session<'r, 'a> {
     reader: &'r Reader<'a>,
-    keys: HashMap<HeaderId, Option<(HeaderKey, AccessStructure)>>,
+    keys: HashMap<HeaderId, Option<Rc<Opened>>>,
     report: OpenReport,
+}
+
+/// A header this reader opened: its key and canonical access structure.
+struct Opened {
+    key: HeaderKey,
+    policy: String,
 }
 
 /// What a placeholder stands for.
@@ -103,6 +113,9 @@ impl Session<'_, '_> {
         if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
             if let Some(Value::Array(entries)) = object.get_mut("entry") {
                 for entry in entries {
+                    let Some(entry) = entry.as_object_mut() else {
+                        continue;
+                    };
                     let binding = entry
                         .get("fullUrl")
                         .and_then(Value::as_str)
@@ -138,8 +151,10 @@ impl Session<'_, '_> {
             resource_type: &resource_type,
             id: &id,
             local: &local,
+            resource_keys: Vec::new(),
         };
-        walk.object(object, &resource_type);
+        let mut loc = resource_type.clone();
+        walk.object(object, &mut loc);
         let opened = self.report.opened - before.opened;
         let masked = self.report.masked - before.masked;
         if opened > 0 && masked == 0 {
@@ -147,36 +162,61 @@ impl Session<'_, '_> {
         }
     }
 
-    /// The key and structure of header `id`, opened once per call (and cached per holder).
+    /// The key and structure of header `id`, found once per call: from the cache when this
+    /// holder opened the header before (reading only the structure from it), otherwise by
+    /// attribute-based decryption with the reader's key.
     fn header_key(
         &mut self,
         id: HeaderId,
-        local: &HashMap<HeaderId, Header>,
-    ) -> Option<(HeaderKey, AccessStructure)> {
+        local: &HashMap<HeaderId, Vec<u8>>,
+    ) -> Option<Rc<Opened>> {
         if let Some(known) = self.keys.get(&id) {
             return known.clone();
         }
-        let reader = self.reader;
-        let header = local
-            .get(&id)
-            .cloned()
-            .or_else(|| reader.headers.header(id));
-        let found = header.and_then(|header| {
-            let policy = header.ciphertext().policy().clone();
-            let key = match reader.cache.get(reader.holder, id, reader.now) {
-                Some(key) => key,
-                None => {
-                    let key = header.open(reader.key?).ok()?;
-                    reader
-                        .cache
-                        .insert(reader.holder, id, key.clone(), reader.now);
-                    key
-                }
-            };
-            Some((key, policy))
-        });
+        let found = self.find_header_key(id, local).map(Rc::new);
         self.keys.insert(id, found.clone());
         found
+    }
+
+    fn find_header_key(&self, id: HeaderId, local: &HashMap<HeaderId, Vec<u8>>) -> Option<Opened> {
+        let reader = self.reader;
+        // A reader without a key opens nothing, whatever the cache holds for its name.
+        let key_period = reader.key?.period();
+        let cached = reader.cache.get(reader.holder, id, reader.now);
+        // A cached key still obeys the scheme: a header moved to a period after the reader's key
+        // (a ciphertext update after a revocation) does not open with it (RS-HABE.md: "policy ∧
+        // time ≥ t").
+        if let Some(bytes) = local.get(&id) {
+            if let Some(key) = cached {
+                let (peeked, period, policy) = Header::peek(bytes).ok()?;
+                return (peeked == id && period <= key_period).then(|| Opened {
+                    key,
+                    policy: policy.to_string(),
+                });
+            }
+            let header = Header::from_bytes(bytes).ok()?;
+            return self.decrypt_header(&header);
+        }
+        let header = reader.headers.header(id)?;
+        match cached {
+            Some(key) => (header.ciphertext().period() <= key_period).then(|| Opened {
+                key,
+                policy: header.ciphertext().policy().to_string(),
+            }),
+            None => self.decrypt_header(&header),
+        }
+    }
+
+    fn decrypt_header(&self, header: &Header) -> Option<Opened> {
+        let reader = self.reader;
+        let key = header.open(reader.key?).ok()?;
+        reader
+            .cache
+            .insert(reader.holder, header.id(), key.clone(), reader.now);
+        Some(Opened {
+            key,
+            policy: header.ciphertext().policy().to_string(),
+        })
     }
 }
 
@@ -185,72 +225,103 @@ struct Walk<'w, 'r, 'a> {
     session: &'w mut Session<'r, 'a>,
     resource_type: &'w str,
     id: &'w str,
-    local: &'w HashMap<HeaderId, Header>,
+    local: &'w HashMap<HeaderId, Vec<u8>>,
+    /// The resource's key, unwrapped once per header (`None`: it does not unwrap). A resource
+    /// has one or a few: a list beats a map.
+    resource_keys: Vec<((HeaderId, WrappedKey), Option<ResourceKey>)>,
 }
 
 impl Walk<'_, '_, '_> {
-    fn object(&mut self, object: &mut Map<String, Value>, loc: &str) {
-        let keys: Vec<String> = object.keys().cloned().collect();
-        for key in keys {
-            if key == "contained" {
-                if let Some(Value::Array(items)) = object.get_mut("contained") {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        if let Some(inner) = item.as_object_mut() {
-                            let inner_loc = contained_loc(loc, inner, i);
-                            self.object(inner, &inner_loc);
-                        }
-                    }
-                }
-                continue;
-            }
+    /// Opens the placeholders in `object`, whose path is `loc` (restored on return).
+    fn object(&mut self, object: &mut Map<String, Value>, loc: &mut String) {
+        let mut fields: Vec<(String, Form)> = Vec::new();
+        let mut primitive_arrays: Vec<String> = Vec::new();
+        let len = loc.len();
+        for (key, value) in object.iter_mut() {
             if let Some(base) = key.strip_prefix('_') {
-                let base = base.to_string();
-                match object.get(&key) {
-                    Some(Value::Object(_)) => {
-                        let path = format!("{loc}.{base}");
-                        self.field(object, &key, &base, &path, Form::Primitive);
+                match value {
+                    Value::Object(_) if envelope_of(value).is_some() => {
+                        fields.push((key.clone(), Form::Primitive))
                     }
-                    Some(Value::Array(_)) => {
-                        self.primitive_items(object, &base, &format!("{loc}.{base}"))
+                    Value::Array(items) if items.iter().any(|i| envelope_of(i).is_some()) => {
+                        primitive_arrays.push(base.to_string());
                     }
                     _ => {}
                 }
                 continue;
             }
-            if key == "dataAbsentReason" && object.get(&key).and_then(envelope_of).is_some() {
-                let path = format!("{loc}.value[x]");
-                self.field(object, &key, "value", &path, Form::AbsentReason);
+            if envelope_of(value).is_some() {
+                let form = if key == "dataAbsentReason" {
+                    Form::AbsentReason
+                } else {
+                    Form::Complex
+                };
+                fields.push((key.clone(), form));
                 continue;
             }
-            let path = format!("{loc}.{key}");
-            let sealed = object.get(&key).and_then(envelope_of).is_some();
-            if sealed {
-                self.field(object, &key, &key, &path, Form::Complex);
-                continue;
-            }
-            match object.get_mut(&key) {
-                Some(Value::Object(inner)) => self.object(inner, &path),
-                Some(Value::Array(items)) => {
+            match value {
+                Value::Object(inner) => {
+                    push_member(loc, key);
+                    self.object(inner, loc);
+                    loc.truncate(len);
+                }
+                Value::Array(items) => {
                     for (i, item) in items.iter_mut().enumerate() {
-                        let item_path = format!("{path}[{i}]");
-                        if envelope_of(item).is_some() {
-                            match self.unseal(item, &item_path) {
-                                Some(mut restored) => match restored.shift_remove(&key) {
-                                    Some(value) if restored.is_empty() => {
-                                        *item = value;
-                                        self.session.report.opened += 1;
-                                    }
-                                    _ => self.mask(item),
-                                },
-                                None => self.mask(item),
+                        if key == "contained" {
+                            if let Some(inner) = item.as_object_mut() {
+                                let mut inner_loc = contained_loc(&loc[..len], inner, i);
+                                self.object(inner, &mut inner_loc);
                             }
-                        } else if let Some(inner) = item.as_object_mut() {
-                            self.object(inner, &item_path);
+                            continue;
                         }
+                        push_member(loc, key);
+                        push_index(loc, i);
+                        if envelope_of(item).is_some() {
+                            self.item(item, key, loc);
+                        } else if let Some(inner) = item.as_object_mut() {
+                            self.object(inner, loc);
+                        }
+                        loc.truncate(len);
                     }
                 }
                 _ => {}
             }
+        }
+        for (key, form) in fields {
+            let base = match form {
+                Form::Primitive => key[1..].to_string(),
+                Form::Complex => key.clone(),
+                Form::AbsentReason => "value".to_string(),
+            };
+            push_member(
+                loc,
+                if form == Form::AbsentReason {
+                    "value[x]"
+                } else {
+                    &base
+                },
+            );
+            self.field(object, &key, &base, loc, form);
+            loc.truncate(len);
+        }
+        for base in primitive_arrays {
+            push_member(loc, &base);
+            self.primitive_items(object, &base, loc);
+            loc.truncate(len);
+        }
+    }
+
+    /// A sealed item of a repeating complex element `key`.
+    fn item(&mut self, item: &mut Value, key: &str, path: &str) {
+        match self.unseal(item, path) {
+            Some(mut restored) => match restored.shift_remove(key) {
+                Some(value) if restored.is_empty() => {
+                    *item = value;
+                    self.session.report.opened += 1;
+                }
+                _ => self.mask(item),
+            },
+            None => self.mask(item),
         }
     }
 
@@ -369,9 +440,23 @@ impl Walk<'_, '_, '_> {
     /// Decrypts the envelope in `placeholder` as element `path`; `None` if it does not open here.
     fn unseal(&mut self, placeholder: &Value, path: &str) -> Option<Map<String, Value>> {
         let envelope = Envelope::from_base64(envelope_of(placeholder)?).ok()?;
-        let (key, policy) = self.session.header_key(envelope.header(), self.local)?;
-        let ctx = ElementContext::new(self.resource_type, self.id, path, &policy);
-        let plaintext = fhirseal_envelope::open(&ctx, &envelope, &key).ok()?;
+        let header = self.session.header_key(envelope.header(), self.local)?;
+        let slot = (envelope.header(), *envelope.wrapped());
+        let at = match self.resource_keys.iter().position(|(s, _)| *s == slot) {
+            Some(at) => at,
+            None => {
+                let key = envelope
+                    .wrapped()
+                    .unwrap(&header.key, envelope.header(), self.resource_type, self.id)
+                    .ok();
+                self.resource_keys.push((slot, key));
+                self.resource_keys.len() - 1
+            }
+        };
+        let resource_key = self.resource_keys[at].1.as_ref()?;
+        let ctx =
+            ElementContext::with_policy_text(self.resource_type, self.id, path, &header.policy);
+        let plaintext = fhirseal_envelope::open_with(&ctx, &envelope, resource_key).ok()?;
         serde_json::from_slice(&plaintext).ok()
     }
 
@@ -381,24 +466,41 @@ impl Walk<'_, '_, '_> {
     }
 }
 
-/// Removes the sealed-header extensions from the resource and decodes them; a malformed one
-/// opens nothing (its envelopes stay masked).
-fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, Header> {
+/// `.name`
+fn push_member(loc: &mut String, name: &str) {
+    loc.push('.');
+    loc.push_str(name);
+}
+
+/// `[i]`
+fn push_index(loc: &mut String, i: usize) {
+    use std::fmt::Write as _;
+    let _ = write!(loc, "[{i}]");
+}
+
+/// Removes the sealed-header extensions from the resource and returns their bytes by header id
+/// (decoded only when needed); a malformed one opens nothing (its envelopes stay masked).
+fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, Vec<u8>> {
     let mut headers = HashMap::new();
     let Some(Value::Array(extensions)) = object.get_mut("extension") else {
         return headers;
     };
     extensions.retain(|e| {
-        if e.get("url").and_then(Value::as_str) != Some(SEALED_HEADER) {
+        let url = e.get("url").and_then(Value::as_str);
+        if url == Some(BLIND_INDEX) {
+            // Search tokens are for the upstream server only.
+            return false;
+        }
+        if url != Some(SEALED_HEADER) {
             return true;
         }
         let header = e
             .get("valueBase64Binary")
             .and_then(Value::as_str)
             .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
-            .and_then(|bytes| Header::from_bytes(&bytes).ok());
-        if let Some(header) = header {
-            headers.insert(header.id(), header);
+            .and_then(|bytes| Some((Header::peek(&bytes).ok()?.0, bytes)));
+        if let Some((id, bytes)) = header {
+            headers.insert(id, bytes);
         }
         false
     });

@@ -16,6 +16,7 @@ pub struct ElementRule {
     path: ElementPath,
     policy: AccessStructure,
     granularity: Granularity,
+    blind_index: bool,
 }
 
 /// What happens to the narrative (`text`) of a resource in which something is sealed: it may
@@ -189,7 +190,23 @@ impl ElementRule {
             path,
             policy,
             granularity,
+            blind_index: false,
         })
+    }
+
+    /// The same rule, also writing blind-index tokens of the element's values on the resource
+    /// (`search = "blind-index"` in a policy), so the gateway can offer equality search on it.
+    /// Tokens show the upstream which resources share a value; that is their price.
+    pub fn with_blind_index(self) -> Self {
+        Self {
+            blind_index: true,
+            ..self
+        }
+    }
+
+    /// Whether sealing writes blind-index tokens for it.
+    pub fn blind_index(&self) -> bool {
+        self.blind_index
     }
 
     /// The element path.

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use fhirseal_envelope::{
-    ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, WrappedKey,
+    BlindIndex, ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, ValueKind,
+    WrappedKey,
 };
 use rand_core::{CryptoRng, RngCore};
 use rshabe::{AccessStructure, PublicParams};
@@ -14,8 +15,8 @@ use zeroize::Zeroizing;
 use crate::path::Step;
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use crate::shape::{
-    NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, holds_sealed, insert_at, masked_concept,
-    masked_label, masked_reason, sealed_extension,
+    BLIND_INDEX, BLIND_INDEX_SYSTEM, NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
+    holds_sealed, insert_at, masked_concept, masked_label, masked_reason, sealed_extension,
 };
 use crate::structure::r4;
 use crate::{HeaderLookup, SealError};
@@ -46,6 +47,7 @@ pub struct Sealer<'a, R> {
     period: u64,
     headers: &'a mut SharedHeaders,
     rng: &'a mut R,
+    blind_index: Option<&'a BlindIndex>,
 }
 
 /// One resource being sealed: what its envelopes are bound to and the keys drawn for it.
@@ -58,6 +60,8 @@ struct Work {
     /// For each sealed element: its structure and the strings it held (for `Displays`).
     sealed: Vec<(AccessStructure, Vec<String>)>,
     any_resource_granularity: bool,
+    /// Blind-index tokens for the resource: (element path, token).
+    tokens: Vec<(String, String)>,
 }
 
 /// Where a selected element is, in the object that holds it.
@@ -161,6 +165,16 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             period,
             headers,
             rng,
+            blind_index: None,
+        }
+    }
+
+    /// Writes blind-index tokens, under `index`, for the rules that ask for them
+    /// ([`ElementRule::with_blind_index`]). Without it such rules are refused at sealing time.
+    pub fn with_blind_index(self, index: &'a BlindIndex) -> Self {
+        Self {
+            blind_index: Some(index),
+            ..self
         }
     }
 
@@ -214,6 +228,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             resource_headers: Vec::new(),
             sealed: Vec::new(),
             any_resource_granularity: false,
+            tokens: Vec::new(),
         };
         let set = rules.for_type(&resource_type);
         self.seal_object(object, rules, &resource_type, &mut work)?;
@@ -231,6 +246,16 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         // The label and the headers go on the outer resource (contained resources SHALL NOT
         // carry security labels, dom-5).
         add_masked_label(object);
+        let mut extensions: Vec<Value> = Vec::new();
+        work.tokens.sort();
+        work.tokens.dedup();
+        for (path, token) in &work.tokens {
+            extensions.push(json!({"url": BLIND_INDEX,
+                "valueIdentifier": {"system": format!("{BLIND_INDEX_SYSTEM}{path}"), "value": token}}));
+        }
+        if !extensions.is_empty() {
+            append_extensions(object, extensions)?;
+        }
         if !work.resource_headers.is_empty() {
             let extensions: Vec<Value> = work
                 .resource_headers
@@ -324,7 +349,30 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
     ) -> Result<(), SealError> {
         let policy = rule.policy();
         let granularity = rule.granularity();
+        // Tokens are for searching the resource itself: not for its contained resources.
+        let index = match (rule.blind_index(), loc == work.resource_type) {
+            (false, _) | (true, false) => None,
+            (true, true) => match self.blind_index {
+                Some(index) => {
+                    let types = &rule.path().element().types;
+                    let strings = types.iter().all(|t| matches!(*t, "string" | "markdown"));
+                    Some((index, rule.path().plain(), strings))
+                }
+                None => {
+                    return Err(SealError::Invalid {
+                        path: rule.path().to_string(),
+                        reason: "asks for a blind index, but no blind-index secret is configured"
+                            .into(),
+                    });
+                }
+            },
+        };
         select(object, rule.path().steps(), loc, &mut |holder, slot| {
+            if let Some((index, path, strings)) = &index {
+                for value in slot_values(holder, &slot) {
+                    tokens_of(index, path, value, *strings, &mut work.tokens);
+                }
+            }
             self.seal_slot(holder, slot, policy, granularity, work)
         })
     }
@@ -856,6 +904,79 @@ fn select(
                 path,
             },
         )
+    }
+}
+
+/// The values a slot selects (not their `_name` companions), before sealing.
+fn slot_values<'v>(holder: &'v Map<String, Value>, slot: &Slot) -> Vec<&'v Value> {
+    match slot {
+        Slot::Field { key, .. } => holder.get(key).into_iter().collect(),
+        Slot::Items { key, indices, .. } => {
+            let items = holder.get(key).and_then(Value::as_array);
+            indices
+                .iter()
+                .filter_map(|i| items.and_then(|items| items.get(*i)))
+                .collect()
+        }
+    }
+}
+
+/// The blind-index tokens of one value, as an equality search of its type would compare it:
+/// strings by `string` rules, codes and identifiers as `system|value` tokens, the rest exactly.
+fn tokens_of(
+    index: &BlindIndex,
+    path: &str,
+    value: &Value,
+    strings: bool,
+    out: &mut Vec<(String, String)>,
+) {
+    let mut push = |kind: ValueKind<'_>, text: &str| {
+        out.push((path.to_string(), index.token(path, kind, text)))
+    };
+    match value {
+        Value::String(text) if strings => push(ValueKind::String, text),
+        Value::String(text) => push(ValueKind::Exact, text),
+        Value::Bool(b) => push(ValueKind::Exact, if *b { "true" } else { "false" }),
+        Value::Number(n) => push(ValueKind::Exact, &n.to_string()),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| tokens_of(index, path, v, strings, out)),
+        Value::Object(object) => {
+            let system = object.get("system").and_then(Value::as_str);
+            let text = |k: &str| object.get(k).and_then(Value::as_str);
+            if let Some(codings) = object.get("coding").and_then(Value::as_array) {
+                // CodeableConcept
+                codings
+                    .iter()
+                    .for_each(|c| tokens_of(index, path, c, false, out));
+            } else if let Some(code) = text("code")
+                .filter(|_| object.contains_key("system") || !object.contains_key("value"))
+            {
+                // Coding (or a Quantity's unit code, which nobody searches by equality alone)
+                push(ValueKind::Token { system }, code);
+            } else if let Some(value) = text("value") {
+                // Identifier, ContactPoint
+                push(ValueKind::Token { system }, value);
+            } else {
+                // HumanName, Address: each of their strings, by `string` rules.
+                for (key, member) in object {
+                    if matches!(key.as_str(), "use" | "type" | "period" | "extension" | "id") {
+                        continue;
+                    }
+                    match member {
+                        Value::String(s) => push(ValueKind::String, s),
+                        Value::Array(items) => {
+                            items
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .for_each(|s| push(ValueKind::String, s));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Value::Null => {}
     }
 }
 

@@ -10,8 +10,11 @@ pub const SEALED_ELEMENT: &str = "https://fhirseal.dev/fhir/StructureDefinition/
 /// The sealed-header extension (on the resource, `resource` granularity): `valueBase64Binary`
 /// holds one RS-HABE header.
 pub const SEALED_HEADER: &str = "https://fhirseal.dev/fhir/StructureDefinition/sealed-header";
-/// The blind-index extension: `valueString` holds an equality-search token.
+/// The blind-index extension (on the resource): `valueIdentifier` holds an equality-search
+/// token, its system [`BLIND_INDEX_SYSTEM`] followed by the element path.
 pub const BLIND_INDEX: &str = "https://fhirseal.dev/fhir/StructureDefinition/blind-index";
+/// The system prefix of blind-index tokens: `https://fhirseal.dev/fhir/blind-index/Patient.identifier`.
+pub const BLIND_INDEX_SYSTEM: &str = "https://fhirseal.dev/fhir/blind-index/";
 /// HL7's data-absent-reason extension.
 pub const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 /// The data-absent-reason code system.
@@ -77,7 +80,7 @@ pub(crate) fn holds_sealed(value: &Value) -> bool {
     match value {
         Value::Object(object) => {
             if let Some(Value::String(url)) = object.get("url")
-                && (url == SEALED_ELEMENT || url == SEALED_HEADER)
+                && (url == SEALED_ELEMENT || url == SEALED_HEADER || url == BLIND_INDEX)
             {
                 return true;
             }

@@ -56,7 +56,11 @@ fn plant(resource: &mut Value, rules: &Rules, counter: &mut usize) {
             plant(item, rules, counter);
         }
     }
-    let rtype = object.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string();
+    let rtype = object
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if rtype == "Bundle" {
         if let Some(Value::Array(entries)) = object.get_mut("entry") {
             for entry in entries {
@@ -85,7 +89,8 @@ fn matching_keys(object: &Map<String, Value>, step: &Step) -> Vec<String> {
         .map(|k| k.strip_prefix('_').unwrap_or(k).to_string())
         .filter(|k| {
             if step.choice {
-                k.strip_prefix(&step.name).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+                k.strip_prefix(&step.name)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
             } else {
                 *k == step.name
             }
@@ -96,7 +101,9 @@ fn matching_keys(object: &Map<String, Value>, step: &Step) -> Vec<String> {
 }
 
 fn filter_ok(step: &Step, item: &Value) -> bool {
-    step.filter.as_ref().is_none_or(|f| item.get(&f.member).and_then(Value::as_str) == Some(f.value.as_str()))
+    step.filter
+        .as_ref()
+        .is_none_or(|f| item.get(&f.member).and_then(Value::as_str) == Some(f.value.as_str()))
 }
 
 fn plant_steps(object: &mut Map<String, Value>, steps: &[Step], counter: &mut usize) {
@@ -134,7 +141,13 @@ fn plant_steps(object: &mut Map<String, Value>, steps: &[Step], counter: &mut us
     }
 }
 
-fn plant_value(object: &mut Map<String, Value>, key: &str, companion: &str, index: Option<usize>, counter: &mut usize) {
+fn plant_value(
+    object: &mut Map<String, Value>,
+    key: &str,
+    companion: &str,
+    index: Option<usize>,
+    counter: &mut usize,
+) {
     let value = match index {
         Some(i) => object.get_mut(key).and_then(|v| v.get_mut(i)),
         None => object.get_mut(key),
@@ -157,11 +170,20 @@ fn plant_value(object: &mut Map<String, Value>, key: &str, companion: &str, inde
             // A boolean or number (or only a companion): the canary goes into the companion.
             let ext = canary_extension(counter);
             let slot = match index {
-                None => object.entry(companion.to_string()).or_insert_with(|| json!({})),
+                None => object
+                    .entry(companion.to_string())
+                    .or_insert_with(|| json!({})),
                 Some(i) => {
-                    let len = object.get(key).and_then(Value::as_array).map_or(0, Vec::len);
-                    let list = object.entry(companion.to_string()).or_insert_with(|| Value::Array(vec![Value::Null; len]));
-                    let Some(list) = list.as_array_mut() else { return };
+                    let len = object
+                        .get(key)
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len);
+                    let list = object
+                        .entry(companion.to_string())
+                        .or_insert_with(|| Value::Array(vec![Value::Null; len]));
+                    let Some(list) = list.as_array_mut() else {
+                        return;
+                    };
                     if list.len() <= i {
                         list.resize(i + 1, Value::Null);
                     }
@@ -209,7 +231,10 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         let Ok(original) = serde_json::from_slice::<Value>(&std::fs::read(path).unwrap()) else {
             continue;
         };
-        let rtype = original["resourceType"].as_str().unwrap_or_default().to_string();
+        let rtype = original["resourceType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if rtype != "Bundle" && rules.for_type(&rtype).is_none() {
             continue;
         }
@@ -217,7 +242,8 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         let mut planted = 0;
         plant(&mut canaried, &rules, &mut planted);
 
-        let sealed = match Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng).seal(&canaried, &rules) {
+        let sealed = match Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng).seal(&canaried, &rules)
+        {
             Ok(sealed) => sealed,
             Err(e) => {
                 failures.push(format!("{name}: seal: {e}"));
@@ -235,14 +261,18 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
             failures.push(format!("{name}: a canary is in the sealed JSON"));
         }
         if planted > 0 && sealed.elements == 0 {
-            failures.push(format!("{name}: {planted} canaries planted but nothing sealed"));
+            failures.push(format!(
+                "{name}: {planted} canaries planted but nothing sealed"
+            ));
         }
         std::fs::write(out.join(&name), &sealed_text).unwrap();
 
         let mut opened = sealed.resource.clone();
         let report = Reader::new("full", Some(&full), &full_cache, &headers).open(&mut opened);
         if opened != canaried || report.masked != 0 {
-            failures.push(format!("{name}: the full reader did not get the input back ({report:?})"));
+            failures.push(format!(
+                "{name}: the full reader did not get the input back ({report:?})"
+            ));
         }
 
         let mut partial = sealed.resource.clone();
@@ -257,11 +287,19 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
             failures.push(format!("{name}: a Condition canary reached the nurse"));
         }
     }
-    println!("{:<20} {:>8} {:>8} {:>9}", "type", "examples", "sealed", "elements");
+    eprintln!(
+        "{:<20} {:>8} {:>8} {:>9}",
+        "type", "examples", "sealed", "elements"
+    );
     for (rtype, (n, sealed, elements)) in &seen {
-        println!("{rtype:<20} {n:>8} {sealed:>8} {elements:>9}");
+        eprintln!("{rtype:<20} {n:>8} {sealed:>8} {elements:>9}");
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     for (rtype, least) in [
         ("Patient", 10),
         ("Observation", 40),
@@ -272,6 +310,9 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         ("Bundle", 10),
     ] {
         let sealed = seen.get(rtype).map_or(0, |s| s.1);
-        assert!(sealed >= least, "only {sealed} {rtype} examples had something sealed (expected {least})");
+        assert!(
+            sealed >= least,
+            "only {sealed} {rtype} examples had something sealed (expected {least})"
+        );
     }
 }

@@ -614,7 +614,130 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
     let mut out = sealed.clone();
     let report = Reader::new("next", Some(&full_next), &cache, &moved_on).open(&mut out);
     assert_eq!((report.masked, out), (0, patient()));
-    let mut out = sealed;
+    let mut out = sealed.clone();
     let report = Reader::new("now", Some(&full_now), &cache, &moved_on).open(&mut out);
     assert_eq!(report.opened, 0, "a stale-period key is refused");
+
+    // Nor does a header key cached while the header was at period 0: the warm path keeps the
+    // scheme's rule. And a reader without a key gets nothing from the cache.
+    let warm = fixture::cache();
+    let mut out = sealed.clone();
+    let report = Reader::new("now", Some(&full_now), &warm, &w.headers).open(&mut out);
+    assert_eq!(report.masked, 0);
+    let mut out = sealed.clone();
+    let report = Reader::new("now", Some(&full_now), &warm, &moved_on).open(&mut out);
+    assert_eq!(
+        report.opened, 0,
+        "a cached key does not open a header moved past its period"
+    );
+    let mut out = sealed;
+    let report = Reader::new("now", None, &warm, &w.headers).open(&mut out);
+    assert_eq!(report.opened, 0, "no key, no cache");
+}
+
+#[test]
+fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
+    use fhirseal_envelope::{BlindIndex, ValueKind};
+    use fhirseal_fhir::shape::{BLIND_INDEX, BLIND_INDEX_SYSTEM};
+    let mut w = World::new();
+    let policy = AccessStructure::parse("role:registrar").unwrap();
+    let rules = Rules::new([RuleSet::new(
+        "Patient",
+        vec![
+            ElementRule::new("Patient.identifier", policy.clone(), Granularity::Shared)
+                .unwrap()
+                .with_blind_index(),
+            ElementRule::new("Patient.birthDate", policy.clone(), Granularity::Shared)
+                .unwrap()
+                .with_blind_index(),
+            ElementRule::new("Patient.name", policy, Granularity::Shared)
+                .unwrap()
+                .with_blind_index(),
+        ],
+        Narrative::Seal,
+        Displays::Keep,
+    )
+    .unwrap()])
+    .unwrap();
+    let index = BlindIndex::new([9; 32]);
+    let seal = |w: &mut World, resource: &Value| {
+        let World { fx, headers } = w;
+        Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+            .with_blind_index(&index)
+            .seal(resource, &rules)
+            .map(|s| s.resource)
+    };
+    let sealed = seal(&mut w, &patient()).unwrap();
+    let tokens: Vec<(String, String)> = sealed["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["url"] == BLIND_INDEX)
+        .map(|e| {
+            let id = &e["valueIdentifier"];
+            (
+                id["system"].as_str().unwrap().to_string(),
+                id["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // What the gateway computes for `?identifier=urn:oid:1.2.36.146.595.217.0.1|12345`,
+    // `?birthdate=1974-12-25` and `?name=chalmers` is on the resource.
+    let expect = [
+        (
+            "Patient.identifier",
+            index.token(
+                "Patient.identifier",
+                ValueKind::Token {
+                    system: Some("urn:oid:1.2.36.146.595.217.0.1"),
+                },
+                "12345",
+            ),
+        ),
+        (
+            "Patient.birthDate",
+            index.token("Patient.birthDate", ValueKind::Exact, "1974-12-25"),
+        ),
+        (
+            "Patient.name",
+            index.token("Patient.name", ValueKind::String, "  CHALMERS "),
+        ),
+    ];
+    for (path, token) in &expect {
+        assert!(
+            tokens.contains(&(format!("{BLIND_INDEX_SYSTEM}{path}"), token.clone())),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        tokens.len(),
+        2 + 1 + 4,
+        "two identifiers, one date, family + three given names"
+    );
+    // The same value in another resource gives the same token; another value another one.
+    let mut other = patient();
+    other["id"] = json!("p2");
+    other["birthDate"] = json!("1980-01-01");
+    let other = seal(&mut w, &other).unwrap();
+    let text_of = |v: &Value| text(&v["extension"]);
+    assert!(text_of(&other).contains(&expect[0].1));
+    assert!(!text_of(&other).contains(&expect[1].1));
+    // Readers never see tokens, whatever their key.
+    let full = w.fx.key(ALL, 0);
+    let (opened, _) = w.open(&sealed, "full", Some(&full));
+    assert_eq!(opened, patient());
+    let (masked, _) = w.open(&sealed, "none", None);
+    assert!(!text(&masked).contains(BLIND_INDEX));
+    // A rule that asks for tokens without a secret is refused; so is input carrying tokens.
+    let World { fx, headers } = &mut w;
+    let err = Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+        .seal(&patient(), &rules)
+        .unwrap_err();
+    assert!(err.to_string().contains("no blind-index secret"), "{err}");
+    let mut forged = patient();
+    forged["extension"] = json!([{"url": BLIND_INDEX, "valueIdentifier": {"value": "00"}}]);
+    assert!(matches!(
+        seal(&mut w, &forged),
+        Err(SealError::AlreadySealed { .. })
+    ));
 }
