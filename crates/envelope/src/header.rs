@@ -110,22 +110,29 @@ impl Header {
     /// make an envelope open because the structure is part of each envelope's associated data.
     /// Returns the id, the period and the structure.
     pub fn peek(bytes: &[u8]) -> Result<(HeaderId, u64, &str), Error> {
-        let (&version, rest) = bytes.split_first().ok_or(Malformed::Truncated)?;
-        if version != VERSION {
-            return Err(Malformed::UnknownVersion(version).into());
-        }
-        if rest.len() < 17 {
-            return Err(Malformed::Truncated.into());
-        }
-        let (id, rest) = rest.split_at(16);
-        let mut raw = [0u8; 16];
-        raw.copy_from_slice(id);
-        let (period, policy) = Ciphertext::peek(&rest[1..]).map_err(Malformed::Header)?;
-        Ok((HeaderId(raw), period, policy))
+        let (id, _, ciphertext) = Self::prefix(bytes)?;
+        let (period, policy) = Ciphertext::peek(ciphertext).map_err(Malformed::Header)?;
+        Ok((id, period, policy))
     }
 
     /// Decodes [`Header::to_bytes`]'s output.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let (id, granularity, ciphertext) = Self::prefix(bytes)?;
+        let granularity = match granularity {
+            1 => Granularity::Resource,
+            2 => Granularity::Shared,
+            other => return Err(Malformed::UnknownGranularity(other).into()),
+        };
+        let ciphertext = Ciphertext::from_bytes(ciphertext).map_err(Malformed::Header)?;
+        Ok(Self {
+            id,
+            granularity,
+            ciphertext,
+        })
+    }
+
+    /// `version ‖ id ‖ granularity byte ‖ rest`, the version checked.
+    fn prefix(bytes: &[u8]) -> Result<(HeaderId, u8, &[u8]), Error> {
         let (&version, rest) = bytes.split_first().ok_or(Malformed::Truncated)?;
         if version != VERSION {
             return Err(Malformed::UnknownVersion(version).into());
@@ -134,19 +141,9 @@ impl Header {
             return Err(Malformed::Truncated.into());
         }
         let (id, rest) = rest.split_at(16);
-        let granularity = match rest[0] {
-            1 => Granularity::Resource,
-            2 => Granularity::Shared,
-            other => return Err(Malformed::UnknownGranularity(other).into()),
-        };
-        let ciphertext = Ciphertext::from_bytes(&rest[1..]).map_err(Malformed::Header)?;
         let mut raw = [0u8; 16];
         raw.copy_from_slice(id);
-        Ok(Self {
-            id: HeaderId(raw),
-            granularity,
-            ciphertext,
-        })
+        Ok((HeaderId(raw), rest[0], &rest[1..]))
     }
 }
 

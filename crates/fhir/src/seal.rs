@@ -666,19 +666,14 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                 }
             }
             if !policies.is_empty() {
-                let policy = conjunction(&policies)?;
-                let granularity = if work.any_resource_granularity {
-                    Granularity::Resource
-                } else {
-                    Granularity::Shared
-                };
-                let slot = Slot::Field {
-                    key: "display".into(),
-                    primitive: true,
-                    absent_reason: false,
-                    path: format!("{loc}.display"),
-                };
-                self.seal_slot(inner, slot, &policy, granularity, work)?;
+                self.seal_copy(
+                    inner,
+                    "display",
+                    true,
+                    &format!("{loc}.display"),
+                    &policies,
+                    work,
+                )?;
             }
             return Ok(());
         }
@@ -686,6 +681,33 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             return Ok(());
         }
         self.seal_displays(inner, context, loc, mode, work)
+    }
+
+    /// Seals `holder[key]`, a copy of sealed values (a display, a narrative), under the
+    /// conjunction of the structures of the values it may repeat: only a reader who may see all
+    /// of them may see it.
+    fn seal_copy(
+        &mut self,
+        holder: &mut Map<String, Value>,
+        key: &str,
+        primitive: bool,
+        path: &str,
+        policies: &[AccessStructure],
+        work: &mut Work,
+    ) -> Result<(), SealError> {
+        let policy = conjunction(policies)?;
+        let granularity = if work.any_resource_granularity {
+            Granularity::Resource
+        } else {
+            Granularity::Shared
+        };
+        let slot = Slot::Field {
+            key: key.to_string(),
+            primitive,
+            absent_reason: false,
+            path: path.to_string(),
+        };
+        self.seal_slot(holder, slot, &policy, granularity, work)
     }
 
     /// Seals or neutralises the narrative of `object` if anything was sealed in it since
@@ -715,19 +737,14 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                         policies.push(policy.clone());
                     }
                 }
-                let policy = conjunction(&policies)?;
-                let granularity = if work.any_resource_granularity {
-                    Granularity::Resource
-                } else {
-                    Granularity::Shared
-                };
-                let slot = Slot::Field {
-                    key: "text".into(),
-                    primitive: false,
-                    absent_reason: false,
-                    path: format!("{loc}.text"),
-                };
-                self.seal_slot(object, slot, &policy, granularity, work)?;
+                self.seal_copy(
+                    object,
+                    "text",
+                    false,
+                    &format!("{loc}.text"),
+                    &policies,
+                    work,
+                )?;
                 // The text's own strings are not display material: drop what `envelope` noted.
                 if let Some((_, strings)) = work.sealed.last_mut() {
                     strings.clear();
