@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 use crate::HeaderLookup;
 use crate::seal::contained_loc;
 use crate::shape::{
-    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, strip_envelope,
+    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, is_sealed,
+    strip_envelope, strip_envelope_in,
 };
 
 /// Who reads, with which key, and where headers and opened header keys are found.
@@ -107,8 +108,14 @@ impl std::fmt::Debug for Reader<'_> {
 
 impl Session<'_, '_> {
     fn open_any(&mut self, resource: &mut Value, binding: Option<&str>) {
-        let Some(object) = resource.as_object_mut() else {
-            return;
+        let object = match resource {
+            Value::Object(object) => object,
+            // Not FHIR (an array at the top): whatever is in it is walked like a resource.
+            Value::Array(items) => {
+                items.iter_mut().for_each(|item| self.open_any(item, None));
+                return;
+            }
+            _ => return,
         };
         if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
             if let Some(Value::Array(entries)) = object.get_mut("entry") {
@@ -131,13 +138,12 @@ impl Session<'_, '_> {
     }
 
     fn open_resource(&mut self, object: &mut Map<String, Value>, binding: Option<&str>) {
-        let Some(resource_type) = object
+        // Not a resource (an upstream error or junk): nothing in it opens, anything sealed in it
+        // is masked.
+        let resource_type = object
             .get("resourceType")
             .and_then(Value::as_str)
-            .map(str::to_string)
-        else {
-            return;
-        };
+            .map_or_else(|| "(not a resource)".to_string(), str::to_string);
         let id = object
             .get("id")
             .and_then(Value::as_str)
@@ -234,23 +240,33 @@ struct Walk<'w, 'r, 'a> {
 impl Walk<'_, '_, '_> {
     /// Opens the placeholders in `object`, whose path is `loc` (restored on return).
     fn object(&mut self, object: &mut Map<String, Value>, loc: &mut String) {
+        // Placeholders are handled by the object holding them, so a sealed-element extension
+        // here (on a resource's root, say) was not put there by sealing: it goes.
+        strip_envelope_in(object);
         let mut fields: Vec<(String, Form)> = Vec::new();
         let mut primitive_arrays: Vec<String> = Vec::new();
         let len = loc.len();
         for (key, value) in object.iter_mut() {
             if let Some(base) = key.strip_prefix('_') {
                 match value {
-                    Value::Object(_) if envelope_of(value).is_some() => {
-                        fields.push((key.clone(), Form::Primitive))
+                    Value::Object(_) if is_sealed(value) => {
+                        fields.push((key.clone(), Form::Primitive));
                     }
-                    Value::Array(items) if items.iter().any(|i| envelope_of(i).is_some()) => {
-                        primitive_arrays.push(base.to_string());
+                    Value::Array(items) => {
+                        if items.iter().any(is_sealed) {
+                            primitive_arrays.push(base.to_string());
+                        }
+                        // The companions' own extensions may hold anything: walk them too.
+                        for item in items.iter_mut().filter(|i| !is_sealed(i)) {
+                            self.stray(item);
+                        }
                     }
+                    Value::Object(_) => self.stray(value),
                     _ => {}
                 }
                 continue;
             }
-            if envelope_of(value).is_some() {
+            if is_sealed(value) {
                 let form = if key == "dataAbsentReason" {
                     Form::AbsentReason
                 } else {
@@ -276,10 +292,12 @@ impl Walk<'_, '_, '_> {
                         }
                         push_member(loc, key);
                         push_index(loc, i);
-                        if envelope_of(item).is_some() {
+                        if is_sealed(item) {
                             self.item(item, key, loc);
                         } else if let Some(inner) = item.as_object_mut() {
                             self.object(inner, loc);
+                        } else if item.is_array() {
+                            self.stray(item);
                         }
                         loc.truncate(len);
                     }
@@ -337,7 +355,7 @@ impl Walk<'_, '_, '_> {
         let Some(placeholder) = object.get(key) else {
             return;
         };
-        if envelope_of(placeholder).is_none() {
+        if !is_sealed(placeholder) {
             return;
         }
         let restored = self.unseal(placeholder, path).filter(|restored| {
@@ -383,7 +401,7 @@ impl Walk<'_, '_, '_> {
             let Some(placeholder) = object.get(&companion).and_then(|c| c.get(i)) else {
                 continue;
             };
-            if envelope_of(placeholder).is_none() {
+            if !is_sealed(placeholder) {
                 continue;
             }
             any = true;
@@ -460,9 +478,30 @@ impl Walk<'_, '_, '_> {
         serde_json::from_slice(&plaintext).ok()
     }
 
+    /// A value where FHIR JSON has none (an array in an array): walked only to mask whatever
+    /// sealed content the upstream put there.
+    fn stray(&mut self, value: &mut Value) {
+        match value {
+            Value::Array(items) => items.iter_mut().for_each(|item| self.stray(item)),
+            Value::Object(_) if is_sealed(value) => self.mask(value),
+            Value::Object(inner) => {
+                let mut nowhere = String::from("(stray)");
+                self.object(inner, &mut nowhere);
+            }
+            _ => {}
+        }
+    }
+
+    /// Leaves a placeholder masked: its envelope goes, its data-absent-reason stays. Anything
+    /// else in it came from the upstream, so it is walked too, under a path no envelope is bound
+    /// to: a sealed-element extension hidden inside is removed, never opened.
     fn mask(&mut self, placeholder: &mut Value) {
         strip_envelope(placeholder);
         self.session.report.masked += 1;
+        if let Some(inner) = placeholder.as_object_mut() {
+            let mut nowhere = String::from("(masked)");
+            self.object(inner, &mut nowhere);
+        }
     }
 }
 

@@ -49,6 +49,18 @@ pub(crate) fn masked_concept(envelope: String) -> Value {
     })
 }
 
+/// Whether `value` carries a sealed-element extension, well-formed or not: a placeholder, to be
+/// opened or masked, never passed on with its extension.
+pub(crate) fn is_sealed(value: &Value) -> bool {
+    value
+        .get("extension")
+        .and_then(Value::as_array)
+        .is_some_and(|e| {
+            e.iter()
+                .any(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))
+        })
+}
+
 /// The envelope of `value`'s sealed-element extension, if it has one.
 pub(crate) fn envelope_of(value: &Value) -> Option<&str> {
     value
@@ -63,9 +75,13 @@ pub(crate) fn envelope_of(value: &Value) -> Option<&str> {
 /// Removes the sealed-element extension from `value`, keeping everything else (the
 /// data-absent-reason): how an element looks to a reader who cannot open it.
 pub(crate) fn strip_envelope(value: &mut Value) {
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
+    if let Some(object) = value.as_object_mut() {
+        strip_envelope_in(object);
+    }
+}
+
+/// [`strip_envelope`] on an object.
+pub(crate) fn strip_envelope_in(object: &mut Map<String, Value>) {
     if let Some(Value::Array(extensions)) = object.get_mut("extension") {
         extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(SEALED_ELEMENT));
         if extensions.is_empty() {

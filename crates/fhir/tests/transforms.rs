@@ -741,3 +741,90 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
         Err(SealError::AlreadySealed { .. })
     ));
 }
+
+/// Every node of the tree, as JSON pointers.
+fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match value {
+        Value::Object(object) => {
+            for (k, v) in object {
+                pointers(
+                    v,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                pointers(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
+    use rand_core::{RngCore, SeedableRng};
+    let mut w = World::new();
+    let rules = patient_rules(Granularity::Resource);
+    let original = patient();
+    let sealed = w.seal(&original, &rules);
+    let full = w.fx.key(ALL, 0);
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
+    let replacements = [
+        json!(null),
+        json!(7),
+        json!("x"),
+        json!(true),
+        json!([]),
+        json!({}),
+        json!([null]),
+        json!([{"extension": [{"url": SEALED_ELEMENT, "valueBase64Binary": "AQ=="}]}]),
+        json!({"extension": "not an array"}),
+        json!({"extension": [{"url": SEALED_ELEMENT, "valueBase64Binary": 5}]}),
+    ];
+    let mut targets = Vec::new();
+    pointers(&sealed, String::new(), &mut targets);
+    let cache = cache();
+    for round in 0..1500 {
+        let mut mutated = sealed.clone();
+        for _ in 0..=(round % 3) {
+            let at = &targets[rng.next_u32() as usize % targets.len()];
+            if let Some(node) = mutated.pointer_mut(at) {
+                *node = replacements[rng.next_u32() as usize % replacements.len()].clone();
+            }
+        }
+        // Opening never panics, never hands out an envelope or a header, and never
+        // restores a value the reader's key does not open.
+        let mut opened = mutated.clone();
+        Reader::new("full", Some(&full), &cache, &w.headers).open(&mut opened);
+        let printed = text(&opened);
+        assert!(
+            !printed.contains(SEALED_ELEMENT) && !printed.contains(SEALED_HEADER),
+            "round {round}: {printed}"
+        );
+        let mut anonymous = mutated.clone();
+        Reader::new("anonymous", None, &cache, &w.headers).open(&mut anonymous);
+        assert!(!text(&anonymous).contains("1974-12-25"), "round {round}");
+        // Sealing arbitrary input either works or says why; it never panics.
+        let mut input = original.clone();
+        let at = &targets[rng.next_u32() as usize % targets.len()];
+        if let Some(node) = input.pointer_mut(at) {
+            *node = replacements[rng.next_u32() as usize % replacements.len()].clone();
+        }
+        // (A resource of another type has no rules here: what it may carry is the policy's
+        // decision, deny by default, not the transform's.)
+        if let Ok(sealed_input) = w.try_seal(&input, &rules)
+            && input["resourceType"] == "Patient"
+        {
+            assert!(
+                !text(&sealed_input).contains("1974-12-25"),
+                "{}\n{}",
+                text(&input),
+                text(&sealed_input)
+            );
+        }
+    }
+}
