@@ -52,7 +52,7 @@ pub mod structure;
 pub use open::{OpenReport, Reader};
 pub use path::{ElementPath, PathError};
 pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
-pub use seal::{Sealed, Sealer, SharedHeaders};
+pub use seal::{Sealed, Sealer, SharedHeaders, locate};
 
 use fhirseal_envelope::{Header, HeaderId};
 

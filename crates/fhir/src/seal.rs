@@ -808,6 +808,32 @@ fn complex_placeholder(original: Option<&Value>, envelope: String) -> Value {
     Value::Object(placeholder)
 }
 
+/// The concrete paths (as envelopes bind them: `Patient.name[1]`, `Observation.value[x]`) of
+/// the elements `rule` selects in `resource`, a resource of the rule's type; contained resources
+/// are not searched. For `explain`: which elements a rule covers in one resource.
+pub fn locate(resource: &Value, rule: &ElementRule) -> Vec<String> {
+    let mut copy = resource.clone();
+    let mut found = Vec::new();
+    let Some(object) = copy.as_object_mut() else {
+        return found;
+    };
+    let loc = rule.path().resource_type().to_string();
+    let _ = select(object, rule.path().steps(), &loc, &mut |holder, slot| {
+        match slot {
+            Slot::Field { key, path, .. } => {
+                if holder.contains_key(&key) || holder.contains_key(&format!("_{key}")) {
+                    found.push(path);
+                }
+            }
+            Slot::Items { indices, path, .. } => {
+                found.extend(indices.into_iter().map(|i| format!("{path}[{i}]")));
+            }
+        }
+        Ok(())
+    });
+    found
+}
+
 /// What `select` calls for each element it selects.
 type Found<'f> = dyn FnMut(&mut Map<String, Value>, Slot) -> Result<(), SealError> + 'f;
 
