@@ -1,0 +1,348 @@
+//! The decision engine: pure, synchronous, no I/O, deny by default.
+
+use std::fmt;
+
+use fhirseal_envelope::Granularity;
+use fhirseal_fhir::structure::r4;
+use fhirseal_fhir::{ElementRule, locate};
+use rshabe::AccessStructure;
+use serde_json::Value;
+
+use crate::document::{Interaction, Search};
+use crate::policy::{Attributes, Label, Origin, Policy, Protection, substitute};
+use crate::principal::Principal;
+
+/// A request, as far as the policy needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// What it does.
+    pub interaction: Interaction,
+    /// On which resource type.
+    pub resource_type: String,
+    /// The patient whose compartment the target is in (`Patient/456`), when known.
+    pub patient: Option<String>,
+}
+
+/// The answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Go ahead, and do this.
+    Permit(Obligations),
+    /// No, because (in words).
+    Deny(String),
+}
+
+/// What the gateway must do with a permitted request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Obligations {
+    /// The access rule that permitted it.
+    pub access: String,
+    /// Each protected element of the resource type: sealed on the way in, opened or masked on
+    /// the way out.
+    pub elements: Vec<ElementObligation>,
+    /// Security labels to set on resources written.
+    pub labels: Vec<Label>,
+}
+
+/// One protected element.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElementObligation {
+    /// Its path, as the rule writes it.
+    pub path: String,
+    /// The rule.
+    pub rule: String,
+    /// The structure it is sealed under for this record.
+    pub readers: AccessStructure,
+    /// Header granularity.
+    pub granularity: Granularity,
+    /// How a search on it is answered.
+    pub search: Search,
+    /// Whether this caller's key opens it (the crypto decides; this is the policy's forecast).
+    pub open: bool,
+}
+
+/// Why each protected element of a resource is open or masked for a caller.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// `Patient/p1`
+    pub resource: String,
+    /// The patient whose record it is, if any.
+    pub patient: Option<String>,
+    /// The caller's attributes, and the roles that gave them.
+    pub attributes: Attributes,
+    /// Whether the caller may read the resource at all.
+    pub access: Decision,
+    /// Each protected element present in the resource.
+    pub elements: Vec<ElementExplanation>,
+}
+
+/// One element's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElementExplanation {
+    /// Its concrete path (`Patient.name[1]`).
+    pub path: String,
+    /// Open (true) or masked.
+    pub open: bool,
+    /// In words.
+    pub why: String,
+}
+
+impl Policy {
+    /// Permits `request` for `principal` only if an access rule covers its resource type and
+    /// interaction and the principal's attributes satisfy that rule's structure; everything else
+    /// is denied, with the reason.
+    pub fn decide(&self, principal: &Principal, request: &Request) -> Decision {
+        if r4().kind(&request.resource_type) != Some(fhirseal_fhir::structure::Kind::Resource) {
+            return Decision::Deny(format!(
+                "`{}` is not an R4 resource type",
+                request.resource_type
+            ));
+        }
+        let attributes = self.attributes(principal);
+        let patient = request.patient.as_deref();
+        let covering: Vec<_> = self
+            .access()
+            .iter()
+            .filter(|a| {
+                a.interactions.contains(&request.interaction)
+                    && a.resources
+                        .as_ref()
+                        .is_none_or(|r| r.contains(&request.resource_type))
+            })
+            .collect();
+        let Some(permitting) = covering
+            .iter()
+            .find(|a| attributes.satisfy(&substitute(&a.readers, &patient_attribute(patient))))
+        else {
+            let what =
+                format!("{:?} {}", request.interaction, request.resource_type).to_lowercase();
+            let held = held(&attributes);
+            return Decision::Deny(if covering.is_empty() {
+                format!("no access rule covers {what}: denied by default")
+            } else {
+                let needs: Vec<String> = covering
+                    .iter()
+                    .map(|a| format!("`{}` needs {}", a.name, a.readers))
+                    .collect();
+                format!(
+                    "no access rule lets you {what}: {}; you hold {held}",
+                    needs.join("; ")
+                )
+            });
+        };
+        let mut labels: Vec<Label> = Vec::new();
+        let mut elements = Vec::new();
+        for protection in self
+            .protections()
+            .iter()
+            .filter(|p| p.resource_type == request.resource_type)
+        {
+            let readers = protection.readers_for(patient);
+            let open = attributes.satisfy(&readers);
+            for path in &protection.elements {
+                elements.push(ElementObligation {
+                    path: path.to_string(),
+                    rule: protection.name.clone(),
+                    readers: readers.clone(),
+                    granularity: protection.granularity,
+                    search: protection.search,
+                    open,
+                });
+            }
+            for label in &protection.labels {
+                if !labels.contains(label) {
+                    labels.push(label.clone());
+                }
+            }
+        }
+        labels.sort();
+        Decision::Permit(Obligations {
+            access: permitting.name.clone(),
+            elements,
+            labels,
+        })
+    }
+
+    /// Per protected element present in `resource`: open or masked for `principal`, which rule
+    /// and which attributes made it so.
+    pub fn explain(&self, principal: &Principal, resource: &Value) -> Explanation {
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("(no id)");
+        let patient = record_patient(resource);
+        let attributes = self.attributes(principal);
+        let access = self.decide(
+            principal,
+            &Request {
+                interaction: Interaction::Read,
+                resource_type: resource_type.clone(),
+                patient: patient.clone(),
+            },
+        );
+        let mut elements = Vec::new();
+        for protection in self
+            .protections()
+            .iter()
+            .filter(|p| p.resource_type == resource_type)
+        {
+            let readers = protection.readers_for(patient.as_deref());
+            let open = attributes.satisfy(&readers);
+            for path in &protection.elements {
+                let Ok(rule) =
+                    ElementRule::new(path.as_str(), readers.clone(), protection.granularity)
+                else {
+                    continue;
+                };
+                for concrete in locate(resource, &rule) {
+                    let why = words(protection, &readers, &attributes, open, patient.as_deref());
+                    elements.push(ElementExplanation {
+                        path: concrete,
+                        open,
+                        why,
+                    });
+                }
+            }
+        }
+        elements.sort_by(|a, b| a.path.cmp(&b.path));
+        Explanation {
+            resource: format!("{resource_type}/{id}"),
+            patient,
+            attributes,
+            access,
+            elements,
+        }
+    }
+}
+
+fn patient_attribute(patient: Option<&str>) -> String {
+    patient.map_or_else(
+        || crate::policy::NO_PATIENT.to_string(),
+        |p| format!("patient:{p}"),
+    )
+}
+
+fn held(attributes: &Attributes) -> String {
+    if attributes.is_empty() {
+        return "no attributes (no role of the policy matches your token)".into();
+    }
+    attributes
+        .names()
+        .map(|a| format!("{a} (role {})", attributes.because(a).join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn origin(o: &Origin) -> String {
+    format!("{}:{}", o.file, o.line)
+}
+
+fn words(
+    p: &Protection,
+    readers: &AccessStructure,
+    attributes: &Attributes,
+    open: bool,
+    patient: Option<&str>,
+) -> String {
+    let relevant: Vec<String> = readers
+        .leaves()
+        .iter()
+        .filter(|a| attributes.has(a.as_str()))
+        .map(|a| {
+            format!(
+                "{} (role {})",
+                a.as_str(),
+                attributes.because(a.as_str()).join(", ")
+            )
+        })
+        .collect();
+    let who = if p.readers != *readers {
+        let record = patient.map_or_else(|| "no patient's".to_string(), |p| format!("{p}'s"));
+        format!("{} (patient:self is {record} own key here)", p.readers)
+    } else {
+        p.readers.to_string()
+    };
+    if open {
+        format!(
+            "open: rule `{}` ({}) lets {who} read it, and you hold {}",
+            p.name,
+            origin(&p.origin),
+            relevant.join(", ")
+        )
+    } else if relevant.is_empty() {
+        format!(
+            "masked: rule `{}` ({}) lets only {who} read it, and you hold none of its attributes",
+            p.name,
+            origin(&p.origin)
+        )
+    } else {
+        format!(
+            "masked: rule `{}` ({}) lets only {who} read it; you hold {}, which is not enough",
+            p.name,
+            origin(&p.origin),
+            relevant.join(", ")
+        )
+    }
+}
+
+/// The patient whose record `resource` is: the Patient itself, or the first Patient reference
+/// among its compartment references (`Observation.subject`).
+pub fn record_patient(resource: &Value) -> Option<String> {
+    let resource_type = resource.get("resourceType")?.as_str()?;
+    if resource_type == "Patient" {
+        return Some(format!("Patient/{}", resource.get("id")?.as_str()?));
+    }
+    for path in r4().compartment_references(resource_type) {
+        let mut values = vec![resource];
+        for step in path.split('.').skip(1) {
+            values = values
+                .into_iter()
+                .filter_map(|v| v.get(step))
+                .flat_map(|v| match v {
+                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .collect();
+        }
+        for value in values {
+            let Some(reference) = value.get("reference").and_then(Value::as_str) else {
+                continue;
+            };
+            let mut parts = reference.rsplit('/');
+            if let (Some(id), Some("Patient")) = (parts.next(), parts.next()) {
+                return Some(format!("Patient/{id}"));
+            }
+        }
+    }
+    None
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}{}",
+            self.resource,
+            self.patient
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (record of {p})"))
+        )?;
+        writeln!(f, "your attributes: {}", held(&self.attributes))?;
+        match &self.access {
+            Decision::Permit(o) => writeln!(f, "read: permitted by access rule `{}`", o.access)?,
+            Decision::Deny(why) => writeln!(f, "read: denied: {why}")?,
+        }
+        if self.elements.is_empty() {
+            writeln!(f, "no protected element is present")?;
+        }
+        for e in &self.elements {
+            writeln!(f, "  {}: {}", e.path, e.why)?;
+        }
+        Ok(())
+    }
+}

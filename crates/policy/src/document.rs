@@ -1,0 +1,145 @@
+//! The TOML documents as written, before validation: every key known, every value typed, with
+//! the position of what validation may need to point at.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// One policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawFile {
+    pub(crate) policy: Option<Spanned<RawHeader>>,
+    #[serde(default)]
+    pub(crate) roles: Vec<Spanned<RawRole>>,
+    #[serde(default)]
+    pub(crate) access: Vec<Spanned<RawAccess>>,
+    #[serde(default)]
+    pub(crate) protect: Vec<Spanned<RawProtect>>,
+}
+
+/// `[policy]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawHeader {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    pub(crate) default: Spanned<RawDefault>,
+}
+
+/// `default = "deny"`: the only default there is, written out so that readers see it.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawDefault {
+    Deny,
+}
+
+/// `[[roles]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawRole {
+    pub(crate) name: Spanned<String>,
+    #[serde(default)]
+    pub(crate) fhir_user_type: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) role_codes: Vec<String>,
+    #[serde(default)]
+    pub(crate) specialties: Vec<String>,
+    #[serde(default)]
+    pub(crate) organizations: Vec<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    #[serde(default)]
+    pub(crate) claims: BTreeMap<String, String>,
+    pub(crate) attributes: Vec<Spanned<String>>,
+}
+
+/// `[[access]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawAccess {
+    pub(crate) name: Spanned<String>,
+    pub(crate) resources: Vec<Spanned<String>>,
+    pub(crate) interactions: Vec<Interaction>,
+    pub(crate) readers: Spanned<String>,
+}
+
+/// `[[protect]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawProtect {
+    pub(crate) name: Spanned<String>,
+    pub(crate) resource: Spanned<String>,
+    pub(crate) elements: Vec<Spanned<String>>,
+    pub(crate) readers: Spanned<String>,
+    #[serde(default)]
+    pub(crate) granularity: Option<RawGranularity>,
+    #[serde(default)]
+    pub(crate) search: Option<Search>,
+    #[serde(default)]
+    pub(crate) labels: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) narrative: Option<Spanned<RawNarrative>>,
+    #[serde(default)]
+    pub(crate) displays: Option<Spanned<RawDisplays>>,
+}
+
+/// What a request does (FHIR RESTful interactions).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interaction {
+    /// `GET [type]/[id]`
+    Read,
+    /// `GET [type]/[id]/_history/[vid]`
+    Vread,
+    /// `GET [type]?…`
+    Search,
+    /// `GET [type]/[id]/_history`, `GET [type]/_history`
+    History,
+    /// `POST [type]`
+    Create,
+    /// `PUT [type]/[id]`
+    Update,
+    /// `PATCH [type]/[id]`
+    Patch,
+    /// `DELETE [type]/[id]`
+    Delete,
+}
+
+/// How a search on a sealed element is answered (DESIGN.md, "Search on sealed elements").
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Search {
+    /// 400, naming the parameter.
+    #[default]
+    Reject,
+    /// An equality search on a blind-index token.
+    BlindIndex,
+    /// Fetch broadly, open, filter in the gateway.
+    Filter,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawGranularity {
+    Shared,
+    Resource,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawNarrative {
+    Seal,
+    Neutral,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawDisplays {
+    Matching,
+    All,
+    Keep,
+}

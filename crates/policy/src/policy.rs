@@ -1,0 +1,862 @@
+//! Loading and validating policy documents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+
+use fhirseal_envelope::Granularity;
+use fhirseal_fhir::structure::r4;
+use fhirseal_fhir::{Displays, ElementPath, ElementRule, Narrative, RuleSet, Rules};
+use rshabe::access::Node;
+use rshabe::{AccessStructure, Attribute};
+use toml::Spanned;
+
+use crate::document::{Interaction, RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
+use crate::principal::Principal;
+
+/// The attribute a structure uses for "the patient the record belongs to".
+pub const PATIENT_SELF: &str = "patient:self";
+/// What `patient:self` becomes in a record that belongs to no patient: an attribute nobody holds.
+pub const NO_PATIENT: &str = "patient:none";
+
+/// A validated policy: deny by default; roles, access rules and protection rules.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    name: String,
+    version: String,
+    description: Option<String>,
+    roles: Vec<Role>,
+    access: Vec<Access>,
+    protections: Vec<Protection>,
+}
+
+/// Where something was written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    /// The file.
+    pub file: String,
+    /// Its line, from 1.
+    pub line: usize,
+}
+
+/// A role: conditions on the caller's token facts, and the attributes they give.
+#[derive(Clone, Debug)]
+pub struct Role {
+    /// Its name.
+    pub name: String,
+    fhir_user_types: Vec<String>,
+    role_codes: Vec<String>,
+    specialties: Vec<String>,
+    organizations: Vec<String>,
+    scopes: Vec<String>,
+    claims: BTreeMap<String, String>,
+    /// The attributes it gives (`patient:self` becomes `patient:Patient/<id>` for a patient).
+    pub attributes: Vec<String>,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// An access rule: who may make which requests on which resource types at all.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// Its name.
+    pub name: String,
+    /// The resource types (`None`: all).
+    pub resources: Option<BTreeSet<String>>,
+    /// The interactions.
+    pub interactions: BTreeSet<Interaction>,
+    /// Who: a structure over attributes (`patient:self` holds for the record's own patient).
+    pub readers: AccessStructure,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// A protection rule: elements of one resource type sealed under a structure.
+#[derive(Clone, Debug)]
+pub struct Protection {
+    /// Its name.
+    pub name: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// The elements.
+    pub elements: Vec<ElementPath>,
+    /// Who may read them (`patient:self`: the record's own patient).
+    pub readers: AccessStructure,
+    /// Header granularity.
+    pub granularity: Granularity,
+    /// How searches on them are answered.
+    pub search: Search,
+    /// Security labels the gateway sets on resources it seals under this rule.
+    pub labels: Vec<Label>,
+    /// Where it was written.
+    pub origin: Origin,
+    narrative: Option<Narrative>,
+    displays: Option<Displays>,
+}
+
+/// A security label (`meta.security`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Label {
+    /// Its code system.
+    pub system: &'static str,
+    /// Its code.
+    pub code: String,
+}
+
+/// One problem in a policy, with where it is and which key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PolicyError {
+    /// The file.
+    pub file: String,
+    /// The line, from 1 (0: the file as a whole).
+    pub line: usize,
+    /// The key (`protect[2].elements`), or empty.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a policy, in file and line order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.key.is_empty()) {
+            (0, _) => write!(f, "{}: {}", self.file, self.message),
+            (line, true) => write!(f, "{}:{line}: {}", self.file, self.message),
+            (line, false) => write!(f, "{}:{line}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+const CONFIDENTIALITY: (&str, &[&str]) = (
+    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+    &["U", "L", "M", "N", "R", "V"],
+);
+const SENSITIVITY: (&str, &[&str]) = (
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    &[
+        "HIV", "PSY", "ETH", "SDV", "SEX", "STD", "BH", "SUD", "MH", "GDIS", "SICKLE", "TBOO",
+    ],
+);
+
+/// Data types whose values an equality search can match through a blind index.
+const EQUALITY_TYPES: &[&str] = &[
+    "string",
+    "code",
+    "id",
+    "uri",
+    "url",
+    "canonical",
+    "oid",
+    "uuid",
+    "date",
+    "dateTime",
+    "instant",
+    "boolean",
+    "integer",
+    "markdown",
+    "Identifier",
+    "Coding",
+    "CodeableConcept",
+    "ContactPoint",
+    "HumanName",
+    "Address",
+];
+
+/// Line (from 1) of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at.min(text.len()))
+        .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+struct Checker<'t> {
+    file: &'t str,
+    text: &'t str,
+    errors: Vec<PolicyError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, key: String, message: String) {
+        self.errors.push(PolicyError {
+            file: self.file.to_string(),
+            line: line_of(self.text, span.start),
+            key,
+            message,
+        });
+    }
+
+    fn origin(&self, span: &Range<usize>) -> Origin {
+        Origin {
+            file: self.file.to_string(),
+            line: line_of(self.text, span.start),
+        }
+    }
+
+    fn structure(
+        &mut self,
+        readers: &Spanned<String>,
+        key: String,
+        allow_self: bool,
+    ) -> Option<AccessStructure> {
+        match AccessStructure::parse(readers.get_ref()) {
+            Ok(structure) => {
+                if !allow_self
+                    && structure
+                        .leaves()
+                        .iter()
+                        .any(|a| a.as_str() == PATIENT_SELF)
+                {
+                    self.error(
+                        readers.span(),
+                        key,
+                        format!("`{PATIENT_SELF}` has no meaning here"),
+                    );
+                    return None;
+                }
+                Some(structure)
+            }
+            Err(e) => {
+                self.error(
+                    readers.span(),
+                    key,
+                    format!("`{}` is not an access structure: {e}", readers.get_ref()),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// The policy in `files` (name, text), which together hold exactly one `[policy]` header.
+    /// Every problem is reported, each with its file, line and key.
+    pub fn load(files: &[(String, String)]) -> Result<Self, PolicyErrors> {
+        let mut errors = Vec::new();
+        let mut header: Option<(String, String, Option<String>)> = None;
+        let mut roles = Vec::new();
+        let mut access = Vec::new();
+        let mut protections: Vec<Protection> = Vec::new();
+        for (file, text) in files {
+            let raw: RawFile = match toml::from_str(text) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    errors.push(PolicyError {
+                        file: file.clone(),
+                        line: e.span().map_or(0, |s| line_of(text, s.start)),
+                        key: String::new(),
+                        message: e.message().trim().to_string(),
+                    });
+                    continue;
+                }
+            };
+            let mut c = Checker {
+                file,
+                text,
+                errors: Vec::new(),
+            };
+            if let Some(h) = raw.policy {
+                if header.is_some() {
+                    c.error(
+                        h.span(),
+                        "policy".into(),
+                        "a second `[policy]` header: one file of a policy holds it".into(),
+                    );
+                }
+                let h = h.into_inner();
+                // The only default is deny; the document says so for its readers.
+                let crate::document::RawDefault::Deny = *h.default.get_ref();
+                header = Some((h.name, h.version, h.description));
+            }
+            for (i, role) in raw.roles.iter().enumerate() {
+                if let Some(role) = check_role(&mut c, i, role) {
+                    roles.push(role);
+                }
+            }
+            for (i, rule) in raw.access.iter().enumerate() {
+                if let Some(rule) = check_access(&mut c, i, rule) {
+                    access.push(rule);
+                }
+            }
+            for (i, rule) in raw.protect.iter().enumerate() {
+                if let Some(rule) = check_protect(&mut c, i, rule) {
+                    protections.push(rule);
+                }
+            }
+            errors.extend(c.errors);
+        }
+        // Across files: names are unique per kind, and protections must not contradict.
+        unique(
+            &mut errors,
+            roles.iter().map(|r| (&r.name, &r.origin)),
+            "roles",
+        );
+        unique(
+            &mut errors,
+            access.iter().map(|r| (&r.name, &r.origin)),
+            "access",
+        );
+        unique(
+            &mut errors,
+            protections.iter().map(|r| (&r.name, &r.origin)),
+            "protect",
+        );
+        contradictions(&mut errors, &protections);
+        let Some((name, version, description)) = header else {
+            if errors.is_empty() {
+                errors.push(PolicyError {
+                    file: files
+                        .first()
+                        .map_or_else(|| "(no file)".to_string(), |f| f.0.clone()),
+                    line: 0,
+                    key: "policy".into(),
+                    message: "no `[policy]` header (name, version, default = \"deny\") in any file"
+                        .into(),
+                });
+            }
+            return Err(sorted(errors));
+        };
+        if !errors.is_empty() {
+            return Err(sorted(errors));
+        }
+        // Order-independence: everything is kept sorted by name.
+        roles.sort_by(|a, b| a.name.cmp(&b.name));
+        access.sort_by(|a, b| a.name.cmp(&b.name));
+        protections.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Self {
+            name,
+            version,
+            description,
+            roles,
+            access,
+            protections,
+        })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Its description, if it has one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// Its roles, by name.
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// Its access rules, by name.
+    pub fn access(&self) -> &[Access] {
+        &self.access
+    }
+
+    /// Its protection rules, by name.
+    pub fn protections(&self) -> &[Protection] {
+        &self.protections
+    }
+
+    /// The attributes `principal` holds: those of every role whose conditions it meets, with
+    /// each hierarchical attribute's ancestors (`org:st-mary/dept:cardiology` gives
+    /// `org:st-mary` too), and why.
+    pub fn attributes(&self, principal: &Principal) -> Attributes {
+        let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for role in self.roles.iter().filter(|r| r.matches(principal)) {
+            for attribute in &role.attributes {
+                let attribute = if attribute == PATIENT_SELF {
+                    match principal.patient() {
+                        Some(patient) => format!("patient:{patient}"),
+                        None => continue,
+                    }
+                } else {
+                    attribute.clone()
+                };
+                let mut prefix = String::new();
+                for (i, part) in attribute.split('/').enumerate() {
+                    if i > 0 {
+                        prefix.push('/');
+                    }
+                    prefix.push_str(part);
+                    // `patient:Patient/456` is one attribute, not a hierarchy.
+                    if attribute.starts_with("patient:") && prefix != attribute {
+                        continue;
+                    }
+                    let why = held.entry(prefix.clone()).or_default();
+                    if !why.contains(&role.name) {
+                        why.push(role.name.clone());
+                    }
+                }
+            }
+        }
+        Attributes { held }
+    }
+
+    /// The sealing rules for records of `patient` (`Patient/456`; `None`: a record in no
+    /// patient's compartment): each structure's `patient:self` becomes that patient's
+    /// attribute.
+    pub fn rules_for(&self, patient: Option<&str>) -> Rules {
+        let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
+        for protection in &self.protections {
+            let entry = by_type.entry(&protection.resource_type).or_default();
+            let readers = protection.readers_for(patient);
+            for path in &protection.elements {
+                // Validated at load: the rule was accepted then with the same path.
+                if let Ok(rule) =
+                    ElementRule::new(path.as_str(), readers.clone(), protection.granularity)
+                {
+                    entry.0.push(match protection.search {
+                        Search::BlindIndex => rule.with_blind_index(),
+                        Search::Reject | Search::Filter => rule,
+                    });
+                }
+            }
+            entry.1 = entry.1.or(protection.narrative);
+            entry.2 = entry.2.or(protection.displays);
+        }
+        let sets = by_type
+            .into_iter()
+            .filter_map(|(rtype, (rules, narrative, displays))| {
+                RuleSet::new(
+                    rtype,
+                    rules,
+                    narrative.unwrap_or_default(),
+                    displays.unwrap_or_default(),
+                )
+                .ok()
+            });
+        Rules::new(sets).unwrap_or_default()
+    }
+}
+
+impl Role {
+    /// Whether `principal` meets every condition (an empty list is no condition; a list is met
+    /// when any of its values is).
+    pub fn matches(&self, principal: &Principal) -> bool {
+        fn any_of<'h>(wanted: &[String], have: impl IntoIterator<Item = &'h str>) -> bool {
+            wanted.is_empty() || have.into_iter().any(|h| wanted.iter().any(|w| w == h))
+        }
+        let roles = &principal.practitioner_roles;
+        any_of(&self.fhir_user_types, principal.fhir_user_type())
+            && any_of(
+                &self.role_codes,
+                roles
+                    .iter()
+                    .flat_map(|r| r.codes.iter().map(String::as_str)),
+            )
+            && any_of(
+                &self.specialties,
+                roles
+                    .iter()
+                    .flat_map(|r| r.specialties.iter().map(String::as_str)),
+            )
+            && any_of(
+                &self.organizations,
+                roles.iter().filter_map(|r| r.organization.as_deref()),
+            )
+            && any_of(&self.scopes, principal.scopes.iter().map(String::as_str))
+            && self
+                .claims
+                .iter()
+                .all(|(claim, value)| match principal.claims.get(claim) {
+                    Some(serde_json::Value::String(s)) => s == value,
+                    Some(serde_json::Value::Array(items)) => {
+                        items.iter().any(|i| i.as_str() == Some(value))
+                    }
+                    Some(serde_json::Value::Bool(b)) => b.to_string() == *value,
+                    _ => false,
+                })
+    }
+}
+
+impl Protection {
+    /// Its structure for a record of `patient`.
+    pub fn readers_for(&self, patient: Option<&str>) -> AccessStructure {
+        let patient = patient.map_or_else(|| NO_PATIENT.to_string(), |p| format!("patient:{p}"));
+        substitute(&self.readers, &patient)
+    }
+}
+
+/// One resource type's element rules and its narrative and display settings, while building.
+type TypeRules = (Vec<ElementRule>, Option<Narrative>, Option<Displays>);
+
+/// `structure` with `patient:self` replaced by `patient`.
+pub(crate) fn substitute(structure: &AccessStructure, patient: &str) -> AccessStructure {
+    fn walk(node: &Node, patient: &str) -> Node {
+        match node {
+            Node::Leaf(a) if a.as_str() == PATIENT_SELF => {
+                Attribute::new(patient).map_or_else(|_| node.clone(), Node::Leaf)
+            }
+            Node::Leaf(_) => node.clone(),
+            Node::Gate {
+                threshold,
+                children,
+            } => Node::Gate {
+                threshold: *threshold,
+                children: children.iter().map(|c| walk(c, patient)).collect(),
+            },
+        }
+    }
+    AccessStructure::from_node(walk(structure.root(), patient))
+        .unwrap_or_else(|_| structure.clone())
+}
+
+/// The attributes a principal holds, each with the roles that gave it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    held: BTreeMap<String, Vec<String>>,
+}
+
+impl Attributes {
+    /// Whether it holds `attribute`.
+    pub fn has(&self, attribute: &str) -> bool {
+        self.held.contains_key(attribute)
+    }
+
+    /// The attributes, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.held.keys().map(String::as_str)
+    }
+
+    /// The roles that gave `attribute`.
+    pub fn because(&self, attribute: &str) -> &[String] {
+        self.held.get(attribute).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether they satisfy `structure`.
+    pub fn satisfy(&self, structure: &AccessStructure) -> bool {
+        structure.is_satisfied_by(&|a: &Attribute| self.has(a.as_str()))
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+fn sorted(mut errors: Vec<PolicyError>) -> PolicyErrors {
+    errors.sort();
+    errors.dedup();
+    PolicyErrors(errors)
+}
+
+fn unique<'a>(
+    errors: &mut Vec<PolicyError>,
+    items: impl Iterator<Item = (&'a String, &'a Origin)>,
+    kind: &str,
+) {
+    let mut seen: BTreeMap<&String, &Origin> = BTreeMap::new();
+    let mut items: Vec<_> = items.collect();
+    items.sort_by(|a, b| a.1.cmp(b.1));
+    for (name, origin) in items {
+        if let Some(first) = seen.get(name) {
+            errors.push(PolicyError {
+                file: origin.file.clone(),
+                line: origin.line,
+                key: format!("{kind}.name"),
+                message: format!(
+                    "`{name}` is already the name of the {kind} rule at {}:{}",
+                    first.file, first.line
+                ),
+            });
+        } else {
+            seen.insert(name, origin);
+        }
+    }
+}
+
+fn contradictions(errors: &mut Vec<PolicyError>, protections: &[Protection]) {
+    let mut all: Vec<(&Protection, &ElementPath)> = protections
+        .iter()
+        .flat_map(|p| p.elements.iter().map(move |e| (p, e)))
+        .collect();
+    all.sort_by(|a, b| (&a.0.origin, a.1.as_str()).cmp(&(&b.0.origin, b.1.as_str())));
+    for (i, (p, path)) in all.iter().enumerate() {
+        if let Some((q, other)) = all[..i].iter().find(|(_, o)| o.overlaps(path)) {
+            errors.push(PolicyError {
+                file: p.origin.file.clone(),
+                line: p.origin.line,
+                key: "protect.elements".into(),
+                message: format!(
+                    "`{path}` (rule `{}`) overlaps `{other}` (rule `{}` at {}:{}): one element would be sealed twice, possibly for different readers",
+                    p.name, q.name, q.origin.file, q.origin.line
+                ),
+            });
+        }
+        if i > 0 {
+            let (q, _) = all[i - 1];
+            if q.resource_type == p.resource_type && q.name != p.name {
+                for (mine, theirs, what) in [
+                    (
+                        p.narrative.map(|n| format!("{n:?}")),
+                        q.narrative.map(|n| format!("{n:?}")),
+                        "narrative",
+                    ),
+                    (
+                        p.displays.map(|d| format!("{d:?}")),
+                        q.displays.map(|d| format!("{d:?}")),
+                        "displays",
+                    ),
+                ] {
+                    if let (Some(mine), Some(theirs)) = (mine, theirs)
+                        && mine != theirs
+                    {
+                        errors.push(PolicyError {
+                            file: p.origin.file.clone(),
+                            line: p.origin.line,
+                            key: format!("protect.{what}"),
+                            message: format!(
+                                "rule `{}` says {what} = {mine} for {}, rule `{}` says {theirs}",
+                                p.name, p.resource_type, q.name
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_role(
+    c: &mut Checker<'_>,
+    i: usize,
+    role: &Spanned<crate::document::RawRole>,
+) -> Option<Role> {
+    let origin = c.origin(&role.span());
+    let role = role.get_ref();
+    let before = c.errors.len();
+    for ty in &role.fhir_user_type {
+        if r4().kind(ty.get_ref()) != Some(fhirseal_fhir::structure::Kind::Resource) {
+            c.error(
+                ty.span(),
+                format!("roles[{i}].fhir-user-type"),
+                format!("`{}` is not an R4 resource type", ty.get_ref()),
+            );
+        }
+    }
+    if role.attributes.is_empty() {
+        c.error(
+            role.name.span(),
+            format!("roles[{i}].attributes"),
+            format!("role `{}` gives no attributes", role.name.get_ref()),
+        );
+    }
+    for attribute in &role.attributes {
+        let text = attribute.get_ref();
+        if text != PATIENT_SELF && text.starts_with("patient:") {
+            c.error(
+                attribute.span(),
+                format!("roles[{i}].attributes"),
+                format!("`{text}`: `patient:` attributes are given only through `{PATIENT_SELF}`"),
+            );
+        } else if let Err(e) = Attribute::new(text) {
+            c.error(
+                attribute.span(),
+                format!("roles[{i}].attributes"),
+                format!("`{text}` is not an attribute name: {e}"),
+            );
+        } else if !text
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_:./@#+-".contains(ch))
+        {
+            c.error(
+                attribute.span(),
+                format!("roles[{i}].attributes"),
+                format!("`{text}` is not an attribute name: use letters, digits and _ : . / @ # + - only"),
+            );
+        }
+    }
+    (c.errors.len() == before).then(|| Role {
+        name: role.name.get_ref().clone(),
+        fhir_user_types: role
+            .fhir_user_type
+            .iter()
+            .map(|t| t.get_ref().clone())
+            .collect(),
+        role_codes: role.role_codes.clone(),
+        specialties: role.specialties.clone(),
+        organizations: role.organizations.clone(),
+        scopes: role.scopes.clone(),
+        claims: role.claims.clone(),
+        attributes: role
+            .attributes
+            .iter()
+            .map(|a| a.get_ref().clone())
+            .collect(),
+        origin,
+    })
+}
+
+fn check_access(
+    c: &mut Checker<'_>,
+    i: usize,
+    rule: &Spanned<crate::document::RawAccess>,
+) -> Option<Access> {
+    let origin = c.origin(&rule.span());
+    let rule = rule.get_ref();
+    let before = c.errors.len();
+    let mut resources = BTreeSet::new();
+    let mut all = false;
+    for resource in &rule.resources {
+        let name = resource.get_ref();
+        if name == "*" {
+            all = true;
+        } else if r4().kind(name) != Some(fhirseal_fhir::structure::Kind::Resource)
+            || !r4().is_domain_resource(name) && name != "Bundle"
+        {
+            c.error(
+                resource.span(),
+                format!("access[{i}].resources"),
+                format!("`{name}` is not an R4 resource type"),
+            );
+        } else {
+            resources.insert(name.clone());
+        }
+    }
+    if rule.resources.is_empty() || rule.interactions.is_empty() {
+        c.error(
+            rule.name.span(),
+            format!("access[{i}]"),
+            "an access rule needs resources and interactions".into(),
+        );
+    }
+    let readers = c.structure(&rule.readers, format!("access[{i}].readers"), true);
+    if c.errors.len() != before {
+        return None;
+    }
+    Some(Access {
+        name: rule.name.get_ref().clone(),
+        resources: (!all).then_some(resources),
+        interactions: rule.interactions.iter().copied().collect(),
+        readers: readers?,
+        origin,
+    })
+}
+
+fn check_protect(
+    c: &mut Checker<'_>,
+    i: usize,
+    rule: &Spanned<crate::document::RawProtect>,
+) -> Option<Protection> {
+    let origin = c.origin(&rule.span());
+    let rule = rule.get_ref();
+    let before = c.errors.len();
+    let resource_type = rule.resource.get_ref();
+    if !r4().is_domain_resource(resource_type) {
+        c.error(
+            rule.resource.span(),
+            format!("protect[{i}].resource"),
+            format!("`{resource_type}` is not an R4 resource type whose elements can be sealed"),
+        );
+        return None;
+    }
+    let readers = c.structure(&rule.readers, format!("protect[{i}].readers"), true)?;
+    let granularity = match rule.granularity {
+        Some(RawGranularity::Resource) => Granularity::Resource,
+        Some(RawGranularity::Shared) | None => Granularity::Shared,
+    };
+    let search = rule.search.unwrap_or_default();
+    if rule.elements.is_empty() {
+        c.error(
+            rule.name.span(),
+            format!("protect[{i}].elements"),
+            "a protection rule needs elements".into(),
+        );
+    }
+    let mut elements = Vec::new();
+    for element in &rule.elements {
+        let text = element.get_ref();
+        let key = format!("protect[{i}].elements");
+        let path = match ElementPath::parse(text) {
+            Ok(path) => path,
+            Err(e) => {
+                c.error(element.span(), key, e.reason.clone());
+                continue;
+            }
+        };
+        if path.resource_type() != resource_type {
+            c.error(
+                element.span(),
+                key,
+                format!("`{text}` is not an element of {resource_type}, the rule's resource"),
+            );
+            continue;
+        }
+        // The fhir crate's checks: id, meta, modifiers, required, compartment references,
+        // placeholders that would lack required members.
+        if let Err(e) = ElementRule::new(text, readers.clone(), granularity) {
+            c.error(element.span(), key, e.reason);
+            continue;
+        }
+        if search == Search::BlindIndex {
+            let element_def = path.element();
+            if let Some(bad) = element_def
+                .types
+                .iter()
+                .find(|t| !EQUALITY_TYPES.contains(t))
+            {
+                c.error(
+                    element.span(),
+                    format!("protect[{i}].search"),
+                    format!("type mismatch: `{text}` is {bad}, which an equality search on a blind index cannot match; use search = \"filter\" or \"reject\""),
+                );
+                continue;
+            }
+        }
+        elements.push(path);
+    }
+    let mut labels = Vec::new();
+    for label in &rule.labels {
+        let code = label.get_ref();
+        let found = [CONFIDENTIALITY, SENSITIVITY]
+            .iter()
+            .find(|(_, codes)| codes.contains(&code.as_str()))
+            .map(|(system, _)| *system);
+        match found {
+            Some(system) => labels.push(Label { system, code: code.clone() }),
+            None => c.error(
+                label.span(),
+                format!("protect[{i}].labels"),
+                format!("`{code}` is neither a confidentiality code (U, L, M, N, R, V) nor a sensitivity code ({})", SENSITIVITY.1.join(", ")),
+            ),
+        }
+    }
+    (c.errors.len() == before).then(|| Protection {
+        name: rule.name.get_ref().clone(),
+        resource_type: resource_type.clone(),
+        elements,
+        readers,
+        granularity,
+        search,
+        labels,
+        origin,
+        narrative: rule.narrative.as_ref().map(|n| match n.get_ref() {
+            RawNarrative::Seal => Narrative::Seal,
+            RawNarrative::Neutral => Narrative::Neutral,
+        }),
+        displays: rule.displays.as_ref().map(|d| match d.get_ref() {
+            RawDisplays::Matching => Displays::Matching,
+            RawDisplays::All => Displays::All,
+            RawDisplays::Keep => Displays::Keep,
+        }),
+    })
+}
