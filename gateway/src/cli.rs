@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod authority;
+mod policy;
 
 /// FHIRseal: a gateway that seals protected FHIR elements under attribute-based encryption.
 #[derive(Debug, Parser)]
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// The attribute authority: keys, users, sub-authorities, revocation and periods.
     Authority(authority::Args),
+    /// The compliance policy: check it, see a token's attributes, explain a resource.
+    Policy(policy::Args),
 }
 
 /// Exit status for a usage error (`EX_USAGE`).
@@ -39,6 +42,7 @@ pub(crate) fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Authority(args) => authority::run(args),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(output) => {

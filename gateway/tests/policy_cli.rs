@@ -1,0 +1,169 @@
+//! `fhirseal policy …` run as a real process, as a compliance officer would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fhirseal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhirseal"))
+        .arg("policy")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fhirseal(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = fhirseal(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fhir-profiles/policies")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const PATIENT: &str = r#"{"resourceType": "Patient", "id": "p1", "birthDate": "1970-01-01",
+  "name": [{"family": "Chalmers"}], "gender": "male"}"#;
+
+#[test]
+fn check_validates_every_shipped_policy_and_names_each_problem() {
+    for name in [
+        "general-hospital.toml",
+        "part2-substance-use.toml",
+        "hiv-behavioural-health.toml",
+        "research-deidentified.toml",
+    ] {
+        let path = policies().join(name);
+        let out = ok(&["check", path.to_str().unwrap()]);
+        assert!(
+            out.contains("is valid") && out.contains("everything else is denied"),
+            "{out}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[policy]\nname = \"x\"\nversion = \"1\"\ndefault = \"deny\"\n[[protect]]\nname = \"p\"\nresource = \"Observation\"\nelements = [\"Observation.status\"]\nreaders = \"a\"\n",
+    );
+    let (code, err) = fails(&["check", &bad]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.toml:8: protect[0].elements: `Observation.status` is a modifier element"),
+        "{err}"
+    );
+    let (code, err) = fails(&["check", "/nonexistent/policy.toml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/policy.toml: cannot be read"),
+        "{err}"
+    );
+    let (code, _) = fails(&["check"]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn attributes_and_explain_answer_for_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let nurse = write(
+        dir.path(),
+        "nurse.json",
+        r#"{"sub": "n", "fhirUser": "Practitioner/n", "practitioner_roles": [{"code": ["nurse"]}]}"#,
+    );
+    let hr = write(
+        dir.path(),
+        "hr.json",
+        r#"{"sub": "h", "department": "human-resources"}"#,
+    );
+    let resource = write(dir.path(), "patient.json", PATIENT);
+
+    let out = ok(&["attributes", "--claims", &nurse]);
+    assert_eq!(
+        out.trim(),
+        "org:st-mary  (role nurse)\nrole:nurse  (role nurse)"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["attributes", "--claims", &hr, "--json"])).unwrap();
+    assert_eq!(
+        listed[1]["attribute"], "org:st-mary/dept:hr",
+        "with its parent first: {listed}"
+    );
+    assert_eq!(listed[0]["attribute"], "org:st-mary");
+
+    // With the embedded default policy a nurse reads demographics; HR may not read patients.
+    let out = ok(&["explain", "--claims", &nurse, "--resource", &resource]);
+    assert!(
+        out.contains("read: permitted by access rule `clinicians work with clinical records`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Patient.birthDate: open: rule `demographics`"),
+        "{out}"
+    );
+    let explained: serde_json::Value = serde_json::from_str(&ok(&[
+        "explain",
+        "--claims",
+        &hr,
+        "--resource",
+        &resource,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(explained["read"]["permitted"], false);
+    assert!(
+        explained["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["open"] == false)
+    );
+    assert_eq!(explained["elements"].as_array().unwrap().len(), 2);
+
+    // Under the research policy a researcher sees the record but not who it is.
+    let researcher = write(
+        dir.path(),
+        "r.json",
+        r#"{"sub": "r", "scope": "user/*.rs", "department": "research"}"#,
+    );
+    let research = policies().join("research-deidentified.toml");
+    let out = ok(&[
+        "explain",
+        "--policy",
+        research.to_str().unwrap(),
+        "--claims",
+        &researcher,
+        "--resource",
+        &resource,
+    ]);
+    assert!(
+        out.contains("Patient.name[0]: masked: rule `direct identifiers`"),
+        "{out}"
+    );
+
+    let not_claims = write(dir.path(), "bad.json", r#"{"fhirUser": "Practitioner/x"}"#);
+    let (code, err) = fails(&["attributes", "--claims", &not_claims]);
+    assert_eq!(code, 1);
+    assert!(err.contains("claims: `sub` is required"), "{err}");
+    let not_json = write(dir.path(), "bad2.json", "{");
+    let (_, err) = fails(&["explain", "--claims", &nurse, "--resource", &not_json]);
+    assert!(err.contains("bad2.json: not JSON"), "{err}");
+}
