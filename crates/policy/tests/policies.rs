@@ -560,3 +560,42 @@ proptest! {
         prop_assert_eq!(original.attributes(&who), reordered.attributes(&who));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any text, and any mutation of a shipped policy, loads or is refused with errors that
+    /// name the file: never a panic.
+    #[test]
+    fn no_policy_text_makes_it_panic(junk in "\\PC{0,200}", cut in 0usize..4000, insert in "[\\[\\]=\"a-z.\\n ]{0,12}") {
+        let _ = Policy::load(&[("junk.toml".into(), junk)]);
+        let text = std::fs::read_to_string(policies_dir().join("general-hospital.toml")).unwrap();
+        let mut at = cut.min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mutated = format!("{}{insert}{}", &text[..at], &text[at..]);
+        if let Err(errors) = Policy::load(&[("mutated.toml".into(), mutated)]) {
+            prop_assert!(!errors.0.is_empty());
+            prop_assert!(errors.0.iter().all(|e| e.file == "mutated.toml"));
+        }
+    }
+
+    /// Any claims JSON gives a principal or says what is wrong.
+    #[test]
+    fn no_claims_make_it_panic(sub in proptest::option::of("[a-z]{1,5}"), user in proptest::option::of("[A-Za-z/]{0,12}"), roles in proptest::option::of(0u8..3)) {
+        let mut claims = json!({});
+        if let Some(sub) = sub { claims["sub"] = json!(sub); }
+        if let Some(user) = user { claims["fhirUser"] = json!(user); }
+        match roles {
+            Some(0) => claims["practitioner_roles"] = json!("x"),
+            Some(1) => claims["practitioner_roles"] = json!([{"code": 5}]),
+            Some(_) => claims["practitioner_roles"] = json!([{"code": ["a"], "organization": ["o"]}]),
+            None => {}
+        }
+        if let Ok(who) = Principal::from_claims(&claims) {
+            let policy = shipped("general-hospital.toml");
+            let _ = policy.decide(&who, &request(Interaction::Read, "Patient", None));
+        }
+    }
+}
