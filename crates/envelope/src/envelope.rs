@@ -48,6 +48,10 @@ pub struct ElementContext<'a> {
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct ResourceKey([u8; 32]);
 
+/// A resource key's AES-256-GCM key schedule, prepared once to open many elements; wiped on
+/// drop (aes-gcm's `zeroize` feature).
+pub struct ResourceCipher(Aes256Gcm);
+
 /// A resource key wrapped under a header key, for one resource.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WrappedKey([u8; WRAPPED]);
@@ -113,8 +117,19 @@ pub fn open_with(
     envelope: &Envelope,
     resource_key: &ResourceKey,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
+    open_prepared(ctx, envelope, &resource_key.cipher())
+}
+
+/// Opens an envelope with its resource's key schedule, prepared once per resource
+/// ([`ResourceKey::cipher`]). Any failure is [`Error::Open`].
+pub fn open_prepared(
+    ctx: &ElementContext<'_>,
+    envelope: &Envelope,
+    cipher: &ResourceCipher,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
     let aad = ctx.element_aad(envelope.header);
-    cipher(&resource_key.0)
+    cipher
+        .0
         .decrypt(
             &Nonce::from(envelope.nonce),
             Payload {
@@ -183,6 +198,11 @@ impl ResourceKey {
         Self(key)
     }
 
+    /// Its prepared key schedule, for opening several elements of one resource.
+    pub fn cipher(&self) -> ResourceCipher {
+        ResourceCipher(cipher(&self.0))
+    }
+
     /// This key wrapped under `header_key` for resource `resource_type/id`.
     pub fn wrap(
         &self,
@@ -247,6 +267,12 @@ impl WrappedKey {
         );
         let bytes: [u8; 32] = key.as_slice().try_into().map_err(|_| Error::Open)?;
         Ok(ResourceKey(bytes))
+    }
+}
+
+impl fmt::Debug for ResourceCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResourceCipher(..)")
     }
 }
 

@@ -61,6 +61,9 @@ mod header;
 
 pub use blind_index::{BlindIndex, ValueKind};
 pub use cache::HeaderCache;
-pub use envelope::{ElementContext, Envelope, ResourceKey, WrappedKey, open, open_with, seal};
+pub use envelope::{
+    ElementContext, Envelope, ResourceCipher, ResourceKey, WrappedKey, open, open_prepared,
+    open_with, seal,
+};
 pub use error::{Error, Malformed};
 pub use header::{Granularity, Header, HeaderId, HeaderKey};

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use std::rc::Rc;
 
 use fhirseal_envelope::{
-    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceKey, WrappedKey,
+    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceCipher, WrappedKey,
 };
 use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
@@ -234,7 +234,7 @@ struct Walk<'w, 'r, 'a> {
     local: &'w HashMap<HeaderId, Vec<u8>>,
     /// The resource's key, unwrapped once per header (`None`: it does not unwrap). A resource
     /// has one or a few: a list beats a map.
-    resource_keys: Vec<((HeaderId, WrappedKey), Option<ResourceKey>)>,
+    resource_keys: Vec<((HeaderId, WrappedKey), Option<ResourceCipher>)>,
 }
 
 impl Walk<'_, '_, '_> {
@@ -466,15 +466,16 @@ impl Walk<'_, '_, '_> {
                 let key = envelope
                     .wrapped()
                     .unwrap(&header.key, envelope.header(), self.resource_type, self.id)
-                    .ok();
+                    .ok()
+                    .map(|key| key.cipher());
                 self.resource_keys.push((slot, key));
                 self.resource_keys.len() - 1
             }
         };
-        let resource_key = self.resource_keys[at].1.as_ref()?;
+        let cipher = self.resource_keys[at].1.as_ref()?;
         let ctx =
             ElementContext::with_policy_text(self.resource_type, self.id, path, &header.policy);
-        let plaintext = fhirseal_envelope::open_with(&ctx, &envelope, resource_key).ok()?;
+        let plaintext = fhirseal_envelope::open_prepared(&ctx, &envelope, cipher).ok()?;
         serde_json::from_slice(&plaintext).ok()
     }
 
