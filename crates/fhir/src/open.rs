@@ -121,6 +121,7 @@ impl Session<'_, '_> {
             if let Some(Value::Array(entries)) = object.get_mut("entry") {
                 for entry in entries {
                     let Some(entry) = entry.as_object_mut() else {
+                        self.stray_value(entry);
                         continue;
                     };
                     let binding = entry
@@ -130,8 +131,18 @@ impl Session<'_, '_> {
                     if let Some(inner) = entry.get_mut("resource") {
                         self.open_any(inner, binding.as_deref());
                     }
+                    // Nothing is sealed in an entry's own members (search, request, response):
+                    // whatever sealed content the upstream put there is masked.
+                    self.stray_members(entry, "resource");
                 }
             }
+            // (An `entry` that is not a list was not walked above: it is walked as stray.)
+            let walked = if object.get("entry").is_some_and(Value::is_array) {
+                "entry"
+            } else {
+                ""
+            };
+            self.stray_members(object, walked);
             return;
         }
         self.open_resource(object, binding);
@@ -166,6 +177,30 @@ impl Session<'_, '_> {
         if opened > 0 && masked == 0 {
             remove_masked_label(object);
         }
+    }
+
+    /// Masks sealed content in the members of `object` other than `skip`, which sealing never
+    /// writes to (a Bundle's own members, an entry's `search`, `request`, `response`).
+    fn stray_members(&mut self, object: &mut Map<String, Value>, skip: &str) {
+        strip_envelope_in(object);
+        for (key, value) in object.iter_mut() {
+            if key != skip {
+                self.stray_value(value);
+            }
+        }
+    }
+
+    /// Masks sealed content in `value`, which sealing never writes to.
+    fn stray_value(&mut self, value: &mut Value) {
+        let none = HashMap::new();
+        let mut walk = Walk {
+            session: self,
+            resource_type: "(not a resource)",
+            id: "",
+            local: &none,
+            resource_keys: Vec::new(),
+        };
+        walk.stray(value);
     }
 
     /// The key and structure of header `id`, found once per call: from the cache when this

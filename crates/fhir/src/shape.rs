@@ -81,9 +81,17 @@ pub(crate) fn strip_envelope(value: &mut Value) {
 }
 
 /// [`strip_envelope`] on an object.
+///
+/// Headers and blind-index tokens are taken from a resource's root before its walk, so any left
+/// wherever this runs are strays, and go too.
 pub(crate) fn strip_envelope_in(object: &mut Map<String, Value>) {
     if let Some(Value::Array(extensions)) = object.get_mut("extension") {
-        extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(SEALED_ELEMENT));
+        extensions.retain(|e| {
+            !matches!(
+                e.get("url").and_then(Value::as_str),
+                Some(SEALED_ELEMENT | SEALED_HEADER | BLIND_INDEX)
+            )
+        });
         if extensions.is_empty() {
             object.shift_remove("extension");
         }

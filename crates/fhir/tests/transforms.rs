@@ -769,8 +769,10 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
     use rand_core::{RngCore, SeedableRng};
     let mut w = World::new();
     let rules = patient_rules(Granularity::Resource);
-    let original = patient();
-    let sealed = w.seal(&original, &rules);
+    // A resource, or the same resource in a Bundle (odd rounds).
+    let bundle_of = |r: Value| json!({"resourceType": "Bundle", "type": "searchset", "entry": [{"fullUrl": "urn:uuid:1", "resource": r, "search": {"mode": "match"}}]});
+    let originals = [patient(), bundle_of(patient())];
+    let sealed_forms = [w.seal(&originals[0], &rules), w.seal(&originals[1], &rules)];
     let full = w.fx.key(ALL, 0);
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(99);
     let replacements = [
@@ -785,10 +787,19 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
         json!({"extension": "not an array"}),
         json!({"extension": [{"url": SEALED_ELEMENT, "valueBase64Binary": 5}]}),
     ];
-    let mut targets = Vec::new();
-    pointers(&sealed, String::new(), &mut targets);
+    let targets: Vec<Vec<String>> = sealed_forms
+        .iter()
+        .map(|s| {
+            let mut t = Vec::new();
+            pointers(s, String::new(), &mut t);
+            t
+        })
+        .collect();
     let cache = cache();
     for round in 0..1500 {
+        let which = round % 2;
+        let (original, sealed, targets) =
+            (&originals[which], &sealed_forms[which], &targets[which]);
         let mut mutated = sealed.clone();
         for _ in 0..=(round % 3) {
             let at = &targets[rng.next_u32() as usize % targets.len()];
@@ -816,8 +827,15 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
         }
         // (A resource of another type has no rules here: what it may carry is the policy's
         // decision, deny by default, not the transform's.)
+        let kind = match which {
+            0 => &input["resourceType"],
+            _ if input["resourceType"] == "Bundle" => {
+                &input["entry"][0]["resource"]["resourceType"]
+            }
+            _ => &input["resourceType"],
+        };
         if let Ok(sealed_input) = w.try_seal(&input, &rules)
-            && input["resourceType"] == "Patient"
+            && kind == "Patient"
         {
             assert!(
                 !text(&sealed_input).contains("1974-12-25"),
