@@ -602,34 +602,39 @@ fn contradictions(errors: &mut Vec<PolicyError>, protections: &[Protection]) {
                 ),
             });
         }
-        if i > 0 {
-            let (q, _) = all[i - 1];
-            if q.resource_type == p.resource_type && q.name != p.name {
-                for (mine, theirs, what) in [
-                    (
-                        p.narrative.map(|n| format!("{n:?}")),
-                        q.narrative.map(|n| format!("{n:?}")),
-                        "narrative",
-                    ),
-                    (
-                        p.displays.map(|d| format!("{d:?}")),
-                        q.displays.map(|d| format!("{d:?}")),
-                        "displays",
-                    ),
-                ] {
-                    if let (Some(mine), Some(theirs)) = (mine, theirs)
-                        && mine != theirs
-                    {
-                        errors.push(PolicyError {
-                            file: p.origin.file.clone(),
-                            line: p.origin.line,
-                            key: format!("protect.{what}"),
-                            message: format!(
-                                "rule `{}` says {what} = {mine} for {}, rule `{}` says {theirs}",
-                                p.name, p.resource_type, q.name
-                            ),
-                        });
-                    }
+    }
+    // Narrative and display settings hold for a whole resource type: two rules must agree.
+    let mut by_origin: Vec<&Protection> = protections.iter().collect();
+    by_origin.sort_by(|a, b| a.origin.cmp(&b.origin));
+    for (i, p) in by_origin.iter().enumerate() {
+        for q in by_origin[..i]
+            .iter()
+            .filter(|q| q.resource_type == p.resource_type)
+        {
+            for (mine, theirs, what) in [
+                (
+                    p.narrative.map(|n| format!("{n:?}")),
+                    q.narrative.map(|n| format!("{n:?}")),
+                    "narrative",
+                ),
+                (
+                    p.displays.map(|d| format!("{d:?}")),
+                    q.displays.map(|d| format!("{d:?}")),
+                    "displays",
+                ),
+            ] {
+                if let (Some(mine), Some(theirs)) = (mine, theirs)
+                    && mine != theirs
+                {
+                    errors.push(PolicyError {
+                        file: p.origin.file.clone(),
+                        line: p.origin.line,
+                        key: format!("protect.{what}"),
+                        message: format!(
+                            "rule `{}` says {what} = {mine} for {}, rule `{}` ({}:{}) says {theirs}",
+                            p.name, p.resource_type, q.name, q.origin.file, q.origin.line
+                        ),
+                    });
                 }
             }
         }

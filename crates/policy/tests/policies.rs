@@ -337,7 +337,7 @@ fn each_broken_policy_yields_its_error_message() {
         ),
         (
             "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"x\"\nnarrative = \"seal\"\n[[protect]]\nname = \"q\"\nresource = \"Patient\"\nelements = [\"Patient.birthDate\"]\nreaders = \"y\"\nnarrative = \"neutral\"\n",
-            "rule `q` says narrative = Neutral for Patient, rule `p` says Seal",
+            "broken.toml:7: protect.narrative: rule `q` says narrative = Neutral for Patient, rule `p` (broken.toml:1) says Seal",
         ),
         (
             "[[roles]]\nname = \"r\"\nattributes = [\"a\"]\n[[roles]]\nname = \"r\"\nattributes = [\"b\"]\n",
