@@ -204,6 +204,18 @@ impl ElementRule {
         }
     }
 
+    /// The same rule under another structure (for one patient's records: `patient:self`
+    /// resolved). The checks of [`ElementRule::new`] do not depend on the structure, so none is
+    /// run again.
+    pub fn with_policy(&self, policy: AccessStructure) -> Self {
+        Self {
+            path: self.path.clone(),
+            policy,
+            granularity: self.granularity,
+            blind_index: self.blind_index,
+        }
+    }
+
     /// Whether sealing writes blind-index tokens for it.
     pub fn blind_index(&self) -> bool {
         self.blind_index

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use fhirseal_envelope::Granularity;
+use fhirseal_fhir::locate;
 use fhirseal_fhir::structure::r4;
-use fhirseal_fhir::{ElementRule, locate};
 use rshabe::AccessStructure;
 use serde_json::Value;
 
@@ -139,9 +139,9 @@ impl Policy {
         {
             let readers = protection.readers_for(patient);
             let open = attributes.satisfy(&readers);
-            for path in &protection.elements {
+            for rule in &protection.elements {
                 elements.push(ElementObligation {
-                    path: path.to_string(),
+                    path: rule.path().to_string(),
                     rule: protection.name.clone(),
                     readers: readers.clone(),
                     granularity: protection.granularity,
@@ -193,13 +193,8 @@ impl Policy {
         {
             let readers = protection.readers_for(patient.as_deref());
             let open = attributes.satisfy(&readers);
-            for path in &protection.elements {
-                let Ok(rule) =
-                    ElementRule::new(path.as_str(), readers.clone(), protection.granularity)
-                else {
-                    continue;
-                };
-                for concrete in locate(resource, &rule) {
+            for rule in &protection.elements {
+                for concrete in locate(resource, rule) {
                     let why = words(protection, &readers, &attributes, open, patient.as_deref());
                     elements.push(ElementExplanation {
                         path: concrete,

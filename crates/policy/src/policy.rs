@@ -78,8 +78,9 @@ pub struct Protection {
     pub name: String,
     /// The resource type.
     pub resource_type: String,
-    /// The elements.
-    pub elements: Vec<ElementPath>,
+    /// The element rules, checked against R4 at load, under `readers` as written (with
+    /// `patient:self` unresolved): [`Policy::rules_for`] resolves it per record.
+    pub elements: Vec<ElementRule>,
     /// Who may read them (`patient:self`: the record's own patient).
     pub readers: AccessStructure,
     /// Header granularity.
@@ -419,16 +420,8 @@ impl Policy {
         for protection in &self.protections {
             let entry = by_type.entry(&protection.resource_type).or_default();
             let readers = protection.readers_for(patient);
-            for path in &protection.elements {
-                // Validated at load: the rule was accepted then with the same path.
-                if let Ok(rule) =
-                    ElementRule::new(path.as_str(), readers.clone(), protection.granularity)
-                {
-                    entry.0.push(match protection.search {
-                        Search::BlindIndex => rule.with_blind_index(),
-                        Search::Reject | Search::Filter => rule,
-                    });
-                }
+            for rule in &protection.elements {
+                entry.0.push(rule.with_policy(readers.clone()));
             }
             entry.1 = entry.1.or(protection.narrative);
             entry.2 = entry.2.or(protection.displays);
@@ -587,7 +580,7 @@ fn unique<'a>(
 fn contradictions(errors: &mut Vec<PolicyError>, protections: &[Protection]) {
     let mut all: Vec<(&Protection, &ElementPath)> = protections
         .iter()
-        .flat_map(|p| p.elements.iter().map(move |e| (p, e)))
+        .flat_map(|p| p.elements.iter().map(move |e| (p, e.path())))
         .collect();
     all.sort_by(|a, b| (&a.0.origin, a.1.as_str()).cmp(&(&b.0.origin, b.1.as_str())));
     for (i, (p, path)) in all.iter().enumerate() {
@@ -808,10 +801,13 @@ fn check_protect(
         }
         // The fhir crate's checks: id, meta, modifiers, required, compartment references,
         // placeholders that would lack required members.
-        if let Err(e) = ElementRule::new(text, readers.clone(), granularity) {
-            c.error(element.span(), key, e.reason);
-            continue;
-        }
+        let rule = match ElementRule::new(text, readers.clone(), granularity) {
+            Ok(rule) => rule,
+            Err(e) => {
+                c.error(element.span(), key, e.reason);
+                continue;
+            }
+        };
         if search == Search::BlindIndex {
             let element_def = path.element();
             if let Some(bad) = element_def
@@ -827,7 +823,10 @@ fn check_protect(
                 continue;
             }
         }
-        elements.push(path);
+        elements.push(match search {
+            Search::BlindIndex => rule.with_blind_index(),
+            Search::Reject | Search::Filter => rule,
+        });
     }
     let mut labels = Vec::new();
     for label in &rule.labels {
