@@ -197,7 +197,35 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         binding: Option<&str>,
     ) -> Result<Sealed, SealError> {
         let mut out = resource.clone();
-        let Some(object) = out.as_object_mut() else {
+        let elements = self.seal_resource_in_place(&mut out, rules, binding)?;
+        Ok(Sealed {
+            resource: out,
+            elements,
+        })
+    }
+
+    /// Seals each entry of a Bundle (searchset, history, transaction, batch, collection,
+    /// document), binding an entry without an `id` to its `fullUrl`.
+    pub fn seal_bundle(&mut self, bundle: &Value, rules: &Rules) -> Result<Sealed, SealError> {
+        let mut out = bundle.clone();
+        let elements = self.seal_bundle_in_place(&mut out, rules)?;
+        Ok(Sealed {
+            resource: out,
+            elements,
+        })
+    }
+
+    /// [`Sealer::seal_resource`] on the caller's copy; returns how many elements were sealed.
+    /// A resource with nothing to seal is left untouched. On error the copy is half sealed and
+    /// must be dropped.
+    fn seal_resource_in_place(
+        &mut self,
+        resource: &mut Value,
+        rules: &Rules,
+        binding: Option<&str>,
+    ) -> Result<usize, SealError> {
+        // Every check first, on the resource as given; then sealing in place.
+        let Some(object) = resource.as_object() else {
             return Err(SealError::NotAResource);
         };
         let Some(resource_type) = object
@@ -208,10 +236,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             return Err(SealError::NotAResource);
         };
         if !applies(object, rules) {
-            return Ok(Sealed {
-                resource: out,
-                elements: 0,
-            });
+            return Ok(0);
         }
         if holds_sealed(resource) || has_masked_label(object) {
             return Err(SealError::AlreadySealed { resource_type });
@@ -219,6 +244,9 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let id = match (object.get("id").and_then(Value::as_str), binding) {
             (Some(id), _) | (None, Some(id)) => id.to_string(),
             (None, None) => return Err(SealError::NoId { resource_type }),
+        };
+        let Some(object) = resource.as_object_mut() else {
+            return Err(SealError::NotAResource);
         };
         let mut work = Work {
             resource_type: resource_type.clone(),
@@ -233,10 +261,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let set = rules.for_type(&resource_type);
         self.seal_object(object, rules, &resource_type, &mut work)?;
         if work.sealed.is_empty() {
-            return Ok(Sealed {
-                resource: resource.clone(),
-                elements: 0,
-            });
+            return Ok(0);
         }
         let displays = set.map_or(Displays::default(), RuleSet::displays);
         if displays != Displays::Keep {
@@ -267,18 +292,17 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                 .collect();
             append_extensions(object, extensions)?;
         }
-        Ok(Sealed {
-            resource: out,
-            elements: work.sealed.len(),
-        })
+        Ok(work.sealed.len())
     }
 
-    /// Seals each entry of a Bundle (searchset, history, transaction, batch, collection,
-    /// document), binding an entry without an `id` to its `fullUrl`.
-    pub fn seal_bundle(&mut self, bundle: &Value, rules: &Rules) -> Result<Sealed, SealError> {
-        let mut out = bundle.clone();
+    /// [`Sealer::seal_bundle`] on the caller's copy, entry by entry (Bundles inside too).
+    fn seal_bundle_in_place(
+        &mut self,
+        bundle: &mut Value,
+        rules: &Rules,
+    ) -> Result<usize, SealError> {
         let mut elements = 0;
-        if let Some(Value::Array(entries)) = out.get_mut("entry") {
+        if let Some(Value::Array(entries)) = bundle.get_mut("entry") {
             for entry in entries {
                 let binding = entry
                     .get("fullUrl")
@@ -287,20 +311,15 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                 let Some(resource) = entry.get_mut("resource") else {
                     continue;
                 };
-                let sealed =
+                elements +=
                     if resource.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-                        self.seal_bundle(resource, rules)?
+                        self.seal_bundle_in_place(resource, rules)?
                     } else {
-                        self.seal_resource(resource, rules, binding.as_deref())?
+                        self.seal_resource_in_place(resource, rules, binding.as_deref())?
                     };
-                elements += sealed.elements;
-                *resource = sealed.resource;
             }
         }
-        Ok(Sealed {
-            resource: out,
-            elements,
-        })
+        Ok(elements)
     }
 
     /// Applies the rules of `object`'s type, then seals its contained resources by theirs.
@@ -437,6 +456,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             } => {
                 let companion = format!("_{key}");
                 let len = indices.iter().max().map_or(0, |i| i + 1);
+                let mut sealed_any = false;
                 for i in indices {
                     let item_path = format!("{path}[{i}]");
                     let mut removed = Map::new();
@@ -451,6 +471,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     if removed.is_empty() {
                         continue;
                     }
+                    sealed_any = true;
                     let envelope =
                         self.envelope(work, policy, granularity, &item_path, &removed)?;
                     if primitive {
@@ -481,6 +502,10 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     {
                         *item = complex_placeholder(removed.get(&key), envelope);
                     }
+                }
+                // Nothing sealed, nothing touched: sealing leaves such a resource as it was.
+                if !sealed_any {
+                    return Ok(());
                 }
                 // A repeating primitive whose values are all sealed loses its value array.
                 if let Some(Value::Array(values)) = holder.get(&key)
