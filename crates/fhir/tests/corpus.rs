@@ -7,6 +7,8 @@
 //! - the sealed JSON is written out for `scripts/fhir-validate`, which `scripts/test` runs next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/fixture.rs"]
 mod fixture;
 
@@ -20,19 +22,6 @@ use fixture::{ALL, Fixture, cache};
 use serde_json::{Map, Value, json};
 
 const CANARY: &str = "CANARY-7f3a";
-
-fn corpus_dir() -> PathBuf {
-    let dir = std::env::var_os("FHIRSEAL_R4_EXAMPLES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/r4-examples/package"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("Patient-example.json").exists(),
-        "the R4 examples are not at {}: run scripts/fetch-r4-examples (scripts/test does)",
-        dir.display()
-    );
-    dir
-}
 
 fn out_dir() -> PathBuf {
     let dir = std::env::var_os("FHIRSEAL_SEALED_OUT").map_or_else(
@@ -207,7 +196,7 @@ fn plant_value(
 
 #[test]
 fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
-    let dir = corpus_dir();
+    let dir = examples::r4_examples_dir();
     let out = out_dir();
     let rules = fixture::rules();
     let mut fx = Fixture::new(11);

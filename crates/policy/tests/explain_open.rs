@@ -16,18 +16,13 @@ use rand_core::SeedableRng;
 use rshabe::DecryptionKey;
 use serde_json::{Value, json};
 
+#[path = "../../fhir/tests/support/examples.rs"]
+mod examples;
+
 const DAR: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 
 fn examples() -> Vec<(String, Value)> {
-    let dir = std::env::var_os("FHIRSEAL_R4_EXAMPLES").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/r4-examples/package"),
-        PathBuf::from,
-    );
-    assert!(
-        dir.join("Patient-example.json").exists(),
-        "the R4 examples are not at {}: run scripts/fetch-r4-examples (scripts/test does)",
-        dir.display()
-    );
+    let dir = examples::r4_examples_dir();
     let mut out = Vec::new();
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
