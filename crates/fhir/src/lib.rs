@@ -42,6 +42,7 @@
 //! must be sealed again under that id (the gateway assigns ids itself before sealing creates).
 #![warn(missing_docs)]
 
+pub mod compartment;
 mod open;
 pub mod path;
 pub mod rules;

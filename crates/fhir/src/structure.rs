@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 const ELEMENTS: &str = include_str!("../../../fhir-profiles/r4/elements.tsv");
 const KINDS: &str = include_str!("../../../fhir-profiles/r4/kinds.tsv");
 const COMPARTMENT: &str = include_str!("../../../fhir-profiles/r4/compartment-patient.tsv");
+const COMPARTMENT_PARAMS: &str =
+    include_str!("../../../fhir-profiles/r4/compartment-patient-params.tsv");
 
 /// How many times an element may repeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +78,7 @@ pub struct R4 {
     elements: HashMap<&'static str, Element>,
     kinds: HashMap<&'static str, Kind>,
     compartment: HashMap<&'static str, Vec<&'static str>>,
+    compartment_params: HashMap<&'static str, Vec<&'static str>>,
 }
 
 /// The R4 facts, parsed on first use (about 7,600 elements).
@@ -130,10 +133,17 @@ impl R4 {
                 compartment.entry(rtype).or_default().push(path);
             }
         }
+        let mut compartment_params: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
+        for line in rows(COMPARTMENT_PARAMS) {
+            if let Some((rtype, param)) = line.split_once('\t') {
+                compartment_params.entry(rtype).or_default().push(param);
+            }
+        }
         Self {
             elements,
             kinds,
             compartment,
+            compartment_params,
         }
     }
 
@@ -163,6 +173,15 @@ impl R4 {
     /// (`Observation.subject`, `Observation.performer`).
     pub fn compartment_references(&self, resource_type: &str) -> &[&'static str] {
         self.compartment
+            .get(resource_type)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The search parameters by which a resource of `resource_type` is in a Patient compartment,
+    /// in CompartmentDefinition/patient's order (`Observation`: `subject`, `performer`); empty
+    /// for types outside it. `{def}` stands for the Patient itself.
+    pub fn compartment_params(&self, resource_type: &str) -> &[&'static str] {
+        self.compartment_params
             .get(resource_type)
             .map_or(&[], Vec::as_slice)
     }

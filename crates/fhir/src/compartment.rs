@@ -1,0 +1,190 @@
+//! The Patient compartment (R4 CompartmentDefinition/patient): whether a resource is in one
+//! patient's compartment, and the search parameter that narrows a search to it. A SMART
+//! `patient/` scope reaches no further than this.
+
+use serde_json::Value;
+
+use crate::structure::r4;
+
+/// Whether `resource` is in the compartment of `Patient/{patient_id}`: it is that Patient, or
+/// one of the references that put its type in a Patient compartment (`Observation.subject`,
+/// `Observation.performer`, `Patient.link.other`, …) points at it.
+///
+/// A reference counts when it is relative (`Patient/123`, also with `/_history/2`) or absolute
+/// under one of `bases` (the server's own base URLs, without a trailing slash). References
+/// inside contained resources do not count: the container's own references decide. Resource
+/// types outside the compartment (`Practitioner`, `Organization`, …) are in no patient's.
+pub fn in_patient_compartment(resource: &Value, patient_id: &str, bases: &[&str]) -> bool {
+    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return false;
+    };
+    if patient_id.is_empty() {
+        return false;
+    }
+    if resource_type == "Patient" && resource.get("id").and_then(Value::as_str) == Some(patient_id)
+    {
+        return true;
+    }
+    r4().compartment_references(resource_type)
+        .iter()
+        .any(|path| {
+            let mut found = false;
+            let segments: Vec<&str> = path.split('.').skip(1).collect();
+            walk(resource, &segments, &mut |reference| {
+                found |= points_at(reference, patient_id, bases);
+            });
+            found
+        })
+}
+
+/// The search parameter to add (with the value `Patient/{id}`, or `{id}` for `_id`) so that a
+/// search on `resource_type` stays in one patient's compartment: `_id` for Patient; `patient`
+/// where the compartment uses it; else the first parameter the CompartmentDefinition lists
+/// (`subject` for Observation). `None` for types outside the compartment: a `patient/` scope
+/// cannot search them.
+///
+/// The narrowed search may find fewer resources than the whole compartment (an Observation whose
+/// `performer`, not `subject`, is the patient): scopes only delegate, so fewer is allowed, more
+/// never.
+pub fn patient_search_param(resource_type: &str) -> Option<&'static str> {
+    if resource_type == "Patient" {
+        return Some("_id");
+    }
+    let params = r4().compartment_params(resource_type);
+    params
+        .iter()
+        .find(|p| **p == "patient")
+        .or_else(|| params.iter().find(|p| **p != "{def}"))
+        .copied()
+}
+
+/// Calls `found` with the `reference` string of every Reference at `segments` below `value`.
+fn walk(value: &Value, segments: &[&str], found: &mut dyn FnMut(&str)) {
+    match value {
+        Value::Array(items) => {
+            for item in items {
+                walk(item, segments, found);
+            }
+        }
+        Value::Object(object) => match segments.split_first() {
+            None => {
+                if let Some(reference) = object.get("reference").and_then(Value::as_str) {
+                    found(reference);
+                }
+            }
+            Some((first, rest)) => {
+                if let Some(base) = first.strip_suffix("[x]") {
+                    if let Some(child) = object.get(&format!("{base}Reference")) {
+                        walk(child, rest, found);
+                    }
+                } else if let Some(child) = object.get(*first) {
+                    walk(child, rest, found);
+                }
+            }
+        },
+        _ => {}
+    }
+}
+
+/// Whether `reference` names `Patient/{patient_id}`, relatively or under one of `bases`.
+fn points_at(reference: &str, patient_id: &str, bases: &[&str]) -> bool {
+    let relative = if reference.starts_with("Patient/") {
+        reference
+    } else {
+        let Some(rest) = bases.iter().find_map(|base| {
+            reference
+                .strip_prefix(base.trim_end_matches('/'))
+                .and_then(|r| r.strip_prefix('/'))
+        }) else {
+            return false;
+        };
+        rest
+    };
+    let Some(rest) = relative.strip_prefix("Patient/") else {
+        return false;
+    };
+    let id = match rest.split_once('/') {
+        Some((id, history)) if history.starts_with("_history/") => id,
+        Some(_) => return false,
+        None => rest,
+    };
+    id == patient_id
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const BASE: &[&str] = &["https://fhir.example.org/r4"];
+
+    #[test]
+    fn a_patient_is_in_its_own_compartment_only() {
+        let p = json!({"resourceType": "Patient", "id": "123"});
+        assert!(in_patient_compartment(&p, "123", BASE));
+        assert!(!in_patient_compartment(&p, "12", BASE));
+        let linked = json!({"resourceType": "Patient", "id": "9",
+            "link": [{"other": {"reference": "Patient/123"}, "type": "seealso"}]});
+        assert!(in_patient_compartment(&linked, "123", BASE));
+    }
+
+    #[test]
+    fn references_count_relative_versioned_and_under_our_bases() {
+        for reference in [
+            "Patient/123",
+            "Patient/123/_history/4",
+            "https://fhir.example.org/r4/Patient/123",
+        ] {
+            let o = json!({"resourceType": "Observation", "subject": {"reference": reference}});
+            assert!(in_patient_compartment(&o, "123", BASE), "{reference}");
+        }
+        for reference in [
+            "Patient/1234",
+            "Patient/12",
+            "Group/123",
+            "https://elsewhere.example/Patient/123",
+            "https://fhir.example.org/r4x/Patient/123",
+            "Patient/123/foo",
+            "#p1",
+        ] {
+            let o = json!({"resourceType": "Observation", "subject": {"reference": reference}});
+            assert!(!in_patient_compartment(&o, "123", BASE), "{reference}");
+        }
+    }
+
+    #[test]
+    fn any_compartment_reference_counts_but_contained_ones_do_not() {
+        let performer = json!({"resourceType": "Observation",
+            "subject": {"reference": "Patient/1"},
+            "performer": [{"reference": "Practitioner/7"}, {"reference": "Patient/123"}]});
+        assert!(in_patient_compartment(&performer, "123", &[]));
+        let contained = json!({"resourceType": "Observation",
+            "subject": {"reference": "#c"},
+            "contained": [{"resourceType": "Observation", "id": "c",
+                "subject": {"reference": "Patient/123"}}]});
+        assert!(!in_patient_compartment(&contained, "123", &[]));
+        let encounter = json!({"resourceType": "Encounter",
+            "participant": [{"individual": {"reference": "Patient/123"}}]});
+        assert_eq!(
+            in_patient_compartment(&encounter, "123", &[]),
+            r4().compartment_references("Encounter")
+                .contains(&"Encounter.participant.individual")
+        );
+        let outside = json!({"resourceType": "Practitioner", "id": "123"});
+        assert!(!in_patient_compartment(&outside, "123", &[]));
+        assert!(!in_patient_compartment(&json!({"id": "123"}), "123", &[]));
+        assert!(!in_patient_compartment(&json!("Patient/123"), "123", &[]));
+        assert!(!in_patient_compartment(&performer, "", &[]));
+    }
+
+    #[test]
+    fn searches_narrow_by_the_compartment_parameter() {
+        assert_eq!(patient_search_param("Patient"), Some("_id"));
+        assert_eq!(patient_search_param("Observation"), Some("subject"));
+        assert_eq!(patient_search_param("Condition"), Some("patient"));
+        assert_eq!(patient_search_param("Encounter"), Some("subject"));
+        assert_eq!(patient_search_param("Practitioner"), None);
+        assert_eq!(patient_search_param("NoSuchType"), None);
+    }
+}
