@@ -8,6 +8,7 @@ use rshabe::{
     Attribute, DecryptionKey, KeyUpdate, MasterSecret, Params, PublicParams, RevocationList,
     SecretKey,
 };
+use zeroize::Zeroizing;
 
 use crate::cache::KeyCache;
 use crate::periods::Periods;
@@ -382,6 +383,39 @@ impl Authority {
         Ok(dk)
     }
 
+    // === named secrets ===
+
+    /// The named secret `name` (for instance `smart/signing-key/rs256`), unsealed: the stored one
+    /// if there is one, otherwise the value `create` makes, sealed under the key-encryption key
+    /// and stored. When several processes sharing the database create it at once, the first
+    /// stored value wins and every caller gets that one (the others' values are dropped).
+    ///
+    /// Each secret is sealed as the record `secret <name>`, so one secret cannot be passed off as
+    /// another, as the master secret or as a user key. A stored secret that does not open with
+    /// this key-encryption key is [`Error::Unseal`], never replaced.
+    pub fn secret_or_create(
+        &self,
+        name: &str,
+        create: impl FnOnce() -> Result<Zeroizing<Vec<u8>>, Error>,
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let name = checked_secret_name(name)?;
+        let record = sealed_secret_name(name);
+        // The store lock is not held while `create` runs (it may generate a key for a while).
+        let stored = self.store().secret(name)?;
+        if let Some(sealed) = stored {
+            return self.kek.open(&record, &sealed);
+        }
+        let value = create()?;
+        let sealed = self.kek.seal(&record, &value, rng);
+        let stored = self.store().insert_secret_if_absent(name, &sealed)?;
+        if stored == sealed {
+            return Ok(value);
+        }
+        // Another process stored its value first: use that one.
+        self.kek.open(&record, &stored)
+    }
+
     /// How many decryption keys are cached.
     pub fn cached_keys(&self) -> usize {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -406,6 +440,19 @@ impl std::fmt::Debug for Authority {
             .field("params", &self.pp.params())
             .finish_non_exhaustive()
     }
+}
+
+fn sealed_secret_name(name: &str) -> String {
+    format!("secret {name}")
+}
+
+fn checked_secret_name(name: &str) -> Result<&str, Error> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a valid secret name: 1 to 256 bytes, no control characters"
+        )));
+    }
+    Ok(name)
 }
 
 fn sealed_key_name(kind: Kind, name: &str) -> String {

@@ -121,6 +121,13 @@ pub enum Error {
     /// An invalid argument (an empty identity, an invalid attribute, a bad period length).
     #[error("{0}")]
     Invalid(String),
+    /// The value of a new named secret could not be made (see
+    /// [`Authority::secret_or_create`](crate::Authority::secret_or_create)).
+    #[error("the secret {name} could not be created")]
+    SecretCreation {
+        /// The secret's name.
+        name: String,
+    },
     /// A scheme error from `rshabe`.
     #[error(transparent)]
     Scheme(#[from] rshabe::Error),

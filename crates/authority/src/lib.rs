@@ -13,6 +13,8 @@
 //!   [`PostgresStore`] (shared by several gateway replicas), chosen by [`store::open`].
 //! - The master secret and every user key are sealed at rest with AES-256-GCM under a
 //!   key-encryption key, [`Kek`], read from a file or the `FHIRSEAL_AUTHORITY_KEK` variable.
+//! - Other components keep named secrets there, sealed the same way and shared by replicas
+//!   ([`Authority::secret_or_create`]): the embedded authorization server's signing key.
 //!
 //! ```
 //! use fhirseal_authority::{Authority, InitOptions, Kek, store};

@@ -3,10 +3,12 @@
 //! - [`SqliteStore`]: one file, the embedded default.
 //! - [`PostgresStore`]: for several gateway replicas sharing one authority.
 //!
-//! Both keep the same four tables: `fhirseal_meta` (schema version and counters), `master` (the
+//! Both keep the same five tables: `fhirseal_meta` (schema version and counters), `master` (the
 //! public parameters and the sealed master secret), `principals` (users and sub-authorities,
-//! each with its leaf, attributes, issuer, status and sealed key) and `key_updates` (the
-//! published update per period, tagged with the revocation-list version it was made for).
+//! each with its leaf, attributes, issuer, status and sealed key), `key_updates` (the
+//! published update per period, tagged with the revocation-list version it was made for) and
+//! `secrets` (named secrets of other components, such as the embedded authorization server's
+//! signing key, each sealed under the key-encryption key; schema version 2).
 //! Leaves are allocated from a counter in the same transaction that inserts the principal, under
 //! a write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR UPDATE`), with a `UNIQUE`
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
@@ -20,7 +22,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The authority's public record and sealed master secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,6 +180,11 @@ pub trait Store: Send {
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error>;
     /// Stores (or replaces) the key update of a period.
     fn put_key_update(&mut self, period: u64, version: u64, bytes: &[u8]) -> Result<(), Error>;
+    /// The stored (sealed) bytes of the named secret, if there is one.
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Stores `bytes` as the named secret unless one is already stored, and returns what is
+    /// stored: the first writer wins, so replicas sharing a database agree on one value.
+    fn insert_secret_if_absent(&mut self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Error>;
 }
 
 /// The principal `kind`/`name` and, for a sub-authority, every principal issued below it,

@@ -9,7 +9,8 @@ use super::{
 use crate::Error;
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE master (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         user_depth INTEGER NOT NULL,
@@ -37,7 +38,14 @@ const MIGRATIONS: &[&str] = &["
     );
     INSERT INTO fhirseal_meta (key, value) VALUES
         ('next_leaf', 0), ('period_offset', 0), ('revocation_version', 0);
-"];
+",
+    "
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        bytes BYTEA NOT NULL
+    );
+",
+];
 
 /// An advisory-lock key that serialises registry writers (issuance and revocation).
 const REGISTRY_LOCK: i64 = 0x4648_4952_5245_4749; // "FHIRREGI"
@@ -374,6 +382,33 @@ impl Store for PostgresStore {
             )
             .map_err(pg(location))?;
             Ok(())
+        })
+    }
+
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let row = self
+            .client
+            .query_opt("SELECT bytes FROM secrets WHERE name = $1", &[&name])
+            .map_err(|e| self.err(e))?;
+        row.map(|r| r.try_get(0))
+            .transpose()
+            .map_err(pg(&self.location))
+    }
+
+    fn insert_secret_if_absent(&mut self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        self.write(|tx, location| {
+            let err = pg(location);
+            // Concurrent inserts of one name: the loser's INSERT waits for the winner's commit,
+            // then does nothing, and its SELECT (a new snapshot under READ COMMITTED) sees the
+            // winner's row.
+            tx.execute(
+                "INSERT INTO secrets (name, bytes) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &bytes],
+            )
+            .map_err(&err)?;
+            tx.query_one("SELECT bytes FROM secrets WHERE name = $1", &[&name])
+                .and_then(|r| r.try_get(0))
+                .map_err(&err)
         })
     }
 }

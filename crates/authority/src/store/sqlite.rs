@@ -12,7 +12,8 @@ use super::{
 use crate::Error;
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE master (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         user_depth INTEGER NOT NULL,
@@ -40,7 +41,14 @@ const MIGRATIONS: &[&str] = &["
     );
     INSERT INTO fhirseal_meta (key, value) VALUES
         ('next_leaf', 0), ('period_offset', 0), ('revocation_version', 0);
-"];
+",
+    "
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        bytes BLOB NOT NULL
+    );
+",
+];
 
 /// The authority's state in one SQLite file.
 #[derive(Debug)]
@@ -387,6 +395,38 @@ impl Store for SqliteStore {
             )
             .map_err(|source| Error::Sqlite { location, source })?;
             Ok(())
+        })
+    }
+
+    fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.conn
+            .query_row(
+                "SELECT bytes FROM secrets WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn insert_secret_if_absent(&mut self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = |source| Error::Sqlite {
+                location: location.clone(),
+                source,
+            };
+            tx.execute(
+                "INSERT INTO secrets (name, bytes) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, bytes],
+            )
+            .map_err(err)?;
+            tx.query_row(
+                "SELECT bytes FROM secrets WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .map_err(err)
         })
     }
 }

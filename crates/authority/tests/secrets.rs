@@ -1,0 +1,325 @@
+//! Named secrets (the embedded authorization server's signing key and the like) on both backends:
+//! SQLite in a temporary folder, and a real PostgreSQL server started by `scripts/test`
+//! (`FHIRSEAL_TEST_POSTGRES_URL`). A missing server is a failure, never a skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use fhirseal_authority::{Authority, Error, InitOptions, Kek, Kind, store};
+use rand_core::OsRng;
+use rshabe::Params;
+use zeroize::Zeroizing;
+
+const NOW: i64 = 1_800_000_000;
+const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+const OTHER_KEK: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+const NAME: &str = "smart/signing-key/rs256";
+
+/// A fresh, empty database on one backend.
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    Db {
+        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
+        _dir: Some(dir),
+    }
+}
+
+fn postgres() -> Db {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
+             PostgreSQL server (PostgreSQL tests are never skipped)"
+        )
+    });
+    let name = format!(
+        "secrets_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Db {
+        url: format!("{prefix}/{name}"),
+        _dir: None,
+    }
+}
+
+fn backends() -> [(&'static str, Db); 2] {
+    [("sqlite", sqlite()), ("postgres", postgres())]
+}
+
+fn init(db: &Db, kek: &str) -> Authority {
+    Authority::init(
+        store::open(&db.url).unwrap(),
+        Kek::from_hex(kek, "test").unwrap(),
+        InitOptions {
+            params: Params::new(4, 4).unwrap(),
+            period_seconds: 86_400,
+        },
+        NOW,
+        &mut OsRng,
+    )
+    .unwrap()
+}
+
+fn open(db: &Db, kek: &str) -> Authority {
+    Authority::open(
+        store::open(&db.url).unwrap(),
+        Kek::from_hex(kek, "test").unwrap(),
+    )
+    .unwrap()
+}
+
+fn value(bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+    Ok(Zeroizing::new(bytes.to_vec()))
+}
+
+fn never() -> Result<Zeroizing<Vec<u8>>, Error> {
+    panic!("the secret exists: it must not be created again")
+}
+
+#[test]
+fn a_secret_is_created_once_then_read_back_sealed() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        let first = a
+            .secret_or_create(NAME, || value(b"key one"), &mut OsRng)
+            .unwrap();
+        assert_eq!(&**first, b"key one", "{backend}");
+        let again = a.secret_or_create(NAME, never, &mut OsRng).unwrap();
+        assert_eq!(&**again, b"key one", "{backend}");
+        drop(a);
+        let reopened = open(&db, KEK);
+        assert_eq!(
+            &**reopened.secret_or_create(NAME, never, &mut OsRng).unwrap(),
+            b"key one",
+            "{backend}: persisted"
+        );
+        // Sealed at rest: the plaintext is not in the row.
+        let raw: Vec<u8> = raw_secret(backend, &db.url, NAME);
+        assert!(
+            !raw.windows(7).any(|w| w == b"key one"),
+            "{backend}: stored in clear"
+        );
+        // Another name is another secret.
+        assert_eq!(
+            &**reopened
+                .secret_or_create("other", || value(b"two"), &mut OsRng)
+                .unwrap(),
+            b"two"
+        );
+    }
+}
+
+#[test]
+fn the_first_writer_wins() {
+    for (backend, db) in backends() {
+        drop(init(&db, KEK));
+        let mut s = store::open(&db.url).unwrap();
+        assert_eq!(s.secret("x").unwrap(), None);
+        assert_eq!(s.insert_secret_if_absent("x", b"first").unwrap(), b"first");
+        assert_eq!(
+            s.insert_secret_if_absent("x", b"second").unwrap(),
+            b"first",
+            "{backend}"
+        );
+        assert_eq!(s.secret("x").unwrap().as_deref(), Some(&b"first"[..]));
+
+        // Processes racing to create the same secret all end up with one value.
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let url = db.url.clone();
+                std::thread::spawn(move || {
+                    let a = Authority::open(
+                        store::open(&url).unwrap(),
+                        Kek::from_hex(KEK, "t").unwrap(),
+                    )
+                    .unwrap();
+                    a.secret_or_create(NAME, || value(&[t; 16]), &mut OsRng)
+                        .unwrap()
+                        .to_vec()
+                })
+            })
+            .collect();
+        let values: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(
+            values.windows(2).all(|w| w[0] == w[1]),
+            "{backend}: {values:?}"
+        );
+        assert_eq!(
+            &**open(&db, KEK)
+                .secret_or_create(NAME, never, &mut OsRng)
+                .unwrap(),
+            &values[0][..]
+        );
+    }
+}
+
+#[test]
+fn a_secret_sealed_under_another_kek_or_name_is_refused_and_kept() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.secret_or_create(NAME, || value(b"secret"), &mut OsRng)
+            .unwrap();
+        let sealed = raw_secret(backend, &db.url, NAME);
+
+        // The same sealed bytes in another authority, under another KEK: refused, not replaced.
+        let other_db = if backend == "sqlite" {
+            sqlite()
+        } else {
+            postgres()
+        };
+        let b = init(&other_db, OTHER_KEK);
+        let mut s = store::open(&other_db.url).unwrap();
+        s.insert_secret_if_absent(NAME, &sealed).unwrap();
+        let err = b.secret_or_create(NAME, never, &mut OsRng).unwrap_err();
+        assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
+        assert!(err.to_string().contains(NAME), "{err}");
+        assert_eq!(raw_secret(backend, &other_db.url, NAME), sealed, "kept");
+
+        // Under the right KEK but stored under another name: bound to its name.
+        drop(s);
+        let mut s = store::open(&db.url).unwrap();
+        s.insert_secret_if_absent("copied", &sealed).unwrap();
+        let err = a.secret_or_create("copied", never, &mut OsRng).unwrap_err();
+        assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
+
+        // A flipped byte: refused.
+        let mut broken = sealed.clone();
+        let last = broken.len() - 1;
+        broken[last] ^= 1;
+        s.insert_secret_if_absent("broken", &broken).unwrap();
+        assert!(matches!(
+            a.secret_or_create("broken", never, &mut OsRng),
+            Err(Error::Unseal { .. })
+        ));
+    }
+}
+
+#[test]
+fn bad_names_and_failed_creation_store_nothing() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        for bad in ["", "a\nb", &"x".repeat(257)] {
+            assert!(
+                matches!(
+                    a.secret_or_create(bad, never, &mut OsRng),
+                    Err(Error::Invalid(_))
+                ),
+                "{backend}: {bad:?}"
+            );
+        }
+        let err = a
+            .secret_or_create(
+                NAME,
+                || {
+                    Err(Error::SecretCreation {
+                        name: NAME.to_string(),
+                    })
+                },
+                &mut OsRng,
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::SecretCreation { .. }), "{err}");
+        assert_eq!(store::open(&db.url).unwrap().secret(NAME).unwrap(), None);
+        assert_eq!(
+            &**a.secret_or_create(NAME, || value(b"later"), &mut OsRng)
+                .unwrap(),
+            b"later"
+        );
+    }
+}
+
+#[test]
+fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        a.add_user("Practitioner/1", &["a".to_string()], None, NOW, &mut OsRng)
+            .unwrap();
+        drop(a);
+        // Back to what a release before named secrets left: no `secrets` table, version 1.
+        execute(
+            backend,
+            &db.url,
+            "DROP TABLE secrets; UPDATE fhirseal_meta SET value = 1 WHERE key = 'schema_version'",
+        );
+        assert_eq!(schema_version(backend, &db.url), 1);
+
+        let a = open(&db, KEK);
+        assert_eq!(schema_version(backend, &db.url), store::SCHEMA_VERSION);
+        assert_eq!(store::SCHEMA_VERSION, 2);
+        assert_eq!(a.principals(Kind::User).unwrap().len(), 1, "{backend}");
+        assert!(a.secret_key(Kind::User, "Practitioner/1").is_ok());
+        assert_eq!(
+            &**a.secret_or_create(NAME, || value(b"after"), &mut OsRng)
+                .unwrap(),
+            b"after",
+            "{backend}"
+        );
+        // Opening again is a no-op.
+        drop(a);
+        assert_eq!(
+            &**open(&db, KEK)
+                .secret_or_create(NAME, never, &mut OsRng)
+                .unwrap(),
+            b"after"
+        );
+    }
+}
+
+// === raw access ===
+
+fn execute(backend: &str, url: &str, sql: &str) {
+    match backend {
+        "sqlite" => {
+            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap(),
+    }
+}
+
+fn schema_version(backend: &str, url: &str) -> i64 {
+    let sql = "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'";
+    match backend {
+        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap(),
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .query_one(sql, &[])
+            .unwrap()
+            .get(0),
+    }
+}
+
+fn raw_secret(backend: &str, url: &str, name: &str) -> Vec<u8> {
+    match backend {
+        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
+            .unwrap()
+            .query_row("SELECT bytes FROM secrets WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .unwrap(),
+        _ => postgres::Client::connect(url, postgres::NoTls)
+            .unwrap()
+            .query_one("SELECT bytes FROM secrets WHERE name = $1", &[&name])
+            .unwrap()
+            .get(0),
+    }
+}
