@@ -1,5 +1,15 @@
-//! FHIRseal's SMART on FHIR side: who is calling, with which scopes, in which launch context.
+//! FHIRseal's SMART on FHIR side: who is calling, with which scopes, in which launch context;
+//! and, for deployments without an authorization server of their own, an embedded one.
 //!
+//! - [`verify`]: access-token verification. [`Verifier::verify`] checks a bearer token from any
+//!   configured issuer: JWKS fetched, cached and rotated (an unknown `kid` refetches, rate
+//!   limited, once under concurrency); RS256/384/512, PS*, ES256, ES384 and EdDSA with the
+//!   algorithm pinned by the key, never `none` nor HMAC, and no key references of the token's
+//!   own (`jku`, `x5u`, `jwk`, `x5c`); `iss`, `aud` (the gateway's FHIR base URL), `exp` and
+//!   `nbf` with a small leeway; a size limit before anything is decoded. Opaque tokens go to RFC
+//!   7662 introspection. Parsed keys and verified tokens are cached until expiry. Every refusal
+//!   is an [`AuthError`] that says why in a `WWW-Authenticate` challenge
+//!   ([`AuthError::www_authenticate`]) without echoing the token.
 //! - [`scope`]: the SMART App Launch 2 scope grammar (v1 `patient/Observation.read`, v2
 //!   `user/*.cruds`, granular `patient/Observation.rs?category=…`, `launch/patient`, `openid
 //!   fhirUser`, `offline_access`), printed back exactly as parsed, malformed scopes refused;
@@ -10,13 +20,28 @@
 //!   the [`fhirseal_policy::Principal`] the policy decides on, the scopes, and the launch context
 //!   (patient, encounter, `fhirContext`). A `patient/` scope without a patient in context is
 //!   refused.
+//! - Enforcement: [`TokenContext::check_resource`] (may this caller's scopes touch this
+//!   resource: the interaction, and under a `patient/` scope the patient's compartment) and
+//!   [`TokenContext::search_narrowing`] (the parameters that keep a search inside the scopes);
+//!   a [`Refusal`] is a 403.
+//! - [`server`]: the embedded authorization server ([`AuthServer`]):
+//!   `/.well-known/smart-configuration` whose capabilities are what it enforces; authorization
+//!   code with PKCE S256 mandatory and a plain login and consent page for configured users;
+//!   refresh tokens that rotate; SMART Backend Services (`client_credentials` with
+//!   `private_key_jwt`, RS384 or ES384, `jti` replay refused); JWKS; introspection. Its RS256
+//!   signing key ([`SigningKey`]) is kept, sealed, in the attribute authority's store.
 //!
-//! Token verification (JWKS, algorithms, `iss`/`aud`/`exp`), introspection and the embedded
-//! authorization server come next (issue 6); they will produce the claims this crate reads.
+//! The scopes only narrow: what a caller finally sees is what scopes, the compliance policy
+//! and the caller's RS-HABE key all allow.
 #![warn(missing_docs)]
 
 mod context;
 pub mod scope;
+pub mod verify;
 
 pub use context::{ClaimNames, ContextError, TokenContext};
 pub use scope::{Allowance, Level, Permission, Permissions, Scope, ScopeError, Scopes};
+pub use verify::{
+    AuthError, ConfigError, IntrospectionConfig, IssuerConfig, KeySource, Verified, Verifier,
+    VerifierConfig,
+};
