@@ -37,10 +37,12 @@
 
 mod context;
 pub mod scope;
+pub mod server;
 pub mod verify;
 
 pub use context::{ClaimNames, ContextError, TokenContext};
 pub use scope::{Allowance, Level, Permission, Permissions, Scope, ScopeError, Scopes};
+pub use server::{AuthServer, ServerConfig, ServerError, SigningKey};
 pub use verify::{
     AuthError, ConfigError, IntrospectionConfig, IssuerConfig, KeySource, Verified, Verifier,
     VerifierConfig,
