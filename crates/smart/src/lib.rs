@@ -36,11 +36,13 @@
 #![warn(missing_docs)]
 
 mod context;
+mod enforce;
 pub mod scope;
 pub mod server;
 pub mod verify;
 
 pub use context::{ClaimNames, ContextError, TokenContext};
+pub use enforce::{Narrowing, Refusal};
 pub use scope::{Allowance, Level, Permission, Permissions, Scope, ScopeError, Scopes};
 pub use server::{AuthServer, ServerConfig, ServerError, SigningKey};
 pub use verify::{

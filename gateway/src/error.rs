@@ -1,0 +1,83 @@
+//! The one place where errors become HTTP responses (STYLE rule 4: no other code picks a status
+//! code). Every error leaves as a FHIR `OperationOutcome`; a 401 carries the RFC 6750
+//! `WWW-Authenticate` challenge that says why, a 403 the `insufficient_scope` one.
+//!
+//! Diagnostics are fixed sentences about the request's shape (which check failed, which resource
+//! type), never a token, a claim value or resource content.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fhirseal_smart::Refusal;
+use fhirseal_smart::verify::AuthError;
+use serde_json::json;
+
+/// The realm of the gateway's bearer challenges.
+pub const REALM: &str = "fhirseal";
+
+/// The FHIR JSON media type of every body the gateway writes.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// Why a request fails.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No usable access token: missing, malformed, expired, for another audience, signed by an
+    /// unknown key… (401).
+    #[error("authentication failed: {0}")]
+    Unauthorized(#[from] AuthError),
+    /// The token's scopes do not reach the request (403).
+    #[error("forbidden: {0}")]
+    Forbidden(#[from] Refusal),
+    /// The resource does not exist here (404).
+    #[error("{resource_type}/{id} is not known")]
+    NotFound {
+        /// The type asked for.
+        resource_type: String,
+        /// The id asked for.
+        id: String,
+    },
+}
+
+impl ApiError {
+    /// The status, the OperationOutcome issue code and the challenge of this error.
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+        match self {
+            Self::Unauthorized(e) => (
+                StatusCode::UNAUTHORIZED,
+                "login",
+                Some(e.www_authenticate(REALM)),
+            ),
+            Self::Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                Some(format!(
+                    "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", \
+                     error_description=\"the granted scopes do not allow this request\""
+                )),
+            ),
+            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", None),
+        }
+    }
+}
+
+/// A FHIR `OperationOutcome` with one error issue.
+pub fn operation_outcome(code: &str, diagnostics: &str) -> serde_json::Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}]
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, challenge) = self.parts();
+        let body = operation_outcome(code, &self.to_string()).to_string();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,10 @@
+//! FHIRseal, the gateway: what sits between FHIR clients and an unmodified FHIR server.
+//!
+//! - [`error`]: the one place where errors become HTTP responses, each a FHIR
+//!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
+//! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
+//!   in the request) and the scope checks that turn SMART scopes into 403s.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod error;
