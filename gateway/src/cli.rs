@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod authority;
 mod policy;
+mod smart;
 
 /// FHIRseal: a gateway that seals protected FHIR elements under attribute-based encryption.
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ enum Command {
     Authority(authority::Args),
     /// The compliance policy: check it, see a token's attributes, explain a resource.
     Policy(policy::Args),
+    /// The embedded SMART authorization server: configuration helpers.
+    Smart(smart::Args),
 }
 
 /// Exit status for a usage error (`EX_USAGE`).
@@ -43,6 +46,7 @@ pub(crate) fn main() -> ExitCode {
     let result = match cli.command {
         Command::Authority(args) => authority::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Smart(args) => smart::run(args),
     };
     match result {
         Ok(output) => {

@@ -1,5 +1,6 @@
 //! `fhirseal`: the FHIRseal command line. Today it runs the attribute authority
-//! (`fhirseal authority …`); the gateway's `serve` arrives with the proxy.
+//! (`fhirseal authority …`), the policy tools (`fhirseal policy …`) and the SMART helpers
+//! (`fhirseal smart …`); the gateway's `serve` arrives with the proxy.
 
 use std::process::ExitCode;
 

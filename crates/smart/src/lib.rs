@@ -44,7 +44,7 @@ pub mod verify;
 pub use context::{ClaimNames, ContextError, TokenContext};
 pub use enforce::{Narrowing, Refusal};
 pub use scope::{Allowance, Level, Permission, Permissions, Scope, ScopeError, Scopes};
-pub use server::{AuthServer, ServerConfig, ServerError, SigningKey};
+pub use server::{AuthServer, ServerConfig, ServerError, SigningKey, hash_password};
 pub use verify::{
     AuthError, ConfigError, IntrospectionConfig, IssuerConfig, KeySource, Verified, Verifier,
     VerifierConfig,

@@ -92,6 +92,25 @@ pub use config::{
 };
 pub use key::SigningKey;
 
+/// An argon2id PHC string for `password`, for a user's `password_hash` in the server's
+/// configuration: argon2's recommended parameters (19 MiB, 2 passes), a random 128-bit salt.
+///
+/// # Errors
+///
+/// [`ServerError::PasswordHash`] if the password is empty or longer than 1,024 bytes.
+pub fn hash_password(password: &str) -> Result<String, ServerError> {
+    use argon2::PasswordHasher;
+    use argon2::password_hash::SaltString;
+    if password.is_empty() || password.len() > 1024 {
+        return Err(ServerError::PasswordHash);
+    }
+    let salt = SaltString::generate(&mut rand_core::OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|_| ServerError::PasswordHash)
+}
+
 use self::assertion::JwksCache;
 use self::jwt::Jws;
 use self::oauth::json_no_store;
@@ -121,6 +140,9 @@ pub enum ServerError {
     /// A token could not be signed.
     #[error("a token could not be signed")]
     Signing,
+    /// A password could not be hashed: it is empty or longer than 1,024 bytes.
+    #[error("a password must have 1 to 1,024 bytes")]
+    PasswordHash,
 }
 
 /// The embedded authorization server. Build it once, share it in an [`Arc`], mount
