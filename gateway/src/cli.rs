@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod authority;
+mod config;
 mod policy;
 mod smart;
 
@@ -26,6 +27,8 @@ enum Command {
     Policy(policy::Args),
     /// The embedded SMART authorization server: configuration helpers.
     Smart(smart::Args),
+    /// The gateway's configuration: check it.
+    Config(config::Args),
 }
 
 /// Exit status for a usage error (`EX_USAGE`).
@@ -47,6 +50,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Authority(args) => authority::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Smart(args) => smart::run(args),
+        Command::Config(args) => config::run(args),
     };
     match result {
         Ok(output) => {

@@ -1,5 +1,7 @@
 //! FHIRseal, the gateway: what sits between FHIR clients and an unmodified FHIR server.
 //!
+//! - [`config`]: the configuration (one TOML file or the embedded defaults, environment
+//!   overrides), validated with errors that name the file and the key.
 //! - [`error`]: the one place where errors become HTTP responses, each a FHIR
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
 //! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
@@ -7,4 +9,5 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod config;
 pub mod error;

@@ -1,0 +1,439 @@
+//! The gateway's configuration: one TOML file, or the embedded defaults, plus environment
+//! overrides.
+//!
+//! `fhirseal serve` with no `--config` runs on [`DEFAULTS`] (`gateway/config/default.toml`): on
+//! loopback, state in `./fhirseal-data`, the embedded authorization server with demo users, the
+//! example hospital policy. Any key can be overridden from the environment:
+//! `FHIRSEAL__UPSTREAM__BASE_URL=https://fhir.internal/r4` sets `[upstream] base_url`; a value
+//! is read as a TOML value when it is one (`8080`, `true`, `["a", "b"]`), else as a string.
+//!
+//! Parse, don't validate (STYLE rule 2): serde reads `Raw*` structs that refuse unknown keys,
+//! and one [`Config::load`] builds the validated [`Config`]. Every error names the file (or
+//! "the embedded defaults", or the environment variable) and the key.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use fhirseal_smart::server::RawServerConfig;
+use fhirseal_smart::verify::{IssuerConfig, KeySource};
+use fhirseal_smart::{ClaimNames, ServerConfig};
+use fhirseal_upstream::{RawUpstreamConfig, UpstreamConfig};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+/// The embedded defaults, used when no configuration file is given.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables starting with this override configuration keys.
+pub const ENV_PREFIX: &str = "FHIRSEAL__";
+
+/// Why the configuration cannot be used. Says where (a file, the embedded defaults or an
+/// environment variable) and which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, `the embedded defaults`, or `environment variable FHIRSEAL__…`.
+    pub source: String,
+    /// The key, as a dotted path (`upstream.base_url`); empty for the file as a whole.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.problem)
+        } else {
+            write!(f, "{}: `{}`: {}", self.source, self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// The gateway's public URL, without a trailing slash (`https://fhir.hospital.example`).
+    pub public_url: String,
+    /// The FHIR base URL clients use: `{public_url}/fhir`. Tokens must name it as `aud`.
+    pub fhir_base: String,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Where the gateway keeps its state (the SQLite authority, its key-encryption key).
+    pub data_dir: PathBuf,
+    /// The upstream FHIR server.
+    pub upstream: UpstreamConfig,
+    /// The attribute authority's store: `sqlite:PATH` or `postgres://…`.
+    pub authority_database: String,
+    /// The authority's key-encryption key file; `None`: from `FHIRSEAL_AUTHORITY_KEK`.
+    pub authority_kek_file: Option<PathBuf>,
+    /// The policy's files; empty: the embedded general-hospital policy.
+    pub policy_files: Vec<PathBuf>,
+    /// The authorization servers whose tokens are accepted, besides the embedded one.
+    pub issuers: Vec<IssuerConfig>,
+    /// The embedded authorization server, if on; its issuer is `{public_url}/auth`.
+    pub embedded: Option<ServerConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    upstream: RawUpstreamConfig,
+    #[serde(default)]
+    authority: RawAuthority,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    smart: RawSmart,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    public_url: String,
+    max_body_bytes: Option<u64>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    database: Option<String>,
+    kek_file: Option<PathBuf>,
+    /// `true`: the key-encryption key comes from `FHIRSEAL_AUTHORITY_KEK`, never a file.
+    #[serde(default)]
+    kek_from_env: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmart {
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+    /// Read on its own (its keys are the authorization server's), see [`embedded`].
+    embedded: Option<Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    jwks_uri: String,
+    audience: Option<Vec<String>>,
+    algorithms: Option<Vec<String>>,
+    leeway_seconds: Option<u64>,
+    claims: Option<RawClaims>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaims {
+    patient: Option<Vec<String>>,
+    encounter: Option<Vec<String>>,
+    fhir_user: Option<Vec<String>>,
+    scope: Option<Vec<String>>,
+}
+
+/// The largest request body accepted by default: 16 MiB.
+const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+
+impl Config {
+    /// Reads `file` (or the embedded defaults when `None`), applies the `FHIRSEAL__…` variables
+    /// of `env`, and validates the result. Relative paths in a file are relative to its folder;
+    /// in the defaults, to the current folder.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (source, text, base) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    source: path.display().to_string(),
+                    key: String::new(),
+                    problem: format!("cannot be read: {e}"),
+                })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (path.display().to_string(), text, base)
+            }
+            None => (
+                "the embedded defaults".to_string(),
+                DEFAULTS.to_string(),
+                PathBuf::new(),
+            ),
+        };
+        let mut table: Table = toml::from_str(&text).map_err(|e| ConfigError {
+            source: source.clone(),
+            key: String::new(),
+            problem: e.message().to_string(),
+        })?;
+        let mut overridden = Vec::new();
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix(ENV_PREFIX) {
+                let key =
+                    override_key(&mut table, path, &value).map_err(|problem| ConfigError {
+                        source: format!("environment variable {name}"),
+                        key: String::new(),
+                        problem,
+                    })?;
+                overridden.push((key, name));
+            }
+        }
+        // An error in an overridden key is the variable's, not the file's.
+        let blame = |key: &str| {
+            overridden
+                .iter()
+                .find(|(k, _)| key == k || key.starts_with(&format!("{k}.")))
+                .map_or_else(
+                    || source.clone(),
+                    |(_, name)| format!("environment variable {name}"),
+                )
+        };
+        let error = |key: &str, problem: String| ConfigError {
+            source: blame(key),
+            key: key.to_string(),
+            problem,
+        };
+        let raw: RawConfig =
+            read(Value::Table(table.clone()), "").map_err(|(k, p)| error(&k, p))?;
+
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            error(
+                "server.listen",
+                "must be an address and port, like 127.0.0.1:8080".into(),
+            )
+        })?;
+        let public_url =
+            absolute_url(&raw.server.public_url).map_err(|p| error("server.public_url", p))?;
+        let fhir_base = format!("{public_url}/fhir");
+        let max_body_bytes = match raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY) {
+            n @ 1024..=1_073_741_824 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => {
+                return Err(error(
+                    "server.max_body_bytes",
+                    "must be from 1024 to 1073741824".into(),
+                ));
+            }
+        };
+        let data_dir = base.join(
+            raw.server
+                .data_dir
+                .unwrap_or_else(|| "fhirseal-data".into()),
+        );
+        let upstream = UpstreamConfig::try_from(raw.upstream).map_err(|e| {
+            let text = e.to_string();
+            error("upstream", text)
+        })?;
+        let authority_database = match raw.authority.database {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
+            Some(url) => match url.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => format!("sqlite:{}", base.join(path).display()),
+                _ => {
+                    return Err(error(
+                        "authority.database",
+                        "must be sqlite:PATH or postgres://…".into(),
+                    ));
+                }
+            },
+            None => format!("sqlite:{}", data_dir.join("authority.sqlite3").display()),
+        };
+        let authority_kek_file = match (raw.authority.kek_from_env, raw.authority.kek_file) {
+            (true, Some(_)) => {
+                return Err(error(
+                    "authority.kek_file",
+                    "cannot be set together with kek_from_env = true".into(),
+                ));
+            }
+            (true, None) => None,
+            (false, Some(path)) => Some(base.join(path)),
+            (false, None) => Some(data_dir.join("authority.kek")),
+        };
+        let policy_files = raw.policy.files.iter().map(|p| base.join(p)).collect();
+        let issuers = raw
+            .smart
+            .issuers
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                issuer(raw, &fhir_base)
+                    .map_err(|(k, p)| error(&format!("smart.issuers[{i}].{k}"), p))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let embedded = match raw.smart.embedded {
+            None => None,
+            Some(table) => embedded(table, &public_url, &fhir_base)
+                .map_err(|(k, p)| error(&format!("smart.embedded{k}"), p))?,
+        };
+        if issuers.is_empty() && embedded.is_none() {
+            return Err(error(
+                "smart",
+                "no authorization server: configure smart.issuers or turn smart.embedded on".into(),
+            ));
+        }
+        Ok(Self {
+            listen,
+            public_url,
+            fhir_base,
+            max_body_bytes,
+            data_dir,
+            upstream,
+            authority_database,
+            authority_kek_file,
+            policy_files,
+            issuers,
+            embedded,
+        })
+    }
+}
+
+/// Deserializes `value` into `T`, or the dotted path of the failing key (below `prefix`) and
+/// what is wrong.
+fn read<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = match (prefix.is_empty(), path.as_str()) {
+            (_, ".") => prefix.to_string(),
+            (true, _) => path,
+            (false, _) => format!("{prefix}.{path}"),
+        };
+        (key, e.into_inner().message().to_string())
+    })
+}
+
+/// Sets the key named by `path` (`UPSTREAM__BASE_URL`) to `value`; returns the dotted key.
+fn override_key(table: &mut Table, path: &str, value: &str) -> Result<String, String> {
+    let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if parts.iter().any(String::is_empty) {
+        return Err("names no key (FHIRSEAL__SECTION__KEY)".into());
+    }
+    let Some((last, sections)) = parts.split_last() else {
+        return Err("names no key (FHIRSEAL__SECTION__KEY)".into());
+    };
+    let mut here = table;
+    for section in sections {
+        let next = here
+            .entry(section.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        let Value::Table(next) = next else {
+            return Err(format!("`{section}` is not a section"));
+        };
+        here = next;
+    }
+    // A key that holds a string stays a string; otherwise a TOML literal is taken as one.
+    let parsed = match here.get(last) {
+        Some(Value::String(_)) => Value::String(value.to_string()),
+        _ => toml::from_str::<Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(value.to_string())),
+    };
+    here.insert(last.clone(), parsed);
+    Ok(parts.join("."))
+}
+
+/// `text` as an absolute http(s) URL without query, fragment or credentials, without a trailing
+/// slash.
+fn absolute_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|_| "must be an absolute URL".to_string())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
+        return Err("must be an http(s) URL without query, fragment or credentials".into());
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
+fn issuer(raw: RawIssuer, fhir_base: &str) -> Result<IssuerConfig, (String, String)> {
+    let audience = raw.audience.unwrap_or_else(|| vec![fhir_base.to_string()]);
+    if audience.is_empty() {
+        return Err(("audience".into(), "must name at least one audience".into()));
+    }
+    let mut config = IssuerConfig::new(raw.issuer, audience, KeySource::Url(raw.jwks_uri));
+    if let Some(names) = raw.algorithms {
+        config.algorithms = names
+            .iter()
+            .map(|name| match name.as_str() {
+                "RS256" => Ok(Algorithm::RS256),
+                "RS384" => Ok(Algorithm::RS384),
+                "RS512" => Ok(Algorithm::RS512),
+                "PS256" => Ok(Algorithm::PS256),
+                "PS384" => Ok(Algorithm::PS384),
+                "PS512" => Ok(Algorithm::PS512),
+                "ES256" => Ok(Algorithm::ES256),
+                "ES384" => Ok(Algorithm::ES384),
+                "EdDSA" => Ok(Algorithm::EdDSA),
+                _ => Err((
+                    "algorithms".to_string(),
+                    format!("`{name}` is not an accepted signature algorithm (RS256…512, PS256…512, ES256, ES384, EdDSA)"),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(leeway) = raw.leeway_seconds {
+        if leeway > 300 {
+            return Err(("leeway_seconds".into(), "must be at most 300".into()));
+        }
+        config.leeway_seconds = leeway;
+    }
+    if let Some(claims) = raw.claims {
+        let defaults = ClaimNames::default();
+        config.claims = ClaimNames {
+            patient: claims.patient.unwrap_or(defaults.patient),
+            encounter: claims.encounter.unwrap_or(defaults.encounter),
+            fhir_user: claims.fhir_user.unwrap_or(defaults.fhir_user),
+            scope: claims.scope.unwrap_or(defaults.scope),
+        };
+    }
+    Ok(config)
+}
+
+/// The embedded authorization server's section: `enabled`, then the server's own keys
+/// (`users`, `clients`, lifetimes); its issuer and FHIR base come from `[server]`.
+fn embedded(
+    mut table: Table,
+    public_url: &str,
+    fhir_base: &str,
+) -> Result<Option<ServerConfig>, (String, String)> {
+    let enabled = match table.remove("enabled") {
+        None => true,
+        Some(Value::Boolean(on)) => on,
+        Some(_) => return Err((".enabled".into(), "must be true or false".into())),
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    for derived in ["issuer", "fhir_base"] {
+        if table.contains_key(derived) {
+            return Err((
+                format!(".{derived}"),
+                "is derived from server.public_url and cannot be set".into(),
+            ));
+        }
+    }
+    table.insert("issuer".into(), Value::String(format!("{public_url}/auth")));
+    table.insert("fhir_base".into(), Value::String(fhir_base.to_string()));
+    let raw: RawServerConfig =
+        read(Value::Table(table), "").map_err(|(k, p)| (format!(".{k}"), p))?;
+    ServerConfig::try_from(raw)
+        .map(Some)
+        .map_err(|e| (String::new(), e.to_string()))
+}

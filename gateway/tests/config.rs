@@ -1,0 +1,206 @@
+//! The gateway's configuration: embedded defaults, files, environment overrides, and errors that
+//! name the file (or variable) and the key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use fhirseal::config::{Config, ConfigError};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("fhirseal.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const MINIMAL: &str = r#"
+[server]
+listen = "0.0.0.0:9000"
+public_url = "https://fhir.hospital.example/"
+
+[upstream]
+base_url = "https://upstream.internal/r4"
+
+[[smart.issuers]]
+issuer = "https://login.hospital.example"
+jwks_uri = "https://login.hospital.example/jwks"
+claims = { patient = ["context.patient"] }
+"#;
+
+fn fails(file: Option<&Path>, vars: &[(&str, &str)]) -> ConfigError {
+    Config::load(file, env(vars)).expect_err("the configuration must be refused")
+}
+
+#[test]
+fn the_embedded_defaults_run_the_demo() {
+    let config = Config::load(None, env(&[])).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.fhir_base, "http://127.0.0.1:8080/fhir");
+    assert_eq!(config.upstream.base_url(), "http://127.0.0.1:18090/fhir");
+    assert_eq!(
+        config.authority_database,
+        format!(
+            "sqlite:{}",
+            Path::new("fhirseal-data")
+                .join("authority.sqlite3")
+                .display()
+        )
+    );
+    assert!(config.policy_files.is_empty());
+    assert!(config.issuers.is_empty());
+    let embedded = config.embedded.as_ref().unwrap();
+    assert_eq!(embedded.issuer, "http://127.0.0.1:8080/auth");
+    assert_eq!(embedded.fhir_base, config.fhir_base);
+    let names: Vec<&str> = embedded.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["dr.grey", "nurse.joy", "pat.smith"]);
+    // Debug output carries no password hash.
+    assert!(!format!("{config:?}").contains("argon2id"));
+}
+
+#[test]
+fn a_file_with_an_external_issuer_and_paths_relative_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{MINIMAL}\n[policy]\nfiles = [\"policies/h.toml\"]\n[authority]\ndatabase = \"sqlite:state/a.db\"\n"
+    );
+    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    assert_eq!(config.public_url, "https://fhir.hospital.example");
+    assert_eq!(config.fhir_base, "https://fhir.hospital.example/fhir");
+    assert!(config.embedded.is_none());
+    assert_eq!(config.issuers.len(), 1);
+    assert_eq!(
+        config.issuers[0].audience,
+        ["https://fhir.hospital.example/fhir"]
+    );
+    assert_eq!(config.issuers[0].claims.patient, ["context.patient"]);
+    assert_eq!(config.policy_files, [dir.path().join("policies/h.toml")]);
+    assert_eq!(
+        config.authority_database,
+        format!("sqlite:{}", dir.path().join("state/a.db").display())
+    );
+    assert_eq!(
+        config.authority_kek_file,
+        Some(dir.path().join("fhirseal-data/authority.kek"))
+    );
+}
+
+#[test]
+fn environment_variables_override_any_key() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("FHIRSEAL__UPSTREAM__BASE_URL", "https://fhir.internal/r4"),
+            ("FHIRSEAL__SERVER__MAX_BODY_BYTES", "2048"),
+            (
+                "FHIRSEAL__AUTHORITY__DATABASE",
+                "postgres://fhirseal@db/fhirseal",
+            ),
+            ("FHIRSEAL__AUTHORITY__KEK_FROM_ENV", "true"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.upstream.base_url(), "https://fhir.internal/r4");
+    assert_eq!(config.max_body_bytes, 2048);
+    assert_eq!(config.authority_database, "postgres://fhirseal@db/fhirseal");
+    assert_eq!(config.authority_kek_file, None);
+    // A string key stays a string even when the value looks like a number.
+    let config = Config::load(None, env(&[("FHIRSEAL__SERVER__DATA_DIR", "2026")])).unwrap();
+    assert_eq!(config.data_dir, Path::new("2026"));
+}
+
+#[test]
+fn every_error_names_where_and_which_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), &MINIMAL.replace("listen =", "lisen ="));
+    let e = fails(Some(&file), &[]);
+    assert_eq!(e.source, file.display().to_string());
+    assert_eq!(e.key, "server.lisen");
+    assert!(e.problem.contains("unknown field"), "{e}");
+
+    let file = write(dir.path(), &MINIMAL.replace("0.0.0.0:9000", "everywhere"));
+    let e = fails(Some(&file), &[]);
+    assert_eq!(
+        (e.key.as_str(), e.source.as_str()),
+        ("server.listen", file.display().to_string().as_str())
+    );
+
+    let file = write(
+        dir.path(),
+        &MINIMAL
+            .replace("leeway", "x")
+            .replace("claims = {", "leeway_seconds = 9999\nclaims = {"),
+    );
+    assert_eq!(
+        fails(Some(&file), &[]).key,
+        "smart.issuers[0].leeway_seconds"
+    );
+
+    let file = write(
+        dir.path(),
+        &MINIMAL.replace("https://upstream.internal/r4", "upstream.internal"),
+    );
+    let e = fails(Some(&file), &[]);
+    assert!(e.key.starts_with("upstream"), "{e}");
+
+    let e = fails(Some(&dir.path().join("missing.toml")), &[]);
+    assert!(
+        e.to_string().contains("missing.toml") && e.to_string().contains("cannot be read"),
+        "{e}"
+    );
+
+    let file = write(dir.path(), "[server\nlisten = 1");
+    let e = fails(Some(&file), &[]);
+    assert_eq!(e.key, "");
+    assert!(
+        e.to_string().starts_with(&file.display().to_string()),
+        "{e}"
+    );
+
+    // The embedded server's own keys, with their full path.
+    let e = fails(
+        None,
+        &[("FHIRSEAL__SMART__EMBEDDED__ISSUER", "https://elsewhere")],
+    );
+    assert_eq!(e.key, "smart.embedded.issuer");
+    assert!(
+        e.source.contains("FHIRSEAL__SMART__EMBEDDED__ISSUER"),
+        "{e}"
+    );
+
+    // An error in an overridden key is blamed on the variable, not on the file.
+    let e = fails(None, &[("FHIRSEAL__SERVER__LISTEN", "nowhere")]);
+    assert_eq!(e.source, "environment variable FHIRSEAL__SERVER__LISTEN");
+    assert_eq!(e.key, "server.listen");
+    let e = fails(None, &[("FHIRSEAL__SERVER__LISTEN__PORT", "1")]);
+    assert!(e.source.contains("FHIRSEAL__SERVER__LISTEN__PORT"), "{e}");
+    let e = fails(None, &[("FHIRSEAL__", "1")]);
+    assert!(e.problem.contains("names no key"), "{e}");
+
+    // No authorization server at all: nothing could ever be authenticated.
+    let e = fails(None, &[("FHIRSEAL__SMART__EMBEDDED__ENABLED", "false")]);
+    assert_eq!(e.key, "smart");
+    let e = fails(
+        None,
+        &[
+            ("FHIRSEAL__AUTHORITY__KEK_FROM_ENV", "true"),
+            ("FHIRSEAL__AUTHORITY__KEK_FILE", "k"),
+        ],
+    );
+    assert_eq!(e.key, "authority.kek_file");
+}
+
+#[test]
+fn the_defaults_as_a_file_resolve_paths_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loaded as a file, the defaults' relative paths move under the file's folder.
+    let copy = write(dir.path(), fhirseal::config::DEFAULTS);
+    let config = Config::load(Some(&copy), env(&[])).unwrap();
+    assert_eq!(config.data_dir, dir.path().join("fhirseal-data"));
+}
