@@ -22,7 +22,7 @@
 
 mod cache;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;

@@ -12,7 +12,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Sends `request` and reads a JSON answer of at most `limit` bytes; `None` for a transport
 /// error, a timeout, a status other than 200, a content type other than JSON, a longer body, or
 /// a body that is not JSON.
-pub(super) async fn json(request: reqwest::RequestBuilder, limit: usize) -> Option<Value> {
+pub(crate) async fn json(request: reqwest::RequestBuilder, limit: usize) -> Option<Value> {
     let mut response = request
         .header(ACCEPT, "application/json")
         .timeout(TIMEOUT)
