@@ -30,6 +30,10 @@
 //! structure (or anything at all is wrong with it), stays masked: the data-absent-reason stays,
 //! the envelope goes. Nothing is silently dropped.
 //!
+//! After a revocation, [`update_headers`] moves the `sealed-header`s a stored resource (or a
+//! Bundle of them) carries to the new period with the public ciphertext update: no key needed,
+//! idempotent, nothing changed on an error. Old-period keys then open nothing of it.
+//!
 //! # Structure facts
 //!
 //! Which members are primitives, choices, required, modifiers or compartment references comes
@@ -49,11 +53,13 @@ pub mod rules;
 mod seal;
 pub mod shape;
 pub mod structure;
+mod update;
 
 pub use open::{OpenReport, Reader};
 pub use path::{ElementPath, PathError};
 pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};
+pub use update::{HeaderUpdate, UpdateError, update_headers};
 
 use fhirseal_envelope::{Header, HeaderId};
 

@@ -846,3 +846,76 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
         }
     }
 }
+
+#[test]
+fn stored_resources_move_to_a_later_period_in_place_and_old_keys_stop_opening() {
+    use fhirseal_fhir::{HeaderUpdate, UpdateError, update_headers};
+    let mut w = World::new();
+    let rules = patient_rules(Granularity::Resource);
+    let one = w.seal(&patient(), &rules);
+    let mut two = patient();
+    two["id"] = json!("p2");
+    let two = w.seal(&two, &rules);
+    // As the upstream stores them in a search result: headers inside Bundle entries.
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset",
+        "entry": [{"resource": one}, {"resource": two}]});
+    let headers = text(&bundle).matches(SEALED_HEADER).count();
+    assert!(
+        headers >= 2,
+        "resource granularity puts headers in the resources"
+    );
+    let old_key = w.fx.key(ALL, 0);
+    let new_key = w.fx.key(ALL, 1);
+
+    let report =
+        update_headers(&mut bundle, &w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng).unwrap();
+    assert_eq!(
+        report,
+        HeaderUpdate {
+            moved: headers,
+            current: 0
+        }
+    );
+    // Run again (a resumed job): nothing moves, nothing changes.
+    let before = bundle.clone();
+    let again =
+        update_headers(&mut bundle, &w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng).unwrap();
+    assert_eq!(
+        again,
+        HeaderUpdate {
+            moved: 0,
+            current: headers
+        }
+    );
+    assert_eq!(bundle, before);
+
+    for (i, id) in ["p1", "p2"].iter().enumerate() {
+        let stored = &bundle["entry"][i]["resource"];
+        let (opened, report) = w.open(stored, "new", Some(&new_key));
+        assert_eq!(report.masked, 0, "{id}");
+        let mut expected = patient();
+        expected["id"] = json!(id);
+        assert_eq!(opened, expected);
+        // A copy of a period-0 key opens nothing of the updated resource.
+        let (masked, report) = w.open(stored, "old", Some(&old_key));
+        assert_eq!(report.opened, 0, "{id}");
+        assert!(!text(&masked).contains("1974-12-25"));
+    }
+
+    // A header that cannot be read refuses the whole resource, which stays as it was.
+    let mut broken = bundle.clone();
+    broken["entry"][1]["resource"]["extension"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .filter(|e| e["url"] == SEALED_HEADER)
+        .for_each(|e| e["valueBase64Binary"] = json!("AAAA"));
+    let untouched = broken.clone();
+    let err =
+        update_headers(&mut broken, &w.fx.pp, 2, UpdateMode::Minimal, &mut w.fx.rng).unwrap_err();
+    assert!(
+        matches!(&err, UpdateError::Malformed { location } if location.starts_with("entry[1].resource.extension[")),
+        "{err}"
+    );
+    assert_eq!(broken, untouched);
+}
