@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use fhirseal_smart::server::RawServerConfig;
-use fhirseal_smart::verify::{IssuerConfig, KeySource};
+use fhirseal_smart::verify::{IntrospectionConfig, IssuerConfig, KeySource};
 use fhirseal_smart::{ClaimNames, ServerConfig};
 use fhirseal_upstream::{RawUpstreamConfig, UpstreamConfig};
 use jsonwebtoken::Algorithm;
@@ -78,6 +78,8 @@ pub struct Config {
     pub policy_files: Vec<PathBuf>,
     /// The authorization servers whose tokens are accepted, besides the embedded one.
     pub issuers: Vec<IssuerConfig>,
+    /// The introspection endpoint for opaque tokens, if any.
+    pub introspection: Option<IntrospectionConfig>,
     /// The embedded authorization server, if on; its issuer is `{public_url}/auth`.
     pub embedded: Option<ServerConfig>,
 }
@@ -126,6 +128,7 @@ struct RawPolicy {
 struct RawSmart {
     #[serde(default)]
     issuers: Vec<RawIssuer>,
+    introspection: Option<RawIntrospection>,
     /// Read on its own (its keys are the authorization server's), see [`embedded`].
     embedded: Option<Table>,
 }
@@ -138,6 +141,22 @@ struct RawIssuer {
     audience: Option<Vec<String>>,
     algorithms: Option<Vec<String>>,
     leeway_seconds: Option<u64>,
+    claims: Option<RawClaims>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntrospection {
+    endpoint: String,
+    client_id: String,
+    /// A file holding the client secret (trailing white space trimmed); secrets are not written
+    /// in the configuration itself.
+    client_secret_file: Option<PathBuf>,
+    /// An environment variable holding the client secret.
+    client_secret_env: Option<String>,
+    issuer: Option<String>,
+    #[serde(default)]
+    audience: Vec<String>,
     claims: Option<RawClaims>,
 }
 
@@ -274,15 +293,24 @@ impl Config {
                     .map_err(|(k, p)| error(&format!("smart.issuers[{i}].{k}"), p))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let introspection = match raw.smart.introspection {
+            None => None,
+            Some(raw) => Some(
+                introspection(raw, &base)
+                    .map_err(|(k, p)| error(&format!("smart.introspection.{k}"), p))?,
+            ),
+        };
         let embedded = match raw.smart.embedded {
             None => None,
             Some(table) => embedded(table, &public_url, &fhir_base)
                 .map_err(|(k, p)| error(&format!("smart.embedded{k}"), p))?,
         };
-        if issuers.is_empty() && embedded.is_none() {
+        if issuers.is_empty() && introspection.is_none() && embedded.is_none() {
             return Err(error(
                 "smart",
-                "no authorization server: configure smart.issuers or turn smart.embedded on".into(),
+                "no authorization server: configure smart.issuers, smart.introspection or turn \
+                 smart.embedded on"
+                    .into(),
             ));
         }
         Ok(Self {
@@ -296,6 +324,7 @@ impl Config {
             authority_kek_file,
             policy_files,
             issuers,
+            introspection,
             embedded,
         })
     }
@@ -362,6 +391,61 @@ fn absolute_url(text: &str) -> Result<String, String> {
     Ok(text.trim_end_matches('/').to_string())
 }
 
+fn claim_names(raw: Option<RawClaims>) -> ClaimNames {
+    let defaults = ClaimNames::default();
+    match raw {
+        None => defaults,
+        Some(claims) => ClaimNames {
+            patient: claims.patient.unwrap_or(defaults.patient),
+            encounter: claims.encounter.unwrap_or(defaults.encounter),
+            fhir_user: claims.fhir_user.unwrap_or(defaults.fhir_user),
+            scope: claims.scope.unwrap_or(defaults.scope),
+        },
+    }
+}
+
+fn introspection(
+    raw: RawIntrospection,
+    base: &Path,
+) -> Result<IntrospectionConfig, (String, String)> {
+    let client_secret = match (raw.client_secret_file, raw.client_secret_env) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "client_secret_file".into(),
+                "cannot be set together with client_secret_env".into(),
+            ));
+        }
+        (Some(path), None) => {
+            let path = base.join(path);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                (
+                    "client_secret_file".to_string(),
+                    format!("{} cannot be read: {e}", path.display()),
+                )
+            })?;
+            Some(text.trim_end().to_string())
+        }
+        (None, Some(name)) => Some(std::env::var(&name).map_err(|_| {
+            (
+                "client_secret_env".to_string(),
+                format!("the variable {name} is not set"),
+            )
+        })?),
+        (None, None) => None,
+    };
+    if client_secret.as_deref() == Some("") {
+        return Err(("client_secret_file".into(), "the secret is empty".into()));
+    }
+    Ok(IntrospectionConfig {
+        endpoint: raw.endpoint,
+        client_id: raw.client_id,
+        client_secret,
+        claims: claim_names(raw.claims),
+        issuer: raw.issuer,
+        audience: raw.audience,
+    })
+}
+
 fn issuer(raw: RawIssuer, fhir_base: &str) -> Result<IssuerConfig, (String, String)> {
     let audience = raw.audience.unwrap_or_else(|| vec![fhir_base.to_string()]);
     if audience.is_empty() {
@@ -394,15 +478,7 @@ fn issuer(raw: RawIssuer, fhir_base: &str) -> Result<IssuerConfig, (String, Stri
         }
         config.leeway_seconds = leeway;
     }
-    if let Some(claims) = raw.claims {
-        let defaults = ClaimNames::default();
-        config.claims = ClaimNames {
-            patient: claims.patient.unwrap_or(defaults.patient),
-            encounter: claims.encounter.unwrap_or(defaults.encounter),
-            fhir_user: claims.fhir_user.unwrap_or(defaults.fhir_user),
-            scope: claims.scope.unwrap_or(defaults.scope),
-        };
-    }
+    config.claims = claim_names(raw.claims);
     Ok(config)
 }
 

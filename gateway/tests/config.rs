@@ -91,6 +91,28 @@ fn a_file_with_an_external_issuer_and_paths_relative_to_it() {
 }
 
 #[test]
+fn opaque_tokens_can_be_introspected_with_a_secret_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), "s3cret-value\n").unwrap();
+    let text = format!(
+        "{MINIMAL}\n[smart.introspection]\nendpoint = \"https://login.hospital.example/introspect\"\n\
+         client_id = \"fhirseal\"\nclient_secret_file = \"secret\"\nclaims = {{ patient = [\"patient_id\"] }}\n"
+    );
+    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    let introspection = config.introspection.as_ref().unwrap();
+    assert_eq!(introspection.client_secret.as_deref(), Some("s3cret-value"));
+    assert_eq!(introspection.claims.patient, ["patient_id"]);
+    assert!(!format!("{config:?}").contains("s3cret"));
+
+    let text = text.replace(
+        "client_secret_file = \"secret\"",
+        "client_secret_file = \"nope\"",
+    );
+    let e = fails(Some(&write(dir.path(), &text)), &[]);
+    assert_eq!(e.key, "smart.introspection.client_secret_file");
+}
+
+#[test]
 fn environment_variables_override_any_key() {
     let config = Config::load(
         None,

@@ -67,6 +67,9 @@ fn summary(config: &Config) -> String {
     for issuer in &config.issuers {
         lines.push(format!("trusted issuer:   {}", issuer.issuer));
     }
+    if let Some(introspection) = &config.introspection {
+        lines.push(format!("introspection:    {}", introspection.endpoint));
+    }
     match &config.embedded {
         Some(server) => lines.push(format!(
             "embedded auth:    {} ({} users, {} clients)",
