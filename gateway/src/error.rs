@@ -36,6 +36,28 @@ pub enum ApiError {
         /// The id asked for.
         id: String,
     },
+    /// No such endpoint on this gateway (404).
+    #[error("this gateway has no endpoint at this path")]
+    UnknownPath,
+    /// The endpoint exists but not for this HTTP method (405).
+    #[error("this endpoint does not accept this HTTP method")]
+    MethodNotAllowed,
+    /// The upstream server could not be reached, reset the connection, or sent too much (502),
+    /// or did not answer in time (504).
+    #[error("the upstream FHIR server did not answer properly")]
+    Upstream(#[source] fhirseal_upstream::UpstreamError),
+    /// The upstream server answered with an error status where a resource was expected (502).
+    #[error("the upstream FHIR server answered with an error")]
+    UpstreamStatus(StatusCode),
+    /// The upstream server's answer is not the FHIR JSON expected (502).
+    #[error("the upstream FHIR server's answer is not valid FHIR JSON")]
+    UpstreamMalformed,
+}
+
+impl From<fhirseal_upstream::UpstreamError> for ApiError {
+    fn from(error: fhirseal_upstream::UpstreamError) -> Self {
+        Self::Upstream(error)
+    }
 }
 
 impl ApiError {
@@ -55,7 +77,14 @@ impl ApiError {
                      error_description=\"the granted scopes do not allow this request\""
                 )),
             ),
-            Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not-found", None),
+            Self::NotFound { .. } | Self::UnknownPath => (StatusCode::NOT_FOUND, "not-found", None),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None),
+            Self::Upstream(fhirseal_upstream::UpstreamError::Timeout { .. }) => {
+                (StatusCode::GATEWAY_TIMEOUT, "timeout", None)
+            }
+            Self::Upstream(_) | Self::UpstreamStatus(_) | Self::UpstreamMalformed => {
+                (StatusCode::BAD_GATEWAY, "transient", None)
+            }
         }
     }
 }

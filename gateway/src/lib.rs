@@ -2,12 +2,15 @@
 //!
 //! - [`config`]: the configuration (one TOML file or the embedded defaults, environment
 //!   overrides), validated with errors that name the file and the key.
+//! - [`app`]: the router; [`state`]: what it runs with, built once from the configuration.
 //! - [`error`]: the one place where errors become HTTP responses, each a FHIR
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
 //! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
 //!   in the request) and the scope checks that turn SMART scopes into 403s.
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod state;

@@ -103,7 +103,7 @@ pub enum AuthStyle {
 pub struct SecretString(Zeroizing<String>);
 
 /// The validated configuration of the upstream client. Built only through `TryFrom`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct UpstreamConfig {
     pub(crate) base: String,
     pub(crate) connect_timeout: Duration,
@@ -116,7 +116,7 @@ pub struct UpstreamConfig {
 }
 
 /// Validated authentication towards the upstream.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum UpstreamAuth {
     /// No credential.
     None,
@@ -127,6 +127,7 @@ pub(crate) enum UpstreamAuth {
 }
 
 /// Validated client-credentials settings.
+#[derive(Clone)]
 pub(crate) struct ClientCredentials {
     pub(crate) token_url: Url,
     pub(crate) client_id: String,

@@ -1,0 +1,195 @@
+//! What the gateway runs with, built once at start from a [`Config`]: the attribute authority
+//! (created on first start), the policy, the upstream client, the embedded authorization server
+//! and the token verifier. Every failure says which file, key or store is at fault.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fhirseal_authority::{Authority, InitOptions, KEK_ENV, Kek, store};
+use fhirseal_policy::Policy;
+use fhirseal_smart::verify::{Verifier, VerifierConfig};
+use fhirseal_smart::{AuthServer, SigningKey};
+use fhirseal_upstream::Upstream;
+use rand_core::OsRng;
+
+use crate::config::Config;
+
+/// The gateway's shared state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The attribute authority.
+    pub authority: Arc<Authority>,
+    /// The compliance policy.
+    pub policy: Arc<Policy>,
+    /// The upstream FHIR server.
+    pub upstream: Upstream,
+    /// Verifies every request's bearer token.
+    pub verifier: Arc<Verifier>,
+    /// The embedded authorization server, when on.
+    pub auth_server: Option<Arc<AuthServer>>,
+}
+
+/// Why the gateway cannot start. Each names what is at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    /// The data folder cannot be created.
+    #[error("the data folder {path} cannot be created: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key-encryption key cannot be read or created.
+    #[error("the authority's key-encryption key: {0}")]
+    Kek(String),
+    /// The authority's store exists but its key-encryption key file does not: a new key would
+    /// not open it, so none is made.
+    #[error(
+        "the authority at {location} exists but its key-encryption key {kek} is missing; \
+         restore it or set {KEK_ENV}"
+    )]
+    KekMissing {
+        /// The authority's store.
+        location: String,
+        /// The key file looked for.
+        kek: PathBuf,
+    },
+    /// The authority cannot be opened or created.
+    #[error("the attribute authority: {0}")]
+    Authority(#[from] fhirseal_authority::Error),
+    /// The policy does not load; each problem names its file, line and key.
+    #[error("the policy:\n{0}")]
+    Policy(#[from] fhirseal_policy::PolicyErrors),
+    /// The upstream client cannot be built.
+    #[error("`upstream`: {0}")]
+    Upstream(#[from] fhirseal_upstream::ConfigError),
+    /// The embedded authorization server cannot start.
+    #[error("`smart.embedded`: {0}")]
+    AuthServer(#[from] fhirseal_smart::ServerError),
+    /// The HTTP client for keys and introspection cannot be built (no TLS roots, say).
+    #[error("the HTTP client for token keys: {0}")]
+    Http(String),
+    /// The token verifier refuses the issuers.
+    #[error("`smart.issuers`: {0}")]
+    Verifier(#[from] fhirseal_smart::verify::ConfigError),
+}
+
+impl AppState {
+    /// Builds the state for `config` at time `now` (seconds since the Unix epoch), creating the
+    /// data folder, the key-encryption key and the authority on first start.
+    pub fn build(config: Config, now: i64) -> Result<Self, StartupError> {
+        let authority = Arc::new(open_authority(&config, now)?);
+        let policy = Arc::new(if config.policy_files.is_empty() {
+            Policy::embedded_default()?
+        } else {
+            Policy::from_paths(&config.policy_files)?
+        });
+        let upstream = Upstream::new(config.upstream.clone())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartupError::Http(e.to_string()))?;
+        let auth_server = match &config.embedded {
+            None => None,
+            Some(server) => {
+                let key = SigningKey::load_or_create(&authority, &mut OsRng)?;
+                Some(Arc::new(AuthServer::new(
+                    server.clone(),
+                    key,
+                    http.clone(),
+                )?))
+            }
+        };
+        let mut issuers = config.issuers.clone();
+        if let Some(server) = &auth_server {
+            issuers.push(server.issuer_config());
+        }
+        let verifier = Verifier::new(
+            VerifierConfig {
+                issuers,
+                introspection: config.introspection.clone(),
+                ..VerifierConfig::default()
+            },
+            http,
+        )?;
+        Ok(Self {
+            config: Arc::new(config),
+            authority,
+            policy,
+            upstream,
+            verifier: Arc::new(verifier),
+            auth_server,
+        })
+    }
+}
+
+/// Opens the authority, or creates it (and its key-encryption key file) on first start.
+fn open_authority(config: &Config, now: i64) -> Result<Authority, StartupError> {
+    if config.authority_database.starts_with("sqlite:") {
+        create_dir(&config.data_dir)?;
+        if let Some(parent) =
+            Path::new(config.authority_database.trim_start_matches("sqlite:")).parent()
+        {
+            create_dir(parent)?;
+        }
+    }
+    let mut store = store::open(&config.authority_database)?;
+    let exists = store.master()?.is_some();
+    let kek = match &config.authority_kek_file {
+        None => {
+            let hex = std::env::var(KEK_ENV).map_err(|_| {
+                StartupError::Kek(format!(
+                    "{KEK_ENV} is not set (authority.kek_from_env = true)"
+                ))
+            })?;
+            Kek::from_hex(&hex, KEK_ENV).map_err(|e| StartupError::Kek(e.to_string()))?
+        }
+        Some(path) if path.exists() => {
+            Kek::from_file(path).map_err(|e| StartupError::Kek(e.to_string()))?
+        }
+        Some(path) if exists => {
+            return Err(StartupError::KekMissing {
+                location: store.location().to_string(),
+                kek: path.clone(),
+            });
+        }
+        Some(path) => {
+            if let Some(parent) = path.parent() {
+                create_dir(parent)?;
+            }
+            let kek = Kek::generate(&mut OsRng);
+            kek.write_new_file(path)
+                .map_err(|e| StartupError::Kek(e.to_string()))?;
+            kek
+        }
+    };
+    Ok(if exists {
+        Authority::open(store, kek)?
+    } else {
+        Authority::init(store, kek, InitOptions::default(), now, &mut OsRng)?
+    })
+}
+
+/// Creates `path` (and its parents) readable by the owner only, if missing.
+fn create_dir(path: &Path) -> Result<(), StartupError> {
+    if path.as_os_str().is_empty() || path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .map_err(|source| StartupError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
