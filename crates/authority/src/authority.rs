@@ -11,6 +11,7 @@ use rshabe::{
 use zeroize::Zeroizing;
 
 use crate::cache::KeyCache;
+use crate::jobs::{Chunk, JobId, Progress};
 use crate::periods::Periods;
 use crate::store::{Kind, MasterRecord, NewPrincipal, Principal, Store};
 use crate::{Error, Kek};
@@ -414,6 +415,82 @@ impl Authority {
         }
         // Another process stored its value first: use that one.
         self.kek.open(&record, &stored)
+    }
+
+    /// The ciphertext-update job moving headers to `target_period`: the existing one, or a new
+    /// one started at `now` (see [`Store::start_update_job`]). [`Error::PeriodsExhausted`] for a
+    /// period past the time tree.
+    pub fn start_update_job(&self, target_period: u64, now: i64) -> Result<JobId, Error> {
+        if target_period > self.periods.last {
+            return Err(Error::PeriodsExhausted {
+                period: target_period,
+                last: self.periods.last,
+            });
+        }
+        self.store().start_update_job(target_period, now)
+    }
+
+    /// Adds chunks to a job; how many were new (see [`Store::add_chunks`]).
+    pub fn add_update_chunks(&self, job: JobId, keys: &[String]) -> Result<u64, Error> {
+        self.store().add_chunks(job, keys)
+    }
+
+    /// Claims one chunk of a job for `worker` under a lease (see [`Store::claim_chunk`]).
+    pub fn claim_update_chunk(
+        &self,
+        job: JobId,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<Option<Chunk>, Error> {
+        self.store().claim_chunk(job, worker, now, lease_seconds)
+    }
+
+    /// Records a chunk `worker` holds as done, with the headers it moved (see
+    /// [`Store::complete_chunk`]); [`Error::LeaseLost`] if it no longer holds it.
+    pub fn complete_update_chunk(
+        &self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        moved: u64,
+    ) -> Result<(), Error> {
+        self.store().complete_chunk(job, key, worker, moved)
+    }
+
+    /// Puts a chunk `worker` holds back to pending after a failure (see
+    /// [`Store::release_chunk`]).
+    pub fn release_update_chunk(&self, job: JobId, key: &str, worker: &str) -> Result<(), Error> {
+        self.store().release_chunk(job, key, worker)
+    }
+
+    /// Extends the lease `worker` holds on a chunk (see [`Store::renew_lease`]).
+    pub fn renew_update_lease(
+        &self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<(), Error> {
+        self.store()
+            .renew_lease(job, key, worker, now, lease_seconds)
+    }
+
+    /// Where a job stands (see [`Store::job_progress`]).
+    pub fn update_job_progress(&self, job: JobId) -> Result<Progress, Error> {
+        self.store().job_progress(job)
+    }
+
+    /// Marks a job finished if all its chunks are done; whether it is finished (see
+    /// [`Store::finish_job_if_done`]).
+    pub fn finish_update_job_if_done(&self, job: JobId, now: i64) -> Result<bool, Error> {
+        self.store().finish_job_if_done(job, now)
+    }
+
+    /// The most recently started ciphertext-update job and where it stands, for the admin API.
+    pub fn latest_update_job(&self) -> Result<Option<(JobId, Progress)>, Error> {
+        self.store().latest_update_job()
     }
 
     /// How many decryption keys are cached.

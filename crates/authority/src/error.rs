@@ -128,6 +128,46 @@ pub enum Error {
         /// The secret's name.
         name: String,
     },
+    /// A ciphertext-update job that does not exist (see
+    /// [`Store::start_update_job`](crate::Store::start_update_job)).
+    #[error("there is no ciphertext-update job {job}")]
+    UnknownJob {
+        /// The job asked for.
+        job: u64,
+    },
+    /// A chunk key that the job does not hold.
+    #[error("ciphertext-update job {job} has no chunk {key}")]
+    UnknownChunk {
+        /// The job.
+        job: u64,
+        /// The chunk's key.
+        key: String,
+    },
+    /// A worker completed, released or renewed a chunk it no longer holds: its lease expired and
+    /// another worker claimed the chunk, or it was released or completed already. What the worker
+    /// did on it is not recorded; the chunk's holder does it again (the work is idempotent).
+    #[error(
+        "worker {worker} no longer holds chunk {key} of ciphertext-update job {job} \
+         (its lease expired and another worker claimed it, or it was released or done); \
+         its work is not recorded"
+    )]
+    LeaseLost {
+        /// The job.
+        job: u64,
+        /// The chunk's key.
+        key: String,
+        /// The worker that asked.
+        worker: String,
+    },
+    /// New chunks for a job that was already marked finished.
+    #[error(
+        "ciphertext-update job {job} is finished and takes no new chunks; \
+         start a job for a later period instead"
+    )]
+    JobFinished {
+        /// The job.
+        job: u64,
+    },
     /// A scheme error from `rshabe`.
     #[error(transparent)]
     Scheme(#[from] rshabe::Error),

@@ -15,6 +15,8 @@
 //!   key-encryption key, [`Kek`], read from a file or the `FHIRSEAL_AUTHORITY_KEK` variable.
 //! - Other components keep named secrets there, sealed the same way and shared by replicas
 //!   ([`Authority::secret_or_create`]): the embedded authorization server's signing key.
+//! - The ciphertext-update job's work queue lives there too ([`jobs`]): chunks claimed under
+//!   leases, so that several replicas sharing PostgreSQL split the work and a restart resumes it.
 //!
 //! ```
 //! use fhirseal_authority::{Authority, InitOptions, Kek, store};
@@ -55,11 +57,13 @@
 mod authority;
 mod cache;
 mod error;
+pub mod jobs;
 mod kek;
 mod periods;
 pub mod store;
 
 pub use authority::{Authority, InitOptions, PeriodInfo};
 pub use error::Error;
+pub use jobs::{Chunk, JobId, Progress};
 pub use kek::{KEK_ENV, Kek};
 pub use store::{Kind, PostgresStore, Principal, SqliteStore, Store};

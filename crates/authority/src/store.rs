@@ -3,17 +3,20 @@
 //! - [`SqliteStore`]: one file, the embedded default.
 //! - [`PostgresStore`]: for several gateway replicas sharing one authority.
 //!
-//! Both keep the same five tables: `fhirseal_meta` (schema version and counters), `master` (the
+//! Both keep the same seven tables: `fhirseal_meta` (schema version and counters), `master` (the
 //! public parameters and the sealed master secret), `principals` (users and sub-authorities,
 //! each with its leaf, attributes, issuer, status and sealed key), `key_updates` (the
 //! published update per period, tagged with the revocation-list version it was made for) and
 //! `secrets` (named secrets of other components, such as the embedded authorization server's
-//! signing key, each sealed under the key-encryption key; schema version 2).
+//! signing key, each sealed under the key-encryption key; schema version 2), and the
+//! ciphertext-update job's work queue, `update_jobs` and `update_chunks` (schema version 3; see
+//! [`crate::jobs`]).
 //! Leaves are allocated from a counter in the same transaction that inserts the principal, under
 //! a write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR UPDATE`), with a `UNIQUE`
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
 
 use crate::Error;
+use crate::jobs::{Chunk, JobId, Progress};
 
 mod postgres;
 mod sqlite;
@@ -22,7 +25,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The authority's public record and sealed master secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +188,60 @@ pub trait Store: Send {
     /// Stores `bytes` as the named secret unless one is already stored, and returns what is
     /// stored: the first writer wins, so replicas sharing a database agree on one value.
     fn insert_secret_if_absent(&mut self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Error>;
+    /// The ciphertext-update job that moves headers to `target_period`: the existing one if there
+    /// is one (whether finished or not), else a new one started at `now`.
+    fn start_update_job(&mut self, target_period: u64, now: i64) -> Result<JobId, Error>;
+    /// Adds the chunks `keys` to `job` and returns how many were new: a key already there is
+    /// left as it is (not reset), a key repeated in `keys` is added once.
+    /// [`Error::UnknownJob`] if the job does not exist, [`Error::JobFinished`] if it is finished
+    /// and a key is new, [`Error::Invalid`] for an empty or overlong key (nothing is added then).
+    fn add_chunks(&mut self, job: JobId, keys: &[String]) -> Result<u64, Error>;
+    /// Claims for `worker`, until `now + lease_seconds`, one chunk of `job` that is pending or
+    /// whose lease ended at or before `now`: of those, one claimed the fewest times, then the
+    /// first added. `None` when there is none. Concurrent claimers never get the same chunk.
+    /// [`Error::UnknownJob`] if the job does not exist.
+    fn claim_chunk(
+        &mut self,
+        job: JobId,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<Option<Chunk>, Error>;
+    /// Marks the chunk done with the number of headers `worker` moved, if `worker` holds it (a
+    /// lease that has expired but was not claimed by another still counts: no one else was
+    /// given the chunk). Completing again a chunk this same worker completed is a no-op.
+    /// [`Error::LeaseLost`] if another worker holds it or it is not claimed,
+    /// [`Error::UnknownChunk`] if the job has no such chunk.
+    fn complete_chunk(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        moved: u64,
+    ) -> Result<(), Error>;
+    /// Puts the chunk `worker` holds back to pending after a failure; its attempts are kept.
+    /// [`Error::LeaseLost`] if `worker` does not hold it, [`Error::UnknownChunk`] if the job has
+    /// no such chunk.
+    fn release_chunk(&mut self, job: JobId, key: &str, worker: &str) -> Result<(), Error>;
+    /// Extends the lease `worker` holds on the chunk to `now + lease_seconds`, for long chunks.
+    /// [`Error::LeaseLost`] if `worker` does not hold it, [`Error::UnknownChunk`] if the job has
+    /// no such chunk.
+    fn renew_lease(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<(), Error>;
+    /// Where `job` stands; [`Error::UnknownJob`] if it does not exist.
+    fn job_progress(&mut self, job: JobId) -> Result<Progress, Error>;
+    /// Marks `job` finished at `now` if it has chunks and every one is done, and says whether it
+    /// is finished (now or earlier; an earlier finish keeps its time). A job without chunks is
+    /// not finished: its planner has not started. [`Error::UnknownJob`] if it does not exist.
+    fn finish_job_if_done(&mut self, job: JobId, now: i64) -> Result<bool, Error>;
+    /// The most recently started ciphertext-update job and where it stands, if there is one.
+    fn latest_update_job(&mut self) -> Result<Option<(JobId, Progress)>, Error>;
 }
 
 /// The principal `kind`/`name` and, for a sub-authority, every principal issued below it,

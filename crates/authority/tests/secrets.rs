@@ -246,17 +246,19 @@ fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
         a.add_user("Practitioner/1", &["a".to_string()], None, NOW, &mut OsRng)
             .unwrap();
         drop(a);
-        // Back to what a release before named secrets left: no `secrets` table, version 1.
+        // Back to what a release before named secrets left: no `secrets` table (nor the later
+        // job tables), version 1.
         execute(
             backend,
             &db.url,
-            "DROP TABLE secrets; UPDATE fhirseal_meta SET value = 1 WHERE key = 'schema_version'",
+            "DROP TABLE update_chunks; DROP TABLE update_jobs; DROP TABLE secrets;
+             UPDATE fhirseal_meta SET value = 1 WHERE key = 'schema_version'",
         );
         assert_eq!(schema_version(backend, &db.url), 1);
 
         let a = open(&db, KEK);
         assert_eq!(schema_version(backend, &db.url), store::SCHEMA_VERSION);
-        assert_eq!(store::SCHEMA_VERSION, 2);
+        assert_eq!(store::SCHEMA_VERSION, 3);
         assert_eq!(a.principals(Kind::User).unwrap().len(), 1, "{backend}");
         assert!(a.secret_key(Kind::User, "Practitioner/1").is_ok());
         assert_eq!(

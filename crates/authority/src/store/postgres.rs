@@ -1,5 +1,6 @@
 //! The PostgreSQL backend: one authority shared by several gateway replicas.
 
+use postgres::types::ToSql;
 use postgres::{Client, NoTls, Transaction};
 
 use super::{
@@ -7,6 +8,7 @@ use super::{
     attributes_to_text, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +46,27 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         bytes BYTEA NOT NULL
     );
+",
+    "
+    CREATE TABLE update_jobs (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        target_period BIGINT NOT NULL UNIQUE,
+        created_at BIGINT NOT NULL,
+        finished_at BIGINT
+    );
+    CREATE TABLE update_chunks (
+        job_id BIGINT NOT NULL REFERENCES update_jobs (id),
+        key TEXT NOT NULL,
+        seq BIGINT GENERATED ALWAYS AS IDENTITY,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done')),
+        claimed_by TEXT,
+        lease_until BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        moved BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, key),
+        CHECK (state <> 'claimed' OR (claimed_by IS NOT NULL AND lease_until IS NOT NULL))
+    );
+    CREATE INDEX update_chunks_open ON update_chunks (job_id, attempts, seq) WHERE state <> 'done';
 ",
 ];
 
@@ -411,6 +434,282 @@ impl Store for PostgresStore {
                 .map_err(&err)
         })
     }
+
+    fn start_update_job(&mut self, target_period: u64, now: i64) -> Result<JobId, Error> {
+        let period = jobs::to_db(target_period, "period")?;
+        self.write(|tx, location| {
+            let err = pg(location);
+            // Concurrent starts of one period: the loser's INSERT waits for the winner's commit,
+            // then does nothing, and its SELECT sees the winner's row (as for secrets).
+            tx.execute(
+                "INSERT INTO update_jobs (target_period, created_at) VALUES ($1, $2)
+                 ON CONFLICT (target_period) DO NOTHING",
+                &[&period, &now],
+            )
+            .map_err(&err)?;
+            let id: i64 = tx
+                .query_one(
+                    "SELECT id FROM update_jobs WHERE target_period = $1",
+                    &[&period],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(&err)?;
+            JobId::from_db(id)
+        })
+    }
+
+    fn add_chunks(&mut self, job: JobId, keys: &[String]) -> Result<u64, Error> {
+        jobs::check_keys(keys)?;
+        let id = job.to_db()?;
+        self.write(|tx, location| {
+            let err = pg(location);
+            // FOR SHARE: adders run together, but not beside `finish_job_if_done` (FOR UPDATE),
+            // so a job is never marked finished while chunks are being added to it.
+            let finished = job_finished_at(tx, job, "FOR SHARE", &err)?.is_some();
+            let added = tx
+                .execute(
+                    "INSERT INTO update_chunks (job_id, key, state)
+                     SELECT $1, k, 'pending' FROM unnest($2::text[]) WITH ORDINALITY AS t (k, n)
+                     ORDER BY n
+                     ON CONFLICT (job_id, key) DO NOTHING",
+                    &[&id, &keys],
+                )
+                .map_err(&err)?;
+            if finished && added > 0 {
+                // The transaction is dropped uncommitted: nothing is added.
+                return Err(Error::JobFinished { job: job.get() });
+            }
+            Ok(added)
+        })
+    }
+
+    fn claim_chunk(
+        &mut self,
+        job: JobId,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<Option<Chunk>, Error> {
+        jobs::check_worker(worker)?;
+        let until = jobs::lease_until(now, lease_seconds)?;
+        let id = job.to_db()?;
+        self.write(|tx, location| {
+            let err = pg(location);
+            job_finished_at(tx, job, "", &err)?;
+            // A chunk another claimer has locked is skipped; one it claimed and committed since
+            // this statement's snapshot is re-checked against the condition and skipped too.
+            let row = tx
+                .query_opt(
+                    "SELECT key FROM update_chunks
+                     WHERE job_id = $1 AND state <> 'done'
+                       AND (state = 'pending' OR (state = 'claimed' AND lease_until <= $2))
+                     ORDER BY attempts, seq LIMIT 1
+                     FOR UPDATE SKIP LOCKED",
+                    &[&id, &now],
+                )
+                .map_err(&err)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let key: String = row.try_get(0).map_err(&err)?;
+            let attempts: i32 = tx
+                .query_one(
+                    "UPDATE update_chunks
+                     SET state = 'claimed', claimed_by = $3, lease_until = $4, attempts = attempts + 1
+                     WHERE job_id = $1 AND key = $2 RETURNING attempts",
+                    &[&id, &key, &worker, &until],
+                )
+                .and_then(|r| r.try_get(0))
+                .map_err(&err)?;
+            let attempts =
+                u32::try_from(attempts).map_err(|_| corrupt("update chunk", "attempt count"))?;
+            Ok(Some(Chunk { key, attempts }))
+        })
+    }
+
+    fn complete_chunk(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        moved: u64,
+    ) -> Result<(), Error> {
+        let moved = jobs::to_db(moved, "header count")?;
+        self.holder_write(
+            job,
+            key,
+            worker,
+            true,
+            "UPDATE update_chunks SET state = 'done', lease_until = NULL, moved = $4
+             WHERE job_id = $1 AND key = $2 AND state = 'claimed' AND claimed_by = $3",
+            Some(moved),
+        )
+    }
+
+    fn release_chunk(&mut self, job: JobId, key: &str, worker: &str) -> Result<(), Error> {
+        self.holder_write(
+            job,
+            key,
+            worker,
+            false,
+            "UPDATE update_chunks SET state = 'pending', claimed_by = NULL, lease_until = NULL
+             WHERE job_id = $1 AND key = $2 AND state = 'claimed' AND claimed_by = $3",
+            None,
+        )
+    }
+
+    fn renew_lease(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<(), Error> {
+        let until = jobs::lease_until(now, lease_seconds)?;
+        self.holder_write(
+            job,
+            key,
+            worker,
+            false,
+            "UPDATE update_chunks SET lease_until = $4
+             WHERE job_id = $1 AND key = $2 AND state = 'claimed' AND claimed_by = $3",
+            Some(until),
+        )
+    }
+
+    fn job_progress(&mut self, job: JobId) -> Result<Progress, Error> {
+        let id = job.to_db()?;
+        let row = self
+            .client
+            .query_opt(PROGRESS, &[&id])
+            .map_err(|e| self.err(e))?
+            .ok_or(Error::UnknownJob { job: job.get() })?;
+        raw_progress(&row).map_err(pg(&self.location))?.check()
+    }
+
+    fn finish_job_if_done(&mut self, job: JobId, now: i64) -> Result<bool, Error> {
+        let id = job.to_db()?;
+        self.write(|tx, location| {
+            let err = pg(location);
+            if job_finished_at(tx, job, "FOR UPDATE", &err)?.is_some() {
+                return Ok(true);
+            }
+            let (total, open): (i64, i64) = tx
+                .query_one(
+                    "SELECT COUNT(*), COUNT(CASE WHEN state <> 'done' THEN 1 END)
+                     FROM update_chunks WHERE job_id = $1",
+                    &[&id],
+                )
+                .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .map_err(&err)?;
+            if total == 0 || open > 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE update_jobs SET finished_at = $2 WHERE id = $1",
+                &[&id, &now],
+            )
+            .map_err(&err)?;
+            Ok(true)
+        })
+    }
+
+    fn latest_update_job(&mut self) -> Result<Option<(JobId, Progress)>, Error> {
+        let row = self
+            .client
+            .query_opt("SELECT id FROM update_jobs ORDER BY id DESC LIMIT 1", &[])
+            .map_err(|e| self.err(e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get(0).map_err(|e| self.err(e))?;
+        let job = JobId::from_db(id)?;
+        Ok(Some((job, self.job_progress(job)?)))
+    }
+}
+
+impl PostgresStore {
+    /// Runs `sql` (a write on the chunk `$2` of job `$1` guarded by `claimed_by = $3`, with `$4`
+    /// bound to `extra` if there is one) and, when it matched no row, says why
+    /// ([`jobs::refused`]).
+    fn holder_write(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        done_is_ok: bool,
+        sql: &str,
+        extra: Option<i64>,
+    ) -> Result<(), Error> {
+        jobs::check_worker(worker)?;
+        jobs::check_key(key)?;
+        let id = job.to_db()?;
+        self.write(|tx, location| {
+            let err = pg(location);
+            let params: Vec<&(dyn ToSql + Sync)> = match &extra {
+                Some(v) => vec![&id, &key, &worker, v],
+                None => vec![&id, &key, &worker],
+            };
+            // A concurrent claim of the chunk by another worker (its lease having expired) is
+            // waited for, and the row it left is re-checked: this write then matches nothing.
+            if tx.execute(sql, &params).map_err(&err)? == 1 {
+                return Ok(());
+            }
+            job_finished_at(tx, job, "", &err)?;
+            let holder = tx
+                .query_opt(
+                    "SELECT state, claimed_by FROM update_chunks WHERE job_id = $1 AND key = $2",
+                    &[&id, &key],
+                )
+                .map_err(&err)?
+                .map(|r| {
+                    Ok(ChunkHolder {
+                        state: r.try_get(0)?,
+                        claimed_by: r.try_get(1)?,
+                    })
+                })
+                .transpose()
+                .map_err(&err)?;
+            jobs::refused(job, key, worker, holder, done_is_ok)
+        })
+    }
+}
+
+/// The job's `finished_at` (its row locked by `lock`, if not empty), or [`Error::UnknownJob`].
+fn job_finished_at(
+    tx: &mut Transaction<'_>,
+    job: JobId,
+    lock: &str,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<Option<i64>, Error> {
+    tx.query_opt(
+        &format!("SELECT finished_at FROM update_jobs WHERE id = $1 {lock}"),
+        &[&job.to_db()?],
+    )
+    .map_err(err)?
+    .ok_or(Error::UnknownJob { job: job.get() })?
+    .try_get(0)
+    .map_err(err)
+}
+
+const PROGRESS: &str = "SELECT j.target_period, j.created_at, j.finished_at, COUNT(c.key),
+        COUNT(CASE WHEN c.state = 'done' THEN 1 END),
+        COUNT(CASE WHEN c.state = 'claimed' THEN 1 END),
+        COALESCE(SUM(CASE WHEN c.state = 'done' THEN c.moved ELSE 0 END), 0)::BIGINT
+    FROM update_jobs j LEFT JOIN update_chunks c ON c.job_id = j.id
+    WHERE j.id = $1 GROUP BY j.id";
+
+fn raw_progress(r: &postgres::Row) -> Result<RawProgress, postgres::Error> {
+    Ok(RawProgress {
+        target_period: r.try_get(0)?,
+        created_at: r.try_get(1)?,
+        finished_at: r.try_get(2)?,
+        total: r.try_get(3)?,
+        done: r.try_get(4)?,
+        claimed: r.try_get(5)?,
+        moved: r.try_get(6)?,
+    })
 }
 
 const SELECT: &str = "SELECT kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at FROM principals";

@@ -10,6 +10,7 @@ use super::{
     attributes_to_text, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -47,6 +48,28 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         bytes BLOB NOT NULL
     );
+",
+    "
+    CREATE TABLE update_jobs (
+        id INTEGER PRIMARY KEY,
+        target_period INTEGER NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE TABLE update_chunks (
+        job_id INTEGER NOT NULL REFERENCES update_jobs (id),
+        key TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'claimed', 'done')),
+        claimed_by TEXT,
+        lease_until INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        moved INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (job_id, key),
+        UNIQUE (job_id, seq),
+        CHECK (state <> 'claimed' OR (claimed_by IS NOT NULL AND lease_until IS NOT NULL))
+    );
+    CREATE INDEX update_chunks_open ON update_chunks (job_id, attempts, seq) WHERE state <> 'done';
 ",
 ];
 
@@ -429,6 +452,302 @@ impl Store for SqliteStore {
             .map_err(err)
         })
     }
+
+    fn start_update_job(&mut self, target_period: u64, now: i64) -> Result<JobId, Error> {
+        let period = jobs::to_db(target_period, "period")?;
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = sq(&location);
+            tx.execute(
+                "INSERT INTO update_jobs (target_period, created_at) VALUES (?1, ?2)
+                 ON CONFLICT (target_period) DO NOTHING",
+                params![period, now],
+            )
+            .map_err(&err)?;
+            let id: i64 = tx
+                .query_row(
+                    "SELECT id FROM update_jobs WHERE target_period = ?1",
+                    params![period],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            JobId::from_db(id)
+        })
+    }
+
+    fn add_chunks(&mut self, job: JobId, keys: &[String]) -> Result<u64, Error> {
+        jobs::check_keys(keys)?;
+        let id = job.to_db()?;
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = sq(&location);
+            let finished = job_finished_at(tx, job, &err)?.is_some();
+            let mut seq: i64 = tx
+                .query_row(
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM update_chunks WHERE job_id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO update_chunks (job_id, key, seq, state, attempts, moved)
+                     VALUES (?1, ?2, ?3, 'pending', 0, 0)
+                     ON CONFLICT (job_id, key) DO NOTHING",
+                )
+                .map_err(&err)?;
+            let mut added = 0u64;
+            for key in keys {
+                if insert.execute(params![id, key, seq]).map_err(&err)? == 1 {
+                    added += 1;
+                    seq += 1;
+                }
+            }
+            if finished && added > 0 {
+                // The transaction is dropped uncommitted: nothing is added.
+                return Err(Error::JobFinished { job: job.get() });
+            }
+            Ok(added)
+        })
+    }
+
+    fn claim_chunk(
+        &mut self,
+        job: JobId,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<Option<Chunk>, Error> {
+        jobs::check_worker(worker)?;
+        let until = jobs::lease_until(now, lease_seconds)?;
+        let id = job.to_db()?;
+        let location = self.location.clone();
+        // `BEGIN IMMEDIATE`: claimers (in this process or another) run one at a time.
+        self.write(|tx| {
+            let err = sq(&location);
+            job_finished_at(tx, job, &err)?;
+            let key: Option<String> = tx
+                .query_row(
+                    "SELECT key FROM update_chunks
+                     WHERE job_id = ?1 AND state <> 'done'
+                       AND (state = 'pending' OR (state = 'claimed' AND lease_until <= ?2))
+                     ORDER BY attempts, seq LIMIT 1",
+                    params![id, now],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?;
+            let Some(key) = key else {
+                return Ok(None);
+            };
+            let attempts: i64 = tx
+                .query_row(
+                    "UPDATE update_chunks
+                     SET state = 'claimed', claimed_by = ?3, lease_until = ?4, attempts = attempts + 1
+                     WHERE job_id = ?1 AND key = ?2 RETURNING attempts",
+                    params![id, key, worker, until],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            let attempts =
+                u32::try_from(attempts).map_err(|_| corrupt("update chunk", "attempt count"))?;
+            Ok(Some(Chunk { key, attempts }))
+        })
+    }
+
+    fn complete_chunk(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        moved: u64,
+    ) -> Result<(), Error> {
+        let moved = jobs::to_db(moved, "header count")?;
+        self.holder_write(
+            job,
+            key,
+            worker,
+            true,
+            "UPDATE update_chunks SET state = 'done', lease_until = NULL, moved = ?4
+             WHERE job_id = ?1 AND key = ?2 AND state = 'claimed' AND claimed_by = ?3",
+            Some(moved),
+        )
+    }
+
+    fn release_chunk(&mut self, job: JobId, key: &str, worker: &str) -> Result<(), Error> {
+        self.holder_write(
+            job,
+            key,
+            worker,
+            false,
+            "UPDATE update_chunks SET state = 'pending', claimed_by = NULL, lease_until = NULL
+             WHERE job_id = ?1 AND key = ?2 AND state = 'claimed' AND claimed_by = ?3",
+            None,
+        )
+    }
+
+    fn renew_lease(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<(), Error> {
+        let until = jobs::lease_until(now, lease_seconds)?;
+        self.holder_write(
+            job,
+            key,
+            worker,
+            false,
+            "UPDATE update_chunks SET lease_until = ?4
+             WHERE job_id = ?1 AND key = ?2 AND state = 'claimed' AND claimed_by = ?3",
+            Some(until),
+        )
+    }
+
+    fn job_progress(&mut self, job: JobId) -> Result<Progress, Error> {
+        let id = job.to_db()?;
+        let raw = self
+            .conn
+            .query_row(PROGRESS, params![id], raw_progress)
+            .optional()
+            .map_err(|e| self.err(e))?;
+        raw.ok_or(Error::UnknownJob { job: job.get() })?.check()
+    }
+
+    fn finish_job_if_done(&mut self, job: JobId, now: i64) -> Result<bool, Error> {
+        let id = job.to_db()?;
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = sq(&location);
+            if job_finished_at(tx, job, &err)?.is_some() {
+                return Ok(true);
+            }
+            let (total, open): (i64, i64) = tx
+                .query_row(
+                    "SELECT COUNT(*), COUNT(CASE WHEN state <> 'done' THEN 1 END)
+                     FROM update_chunks WHERE job_id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(&err)?;
+            if total == 0 || open > 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE update_jobs SET finished_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )
+            .map_err(&err)?;
+            Ok(true)
+        })
+    }
+
+    fn latest_update_job(&mut self) -> Result<Option<(JobId, Progress)>, Error> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM update_jobs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        id.map(|id| {
+            let job = JobId::from_db(id)?;
+            Ok((job, self.job_progress(job)?))
+        })
+        .transpose()
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql` (a write on the chunk `?2` of job `?1` guarded by `claimed_by = ?3`, with `?4`
+    /// bound to `extra` if there is one) and, when it matched no row, says why
+    /// ([`jobs::refused`]).
+    fn holder_write(
+        &mut self,
+        job: JobId,
+        key: &str,
+        worker: &str,
+        done_is_ok: bool,
+        sql: &str,
+        extra: Option<i64>,
+    ) -> Result<(), Error> {
+        jobs::check_worker(worker)?;
+        jobs::check_key(key)?;
+        let id = job.to_db()?;
+        let location = self.location.clone();
+        self.write(|tx| {
+            let err = sq(&location);
+            let changed = match extra {
+                Some(v) => tx.execute(sql, params![id, key, worker, v]),
+                None => tx.execute(sql, params![id, key, worker]),
+            }
+            .map_err(&err)?;
+            if changed == 1 {
+                return Ok(());
+            }
+            job_finished_at(tx, job, &err)?;
+            let holder = tx
+                .query_row(
+                    "SELECT state, claimed_by FROM update_chunks WHERE job_id = ?1 AND key = ?2",
+                    params![id, key],
+                    |r| {
+                        Ok(ChunkHolder {
+                            state: r.get(0)?,
+                            claimed_by: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(&err)?;
+            jobs::refused(job, key, worker, holder, done_is_ok)
+        })
+    }
+}
+
+/// The job's `finished_at`, or [`Error::UnknownJob`].
+fn job_finished_at(
+    tx: &rusqlite::Transaction<'_>,
+    job: JobId,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<Option<i64>, Error> {
+    tx.query_row(
+        "SELECT finished_at FROM update_jobs WHERE id = ?1",
+        params![job.to_db()?],
+        |r| r.get::<_, Option<i64>>(0),
+    )
+    .optional()
+    .map_err(err)?
+    .ok_or(Error::UnknownJob { job: job.get() })
+}
+
+fn sq(location: &str) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Sqlite {
+        location: location.to_string(),
+        source,
+    }
+}
+
+const PROGRESS: &str = "SELECT j.target_period, j.created_at, j.finished_at, COUNT(c.key),
+        COUNT(CASE WHEN c.state = 'done' THEN 1 END),
+        COUNT(CASE WHEN c.state = 'claimed' THEN 1 END),
+        COALESCE(SUM(CASE WHEN c.state = 'done' THEN c.moved ELSE 0 END), 0)
+    FROM update_jobs j LEFT JOIN update_chunks c ON c.job_id = j.id
+    WHERE j.id = ?1 GROUP BY j.id";
+
+fn raw_progress(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawProgress> {
+    Ok(RawProgress {
+        target_period: r.get(0)?,
+        created_at: r.get(1)?,
+        finished_at: r.get(2)?,
+        total: r.get(3)?,
+        done: r.get(4)?,
+        claimed: r.get(5)?,
+        moved: r.get(6)?,
+    })
 }
 
 const SELECT: &str = "SELECT kind, name, leaf, attributes, parent, revoked_at, sealed_key, created_at FROM principals";
