@@ -47,6 +47,7 @@
 #![warn(missing_docs)]
 
 pub mod compartment;
+mod headers;
 mod open;
 pub mod path;
 pub mod rules;
@@ -55,6 +56,7 @@ pub mod shape;
 pub mod structure;
 mod update;
 
+pub use headers::shared_header_ids;
 pub use open::{OpenReport, Reader};
 pub use path::{ElementPath, PathError};
 pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};

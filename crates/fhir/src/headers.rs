@@ -1,0 +1,99 @@
+//! Which shared headers a reader needs: the ids of the headers that the envelopes of a resource
+//! (or a Bundle of them) are wrapped under and that do not travel in the resource itself.
+//!
+//! With `shared` granularity a header is stored once on the upstream, not in the resources sealed
+//! under it (DESIGN.md, "Keys and performance"), so before opening a response the gateway fetches
+//! the headers its envelopes name ([`shared_header_ids`]) and hands them to the
+//! [`Reader`](crate::Reader) as a [`HeaderLookup`](crate::HeaderLookup).
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use fhirseal_envelope::{Envelope, Header, HeaderId};
+use serde_json::{Map, Value};
+
+use crate::shape::{SEALED_ELEMENT, SEALED_HEADER};
+
+/// The ids of the headers that the sealed elements of `resource` are wrapped under, for a
+/// resource (its contained resources included), every entry of a Bundle (at any depth) or each
+/// item of a JSON array: deduplicated, in first-seen order.
+///
+/// Left out, as [`Reader::open`](crate::Reader::open) does not look them up:
+/// - ids whose header travels in the resource itself (a well-formed `sealed-header` extension on
+///   its root, `resource` granularity);
+/// - malformed envelopes (they stay masked whatever is found);
+/// - envelopes in a Bundle's own members or an entry's `search`, `request` or `response`, where
+///   sealing never writes (they are masked, never opened).
+///
+/// Nothing is decrypted: an id is read from each envelope's fixed prefix.
+pub fn shared_header_ids(resource: &Value) -> Vec<HeaderId> {
+    let mut found = Found::default();
+    found.any(resource);
+    found.ids
+}
+
+/// The ids found so far, in order, and the set of them.
+#[derive(Default)]
+struct Found {
+    ids: Vec<HeaderId>,
+    seen: HashSet<HeaderId>,
+}
+
+impl Found {
+    /// A resource, a Bundle, or an array of either (walked as [`Reader::open`](crate::Reader::open)
+    /// walks them).
+    fn any(&mut self, value: &Value) {
+        match value {
+            Value::Array(items) => items.iter().for_each(|item| self.any(item)),
+            Value::Object(object)
+                if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") =>
+            {
+                let entries = object.get("entry").and_then(Value::as_array);
+                for entry in entries.into_iter().flatten() {
+                    if let Some(inner) = entry.get("resource") {
+                        self.any(inner);
+                    }
+                }
+            }
+            Value::Object(object) => {
+                let local = local_header_ids(object);
+                self.envelopes(value, &local);
+            }
+            _ => {}
+        }
+    }
+
+    /// Every sealed-element envelope in `value`, at any depth, whose header is not in `local`.
+    fn envelopes(&mut self, value: &Value, local: &HashSet<HeaderId>) {
+        match value {
+            Value::Object(object) => {
+                if object.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
+                    && let Some(text) = object.get("valueBase64Binary").and_then(Value::as_str)
+                    && let Ok(envelope) = Envelope::from_base64(text)
+                {
+                    let id = envelope.header();
+                    if !local.contains(&id) && self.seen.insert(id) {
+                        self.ids.push(id);
+                    }
+                }
+                object.values().for_each(|v| self.envelopes(v, local));
+            }
+            Value::Array(items) => items.iter().for_each(|v| self.envelopes(v, local)),
+            _ => {}
+        }
+    }
+}
+
+/// The ids of the `sealed-header` extensions on a resource's root that the reader would use:
+/// valid base64 whose header prefix reads (`Header::peek`), as when opening.
+fn local_header_ids(object: &Map<String, Value>) -> HashSet<HeaderId> {
+    let extensions = object.get("extension").and_then(Value::as_array);
+    extensions
+        .into_iter()
+        .flatten()
+        .filter(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_HEADER))
+        .filter_map(|e| e.get("valueBase64Binary").and_then(Value::as_str))
+        .filter_map(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .filter_map(|bytes| Header::peek(&bytes).ok().map(|(id, _, _)| id))
+        .collect()
+}

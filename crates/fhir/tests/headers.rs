@@ -1,0 +1,341 @@
+//! `shared_header_ids`: the shared headers a reader needs, found in real sealed resources, and
+//! nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use std::collections::{HashMap, HashSet};
+
+use base64::Engine as _;
+use fhirseal_envelope::{Granularity, Header, HeaderId};
+use fhirseal_fhir::shape::{SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_fhir::{
+    Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
+    shared_header_ids,
+};
+use fixture::{ALL, Fixture, cache};
+use rshabe::AccessStructure;
+use serde_json::{Value, json};
+
+struct World {
+    fx: Fixture,
+    headers: SharedHeaders,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            fx: Fixture::new(11),
+            headers: SharedHeaders::new(),
+        }
+    }
+
+    fn seal(&mut self, resource: &Value, rules: &Rules) -> Value {
+        let Self { fx, headers } = self;
+        Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+            .seal(resource, rules)
+            .unwrap()
+            .resource
+    }
+
+    /// The ids of the headers created since the last call.
+    fn created(&mut self) -> Vec<HeaderId> {
+        self.headers.take_created().iter().map(Header::id).collect()
+    }
+}
+
+/// Only the headers it was given: what the gateway's store hands the reader.
+struct Only(HashMap<HeaderId, Header>);
+
+impl HeaderLookup for Only {
+    fn header(&self, id: HeaderId) -> Option<Header> {
+        self.0.get(&id).cloned()
+    }
+}
+
+/// `(type, path, structure, granularity)`, narratives neutral and displays kept, so that each
+/// structure makes exactly one header.
+fn rules(list: &[(&str, &str, &str, Granularity)]) -> Rules {
+    let mut by_type: Vec<(&str, Vec<ElementRule>)> = Vec::new();
+    for (rtype, path, policy, granularity) in list {
+        let rule =
+            ElementRule::new(path, AccessStructure::parse(policy).unwrap(), *granularity).unwrap();
+        match by_type.iter_mut().find(|(t, _)| t == rtype) {
+            Some((_, rules)) => rules.push(rule),
+            None => by_type.push((rtype, vec![rule])),
+        }
+    }
+    Rules::new(by_type.into_iter().map(|(rtype, rules)| {
+        RuleSet::new(rtype, rules, Narrative::Neutral, Displays::Keep).unwrap()
+    }))
+    .unwrap()
+}
+
+fn patient(id: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "gender": "female", "birthDate": "1980-02-03",
+           "name": [{"family": "Doe", "given": ["Ann"]}]})
+}
+
+fn observation(id: &str) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final", "code": {"text": "hr"},
+           "valueQuantity": {"value": 61, "unit": "/min"}})
+}
+
+fn set(ids: &[HeaderId]) -> HashSet<HeaderId> {
+    ids.iter().copied().collect()
+}
+
+/// An envelope of `sealed` (the first found), as base64.
+fn some_envelope(sealed: &Value) -> String {
+    let text = sealed.to_string();
+    let at = text.find(SEALED_ELEMENT).unwrap();
+    let rest = &text[at..];
+    let start = rest.find("valueBase64Binary\":\"").unwrap() + "valueBase64Binary\":\"".len();
+    let end = start + rest[start..].find('"').unwrap();
+    rest[start..end].to_string()
+}
+
+/// `envelope` with its header id replaced by `id`.
+fn with_header(envelope: &str, id: [u8; 16]) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut bytes = engine.decode(envelope).unwrap();
+    bytes[1..17].copy_from_slice(&id);
+    engine.encode(bytes)
+}
+
+fn sealed_element(envelope: &str) -> Value {
+    json!({"url": SEALED_ELEMENT, "valueBase64Binary": envelope})
+}
+
+#[test]
+fn a_shared_resource_names_each_of_its_headers_once() {
+    let mut w = World::new();
+    let r = rules(&[
+        (
+            "Patient",
+            "Patient.birthDate",
+            "role:physician",
+            Granularity::Shared,
+        ),
+        (
+            "Patient",
+            "Patient.gender",
+            "role:physician",
+            Granularity::Shared,
+        ),
+        (
+            "Patient",
+            "Patient.name",
+            "role:physician or role:nurse",
+            Granularity::Shared,
+        ),
+    ]);
+    let sealed = w.seal(&patient("p1"), &r);
+    let created = w.created();
+    assert_eq!(created.len(), 2, "one header per structure");
+    let ids = shared_header_ids(&sealed);
+    assert_eq!(ids.len(), 2, "deduplicated: {ids:?}");
+    assert_eq!(set(&ids), set(&created));
+}
+
+#[test]
+fn bundle_entries_at_any_depth_in_first_seen_order() {
+    let mut w = World::new();
+    let r = rules(&[
+        (
+            "Patient",
+            "Patient.birthDate",
+            "role:physician",
+            Granularity::Shared,
+        ),
+        (
+            "Observation",
+            "Observation.value[x]",
+            "role:nurse",
+            Granularity::Shared,
+        ),
+    ]);
+    let obs = w.seal(&observation("o1"), &r);
+    let [obs_header] = w.created()[..] else {
+        panic!()
+    };
+    let pat = w.seal(&patient("p1"), &r);
+    let [patient_header] = w.created()[..] else {
+        panic!()
+    };
+    let obs2 = w.seal(&observation("o2"), &r);
+    assert!(
+        w.created().is_empty(),
+        "the same structure shares its header"
+    );
+
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": obs}, {"resource": pat}, {"resource": obs2}]});
+    assert_eq!(shared_header_ids(&bundle), [obs_header, patient_header]);
+
+    let nested = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": pat}]}},
+        {"resource": obs}]});
+    assert_eq!(shared_header_ids(&nested), [patient_header, obs_header]);
+
+    // A JSON array is walked item by item, as the reader does.
+    assert_eq!(
+        shared_header_ids(&json!([obs, pat])),
+        [obs_header, patient_header]
+    );
+}
+
+#[test]
+fn headers_travelling_in_the_resource_are_left_out() {
+    let mut w = World::new();
+    let only_local = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Resource,
+    )]);
+    let sealed = w.seal(&patient("p1"), &only_local);
+    assert!(sealed.to_string().contains(SEALED_HEADER));
+    assert!(shared_header_ids(&sealed).is_empty());
+
+    let mixed = rules(&[
+        (
+            "Patient",
+            "Patient.birthDate",
+            "role:physician",
+            Granularity::Resource,
+        ),
+        ("Patient", "Patient.name", "role:nurse", Granularity::Shared),
+    ]);
+    let sealed = w.seal(&patient("p2"), &mixed);
+    let created = w.created();
+    assert_eq!(
+        created.len(),
+        1,
+        "only the shared one is created for the store"
+    );
+    assert_eq!(shared_header_ids(&sealed), created);
+
+    // A malformed sealed-header is not used by the reader, which then looks the envelope's
+    // header up like a shared one: so it is listed.
+    let mut broken = w.seal(&patient("p3"), &only_local);
+    let envelope = some_envelope(&broken);
+    let id = fhirseal_envelope::Envelope::from_base64(&envelope)
+        .unwrap()
+        .header();
+    for extension in broken["extension"].as_array_mut().unwrap() {
+        if extension["url"] == SEALED_HEADER {
+            extension["valueBase64Binary"] = json!("AAAA");
+        }
+    }
+    assert_eq!(shared_header_ids(&broken), [id]);
+}
+
+#[test]
+fn contained_resources_are_counted_with_their_container() {
+    let mut w = World::new();
+    let r = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Shared,
+    )]);
+    let original = json!({
+        "resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+        "contained": [{"resourceType": "Patient", "id": "inline", "birthDate": "1980-01-01"}],
+        "subject": {"reference": "#inline"}
+    });
+    let sealed = w.seal(&original, &r);
+    assert_eq!(shared_header_ids(&sealed), w.created());
+}
+
+#[test]
+fn malformed_envelopes_and_stray_places_are_skipped() {
+    let mut w = World::new();
+    let r = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Shared,
+    )]);
+    let mut sealed = w.seal(&patient("p1"), &r);
+    let created = w.created();
+    let envelope = some_envelope(&sealed);
+    let truncated = &envelope[..40];
+    let unknown = with_header(&envelope, [0xab; 16]);
+    let mut version = base64::engine::general_purpose::STANDARD
+        .decode(&envelope)
+        .unwrap();
+    version[0] = 9;
+    let version = base64::engine::general_purpose::STANDARD.encode(version);
+    sealed["name"] = json!([
+        {"extension": [sealed_element("!!! not base64")]},
+        {"extension": [sealed_element(truncated)]},
+        {"extension": [sealed_element(&version)]},
+        {"extension": [{"url": SEALED_ELEMENT, "valueString": unknown}]},
+        {"extension": [sealed_element(&unknown)]},
+    ]);
+    let unknown_id = HeaderId::from_bytes([0xab; 16]);
+    assert_eq!(
+        shared_header_ids(&sealed),
+        [created[0], unknown_id],
+        "only well-formed envelopes, in document order"
+    );
+
+    // Where sealing never writes in a Bundle (its own members, an entry's search/request/
+    // response), envelopes are masked by the reader, never opened: not listed.
+    let stray = with_header(&envelope, [0xcd; 16]);
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset",
+    "extension": [sealed_element(&stray)],
+    "entry": [
+        {"search": {"extension": [sealed_element(&stray)]}, "resource": patient("plain")},
+        {"response": {"status": "200", "outcome": {"resourceType": "OperationOutcome",
+            "extension": [sealed_element(&stray)]}}},
+        "not an entry",
+        {"resource": "not a resource"}
+    ]});
+    assert!(shared_header_ids(&bundle).is_empty());
+
+    for junk in [
+        json!(null),
+        json!("Patient"),
+        json!(12),
+        json!({"resourceType": "Bundle", "entry": {"resource": patient("p")}}),
+        json!({"resourceType": "Bundle", "entry": [[{"resource": patient("p")}]]}),
+    ] {
+        assert!(shared_header_ids(&junk).is_empty(), "{junk}");
+    }
+}
+
+#[test]
+fn the_listed_headers_are_all_a_reader_needs() {
+    let mut w = World::new();
+    let r = fixture::rules();
+    let condition = json!({"resourceType": "Condition", "id": "c1",
+        "subject": {"reference": "Patient/p1"}, "code": {"text": "angina"}});
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": patient("p1")}, {"resource": observation("o1")}, {"resource": condition}]});
+    let sealed = w.seal(&bundle, &r);
+    let ids = shared_header_ids(&sealed);
+    assert_eq!(set(&ids), set(&w.created()));
+    let found = Only(
+        ids.iter()
+            .map(|id| (*id, w.headers.header(*id).unwrap()))
+            .collect(),
+    );
+    let key = w.fx.key(ALL, 0);
+    let cache = cache();
+    let mut opened = sealed.clone();
+    let report = Reader::new("full", Some(&key), &cache, &found).open(&mut opened);
+    assert_eq!(opened, bundle);
+    assert_eq!(report.masked, 0);
+    assert!(report.opened > 0);
+
+    // Without them, the shared elements stay masked.
+    let none = Only(HashMap::new());
+    let mut masked = sealed;
+    let report = Reader::new("full", Some(&key), &cache, &none).open(&mut masked);
+    assert!(report.masked > 0);
+    assert_ne!(masked, bundle);
+}
