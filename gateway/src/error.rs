@@ -52,6 +52,26 @@ pub enum ApiError {
     /// The upstream server's answer is not the FHIR JSON expected (502).
     #[error("the upstream FHIR server's answer is not valid FHIR JSON")]
     UpstreamMalformed,
+    /// The token names no identity a decryption key can be bound to (no `fhirUser`, not a
+    /// backend service, no issuer to qualify its subject with), or one the keyring cannot hold:
+    /// a `#`, a reserved `client:`/`sub:` prefix on a `fhirUser`, a control character, too long
+    /// (403).
+    #[error("this token names no identity that decryption keys can be bound to")]
+    KeyIdentity,
+    /// An administrator revoked this identity's keys; the keyring does not re-enrol it (403).
+    #[error("this identity's decryption keys are revoked")]
+    KeysRevoked,
+    /// The identity's key was issued or re-issued moments ago for other attributes than this
+    /// token's roles give; the keyring re-issues an identity's key at most once per interval
+    /// (409).
+    #[error("this identity's key was re-issued moments ago for other roles; retry later")]
+    KeyReissueThrottled,
+    /// The attribute authority failed: its store is unreachable (503), or anything else (500).
+    #[error("the key authority could not provide a key")]
+    Authority(#[source] fhirseal_authority::Error),
+    /// A key task did not complete (it panicked or the runtime is shutting down) (500).
+    #[error("the key authority could not provide a key")]
+    KeyTask,
 }
 
 impl From<fhirseal_upstream::UpstreamError> for ApiError {
@@ -84,6 +104,16 @@ impl ApiError {
             }
             Self::Upstream(_) | Self::UpstreamStatus(_) | Self::UpstreamMalformed => {
                 (StatusCode::BAD_GATEWAY, "transient", None)
+            }
+            Self::KeyIdentity | Self::KeysRevoked => (StatusCode::FORBIDDEN, "forbidden", None),
+            Self::KeyReissueThrottled => (StatusCode::CONFLICT, "conflict", None),
+            Self::Authority(
+                fhirseal_authority::Error::Sqlite { .. }
+                | fhirseal_authority::Error::Postgres { .. }
+                | fhirseal_authority::Error::Io { .. },
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "transient", None),
+            Self::Authority(_) | Self::KeyTask => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "exception", None)
             }
         }
     }

@@ -3,6 +3,10 @@
 //! - [`config`]: the configuration (one TOML file or the embedded defaults, environment
 //!   overrides), validated with errors that name the file and the key.
 //! - [`app`]: the router; [`state`]: what it runs with, built once from the configuration.
+//! - [`keys`]: the keyring: callers enrolled in the authority on first use, re-keyed when their
+//!   attributes change, and their per-period decryption keys.
+//! - [`headers`]: the shared RS-HABE headers, stored once each on the upstream as `Basic`
+//!   resources, and found again for readers.
 //! - [`error`]: the one place where errors become HTTP responses, each a FHIR
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
 //! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
@@ -13,4 +17,6 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod headers;
+pub mod keys;
 pub mod state;

@@ -1,6 +1,6 @@
 //! What the gateway runs with, built once at start from a [`Config`]: the attribute authority
-//! (created on first start), the policy, the upstream client, the embedded authorization server
-//! and the token verifier. Every failure says which file, key or store is at fault.
+//! (created on first start), the policy, the upstream client, the embedded authorization server,
+//! the token verifier, the keyring and the shared-header store. Every failure says which file, key or store is at fault.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use fhirseal_upstream::Upstream;
 use rand_core::OsRng;
 
 use crate::config::Config;
+use crate::headers::HeaderStore;
+use crate::keys::Keyring;
 
 /// The gateway's shared state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -29,6 +31,10 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// The embedded authorization server, when on.
     pub auth_server: Option<Arc<AuthServer>>,
+    /// Callers' keys: enrolment on first use, re-keying, per-period decryption keys.
+    pub keyring: Keyring,
+    /// The shared headers, stored on the upstream.
+    pub headers: Arc<HeaderStore>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -117,6 +123,8 @@ impl AppState {
             http,
         )?;
         Ok(Self {
+            keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),
+            headers: Arc::new(HeaderStore::new(upstream.clone())),
             config: Arc::new(config),
             authority,
             policy,

@@ -1,0 +1,613 @@
+//! The gateway's keyring: the RS-HABE decryption key each caller's request is opened with,
+//! enrolled on first use and re-issued when the caller's roles change (DESIGN.md, "Key life
+//! cycle").
+//!
+//! # Identities
+//!
+//! A caller's keys are bound to one name in the authority's user registry ([`key_identity`]):
+//!
+//! 1. its `fhirUser`, as the token gives it (`Practitioner/7`, or an absolute URL);
+//! 2. else, for a token that speaks for its client itself (`sub` equals `client_id`: a SMART
+//!    backend service), `client:<client_id>`;
+//! 3. else, a user token without `fhirUser`: `sub:<iss> <sub>`, the subject qualified by its
+//!    issuer (subjects are unique per issuer only; an issuer URL holds no space). Such a token
+//!    is never bound to its client id, which every user of the app shares.
+//!
+//! A token that yields none of these, or a name holding `#`, a control character, more than
+//! [`MAX_IDENTITY_BYTES`] bytes, or a `fhirUser` starting with a reserved `client:`/`sub:`
+//! prefix, gets [`ApiError::KeyIdentity`].
+//!
+//! # Registrations and revocation
+//!
+//! The authority's registry holds one leaf per name. An identity's first registration is named
+//! after it (`Practitioner/7`); when its attributes change, the keyring registers the next version
+//! (`Practitioner/7#2`, `Practitioner/7#3`, …) with the new attributes *first*, then revokes every
+//! earlier version, so an identity's latest version is never revoked by the keyring. Hence:
+//!
+//! - latest version active: the identity's key (re-issued if the attributes differ);
+//! - latest version revoked: an administrator revoked it ([`ApiError::KeysRevoked`]); the keyring
+//!   never re-enrols it. To re-admit the identity, an administrator registers its next version.
+//!
+//! An interrupted re-issue (new version registered, old one not yet revoked) is finished by the
+//! next lookup, which revokes every active version but the latest.
+//!
+//! An identity is re-issued at most once per [`KeyringSettings::reissue_interval_seconds`]:
+//! otherwise two valid tokens of one identity mapping to different attributes (an old token
+//! still alive after a role change, two apps with different scopes) would re-issue on every
+//! alternate request, each time spending a leaf and growing the revocation list. Within the
+//! interval a token whose attributes differ from the latest registration's gets
+//! [`ApiError::KeyReissueThrottled`] (fail closed: never the key of other attributes).
+//!
+//! # Caching
+//!
+//! Per identity the keyring remembers, for [`KeyringSettings::cache_seconds`], its registration
+//! and attributes and the key of the current period; the current period is remembered as long
+//! too (and never past its end). A request of a known identity with the same attributes then
+//! touches no database. So an administrator's revocation made through another process (or
+//! straight on the [`Authority`]) takes effect here within `cache_seconds`; [`Keyring::forget`]
+//! makes it immediate. Authority calls are synchronous database calls and run on
+//! [`tokio::task::spawn_blocking`]; concurrent first requests of one identity in this process
+//! wait on one lock, and a registration lost to another replica (the authority refuses a
+//! duplicate name) is re-read.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fhirseal_authority::{Authority, Error as AuthorityError, Kind};
+use fhirseal_policy::{Policy, Principal};
+use rand_core::OsRng;
+use rshabe::{Attribute, DecryptionKey};
+
+use crate::error::ApiError;
+
+/// The longest identity the keyring binds keys to, in bytes (the authority allows 256 per name,
+/// and a version suffix follows).
+pub const MAX_IDENTITY_BYTES: usize = 240;
+
+/// The callers' decryption keys. Cheap to clone: clones share the caches.
+#[derive(Clone)]
+pub struct Keyring {
+    inner: Arc<Inner>,
+}
+
+/// How long the keyring trusts what it cached, and how often it re-issues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyringSettings {
+    /// How long an identity's registration state and the current period are trusted without
+    /// asking the authority again (default 30 s).
+    pub cache_seconds: u64,
+    /// The least time between two issues of one identity's key (default 300 s).
+    pub reissue_interval_seconds: u64,
+    /// How many identities are cached (default 10 000).
+    pub capacity: usize,
+}
+
+impl Default for KeyringSettings {
+    fn default() -> Self {
+        Self {
+            cache_seconds: 30,
+            reissue_interval_seconds: 300,
+            capacity: 10_000,
+        }
+    }
+}
+
+/// A caller's key, with what the keyring did to get it (for the audit line).
+#[derive(Clone)]
+pub struct KeyGrant {
+    /// The decryption key of the current period.
+    pub key: Arc<DecryptionKey>,
+    /// The identity it is bound to ([`key_identity`]).
+    pub identity: String,
+    /// The registration in the authority (the identity, or a later version of it).
+    pub registration: String,
+    /// The key's period.
+    pub period: u64,
+    /// What this call changed in the registry, if anything.
+    pub change: Option<KeyChange>,
+}
+
+/// A change the keyring made in the authority's registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyChange {
+    /// The identity was enrolled on first use.
+    Enrolled {
+        /// The attributes its key holds.
+        attributes: Vec<String>,
+    },
+    /// The identity's roles changed: a new registration was made and the old one revoked.
+    Reissued {
+        /// The revoked registration.
+        previous: String,
+        /// Attributes the new key holds and the old did not.
+        added: Vec<String>,
+        /// Attributes the old key held and the new does not.
+        removed: Vec<String>,
+    },
+}
+
+/// The name the keys of the caller are bound to (see the module documentation).
+///
+/// # Errors
+///
+/// [`ApiError::KeyIdentity`] when the token names none the keyring can hold.
+pub fn key_identity(principal: &Principal) -> Result<String, ApiError> {
+    let identity = if let Some(user) = &principal.fhir_user {
+        if RESERVED_PREFIXES.iter().any(|p| user.starts_with(p)) {
+            return Err(ApiError::KeyIdentity);
+        }
+        user.clone()
+    } else if let Some(client) = principal
+        .client_id
+        .as_ref()
+        .filter(|c| **c == principal.subject)
+    {
+        format!("client:{client}")
+    } else {
+        let issuer = principal.claims.get("iss").and_then(|v| v.as_str());
+        let Some(issuer) = issuer.filter(|i| !i.is_empty() && !i.contains(' ')) else {
+            return Err(ApiError::KeyIdentity);
+        };
+        format!("sub:{issuer} {}", principal.subject)
+    };
+    let usable = !identity.trim().is_empty()
+        && identity.len() <= MAX_IDENTITY_BYTES
+        && !identity.contains('#')
+        && !identity.chars().any(char::is_control);
+    if usable {
+        Ok(identity)
+    } else {
+        Err(ApiError::KeyIdentity)
+    }
+}
+
+impl Keyring {
+    /// A keyring issuing from `authority` the attributes `policy` gives, with default settings.
+    pub fn new(authority: Arc<Authority>, policy: Arc<Policy>) -> Self {
+        Self::with_settings(authority, policy, KeyringSettings::default())
+    }
+
+    /// A keyring with explicit settings.
+    pub fn with_settings(
+        authority: Arc<Authority>,
+        policy: Arc<Policy>,
+        settings: KeyringSettings,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                authority,
+                policy,
+                settings,
+                entries: Mutex::new(HashMap::new()),
+                period: Mutex::new(None),
+                locks: (0..LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                hasher: RandomState::new(),
+            }),
+        }
+    }
+
+    /// The caller's decryption key for the period current at `now` (seconds since the Unix
+    /// epoch); `None` when its roles give it no attribute (it sees every sealed element masked
+    /// and is not enrolled). See [`Keyring::grant_for`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Keyring::grant_for`].
+    pub async fn key_for(
+        &self,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<Option<Arc<DecryptionKey>>, ApiError> {
+        Ok(self.grant_for(principal, now).await?.map(|grant| grant.key))
+    }
+
+    /// The caller's key with the identity, registration and period it belongs to and what was
+    /// changed to get it: enrolment on first use, re-issue on an attribute change.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::KeyIdentity`] (no usable identity), [`ApiError::KeysRevoked`] (an
+    /// administrator revoked it), [`ApiError::KeyReissueThrottled`] (re-issued too recently for
+    /// other attributes), [`ApiError::Authority`] and [`ApiError::KeyTask`] (the authority
+    /// failed).
+    pub async fn grant_for(
+        &self,
+        principal: &Principal,
+        now: i64,
+    ) -> Result<Option<KeyGrant>, ApiError> {
+        let attributes = canonical(self.inner.policy.attributes(principal).names())?;
+        if attributes.is_empty() {
+            return Ok(None);
+        }
+        let identity = key_identity(principal)?;
+        let period = self.period(now).await?;
+        if let Some(grant) = self.cached(&identity, &attributes, period, now).await? {
+            return Ok(Some(grant));
+        }
+        // One lookup per identity at a time in this process: concurrent first requests wait
+        // here and then find the registration the first one made.
+        let _turn = self.inner.lock_for(&identity).lock().await;
+        if let Some(grant) = self.cached(&identity, &attributes, period, now).await? {
+            return Ok(Some(grant));
+        }
+        let inner = self.inner.clone();
+        let (id, attrs) = (identity.clone(), attributes.clone());
+        let (registration, change) =
+            blocking(move || resolve(&inner.authority, &id, &attrs, &inner.settings, now)).await?;
+        let key = self.derive(&identity, &registration, period).await?;
+        self.inner.remember(
+            &identity,
+            Entry {
+                registration: registration.clone(),
+                attributes,
+                checked_at: now,
+                key: Some((period, key.clone())),
+            },
+        );
+        Ok(Some(KeyGrant {
+            key,
+            identity,
+            registration,
+            period,
+            change,
+        }))
+    }
+
+    /// Drops what the keyring cached about `identity` (say, right after an administrator revoked
+    /// it through the authority), so that its next request asks the authority.
+    pub fn forget(&self, identity: &str) {
+        self.inner.entries().remove(identity);
+    }
+
+    /// The cached registration for `identity` when it is fresh and holds `attributes`, with its
+    /// key for `period` (derived now if it was not cached).
+    async fn cached(
+        &self,
+        identity: &str,
+        attributes: &BTreeSet<String>,
+        period: u64,
+        now: i64,
+    ) -> Result<Option<KeyGrant>, ApiError> {
+        let ttl = seconds(self.inner.settings.cache_seconds);
+        let (registration, key) = {
+            let entries = self.inner.entries();
+            let Some(entry) = entries.get(identity) else {
+                return Ok(None);
+            };
+            let fresh = (0..ttl).contains(&now.saturating_sub(entry.checked_at));
+            if !fresh || entry.attributes != *attributes {
+                return Ok(None);
+            }
+            let key = entry
+                .key
+                .as_ref()
+                .filter(|(p, _)| *p == period)
+                .map(|(_, k)| k.clone());
+            (entry.registration.clone(), key)
+        };
+        let key = match key {
+            Some(key) => key,
+            None => {
+                let key = self.derive(identity, &registration, period).await?;
+                if let Some(entry) = self.inner.entries().get_mut(identity)
+                    && entry.registration == registration
+                {
+                    entry.key = Some((period, key.clone()));
+                }
+                key
+            }
+        };
+        Ok(Some(KeyGrant {
+            key,
+            identity: identity.to_string(),
+            registration,
+            period,
+            change: None,
+        }))
+    }
+
+    /// The decryption key of `registration` for `period`; a revocation forgets the identity.
+    async fn derive(
+        &self,
+        identity: &str,
+        registration: &str,
+        period: u64,
+    ) -> Result<Arc<DecryptionKey>, ApiError> {
+        let inner = self.inner.clone();
+        let name = registration.to_string();
+        let result = blocking(move || {
+            inner
+                .authority
+                .decryption_key(&name, period, &mut OsRng)
+                .map_err(|e| match e {
+                    AuthorityError::Revoked { .. } => ApiError::KeysRevoked,
+                    other => ApiError::Authority(other),
+                })
+        })
+        .await;
+        if result.is_err() {
+            self.forget(identity);
+        }
+        result
+    }
+
+    /// The period at `now`, from the cache while it is fresh and the period has not ended.
+    async fn period(&self, now: i64) -> Result<u64, ApiError> {
+        let ttl = seconds(self.inner.settings.cache_seconds);
+        if let Some(cached) = *self.inner.period.lock().unwrap_or_else(|e| e.into_inner())
+            && (0..ttl).contains(&now.saturating_sub(cached.checked_at))
+            && (cached.starts_at..cached.ends_at).contains(&now)
+        {
+            return Ok(cached.period);
+        }
+        let inner = self.inner.clone();
+        let info = blocking(move || {
+            inner
+                .authority
+                .period_info(now)
+                .map_err(ApiError::Authority)
+        })
+        .await?;
+        *self.inner.period.lock().unwrap_or_else(|e| e.into_inner()) = Some(PeriodEntry {
+            period: info.period,
+            starts_at: info.starts_at,
+            ends_at: info.ends_at,
+            checked_at: now,
+        });
+        Ok(info.period)
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("settings", &self.inner.settings)
+            .field("cached_identities", &self.inner.entries().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for KeyGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyGrant")
+            .field("identity", &self.identity)
+            .field("registration", &self.registration)
+            .field("period", &self.period)
+            .field("change", &self.change)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for KeyChange {
+    /// The sentence the audit line carries: attribute names are role and organisation names,
+    /// never patient data.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Enrolled { attributes } => {
+                write!(f, "enrolled on first use with {}", attributes.join(", "))
+            }
+            Self::Reissued {
+                previous,
+                added,
+                removed,
+            } => {
+                let list = |l: &[String]| {
+                    if l.is_empty() {
+                        "none".to_string()
+                    } else {
+                        l.join(", ")
+                    }
+                };
+                write!(
+                    f,
+                    "key re-issued because the roles' attributes changed (added: {}; removed: {}); \
+                     registration {previous} revoked",
+                    list(added),
+                    list(removed)
+                )
+            }
+        }
+    }
+}
+
+// === private ===
+
+struct Inner {
+    authority: Arc<Authority>,
+    policy: Arc<Policy>,
+    settings: KeyringSettings,
+    entries: Mutex<HashMap<String, Entry>>,
+    period: Mutex<Option<PeriodEntry>>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    hasher: RandomState,
+}
+
+/// What the keyring knows about one identity.
+struct Entry {
+    registration: String,
+    attributes: BTreeSet<String>,
+    checked_at: i64,
+    key: Option<(u64, Arc<DecryptionKey>)>,
+}
+
+#[derive(Clone, Copy)]
+struct PeriodEntry {
+    period: u64,
+    starts_at: i64,
+    ends_at: i64,
+    checked_at: i64,
+}
+
+impl Inner {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_for(&self, identity: &str) -> &tokio::sync::Mutex<()> {
+        // `locks` has LOCK_STRIPES > 0 elements, so the index is in range.
+        let stripe = self.hasher.hash_one(identity) % LOCK_STRIPES as u64;
+        &self.locks[usize::try_from(stripe).unwrap_or(0)]
+    }
+
+    /// Caches `entry`; when full, the least recently checked identity makes room.
+    fn remember(&self, identity: &str, entry: Entry) {
+        let mut entries = self.entries();
+        if !entries.contains_key(identity) && entries.len() >= self.settings.capacity.max(1) {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, e)| e.checked_at)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(identity.to_string(), entry);
+    }
+}
+
+/// Finds, makes or re-issues the registration of `identity` holding `wanted`: its name and the
+/// change made. Runs on a blocking thread.
+fn resolve(
+    authority: &Authority,
+    identity: &str,
+    wanted: &BTreeSet<String>,
+    settings: &KeyringSettings,
+    now: i64,
+) -> Result<(String, Option<KeyChange>), ApiError> {
+    for _ in 0..RACE_RETRIES {
+        let versions = registrations(authority, identity)?;
+        let Some(latest) = versions.last() else {
+            if !register(authority, identity, wanted, now)? {
+                continue;
+            }
+            let attributes = wanted.iter().cloned().collect();
+            return Ok((
+                identity.to_string(),
+                Some(KeyChange::Enrolled { attributes }),
+            ));
+        };
+        if latest.revoked_at.is_some() {
+            return Err(ApiError::KeysRevoked);
+        }
+        let held: BTreeSet<String> = latest.attributes.iter().cloned().collect();
+        let earlier = &versions[..versions.len() - 1];
+        if held == *wanted {
+            retire(authority, earlier, now)?;
+            return Ok((latest.name.clone(), None));
+        }
+        if now.saturating_sub(latest.created_at) < seconds(settings.reissue_interval_seconds) {
+            return Err(ApiError::KeyReissueThrottled);
+        }
+        let name = versioned(identity, versions.len() + 1);
+        if !register(authority, &name, wanted, now)? {
+            continue;
+        }
+        retire(authority, &versions, now)?;
+        return Ok((
+            name,
+            Some(KeyChange::Reissued {
+                previous: latest.name.clone(),
+                added: wanted.difference(&held).cloned().collect(),
+                removed: held.difference(wanted).cloned().collect(),
+            }),
+        ));
+    }
+    // Other replicas kept registering versions of this identity under our feet.
+    Err(ApiError::KeyReissueThrottled)
+}
+
+/// Every version of `identity`'s registration, oldest first.
+fn registrations(
+    authority: &Authority,
+    identity: &str,
+) -> Result<Vec<fhirseal_authority::Principal>, ApiError> {
+    let mut versions = Vec::new();
+    loop {
+        let name = versioned(identity, versions.len() + 1);
+        match authority.principal(Kind::User, &name) {
+            Ok(p) => versions.push(p),
+            Err(AuthorityError::UnknownPrincipal { .. }) => return Ok(versions),
+            Err(e) => return Err(ApiError::Authority(e)),
+        }
+    }
+}
+
+/// Registers `name` holding `attributes`; `false` when another process registered it first.
+fn register(
+    authority: &Authority,
+    name: &str,
+    attributes: &BTreeSet<String>,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let attributes: Vec<String> = attributes.iter().cloned().collect();
+    match authority.add_user(name, &attributes, None, now, &mut OsRng) {
+        Ok(_) => Ok(true),
+        Err(AuthorityError::AlreadyRegistered { .. }) => Ok(false),
+        Err(e) => Err(ApiError::Authority(e)),
+    }
+}
+
+/// Revokes every still-active registration of `versions` (superseded ones).
+fn retire(
+    authority: &Authority,
+    versions: &[fhirseal_authority::Principal],
+    now: i64,
+) -> Result<(), ApiError> {
+    for old in versions.iter().filter(|v| v.revoked_at.is_none()) {
+        match authority.revoke(Kind::User, &old.name, now) {
+            Ok(_) | Err(AuthorityError::AlreadyRevoked { .. }) => {}
+            Err(e) => return Err(ApiError::Authority(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The name of version `n` (from 1) of `identity`'s registration.
+fn versioned(identity: &str, n: usize) -> String {
+    if n <= 1 {
+        identity.to_string()
+    } else {
+        format!("{identity}#{n}")
+    }
+}
+
+/// The attribute names as the authority stores them (NFC).
+fn canonical<'a>(names: impl Iterator<Item = &'a str>) -> Result<BTreeSet<String>, ApiError> {
+    names
+        .map(|name| {
+            Attribute::new(name)
+                .map(|a| a.as_str().to_string())
+                .map_err(|e| {
+                    ApiError::Authority(AuthorityError::Invalid(format!(
+                        "the policy's attribute {name:?}: {}",
+                        e.kind
+                    )))
+                })
+        })
+        .collect()
+}
+
+/// Runs an authority call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|_| ApiError::KeyTask)?
+}
+
+fn seconds(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
+}
+
+/// `fhirUser` prefixes reserved for the other kinds of identity.
+const RESERVED_PREFIXES: [&str; 2] = ["client:", "sub:"];
+/// How many times a registration lost to another process is re-read.
+const RACE_RETRIES: usize = 4;
+/// How many locks serialise lookups per identity.
+const LOCK_STRIPES: usize = 64;
