@@ -1,28 +1,37 @@
 //! The gateway's HTTP surface, as one [`Router`] that tests drive without a socket
 //! (STYLE rule 1).
 //!
-//! Today it serves what needs no sealing: the embedded authorization server under `/auth`, the
-//! SMART discovery document, and the upstream's CapabilityStatement with the gateway's security
-//! section. Every other path and method is a 404 or 405 `OperationOutcome`; the FHIR REST
-//! interactions, which seal and open, are added next (issue 7).
+//! Today: the embedded authorization server under `/auth`, the SMART discovery document, the
+//! upstream's CapabilityStatement with the gateway's security section, and, behind
+//! authentication, `read` (see [`rest`]). Every other path and method is a 404 or 405
+//! `OperationOutcome`; the other FHIR REST interactions follow (issue 7).
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Router, middleware};
 use fhirseal_upstream::{UpstreamRequest, rewrite_base};
 use serde_json::{Value, json};
 
+use crate::auth::authenticate;
 use crate::error::{ApiError, FHIR_JSON};
+use crate::rest;
 use crate::state::AppState;
 
 /// The gateway's router for `state`.
 pub fn app(state: AppState) -> Router {
     let auth_server = state.auth_server.clone();
+    let authenticated = Router::new()
+        .route("/fhir/{type}/{id}", get(rest::read))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.verifier),
+            authenticate,
+        ));
     let mut router = Router::new()
+        .merge(authenticated)
         .route("/fhir/metadata", get(metadata))
         .route(
             "/fhir/.well-known/smart-configuration",

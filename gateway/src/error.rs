@@ -36,6 +36,21 @@ pub enum ApiError {
         /// The id asked for.
         id: String,
     },
+    /// The resource was deleted (410).
+    #[error("{resource_type}/{id} was deleted")]
+    Gone {
+        /// The type asked for.
+        resource_type: String,
+        /// The id asked for.
+        id: String,
+    },
+    /// The request is malformed (400); the reason is a fixed sentence.
+    #[error("the request is invalid: {0}")]
+    InvalidRequest(&'static str),
+    /// The compliance policy does not permit the request (403). Why is for the audit trail, not
+    /// the response.
+    #[error("the compliance policy does not permit this request")]
+    Denied,
     /// No such endpoint on this gateway (404).
     #[error("this gateway has no endpoint at this path")]
     UnknownPath,
@@ -98,6 +113,9 @@ impl ApiError {
                 )),
             ),
             Self::NotFound { .. } | Self::UnknownPath => (StatusCode::NOT_FOUND, "not-found", None),
+            Self::Gone { .. } => (StatusCode::GONE, "deleted", None),
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid", None),
+            Self::Denied => (StatusCode::FORBIDDEN, "forbidden", None),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None),
             Self::Upstream(fhirseal_upstream::UpstreamError::Timeout { .. }) => {
                 (StatusCode::GATEWAY_TIMEOUT, "timeout", None)

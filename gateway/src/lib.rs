@@ -19,4 +19,5 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod keys;
+pub mod rest;
 pub mod state;

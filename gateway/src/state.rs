@@ -12,6 +12,8 @@ use fhirseal_smart::{AuthServer, SigningKey};
 use fhirseal_upstream::Upstream;
 use rand_core::OsRng;
 
+use fhirseal_envelope::HeaderCache;
+
 use crate::config::Config;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub keyring: Keyring,
     /// The shared headers, stored on the upstream.
     pub headers: Arc<HeaderStore>,
+    /// Header keys already opened, per key holder (bounded, zeroized, five minutes).
+    pub header_cache: Arc<HeaderCache>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -84,6 +88,9 @@ pub enum StartupError {
     Verifier(#[from] fhirseal_smart::verify::ConfigError),
 }
 
+/// How many opened header keys are kept (per holder and header).
+const HEADER_CACHE_ENTRIES: usize = 65_536;
+
 impl AppState {
     /// Builds the state for `config` at time `now` (seconds since the Unix epoch), creating the
     /// data folder, the key-encryption key and the authority on first start.
@@ -125,6 +132,10 @@ impl AppState {
         Ok(Self {
             keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),
             headers: Arc::new(HeaderStore::new(upstream.clone())),
+            header_cache: Arc::new(HeaderCache::new(
+                HEADER_CACHE_ENTRIES,
+                std::time::Duration::from_secs(300),
+            )),
             config: Arc::new(config),
             authority,
             policy,

@@ -1,0 +1,248 @@
+//! `read` through the whole flow: a bearer token from a trusted issuer, the scopes, the policy,
+//! the caller enrolled on first use, the shared headers fetched from the upstream, and the
+//! resource opened where the caller's attributes satisfy it and masked elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use fhirseal::app::app;
+use fhirseal::config::{Config, DEFAULTS};
+use fhirseal::headers::HeaderStore;
+use fhirseal::state::AppState;
+use fhirseal_envelope::BlindIndex;
+use fhirseal_fhir::{Sealer, SharedHeaders};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand_core::OsRng;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ISSUER: &str = "https://login.hospital.example";
+const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
+const JWKS: &str = include_str!("keys/issuer.jwks.json");
+const BASE: &str = "http://127.0.0.1:8080/fhir";
+const NAME: &str = "Canary-Name-7Q";
+const SSN: &str = "999-CANARY-01";
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn patient() -> Value {
+    json!({"resourceType": "Patient", "id": "p1", "active": true,
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": SSN},
+                       {"system": "urn:mrn", "value": "MRN-1"}],
+        "name": [{"family": NAME, "given": ["Ada"]}],
+        "gender": "female", "birthDate": "1971-02-03"})
+}
+
+fn token(fhir_user: &str, role: &str, scope: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("issuer-1".into());
+    let claims = json!({
+        "iss": ISSUER, "aud": BASE, "sub": fhir_user, "exp": now() + 600, "iat": now(),
+        "fhirUser": fhir_user, "scope": scope, "patient": "p1",
+        "practitioner_roles": [{"code": [role], "organization": "Organization/st-mary"}],
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
+    )
+    .unwrap()
+}
+
+struct Harness {
+    app: Router,
+    _upstream: MockServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
+        .mount(&keys)
+        .await;
+    let upstream = MockServer::start().await;
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
+            keys.uri()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(
+        Some(&file),
+        [(
+            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
+            format!("{}/fhir", upstream.uri()),
+        )],
+    )
+    .unwrap();
+    let state = AppState::build(config, now()).unwrap();
+
+    // The stored form, sealed as the gateway's write path seals: the policy's rules for this
+    // patient, the authority's public parameters, the current period, shared headers.
+    let rules = state.policy.rules_for(Some("Patient/p1"));
+    let period = state.authority.current_period(now()).unwrap();
+    let mut shared = SharedHeaders::new();
+    // The policy asks for blind-index search tokens on demographics; reading needs none.
+    let index = BlindIndex::new([7; 32]);
+    let sealed = Sealer::new(
+        state.authority.public_params(),
+        period,
+        &mut shared,
+        &mut OsRng,
+    )
+    .with_blind_index(&index)
+    .seal(&patient(), &rules)
+    .unwrap()
+    .resource;
+    assert!(!sealed.to_string().contains(NAME) && !sealed.to_string().contains(SSN));
+    let basics: Vec<Value> = shared
+        .take_created()
+        .iter()
+        .map(|h| json!({"resource": HeaderStore::resource(h)}))
+        .collect();
+    assert!(!basics.is_empty());
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient/p1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(&sealed)
+                .insert_header("ETag", "W/\"3\""),
+        )
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Basic"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"resourceType": "Bundle", "type": "searchset", "entry": basics}),
+            ),
+        )
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient/gone"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "not-found", "diagnostics": "upstream-canary"}]})))
+        .mount(&upstream)
+        .await;
+    Harness {
+        app: app(state),
+        _upstream: upstream,
+        _dir: dir,
+    }
+}
+
+async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, String, Value, String) {
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let content_type = response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert_eq!(
+        content_type, "application/fhir+json; charset=utf-8",
+        "{text}"
+    );
+    (status, etag, serde_json::from_str(&text).unwrap(), text)
+}
+
+#[tokio::test]
+async fn each_reader_sees_what_the_policy_opens_for_them() {
+    let h = harness().await;
+
+    // A physician: demographics opened, the social security number (registrar, self) masked.
+    let doctor = token("Practitioner/dr-grey", "doctor", "user/*.rs");
+    let (status, etag, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&doctor)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(etag, "W/\"3\"");
+    assert_eq!(body["name"], patient()["name"]);
+    assert_eq!(body["birthDate"], "1971-02-03");
+    assert!(!text.contains(SSN), "{text}");
+
+    // A registrar: the social security number too.
+    let registrar = token("Practitioner/reg-1", "registrar", "user/Patient.rs");
+    let (status, _, body, _) = get(&h.app, "/fhir/Patient/p1", Some(&registrar)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, patient(), "everything opens for the registrar");
+
+    // A pharmacist may read the Patient (the policy's pharmacy rule) but opens no demographics.
+    let pharmacist = token("Practitioner/ph-1", "pharmacist", "user/*.rs");
+    let (status, _, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&pharmacist)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !text.contains(NAME) && !text.contains(SSN) && !text.contains("1971"),
+        "{text}"
+    );
+    assert_eq!(
+        body["gender"], "female",
+        "unprotected elements are as stored"
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_outcomes_and_leak_nothing() {
+    let h = harness().await;
+    // No token.
+    let (status, _, body, _) = get(&h.app, "/fhir/Patient/p1", None).await;
+    assert_eq!(
+        (status, body["issue"][0]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("login"))
+    );
+    // A scope without the type.
+    let narrow = token("Practitioner/dr-grey", "doctor", "user/Observation.rs");
+    let (status, _, _, text) = get(&h.app, "/fhir/Patient/p1", Some(&narrow)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!text.contains(NAME));
+    // The policy: someone whose roles give no access rule for Patient.
+    let hr = token("Practitioner/hr-1", "janitor", "user/*.rs");
+    let (status, _, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&hr)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert_eq!(body["issue"][0]["code"], "forbidden");
+    assert!(!text.contains(NAME) && !text.contains("p1"), "{text}");
+    // Upstream 404: ours, with nothing of the upstream's words.
+    let doctor = token("Practitioner/dr-grey", "doctor", "user/*.rs");
+    let (status, _, _, text) = get(&h.app, "/fhir/Patient/gone", Some(&doctor)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!text.contains("upstream-canary"), "{text}");
+    // Not a FHIR id, not a resource type.
+    let (status, _, _, _) = get(&h.app, "/fhir/Patient/a%20b", Some(&doctor)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _, _) = get(&h.app, "/fhir/Nonsense/p1", Some(&doctor)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
