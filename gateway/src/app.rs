@@ -3,7 +3,7 @@
 //!
 //! Today: the embedded authorization server under `/auth`, the SMART discovery document, the
 //! upstream's CapabilityStatement with the gateway's security section, and, behind
-//! authentication, `read` (see [`rest`]). Every other path and method is a 404 or 405
+//! authentication, `read` and `vread` (see [`rest`]). Every other path and method is a 404 or 405
 //! `OperationOutcome`; the other FHIR REST interactions follow (issue 7).
 
 use std::sync::Arc;
@@ -26,6 +26,7 @@ pub fn app(state: AppState) -> Router {
     let auth_server = state.auth_server.clone();
     let authenticated = Router::new()
         .route("/fhir/{type}/{id}", get(rest::read))
+        .route("/fhir/{type}/{id}/_history/{version}", get(rest::vread))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.verifier),
             authenticate,

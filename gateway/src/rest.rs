@@ -1,7 +1,7 @@
 //! The FHIR REST interactions, each one step of the request flow after authentication:
 //! authorize (scopes, then the policy), the upstream call, then open or mask what comes back.
 //!
-//! Today: `read`. The other interactions follow (issue 7).
+//! Today: `read` and `vread`. The other interactions follow (issue 7).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,21 +30,72 @@ pub async fn read(
     Path((resource_type, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_type_and_id(&resource_type, &id)?;
-    let request = UpstreamRequest::new(Method::GET, format!("{resource_type}/{id}")).with_header(
+    let path = format!("{resource_type}/{id}");
+    fetch_and_open(
+        &state,
+        &caller,
+        Interaction::Read,
+        &resource_type,
+        &id,
+        path,
+    )
+    .await
+}
+
+/// `GET [base]/[type]/[id]/_history/[vid]`: one version of the resource, as [`read`] opens it.
+pub async fn vread(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    check_type_and_id(&resource_type, &id)?;
+    if !is_fhir_id(&version) {
+        return Err(ApiError::InvalidRequest("the version is not a FHIR id"));
+    }
+    let path = format!("{resource_type}/{id}/_history/{version}");
+    fetch_and_open(
+        &state,
+        &caller,
+        Interaction::Vread,
+        &resource_type,
+        &id,
+        path,
+    )
+    .await
+}
+
+/// Reads `path` from the upstream, checks it is `resource_type`/`id`, lets the scopes and the
+/// policy decide on it for `interaction`, and opens it for the caller.
+async fn fetch_and_open(
+    state: &AppState,
+    caller: &Caller,
+    interaction: Interaction,
+    resource_type: &str,
+    id: &str,
+    path: String,
+) -> Result<Response, ApiError> {
+    let request = UpstreamRequest::new(Method::GET, path).with_header(
         header::ACCEPT,
         HeaderValue::from_static("application/fhir+json"),
     );
     let response = state.upstream.send(request).await?;
+    let gone = || (resource_type.to_string(), id.to_string());
     match response.status() {
         status if status.is_success() => {}
-        StatusCode::NOT_FOUND => return Err(ApiError::NotFound { resource_type, id }),
-        StatusCode::GONE => return Err(ApiError::Gone { resource_type, id }),
+        StatusCode::NOT_FOUND => {
+            let (resource_type, id) = gone();
+            return Err(ApiError::NotFound { resource_type, id });
+        }
+        StatusCode::GONE => {
+            let (resource_type, id) = gone();
+            return Err(ApiError::Gone { resource_type, id });
+        }
         status => return Err(ApiError::UpstreamStatus(status)),
     }
     let resource: Value =
         serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
-    if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type.as_str())
-        || resource.get("id").and_then(Value::as_str) != Some(id.as_str())
+    if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+        || resource.get("id").and_then(Value::as_str) != Some(id)
     {
         return Err(ApiError::UpstreamMalformed);
     }
@@ -54,13 +105,13 @@ pub async fn read(
     let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
     verified
         .context
-        .check_resource(Interaction::Read, &resource, &bases)?;
+        .check_resource(interaction, &resource, &bases)?;
     let principal = &verified.context.principal;
     let decision = state.policy.decide(
         principal,
         &Request {
-            interaction: Interaction::Read,
-            resource_type: resource_type.clone(),
+            interaction,
+            resource_type: resource_type.to_string(),
             patient: record_patient(&resource),
         },
     );
@@ -97,15 +148,19 @@ fn check_type_and_id(resource_type: &str, id: &str) -> Result<(), ApiError> {
     if r4().kind(resource_type) != Some(Kind::Resource) {
         return Err(ApiError::UnknownPath);
     }
-    let valid = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if !valid {
+    if !is_fhir_id(id) {
         return Err(ApiError::InvalidRequest("the id is not a FHIR id"));
     }
     Ok(())
+}
+
+/// FHIR's id syntax: `[A-Za-z0-9\-\.]{1,64}`.
+fn is_fhir_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {

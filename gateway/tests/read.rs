@@ -130,6 +130,11 @@ async fn harness() -> Harness {
         .mount(&upstream)
         .await;
     Mock::given(method("GET"))
+        .and(path("/fhir/Patient/p1/_history/3"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(&sealed))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(
@@ -200,6 +205,13 @@ async fn each_reader_sees_what_the_policy_opens_for_them() {
     let (status, _, body, _) = get(&h.app, "/fhir/Patient/p1", Some(&registrar)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, patient(), "everything opens for the registrar");
+    let (status, _, version, _) =
+        get(&h.app, "/fhir/Patient/p1/_history/3", Some(&registrar)).await;
+    assert_eq!(
+        (status, version),
+        (StatusCode::OK, patient()),
+        "vread opens the same way"
+    );
 
     // A pharmacist may read the Patient (the policy's pharmacy rule) but opens no demographics.
     let pharmacist = token("Practitioner/ph-1", "pharmacist", "user/*.rs");
@@ -245,4 +257,15 @@ async fn refusals_are_outcomes_and_leak_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _, _) = get(&h.app, "/fhir/Nonsense/p1", Some(&doctor)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _, _) = get(&h.app, "/fhir/Patient/p1/_history/a%20b", Some(&doctor)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let pharmacist_vread = token("Practitioner/ph-1", "pharmacist", "user/*.rs");
+    let (status, _, _, text) = get(
+        &h.app,
+        "/fhir/Patient/p1/_history/3",
+        Some(&pharmacist_vread),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!text.contains(NAME), "{text}");
 }
