@@ -411,18 +411,30 @@ fn issuer_keys(issuer: &IssuerConfig) -> Result<IssuerKeys, ConfigError> {
 fn check_url(text: &str, what: impl Fn() -> String) -> Result<(), ConfigError> {
     let bad = || ConfigError::BadUrl { what: what() };
     let url = url::Url::parse(text).map_err(|_| bad())?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-    if !scheme_ok || url.host().is_none() || !url.username().is_empty() || url.password().is_some()
+    if !is_https_or_loopback(&url)
+        || url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
     {
         return Err(bad());
     }
     Ok(())
+}
+
+/// Whether `url` is `https`, or `http` to a loopback host (`localhost`, 127.0.0.0/8, `::1`):
+/// the one rule for every URL tokens, keys or codes travel to, on both sides of this crate.
+pub(crate) fn is_https_or_loopback(url: &url::Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        // The url crate lower-cases domain hosts when it parses.
+        "http" => match url.host() {
+            Some(url::Host::Domain(name)) => name == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 // === Debug ===

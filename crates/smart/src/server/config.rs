@@ -1,6 +1,7 @@
 //! The authorization server's configuration: what the operator writes ([`RawServerConfig`],
 //! unknown keys refused) and the checked [`ServerConfig`] built from it.
 
+use crate::verify::is_https_or_loopback;
 use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
@@ -453,19 +454,6 @@ fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
         }
         // A native app's private-use scheme (RFC 8252 §7.1).
         _ => Ok(()),
-    }
-}
-
-fn is_https_or_loopback(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
     }
 }
 
