@@ -39,6 +39,9 @@
 //! Which members are primitives, choices, required, modifiers or compartment references comes
 //! from R4's StructureDefinitions, compiled in from `fhir-profiles/r4/` (see [`structure`]).
 //!
+//! Which elements each R4 search parameter reads, and so whether a query key reads a sealed one
+//! ([`search::sealed_search_param`]), comes from R4's SearchParameters the same way ([`search`]).
+//!
 //! # Ids
 //!
 //! An envelope is bound to the resource's `id`, or, for a Bundle entry without one, to its
@@ -52,6 +55,7 @@ mod open;
 pub mod path;
 pub mod rules;
 mod seal;
+pub mod search;
 pub mod shape;
 pub mod structure;
 mod update;
