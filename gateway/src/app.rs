@@ -1,32 +1,52 @@
 //! The gateway's HTTP surface, as one [`Router`] that tests drive without a socket
 //! (STYLE rule 1).
 //!
-//! Today: the embedded authorization server under `/auth`, the SMART discovery document, the
-//! upstream's CapabilityStatement with the gateway's security section, and, behind
-//! authentication, `read` and `vread` (see [`rest`]). Every other path and method is a 404 or 405
-//! `OperationOutcome`; the other FHIR REST interactions follow (issue 7).
+//! The embedded authorization server under `/auth`, the SMART discovery document, the upstream's
+//! CapabilityStatement with the gateway's security section, and, behind authentication, every
+//! FHIR REST interaction: read, vread, create, update, patch, delete ([`rest`]), search, history
+//! and `$everything` ([`search`]), batch and transaction ([`bundle`]). Bodies are limited to
+//! `server.max_body_bytes`. Every other path and method is a 404 or 405 `OperationOutcome`.
 
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Router, middleware};
 use fhirseal_upstream::{UpstreamRequest, rewrite_base};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::auth::authenticate;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::rest;
 use crate::state::AppState;
+use crate::{bundle, rest, search};
 
 /// The gateway's router for `state`.
 pub fn app(state: AppState) -> Router {
     let auth_server = state.auth_server.clone();
     let authenticated = Router::new()
-        .route("/fhir/{type}/{id}", get(rest::read))
+        .route("/fhir", post(bundle::batch_or_transaction))
+        .route(
+            "/fhir/{type}",
+            get(search::search_get)
+                .post(rest::create)
+                .put(rest::conditional_update),
+        )
+        .route("/fhir/{type}/_search", post(search::search_post))
+        .route("/fhir/{type}/_history", get(search::type_history))
+        .route(
+            "/fhir/{type}/{id}",
+            get(rest::read)
+                .put(rest::update)
+                .patch(rest::patch)
+                .delete(rest::delete),
+        )
+        .route("/fhir/{type}/{id}/{operation}", get(instance_operation))
         .route("/fhir/{type}/{id}/_history/{version}", get(rest::vread))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.verifier),
             authenticate,
@@ -45,6 +65,25 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::UnknownPath })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// `GET [base]/[type]/[id]/_history` and `GET [base]/Patient/[id]/$everything` (one route: the
+/// router cannot tell a literal from a parameter in that position).
+async fn instance_operation(
+    state: State<AppState>,
+    caller: Caller,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    match operation.as_str() {
+        "_history" => {
+            search::instance_history(state, caller, Path((resource_type, id)), query).await
+        }
+        "$everything" if resource_type == "Patient" => {
+            search::everything(state, caller, Path(id)).await
+        }
+        _ => Err(ApiError::UnknownPath),
+    }
 }
 
 /// `GET /fhir/.well-known/smart-configuration`: always `application/json`, whatever the

@@ -87,6 +87,39 @@ pub enum ApiError {
     /// A key task did not complete (it panicked or the runtime is shutting down) (500).
     #[error("the key authority could not provide a key")]
     KeyTask,
+    /// The body is not FHIR JSON (415).
+    #[error("the body must be application/fhir+json")]
+    UnsupportedMediaType,
+    /// The body is over `server.max_body_bytes` (413).
+    #[error("the body is larger than this gateway accepts")]
+    PayloadTooLarge,
+    /// The resource cannot be sealed as given (422; a crypto failure is a 500). The message
+    /// names an element path and a shape problem, never a value.
+    #[error("the resource cannot be sealed: {0}")]
+    Seal(#[source] fhirseal_fhir::SealError),
+    /// The request is well-formed but cannot be processed as asked (422); a fixed sentence.
+    #[error("the request cannot be processed: {0}")]
+    Unprocessable(&'static str),
+    /// A search parameter is refused (400): it reads a sealed element, is unknown for the type
+    /// (fail closed) or is a chain or `_has`. The message names the parameter, never its value.
+    #[error("{0}")]
+    SearchRefused(String),
+    /// The upstream server refused a write as conflicting with what it holds (409).
+    #[error("the FHIR server refused the write as conflicting with what it holds")]
+    UpstreamConflict,
+    /// `If-Match` names another version than the current one, or a conditional interaction
+    /// matched several resources (412).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(&'static str),
+    /// An entry of a transaction is refused, so the whole transaction is (its status: 400, 403,
+    /// 404, 422…); the message names the entry's index and why.
+    #[error("transaction entry {index} is refused: {reason}")]
+    TransactionEntry {
+        /// The entry's index in the Bundle.
+        index: usize,
+        /// The entry's own error.
+        reason: Box<ApiError>,
+    },
 }
 
 impl From<fhirseal_upstream::UpstreamError> for ApiError {
@@ -97,7 +130,7 @@ impl From<fhirseal_upstream::UpstreamError> for ApiError {
 
 impl ApiError {
     /// The status, the OperationOutcome issue code and the challenge of this error.
-    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
         match self {
             Self::Unauthorized(e) => (
                 StatusCode::UNAUTHORIZED,
@@ -132,6 +165,22 @@ impl ApiError {
             ) => (StatusCode::SERVICE_UNAVAILABLE, "transient", None),
             Self::Authority(_) | Self::KeyTask => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "exception", None)
+            }
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
+            }
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None),
+            Self::Seal(e) if crate::write::seal_error_is_clients(e) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
+            }
+            Self::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
+            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
+            Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
+            Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
+            Self::TransactionEntry { reason, .. } => {
+                let (status, code, _) = reason.parts();
+                (status, code, None)
             }
         }
     }

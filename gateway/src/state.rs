@@ -17,6 +17,7 @@ use fhirseal_envelope::HeaderCache;
 use crate::config::Config;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
+use crate::write::Sealing;
 
 /// The gateway's shared state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct AppState {
     pub keyring: Keyring,
     /// The shared headers, stored on the upstream.
     pub headers: Arc<HeaderStore>,
+    /// What writes seal with: the shared headers this process seals under, the blind index.
+    pub sealing: Arc<Sealing>,
     /// Header keys already opened, per key holder (bounded, zeroized, five minutes).
     pub header_cache: Arc<HeaderCache>,
 }
@@ -129,7 +132,9 @@ impl AppState {
             },
             http,
         )?;
+        let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
         Ok(Self {
+            sealing,
             keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),
             headers: Arc::new(HeaderStore::new(upstream.clone())),
             header_cache: Arc::new(HeaderCache::new(

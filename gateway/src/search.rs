@@ -1,0 +1,472 @@
+//! Searches and histories: `GET [type]?…`, `POST [type]/_search`, `GET [type]/[id]/_history`,
+//! `GET [type]/_history` and `GET Patient/[id]/$everything`.
+//!
+//! The query is checked before anything goes upstream: a parameter that reads a sealed element
+//! (the upstream holds only its ciphertext, so the search could not be answered, and a wrong
+//! answer would leak through which resources match) is a 400 naming it; so is a parameter the
+//! type does not have (the gateway cannot know what an unknown parameter reads: fail closed),
+//! a chain or `_has` (they read other resources' elements), and a malformed `_count` or
+//! `_offset`. The caller's scopes narrow the search to the compartment they allow, and the
+//! policy must permit searching the type. Every resource in the answer, `_include`d and
+//! `_revinclude`d ones too, then goes through the same checks as a read, one by one: an entry
+//! the caller may not read is left out. What is left is opened for the caller, and the paging
+//! links are moved to the gateway's base (a followed link is checked again like any search).
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use fhirseal_fhir::search::sealed_search_param;
+use fhirseal_policy::Interaction;
+use fhirseal_upstream::UpstreamRequest;
+use serde_json::Value;
+use url::form_urlencoded;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, FHIR_JSON};
+use crate::rest::{
+    Found, authorize, check_type, check_type_and_id, decide, fetch, note, open_for, respond,
+};
+use crate::state::AppState;
+use crate::write::read_body;
+
+/// The most entries a page may ask for.
+const MAX_COUNT: u64 = 1000;
+
+/// `GET [base]/[type]?…`.
+pub async fn search_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    check_type(&resource_type)?;
+    let params = parse_query(query.as_deref().unwrap_or_default());
+    search(&state, &caller, &resource_type, params).await
+}
+
+/// `POST [base]/[type]/_search` with `application/x-www-form-urlencoded` parameters (and any in
+/// the URL).
+pub async fn search_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response, ApiError> {
+    check_type(&resource_type)?;
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        == Some("application/x-www-form-urlencoded");
+    if !form {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = read_body(request, &()).await?;
+    let mut params = parse_query(query.as_deref().unwrap_or_default());
+    params
+        .extend(parse_query(std::str::from_utf8(&body).map_err(|_| {
+            ApiError::InvalidRequest("the form is not UTF-8")
+        })?));
+    search(&state, &caller, &resource_type, params).await
+}
+
+/// `GET [base]/[type]/[id]/_history`.
+pub async fn instance_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((resource_type, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    check_type_and_id(&resource_type, &id)?;
+    let params = history_params(query.as_deref())?;
+    // Like a read of each version: every entry is checked one by one below.
+    let path = with_query(&format!("{resource_type}/{id}/_history"), &params);
+    let bundle = upstream_bundle(&state, path, &["history"]).await?;
+    filtered_answer(
+        &state,
+        &caller,
+        bundle,
+        Interaction::History,
+        "history-instance",
+        true,
+    )
+    .await
+}
+
+/// `GET [base]/[type]/_history`.
+pub async fn type_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    check_type(&resource_type)?;
+    let params = history_params(query.as_deref())?;
+    // Scopes: a type history is a search of the type; under a compartment scope it cannot be
+    // narrowed (history takes no search parameters), so it is refused.
+    let narrowing = caller.0.context.search_narrowing(&resource_type)?;
+    if !narrowing.iter().any(|n| n.params.is_empty()) {
+        return Err(ApiError::InvalidRequest(
+            "type history is not available under compartment or granular scopes",
+        ));
+    }
+    decide(&state, &caller, Interaction::History, &resource_type, None)?;
+    let path = with_query(&format!("{resource_type}/_history"), &params);
+    let bundle = upstream_bundle(&state, path, &["history"]).await?;
+    filtered_answer(
+        &state,
+        &caller,
+        bundle,
+        Interaction::History,
+        "history-type",
+        false,
+    )
+    .await
+}
+
+/// `GET [base]/Patient/[id]/$everything`: the patient's record, every entry checked as a read.
+pub async fn everything(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_type_and_id("Patient", &id)?;
+    let patient = fetch(&state, "Patient", &id, format!("Patient/{id}")).await?;
+    authorize(&state, &caller, Interaction::Read, &patient.resource)?;
+    let bundle = upstream_bundle(
+        &state,
+        format!("Patient/{id}/$everything"),
+        &["searchset", "collection"],
+    )
+    .await?;
+    filtered_answer(
+        &state,
+        &caller,
+        bundle,
+        Interaction::Read,
+        "operation-everything",
+        false,
+    )
+    .await
+}
+
+/// The search of `resource_type` with `params`: checked, narrowed, sent, filtered and opened.
+async fn search(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &str,
+    mut params: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_params(state, resource_type, &params)?;
+    let patient = narrow(caller, resource_type, &mut params)?;
+    decide(state, caller, Interaction::Search, resource_type, patient)?;
+    let path = with_query(resource_type, &params);
+    let bundle = upstream_bundle(state, path, &["searchset"]).await?;
+    filtered_answer(
+        state,
+        caller,
+        bundle,
+        Interaction::Search,
+        "search-type",
+        false,
+    )
+    .await
+}
+
+/// For conditional interactions (`If-None-Exist`, conditional update): how many resources of
+/// `resource_type` the search `query` matches, with the same checks as a search.
+pub(crate) async fn find_one(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &str,
+    query: &str,
+) -> Result<Found, ApiError> {
+    let mut params = parse_query(query);
+    if params.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "the condition has no search parameter",
+        ));
+    }
+    if params
+        .iter()
+        .any(|(k, _)| k.starts_with('_') && is_result_param(k))
+    {
+        return Err(ApiError::InvalidRequest(
+            "a condition may not hold result parameters",
+        ));
+    }
+    check_params(state, resource_type, &params)?;
+    narrow(caller, resource_type, &mut params)?;
+    params.push(("_count".into(), "2".into()));
+    let bundle = upstream_bundle(state, with_query(resource_type, &params), &["searchset"]).await?;
+    let matches: Vec<Value> = entries(&bundle)
+        .filter(|e| {
+            e.get("search")
+                .and_then(|s| s.get("mode"))
+                .and_then(Value::as_str)
+                .is_none_or(|m| m == "match")
+        })
+        .filter_map(|e| e.get("resource").cloned())
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some(resource_type))
+        .collect();
+    Ok(match matches.len() {
+        0 => Found::None,
+        1 => matches.into_iter().next().map_or(Found::None, Found::One),
+        _ => Found::Many,
+    })
+}
+
+/// The query's `(name, value)` pairs, decoded.
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// `path?…` with `params` form-encoded.
+fn with_query(path: &str, params: &[(String, String)]) -> String {
+    if params.is_empty() {
+        return path.to_string();
+    }
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        serializer.append_pair(k, v);
+    }
+    format!("{path}?{}", serializer.finish())
+}
+
+/// Result parameters: they shape the answer, they read no element.
+fn is_result_param(name: &str) -> bool {
+    matches!(
+        name.split(':').next().unwrap_or_default(),
+        "_count"
+            | "_offset"
+            | "_sort"
+            | "_include"
+            | "_revinclude"
+            | "_summary"
+            | "_elements"
+            | "_total"
+            | "_contained"
+            | "_containedType"
+            | "_format"
+            | "_pretty"
+    )
+}
+
+/// Every parameter of a search checked; see the module documentation.
+pub(crate) fn check_params(
+    state: &AppState,
+    resource_type: &str,
+    params: &[(String, String)],
+) -> Result<(), ApiError> {
+    let rules = state.policy.rules_for(None);
+    for (name, value) in params {
+        let base = name.split(':').next().unwrap_or_default();
+        match base {
+            "_count" | "_offset" => {
+                let n: u64 = value.parse().map_err(|_| {
+                    ApiError::SearchRefused(format!("{base} must be a non-negative integer"))
+                })?;
+                if base == "_count" && n > MAX_COUNT {
+                    return Err(ApiError::SearchRefused(format!(
+                        "_count may be at most {MAX_COUNT}"
+                    )));
+                }
+            }
+            "_format" => {
+                if !value.contains("json") {
+                    return Err(ApiError::SearchRefused(
+                        "_format: this gateway answers in FHIR JSON only".into(),
+                    ));
+                }
+            }
+            "_summary" if value == "text" => {
+                // The narrative of a sealed resource is sealed: a text summary would be empty.
+            }
+            "_sort" => {
+                for key in value.split(',') {
+                    let key = key.trim().trim_start_matches('-');
+                    if key.is_empty() {
+                        continue;
+                    }
+                    sealed_search_param(resource_type, key, &rules)
+                        .map_err(|e| ApiError::SearchRefused(format!("_sort: {e}")))?;
+                }
+            }
+            name if is_result_param(name) => {}
+            _ => sealed_search_param(resource_type, name, &rules)
+                .map_err(|e| ApiError::SearchRefused(e.to_string()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Narrows `params` to what the scopes allow; the patient the search is limited to, if any.
+fn narrow(
+    caller: &Caller,
+    resource_type: &str,
+    params: &mut Vec<(String, String)>,
+) -> Result<Option<String>, ApiError> {
+    let narrowings = caller.0.context.search_narrowing(resource_type)?;
+    if narrowings.iter().any(|n| n.params.is_empty()) {
+        return Ok(None);
+    }
+    // Scopes are a union of ways; the first is used (its entries are still checked one by one).
+    let Some(first) = narrowings.into_iter().next() else {
+        return Err(ApiError::Denied);
+    };
+    let patient = caller
+        .0
+        .context
+        .patient_id()
+        .filter(|_| {
+            first
+                .params
+                .iter()
+                .any(|(k, v)| k == "_id" || v.starts_with("Patient/"))
+        })
+        .map(|id| format!("Patient/{id}"));
+    params.extend(first.params);
+    Ok(patient)
+}
+
+/// `_count`, `_offset` and `_since` only, checked.
+fn history_params(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    let params = parse_query(query.unwrap_or_default());
+    for (name, value) in &params {
+        match name.as_str() {
+            "_count" | "_offset" => {
+                let n: u64 = value.parse().map_err(|_| {
+                    ApiError::SearchRefused(format!("{name} must be a non-negative integer"))
+                })?;
+                if name == "_count" && n > MAX_COUNT {
+                    return Err(ApiError::SearchRefused(format!(
+                        "_count may be at most {MAX_COUNT}"
+                    )));
+                }
+            }
+            "_since" | "_at" => {}
+            _ => {
+                return Err(ApiError::SearchRefused(format!(
+                    "{name}: history takes only _count, _offset, _since and _at"
+                )));
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// `GET path` on the upstream, which must answer a Bundle of one of `types`.
+async fn upstream_bundle(
+    state: &AppState,
+    path: String,
+    types: &[&str],
+) -> Result<Value, ApiError> {
+    let request = UpstreamRequest::new(Method::GET, path)
+        .with_header(header::ACCEPT, HeaderValue::from_static(FHIR_JSON))
+        .with_header(
+            crate::rest::PREFER,
+            HeaderValue::from_static("handling=strict"),
+        );
+    let response = state.upstream.send(request).await?;
+    match response.status() {
+        status if status.is_success() => {}
+        // The upstream refused the query (a bad value): the client's error, in fixed words.
+        StatusCode::BAD_REQUEST => {
+            return Err(ApiError::InvalidRequest(
+                "the FHIR server refused the search's parameters or values",
+            ));
+        }
+        status => return Err(ApiError::UpstreamStatus(status)),
+    }
+    let bundle: Value =
+        serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
+    let kind = bundle
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle")
+        || !types.contains(&kind)
+    {
+        return Err(ApiError::UpstreamMalformed);
+    }
+    Ok(bundle)
+}
+
+fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// Leaves out the entries the caller may not see, opens the rest, answers.
+async fn filtered_answer(
+    state: &AppState,
+    caller: &Caller,
+    mut bundle: Value,
+    interaction: Interaction,
+    name: &'static str,
+    keep_deleted: bool,
+) -> Result<Response, ApiError> {
+    let mut kept_resources = 0usize;
+    let mut references = Vec::new();
+    if let Some(Value::Array(list)) = bundle.get_mut("entry") {
+        let taken = std::mem::take(list);
+        for entry in taken {
+            let Some(resource) = entry.get("resource") else {
+                // A deleted version in a history: only a URL.
+                if keep_deleted {
+                    list.push(entry);
+                }
+                continue;
+            };
+            let is_outcome =
+                resource.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome");
+            let mode = entry
+                .get("search")
+                .and_then(|s| s.get("mode"))
+                .and_then(Value::as_str);
+            if is_outcome && mode == Some("outcome") {
+                list.push(entry);
+                continue;
+            }
+            let allowed = if interaction == Interaction::History {
+                authorize(state, caller, Interaction::History, resource)
+                    .or_else(|_| authorize(state, caller, Interaction::Read, resource))
+            } else {
+                authorize(state, caller, Interaction::Read, resource)
+            };
+            if allowed.is_ok() {
+                if let (Some(t), Some(id)) = (
+                    resource.get("resourceType").and_then(Value::as_str),
+                    resource.get("id").and_then(Value::as_str),
+                ) {
+                    references.push(format!("{t}/{id}"));
+                }
+                kept_resources += 1;
+                list.push(entry);
+            }
+        }
+        if keep_deleted && kept_resources == 0 {
+            // No version the caller may read: the deleted ones say nothing to it either.
+            list.clear();
+        }
+    }
+    let (opened, report) = open_for(state, caller, bundle).await?;
+    references.dedup();
+    let note = note(name, references, report, 0);
+    Ok(respond(
+        state,
+        StatusCode::OK,
+        Some(&opened),
+        &HeaderMap::new(),
+        note,
+    ))
+}

@@ -1,0 +1,299 @@
+//! The "seal the request" step of the request flow: what a write sends upstream.
+//!
+//! [`Sealing`] holds what every write seals with: the book of shared headers this process seals
+//! under (one per access structure and period, made on first use) and the blind-index key (a
+//! named secret of the authority, so every replica writes the same tokens). [`Sealing::seal`]
+//! turns a resource into its upstream form under the policy's rules for the resource's patient,
+//! and makes sure every shared header the result names is stored on the upstream *before* the
+//! resource is sent: a resource whose header was never stored could never be opened again.
+//!
+//! [`FhirBody`] is the request body of a write: `application/fhir+json` (or `application/json`),
+//! at most `server.max_body_bytes`, a JSON object; anything else is a 415, 413 or 400
+//! `OperationOutcome`, never axum's plain-text rejection.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use fhirseal_authority::Authority;
+use fhirseal_envelope::{BlindIndex, Header, HeaderId};
+use fhirseal_fhir::{HeaderLookup, SealError, Sealer, SharedHeaders, shared_header_ids};
+use fhirseal_policy::{Label, Policy, record_patient};
+use rand_core::{OsRng, RngCore};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::error::ApiError;
+use crate::headers::HeaderStore;
+use crate::state::StartupError;
+
+/// The authority's named secret the blind-index key is derived from.
+pub const BLIND_INDEX_SECRET: &str = "fhir/blind-index";
+
+/// What writes seal with; see the module documentation. Cheap to share (`Arc`).
+pub struct Sealing {
+    authority: Arc<Authority>,
+    policy: Arc<Policy>,
+    book: Mutex<SharedHeaders>,
+    blind_index: BlindIndex,
+}
+
+/// A resource in its upstream form.
+#[derive(Debug)]
+pub struct SealedWrite {
+    /// What to send upstream.
+    pub resource: Value,
+    /// How many elements were sealed.
+    pub elements: usize,
+}
+
+impl Sealing {
+    /// Sealing for `authority` under `policy`; the blind-index key is the authority's named
+    /// secret [`BLIND_INDEX_SECRET`], made on first start.
+    ///
+    /// # Errors
+    /// [`StartupError::Authority`] when the secret cannot be read or stored.
+    pub fn new(authority: Arc<Authority>, policy: Arc<Policy>) -> Result<Self, StartupError> {
+        let secret = authority.secret_or_create(
+            BLIND_INDEX_SECRET,
+            || {
+                let mut bytes = Zeroizing::new(vec![0u8; 32]);
+                OsRng.fill_bytes(&mut bytes);
+                Ok(bytes)
+            },
+            &mut OsRng,
+        )?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        if secret.len() != key.len() {
+            return Err(StartupError::Kek(format!(
+                "the authority's secret `{BLIND_INDEX_SECRET}` is not 32 bytes"
+            )));
+        }
+        key.copy_from_slice(&secret);
+        Ok(Self {
+            authority,
+            policy,
+            book: Mutex::new(SharedHeaders::new()),
+            blind_index: BlindIndex::new(*key),
+        })
+    }
+
+    /// Seals `resource` (bound to its `id`, or to `binding` when it has none) under the rules
+    /// for its patient at the current period, adds the policy's `labels`, and stores every shared
+    /// header it names that the upstream does not hold yet.
+    ///
+    /// # Errors
+    /// [`ApiError::Seal`] when the resource cannot be sealed (already sealed or masked content,
+    /// an element of the wrong shape), [`ApiError::Authority`] when the period cannot be read,
+    /// and the header store's errors when a header cannot be stored.
+    pub async fn seal(
+        self: &Arc<Self>,
+        store: &HeaderStore,
+        resource: Value,
+        binding: Option<String>,
+        labels: Vec<Label>,
+    ) -> Result<SealedWrite, ApiError> {
+        let this = Arc::clone(self);
+        let (sealed, needed) = tokio::task::spawn_blocking(move || {
+            this.seal_blocking(resource, binding.as_deref(), &labels)
+        })
+        .await
+        .map_err(|_| ApiError::KeyTask)??;
+        ensure_stored(store, needed).await?;
+        Ok(sealed)
+    }
+
+    /// The CPU part of [`Sealing::seal`]: the sealed resource and the shared headers it names.
+    fn seal_blocking(
+        &self,
+        mut resource: Value,
+        binding: Option<&str>,
+        labels: &[Label],
+    ) -> Result<(SealedWrite, Vec<Header>), ApiError> {
+        let now = crate::rest::now();
+        let period = self
+            .authority
+            .current_period(now)
+            .map_err(ApiError::Authority)?;
+        let rules = self.policy.rules_for(record_patient(&resource).as_deref());
+        add_labels(&mut resource, labels);
+        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rng = OsRng;
+        let sealed = Sealer::new(self.authority.public_params(), period, &mut book, &mut rng)
+            .with_blind_index(&self.blind_index)
+            .seal_resource(&resource, &rules, binding)
+            .map_err(ApiError::Seal)?;
+        // The ones made now are among those named; the list of created ones is only drained.
+        book.take_created();
+        let needed = shared_header_ids(&sealed.resource)
+            .into_iter()
+            .filter_map(|id| book.header(id))
+            .collect();
+        Ok((
+            SealedWrite {
+                resource: sealed.resource,
+                elements: sealed.elements,
+            },
+            needed,
+        ))
+    }
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing").finish_non_exhaustive()
+    }
+}
+
+/// Stores those of `headers` the upstream does not hold. A header already there is never
+/// written again: the update job may have moved it to a later period since this process made
+/// it, and writing this copy back would undo that.
+async fn ensure_stored(store: &HeaderStore, headers: Vec<Header>) -> Result<(), ApiError> {
+    if headers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<HeaderId> = headers.iter().map(Header::id).collect();
+    let found = store.lookup(&ids).await?;
+    let missing: Vec<Header> = headers
+        .into_iter()
+        .filter(|h| found.header(h.id()).is_none())
+        .collect();
+    store.store(&missing).await
+}
+
+/// Adds the policy's security labels to `meta.security`, once each.
+fn add_labels(resource: &mut Value, labels: &[Label]) {
+    if labels.is_empty() {
+        return;
+    }
+    let Some(object) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = object.entry("meta").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let security = meta.entry("security").or_insert_with(|| json!([]));
+    let Some(security) = security.as_array_mut() else {
+        return;
+    };
+    for label in labels {
+        let present = security.iter().any(|c| {
+            c.get("system").and_then(Value::as_str) == Some(label.system)
+                && c.get("code").and_then(Value::as_str) == Some(label.code.as_str())
+        });
+        if !present {
+            security.push(json!({"system": label.system, "code": label.code}));
+        }
+    }
+}
+
+/// A fresh logical id for a created resource: a random UUID (version 4), which FHIR's id syntax
+/// accepts. The gateway assigns ids itself because envelopes are bound to them.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The JSON body of a write; see the module documentation.
+#[derive(Debug)]
+pub struct FhirBody(pub Value);
+
+/// Media types a FHIR JSON body may come as.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/fhir+json" | "application/json" | "application/json+fhir"
+    )
+}
+
+impl<S: Send + Sync> FromRequest<S> for FhirBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !is_json_media_type(content_type) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = read_body(request, state).await?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::InvalidRequest("the body is not valid JSON"))?;
+        if !value.is_object() {
+            return Err(ApiError::InvalidRequest("the body is not a JSON object"));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// The body's bytes within the router's body limit: 413 when over, 400 when it breaks off.
+pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(request, state).await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::InvalidRequest("the body could not be read")
+        }
+    })
+}
+
+/// Why a [`SealError`] is the client's: every variant but a crypto failure.
+pub(crate) fn seal_error_is_clients(error: &SealError) -> bool {
+    !matches!(error, SealError::Crypto(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_fhir_ids_and_v4_uuids() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(is_json_media_type("application/fhir+json; charset=utf-8"));
+        assert!(is_json_media_type("Application/JSON"));
+        assert!(!is_json_media_type("application/fhir+xml"));
+        assert!(!is_json_media_type(""));
+    }
+
+    #[test]
+    fn labels_are_added_once() {
+        let mut r = json!({"resourceType": "Patient", "meta": {"security": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}});
+        let label = Label {
+            system: "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            code: "R".into(),
+        };
+        add_labels(&mut r, &[label.clone(), label]);
+        assert_eq!(r["meta"]["security"].as_array().map(Vec::len), Some(1));
+    }
+}

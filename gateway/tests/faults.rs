@@ -1,0 +1,397 @@
+//! Upstream faults on the write and search paths, with wiremock (and a raw socket for a reset)
+//! as the upstream: each is an `OperationOutcome` (502 or 504), nothing in clear reaches the
+//! upstream, the outcome or the audit trail, and no write the upstream acknowledged is reported
+//! as failed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use fhirseal::app::app;
+use fhirseal::config::{Config, DEFAULTS};
+use fhirseal::state::AppState;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tower::ServiceExt;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ISSUER: &str = "https://login.hospital.example";
+const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
+const JWKS: &str = include_str!("keys/issuer.jwks.json");
+const BASE: &str = "http://127.0.0.1:8080/fhir";
+const NAME: &str = "Canary-Faults-Name-3X";
+const SSN: &str = "999-CANARY-FAULT";
+
+fn now() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn doctor() -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("issuer-1".into());
+    let claims = json!({
+        "iss": ISSUER, "aud": BASE, "sub": "Practitioner/d1", "exp": now() + 600, "iat": now(),
+        "fhirUser": "Practitioner/d1", "scope": "user/*.cruds",
+        "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary"}],
+    });
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
+    )
+    .unwrap()
+}
+
+fn patient() -> Value {
+    json!({"resourceType": "Patient", "active": true,
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": SSN}],
+        "name": [{"family": NAME, "given": ["Ada"]}],
+        "gender": "female", "birthDate": "1971-02-03"})
+}
+
+struct Harness {
+    app: Router,
+    upstream: MockServer,
+    _keys: MockServer,
+    _dir: tempfile::TempDir,
+}
+
+/// The gateway in front of `upstream_url` (a wiremock server unless given), with short timeouts.
+async fn harness_with(upstream_url: Option<String>) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
+        .mount(&keys)
+        .await;
+    let upstream = MockServer::start().await;
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
+            keys.uri()
+        ),
+    )
+    .unwrap();
+    let base = upstream_url.unwrap_or_else(|| format!("{}/fhir", upstream.uri()));
+    let config = Config::load(
+        Some(&file),
+        [
+            ("FHIRSEAL__UPSTREAM__BASE_URL".to_string(), base),
+            (
+                "FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS".to_string(),
+                "400".to_string(),
+            ),
+            (
+                "FHIRSEAL__UPSTREAM__MAX_RETRIES".to_string(),
+                "1".to_string(),
+            ),
+            (
+                "FHIRSEAL__UPSTREAM__MAX_RESPONSE_BYTES".to_string(),
+                "65536".to_string(),
+            ),
+            (
+                "FHIRSEAL__SERVER__DATA_DIR".to_string(),
+                dir.path().join("data").display().to_string(),
+            ),
+        ],
+    )
+    .unwrap();
+    let state = AppState::build(config, now()).unwrap();
+    Harness {
+        app: app(state),
+        upstream,
+        _keys: keys,
+        _dir: dir,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+/// Headers are stored and found: `GET Basic?_id=…` answers nothing, `PUT Basic/…` succeeds.
+async fn header_store_works(upstream: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/fhir/Basic"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "entry": []})),
+        )
+        .mount(upstream)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Basic/fhirseal-header-[0-9a-f]{32}$"))
+        .respond_with(ResponseTemplate::new(201))
+        .mount(upstream)
+        .await;
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, body, text)
+}
+
+fn create(body: &Value) -> Request<Body> {
+    Request::post("/fhir/Patient")
+        .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Every body the upstream received holds no canary.
+async fn upstream_saw_no_canary(upstream: &MockServer) {
+    for request in upstream.received_requests().await.unwrap_or_default() {
+        let body = String::from_utf8_lossy(&request.body);
+        assert!(
+            !body.contains(NAME) && !body.contains(SSN),
+            "{} {} carried a canary",
+            request.method,
+            request.url
+        );
+    }
+}
+
+fn assert_outcome(status: StatusCode, body: &Value, text: &str, want: StatusCode) {
+    assert_eq!(status, want, "{text}");
+    assert_eq!(body["resourceType"], "OperationOutcome", "{text}");
+    assert!(!text.contains(NAME) && !text.contains(SSN), "{text}");
+}
+
+#[tokio::test]
+async fn a_create_is_sealed_and_acknowledged_with_its_location() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Patient/[0-9a-f-]{36}$"))
+        .respond_with(|request: &wiremock::Request| {
+            let mut stored: Value = serde_json::from_slice(&request.body).unwrap();
+            stored["meta"]["versionId"] = json!("1");
+            ResponseTemplate::new(201).set_body_json(stored)
+        })
+        .mount(&h.upstream)
+        .await;
+    let (status, body, text) = send(&h.app, create(&patient())).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    // The doctor sees what it wrote, opened; the upstream saw none of it.
+    assert_eq!(body["name"][0]["family"], NAME, "{text}");
+    upstream_saw_no_canary(&h.upstream).await;
+    let puts: Vec<_> = h
+        .upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().starts_with("/fhir/Patient/"))
+        .collect();
+    assert_eq!(puts.len(), 1);
+    let id = puts[0].url.path().trim_start_matches("/fhir/Patient/");
+    assert_eq!(body["id"], id);
+    // Headers are stored before the resource that needs them.
+    let order: Vec<String> = h
+        .upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PUT")
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert!(order.first().unwrap().contains("/Basic/"), "{order:?}");
+}
+
+#[tokio::test]
+async fn an_acknowledged_create_with_a_malformed_answer_is_still_a_201() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Patient/"))
+        .respond_with(ResponseTemplate::new(201).set_body_raw("{not json", "application/fhir+json"))
+        .mount(&h.upstream)
+        .await;
+    let (status, _, text) = send(&h.app, create(&patient())).await;
+    // The upstream stored it: the client must not be told otherwise (it would create again).
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    upstream_saw_no_canary(&h.upstream).await;
+}
+
+#[tokio::test]
+async fn a_create_the_upstream_refuses_with_5xx_is_a_502_with_nothing_echoed() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Patient/"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_raw(format!("Traceback: {NAME} {SSN}"), "text/plain"),
+        )
+        .mount(&h.upstream)
+        .await;
+    let (status, body, text) = send(&h.app, create(&patient())).await;
+    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+    upstream_saw_no_canary(&h.upstream).await;
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_is_a_504() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Patient/"))
+        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
+        .mount(&h.upstream)
+        .await;
+    let (status, body, text) = send(&h.app, create(&patient())).await;
+    assert_outcome(status, &body, &text, StatusCode::GATEWAY_TIMEOUT);
+    upstream_saw_no_canary(&h.upstream).await;
+}
+
+#[tokio::test]
+async fn a_header_that_cannot_be_stored_stops_the_write_before_the_resource() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Basic"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "entry": []})),
+        )
+        .mount(&h.upstream)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Basic/"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&h.upstream)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex("^/fhir/Patient/"))
+        .respond_with(ResponseTemplate::new(201))
+        .expect(0)
+        .mount(&h.upstream)
+        .await;
+    let (status, body, text) = send(&h.app, create(&patient())).await;
+    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_connection_reset_on_create_is_a_502() {
+    // An upstream that reads the request and closes the connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buffer = [0u8; 4096];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        }
+    });
+    let h = harness_with(Some(format!("http://{address}/fhir"))).await;
+    let (status, body, text) = send(&h.app, create(&patient())).await;
+    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_huge_or_malformed_search_answer_is_a_502() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Observation"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!(
+                "{{\"resourceType\":\"Bundle\",\"pad\":\"{}\"}}",
+                "x".repeat(1 << 20)
+            ),
+            "application/fhir+json",
+        ))
+        .mount(&h.upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Condition"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw("[1,2", "application/fhir+json"))
+        .mount(&h.upstream)
+        .await;
+    for path in ["/fhir/Observation?status=final", "/fhir/Condition?clinical-status=active"] {
+        let request = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+            .body(Body::empty())
+            .unwrap();
+        let (status, body, text) = send(&h.app, request).await;
+        assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+    }
+}
+
+#[tokio::test]
+async fn a_search_on_a_sealed_element_is_refused_naming_it_and_never_sent() {
+    let h = harness().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&h.upstream)
+        .await;
+    for (query, name) in [
+        ("birthdate=1971-02-03", "birthdate"),
+        ("family=Canary-Faults-Name-3X", "family"),
+        ("name:exact=Canary-Faults-Name-3X", "name"),
+    ] {
+        let request = Request::get(format!("/fhir/Patient?{query}"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+            .body(Body::empty())
+            .unwrap();
+        let (status, body, text) = send(&h.app, request).await;
+        assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
+        assert!(text.contains(name), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_fhir_json_or_too_large_are_refused() {
+    let h = harness().await;
+    let request = Request::post("/fhir/Patient")
+        .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+        .header(header::CONTENT_TYPE, "application/fhir+xml")
+        .body(Body::from("<Patient/>"))
+        .unwrap();
+    let (status, body, text) = send(&h.app, request).await;
+    assert_outcome(status, &body, &text, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let big = json!({"resourceType": "Patient", "text": {"status": "generated",
+        "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", "x".repeat(17 << 20))}});
+    let (status, body, text) = send(&h.app, create(&big)).await;
+    assert_outcome(status, &body, &text, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let request = Request::post("/fhir/Patient")
+        .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .body(Body::from("{\"resourceType\": \"Patient\""))
+        .unwrap();
+    let (status, body, text) = send(&h.app, request).await;
+    assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
+
+    let (status, body, text) = send(
+        &h.app,
+        create(&json!({"resourceType": "Observation", "status": "final"})),
+    )
+    .await;
+    assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
+}
