@@ -285,14 +285,30 @@ fn words(
     }
 }
 
-/// The patient whose record `resource` is: the Patient itself, or the first Patient reference
-/// among its compartment references (`Observation.subject`).
+/// The patient whose record `resource` is: the Patient itself, or the Patient its primary
+/// compartment reference names (`Observation.subject`, `AllergyIntolerance.patient`: the first
+/// parameter of CompartmentDefinition/patient for the type), or failing that the first Patient
+/// among its other compartment references. A record is its subject's, never the record of
+/// another patient it merely names (an Observation `performer`, a Condition `asserter`).
 pub fn record_patient(resource: &Value) -> Option<String> {
     let resource_type = resource.get("resourceType")?.as_str()?;
     if resource_type == "Patient" {
         return Some(format!("Patient/{}", resource.get("id")?.as_str()?));
     }
-    for path in r4().compartment_references(resource_type) {
+    let primary = fhirseal_fhir::compartment::patient_search_param(resource_type);
+    let mut paths: Vec<&str> = r4().compartment_references(resource_type).to_vec();
+    // Stable: the primary reference first, then `subject`/`patient`, then the others in order.
+    paths.sort_by_key(|path| {
+        let last = path.rsplit('.').next().unwrap_or_default();
+        if Some(last) == primary {
+            0
+        } else if last == "subject" || last == "patient" {
+            1
+        } else {
+            2
+        }
+    });
+    for path in paths {
         let mut values = vec![resource];
         for step in path.split('.').skip(1) {
             values = values
@@ -339,5 +355,27 @@ impl fmt::Display for Explanation {
             writeln!(f, "  {}: {}", e.path, e.why)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod record_patient_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_record_is_its_subjects_whatever_else_it_names() {
+        let observation = json!({"resourceType": "Observation",
+            "performer": [{"reference": "Patient/b"}], "subject": {"reference": "Patient/a"}});
+        assert_eq!(record_patient(&observation).as_deref(), Some("Patient/a"));
+        let allergy = json!({"resourceType": "AllergyIntolerance",
+            "asserter": {"reference": "Patient/b"}, "patient": {"reference": "Patient/a"}});
+        assert_eq!(record_patient(&allergy).as_deref(), Some("Patient/a"));
+        let only_performer = json!({"resourceType": "Observation",
+            "performer": [{"reference": "Patient/b"}], "subject": {"reference": "Group/g"}});
+        assert_eq!(
+            record_patient(&only_performer).as_deref(),
+            Some("Patient/b")
+        );
     }
 }
