@@ -118,7 +118,7 @@ pub enum ApiError {
         /// The entry's index in the Bundle.
         index: usize,
         /// The entry's own error.
-        reason: Box<ApiError>,
+        reason: Box<Self>,
     },
 }
 

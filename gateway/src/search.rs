@@ -416,6 +416,7 @@ async fn filtered_answer(
     keep_deleted: bool,
 ) -> Result<Response, ApiError> {
     let mut kept_resources = 0usize;
+    let mut refused: Option<ApiError> = None;
     let mut references = Vec::new();
     if let Some(Value::Array(list)) = bundle.get_mut("entry") {
         let taken = std::mem::take(list);
@@ -443,7 +444,9 @@ async fn filtered_answer(
             } else {
                 authorize(state, caller, Interaction::Read, resource)
             };
-            if allowed.is_ok() {
+            if let Err(error) = allowed {
+                refused.get_or_insert(error);
+            } else {
                 if let (Some(t), Some(id)) = (
                     resource.get("resourceType").and_then(Value::as_str),
                     resource.get("id").and_then(Value::as_str),
@@ -454,9 +457,16 @@ async fn filtered_answer(
                 list.push(entry);
             }
         }
+    }
+    if let Some(error) = refused {
+        // An instance history none of whose versions the caller may read is refused like a
+        // read of it.
         if keep_deleted && kept_resources == 0 {
-            // No version the caller may read: the deleted ones say nothing to it either.
-            list.clear();
+            return Err(error);
+        }
+        // Entries were left out: the upstream's count would tell how many.
+        if let Value::Object(object) = &mut bundle {
+            object.shift_remove("total");
         }
     }
     let (opened, report) = open_for(state, caller, bundle).await?;

@@ -18,6 +18,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{BlindIndex, Header, HeaderId};
+use fhirseal_fhir::shape::{DATA_ABSENT_REASON, NEUTRAL_DIV};
 use fhirseal_fhir::{HeaderLookup, SealError, Sealer, SharedHeaders, shared_header_ids};
 use fhirseal_policy::{Label, Policy, record_patient};
 use rand_core::{OsRng, RngCore};
@@ -111,6 +112,13 @@ impl Sealing {
         binding: Option<&str>,
         labels: &[Label],
     ) -> Result<(SealedWrite, Vec<Header>), ApiError> {
+        if holds_masked_placeholder(&resource) {
+            return Err(ApiError::Unprocessable(
+                "the resource holds elements masked for this caller (data-absent-reason \
+                 `masked`, or the protected narrative); writing them back would erase what they \
+                 stand for. Leave such elements out only to delete them",
+            ));
+        }
         let now = crate::rest::now();
         let period = self
             .authority
@@ -160,6 +168,23 @@ async fn ensure_stored(store: &HeaderStore, headers: Vec<Header>) -> Result<(), 
         .filter(|h| found.header(h.id()).is_none())
         .collect();
     store.store(&missing).await
+}
+
+/// Whether `value` holds what a reader gets in place of an element it cannot open: the
+/// data-absent-reason `masked` extension, or the neutral narrative of a sealed one. Such content
+/// stands for a protected value; sealed as it is, it would replace that value for everyone.
+pub fn holds_masked_placeholder(value: &Value) -> bool {
+    match value {
+        Value::Object(object) => {
+            let masked_reason = object.get("url").and_then(Value::as_str)
+                == Some(DATA_ABSENT_REASON)
+                && object.get("valueCode").and_then(Value::as_str) == Some("masked");
+            let neutral_div = object.get("div").and_then(Value::as_str) == Some(NEUTRAL_DIV);
+            masked_reason || neutral_div || object.values().any(holds_masked_placeholder)
+        }
+        Value::Array(items) => items.iter().any(holds_masked_placeholder),
+        _ => false,
+    }
 }
 
 /// Adds the policy's security labels to `meta.security`, once each.
@@ -283,6 +308,19 @@ mod tests {
         assert!(is_json_media_type("Application/JSON"));
         assert!(!is_json_media_type("application/fhir+xml"));
         assert!(!is_json_media_type(""));
+    }
+
+    #[test]
+    fn masked_placeholders_are_found_at_any_depth() {
+        let masked = json!({"resourceType": "Patient", "identifier": [{"extension": [
+            {"url": DATA_ABSENT_REASON, "valueCode": "masked"}]}]});
+        assert!(holds_masked_placeholder(&masked));
+        let narrative =
+            json!({"resourceType": "Patient", "text": {"status": "generated", "div": NEUTRAL_DIV}});
+        assert!(holds_masked_placeholder(&narrative));
+        let unknown = json!({"resourceType": "Patient", "_birthDate": {"extension": [
+            {"url": DATA_ABSENT_REASON, "valueCode": "unknown"}]}});
+        assert!(!holds_masked_placeholder(&unknown));
     }
 
     #[test]
