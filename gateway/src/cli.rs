@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod authority;
+mod ciphertexts;
 mod config;
 mod policy;
 mod smart;
@@ -29,6 +30,8 @@ enum Command {
     Smart(smart::Args),
     /// The gateway's configuration: check it.
     Config(config::Args),
+    /// Stored sealed headers: move them all to the current period (the ciphertext-update job).
+    Ciphertexts(ciphertexts::Args),
 }
 
 /// Exit status for a usage error (`EX_USAGE`).
@@ -51,6 +54,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Policy(args) => policy::run(args),
         Command::Smart(args) => smart::run(args),
         Command::Config(args) => config::run(args),
+        Command::Ciphertexts(args) => ciphertexts::run(args),
     };
     match result {
         Ok(output) => {

@@ -174,6 +174,12 @@ impl HeaderStore {
         Ok(headers)
     }
 
+    /// Drops header `id` from the cache (the update job moved it to a later period), so that the
+    /// next lookup fetches it again. Other replicas see the move when their entry expires.
+    pub fn forget(&self, id: HeaderId) {
+        self.cache().entries.remove(&id);
+    }
+
     /// The headers of `ids` the upstream holds, with one search.
     async fn fetch(&self, ids: &[HeaderId]) -> Result<Vec<Header>, ApiError> {
         let list: Vec<String> = ids.iter().map(|id| Self::resource_id(*id)).collect();

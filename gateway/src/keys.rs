@@ -264,6 +264,12 @@ impl Keyring {
         self.inner.entries().remove(identity);
     }
 
+    /// Drops the cached current period (say, right after an administrator advanced it), so that
+    /// the next request asks the authority.
+    pub fn forget_period(&self) {
+        *self.inner.period.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// The cached registration for `identity` when it is fresh and holds `attributes`, with its
     /// key for `period` (derived now if it was not cached).
     async fn cached(
@@ -526,15 +532,35 @@ fn registrations(
     authority: &Authority,
     identity: &str,
 ) -> Result<Vec<fhirseal_authority::Principal>, ApiError> {
+    registered_versions(authority, identity).map_err(ApiError::Authority)
+}
+
+/// Every version of `identity`'s registration in `authority` (`identity`, `identity#2`, …),
+/// oldest first; empty when it was never enrolled. Runs synchronous database calls.
+///
+/// # Errors
+///
+/// The authority's, when its store fails.
+pub fn registered_versions(
+    authority: &Authority,
+    identity: &str,
+) -> Result<Vec<fhirseal_authority::Principal>, AuthorityError> {
     let mut versions = Vec::new();
     loop {
         let name = versioned(identity, versions.len() + 1);
         match authority.principal(Kind::User, &name) {
             Ok(p) => versions.push(p),
             Err(AuthorityError::UnknownPrincipal { .. }) => return Ok(versions),
-            Err(e) => return Err(ApiError::Authority(e)),
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// The identity a registration name belongs to: the name without its `#n` version suffix.
+pub fn identity_of(registration: &str) -> &str {
+    registration
+        .split_once('#')
+        .map_or(registration, |(identity, _)| identity)
 }
 
 /// Registers `name` holding `attributes`; `false` when another process registered it first.

@@ -9,20 +9,24 @@
 //!   resources, and found again for readers.
 //! - [`error`]: the one place where errors become HTTP responses, each a FHIR
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
-//! - [`rest`], [`search`], [`bundle`]: the FHIR REST interactions; [`write`]: sealing what
-//!   writes send upstream, the shared headers stored first.
 //! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
 //!   in the request) and the scope checks that turn SMART scopes into 403s.
+//! - [`ctupdate`]: the ciphertext-update job that moves every stored header to the current period
+//!   after a revocation (planner, workers, background task).
+//! - [`admin`]: the admin API for the loopback admin listener (health, the update job,
+//!   revocation, period changes).
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod bundle;
 pub mod config;
+pub mod ctupdate;
 pub mod error;
 pub mod headers;
 pub mod keys;
+pub mod bundle;
 pub mod rest;
 pub mod search;
 pub mod state;

@@ -1,0 +1,182 @@
+//! `fhirseal ciphertexts update`: runs the ciphertext-update job (see [`fhirseal::ctupdate`]) in
+//! the foreground, to the end: plans the job for the current period and works on it, with a
+//! progress bar on standard error when it is a terminal and plain progress lines otherwise.
+//! Several runs (and gateway replicas) sharing the authority's store split the work.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Subcommand;
+use fhirseal::config::Config;
+use fhirseal::ctupdate::{self, WorkSummary};
+use fhirseal::state::AppState;
+use fhirseal_authority::Progress;
+use serde_json::json;
+
+/// The ciphertext commands.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Move every sealed header stored on the upstream to the current period (after a
+    /// revocation and a period change). Resumable and idempotent.
+    Update {
+        /// The configuration file [default: the embedded defaults].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) fn run(args: Args) -> Result<String, String> {
+    match args.command {
+        Command::Update { config, json } => {
+            let config =
+                Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("the async runtime cannot start: {e}"))?;
+            let result = runtime.block_on(update(config, json));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
+    }
+}
+
+async fn update(config: Config, json: bool) -> Result<String, String> {
+    let state = AppState::build(config, now()).map_err(|e| e.to_string())?;
+    let Some((job, added)) = ctupdate::plan(&state, now())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        let latest = state
+            .authority
+            .latest_update_job()
+            .map_err(|e| e.to_string())?;
+        let period = latest.map(|(_, p)| p.target_period).unwrap_or_default();
+        return Ok(if json {
+            json!({"finished": true, "target_period": period, "already_done": true}).to_string()
+        } else {
+            format!("every stored header is already at period {period}: nothing to do")
+        });
+    };
+    let mut bar = Bar::new(std::io::stderr().is_terminal());
+    let worker = ctupdate::worker_name();
+    let result = ctupdate::work(&state, job, &worker, |p| bar.show(p)).await;
+    bar.end();
+    let summary = result.map_err(|e| e.to_string())?;
+    let progress = state
+        .authority
+        .update_job_progress(job)
+        .map_err(|e| e.to_string())?;
+    if !summary.failed.is_empty() {
+        let first = &summary.failed[0];
+        return Err(format!(
+            "{} chunk(s) failed and stay to do (job {job} is not finished); first: chunk {}: {}",
+            summary.failed.len(),
+            first.key,
+            first.error
+        ));
+    }
+    Ok(if json {
+        json!({
+            "job": job.get(),
+            "target_period": progress.target_period,
+            "chunks_planned": added,
+            "chunks_total": progress.chunks_total,
+            "chunks_done": progress.chunks_done,
+            "headers_moved": progress.headers_moved,
+            "this_run": {"chunks_done": summary.chunks_done, "headers_moved": summary.headers_moved},
+            "finished": progress.finished,
+        })
+        .to_string()
+    } else {
+        text(job.get(), &progress, &summary)
+    })
+}
+
+fn text(job: u64, progress: &Progress, summary: &WorkSummary) -> String {
+    let state = if progress.finished {
+        "finished"
+    } else {
+        "not finished (other workers hold chunks; run again or let the gateway's task end it)"
+    };
+    format!(
+        "job {job} to period {}: {state}\n{}/{} chunks done, {} headers moved ({} chunks and {} \
+         headers by this run)",
+        progress.target_period,
+        progress.chunks_done,
+        progress.chunks_total,
+        progress.headers_moved,
+        summary.chunks_done,
+        summary.headers_moved
+    )
+}
+
+/// The progress display: a redrawn bar on a terminal, a line every few seconds otherwise.
+struct Bar {
+    terminal: bool,
+    drawn: bool,
+    last: Option<Instant>,
+}
+
+impl Bar {
+    fn new(terminal: bool) -> Self {
+        Self {
+            terminal,
+            drawn: false,
+            last: None,
+        }
+    }
+
+    fn show(&mut self, p: &Progress) {
+        let mut err = std::io::stderr().lock();
+        if self.terminal {
+            const WIDTH: u64 = 30;
+            let filled = (p.chunks_done * WIDTH)
+                .checked_div(p.chunks_total)
+                .unwrap_or(0)
+                .min(WIDTH);
+            let bar: String = (0..WIDTH)
+                .map(|i| if i < filled { '#' } else { '-' })
+                .collect();
+            let _ = write!(
+                err,
+                "\r[{bar}] {}/{} chunks, {} headers",
+                p.chunks_done, p.chunks_total, p.headers_moved
+            );
+            let _ = err.flush();
+            self.drawn = true;
+        } else if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            let _ = writeln!(
+                err,
+                "progress: {}/{} chunks, {} headers moved",
+                p.chunks_done, p.chunks_total, p.headers_moved
+            );
+            self.last = Some(Instant::now());
+        }
+    }
+
+    fn end(&mut self) {
+        if self.drawn {
+            let _ = writeln!(std::io::stderr().lock());
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
