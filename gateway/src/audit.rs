@@ -2,7 +2,44 @@
 //! elements were opened or masked, the outcome), never a protected value.
 //!
 //! Handlers describe what they did in an [`AuditNote`] put in the response's extensions; the
-//! audit middleware (outermost layer) joins it with the request id, the caller and the status.
+//! authentication step puts the verified caller there as an [`AuditWho`]; the [`audit`]
+//! middleware (the outermost layer) gives the request its id, and once the response is ready
+//! joins both with the method, the path, the status and the time taken into one line:
+//!
+//! ```json
+//! {"ts":"2026-11-28T05:10:57.123Z","request_id":"5f0c…","method":"GET",
+//!  "path":"/fhir/Patient/pat-smith","status":200,"outcome":"success",
+//!  "who":{"sub":"dr.grey","fhir_user":"Practitioner/dr-grey","client_id":"demo-app",
+//!         "iss":"http://127.0.0.1:8080/auth"},
+//!  "interaction":"read","resources":["Patient/pat-smith"],"opened":4,"masked":1,"sealed":0,
+//!  "duration_ms":12.408}
+//! ```
+//!
+//! (on one line). What never goes in: the query string (search parameters may hold the very
+//! values the gateway protects), any header (tokens), any body, any claim beyond the four
+//! identifiers. `who` is `null` when no token was verified (a 401, the discovery documents, the
+//! authorization server's own pages). The line goes to an [`AuditSink`]: standard output by
+//! default, or a file (`server.audit_log`), appended and flushed line by line.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use fhirseal_smart::verify::Verified;
+use rand_core::{OsRng, RngCore};
+use serde_json::json;
+use tracing::Instrument;
+
+/// The header that carries the request id, in and out.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What a handler did, for the audit line: references and counts, never content.
 #[derive(Clone, Debug, Default)]
@@ -17,4 +54,305 @@ pub struct AuditNote {
     pub masked: usize,
     /// Elements sealed before the write went upstream.
     pub sealed: usize,
+}
+
+/// Who made a request, as the audit line names them: identifiers only, never the token or its
+/// other claims. Put in the response's extensions by [`crate::auth::authenticate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditWho {
+    /// The token's subject (`sub`), if it has one.
+    pub sub: Option<String>,
+    /// The token's `fhirUser` (`Practitioner/123`), if any.
+    pub fhir_user: Option<String>,
+    /// The OAuth client the token was issued to, if named.
+    pub client_id: Option<String>,
+    /// The token's issuer.
+    pub iss: String,
+}
+
+impl AuditWho {
+    /// The identifiers of a verified token.
+    pub fn of(verified: &Verified) -> Self {
+        let principal = &verified.context.principal;
+        Self {
+            sub: verified.subject.clone(),
+            fhir_user: principal.fhir_user.clone(),
+            client_id: principal.client_id.clone(),
+            iss: verified.issuer.clone(),
+        }
+    }
+}
+
+/// The id of a request, in its extensions (for handlers and logs) and echoed as `X-Request-Id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// Where audit lines go. Cheap to clone: clones share the destination.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum AuditSink {
+    /// Standard output, one line per request, flushed after each.
+    Stdout,
+    /// A file, appended to and flushed after each line.
+    File(Arc<Mutex<File>>),
+    /// Memory, for tests: each line (without its newline) pushed to the vector.
+    Memory(Arc<Mutex<Vec<String>>>),
+}
+
+/// Why the audit sink cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The audit log file (or its folder) cannot be created or opened for appending.
+    #[error("the audit log {path} cannot be opened for appending: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+// === impl AuditSink ===
+
+impl AuditSink {
+    /// The sink for `server.audit_log`: standard output for `None`, else the file, created
+    /// (readable by its owner only) with its folder if missing, and appended to.
+    pub fn open(path: Option<&Path>) -> Result<Self, AuditError> {
+        let Some(path) = path else {
+            return Ok(Self::Stdout);
+        };
+        let failed = |source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(failed)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(failed)?;
+        Ok(Self::File(Arc::new(Mutex::new(file))))
+    }
+
+    /// A sink that keeps its lines in memory, and the lines, for tests.
+    pub fn memory() -> (Self, Arc<Mutex<Vec<String>>>) {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        (Self::Memory(Arc::clone(&lines)), lines)
+    }
+
+    /// Writes one line (`line` holds no newline: it is compact JSON).
+    fn write(&self, line: &str) -> std::io::Result<()> {
+        match self {
+            Self::Stdout => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}")?;
+                out.flush()
+            }
+            Self::File(file) => {
+                let mut file = file.lock().unwrap_or_else(PoisonError::into_inner);
+                // One write per line, so concurrent appenders never interleave within a line.
+                file.write_all(format!("{line}\n").as_bytes())?;
+                file.flush()
+            }
+            Self::Memory(lines) => {
+                lines
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line.to_string());
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Stdout => "stdout",
+            Self::File(_) => "file",
+            Self::Memory(_) => "memory",
+        };
+        f.debug_struct("AuditSink")
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+// === the middleware ===
+
+/// `router` with the [`audit`] middleware around everything it serves, its fallbacks included.
+/// Add it last, so it is the outermost layer.
+pub fn audited(router: Router, sink: AuditSink) -> Router {
+    router.layer(middleware::from_fn_with_state(sink, audit))
+}
+
+/// The audit middleware (`axum::middleware::from_fn_with_state(sink, audit)`): gives the
+/// request its id, runs it inside a `request` tracing span carrying that id, echoes the id as
+/// `X-Request-Id`, and writes the request's audit line to `sink`; see the module documentation.
+///
+/// The id is the request's own `X-Request-Id` when it has exactly one that is 1 to 64 visible
+/// ASCII characters, else 128 random bits in hex. `duration_ms` runs until the response's head
+/// is ready (a streamed body may take longer).
+pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let ts = rfc3339(SystemTime::now());
+    let id = request_id(request.headers());
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    // Valid by construction (visible ASCII or hex); a failure would only drop the echo.
+    let header = HeaderValue::from_str(&id).ok();
+    if let Some(value) = &header {
+        request.headers_mut().insert(REQUEST_ID, value.clone());
+    }
+    request.extensions_mut().insert(RequestId(id.clone()));
+
+    let span = tracing::info_span!("request", request_id = %id, %method, %path);
+    let mut response = next.run(request).instrument(span).await;
+
+    if let Some(value) = header {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    let status = response.status();
+    let who = response.extensions().get::<AuditWho>().map(|who| {
+        json!({"sub": who.sub, "fhir_user": who.fhir_user, "client_id": who.client_id,
+               "iss": who.iss})
+    });
+    let note = response.extensions().get::<AuditNote>();
+    let elapsed = started.elapsed();
+    let line = json!({
+        "ts": ts,
+        "request_id": id,
+        "method": method,
+        "path": path,
+        "status": status.as_u16(),
+        "outcome": outcome(status),
+        "who": who,
+        "interaction": note.map(|n| n.interaction).filter(|i| !i.is_empty()),
+        "resources": note.map(|n| n.resources.as_slice()).unwrap_or_default(),
+        "opened": note.map_or(0, |n| n.opened),
+        "masked": note.map_or(0, |n| n.masked),
+        "sealed": note.map_or(0, |n| n.sealed),
+        // Whole microseconds, so the number prints short (12.408, not 12.408000000000001).
+        "duration_ms": elapsed.as_micros() as f64 / 1000.0,
+    });
+    if let Err(error) = sink.write(&line.to_string()) {
+        tracing::error!(request_id = %id, %error, "the audit line could not be written");
+    }
+    response
+}
+
+/// The audit line's `outcome` for `status`.
+fn outcome(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 403 => "denied",
+        400..=499 => "client-error",
+        500.. => "server-error",
+        _ => "success",
+    }
+}
+
+/// The request's own id if it sent exactly one acceptable `X-Request-Id`, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    let mut values = headers.get_all(REQUEST_ID).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) if acceptable_id(value.as_bytes()) => {
+            // Visible ASCII, checked just above, is UTF-8.
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        }
+        _ => fresh_id(),
+    }
+}
+
+/// 1 to [`MAX_REQUEST_ID`] visible ASCII characters (`!` to `~`).
+fn acceptable_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+/// 128 random bits, in lower-case hex.
+fn fresh_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `time` as an RFC 3339 UTC timestamp with milliseconds (`2026-11-28T05:10:57.123Z`).
+fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (Howard Hinnant's `civil_from_days`,
+/// <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>, for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March first
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |s: u64, ms: u64| rfc3339(UNIX_EPOCH + Duration::from_millis(s * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_800_000_000, 999), "2027-01-15T08:00:00.999Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z");
+        assert_eq!(at(1_798_761_599, 0), "2026-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn request_ids_are_visible_ascii_up_to_64() {
+        assert!(acceptable_id(b"abc-123"));
+        assert!(acceptable_id(&[b'x'; 64]));
+        assert!(!acceptable_id(&[b'x'; 65]));
+        assert!(!acceptable_id(b""));
+        assert!(!acceptable_id(b"a b"));
+        assert!(!acceptable_id(b"a\tb"));
+        assert!(!acceptable_id("caf\u{e9}".as_bytes()));
+        let id = fresh_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, fresh_id());
+    }
+
+    #[test]
+    fn outcomes_follow_the_status() {
+        assert_eq!(outcome(StatusCode::OK), "success");
+        assert_eq!(outcome(StatusCode::SEE_OTHER), "success");
+        assert_eq!(outcome(StatusCode::UNAUTHORIZED), "denied");
+        assert_eq!(outcome(StatusCode::FORBIDDEN), "denied");
+        assert_eq!(outcome(StatusCode::NOT_FOUND), "client-error");
+        assert_eq!(outcome(StatusCode::BAD_GATEWAY), "server-error");
+    }
 }

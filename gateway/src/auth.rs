@@ -2,7 +2,8 @@
 //!
 //! [`authenticate`] is an axum middleware: it verifies the request's bearer token with the
 //! [`Verifier`] (signature, issuer, audience, lifetime, claims) and puts the verified caller in
-//! the request's extensions as a [`Caller`]; any failure is a 401 with the `WWW-Authenticate`
+//! the request's extensions as a [`Caller`], and the caller's identifiers in the response's
+//! extensions as an [`AuditWho`] for the audit line; any failure is a 401 with the `WWW-Authenticate`
 //! challenge that says why, and the handler never runs. Handlers then ask the caller's scopes
 //! ([`fhirseal_smart::TokenContext::check_resource`],
 //! [`fhirseal_smart::TokenContext::search_narrowing`]); a refusal is a 403.
@@ -16,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use fhirseal_smart::verify::{AuthError, Verified, Verifier};
 
+use crate::audit::AuditWho;
 use crate::error::ApiError;
 
 /// The verified caller of a request, put there by [`authenticate`].
@@ -38,8 +40,11 @@ pub async fn authenticate(
         .map(|value| value.to_str().map_err(|_| AuthError::NotBearer))
         .transpose()?;
     let verified = verifier.authenticate(header).await?;
+    let who = AuditWho::of(&verified);
     request.extensions_mut().insert(Caller(verified));
-    Ok(next.run(request).await)
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(who);
+    Ok(response)
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {

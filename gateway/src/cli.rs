@@ -10,6 +10,7 @@ mod authority;
 mod ciphertexts;
 mod config;
 mod policy;
+mod serve;
 mod smart;
 
 /// FHIRseal: a gateway that seals protected FHIR elements under attribute-based encryption.
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gateway (on the embedded defaults without --config) until SIGTERM or Ctrl-C.
+    Serve(serve::Args),
     /// The attribute authority: keys, users, sub-authorities, revocation and periods.
     Authority(authority::Args),
     /// The compliance policy: check it, see a token's attributes, explain a resource.
@@ -50,6 +53,7 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Serve(args) => return serve::run(args),
         Command::Authority(args) => authority::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Smart(args) => smart::run(args),

@@ -60,6 +60,10 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Where the gateway listens.
     pub listen: SocketAddr,
+    /// Where the admin API listens (a loopback address only); `None`: no admin API.
+    pub admin_listen: Option<SocketAddr>,
+    /// The audit log file (one JSON line per request, appended); `None`: standard output.
+    pub audit_log: Option<PathBuf>,
     /// The gateway's public URL, without a trailing slash (`https://fhir.hospital.example`).
     pub public_url: String,
     /// The FHIR base URL clients use: `{public_url}/fhir`. Tokens must name it as `aud`.
@@ -104,6 +108,9 @@ struct RawServer {
     public_url: String,
     max_body_bytes: Option<u64>,
     data_dir: Option<PathBuf>,
+    /// `""` turns the admin API off; absent: [`DEFAULT_ADMIN_LISTEN`].
+    admin_listen: Option<String>,
+    audit_log: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]
@@ -168,6 +175,9 @@ struct RawClaims {
     fhir_user: Option<Vec<String>>,
     scope: Option<Vec<String>>,
 }
+
+/// Where the admin API listens when `server.admin_listen` is not set.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 /// The largest request body accepted by default: 16 MiB.
 const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
@@ -237,6 +247,17 @@ impl Config {
                 "must be an address and port, like 127.0.0.1:8080".into(),
             )
         })?;
+        let admin_listen = admin_listen(raw.server.admin_listen.as_deref())
+            .map_err(|p| error("server.admin_listen", p))?;
+        let audit_log = match raw.server.audit_log {
+            Some(path) if path.as_os_str().is_empty() => {
+                return Err(error(
+                    "server.audit_log",
+                    "must be a file path (leave it out for standard output)".into(),
+                ));
+            }
+            path => path.map(|p| base.join(p)),
+        };
         let public_url =
             absolute_url(&raw.server.public_url).map_err(|p| error("server.public_url", p))?;
         let fhir_base = format!("{public_url}/fhir");
@@ -315,6 +336,8 @@ impl Config {
         }
         Ok(Self {
             listen,
+            admin_listen,
+            audit_log,
             public_url,
             fhir_base,
             max_body_bytes,
@@ -373,6 +396,28 @@ fn override_key(table: &mut Table, path: &str, value: &str) -> Result<String, St
     };
     here.insert(last.clone(), parsed);
     Ok(parts.join("."))
+}
+
+/// The admin API's address: absent is [`DEFAULT_ADMIN_LISTEN`], `""` is off, anything else a
+/// loopback address and port (the admin API has no authentication of its own: whoever reaches
+/// it administers the gateway, so it is never exposed beyond the machine).
+fn admin_listen(text: Option<&str>) -> Result<Option<SocketAddr>, String> {
+    let text = match text {
+        None => DEFAULT_ADMIN_LISTEN,
+        Some("") => return Ok(None),
+        Some(text) => text,
+    };
+    let address: SocketAddr = text.parse().map_err(|_| {
+        "must be a loopback address and port, like 127.0.0.1:9090, or \"\" for no admin API"
+            .to_string()
+    })?;
+    if !address.ip().is_loopback() {
+        return Err(format!(
+            "{address} is not a loopback address: the admin API listens on this machine only \
+             (127.0.0.1 or [::1]), or is off with \"\""
+        ));
+    }
+    Ok(Some(address))
 }
 
 /// `text` as an absolute http(s) URL without query, fragment or credentials, without a trailing

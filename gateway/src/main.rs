@@ -1,6 +1,6 @@
-//! `fhirseal`: the FHIRseal command line. Today it runs the attribute authority
-//! (`fhirseal authority …`), the policy tools (`fhirseal policy …`) and the SMART helpers
-//! (`fhirseal smart …`); the gateway's `serve` arrives with the proxy.
+//! `fhirseal`: the FHIRseal command line. `fhirseal serve` runs the gateway; the attribute
+//! authority (`fhirseal authority …`), the policy tools (`fhirseal policy …`), the SMART helpers
+//! (`fhirseal smart …`) and the configuration check (`fhirseal config check`) administer it.
 
 use std::process::ExitCode;
 

@@ -226,3 +226,75 @@ fn the_defaults_as_a_file_resolve_paths_beside_it() {
     let config = Config::load(Some(&copy), env(&[])).unwrap();
     assert_eq!(config.data_dir, dir.path().join("fhirseal-data"));
 }
+
+#[test]
+fn the_admin_api_listens_on_loopback_only_or_not_at_all() {
+    // Absent from a file: the default port, on loopback.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(Some(&write(dir.path(), MINIMAL)), env(&[])).unwrap();
+    assert_eq!(
+        config.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    let config = Config::load(None, env(&[])).unwrap();
+    assert_eq!(
+        config.admin_listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    for loopback in ["127.0.0.1:9191", "[::1]:9191", "127.0.0.2:9191"] {
+        let config =
+            Config::load(None, env(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", loopback)])).unwrap();
+        assert_eq!(config.admin_listen.unwrap().port(), 9191, "{loopback}");
+    }
+    // "" turns it off, from the environment or a file.
+    let config = Config::load(None, env(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", "")])).unwrap();
+    assert_eq!(config.admin_listen, None);
+    let text = MINIMAL.replace("[upstream]", "admin_listen = \"\"\n\n[upstream]");
+    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    assert_eq!(config.admin_listen, None);
+
+    // Anything reachable from another machine is refused, naming the key.
+    for exposed in [
+        "0.0.0.0:9090",
+        "[::]:9090",
+        "10.1.2.3:9090",
+        "192.168.0.5:9090",
+    ] {
+        let e = fails(None, &[("FHIRSEAL__SERVER__ADMIN_LISTEN", exposed)]);
+        assert_eq!(e.key, "server.admin_listen", "{exposed}");
+        assert!(e.problem.contains("not a loopback address"), "{e}");
+        assert_eq!(
+            e.source,
+            "environment variable FHIRSEAL__SERVER__ADMIN_LISTEN"
+        );
+    }
+    let text = MINIMAL.replace(
+        "[upstream]",
+        "admin_listen = \"0.0.0.0:9090\"\n\n[upstream]",
+    );
+    let file = write(dir.path(), &text);
+    let e = fails(Some(&file), &[]);
+    assert_eq!(
+        (e.key.as_str(), e.source.as_str()),
+        ("server.admin_listen", file.display().to_string().as_str())
+    );
+    for malformed in ["localhost:9090", "9090", "127.0.0.1"] {
+        let e = fails(None, &[("FHIRSEAL__SERVER__ADMIN_LISTEN", malformed)]);
+        assert_eq!(e.key, "server.admin_listen", "{malformed}");
+    }
+}
+
+#[test]
+fn the_audit_log_goes_to_stdout_or_a_file_beside_the_configuration() {
+    let config = Config::load(None, env(&[])).unwrap();
+    assert_eq!(config.audit_log, None);
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace(
+        "[upstream]",
+        "audit_log = \"logs/audit.jsonl\"\n\n[upstream]",
+    );
+    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    assert_eq!(config.audit_log, Some(dir.path().join("logs/audit.jsonl")));
+    let e = fails(None, &[("FHIRSEAL__SERVER__AUDIT_LOG", "")]);
+    assert_eq!(e.key, "server.audit_log");
+}

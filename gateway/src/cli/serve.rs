@@ -1,0 +1,244 @@
+//! `fhirseal serve`: the gateway itself. Loads the configuration, starts logging, binds the FHIR
+//! address and the admin API's (loopback only, `server.admin_listen`), builds the state, starts
+//! the background ciphertext-update task, serves until SIGTERM or Ctrl-C, then drains: new
+//! connections are refused, requests in flight get up to [`DRAIN`] to finish.
+//!
+//! Logs go to standard error (human-readable, or JSON with `FHIRSEAL_LOG_FORMAT=json`; the level
+//! from `RUST_LOG`, `info` by default); audit lines go to standard output or `server.audit_log`.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use fhirseal::admin::admin_router;
+use fhirseal::app::app;
+use fhirseal::audit::{AuditSink, audited};
+use fhirseal::config::Config;
+use fhirseal::ctupdate;
+use fhirseal::state::AppState;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing_subscriber::EnvFilter;
+
+/// The arguments of `fhirseal serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The configuration file [default: the embedded defaults]. `FHIRSEAL__SECTION__KEY`
+    /// variables override its keys.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// How long requests in flight may take to finish once a stop is asked for.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the gateway until it is stopped: exit status 0 after a drain, 1 (with one line on
+/// standard error) when it cannot start or stops on an error.
+pub(crate) fn run(args: Args) -> ExitCode {
+    let json_logs = init_logging();
+    match serve(args, json_logs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args, json_logs: bool) -> Result<(), String> {
+    let config =
+        Config::load(args.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let sink = AuditSink::open(config.audit_log.as_deref()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("the async runtime cannot start: {e}"))?;
+    let result = runtime.block_on(serve_until_stopped(config, sink, json_logs));
+    // Key tasks still running after the drain are not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve_until_stopped(
+    config: Config,
+    sink: AuditSink,
+    json_logs: bool,
+) -> Result<(), String> {
+    let listener = bind(config.listen, "server.listen").await?;
+    let admin_listener = match config.admin_listen {
+        Some(address) => Some(bind(address, "server.admin_listen").await?),
+        None => None,
+    };
+    let state = AppState::build(config, now()).map_err(|e| e.to_string())?;
+    let stop_signal = StopSignal::register()?;
+
+    // Every listener and the background task stop when `stop` turns true.
+    let (stop, stopping) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    spawn_server(
+        &mut servers,
+        listener,
+        audited(app(state.clone()), sink.clone()),
+        &stopping,
+    );
+    if let Some(listener) = admin_listener {
+        spawn_server(
+            &mut servers,
+            listener,
+            audited(admin_router(state.clone()), sink),
+            &stopping,
+        );
+    }
+    let background = ctupdate::spawn_background(
+        state.clone(),
+        ctupdate::DEFAULT_INTERVAL,
+        stopped(stopping.clone()),
+    );
+
+    announce(&state, json_logs);
+    tokio::select! {
+        () = stop_signal.received() => {}
+        ended = servers.join_next() => {
+            return Err(match ended {
+                Some(Ok(Err(e))) => format!("the server stopped: {e}"),
+                _ => "the server stopped unexpectedly".to_string(),
+            });
+        }
+    }
+    tracing::info!(
+        drain_seconds = DRAIN.as_secs(),
+        "stopping: draining requests in flight"
+    );
+    stop.send_replace(true);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while let Some(ended) = servers.join_next().await {
+            if let Ok(Err(error)) = ended {
+                tracing::warn!(%error, "a listener ended with an error while draining");
+            }
+        }
+        let _ = background.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            drain_seconds = DRAIN.as_secs(),
+            "requests still in flight after the drain were cut off"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds `address`; the error names it and the configuration key it came from.
+async fn bind(address: SocketAddr, key: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {address} (`{key}`): {e}"))
+}
+
+/// Serves `router` on `listener` until `stopping` turns true, then finishes the requests in
+/// flight.
+fn spawn_server(
+    servers: &mut JoinSet<std::io::Result<()>>,
+    listener: TcpListener,
+    router: Router,
+    stopping: &watch::Receiver<bool>,
+) {
+    let stopping = stopping.clone();
+    servers.spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stopping))
+            .await
+    });
+}
+
+/// Completes once a stop is asked for (or the sender is gone).
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Says where the gateway serves: a plain line on standard error, or a log event with JSON logs.
+fn announce(state: &AppState, json_logs: bool) {
+    let fhir_base = &state.config.fhir_base;
+    let discovery = format!("{fhir_base}/.well-known/smart-configuration");
+    let admin = state
+        .config
+        .admin_listen
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
+    if json_logs {
+        tracing::info!(listen = %state.config.listen, %fhir_base, smart_configuration = %discovery, %admin, "serving");
+    } else {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "fhirseal: serving FHIR at {fhir_base} (listening on {}); SMART configuration at \
+             {discovery}; admin API {admin}",
+            state.config.listen
+        );
+    }
+}
+
+/// Logging to standard error: the level from `RUST_LOG` (`info` when unset or invalid), JSON
+/// with `FHIRSEAL_LOG_FORMAT=json`. Returns whether logs are JSON.
+fn init_logging() -> bool {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("FHIRSEAL_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber already set (never, in the binary) keeps logging where it was.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+    json
+}
+
+/// SIGTERM or SIGINT (Ctrl-C), registered before the gateway announces itself so that a stop
+/// asked for right after is never missed.
+struct StopSignal {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn register() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let failed = |e| format!("cannot handle stop signals: {e}");
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
