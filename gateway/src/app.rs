@@ -87,13 +87,19 @@ async fn instance_operation(
 }
 
 /// `GET /fhir/.well-known/smart-configuration`: always `application/json`, whatever the
-/// `Accept` header (SMART App Launch 2, conformance). Only the embedded authorization server's
-/// document is published: for an external server, its own discovery document is authoritative.
+/// `Accept` header (SMART App Launch 2, conformance). The embedded authorization server's
+/// document; with an external server, one derived from that server's own discovery document
+/// (its endpoints, the capabilities the gateway enforces); a 502 while it cannot be fetched.
 async fn smart_configuration(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let Some(server) = &state.auth_server else {
-        return Err(ApiError::UnknownPath);
+    let document = match (&state.auth_server, &state.discovery) {
+        (Some(server), _) => server.smart_configuration(),
+        (None, Some(discovery)) => discovery
+            .document()
+            .await
+            .map_err(|_| ApiError::DiscoveryUnavailable)?,
+        (None, None) => return Err(ApiError::UnknownPath),
     };
-    let mut response = server.smart_configuration().to_string().into_response();
+    let mut response = document.to_string().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

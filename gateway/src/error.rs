@@ -104,6 +104,9 @@ pub enum ApiError {
     /// (fail closed) or is a chain or `_has`. The message names the parameter, never its value.
     #[error("{0}")]
     SearchRefused(String),
+    /// The external authorization server's discovery document cannot be fetched (502).
+    #[error("the authorization server's discovery document is not available")]
+    DiscoveryUnavailable,
     /// The upstream server refused a write as conflicting with what it holds (409).
     #[error("the FHIR server refused the write as conflicting with what it holds")]
     UpstreamConflict,
@@ -177,6 +180,7 @@ impl ApiError {
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
             Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
+            Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
             Self::TransactionEntry { reason, .. } => {
                 let (status, code, _) = reason.parts();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use fhirseal_authority::{Authority, InitOptions, KEK_ENV, Kek, store};
 use fhirseal_policy::Policy;
+use fhirseal_smart::discovery::Discovery;
 use fhirseal_smart::verify::{Verifier, VerifierConfig};
 use fhirseal_smart::{AuthServer, SigningKey};
 use fhirseal_upstream::Upstream;
@@ -34,6 +35,9 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// The embedded authorization server, when on.
     pub auth_server: Option<Arc<AuthServer>>,
+    /// Without the embedded server: the first configured issuer's discovery document, from
+    /// which the gateway's `smart-configuration` is derived.
+    pub discovery: Option<Arc<Discovery>>,
     /// Callers' keys: enrolment on first use, re-keying, per-period decryption keys.
     pub keyring: Keyring,
     /// The shared headers, stored on the upstream.
@@ -120,6 +124,13 @@ impl AppState {
                 )?))
             }
         };
+        let discovery = match (&auth_server, config.issuers.first()) {
+            (None, Some(issuer)) => Some(Arc::new(Discovery::new(
+                issuer.issuer.clone(),
+                http.clone(),
+            ))),
+            _ => None,
+        };
         let mut issuers = config.issuers.clone();
         if let Some(server) = &auth_server {
             issuers.push(server.issuer_config());
@@ -147,6 +158,7 @@ impl AppState {
             upstream,
             verifier: Arc::new(verifier),
             auth_server,
+            discovery,
         })
     }
 }

@@ -244,3 +244,105 @@ async fn unknown_paths_and_methods_are_outcomes_too() {
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(outcome["issue"][0]["code"], "not-supported");
 }
+
+#[tokio::test]
+async fn with_an_external_server_discovery_comes_from_its_own_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let login = MockServer::start().await;
+    let issuer = format!("{}/realms/clinic", login.uri());
+    Mock::given(method("GET"))
+        .and(path("/realms/clinic/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/certs"),
+        })))
+        .mount(&login)
+        .await;
+    let upstream = MockServer::start().await;
+    let file = dir.path().join("gateway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n",
+            fhirseal::config::DEFAULTS
+        ),
+    )
+    .unwrap();
+    let config = Config::load(
+        Some(&file),
+        [
+            (
+                "FHIRSEAL__SERVER__DATA_DIR".to_string(),
+                dir.path().join("data").display().to_string(),
+            ),
+            (
+                "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
+                format!("{}/fhir", upstream.uri()),
+            ),
+            (
+                "FHIRSEAL__SMART__EMBEDDED__ENABLED".to_string(),
+                "false".to_string(),
+            ),
+        ],
+    )
+    .unwrap();
+    let router = app(AppState::build(config, NOW).unwrap());
+    let (status, content_type, body) = call(
+        &router,
+        Method::GET,
+        "/fhir/.well-known/smart-configuration",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    assert_eq!(body["issuer"], issuer);
+    assert_eq!(body["authorization_endpoint"], format!("{issuer}/auth"));
+    assert_eq!(body["code_challenge_methods_supported"], json!(["S256"]));
+
+    // A login server that does not answer: a 502 outcome.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://{}/realms/clinic", closed.local_addr().unwrap());
+    drop(closed);
+    let dir2 = tempfile::tempdir().unwrap();
+    let file2 = dir2.path().join("gateway.toml");
+    std::fs::write(
+        &file2,
+        format!(
+            "{}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n",
+            fhirseal::config::DEFAULTS
+        ),
+    )
+    .unwrap();
+    let config = Config::load(
+        Some(&file2),
+        [
+            (
+                "FHIRSEAL__SERVER__DATA_DIR".to_string(),
+                dir2.path().join("data").display().to_string(),
+            ),
+            (
+                "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
+                format!("{}/fhir", upstream.uri()),
+            ),
+            (
+                "FHIRSEAL__SMART__EMBEDDED__ENABLED".to_string(),
+                "false".to_string(),
+            ),
+        ],
+    )
+    .unwrap();
+    let router = app(AppState::build(config, NOW).unwrap());
+    let (status, _, body) = call(
+        &router,
+        Method::GET,
+        "/fhir/.well-known/smart-configuration",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}

@@ -30,12 +30,15 @@
 //!   refresh tokens that rotate; SMART Backend Services (`client_credentials` with
 //!   `private_key_jwt`, RS384 or ES384, `jti` replay refused); JWKS; introspection. Its RS256
 //!   signing key ([`SigningKey`]) is kept, sealed, in the attribute authority's store.
+//! - [`discovery`]: the `smart-configuration` the gateway publishes for an external
+//!   authorization server, derived from that server's own discovery document.
 //!
 //! The scopes only narrow: what a caller finally sees is what scopes, the compliance policy
 //! and the caller's RS-HABE key all allow.
 #![warn(missing_docs)]
 
 mod context;
+pub mod discovery;
 mod enforce;
 pub mod scope;
 pub mod server;
