@@ -37,6 +37,8 @@ fn check_summarises_the_defaults_without_secrets() {
         text.contains("embedded auth:    http://127.0.0.1:8080/auth (3 users, 1 clients)"),
         "{text}"
     );
+    assert!(text.contains("admin API:        127.0.0.1:9090"), "{text}");
+    assert!(text.contains("audit lines:      standard output"), "{text}");
     assert!(
         text.contains("postgres://fhirseal:***@db.internal/fhirseal"),
         "{text}"

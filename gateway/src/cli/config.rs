@@ -37,6 +37,20 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
 fn summary(config: &Config) -> String {
     let mut lines = vec![
         format!("listen:           {}", config.listen),
+        format!(
+            "admin API:        {}",
+            config
+                .admin_listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string())
+        ),
+        format!(
+            "audit lines:      {}",
+            config.audit_log.as_ref().map_or_else(
+                || "standard output".to_string(),
+                |p| p.display().to_string()
+            )
+        ),
+        format!("max body:         {} bytes", config.max_body_bytes),
         format!("FHIR base:        {}", config.fhir_base),
         format!("upstream:         {}", config.upstream.base_url()),
         format!(
