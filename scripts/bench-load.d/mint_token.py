@@ -1,0 +1,30 @@
+"""Mints a bearer token for scripts/bench-load: RS256, signed with the test issuer key of
+gateway/tests/keys (issuer.pem; its public half, issuer.jwks.json, is what the benchmark's
+gateway trusts), for a doctor of St Mary's, valid one hour.
+
+    python mint_token.py ISSUER AUDIENCE KEY_PEM   -> prints the token
+
+Runs in scripts/fhir-server's venv, which has PyJWT and cryptography. The key is a test key
+that protects nothing (gateway/tests/keys/README.md)."""
+import sys
+import time
+
+import jwt
+
+issuer, audience, key_path = sys.argv[1:4]
+now = int(time.time())
+claims = {
+    "iss": issuer,
+    "aud": audience,
+    "sub": "Practitioner/bench-doctor",
+    "fhirUser": "Practitioner/bench-doctor",
+    "iat": now,
+    "exp": now + 3600,
+    "scope": "user/*.cruds",
+    "practitioner_roles": [
+        {"code": ["doctor"], "specialty": ["394579002"], "organization": "Organization/st-mary"}
+    ],
+}
+with open(key_path, "rb") as f:
+    key = f.read()
+print(jwt.encode(claims, key, algorithm="RS256", headers={"kid": "issuer-1"}))

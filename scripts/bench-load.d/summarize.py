@@ -1,0 +1,95 @@
+"""Turns scripts/bench-load's measurements (one JSON object a line) into the results table and
+the goal checks, as Markdown, printed and written to OUT.
+
+    python3 summarize.py RESULTS_JSONL OUT_MD
+
+Each measurement has `phase` (sekmet | static), `state` (warm | cold), `scenario` (read |
+search | create), `target` (direct | gateway | nginx), `conns`, wrk's figures (`rps`, `p50_ms`,
+`p99_ms`, `requests`, `non2xx`, `socket_errors`) and, for cold runs, `first_ms` (the first
+request after the gateway started)."""
+import json
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+out = []
+
+
+def find(**want):
+    for r in rows:
+        if all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def fmt(x, digits=2):
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+out.append("| upstream | state | scenario | target | conns | req/s | p50 ms | p99 ms | CPU µs/req | requests | errors |")
+out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    errors = r["non2xx"] + r["socket_errors"]
+    first = f" (first request {r['first_ms']:.1f} ms)" if "first_ms" in r else ""
+    out.append(
+        f"| {r['phase']} | {r['state']}{first} | {r['scenario']} | {r['target']} | {r['conns']} "
+        f"| {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
+        f"| {fmt(r.get('cpu_us_per_request'), 0)} | {r['requests']:,} "
+        f"| {errors if errors else 0} |")
+
+out.append("")
+out.append("| goal | measured | met |")
+out.append("|---|---|---|")
+
+
+def ratio_goal(phase, scenario, base, goal, label):
+    g = find(phase=phase, state="warm", scenario=scenario, target="gateway", conns=CONNS)
+    b = find(phase=phase, state="warm", scenario=scenario, target=base, conns=CONNS)
+    bar = "" if goal is None else f" ≥ {goal}"
+    if not g or not b or not b["rps"]:
+        out.append(f"| {label}{bar} | not measured | {'' if goal is None else '✘'} |")
+        return
+    ratio = g["rps"] / b["rps"]
+    clean = g["non2xx"] + g["socket_errors"] == 0
+    met = "" if goal is None else ("✔" if ratio >= goal and clean else "✘")
+    note = "" if clean else ", with errors"
+    out.append(f"| {label}{bar} | {ratio:.2f} ({g['rps']:,.0f} / {b['rps']:,.0f} req/s{note}) "
+               f"| {met} |")
+
+
+def added_latency(phase, scenario, base, goal_ms):
+    g = find(phase=phase, state="warm", scenario=scenario, target="gateway", conns=1)
+    b = find(phase=phase, state="warm", scenario=scenario, target=base, conns=1)
+    label = f"{phase} {scenario}: added p50, 1 connection, over {base}"
+    if not g or not b:
+        out.append(f"| {label} ≤ {goal_ms} ms | not measured | ✘ |")
+        return
+    p50 = g["p50_ms"] - b["p50_ms"]
+    p99 = g["p99_ms"] - b["p99_ms"]
+    goal = f" ≤ {goal_ms} ms" if goal_ms is not None else ""
+    met = "" if goal_ms is None else ("✔" if p50 <= goal_ms else "✘")
+    out.append(f"| {label}{goal} | p50 {p50:+.2f} ms, p99 {p99:+.2f} ms | {met} |")
+
+
+CONNS = max((r["conns"] for r in rows), default=0)
+ratio_goal("sekmet", "read", "direct", 0.9, "sekmet read: gateway / direct")
+ratio_goal("sekmet", "search", "direct", 0.9, "sekmet search: gateway / direct")
+ratio_goal("sekmet", "create", "direct", 0.8, "sekmet create: gateway / direct")
+for scenario in ("read", "search", "create"):
+    added_latency("sekmet", scenario, "direct", 1.0)
+ratio_goal("static", "read", "nginx", 0.5, "static sealed read: gateway / nginx")
+ratio_goal("static", "search", "nginx", None, "static search: gateway / nginx")
+ratio_goal("static", "create", "nginx", None, "static create: gateway / nginx")
+for scenario in ("read", "search", "create"):
+    added_latency("static", scenario, "nginx", None)
+for scenario in ("read", "search", "create"):
+    g = find(phase="static", state="warm", scenario=scenario, target="gateway", conns=CONNS)
+    n = find(phase="static", state="warm", scenario=scenario, target="nginx", conns=CONNS)
+    if g and n and g.get("cpu_us_per_request") and n.get("cpu_us_per_request"):
+        out.append(f"| static {scenario}: CPU per request, gateway / nginx | "
+                   f"{g['cpu_us_per_request']:,.0f} / {n['cpu_us_per_request']:,.0f} µs "
+                   f"({g['cpu_us_per_request'] / n['cpu_us_per_request']:.1f}×) |  |")
+
+text = "\n".join(out) + "\n"
+with open(sys.argv[2], "w") as f:
+    f.write(text)
+sys.stdout.write(text)
