@@ -12,11 +12,13 @@
 //! the caller may not read is left out. What is left is opened for the caller, and the paging
 //! links are moved to the gateway's base (a followed link is checked again like any search).
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use fhirseal_fhir::search::sealed_search_param;
-use fhirseal_policy::Interaction;
+use fhirseal_policy::{Interaction, record_patient};
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;
 use url::form_urlencoded;
@@ -416,6 +418,7 @@ async fn filtered_answer(
     keep_deleted: bool,
 ) -> Result<Response, ApiError> {
     let mut kept_resources = 0usize;
+    let mut decisions = Decisions::default();
     let mut refused: Option<ApiError> = None;
     let mut references = Vec::new();
     if let Some(Value::Array(list)) = bundle.get_mut("entry") {
@@ -439,10 +442,11 @@ async fn filtered_answer(
                 continue;
             }
             let allowed = if interaction == Interaction::History {
-                authorize(state, caller, Interaction::History, resource)
-                    .or_else(|_| authorize(state, caller, Interaction::Read, resource))
+                decisions
+                    .authorize(state, caller, Interaction::History, resource)
+                    .or_else(|_| decisions.authorize(state, caller, Interaction::Read, resource))
             } else {
-                authorize(state, caller, Interaction::Read, resource)
+                decisions.authorize(state, caller, Interaction::Read, resource)
             };
             if let Err(error) = allowed {
                 refused.get_or_insert(error);
@@ -479,4 +483,49 @@ async fn filtered_answer(
         &HeaderMap::new(),
         note,
     ))
+}
+
+/// The policy's decisions within one answer, by interaction, type and record patient: a page of
+/// one patient's Observations is decided once, not once per entry. The scopes are still checked
+/// on every resource.
+#[derive(Default)]
+struct Decisions {
+    made: HashMap<(Interaction, String, Option<String>), bool>,
+}
+
+impl Decisions {
+    fn authorize(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        interaction: Interaction,
+        resource: &Value,
+    ) -> Result<(), ApiError> {
+        let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
+        caller
+            .0
+            .context
+            .check_resource(interaction, resource, &bases)?;
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let patient = record_patient(resource);
+        let key = (interaction, resource_type, patient);
+        if let Some(permitted) = self.made.get(&key) {
+            return if *permitted {
+                Ok(())
+            } else {
+                Err(ApiError::Denied)
+            };
+        }
+        let permitted = decide(state, caller, interaction, &key.1, key.2.clone()).is_ok();
+        self.made.insert(key, permitted);
+        if permitted {
+            Ok(())
+        } else {
+            Err(ApiError::Denied)
+        }
+    }
 }
