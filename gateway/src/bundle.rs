@@ -29,8 +29,8 @@ use serde_json::{Map, Value, json};
 use crate::auth::Caller;
 use crate::error::{ApiError, FHIR_JSON};
 use crate::rest::{
-    Found, PREFER, authorize, check_type, check_type_and_id, fetch, is_fhir_id, note, open_for,
-    outcome_of, respond, upstream_refusal, version_of,
+    Found, PREFER, authorize, check_type, check_type_and_id, check_version, fetch, is_fhir_id,
+    note, open_for, outcome_of, respond, upstream_refusal,
 };
 use crate::search::{check_params, find_one, parse_query};
 use crate::state::AppState;
@@ -249,37 +249,14 @@ async fn assign(
         "POST" => {
             let resource_type = url.clone();
             check_type(&resource_type)?;
-            let if_none_exist = entry
-                .get("request")
-                .and_then(|r| r.get("ifNoneExist"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if let Some(query) = if_none_exist {
-                match find_one(state, caller, &resource_type, &query).await? {
-                    Found::Many => {
-                        return Err(ApiError::PreconditionFailed(
-                            "ifNoneExist matches more than one resource",
-                        ));
-                    }
-                    Found::One(existing) => {
-                        authorize(state, caller, Interaction::Read, &existing)?;
-                        let id = existing
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        let reference = format!("{resource_type}/{id}");
-                        let answer = json!({"response": {
-                            "status": "200 OK",
-                            "location": format!("{}/{reference}", state.config.fhir_base),
-                        }});
-                        return Ok(Assigned::Existing {
-                            full_url,
-                            reference,
-                            answer,
-                        });
-                    }
-                    Found::None => {}
-                }
+            if let Some((reference, answer)) =
+                existing_match(state, caller, entry, &resource_type).await?
+            {
+                return Ok(Assigned::Existing {
+                    full_url,
+                    reference,
+                    answer,
+                });
             }
             let id = new_id();
             set_create_as_put(entry, &resource_type, &id);
@@ -295,6 +272,43 @@ async fn assign(
             create: false,
         }),
         _ => Ok(Assigned::Nothing),
+    }
+}
+
+/// A create entry's `ifNoneExist`, resolved: the one matching resource (checked like a read) as
+/// its reference and the entry's `200 OK` answer; `None` without a condition or a match; 412 for
+/// several matches.
+async fn existing_match(
+    state: &AppState,
+    caller: &Caller,
+    entry: &Value,
+    resource_type: &str,
+) -> Result<Option<(String, Value)>, ApiError> {
+    let Some(query) = entry
+        .get("request")
+        .and_then(|r| r.get("ifNoneExist"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(None);
+    };
+    match find_one(state, caller, resource_type, query).await? {
+        Found::Many => Err(ApiError::PreconditionFailed(
+            "ifNoneExist matches more than one resource",
+        )),
+        Found::One(existing) => {
+            authorize(state, caller, Interaction::Read, &existing)?;
+            let id = existing
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let reference = format!("{resource_type}/{id}");
+            let answer = json!({"response": {
+                "status": "200 OK",
+                "location": format!("{}/{reference}", state.config.fhir_base),
+            }});
+            Ok(Some((reference, answer)))
+        }
+        Found::None => Ok(None),
     }
 }
 
@@ -371,33 +385,8 @@ async fn plan(
         "POST" if !transaction => {
             // A batch create: its id now (no references to map in a batch).
             check_type(&url)?;
-            if entry
-                .get("request")
-                .and_then(|r| r.get("ifNoneExist"))
-                .is_some()
-            {
-                let query = entry["request"]["ifNoneExist"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                match find_one(state, caller, &url, &query).await? {
-                    Found::Many => {
-                        return Err(ApiError::PreconditionFailed(
-                            "ifNoneExist matches more than one resource",
-                        ));
-                    }
-                    Found::One(existing) => {
-                        authorize(state, caller, Interaction::Read, &existing)?;
-                        let id = existing
-                            .get("id")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default();
-                        let answer = json!({"response": {"status": "200 OK",
-                            "location": format!("{}/{url}/{id}", state.config.fhir_base)}});
-                        return Ok((Planned::Answered(answer), 0, Some(format!("{url}/{id}"))));
-                    }
-                    Found::None => {}
-                }
+            if let Some((reference, answer)) = existing_match(state, caller, &entry, &url).await? {
+                return Ok((Planned::Answered(answer), 0, Some(reference)));
             }
             let id = new_id();
             set_create_as_put(&mut entry, &url, &id);
@@ -455,7 +444,9 @@ async fn plan(
                 match fetch(state, &resource_type, &id, format!("{resource_type}/{id}")).await {
                     Ok(stored) => {
                         authorize(state, caller, Interaction::Update, &stored.resource)?;
-                        check_version(if_match.as_deref(), &stored.resource)?;
+                        if let Some(wanted) = &if_match {
+                            check_version(wanted, &stored.resource)?;
+                        }
                     }
                     Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => {
                         if if_match.is_some() {
@@ -505,7 +496,9 @@ async fn plan(
             match fetch(state, &resource_type, &id, url.clone()).await {
                 Ok(stored) => {
                     authorize(state, caller, Interaction::Delete, &stored.resource)?;
-                    check_version(if_match.as_deref(), &stored.resource)?;
+                    if let Some(wanted) = &if_match {
+                        check_version(wanted, &stored.resource)?;
+                    }
                 }
                 Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => {
                     let answer = json!({"response": {"status": "204 No Content"}});
@@ -578,24 +571,6 @@ fn relative(state: &AppState, url: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(url.to_string())
-}
-
-/// `ifMatch` against the stored version.
-fn check_version(if_match: Option<&str>, stored: &Value) -> Result<(), ApiError> {
-    let Some(wanted) = if_match else {
-        return Ok(());
-    };
-    let wanted = wanted.trim();
-    let wanted = wanted
-        .strip_prefix("W/")
-        .unwrap_or(wanted)
-        .trim_matches('"');
-    match version_of(stored) {
-        Some(current) if current == wanted => Ok(()),
-        _ => Err(ApiError::PreconditionFailed(
-            "ifMatch does not name the current version",
-        )),
-    }
 }
 
 /// Sends the Bundle upstream; its response entries, one per entry sent.

@@ -751,8 +751,14 @@ fn check_if_match(headers: &HeaderMap, stored: &Value) -> Result<(), ApiError> {
     };
     let wanted = wanted
         .to_str()
-        .map_err(|_| ApiError::InvalidRequest("If-Match is not an ETag"))?
-        .trim();
+        .map_err(|_| ApiError::InvalidRequest("If-Match is not an ETag"))?;
+    check_version(wanted, stored)
+}
+
+/// An ETag (`W/"3"`, `"3"` or `3`) against the stored resource's `meta.versionId`: 412 unless
+/// it names the current version.
+pub(crate) fn check_version(wanted: &str, stored: &Value) -> Result<(), ApiError> {
+    let wanted = wanted.trim();
     let wanted = wanted
         .strip_prefix("W/")
         .unwrap_or(wanted)
