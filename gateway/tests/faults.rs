@@ -330,7 +330,10 @@ async fn a_huge_or_malformed_search_answer_is_a_502() {
         .respond_with(ResponseTemplate::new(200).set_body_raw("[1,2", "application/fhir+json"))
         .mount(&h.upstream)
         .await;
-    for path in ["/fhir/Observation?status=final", "/fhir/Condition?clinical-status=active"] {
+    for path in [
+        "/fhir/Observation?status=final",
+        "/fhir/Condition?clinical-status=active",
+    ] {
         let request = Request::get(path)
             .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
             .body(Body::empty())
