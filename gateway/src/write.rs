@@ -124,7 +124,14 @@ impl Sealing {
             .authority
             .current_period(now)
             .map_err(ApiError::Authority)?;
-        let rules = self.policy.rules_for(record_patient(&resource).as_deref());
+        let rules = self
+            .policy
+            .rules_for_resource(&resource, record_patient(&resource).as_deref())
+            .map_err(|_| {
+                ApiError::Unprocessable(
+                    "a reference display naming a patient is where no rule can seal it",
+                )
+            })?;
         add_labels(&mut resource, labels);
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rng = OsRng;

@@ -1426,3 +1426,37 @@ async fn a_patients_name_repeated_in_a_reference_display_is_sealed_too() {
     );
     assert_sealed_upstream(&gw, &[&unit, &shown]);
 }
+
+#[tokio::test]
+async fn a_patients_name_in_a_display_is_sealed_even_where_nothing_else_is() {
+    let gw = gateway().await;
+    let pid = unique("pat");
+    let c = PatientCanaries::new();
+    expect(
+        &gw.put(&patient(&pid, &c), &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
+    // An Encounter with no reason for the visit: nothing of it is protected but the name its
+    // subject display repeats.
+    let eid = unique("enc");
+    let shown = canary("display");
+    let encounter = json!({"resourceType": "Encounter", "id": eid, "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": format!("Patient/{pid}"), "display": shown}});
+    expect(&gw.put(&encounter, &Who::Doctor).await, StatusCode::CREATED);
+    let read = gw
+        .get(&format!("/fhir/Encounter/{eid}"), &Who::Doctor)
+        .await;
+    expect(&read, StatusCode::OK);
+    assert_eq!(
+        read.json["subject"]["display"],
+        json!(shown),
+        "{}",
+        read.text
+    );
+    let other = gw
+        .get(&format!("/fhir/Encounter/{eid}"), &Who::Pharmacist)
+        .await;
+    assert!(!other.text.contains(&shown), "{}", other.text);
+    assert_sealed_upstream(&gw, &[&shown]);
+}

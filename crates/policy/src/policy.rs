@@ -441,6 +441,115 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The sealing rules for `resource` as written: [`Policy::rules_for`] its record's patient,
+    /// and, when the policy protects `Patient.name`, a rule sealing every `display` of a
+    /// reference to a Patient (`Encounter.subject.display`, `Observation.performer.display`)
+    /// under the readers of that patient's name. Clients copy names into displays; in a resource
+    /// with nothing else sealed, the display would otherwise reach the upstream server in clear.
+    ///
+    /// Displays of references to several patients at one path are sealed under the structure
+    /// without any `patient:self` (only the roles may read them). Displays inside extensions
+    /// and contained resources are left to the resource's `displays` setting.
+    ///
+    /// # Errors
+    /// A [`fhirseal_fhir::RuleError`] naming the path when a display cannot be given a rule
+    /// there (the caller refuses the write: failing closed).
+    pub fn rules_for_resource(
+        &self,
+        resource: &serde_json::Value,
+        patient: Option<&str>,
+    ) -> Result<Rules, fhirseal_fhir::RuleError> {
+        let rules = self.rules_for(patient);
+        let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
+            return Ok(rules);
+        };
+        let Some(names) = self.protections.iter().find(|p| {
+            p.resource_type == "Patient"
+                && p.elements
+                    .iter()
+                    .any(|e| e.path().plain() == "Patient.name")
+        }) else {
+            return Ok(rules);
+        };
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        patient_displays(resource, resource_type, &mut found);
+        if found.is_empty() {
+            return Ok(rules);
+        }
+        let existing = rules.for_type(resource_type);
+        let mut elements: Vec<ElementRule> = existing
+            .map(|set| set.elements().to_vec())
+            .unwrap_or_default();
+        for (path, patients) in found {
+            let single = (patients.len() == 1)
+                .then(|| patients.iter().next().map(String::as_str))
+                .flatten();
+            let rule = ElementRule::new(&path, names.readers_for(single), names.granularity)?;
+            if elements.iter().any(|e| e.path().overlaps(rule.path())) {
+                continue;
+            }
+            elements.push(rule);
+        }
+        let set = RuleSet::new(
+            resource_type,
+            elements,
+            existing.map(RuleSet::narrative).unwrap_or_default(),
+            existing.map(RuleSet::displays).unwrap_or_default(),
+        )?;
+        let others = rules
+            .sets()
+            .filter(|s| s.resource_type() != resource_type)
+            .cloned()
+            .collect::<Vec<_>>();
+        Rules::new(others.into_iter().chain(std::iter::once(set)))
+    }
+}
+
+/// The element paths (`Encounter.subject.display`) of `display`s of references to Patients in
+/// `value`, with the patients they name (`Patient/123`); extensions and contained resources
+/// are not entered.
+fn patient_displays(
+    value: &serde_json::Value,
+    path: &str,
+    found: &mut BTreeMap<String, BTreeSet<String>>,
+) {
+    use serde_json::Value;
+    match value {
+        Value::Object(object) => {
+            if let (Some(Value::String(reference)), Some(Value::String(_))) =
+                (object.get("reference"), object.get("display"))
+            {
+                let mut parts = reference.rsplit('/');
+                if let (Some(id), Some("Patient")) = (parts.next(), parts.next())
+                    && !id.is_empty()
+                {
+                    found
+                        .entry(format!("{path}.display"))
+                        .or_default()
+                        .insert(format!("Patient/{id}"));
+                }
+            }
+            for (key, child) in object {
+                if matches!(
+                    key.as_str(),
+                    "extension" | "modifierExtension" | "contained" | "resourceType"
+                ) || key.starts_with('_')
+                {
+                    continue;
+                }
+                patient_displays(child, &format!("{path}.{key}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                patient_displays(item, path, found);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Role {
     /// Whether `principal` meets every condition (an empty list is no condition; a list is met
     /// when any of its values is).
@@ -863,4 +972,83 @@ fn check_protect(
             RawDisplays::Keep => Displays::Keep,
         }),
     })
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn displays_of_references_to_patients_get_the_name_readers() {
+        let policy = Policy::embedded_default().unwrap();
+        let encounter = json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": "Patient/p1", "display": "Ada Lovelace"},
+            "participant": [{"individual": {"reference": "Practitioner/d1", "display": "Dr Who"}}]});
+        let rules = policy
+            .rules_for_resource(&encounter, Some("Patient/p1"))
+            .unwrap();
+        let set = rules.for_type("Encounter").unwrap();
+        let display = set
+            .elements()
+            .iter()
+            .find(|e| e.path().plain() == "Encounter.subject.display")
+            .unwrap();
+        assert!(
+            display.policy().to_string().contains("patient:Patient/p1"),
+            "{}",
+            display.policy()
+        );
+        // A practitioner's display is not a patient's name.
+        assert!(
+            !set.elements()
+                .iter()
+                .any(|e| e.path().plain().contains("individual"))
+        );
+        // The policy's own rules for the type are kept.
+        assert!(
+            set.elements()
+                .iter()
+                .any(|e| e.path().plain() == "Encounter.reasonCode")
+        );
+    }
+
+    #[test]
+    fn displays_naming_several_patients_at_one_path_are_for_roles_only() {
+        let policy = Policy::embedded_default().unwrap();
+        let observation = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/a"},
+            "performer": [{"reference": "Patient/a", "display": "A"},
+                          {"reference": "Patient/b", "display": "B"}]});
+        let rules = policy
+            .rules_for_resource(&observation, Some("Patient/a"))
+            .unwrap();
+        let rule = rules
+            .for_type("Observation")
+            .unwrap()
+            .elements()
+            .iter()
+            .find(|e| e.path().plain() == "Observation.performer.display")
+            .unwrap()
+            .clone();
+        assert!(
+            !rule.policy().to_string().contains("patient:Patient/"),
+            "{}",
+            rule.policy()
+        );
+    }
+
+    #[test]
+    fn a_resource_without_patient_displays_keeps_the_policys_rules() {
+        let policy = Policy::embedded_default().unwrap();
+        let observation = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/a"}});
+        assert_eq!(
+            policy
+                .rules_for_resource(&observation, Some("Patient/a"))
+                .unwrap(),
+            policy.rules_for(Some("Patient/a"))
+        );
+    }
 }
