@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fhirseal_envelope::{ElementContext, Granularity, Header, HeaderCache, ResourceKey};
+use fhirseal_envelope::{
+    ElementContext, Granularity, Header, HeaderCache, ResourceKey, SealingKey,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rshabe::{AccessStructure, Attribute, Params, RevocationList};
@@ -38,7 +40,9 @@ fn envelope(c: &mut Criterion) {
     let (pp, msk) = rshabe::setup(Params::DEFAULT, &mut rng);
     let names: Vec<String> = (0..10).map(|i| format!("attr{i}")).collect();
     let policy = AccessStructure::parse(&names.join(" and ")).unwrap();
-    let (header, key) = Header::new(&pp, &policy, 3, Granularity::Shared, &mut rng).unwrap();
+    let sealing = SealingKey::generate(&mut rng);
+    let (header, key) =
+        Header::new(&pp, &policy, 3, Granularity::Shared, &sealing, &mut rng).unwrap();
     let resource_key = ResourceKey::generate(&mut rng);
     let wrapped = resource_key.wrap(&key, header.id(), "Observation", "o1", &mut rng);
     let ctx = ElementContext::new("Observation", "o1", "Observation.value[x]", &policy);
@@ -50,6 +54,7 @@ fn envelope(c: &mut Criterion) {
         &wrapped,
         &resource_key,
         element,
+        &sealing,
         &mut rng,
     );
     let mut g = c.benchmark_group("element");
@@ -61,12 +66,13 @@ fn envelope(c: &mut Criterion) {
                 &wrapped,
                 &resource_key,
                 black_box(element),
+                &sealing,
                 &mut rng,
             )
         })
     });
     g.bench_function("open", |b| {
-        b.iter(|| fhirseal_envelope::open(&ctx, black_box(&envelope), &key).unwrap())
+        b.iter(|| fhirseal_envelope::open(&ctx, black_box(&envelope), &key, &sealing).unwrap())
     });
     g.finish();
 
@@ -78,12 +84,12 @@ fn envelope(c: &mut Criterion) {
     cache.insert(
         "Practitioner/1",
         header.id(),
-        header.open(&dk).unwrap(),
+        header.open(&dk, &sealing).unwrap(),
         Instant::now(),
     );
     let mut g = c.benchmark_group("header");
     g.bench_function("open-cold", |b| {
-        b.iter(|| header.open(black_box(&dk)).unwrap())
+        b.iter(|| header.open(black_box(&dk), &sealing).unwrap())
     });
     g.bench_function("open-warm", |b| {
         b.iter(|| {

@@ -1,18 +1,30 @@
-//! Element envelopes: AES-256-GCM under a per-resource key wrapped under a header key.
+//! Element envelopes: AES-256-GCM under a per-resource key wrapped under a header key, tagged
+//! under the sealing key.
 //!
-//! Wire format, version 1, fixed layout (105 bytes plus the element's length):
+//! Wire format, version 2, fixed layout (121 bytes plus the element's length):
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | version = 1 |
+//! | 1 | version = 2 |
 //! | 16 | header id |
 //! | 12 + 32 + 16 | wrapped resource key: nonce, AES-256-GCM(header key, resource key), tag |
 //! | 12 | element nonce |
+//! | 16 | authenticity tag (below) |
 //! | n + 16 | AES-256-GCM(resource key, element JSON), tag |
 //!
 //! Associated data (NIST SP 800-38D "A"), each string length-prefixed with a big-endian `u32`:
-//! for the wrapped key `"fhirseal wrap v1" ‖ header id ‖ resource type ‖ id`; for the element
-//! `"fhirseal element v1" ‖ header id ‖ resource type ‖ id ‖ element path ‖ access structure`.
+//! for the wrapped key `"fhirseal wrap v2" ‖ header id ‖ resource type ‖ id`; for the element
+//! `"fhirseal element v2" ‖ header id ‖ resource type ‖ id ‖ element path ‖ access structure`.
+//!
+//! Authenticity tag: the first 16 bytes of
+//! `HMAC-SHA256(mac key, "fhirseal envelope tag v2" ‖ len ‖ element associated data ‖ len ‖
+//! every other byte of the envelope, in order)` (lengths big-endian `u32`; the mac key is derived
+//! from the [`SealingKey`]). Any gateway checks it before decrypting, whatever its reader's
+//! attributes: an envelope made outside the trusted zone, modified, or moved to another element,
+//! resource, id, access structure or header does not verify ([`Error::Forged`]).
+//!
+//! Version 1 (the same without the tag, `v1` in the associated-data strings) still decodes, so
+//! that it is reported as forged rather than as malformed, but it never verifies.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,13 +37,21 @@ use rshabe::AccessStructure;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::header::{HeaderId, HeaderKey};
+use crate::sealing::{SealingKey, tags_match};
 use crate::{Error, Malformed};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 const NONCE: usize = 12;
 const TAG: usize = 16;
 const WRAPPED: usize = NONCE + 32 + TAG;
-const HEADER: usize = 1 + 16 + WRAPPED + NONCE;
+/// The authenticity tag's length (a truncated HMAC-SHA256).
+const AUTH_TAG: usize = 16;
+/// The fixed fields of a version-2 envelope.
+const HEADER: usize = 1 + 16 + WRAPPED + NONCE + AUTH_TAG;
+/// The fixed fields of a version-1 envelope.
+const HEADER_1: usize = 1 + 16 + WRAPPED + NONCE;
+const AUTH_DOMAIN: &[u8] = b"fhirseal envelope tag v2";
 
 /// Where an element lives, bound into its envelope's associated data. Owned
 /// ([`ElementContext::new`]) or borrowed ([`ElementContext::with_policy_text`], for readers
@@ -62,17 +82,27 @@ pub struct Envelope {
     header: HeaderId,
     wrapped: WrappedKey,
     nonce: [u8; NONCE],
+    /// `None` for a version-1 envelope: decoded only to be refused as unauthenticated.
+    tag: Option<[u8; AUTH_TAG]>,
     ciphertext: Vec<u8>,
 }
 
+/// An envelope whose authenticity tag verified for one element context
+/// ([`Envelope::verify`]): ready to decrypt, with no second tag check.
+pub struct Verified<'e> {
+    envelope: &'e Envelope,
+    aad: Vec<u8>,
+}
+
 /// Seals `plaintext` (the element's JSON) for `ctx` under `resource_key`, carrying the resource
-/// key `wrapped` under header `header`.
+/// key `wrapped` under header `header`, and tags it under `sealing`.
 pub fn seal(
     ctx: &ElementContext<'_>,
     header: HeaderId,
     wrapped: &WrappedKey,
     resource_key: &ResourceKey,
     plaintext: &[u8],
+    sealing: &SealingKey,
     rng: &mut (impl CryptoRng + RngCore),
 ) -> Envelope {
     let mut nonce = [0u8; NONCE];
@@ -88,57 +118,101 @@ pub fn seal(
         )
         // AES-GCM on an in-memory buffer under 64 GiB cannot fail.
         .unwrap_or_default();
-    Envelope {
+    let mut envelope = Envelope {
         header,
         wrapped: *wrapped,
         nonce,
+        tag: None,
         ciphertext,
-    }
+    };
+    let full = envelope.expected_tag(&aad, sealing);
+    let mut tag = [0u8; AUTH_TAG];
+    tag.copy_from_slice(&full[..AUTH_TAG]);
+    envelope.tag = Some(tag);
+    envelope
 }
 
-/// Opens an envelope for `ctx` with the key of its header. Any failure is [`Error::Open`].
+/// Verifies an envelope for `ctx` ([`Envelope::verify`]), then opens it with the key of its
+/// header.
+///
+/// # Errors
+/// [`Error::Forged`] when it does not verify, [`Error::Open`] for any failure to decrypt.
 pub fn open(
     ctx: &ElementContext<'_>,
     envelope: &Envelope,
     header_key: &HeaderKey,
+    sealing: &SealingKey,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let verified = envelope.verify(ctx, sealing)?;
     let resource_key =
         envelope
             .wrapped
             .unwrap(header_key, envelope.header, &ctx.resource_type, &ctx.id)?;
-    open_with(ctx, envelope, &resource_key)
+    verified.open(&resource_key.cipher())
 }
 
-/// Opens an envelope for `ctx` with its resource's key, already unwrapped (from
+/// Verifies an envelope for `ctx`, then opens it with its resource's key, already unwrapped (from
 /// [`WrappedKey::unwrap`]): the elements of one resource share one wrapped key, so a reader
-/// unwraps it once. Any failure is [`Error::Open`].
+/// unwraps it once.
+///
+/// # Errors
+/// [`Error::Forged`] when it does not verify, [`Error::Open`] for any failure to decrypt.
 pub fn open_with(
     ctx: &ElementContext<'_>,
     envelope: &Envelope,
     resource_key: &ResourceKey,
+    sealing: &SealingKey,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
-    open_prepared(ctx, envelope, &resource_key.cipher())
+    open_prepared(ctx, envelope, &resource_key.cipher(), sealing)
 }
 
-/// Opens an envelope with its resource's key schedule, prepared once per resource
-/// ([`ResourceKey::cipher`]). Any failure is [`Error::Open`].
+/// Verifies an envelope for `ctx`, then opens it with its resource's key schedule, prepared once
+/// per resource ([`ResourceKey::cipher`]).
+///
+/// # Errors
+/// [`Error::Forged`] when it does not verify, [`Error::Open`] for any failure to decrypt.
 pub fn open_prepared(
     ctx: &ElementContext<'_>,
     envelope: &Envelope,
     cipher: &ResourceCipher,
+    sealing: &SealingKey,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let aad = ctx.element_aad(envelope.header);
-    cipher
-        .0
-        .decrypt(
-            &Nonce::from(envelope.nonce),
-            Payload {
-                msg: &envelope.ciphertext,
-                aad: &aad,
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| Error::Open)
+    envelope.verify(ctx, sealing)?.open(cipher)
+}
+
+// === impl Verified ===
+
+impl Verified<'_> {
+    /// The envelope that verified.
+    pub fn envelope(&self) -> &Envelope {
+        self.envelope
+    }
+
+    /// Decrypts the element with its resource's key schedule.
+    ///
+    /// # Errors
+    /// [`Error::Open`] for any failure (another resource's key, say).
+    pub fn open(&self, cipher: &ResourceCipher) -> Result<Zeroizing<Vec<u8>>, Error> {
+        cipher
+            .0
+            .decrypt(
+                &Nonce::from(self.envelope.nonce),
+                Payload {
+                    msg: &self.envelope.ciphertext,
+                    aad: &self.aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| Error::Open)
+    }
+}
+
+impl fmt::Debug for Verified<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("envelope", self.envelope)
+            .finish_non_exhaustive()
+    }
 }
 
 // === impl ElementContext ===
@@ -179,7 +253,7 @@ impl<'a> ElementContext<'a> {
     }
 
     fn element_aad(&self, header: HeaderId) -> Vec<u8> {
-        let mut aad = b"fhirseal element v1".to_vec();
+        let mut aad = b"fhirseal element v2".to_vec();
         aad.extend_from_slice(header.as_bytes());
         for field in [&self.resource_type, &self.id, &self.path, &self.policy] {
             push_prefixed(&mut aad, field);
@@ -215,7 +289,7 @@ impl ResourceKey {
         let mut nonce = [0u8; NONCE];
         rng.fill_bytes(&mut nonce);
         let aad = wrap_aad(header, resource_type, id);
-        let sealed = cipher(header_key.0.as_bytes())
+        let sealed = cipher(&header_key.0)
             .encrypt(
                 &Nonce::from(nonce),
                 Payload {
@@ -255,7 +329,7 @@ impl WrappedKey {
         let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| Error::Open)?;
         let aad = wrap_aad(header, resource_type, id);
         let key = Zeroizing::new(
-            cipher(header_key.0.as_bytes())
+            cipher(&header_key.0)
                 .decrypt(
                     &Nonce::from(nonce),
                     Payload {
@@ -295,36 +369,82 @@ impl Envelope {
         &self.wrapped
     }
 
-    /// The canonical bytes (see the module docs).
+    /// Checks that the trusted zone sealed this envelope for exactly `ctx`: its tag verifies
+    /// under `sealing` over `ctx`'s associated data and every other byte of the envelope.
+    /// Needs no header key, so every gateway can tell a forged or moved envelope from a genuine
+    /// one, whatever its reader may open. The tags are compared in constant time.
+    ///
+    /// # Errors
+    /// [`Error::Forged`] when it does not verify, or when the envelope is of version 1.
+    pub fn verify(
+        &self,
+        ctx: &ElementContext<'_>,
+        sealing: &SealingKey,
+    ) -> Result<Verified<'_>, Error> {
+        let tag = self.tag.as_ref().ok_or(Error::Forged)?;
+        let aad = ctx.element_aad(self.header);
+        if !tags_match(&self.expected_tag(&aad, sealing), tag) {
+            return Err(Error::Forged);
+        }
+        Ok(Verified {
+            envelope: self,
+            aad,
+        })
+    }
+
+    /// Whether it is of the current version (version 1 is decoded only to be refused).
+    pub fn is_current_version(&self) -> bool {
+        self.tag.is_some()
+    }
+
+    /// The canonical bytes (see the module docs). A decoded version-1 envelope is written back as
+    /// version 1 (it stays refused).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER + self.ciphertext.len());
-        out.push(VERSION);
+        out.push(if self.tag.is_some() {
+            VERSION
+        } else {
+            VERSION_1
+        });
         out.extend_from_slice(self.header.as_bytes());
         out.extend_from_slice(&self.wrapped.0);
         out.extend_from_slice(&self.nonce);
+        if let Some(tag) = &self.tag {
+            out.extend_from_slice(tag);
+        }
         out.extend_from_slice(&self.ciphertext);
         out
     }
 
     /// Decodes [`Envelope::to_bytes`]'s output; refuses anything shorter than the fixed fields
     /// plus a tag, and unknown versions.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when the bytes do not decode.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let (header, wrapped, nonce) = Self::fixed(bytes)?;
-        Ok(Self {
-            header,
-            wrapped,
-            nonce,
-            ciphertext: bytes[HEADER..].to_vec(),
-        })
+        Self::from_vec(bytes.to_vec())
     }
 
-    /// The fixed fields of an encoded envelope.
-    fn fixed(bytes: &[u8]) -> Result<(HeaderId, WrappedKey, [u8; NONCE]), Error> {
+    /// The tag of this envelope for associated data `aad`: the module docs' construction.
+    fn expected_tag(&self, aad: &[u8], sealing: &SealingKey) -> [u8; 32] {
+        let mut body = Vec::with_capacity(HEADER_1 + self.ciphertext.len());
+        body.push(VERSION);
+        body.extend_from_slice(self.header.as_bytes());
+        body.extend_from_slice(&self.wrapped.0);
+        body.extend_from_slice(&self.nonce);
+        body.extend_from_slice(&self.ciphertext);
+        sealing.tag(AUTH_DOMAIN, &[aad, &body])
+    }
+
+    /// The fixed fields of an encoded envelope, and their length.
+    fn fixed(bytes: &[u8]) -> Result<(Fixed, usize), Error> {
         let (&version, _) = bytes.split_first().ok_or(Malformed::Truncated)?;
-        if version != VERSION {
-            return Err(Malformed::UnknownVersion(version).into());
-        }
-        if bytes.len() < HEADER + TAG {
+        let len = match version {
+            VERSION => HEADER,
+            VERSION_1 => HEADER_1,
+            other => return Err(Malformed::UnknownVersion(other).into()),
+        };
+        if bytes.len() < len + TAG {
             return Err(Malformed::Truncated.into());
         }
         let mut header = [0u8; 16];
@@ -332,8 +452,19 @@ impl Envelope {
         let mut wrapped = [0u8; WRAPPED];
         wrapped.copy_from_slice(&bytes[17..17 + WRAPPED]);
         let mut nonce = [0u8; NONCE];
-        nonce.copy_from_slice(&bytes[17 + WRAPPED..HEADER]);
-        Ok((HeaderId::from_bytes(header), WrappedKey(wrapped), nonce))
+        nonce.copy_from_slice(&bytes[17 + WRAPPED..HEADER_1]);
+        let tag = (version == VERSION).then(|| {
+            let mut tag = [0u8; AUTH_TAG];
+            tag.copy_from_slice(&bytes[HEADER_1..HEADER]);
+            tag
+        });
+        let fixed = Fixed {
+            header: HeaderId::from_bytes(header),
+            wrapped: WrappedKey(wrapped),
+            nonce,
+            tag,
+        };
+        Ok((fixed, len))
     }
 
     /// Standard base64 with padding, for `valueBase64Binary`.
@@ -351,15 +482,24 @@ impl Envelope {
 
     /// [`Envelope::from_bytes`] reusing the buffer for the ciphertext.
     fn from_vec(mut bytes: Vec<u8>) -> Result<Self, Error> {
-        let (header, wrapped, nonce) = Self::fixed(&bytes)?;
-        bytes.drain(..HEADER);
+        let (fixed, len) = Self::fixed(&bytes)?;
+        bytes.drain(..len);
         Ok(Self {
-            header,
-            wrapped,
-            nonce,
+            header: fixed.header,
+            wrapped: fixed.wrapped,
+            nonce: fixed.nonce,
+            tag: fixed.tag,
             ciphertext: bytes,
         })
     }
+}
+
+/// The fixed fields of an encoded envelope.
+struct Fixed {
+    header: HeaderId,
+    wrapped: WrappedKey,
+    nonce: [u8; NONCE],
+    tag: Option<[u8; AUTH_TAG]>,
 }
 
 impl fmt::Debug for Envelope {
@@ -376,7 +516,7 @@ fn cipher(key: &[u8; 32]) -> Aes256Gcm {
 }
 
 fn wrap_aad(header: HeaderId, resource_type: &str, id: &str) -> Vec<u8> {
-    let mut aad = b"fhirseal wrap v1".to_vec();
+    let mut aad = b"fhirseal wrap v2".to_vec();
     aad.extend_from_slice(header.as_bytes());
     push_prefixed(&mut aad, resource_type);
     push_prefixed(&mut aad, id);

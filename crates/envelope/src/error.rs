@@ -11,6 +11,11 @@ pub enum Error {
     /// access structure, or modified bytes. Deliberately opaque.
     #[error("the sealed element does not open")]
     Open,
+    /// The envelope or header was not made by FHIRseal's trusted zone: its tag does not verify
+    /// under the sealing key (written from the public parameters alone, modified, moved to
+    /// another element, resource or header), or it is of version 1, which carries no tag.
+    #[error("the sealed element or header is not authentic")]
+    Forged,
     /// The RS-HABE header could not be made or opened for this key holder.
     #[error(transparent)]
     Scheme(#[from] rshabe::Error),

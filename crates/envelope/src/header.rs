@@ -1,10 +1,31 @@
 //! RS-HABE headers: the attribute-based half of the hybrid encryption.
+//!
+//! Wire format, version 2:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | version = 2 |
+//! | 16 | header id |
+//! | 1 | granularity (1: resource, 2: shared) |
+//! | 32 | tag: `HMAC-SHA256(mac key, "fhirseal header tag v2" ‖ id ‖ granularity ‖ canonical access structure)`, each field length-prefixed (big-endian `u32`) |
+//! | rest | RS-HABE ciphertext (rshabe's encoding) |
+//!
+//! The tag leaves out the ciphertext's group elements and its period on purpose: the public
+//! ciphertext update rewrites them each period without the sealing key. A swapped ciphertext is
+//! caught by the key binding instead: the header key is
+//! `HKDF-SHA256(salt = header salt, ikm = RS-HABE data key, info = "fhirseal header key v2" ‖ id)`
+//! (see [`SealingKey`]), so another ciphertext yields a key that unwraps no resource key.
+//!
+//! Version 1 (no tag, the header key being the data key itself) still decodes, so that such a
+//! header is reported as forged rather than as missing, but it never verifies and never opens.
 
 use std::fmt;
 
 use rand_core::{CryptoRng, RngCore};
-use rshabe::{AccessStructure, Ciphertext, DataKey, DecryptionKey, PublicParams, UpdateMode};
+use rshabe::{AccessStructure, Ciphertext, DecryptionKey, PublicParams, UpdateMode};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::sealing::{SealingKey, tags_match};
 use crate::{Error, Malformed};
 
 /// How many resources share one RS-HABE header (DESIGN.md, "Keys and performance").
@@ -22,40 +43,68 @@ pub enum Granularity {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HeaderId([u8; 16]);
 
-/// An RS-HABE ciphertext whose data key protects resource keys.
+/// An RS-HABE ciphertext whose data key, bound to the sealing key, protects resource keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     id: HeaderId,
     granularity: Granularity,
+    /// `None` for a version-1 header: decoded only to be refused as unauthenticated.
+    tag: Option<[u8; TAG]>,
     ciphertext: Ciphertext,
 }
 
-/// A header's data key. Zeroized on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HeaderKey(pub(crate) DataKey);
+/// A header's key: the RS-HABE data key bound to the sealing key and the header id. Zeroized on
+/// drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct HeaderKey(pub(crate) [u8; 32]);
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
+const TAG: usize = 32;
+const TAG_DOMAIN: &[u8] = b"fhirseal header tag v2";
 
 // === impl Header ===
 
 impl Header {
-    /// A new header for `policy` at `period`, and its key.
+    /// A new header for `policy` at `period`, tagged with and bound to `sealing`, and its key.
+    ///
+    /// # Errors
+    /// [`Error::Scheme`] when RS-HABE refuses the structure or the period.
     pub fn new(
         pp: &PublicParams,
         policy: &AccessStructure,
         period: u64,
         granularity: Granularity,
+        sealing: &SealingKey,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<(Self, HeaderKey), Error> {
-        let (ciphertext, key) = rshabe::encrypt(pp, policy, period, rng)?;
+        let (ciphertext, data_key) = rshabe::encrypt(pp, policy, period, rng)?;
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
+        let id = HeaderId(id);
+        let tag = header_tag(sealing, id, granularity, &ciphertext.policy().to_string());
+        let key = HeaderKey(sealing.header_key(data_key.as_bytes(), id.as_bytes()));
         let header = Self {
-            id: HeaderId(id),
+            id,
             granularity,
+            tag: Some(tag),
             ciphertext,
         };
-        Ok((header, HeaderKey(key)))
+        Ok((header, key))
+    }
+
+    /// Checks that the trusted zone made this header: its tag verifies under `sealing` for its
+    /// id, granularity and access structure.
+    ///
+    /// # Errors
+    /// [`Error::Forged`] when it does not, or when the header is of version 1 (no tag).
+    pub fn verify(&self, sealing: &SealingKey) -> Result<(), Error> {
+        let tag = self.tag.as_ref().ok_or(Error::Forged)?;
+        let policy = self.ciphertext.policy().to_string();
+        let expected = header_tag(sealing, self.id, self.granularity, &policy);
+        tags_match(&expected, tag)
+            .then_some(())
+            .ok_or(Error::Forged)
     }
 
     /// Its stable id.
@@ -73,12 +122,25 @@ impl Header {
         &self.ciphertext
     }
 
-    /// Opens the header key with a decryption key whose attributes satisfy its structure.
-    pub fn open(&self, key: &DecryptionKey) -> Result<HeaderKey, Error> {
-        Ok(HeaderKey(rshabe::decrypt(key, &self.ciphertext)?))
+    /// Verifies the header ([`Header::verify`]), then opens its key with a decryption key whose
+    /// attributes satisfy its structure.
+    ///
+    /// # Errors
+    /// [`Error::Forged`] when the header does not verify; [`Error::Scheme`] when the key does not
+    /// satisfy the structure or is of an earlier period.
+    pub fn open(&self, key: &DecryptionKey, sealing: &SealingKey) -> Result<HeaderKey, Error> {
+        self.verify(sealing)?;
+        let data_key = rshabe::decrypt(key, &self.ciphertext)?;
+        Ok(HeaderKey(
+            sealing.header_key(data_key.as_bytes(), self.id.as_bytes()),
+        ))
     }
 
-    /// The same header moved to a later period (public; same id, same key).
+    /// The same header moved to a later period (public; same id, same key, same tag: it still
+    /// verifies).
+    ///
+    /// # Errors
+    /// [`Error::Scheme`] when RS-HABE refuses the period.
     pub fn update(
         &self,
         pp: &PublicParams,
@@ -92,58 +154,140 @@ impl Header {
         })
     }
 
-    /// `version (1) ‖ id (16) ‖ granularity (1: resource, 2: shared) ‖ RS-HABE ciphertext`.
+    /// The module docs' layout: `version (2) ‖ id (16) ‖ granularity (1) ‖ tag (32) ‖ RS-HABE
+    /// ciphertext`. A decoded version-1 header is written back as version 1 (it stays refused).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![VERSION];
+        let mut out = vec![if self.tag.is_some() {
+            VERSION
+        } else {
+            VERSION_1
+        }];
         out.extend_from_slice(&self.id.0);
-        out.push(match self.granularity {
-            Granularity::Resource => 1,
-            Granularity::Shared => 2,
-        });
+        out.push(granularity_byte(self.granularity));
+        if let Some(tag) = &self.tag {
+            out.extend_from_slice(tag);
+        }
         out.extend_from_slice(&self.ciphertext.to_bytes());
         out
     }
 
-    /// The id and the canonical access structure of an encoded header, read without decoding its
-    /// group elements. For the warm path only: a key already opened from the genuine header
-    /// (cached by id) then opens envelopes bound to this structure, and a forged header cannot
-    /// make an envelope open because the structure is part of each envelope's associated data.
-    /// Returns the id, the period and the structure.
+    /// The id, period and canonical access structure of an encoded header, read without decoding
+    /// its group elements and **without verifying it**: for finding ids. To use the structure,
+    /// [`Header::peek_verified`].
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when the prefix does not decode.
     pub fn peek(bytes: &[u8]) -> Result<(HeaderId, u64, &str), Error> {
-        let (id, _, ciphertext) = Self::prefix(bytes)?;
-        let (period, policy) = Ciphertext::peek(ciphertext).map_err(Malformed::Header)?;
-        Ok((id, period, policy))
+        let prefix = Self::prefix(bytes)?;
+        let (period, policy) = Ciphertext::peek(prefix.ciphertext).map_err(Malformed::Header)?;
+        Ok((prefix.id, period, policy))
     }
 
-    /// Decodes [`Header::to_bytes`]'s output.
+    /// [`Header::peek`], and the tag verified over what was read: the warm path of a reader
+    /// whose key for this id is cached (opened from a header that verified), so that a modified
+    /// structure is refused without decoding group elements.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when the prefix does not decode, [`Error::Forged`] when the tag does
+    /// not verify or the header is of version 1.
+    pub fn peek_verified<'b>(
+        bytes: &'b [u8],
+        sealing: &SealingKey,
+    ) -> Result<(HeaderId, u64, &'b str), Error> {
+        let prefix = Self::prefix(bytes)?;
+        let (period, policy) = Ciphertext::peek(prefix.ciphertext).map_err(Malformed::Header)?;
+        let tag = prefix.tag.ok_or(Error::Forged)?;
+        let granularity = granularity_of(prefix.granularity)?;
+        let expected = header_tag(sealing, prefix.id, granularity, policy);
+        if !tags_match(&expected, tag) {
+            return Err(Error::Forged);
+        }
+        Ok((prefix.id, period, policy))
+    }
+
+    /// Decodes [`Header::to_bytes`]'s output (version 2, or version 1 to be refused when
+    /// verified). Nothing is verified here: the ciphertext-update job, which holds no sealing
+    /// key, decodes and re-encodes headers too.
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when the bytes do not decode.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let (id, granularity, ciphertext) = Self::prefix(bytes)?;
-        let granularity = match granularity {
-            1 => Granularity::Resource,
-            2 => Granularity::Shared,
-            other => return Err(Malformed::UnknownGranularity(other).into()),
-        };
-        let ciphertext = Ciphertext::from_bytes(ciphertext).map_err(Malformed::Header)?;
+        let prefix = Self::prefix(bytes)?;
+        let granularity = granularity_of(prefix.granularity)?;
+        let ciphertext = Ciphertext::from_bytes(prefix.ciphertext).map_err(Malformed::Header)?;
         Ok(Self {
-            id,
+            id: prefix.id,
             granularity,
+            tag: prefix.tag.map(|tag| {
+                let mut raw = [0u8; TAG];
+                raw.copy_from_slice(tag);
+                raw
+            }),
             ciphertext,
         })
     }
 
-    /// `version ‖ id ‖ granularity byte ‖ rest`, the version checked.
-    fn prefix(bytes: &[u8]) -> Result<(HeaderId, u8, &[u8]), Error> {
+    /// The fields before the RS-HABE ciphertext, the version checked.
+    fn prefix(bytes: &[u8]) -> Result<Prefix<'_>, Error> {
         let (&version, rest) = bytes.split_first().ok_or(Malformed::Truncated)?;
-        if version != VERSION {
-            return Err(Malformed::UnknownVersion(version).into());
-        }
-        if rest.len() < 17 {
+        let tag_len = match version {
+            VERSION => TAG,
+            VERSION_1 => 0,
+            other => return Err(Malformed::UnknownVersion(other).into()),
+        };
+        if rest.len() < 17 + tag_len {
             return Err(Malformed::Truncated.into());
         }
         let (id, rest) = rest.split_at(16);
         let mut raw = [0u8; 16];
         raw.copy_from_slice(id);
-        Ok((HeaderId(raw), rest[0], &rest[1..]))
+        let (tag, ciphertext) = rest[1..].split_at(tag_len);
+        Ok(Prefix {
+            id: HeaderId(raw),
+            granularity: rest[0],
+            tag: (tag_len > 0).then_some(tag),
+            ciphertext,
+        })
+    }
+}
+
+/// The fields of an encoded header before its RS-HABE ciphertext.
+struct Prefix<'b> {
+    id: HeaderId,
+    granularity: u8,
+    tag: Option<&'b [u8]>,
+    ciphertext: &'b [u8],
+}
+
+/// The module docs' header tag.
+fn header_tag(
+    sealing: &SealingKey,
+    id: HeaderId,
+    granularity: Granularity,
+    policy: &str,
+) -> [u8; TAG] {
+    sealing.tag(
+        TAG_DOMAIN,
+        &[
+            id.as_bytes(),
+            &[granularity_byte(granularity)],
+            policy.as_bytes(),
+        ],
+    )
+}
+
+fn granularity_byte(granularity: Granularity) -> u8 {
+    match granularity {
+        Granularity::Resource => 1,
+        Granularity::Shared => 2,
+    }
+}
+
+fn granularity_of(byte: u8) -> Result<Granularity, Error> {
+    match byte {
+        1 => Ok(Granularity::Resource),
+        2 => Ok(Granularity::Shared),
+        other => Err(Malformed::UnknownGranularity(other).into()),
     }
 }
 

@@ -1,11 +1,12 @@
-//! Envelopes: round trips, tampering, moving, truncation, header lifetimes and the cache.
+//! Envelopes: round trips, tampering, moving, truncation, header lifetimes, the cache, and
+//! authenticity against whoever holds only the public parameters (issue 13).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::time::{Duration, Instant};
 
 use fhirseal_envelope::{
     ElementContext, Envelope, Error, Granularity, Header, HeaderCache, HeaderKey, Malformed,
-    ResourceKey, WrappedKey,
+    ResourceKey, SealingKey, WrappedKey,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -18,6 +19,7 @@ const CANARY: &[u8] = br#""CANARY-1970-01-01-sealed""#;
 struct World {
     pp: PublicParams,
     msk: rshabe::MasterSecret,
+    sealing: SealingKey,
     rng: ChaCha20Rng,
 }
 
@@ -25,7 +27,13 @@ impl World {
     fn new() -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
         let (pp, msk) = rshabe::setup(Params::new(4, 4).unwrap(), &mut rng);
-        Self { pp, msk, rng }
+        let sealing = SealingKey::generate(&mut rng);
+        Self {
+            pp,
+            msk,
+            sealing,
+            rng,
+        }
     }
 
     fn dk(&mut self, names: &[&str], period: u64) -> DecryptionKey {
@@ -43,7 +51,15 @@ impl World {
     }
 
     fn header(&mut self, policy: &str, granularity: Granularity) -> (Header, HeaderKey) {
-        Header::new(&self.pp, &policy_of(policy), 0, granularity, &mut self.rng).unwrap()
+        Header::new(
+            &self.pp,
+            &policy_of(policy),
+            0,
+            granularity,
+            &self.sealing,
+            &mut self.rng,
+        )
+        .unwrap()
     }
 
     fn seal(
@@ -62,6 +78,7 @@ impl World {
                 &wrapped,
                 &resource_key,
                 CANARY,
+                &self.sealing,
                 &mut self.rng,
             ),
             wrapped,
@@ -91,16 +108,16 @@ fn sealed_elements_open_for_the_entitled_and_hide_the_value() {
         let header = Header::from_bytes(&header.to_bytes()).unwrap();
         assert_eq!(header.granularity(), granularity);
         let dk = w.dk(&["role:physician"], 0);
-        let opened = header.open(&dk).unwrap();
+        let opened = header.open(&dk, &w.sealing).unwrap();
         let envelope = Envelope::from_base64(&text).unwrap();
         assert_eq!(envelope, Envelope::from_bytes(&bytes).unwrap());
         assert_eq!(
-            &fhirseal_envelope::open(&c, &envelope, &opened).unwrap()[..],
+            &fhirseal_envelope::open(&c, &envelope, &opened, &w.sealing).unwrap()[..],
             CANARY
         );
         let nurse = w.dk(&["role:nurse"], 0);
         assert!(matches!(
-            header.open(&nurse),
+            header.open(&nurse, &w.sealing),
             Err(Error::Scheme(rshabe::Error::Decryption))
         ));
     }
@@ -125,19 +142,23 @@ fn an_envelope_moved_anywhere_else_does_not_open() {
         ctx("urn:uuid:6a0b1c", "Patient.birthDate", "role:physician"),
     ] {
         assert_eq!(
-            fhirseal_envelope::open(&other, &envelope, &key).err(),
-            Some(Error::Open),
+            fhirseal_envelope::open(&other, &envelope, &key, &w.sealing).err(),
+            Some(Error::Forged),
             "{other:?}"
+        );
+        assert_eq!(
+            envelope.verify(&other, &w.sealing).err(),
+            Some(Error::Forged)
         );
     }
     // Another header's key, even for the same structure, opens nothing.
     let (_, other_key) = w.header("role:physician", Granularity::Shared);
     assert_eq!(
-        fhirseal_envelope::open(&c, &envelope, &other_key).err(),
+        fhirseal_envelope::open(&c, &envelope, &other_key, &w.sealing).err(),
         Some(Error::Open)
     );
     assert_eq!(
-        fhirseal_envelope::open(&c, &envelope, &key).unwrap()[..],
+        fhirseal_envelope::open(&c, &envelope, &key, &w.sealing).unwrap()[..],
         *CANARY
     );
 }
@@ -153,7 +174,7 @@ fn every_flipped_byte_is_refused() {
         let mut flipped = bytes.clone();
         flipped[i] ^= 0x10;
         let result = Envelope::from_bytes(&flipped)
-            .and_then(|e| fhirseal_envelope::open(&c, &e, &key).map(|_| ()));
+            .and_then(|e| fhirseal_envelope::open(&c, &e, &key, &w.sealing).map(|_| ()));
         assert!(result.is_err(), "byte {i}");
     }
 }
@@ -165,15 +186,15 @@ fn malformed_input_is_a_typed_error() {
     let c = ctx("p1", "Patient.name", "a");
     let (envelope, _) = w.seal(&header, &key, &c, "p1");
     let bytes = envelope.to_bytes();
-    for len in [0, 1, 50, 88, 104, bytes.len() - CANARY.len() - 1] {
+    for len in [0, 1, 50, 88, 104, 120, bytes.len() - CANARY.len() - 1] {
         let e = Envelope::from_bytes(&bytes[..len]).err();
         assert_eq!(e, Some(Error::Malformed(Malformed::Truncated)), "{len}");
     }
-    let mut v2 = bytes;
-    v2[0] = 2;
+    let mut v3 = bytes;
+    v3[0] = 3;
     assert_eq!(
-        Envelope::from_bytes(&v2).err(),
-        Some(Error::Malformed(Malformed::UnknownVersion(2)))
+        Envelope::from_bytes(&v3).err(),
+        Some(Error::Malformed(Malformed::UnknownVersion(3)))
     );
     assert_eq!(
         Envelope::from_base64("not base64!").err(),
@@ -181,7 +202,7 @@ fn malformed_input_is_a_typed_error() {
     );
     let header_bytes = header.to_bytes();
     assert!(matches!(
-        Header::from_bytes(&header_bytes[..40]),
+        Header::from_bytes(&header_bytes[..80]),
         Err(Error::Malformed(Malformed::Header(_)))
     ));
     let mut g = header_bytes;
@@ -205,14 +226,14 @@ fn headers_keep_their_id_and_key_across_periods_but_not_for_old_keys() {
     assert_eq!(updated.id(), header.id());
     assert_ne!(updated, header);
     let current = w.dk(&["a"], 5);
-    let opened = updated.open(&current).unwrap();
+    let opened = updated.open(&current, &w.sealing).unwrap();
     assert_eq!(
-        &fhirseal_envelope::open(&c, &envelope, &opened).unwrap()[..],
+        &fhirseal_envelope::open(&c, &envelope, &opened, &w.sealing).unwrap()[..],
         CANARY
     );
     let stale = w.dk(&["a"], 4);
     assert!(matches!(
-        updated.open(&stale),
+        updated.open(&stale, &w.sealing),
         Err(Error::Scheme(rshabe::Error::Decryption))
     ));
 }
@@ -266,7 +287,7 @@ fn peek_reads_what_parsing_reads_and_open_with_matches_open() {
     assert_eq!(id, header.id());
     assert_eq!(period, 3);
     assert_eq!(policy, updated.ciphertext().policy().to_string());
-    for cut in [0, 1, 17, 18, 40] {
+    for cut in [0, 1, 17, 18, 40, 50, 60] {
         assert!(Header::peek(&bytes[..cut]).is_err(), "cut at {cut}");
     }
 
@@ -278,7 +299,7 @@ fn peek_reads_what_parsing_reads_and_open_with_matches_open() {
         .unwrap(&key, envelope.header(), "Patient", "p1")
         .unwrap();
     assert_eq!(
-        &fhirseal_envelope::open_with(&c, &envelope, &resource_key).unwrap()[..],
+        &fhirseal_envelope::open_with(&c, &envelope, &resource_key, &w.sealing).unwrap()[..],
         CANARY
     );
     assert!(
@@ -288,5 +309,266 @@ fn peek_reads_what_parsing_reads_and_open_with_matches_open() {
             .is_err()
     );
     let other = ctx("p1", "Patient.birthDate", "a and (b or c)");
-    assert!(fhirseal_envelope::open_with(&other, &envelope, &resource_key).is_err());
+    assert!(fhirseal_envelope::open_with(&other, &envelope, &resource_key, &w.sealing).is_err());
+}
+
+// === Authenticity (issue 13) ===
+//
+// The forger holds the public parameters (the upstream's operator does) and everything stored
+// upstream, but not the sealing key.
+
+/// A value of the forger's choosing.
+const FORGED: &[u8] = br#""FORGED-2001-02-03""#;
+
+/// What the forger makes from the public parameters: an RS-HABE ciphertext for `policy` and its
+/// data key, a header around it tagged with a sealing key of its own, and an envelope of
+/// [`FORGED`] for `ctx`, wrapped and sealed the honest way under that header.
+fn forge(w: &mut World, policy: &str, ctx: &ElementContext<'_>) -> (Header, Envelope) {
+    let own = SealingKey::generate(&mut w.rng);
+    let (header, key) = Header::new(
+        &w.pp,
+        &policy_of(policy),
+        0,
+        Granularity::Shared,
+        &own,
+        &mut w.rng,
+    )
+    .unwrap();
+    let resource_key = ResourceKey::generate(&mut w.rng);
+    let wrapped = resource_key.wrap(&key, header.id(), "Patient", "p1", &mut w.rng);
+    let envelope = fhirseal_envelope::seal(
+        ctx,
+        header.id(),
+        &wrapped,
+        &resource_key,
+        FORGED,
+        &own,
+        &mut w.rng,
+    );
+    // Honest by its own lights: it opens with the forger's own key.
+    assert_eq!(
+        &fhirseal_envelope::open(ctx, &envelope, &key, &own).unwrap()[..],
+        FORGED
+    );
+    (header, envelope)
+}
+
+/// `header`'s encoding with its RS-HABE ciphertext replaced by `ciphertext`'s.
+fn with_ciphertext(header: &Header, ciphertext: &rshabe::Ciphertext) -> Vec<u8> {
+    let bytes = header.to_bytes();
+    let prefix = 1 + 16 + 1 + 32;
+    [&bytes[..prefix], &ciphertext.to_bytes()].concat()
+}
+
+#[test]
+fn a_header_forged_from_the_public_parameters_never_opens() {
+    let mut w = World::new();
+    let c = ctx("p1", "Patient.birthDate", "role:physician");
+    let (header, envelope) = forge(&mut w, "role:physician", &c);
+    let header = Header::from_bytes(&header.to_bytes()).unwrap();
+    let envelope = Envelope::from_base64(&envelope.to_base64()).unwrap();
+    let dk = w.dk(&["role:physician"], 0);
+    assert_eq!(header.verify(&w.sealing).err(), Some(Error::Forged));
+    assert_eq!(header.open(&dk, &w.sealing).err(), Some(Error::Forged));
+    assert_eq!(
+        Header::peek_verified(&header.to_bytes(), &w.sealing).err(),
+        Some(Error::Forged)
+    );
+    assert_eq!(envelope.verify(&c, &w.sealing).err(), Some(Error::Forged));
+
+    // Nor does a genuine header's id help: with its own ciphertext under a genuine header's id
+    // and tag, the forger knows the RS-HABE data key but not the header key the trusted zone
+    // derives from it, and cannot tag an envelope the trusted zone accepts.
+    let (ciphertext, data_key) =
+        rshabe::encrypt(&w.pp, &policy_of("role:physician"), 0, &mut w.rng).unwrap();
+    let (genuine, _) = w.header("role:physician", Granularity::Shared);
+    let swapped = Header::from_bytes(&with_ciphertext(&genuine, &ciphertext)).unwrap();
+    assert_eq!(rshabe::decrypt(&dk, &ciphertext).unwrap(), data_key);
+    let derived = swapped.open(&dk, &w.sealing).unwrap();
+    let forged_here = {
+        let resource_key = ResourceKey::generate(&mut w.rng);
+        let own = SealingKey::generate(&mut w.rng);
+        let wrapped = resource_key.wrap(&derived, genuine.id(), "Patient", "p1", &mut w.rng);
+        fhirseal_envelope::seal(
+            &c,
+            genuine.id(),
+            &wrapped,
+            &resource_key,
+            FORGED,
+            &own,
+            &mut w.rng,
+        )
+    };
+    assert_eq!(
+        fhirseal_envelope::open(&c, &forged_here, &derived, &w.sealing).err(),
+        Some(Error::Forged)
+    );
+}
+
+#[test]
+fn a_genuine_header_with_a_swapped_ciphertext_unwraps_nothing() {
+    let mut w = World::new();
+    let (header, key) = w.header("role:physician", Granularity::Shared);
+    let c = ctx("p1", "Patient.birthDate", "role:physician");
+    let (envelope, wrapped) = w.seal(&header, &key, &c, "p1");
+    let (ciphertext, _) =
+        rshabe::encrypt(&w.pp, &policy_of("role:physician"), 0, &mut w.rng).unwrap();
+    let swapped = Header::from_bytes(&with_ciphertext(&header, &ciphertext)).unwrap();
+    // The tag does not cover the group elements (the public update rewrites them)...
+    assert!(swapped.verify(&w.sealing).is_ok());
+    // ...but the key they decrypt to is bound to them: it unwraps no resource key.
+    let dk = w.dk(&["role:physician"], 0);
+    let opened = swapped.open(&dk, &w.sealing).unwrap();
+    assert_ne!(opened, key);
+    assert_eq!(
+        wrapped.unwrap(&opened, header.id(), "Patient", "p1").err(),
+        Some(Error::Open)
+    );
+    assert_eq!(
+        fhirseal_envelope::open(&c, &envelope, &opened, &w.sealing).err(),
+        Some(Error::Open)
+    );
+    // The genuine header still opens it.
+    let genuine = header.open(&dk, &w.sealing).unwrap();
+    assert_eq!(
+        &fhirseal_envelope::open(&c, &envelope, &genuine, &w.sealing).unwrap()[..],
+        CANARY
+    );
+}
+
+#[test]
+fn a_modified_header_structure_granularity_or_id_does_not_verify() {
+    let mut w = World::new();
+    let (header, _) = w.header("role:physician", Granularity::Shared);
+    let bytes = header.to_bytes();
+    assert!(header.verify(&w.sealing).is_ok());
+    assert!(Header::peek_verified(&bytes, &w.sealing).is_ok());
+    // Every byte of the id, the granularity and the tag.
+    for i in 1..1 + 16 + 1 + 32 {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= if i == 17 { 0x03 } else { 0x01 };
+        let verified = Header::from_bytes(&flipped).and_then(|h| h.verify(&w.sealing));
+        assert!(verified.is_err(), "byte {i}");
+        assert!(
+            Header::peek_verified(&flipped, &w.sealing).is_err(),
+            "byte {i}"
+        );
+    }
+    // Another structure under the genuine id and tag.
+    let (ciphertext, _) = rshabe::encrypt(&w.pp, &policy_of("role:nurse"), 0, &mut w.rng).unwrap();
+    let other = with_ciphertext(&header, &ciphertext);
+    assert_eq!(
+        Header::from_bytes(&other).unwrap().verify(&w.sealing).err(),
+        Some(Error::Forged)
+    );
+    assert_eq!(
+        Header::peek_verified(&other, &w.sealing).err(),
+        Some(Error::Forged)
+    );
+    // Another deployment's sealing key.
+    let elsewhere = SealingKey::generate(&mut w.rng);
+    assert_eq!(header.verify(&elsewhere).err(), Some(Error::Forged));
+}
+
+#[test]
+fn version_1_headers_and_envelopes_are_refused_as_unauthenticated() {
+    let mut w = World::new();
+    let (header, key) = w.header("a", Granularity::Shared);
+    let c = ctx("p1", "Patient.name", "a");
+    let (envelope, _) = w.seal(&header, &key, &c, "p1");
+
+    // Version 1 had no tag: version byte 1, the tag field left out.
+    let bytes = header.to_bytes();
+    let v1 = [&[1u8][..], &bytes[1..18], &bytes[18 + 32..]].concat();
+    let old = Header::from_bytes(&v1).unwrap();
+    assert_eq!(old.id(), header.id());
+    assert_eq!(old.to_bytes(), v1, "written back as it was");
+    let dk = w.dk(&["a"], 0);
+    assert_eq!(old.verify(&w.sealing).err(), Some(Error::Forged));
+    assert_eq!(old.open(&dk, &w.sealing).err(), Some(Error::Forged));
+    assert_eq!(Header::peek(&v1).unwrap().0, header.id());
+    assert_eq!(
+        Header::peek_verified(&v1, &w.sealing).err(),
+        Some(Error::Forged)
+    );
+
+    let bytes = envelope.to_bytes();
+    let v1 = [&[1u8][..], &bytes[1..105], &bytes[121..]].concat();
+    let old = Envelope::from_bytes(&v1).unwrap();
+    assert!(!old.is_current_version() && envelope.is_current_version());
+    assert_eq!(old.header(), envelope.header());
+    assert_eq!(old.to_bytes(), v1);
+    assert_eq!(old.verify(&c, &w.sealing).err(), Some(Error::Forged));
+    assert_eq!(
+        fhirseal_envelope::open(&c, &old, &key, &w.sealing).err(),
+        Some(Error::Forged)
+    );
+}
+
+#[test]
+fn a_flipped_envelope_tag_is_forged_and_checked_without_any_key() {
+    let mut w = World::new();
+    let (header, key) = w.header("role:physician", Granularity::Shared);
+    let c = ctx("p1", "Patient.birthDate", "role:physician");
+    let (envelope, _) = w.seal(&header, &key, &c, "p1");
+    let bytes = envelope.to_bytes();
+    // Every byte but the version and the tag is covered by the tag, and so is the context.
+    for i in 1..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x01;
+        let e = Envelope::from_bytes(&flipped).unwrap();
+        assert_eq!(
+            e.verify(&c, &w.sealing).err(),
+            Some(Error::Forged),
+            "byte {i}"
+        );
+    }
+    // A reader with no key at all tells a genuine envelope from these: verify needs no header
+    // key, only the sealing key.
+    assert!(envelope.verify(&c, &w.sealing).is_ok());
+    let transplanted = [
+        ctx("p2", "Patient.birthDate", "role:physician"),
+        ctx("p1", "Patient.gender", "role:physician"),
+        ctx("p1", "Patient.birthDate[0]", "role:physician"),
+    ];
+    for other in &transplanted {
+        assert_eq!(
+            envelope.verify(other, &w.sealing).err(),
+            Some(Error::Forged)
+        );
+    }
+}
+
+#[test]
+fn an_updated_header_keeps_its_tag_and_still_verifies_and_opens() {
+    let mut w = World::new();
+    let (header, key) = w.header("a or b", Granularity::Resource);
+    let c = ctx("p1", "Patient.name", "a or b");
+    let (envelope, _) = w.seal(&header, &key, &c, "p1");
+    let mut current = header.clone();
+    for (period, mode) in [(2, UpdateMode::Rerandomize), (5, UpdateMode::Minimal)] {
+        current = Header::from_bytes(
+            &current
+                .update(&w.pp, period, mode, &mut w.rng)
+                .unwrap()
+                .to_bytes(),
+        )
+        .unwrap();
+        assert_eq!(current.id(), header.id());
+        assert_eq!(
+            current.to_bytes()[..50],
+            header.to_bytes()[..50],
+            "same id, granularity and tag"
+        );
+        assert!(current.verify(&w.sealing).is_ok());
+        let (_, p, _) = Header::peek_verified(&current.to_bytes(), &w.sealing).unwrap();
+        assert_eq!(p, period);
+        let dk = w.dk(&["b"], period);
+        let opened = current.open(&dk, &w.sealing).unwrap();
+        assert_eq!(opened, key);
+        assert_eq!(
+            &fhirseal_envelope::open(&c, &envelope, &opened, &w.sealing).unwrap()[..],
+            CANARY
+        );
+    }
 }
