@@ -13,7 +13,10 @@ use zeroize::Zeroizing;
 use crate::cache::KeyCache;
 use crate::jobs::{Chunk, JobId, Progress};
 use crate::periods::Periods;
-use crate::store::{Kind, MasterRecord, NewPrincipal, Principal, Store};
+use crate::store::{
+    KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MasterRecord, NewPrincipal, Principal,
+    RETIRED_KEY_LAYOUT, Store,
+};
 use crate::{Error, Kek};
 
 /// What `init` creates.
@@ -99,11 +102,109 @@ impl Authority {
         Self::open(store, kek)
     }
 
-    /// Opens the authority in `store`; checks that `kek` opens its master secret.
+    /// Opens the authority in `store`; checks that `kek` opens its master secret. An authority
+    /// whose keys are in the retired layout is refused with [`Error::RetiredKeyLayout`] (see
+    /// [`Authority::migrate_keys`]).
     pub fn open(mut store: Box<dyn Store>, kek: Kek) -> Result<Self, Error> {
-        let master = store.master()?.ok_or_else(|| Error::NotInitialised {
-            location: store.location().to_string(),
-        })?;
+        let master = master_record(&mut *store)?;
+        match store.key_layout()? {
+            Some(KEY_LAYOUT) => {}
+            Some(found) if found > KEY_LAYOUT => {
+                return Err(Error::Corrupt {
+                    what: "key layout".into(),
+                    reason: format!("layout {found} is newer than this build's ({KEY_LAYOUT})"),
+                });
+            }
+            found => {
+                return Err(Error::RetiredKeyLayout {
+                    location: store.location().to_string(),
+                    found: found.unwrap_or(RETIRED_KEY_LAYOUT),
+                });
+            }
+        }
+        Self::load(store, master, kek)
+    }
+
+    /// Re-issues every key of the authority in `store` under the current layout ([`KEY_LAYOUT`]:
+    /// an independent key per node of the user's path, shared/crypto/RS-HABE.md §4 as corrected
+    /// on 2026-12-02), then opens it. `None` with the authority when its keys are in that layout
+    /// already: nothing is done, so the migration may be run again safely.
+    ///
+    /// In one transaction that excludes other registry writers (a crash at any point leaves the
+    /// store as it was, and running it again starts over):
+    ///
+    /// 1. the master secret gets fresh node secrets (same `α`: the public parameters and every
+    ///    stored ciphertext stay valid; [`MasterSecret::with_new_node_secrets`]), so no key issued
+    ///    before combines with a key update made after;
+    /// 2. every active user and sub-authority gets a new key at the same leaf with the same
+    ///    attributes; the key of every revoked one is destroyed, not re-issued (a revoked
+    ///    principal gets no key from then on: [`Error::KeyDestroyed`]);
+    /// 3. every stored key update is deleted (they were made with the old node secrets);
+    /// 4. the period advances by one, so that the ciphertext-update job moves every stored header
+    ///    past any decryption key derived before;
+    /// 5. the ciphertext-update job towards the new period is started with `job_chunks` as its
+    ///    first chunks (the gateway passes its planning marker; with none, no job is started and
+    ///    the next planner starts it);
+    /// 6. the keys are marked [`KEY_LAYOUT`], and the authority opens again.
+    ///
+    /// Every process using the authority must be stopped first: one that still holds the old
+    /// master secret in memory would go on issuing keys and key updates with it.
+    pub fn migrate_keys(
+        mut store: Box<dyn Store>,
+        kek: Kek,
+        now: i64,
+        job_chunks: &[String],
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<(Self, Option<KeyMigration>), Error> {
+        let master = master_record(&mut *store)?;
+        if store.key_layout()? == Some(KEY_LAYOUT) {
+            return Ok((Self::open(store, kek)?, None));
+        }
+        let authority = Self::load(store, master, kek)?;
+        let migrated = authority.reissue_keys(now, job_chunks, rng)?;
+        let Self { store, kek, .. } = authority;
+        let store = store.into_inner().unwrap_or_else(|e| e.into_inner());
+        Ok((Self::open(store, kek)?, migrated))
+    }
+
+    /// The steps of [`Authority::migrate_keys`] on an authority loaded without its layout check.
+    fn reissue_keys(
+        &self,
+        now: i64,
+        job_chunks: &[String],
+        rng: &mut (impl CryptoRng + RngCore),
+    ) -> Result<Option<KeyMigration>, Error> {
+        let current = self.current_period(now)?;
+        if current >= self.periods.last {
+            return Err(Error::PeriodsExhausted {
+                period: current + 1,
+                last: self.periods.last,
+            });
+        }
+        let msk = self.master_secret()?.with_new_node_secrets(rng);
+        let sealed_secret = self.kek.seal(MASTER_RECORD, &msk.to_bytes(), rng);
+        let mut reissue = |p: &Principal| -> Result<Option<Vec<u8>>, Error> {
+            if p.revoked_at.is_some() {
+                return Ok(None);
+            }
+            let attributes: Vec<Attribute> =
+                canonical_attributes(&p.attributes)?.into_iter().collect();
+            let key = rshabe::keygen(&self.pp, &msk, p.leaf, &attributes, rng)?;
+            let record = sealed_key_name(p.kind, &p.name);
+            Ok(Some(self.kek.seal(&record, &key.to_bytes(), rng)))
+        };
+        let period_at = |offset| self.periods.at(now, offset);
+        self.store().reissue_keys(KeyReissue {
+            sealed_secret: &sealed_secret,
+            reissue: &mut reissue,
+            period_at: &period_at,
+            job_chunks,
+            now,
+        })
+    }
+
+    /// Opens an authority from its master record, whatever the layout of its keys.
+    fn load(store: Box<dyn Store>, master: MasterRecord, kek: Kek) -> Result<Self, Error> {
         let pp = PublicParams::from_bytes(&master.public_params).map_err(|e| Error::Corrupt {
             what: "public parameters".into(),
             reason: e.to_string(),
@@ -274,9 +375,16 @@ impl Authority {
         self.store().principals(kind)
     }
 
-    /// A principal's long-term secret key, unsealed.
+    /// A principal's long-term secret key, unsealed; [`Error::KeyDestroyed`] for one revoked when
+    /// the keys were re-issued.
     pub fn secret_key(&self, kind: Kind, name: &str) -> Result<SecretKey, Error> {
         let p = self.principal(kind, name)?;
+        if p.sealed_key.is_empty() {
+            return Err(Error::KeyDestroyed {
+                kind: kind.as_str(),
+                name: name.to_string(),
+            });
+        }
         let bytes = self.kek.open(&sealed_key_name(kind, name), &p.sealed_key)?;
         Ok(SecretKey::from_bytes(&bytes)?)
     }
@@ -517,6 +625,13 @@ impl std::fmt::Debug for Authority {
             .field("params", &self.pp.params())
             .finish_non_exhaustive()
     }
+}
+
+/// The master record of `store`, or [`Error::NotInitialised`].
+fn master_record(store: &mut dyn Store) -> Result<MasterRecord, Error> {
+    store.master()?.ok_or_else(|| Error::NotInitialised {
+        location: store.location().to_string(),
+    })
 }
 
 fn sealed_secret_name(name: &str) -> String {

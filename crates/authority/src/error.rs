@@ -31,6 +31,33 @@ pub enum Error {
         /// The newest version this build supports.
         supported: i64,
     },
+    /// The authority's stored keys are in the retired layout, in which every node of a key shared
+    /// one randomiser (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)"): such keys let a
+    /// revoked user decrypt data sealed after the revocation, so the authority is not opened until
+    /// [`Authority::migrate_keys`](crate::Authority::migrate_keys) has re-issued them.
+    #[error(
+        "the authority at {location} holds keys in the retired layout {found} (RS-HABE.md §4 correction: \
+         they let a revoked user's key combine with a current one); stop every gateway using it and run \
+         `fhirseal authority migrate-keys` to re-issue them"
+    )]
+    RetiredKeyLayout {
+        /// The database.
+        location: String,
+        /// The layout found (1; a store that records none counts as 1).
+        found: u64,
+    },
+    /// A key asked for whose key was destroyed: a principal revoked when the authority's keys were
+    /// re-issued (see [`Authority::migrate_keys`](crate::Authority::migrate_keys)).
+    #[error(
+        "the key of {kind} {name} was destroyed when the authority's keys were re-issued (it was revoked); \
+         a revoked identity gets no key"
+    )]
+    KeyDestroyed {
+        /// `user` or `authority`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// The key-encryption key could not be read or is malformed.
     #[error("key-encryption key from {source_name}: {reason}")]
     Kek {

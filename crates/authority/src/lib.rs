@@ -17,6 +17,10 @@
 //!   ([`Authority::secret_or_create`]): the embedded authorization server's signing key.
 //! - The ciphertext-update job's work queue lives there too ([`jobs`]): chunks claimed under
 //!   leases, so that several replicas sharing PostgreSQL split the work and a restart resumes it.
+//! - Every key is in the per-node layout ([`KEY_LAYOUT`], RS-HABE.md §4 as corrected on
+//!   2026-12-02). An authority whose keys are in the retired layout is refused
+//!   ([`Error::RetiredKeyLayout`]) until [`Authority::migrate_keys`] has re-issued them
+//!   (`docs/authority-keys.md`).
 //!
 //! ```
 //! use fhirseal_authority::{Authority, InitOptions, Kek, store};
@@ -47,6 +51,8 @@
 //! - Revoking a sub-authority revokes everything registered below it.
 //! - Every operation on a bad or foreign database fails with an error naming it; nothing is
 //!   overwritten (`init` refuses an existing authority, a newer schema is refused untouched).
+//! - The key migration is one transaction: after a crash the store is as it was before, and
+//!   running it again on a migrated store does nothing.
 //!
 //! # Non-goals
 //!
@@ -66,4 +72,4 @@ pub use authority::{Authority, InitOptions, PeriodInfo};
 pub use error::Error;
 pub use jobs::{Chunk, JobId, Progress};
 pub use kek::{KEK_ENV, Kek};
-pub use store::{Kind, PostgresStore, Principal, SqliteStore, Store};
+pub use store::{KEY_LAYOUT, KeyMigration, Kind, PostgresStore, Principal, SqliteStore, Store};

@@ -11,6 +11,12 @@
 //! signing key, each sealed under the key-encryption key; schema version 2), and the
 //! ciphertext-update job's work queue, `update_jobs` and `update_chunks` (schema version 3; see
 //! [`crate::jobs`]).
+//!
+//! Schema version 4 records the layout of the stored keys, `key_layout` in `fhirseal_meta`
+//! ([`KEY_LAYOUT`]): an authority created by this build is in layout 2 from `init`; upgrading an
+//! existing authority to version 4 marks it layout 1 (the retired layout), which
+//! [`Authority::open`](crate::Authority::open) refuses until
+//! [`Authority::migrate_keys`](crate::Authority::migrate_keys) has re-issued its keys.
 //! Leaves are allocated from a counter in the same transaction that inserts the principal, under
 //! a write lock (SQLite `BEGIN IMMEDIATE`, PostgreSQL `SELECT … FOR UPDATE`), with a `UNIQUE`
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
@@ -25,7 +31,19 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// The layout of the long-term keys this build issues: 2, an independent RW13 key for every node
+/// of the user's path (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)").
+///
+/// Layout 1, one randomiser shared by every node of a key, is retired: a revoked user's key
+/// combined with two elements of any current key decrypts data sealed after the revocation. A
+/// store in layout 1 is refused by [`Authority::open`](crate::Authority::open) with
+/// [`Error::RetiredKeyLayout`].
+pub const KEY_LAYOUT: u64 = 2;
+
+/// The layout an authority made before schema version 4 is in (see [`KEY_LAYOUT`]).
+pub const RETIRED_KEY_LAYOUT: u64 = 1;
 
 /// The authority's public record and sealed master secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +104,9 @@ pub struct Principal {
     pub parent: Option<String>,
     /// The period from which it is revoked, if it is.
     pub revoked_at: Option<u64>,
-    /// Its `rshabe::SecretKey`, sealed under the key-encryption key.
+    /// Its `rshabe::SecretKey`, sealed under the key-encryption key; empty once destroyed (the
+    /// key of a principal revoked when the keys were re-issued, see
+    /// [`Authority::migrate_keys`](crate::Authority::migrate_keys)).
     pub sealed_key: Vec<u8>,
     /// Unix time of registration.
     pub created_at: i64,
@@ -125,6 +145,73 @@ impl NewPrincipal {
 /// sub-authority as it stands inside the transaction, the record to insert (or why not).
 pub type MakePrincipal<'a> = dyn FnMut(u64, Option<&Principal>) -> Result<NewPrincipal, Error> + 'a;
 
+/// The callback of [`Store::reissue_keys`]: given a principal as stored, its new sealed key, or
+/// `None` to destroy its key.
+pub type ReissueKey<'a> = dyn FnMut(&Principal) -> Result<Option<Vec<u8>>, Error> + 'a;
+
+/// What [`Store::reissue_keys`] writes, all in one transaction.
+pub struct KeyReissue<'a> {
+    /// The master secret with fresh node secrets, sealed: it replaces the stored one.
+    pub sealed_secret: &'a [u8],
+    /// Each principal's new sealed key (or `None`: its key is destroyed).
+    pub reissue: &'a mut ReissueKey<'a>,
+    /// The current period for a period offset (the offset is advanced by one in the transaction).
+    pub period_at: &'a dyn Fn(u64) -> Result<u64, Error>,
+    /// The chunks the ciphertext-update job towards the new period starts with; none: no job is
+    /// started (the next planner starts it).
+    pub job_chunks: &'a [String],
+    /// Unix time, for the job's start.
+    pub now: i64,
+}
+
+impl std::fmt::Debug for KeyReissue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyReissue")
+            .field("job_chunks", &self.job_chunks)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the key migration did (see [`Authority::migrate_keys`](crate::Authority::migrate_keys)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMigration {
+    /// Active users whose keys were re-issued.
+    pub users: u64,
+    /// Active sub-authorities whose keys were re-issued.
+    pub authorities: u64,
+    /// Revoked users and sub-authorities whose keys were destroyed.
+    pub destroyed: u64,
+    /// Stored key updates deleted.
+    pub key_updates_deleted: u64,
+    /// The current period after the migration: one past the one before.
+    pub period: u64,
+    /// The ciphertext-update job towards `period`, if one was started.
+    pub job: Option<JobId>,
+}
+
+impl KeyMigration {
+    /// Counts one principal's outcome: re-issued (`true`) or destroyed.
+    pub(crate) fn count(&mut self, kind: Kind, reissued: bool) {
+        match (reissued, kind) {
+            (false, _) => self.destroyed += 1,
+            (true, Kind::User) => self.users += 1,
+            (true, Kind::Authority) => self.authorities += 1,
+        }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self {
+            users: 0,
+            authorities: 0,
+            destroyed: 0,
+            key_updates_deleted: 0,
+            period: 0,
+            job: None,
+        }
+    }
+}
+
 /// Counters kept beside the records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Counters {
@@ -144,8 +231,19 @@ pub trait Store: Send {
     fn migrate(&mut self) -> Result<(), Error>;
     /// The master record, if the authority was initialised.
     fn master(&mut self) -> Result<Option<MasterRecord>, Error>;
-    /// Stores the master record; [`Error::AlreadyInitialised`] if there is one.
+    /// Stores the master record and marks the keys [`KEY_LAYOUT`], in one transaction;
+    /// [`Error::AlreadyInitialised`] if there is one.
     fn create_master(&mut self, record: &MasterRecord) -> Result<(), Error>;
+    /// The layout of the stored keys (see [`KEY_LAYOUT`]); `None` when nothing records it (a
+    /// store without an authority).
+    fn key_layout(&mut self) -> Result<Option<u64>, Error>;
+    /// The key migration, in one transaction that excludes registry writers: unless the keys are
+    /// in [`KEY_LAYOUT`] already (then `None`, nothing written), replaces the sealed master
+    /// secret, gives every principal the key `reissue` makes for it (or destroys it), deletes
+    /// every stored key update, advances the period offset by one, starts the ciphertext-update
+    /// job towards the new period with its first chunks (a finished job is left as it is), and
+    /// marks the keys [`KEY_LAYOUT`]. [`Error::NotInitialised`] without an authority.
+    fn reissue_keys(&mut self, plan: KeyReissue<'_>) -> Result<Option<KeyMigration>, Error>;
     /// One principal.
     fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error>;
     /// Every principal of a kind, by leaf.

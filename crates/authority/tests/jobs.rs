@@ -529,10 +529,11 @@ fn a_job_survives_reopening_the_store() {
 }
 
 #[test]
-fn a_schema_2_database_is_upgraded_to_3_with_its_records() {
+fn a_schema_2_database_is_upgraded_to_4_with_its_records() {
     for db in backends() {
         let b = db.backend;
-        // An authority made by the previous release: schema 2, without the job tables.
+        // An authority made by an older release: schema 2, without the job tables and without the
+        // key-layout mark of schema 4.
         let authority = Authority::init(
             db.open(),
             Kek::from_hex(KEK, "test").unwrap(),
@@ -556,13 +557,25 @@ fn a_schema_2_database_is_upgraded_to_3_with_its_records() {
         drop(authority);
         db.execute(
             "DROP TABLE update_chunks; DROP TABLE update_jobs;
+             DELETE FROM fhirseal_meta WHERE key = 'key_layout';
              UPDATE fhirseal_meta SET value = 2 WHERE key = 'schema_version';",
         );
         assert_eq!(db.schema_version(), 2, "{b}");
 
-        let authority = Authority::open(db.open(), Kek::from_hex(KEK, "test").unwrap()).unwrap();
-        assert_eq!(db.schema_version(), 3, "{b}");
-        assert_eq!(SCHEMA_VERSION, 3);
+        // Its keys are in the retired layout: refused until they are re-issued.
+        let err = Authority::open(db.open(), Kek::from_hex(KEK, "test").unwrap()).unwrap_err();
+        assert!(matches!(err, Error::RetiredKeyLayout { .. }), "{b}: {err}");
+        assert_eq!(db.schema_version(), 4, "{b}");
+        assert_eq!(SCHEMA_VERSION, 4);
+        let (authority, migrated) = Authority::migrate_keys(
+            db.open(),
+            Kek::from_hex(KEK, "test").unwrap(),
+            NOW,
+            &[],
+            &mut OsRng,
+        )
+        .unwrap();
+        assert_eq!(migrated.unwrap().users, 1, "{b}");
         assert_eq!(
             authority
                 .principal(Kind::User, "Practitioner/1")
@@ -627,7 +640,7 @@ fn a_schema_2_database_is_upgraded_to_3_with_its_records() {
         // Opening again changes nothing.
         drop(authority);
         let mut s = db.open();
-        assert_eq!(db.schema_version(), 3, "{b}");
+        assert_eq!(db.schema_version(), 4, "{b}");
         assert_eq!(s.latest_update_job().unwrap().unwrap().0, job, "{b}");
     }
 }

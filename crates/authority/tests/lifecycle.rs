@@ -365,7 +365,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
                 err,
                 Error::SchemaTooNew {
                     found: 99,
-                    supported: 3,
+                    supported: 4,
                     ..
                 }
             ),

@@ -247,18 +247,28 @@ fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
             .unwrap();
         drop(a);
         // Back to what a release before named secrets left: no `secrets` table (nor the later
-        // job tables), version 1.
+        // job tables, nor the key-layout mark), version 1.
         execute(
             backend,
             &db.url,
             "DROP TABLE update_chunks; DROP TABLE update_jobs; DROP TABLE secrets;
+             DELETE FROM fhirseal_meta WHERE key = 'key_layout';
              UPDATE fhirseal_meta SET value = 1 WHERE key = 'schema_version'",
         );
         assert_eq!(schema_version(backend, &db.url), 1);
 
-        let a = open(&db, KEK);
+        // Its keys are in the retired layout: re-issued before it opens.
+        let (a, migrated) = Authority::migrate_keys(
+            store::open(&db.url).unwrap(),
+            Kek::from_hex(KEK, "test").unwrap(),
+            NOW,
+            &[],
+            &mut OsRng,
+        )
+        .unwrap();
+        assert!(migrated.is_some(), "{backend}");
         assert_eq!(schema_version(backend, &db.url), store::SCHEMA_VERSION);
-        assert_eq!(store::SCHEMA_VERSION, 3);
+        assert_eq!(store::SCHEMA_VERSION, 4);
         assert_eq!(a.principals(Kind::User).unwrap().len(), 1, "{backend}");
         assert!(a.secret_key(Kind::User, "Practitioner/1").is_ok());
         assert_eq!(

@@ -1,11 +1,12 @@
 //! The PostgreSQL backend: one authority shared by several gateway replicas.
 
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, GenericClient, NoTls, Transaction};
 
 use super::{
-    Counters, Kind, MakePrincipal, MasterRecord, Principal, RawPrincipal, SCHEMA_VERSION, Store,
-    attributes_to_text, corrupt, counters_from, subtree,
+    Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
+    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, corrupt, counters_from,
+    subtree,
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
@@ -67,6 +68,11 @@ const MIGRATIONS: &[&str] = &[
         CHECK (state <> 'claimed' OR (claimed_by IS NOT NULL AND lease_until IS NOT NULL))
     );
     CREATE INDEX update_chunks_open ON update_chunks (job_id, attempts, seq) WHERE state <> 'done';
+",
+    // An authority that exists already holds keys in the retired layout 1; `create_master` marks a
+    // new one with the current layout.
+    "
+    INSERT INTO fhirseal_meta (key, value) SELECT 'key_layout', 1 FROM master;
 ",
 ];
 
@@ -217,8 +223,17 @@ impl Store for PostgresStore {
                 ],
             )
             .map_err(&err)?;
-            Ok(())
+            set_key_layout(tx, &err)
         })
+    }
+
+    fn key_layout(&mut self) -> Result<Option<u64>, Error> {
+        let err = pg(&self.location);
+        layout_of(&mut self.client, &err)
+    }
+
+    fn reissue_keys(&mut self, plan: KeyReissue<'_>) -> Result<Option<KeyMigration>, Error> {
+        self.write(|tx, location| reissue_in(tx, plan, location))
     }
 
     fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error> {
@@ -370,13 +385,7 @@ impl Store for PostgresStore {
     }
 
     fn advance_period(&mut self) -> Result<u64, Error> {
-        self.write(|tx, location| {
-            let v: i64 = tx
-                .query_one("UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value", &[])
-                .and_then(|r| r.try_get(0))
-                .map_err(pg(location))?;
-            u64::try_from(v).map_err(|_| corrupt("period offset", "negative"))
-        })
+        self.write(|tx, location| advance_offset(tx, &pg(location)))
     }
 
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
@@ -436,51 +445,12 @@ impl Store for PostgresStore {
     }
 
     fn start_update_job(&mut self, target_period: u64, now: i64) -> Result<JobId, Error> {
-        let period = jobs::to_db(target_period, "period")?;
-        self.write(|tx, location| {
-            let err = pg(location);
-            // Concurrent starts of one period: the loser's INSERT waits for the winner's commit,
-            // then does nothing, and its SELECT sees the winner's row (as for secrets).
-            tx.execute(
-                "INSERT INTO update_jobs (target_period, created_at) VALUES ($1, $2)
-                 ON CONFLICT (target_period) DO NOTHING",
-                &[&period, &now],
-            )
-            .map_err(&err)?;
-            let id: i64 = tx
-                .query_one(
-                    "SELECT id FROM update_jobs WHERE target_period = $1",
-                    &[&period],
-                )
-                .and_then(|r| r.try_get(0))
-                .map_err(&err)?;
-            JobId::from_db(id)
-        })
+        self.write(|tx, location| start_job_in(tx, target_period, now, &pg(location)))
     }
 
     fn add_chunks(&mut self, job: JobId, keys: &[String]) -> Result<u64, Error> {
         jobs::check_keys(keys)?;
-        let id = job.to_db()?;
-        self.write(|tx, location| {
-            let err = pg(location);
-            // FOR SHARE: adders run together, but not beside `finish_job_if_done` (FOR UPDATE),
-            // so a job is never marked finished while chunks are being added to it.
-            let finished = job_finished_at(tx, job, "FOR SHARE", &err)?.is_some();
-            let added = tx
-                .execute(
-                    "INSERT INTO update_chunks (job_id, key, state)
-                     SELECT $1, k, 'pending' FROM unnest($2::text[]) WITH ORDINALITY AS t (k, n)
-                     ORDER BY n
-                     ON CONFLICT (job_id, key) DO NOTHING",
-                    &[&id, &keys],
-                )
-                .map_err(&err)?;
-            if finished && added > 0 {
-                // The transaction is dropped uncommitted: nothing is added.
-                return Err(Error::JobFinished { job: job.get() });
-            }
-            Ok(added)
-        })
+        self.write(|tx, location| add_chunks_in(tx, job, keys, &pg(location)))
     }
 
     fn claim_chunk(
@@ -674,6 +644,173 @@ impl PostgresStore {
             jobs::refused(job, key, worker, holder, done_is_ok)
         })
     }
+}
+
+/// [`Store::reissue_keys`] inside its transaction, under the registry lock.
+fn reissue_in(
+    tx: &mut Transaction<'_>,
+    plan: KeyReissue<'_>,
+    location: &str,
+) -> Result<Option<KeyMigration>, Error> {
+    jobs::check_keys(plan.job_chunks)?;
+    let err = &pg(location);
+    // Registry writers wait; a second migration waits here, then finds the layout current.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK])
+        .map_err(err)?;
+    if layout_of(tx, err)? == Some(KEY_LAYOUT) {
+        return Ok(None);
+    }
+    let changed = tx
+        .execute(
+            "UPDATE master SET sealed_secret = $1",
+            &[&plan.sealed_secret],
+        )
+        .map_err(err)?;
+    if changed != 1 {
+        return Err(Error::NotInitialised {
+            location: location.to_string(),
+        });
+    }
+    let mut done = reissue_principals(tx, plan.reissue, err)?;
+    done.key_updates_deleted = tx.execute("DELETE FROM key_updates", &[]).map_err(err)?;
+    done.period = (plan.period_at)(advance_offset(tx, err)?)?;
+    if !plan.job_chunks.is_empty() {
+        let job = start_job_in(tx, done.period, plan.now, err)?;
+        // A job for that period finished already is left as it is.
+        if job_finished_at(tx, job, "FOR UPDATE", err)?.is_none() {
+            add_chunks_in(tx, job, plan.job_chunks, err)?;
+        }
+        done.job = Some(job);
+    }
+    set_key_layout(tx, err)?;
+    Ok(Some(done))
+}
+
+/// Gives every principal the key `reissue` makes for it, or destroys its key (an empty record).
+fn reissue_principals(
+    tx: &mut Transaction<'_>,
+    reissue: &mut ReissueKey<'_>,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<KeyMigration, Error> {
+    let mut done = KeyMigration::empty();
+    let all = tx
+        .query(&format!("{SELECT} ORDER BY leaf"), &[])
+        .map_err(err)?
+        .iter()
+        .map(|r| raw(r).map_err(err)?.check())
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in all {
+        let key = reissue(&p)?;
+        done.count(p.kind, key.is_some());
+        tx.execute(
+            "UPDATE principals SET sealed_key = $1 WHERE kind = $2 AND name = $3",
+            &[&key.unwrap_or_default(), &p.kind.as_str(), &p.name],
+        )
+        .map_err(err)?;
+    }
+    Ok(done)
+}
+
+/// Adds one to the period offset; the new offset.
+fn advance_offset(
+    tx: &mut Transaction<'_>,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<u64, Error> {
+    let offset: i64 = tx
+        .query_one(
+            "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
+            &[],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(err)?;
+    u64::try_from(offset).map_err(|_| corrupt("period offset", "negative"))
+}
+
+/// The recorded key layout.
+fn layout_of(
+    client: &mut impl GenericClient,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<Option<u64>, Error> {
+    let layout: Option<i64> = client
+        .query_opt(
+            "SELECT value FROM fhirseal_meta WHERE key = 'key_layout'",
+            &[],
+        )
+        .map_err(err)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(err)?;
+    layout
+        .map(|l| u64::try_from(l).map_err(|_| corrupt("key layout", "negative")))
+        .transpose()
+}
+
+/// Marks the stored keys [`KEY_LAYOUT`].
+fn set_key_layout(
+    tx: &mut Transaction<'_>,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('key_layout', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&(KEY_LAYOUT as i64)],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// [`Store::start_update_job`] inside a transaction.
+fn start_job_in(
+    tx: &mut Transaction<'_>,
+    target_period: u64,
+    now: i64,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<JobId, Error> {
+    let period = jobs::to_db(target_period, "period")?;
+    // Concurrent starts of one period: the loser's INSERT waits for the winner's commit, then
+    // does nothing, and its SELECT sees the winner's row (as for secrets).
+    tx.execute(
+        "INSERT INTO update_jobs (target_period, created_at) VALUES ($1, $2)
+         ON CONFLICT (target_period) DO NOTHING",
+        &[&period, &now],
+    )
+    .map_err(err)?;
+    let id: i64 = tx
+        .query_one(
+            "SELECT id FROM update_jobs WHERE target_period = $1",
+            &[&period],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(err)?;
+    JobId::from_db(id)
+}
+
+/// [`Store::add_chunks`] inside a transaction (its keys checked); on [`Error::JobFinished`] the
+/// caller must not commit.
+fn add_chunks_in(
+    tx: &mut Transaction<'_>,
+    job: JobId,
+    keys: &[String],
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<u64, Error> {
+    let id = job.to_db()?;
+    // FOR SHARE: adders run together, but not beside `finish_job_if_done` (FOR UPDATE), so a
+    // job is never marked finished while chunks are being added to it.
+    let finished = job_finished_at(tx, job, "FOR SHARE", err)?.is_some();
+    let added = tx
+        .execute(
+            "INSERT INTO update_chunks (job_id, key, state)
+             SELECT $1, k, 'pending' FROM unnest($2::text[]) WITH ORDINALITY AS t (k, n)
+             ORDER BY n
+             ON CONFLICT (job_id, key) DO NOTHING",
+            &[&id, &keys],
+        )
+        .map_err(err)?;
+    if finished && added > 0 {
+        // The caller drops the transaction uncommitted: nothing is added.
+        return Err(Error::JobFinished { job: job.get() });
+    }
+    Ok(added)
 }
 
 /// The job's `finished_at` (its row locked by `lock`, if not empty), or [`Error::UnknownJob`].

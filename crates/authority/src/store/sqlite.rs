@@ -6,8 +6,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Counters, Kind, MakePrincipal, MasterRecord, Principal, RawPrincipal, SCHEMA_VERSION, Store,
-    attributes_to_text, corrupt, counters_from, subtree,
+    Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
+    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, corrupt, counters_from,
+    subtree,
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
@@ -70,6 +71,11 @@ const MIGRATIONS: &[&str] = &[
         CHECK (state <> 'claimed' OR (claimed_by IS NOT NULL AND lease_until IS NOT NULL))
     );
     CREATE INDEX update_chunks_open ON update_chunks (job_id, attempts, seq) WHERE state <> 'done';
+",
+    // An authority that exists already holds keys in the retired layout 1; `create_master` marks a
+    // new one with the current layout.
+    "
+    INSERT INTO fhirseal_meta (key, value) SELECT 'key_layout', 1 FROM master;
 ",
 ];
 
@@ -225,8 +231,30 @@ impl Store for SqliteStore {
                 params![m.user_depth, m.time_depth, m.period_seconds as i64, m.epoch, m.public_params, m.sealed_secret],
             )
             .map_err(err)?;
-            Ok(())
+            set_key_layout(tx, &err)
         })
+    }
+
+    fn key_layout(&mut self) -> Result<Option<u64>, Error> {
+        layout_of(&self.conn, &sq(&self.location))
+    }
+
+    fn reissue_keys(&mut self, plan: KeyReissue<'_>) -> Result<Option<KeyMigration>, Error> {
+        // Freed pages and cells are zeroed, so the old sealed keys and master secret do not linger
+        // in the file; the checkpoint below copies the new pages over the old ones.
+        self.conn
+            .pragma_update(None, "secure_delete", "ON")
+            .map_err(|e| self.err(e))?;
+        let location = self.location.clone();
+        let migrated = self.write(|tx| reissue_in(tx, plan, &location))?;
+        if migrated.is_some() {
+            // Best effort: a reader holding an old snapshot makes it partial, and the next
+            // automatic checkpoint finishes it.
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+        Ok(migrated)
     }
 
     fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error> {
@@ -378,15 +406,7 @@ impl Store for SqliteStore {
 
     fn advance_period(&mut self) -> Result<u64, Error> {
         let location = self.location.clone();
-        self.write(|tx| {
-            tx.query_row(
-                "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(|source| Error::Sqlite { location, source })
-            .and_then(|v| u64::try_from(v).map_err(|_| corrupt("period offset", "negative")))
-        })
+        self.write(|tx| advance_offset(tx, &sq(&location)))
     }
 
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
@@ -454,61 +474,14 @@ impl Store for SqliteStore {
     }
 
     fn start_update_job(&mut self, target_period: u64, now: i64) -> Result<JobId, Error> {
-        let period = jobs::to_db(target_period, "period")?;
         let location = self.location.clone();
-        self.write(|tx| {
-            let err = sq(&location);
-            tx.execute(
-                "INSERT INTO update_jobs (target_period, created_at) VALUES (?1, ?2)
-                 ON CONFLICT (target_period) DO NOTHING",
-                params![period, now],
-            )
-            .map_err(&err)?;
-            let id: i64 = tx
-                .query_row(
-                    "SELECT id FROM update_jobs WHERE target_period = ?1",
-                    params![period],
-                    |r| r.get(0),
-                )
-                .map_err(&err)?;
-            JobId::from_db(id)
-        })
+        self.write(|tx| start_job_in(tx, target_period, now, &sq(&location)))
     }
 
     fn add_chunks(&mut self, job: JobId, keys: &[String]) -> Result<u64, Error> {
         jobs::check_keys(keys)?;
-        let id = job.to_db()?;
         let location = self.location.clone();
-        self.write(|tx| {
-            let err = sq(&location);
-            let finished = job_finished_at(tx, job, &err)?.is_some();
-            let mut seq: i64 = tx
-                .query_row(
-                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM update_chunks WHERE job_id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .map_err(&err)?;
-            let mut insert = tx
-                .prepare(
-                    "INSERT INTO update_chunks (job_id, key, seq, state, attempts, moved)
-                     VALUES (?1, ?2, ?3, 'pending', 0, 0)
-                     ON CONFLICT (job_id, key) DO NOTHING",
-                )
-                .map_err(&err)?;
-            let mut added = 0u64;
-            for key in keys {
-                if insert.execute(params![id, key, seq]).map_err(&err)? == 1 {
-                    added += 1;
-                    seq += 1;
-                }
-            }
-            if finished && added > 0 {
-                // The transaction is dropped uncommitted: nothing is added.
-                return Err(Error::JobFinished { job: job.get() });
-            }
-            Ok(added)
-        })
+        self.write(|tx| add_chunks_in(tx, job, keys, &sq(&location)))
     }
 
     fn claim_chunk(
@@ -706,6 +679,179 @@ impl SqliteStore {
             jobs::refused(job, key, worker, holder, done_is_ok)
         })
     }
+}
+
+/// [`Store::reissue_keys`] inside its transaction (`BEGIN IMMEDIATE`: no other writer runs).
+fn reissue_in(
+    tx: &rusqlite::Transaction<'_>,
+    plan: KeyReissue<'_>,
+    location: &str,
+) -> Result<Option<KeyMigration>, Error> {
+    jobs::check_keys(plan.job_chunks)?;
+    let err = &sq(location);
+    if layout_of(tx, err)? == Some(KEY_LAYOUT) {
+        return Ok(None);
+    }
+    let changed = tx
+        .execute(
+            "UPDATE master SET sealed_secret = ?1",
+            params![plan.sealed_secret],
+        )
+        .map_err(err)?;
+    if changed != 1 {
+        return Err(Error::NotInitialised {
+            location: location.to_string(),
+        });
+    }
+    let mut done = reissue_principals(tx, plan.reissue, err)?;
+    done.key_updates_deleted = tx.execute("DELETE FROM key_updates", []).map_err(err)? as u64;
+    done.period = (plan.period_at)(advance_offset(tx, err)?)?;
+    if !plan.job_chunks.is_empty() {
+        let job = start_job_in(tx, done.period, plan.now, err)?;
+        // A job for that period finished already is left as it is.
+        if job_finished_at(tx, job, err)?.is_none() {
+            add_chunks_in(tx, job, plan.job_chunks, err)?;
+        }
+        done.job = Some(job);
+    }
+    set_key_layout(tx, err)?;
+    Ok(Some(done))
+}
+
+/// Gives every principal the key `reissue` makes for it, or destroys its key (an empty record).
+fn reissue_principals(
+    tx: &rusqlite::Transaction<'_>,
+    reissue: &mut ReissueKey<'_>,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<KeyMigration, Error> {
+    let mut done = KeyMigration::empty();
+    let all = tx
+        .prepare(&format!("{SELECT} ORDER BY leaf"))
+        .and_then(|mut stmt| {
+            stmt.query_map([], raw_principal)?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(err)?;
+    for raw in all {
+        let p = raw.check()?;
+        let key = reissue(&p)?;
+        done.count(p.kind, key.is_some());
+        tx.execute(
+            "UPDATE principals SET sealed_key = ?1 WHERE kind = ?2 AND name = ?3",
+            params![key.unwrap_or_default(), p.kind.as_str(), p.name],
+        )
+        .map_err(err)?;
+    }
+    Ok(done)
+}
+
+/// Adds one to the period offset; the new offset.
+fn advance_offset(
+    conn: &Connection,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<u64, Error> {
+    let offset: i64 = conn
+        .query_row(
+            "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    u64::try_from(offset).map_err(|_| corrupt("period offset", "negative"))
+}
+
+/// The recorded key layout.
+fn layout_of(
+    conn: &Connection,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<Option<u64>, Error> {
+    let layout: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM fhirseal_meta WHERE key = 'key_layout'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)?;
+    layout
+        .map(|l| u64::try_from(l).map_err(|_| corrupt("key layout", "negative")))
+        .transpose()
+}
+
+/// Marks the stored keys [`KEY_LAYOUT`].
+fn set_key_layout(
+    tx: &rusqlite::Transaction<'_>,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('key_layout', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![KEY_LAYOUT as i64],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// [`Store::start_update_job`] inside a transaction.
+fn start_job_in(
+    tx: &rusqlite::Transaction<'_>,
+    target_period: u64,
+    now: i64,
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<JobId, Error> {
+    let period = jobs::to_db(target_period, "period")?;
+    tx.execute(
+        "INSERT INTO update_jobs (target_period, created_at) VALUES (?1, ?2)
+         ON CONFLICT (target_period) DO NOTHING",
+        params![period, now],
+    )
+    .map_err(err)?;
+    let id: i64 = tx
+        .query_row(
+            "SELECT id FROM update_jobs WHERE target_period = ?1",
+            params![period],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    JobId::from_db(id)
+}
+
+/// [`Store::add_chunks`] inside a transaction (its keys checked); on [`Error::JobFinished`] the
+/// caller must not commit.
+fn add_chunks_in(
+    tx: &rusqlite::Transaction<'_>,
+    job: JobId,
+    keys: &[String],
+    err: &impl Fn(rusqlite::Error) -> Error,
+) -> Result<u64, Error> {
+    let id = job.to_db()?;
+    let finished = job_finished_at(tx, job, err)?.is_some();
+    let mut seq: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM update_chunks WHERE job_id = ?1",
+            params![id],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let mut insert = tx
+        .prepare(
+            "INSERT INTO update_chunks (job_id, key, seq, state, attempts, moved)
+             VALUES (?1, ?2, ?3, 'pending', 0, 0)
+             ON CONFLICT (job_id, key) DO NOTHING",
+        )
+        .map_err(err)?;
+    let mut added = 0u64;
+    for key in keys {
+        if insert.execute(params![id, key, seq]).map_err(err)? == 1 {
+            added += 1;
+            seq += 1;
+        }
+    }
+    if finished && added > 0 {
+        // The caller drops the transaction uncommitted: nothing is added.
+        return Err(Error::JobFinished { job: job.get() });
+    }
+    Ok(added)
 }
 
 /// The job's `finished_at`, or [`Error::UnknownJob`].
