@@ -129,6 +129,14 @@ pub enum PolicyErrorKind {
     /// A threshold number too large to be meaningful.
     #[error("threshold number too large")]
     NumberTooLarge,
+    /// The structure's canonical text (what a ciphertext stores) is longer than
+    /// [`MAX_POLICY_BYTES`], so no ciphertext under it could be decoded again.
+    #[error("the structure's canonical form is longer than {MAX_POLICY_BYTES} bytes")]
+    CanonicalTooLong,
+    /// The structure does not print to a text that parses back to it (never expected: it would
+    /// be a bug in the printer, refused rather than stored).
+    #[error("the structure does not print back to itself")]
+    NotCanonical,
 }
 
 // === impl Attribute ===
@@ -222,10 +230,11 @@ impl AccessStructure {
                 _ => at,
             });
         }
-        Ok(Self {
+        Self {
             root,
             leaves: p.leaves,
-        })
+        }
+        .encodable()
     }
 
     /// Builds a structure from a tree, normalised and checked against the same limits as the
@@ -233,7 +242,19 @@ impl AccessStructure {
     pub fn from_node(root: Node) -> Result<Self, PolicyError> {
         let mut leaves = 0;
         let root = normalise(root, 0, &mut leaves)?;
-        Ok(Self { root, leaves })
+        Self { root, leaves }.encodable()
+    }
+
+    /// The structure, if its canonical text fits [`MAX_POLICY_BYTES`]: every structure this
+    /// crate hands out can be stored in a ciphertext and decoded again.
+    fn encodable(self) -> Result<Self, PolicyError> {
+        if self.to_string().len() > MAX_POLICY_BYTES {
+            return Err(PolicyError {
+                kind: PolicyErrorKind::CanonicalTooLong,
+                position: 0,
+            });
+        }
+        Ok(self)
     }
 
     /// The root of the normalised tree.

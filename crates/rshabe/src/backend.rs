@@ -21,7 +21,9 @@
 
 use std::ops::AddAssign;
 
-use blst::{blst_fp, blst_fp6, blst_fp12, blst_fr, blst_p1_affine, blst_p2_affine};
+use blst::{
+    blst_fp, blst_fp6, blst_fp12, blst_fr, blst_p1, blst_p1_affine, blst_p2, blst_p2_affine,
+};
 use blstrs::{G1Affine, G1Projective, G2Affine, G2Projective, Gt, Scalar};
 use group::prime::PrimeCurveAffine;
 use group::{Curve, Group};
@@ -30,6 +32,8 @@ use zeroize::Zeroize;
 
 const _: () = assert!(size_of::<G1Affine>() == size_of::<blst_p1_affine>());
 const _: () = assert!(size_of::<G2Affine>() == size_of::<blst_p2_affine>());
+const _: () = assert!(size_of::<G1Projective>() == size_of::<blst_p1>());
+const _: () = assert!(size_of::<G2Projective>() == size_of::<blst_p2>());
 const _: () = assert!(size_of::<Scalar>() == size_of::<blst_fr>());
 const _: () = assert!(size_of::<Gt>() == size_of::<blst_fp12>());
 const _: () = assert!(align_of::<Gt>() == align_of::<blst_fp12>());
@@ -96,6 +100,44 @@ pub(crate) fn wipe_g2(x: &mut G2Affine) {
             fp.l.zeroize();
         }
     }
+}
+
+/// Overwrites a projective G2 point's coordinates with zeros (`Z = 0`: the point at infinity).
+pub(crate) fn wipe_g2_projective(x: &mut G2Projective) {
+    // SAFETY: `G2Projective` is `#[repr(transparent)]` over `blst_p2` (blstrs g2.rs); all-zero
+    // coordinates have `Z = 0`, blst's point at infinity, a valid value.
+    let raw = unsafe { &mut *(x as *mut G2Projective).cast::<blst_p2>() };
+    for fp2 in [&mut raw.x, &mut raw.y, &mut raw.z] {
+        for fp in &mut fp2.fp {
+            fp.l.zeroize();
+        }
+    }
+}
+
+/// Overwrites a projective G1 point's coordinates with zeros (`Z = 0`: the point at infinity).
+pub(crate) fn wipe_g1_projective(x: &mut G1Projective) {
+    // SAFETY: `G1Projective` is `#[repr(transparent)]` over `blst_p1` (blstrs g1.rs); all-zero
+    // coordinates have `Z = 0`, blst's point at infinity, a valid value.
+    let raw = unsafe { &mut *(x as *mut G1Projective).cast::<blst_p1>() };
+    for fp in [&mut raw.x, &mut raw.y, &mut raw.z] {
+        fp.l.zeroize();
+    }
+}
+
+/// Overwrites a GT element with the identity `1` (volatile writes of every limb first), so a
+/// secret message leaves nothing behind and the value stays a valid group element.
+pub(crate) fn wipe_gt(x: &mut Gt) {
+    // SAFETY: `Gt` is `#[repr(transparent)]` over `blst_fp12` (size and alignment asserted
+    // above); zero limbs are a valid `blst_fp12` value, replaced at once by the identity.
+    let raw = unsafe { &mut *(x as *mut Gt).cast::<blst_fp12>() };
+    for fp6 in &mut raw.fp6 {
+        for fp2 in &mut fp6.fp2 {
+            for fp in &mut fp2.fp {
+                fp.l.zeroize();
+            }
+        }
+    }
+    *x = Gt::identity();
 }
 
 // === impl FixedBase ===

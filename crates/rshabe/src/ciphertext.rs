@@ -7,7 +7,7 @@ use ff::Field;
 use group::{Curve, Group};
 use rand_core::{CryptoRng, RngCore};
 
-use crate::access::AccessStructure;
+use crate::access::{AccessStructure, MAX_POLICY_BYTES, PolicyError, PolicyErrorKind};
 use crate::backend::{self, Lines};
 use crate::data_key::DataKey;
 use crate::decrypt_key::{DecryptionKey, K0, K1, K1_T};
@@ -80,22 +80,26 @@ pub fn encrypt(
     rng: &mut (impl CryptoRng + RngCore),
 ) -> Result<(Ciphertext, DataKey), Error> {
     pp.params.period(period)?;
+    ensure_encodable(policy)?;
     let tab = pp.tables();
     let lsss = Lsss::new(policy);
-    let m = random_message(rng);
+    let mut m = random_message(rng);
     let mut s = Scalar::random(&mut *rng);
-    let c = m + tab.y.mul(&s);
+    let mut ys = tab.y.mul(&s);
+    let c = m + ys;
+    backend::wipe_gt(&mut ys);
     let c0 = tab.g1.g.mul(&s);
     let mut shares = lsss.share(&s, rng);
     let mut work = Vec::with_capacity(3 * (shares.len() + usize::from(pp.params.time_depth()) + 1));
     for (a, lambda) in policy.leaves().into_iter().zip(&shares) {
         work.extend(new_row(tab, tab.g1.w.mul(lambda), &Base::attribute(a), rng));
     }
-    let ws = tab.g1.w.mul(&s);
+    let mut ws = tab.g1.w.mul(&s);
     let cover = tree::cover(pp.params.time_depth(), period);
     for node in &cover {
         work.extend(new_row(tab, ws, &Base::time(*node), rng));
     }
+    backend::wipe_g1_projective(&mut ws);
     backend::wipe_scalar(&mut s);
     shares.iter_mut().for_each(backend::wipe_scalar);
     work.push(c0);
@@ -117,7 +121,30 @@ pub fn encrypt(
         rows: policy_rows,
         chains,
     };
-    Ok((ct, DataKey::derive(&m)?))
+    let key = DataKey::derive(&m);
+    backend::wipe_gt(&mut m);
+    Ok((ct, key?))
+}
+
+/// Refuses a structure whose canonical text the decoder could not read back: longer than
+/// [`MAX_POLICY_BYTES`] (the decoder's limit, far below the u16 length field), or not printing
+/// back to itself. Checked before any work, so that no ciphertext is ever stored that nobody can
+/// decode (the audit's silent data loss above 64 KiB).
+fn ensure_encodable(policy: &AccessStructure) -> Result<(), Error> {
+    let text = policy.to_string();
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(Error::Policy(PolicyError {
+            kind: PolicyErrorKind::CanonicalTooLong,
+            position: 0,
+        }));
+    }
+    if AccessStructure::parse(&text).as_ref() != Ok(policy) {
+        return Err(Error::Policy(PolicyError {
+            kind: PolicyErrorKind::NotCanonical,
+            position: 0,
+        }));
+    }
+    Ok(())
 }
 
 /// CTUpdate(PP, ct_t, t') of RS-HABE.md §4: the same ciphertext moved to the later `period`.
@@ -223,12 +250,15 @@ pub fn decrypt(key: &DecryptionKey, ct: &Ciphertext) -> Result<DataKey, Error> {
         .map(|&i| key.lines(i).ok_or(Error::Decryption))
         .collect::<Result<_, _>>()?;
     let terms: Vec<(G1Affine, &Lines)> = points.into_iter().zip(lines).collect();
-    let blinding = backend::multi_pairing(&terms);
-    let m = ct.c - blinding;
+    let mut blinding = backend::multi_pairing(&terms);
+    let mut m = ct.c - blinding;
+    backend::wipe_gt(&mut blinding);
     if bool::from(m.is_identity()) {
         return Err(Error::Decryption);
     }
-    DataKey::derive(&m)
+    let key = DataKey::derive(&m);
+    backend::wipe_gt(&mut m);
+    key
 }
 
 // === impl Ciphertext ===
@@ -363,10 +393,12 @@ fn extend_chain(
         return Ok(chain);
     }
     let mut z = Scalar::random(&mut *rng);
+    let mut wz = tab.g1.w.mul(&z);
     let [d1, d2, d3] = blinding(tab, &Base::time(last.node), rng);
     let [c1, c2, c3] = last.row.projective();
-    let split = [c1 - tab.g1.w.mul(&z) + d1, c2 + d2, c3 + d3];
-    let appended = new_row(tab, tab.g1.w.mul(&z), &Base::time(tau), rng);
+    let split = [c1 - wz + d1, c2 + d2, c3 + d3];
+    let appended = new_row(tab, wz, &Base::time(tau), rng);
+    backend::wipe_g1_projective(&mut wz);
     backend::wipe_scalar(&mut z);
     let points = normalize(&[split, appended].concat());
     last.row = Row::from_chunk(&points[..3]);
@@ -380,7 +412,9 @@ fn extend_chain(
 /// The full re-randomisation of [`UpdateMode::Rerandomize`], in place.
 fn rerandomize(tab: &EncryptionTables, ct: &mut Ciphertext, rng: &mut (impl CryptoRng + RngCore)) {
     let mut s = Scalar::random(&mut *rng);
-    ct.c += tab.y.mul(&s);
+    let mut ys = tab.y.mul(&s);
+    ct.c += ys;
+    backend::wipe_gt(&mut ys);
     let mut work = vec![G1Projective::from(ct.c0) + tab.g1.g.mul(&s)];
     let mut shares = Lsss::new(&ct.policy).share(&s, rng);
     for ((row, a), mu) in ct.rows.iter().zip(ct.policy.leaves()).zip(&shares) {

@@ -43,8 +43,9 @@ pub(crate) const K1_T: usize = 2;
 
 /// DKGen(SK, KU_t) of RS-HABE.md §4: the decryption key of `key`'s holder for the update's period.
 ///
-/// Takes the KUNode θ on the user's path, sets `K0 = K0_θ·KU0_θ·w₂^{d1+d2}`, `K1·g₂^{d1}`,
-/// `KU1_θ·g₂^{d2}` and re-randomises every attribute row with `d1` and every time row with `d2`.
+/// "Take θ ∈ Path(η) ∩ KUNodes. If there is none, the user is revoked. From node θ's key only:
+/// K0 = K0_θ·KU0_θ·w₂^{d1+d2}, K1 = K1_θ·g₂^{d1}, K1_T = KU1_θ·g₂^{d2}. Re-randomise node θ's
+/// attribute rows with d1 (and fresh per-row randomness) and every time row with d2."
 /// The re-randomisation hides `α_θ` and the long-term key, which is what makes a leaked
 /// decryption key useless for any other period (decryption-key-exposure resistance).
 /// Fails with [`Error::Revoked`] when no KUNode lies on the user's path.
@@ -57,25 +58,28 @@ pub fn decrypt_key(
     pp.params.ensure_same(key.params)?;
     pp.params.ensure_same(update.params)?;
     let (theta, node) = update.node_on_path(key.leaf).ok_or(Error::Revoked)?;
-    let k0_theta = key
-        .k0
-        .get(usize::from(theta.depth()))
-        .ok_or(Error::ParamsMismatch)?;
+    let own = key.node(theta.depth()).ok_or(Error::ParamsMismatch)?;
     let kt = pp.key_tables();
     let mut d1 = Scalar::random(&mut *rng);
     let mut d2 = Scalar::random(&mut *rng);
-    let k0 = kt.w.mul(&(d1 + d2)) + k0_theta + node.ku0;
-    let k1 = kt.g.mul(&d1) + key.k1;
-    let k1t = kt.g.mul(&d2) + node.ku1;
-    let minus_v_d1 = -kt.v.mul(&d1);
-    let minus_v_d2 = -kt.v.mul(&d2);
-    backend::wipe_scalar(&mut d1);
-    backend::wipe_scalar(&mut d2);
-    let mut heads = [G2Affine::default(); 3];
-    G2Projective::batch_normalize(&[k0, k1, k1t], &mut heads);
-    let mut elements = heads.to_vec();
+    let mut d = d1 + d2;
+    let mut heads = [
+        kt.w.mul(&d) + own.k0 + node.ku0,
+        kt.g.mul(&d1) + own.k1,
+        kt.g.mul(&d2) + node.ku1,
+    ];
+    let mut minus_v_d1 = -kt.v.mul(&d1);
+    let mut minus_v_d2 = -kt.v.mul(&d2);
+    [&mut d1, &mut d2, &mut d]
+        .into_iter()
+        .for_each(backend::wipe_scalar);
+    let mut affine = [G2Affine::default(); 3];
+    G2Projective::batch_normalize(&heads, &mut affine);
+    heads.iter_mut().for_each(backend::wipe_g2_projective);
+    let mut elements = affine.to_vec();
+    affine.iter_mut().for_each(backend::wipe_g2);
     let mut attributes = BTreeMap::new();
-    for (i, (a, row)) in key.attributes.iter().enumerate() {
+    for (i, (a, row)) in key.attributes.iter().zip(&own.rows).enumerate() {
         let base = G2Base::Point(pp.attribute_base_g2(a));
         let fresh = rerandomize_row(&kt.g, &base, minus_v_d1, row, rng);
         elements.extend([fresh.k2, fresh.k3]);
@@ -87,6 +91,8 @@ pub fn decrypt_key(
         let fresh = rerandomize_row(&kt.g, &base, minus_v_d2, row, rng);
         elements.extend([fresh.k2, fresh.k3]);
     }
+    backend::wipe_g2_projective(&mut minus_v_d1);
+    backend::wipe_g2_projective(&mut minus_v_d2);
     Ok(DecryptionKey::from_parts(
         pp.params,
         update.period,

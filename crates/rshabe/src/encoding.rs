@@ -11,20 +11,27 @@
 use std::collections::BTreeMap;
 
 use blstrs::{Compress, G1Affine, G2Affine, Gt, Scalar};
+use group::Group;
 use group::prime::PrimeCurveAffine;
 use zeroize::Zeroizing;
 
 use crate::access::{AccessStructure, Attribute};
 use crate::ciphertext::{Ciphertext, Row, TimeRow};
 use crate::decrypt_key::DecryptionKey;
-use crate::key::{AttributeKey, SecretKey};
+use crate::key::{AttributeKey, NodeKey, SecretKey};
 use crate::params::{Generators, MasterSecret, Params, PublicParams};
 use crate::tree::{self, Node};
 use crate::update::{KeyUpdate, NodeUpdate};
 use crate::{DecodeError, Error, MAX_KEY_ATTRIBUTES};
 
-/// The wire-format version this build writes and reads.
+/// The wire-format version of the public objects (public parameters, key updates, ciphertexts)
+/// and of decryption keys: what this build writes and reads for them.
 pub const VERSION: u8 = 1;
+
+/// The wire-format version of long-term secret keys: 2 since every node of the user's path holds
+/// an independent key (RS-HABE.md §4, "Correction (2026-12-02)"). Version 1 keys, which shared one
+/// randomiser across the path, are refused with [`DecodeError::RetiredKeyLayout`].
+pub const SECRET_KEY_VERSION: u8 = 2;
 
 const G1_BYTES: usize = 48;
 const G2_BYTES: usize = 96;
@@ -42,6 +49,14 @@ enum Kind {
 }
 
 impl Kind {
+    /// The format version this build writes for the kind and the only one it reads.
+    fn version(self) -> u8 {
+        match self {
+            Self::SecretKey => SECRET_KEY_VERSION,
+            _ => VERSION,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::PublicParams => "public parameters",
@@ -71,11 +86,11 @@ impl PublicParams {
         let (mut r, params) = Reader::open(bytes, Kind::PublicParams)?;
         let mut g1 = [G1Affine::default(); 7];
         for p in &mut g1 {
-            *p = r.g1_nonzero()?;
+            *p = r.g1()?;
         }
         let mut g2 = [G2Affine::default(); 7];
         for p in &mut g2 {
-            *p = r.g2_nonzero()?;
+            *p = r.g2()?;
         }
         let y = r.gt()?;
         r.finish()?;
@@ -117,32 +132,42 @@ impl MasterSecret {
 // === impl SecretKey ===
 
 impl SecretKey {
-    /// The canonical encoding, in a buffer that is zeroized on drop.
+    /// The canonical encoding (format version 2), in a buffer that is zeroized on drop:
+    /// `head ‖ leaf (8) ‖ m (2) ‖ m names ‖ for each of the L+1 path nodes, root first:
+    /// K1_θ ‖ K0_θ ‖ m × (K_{θ,A,2} ‖ K_{θ,A,3})`.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::new(Kind::SecretKey, self.params);
         w.u64(self.leaf.bits());
-        w.g2(&self.k1);
-        self.k0.iter().for_each(|p| w.g2(p));
-        w.attribute_rows(self.attributes.iter());
+        w.u16(self.attributes.len() as u16);
+        self.attributes.iter().for_each(|a| w.string(a.as_str()));
+        for node in &self.nodes {
+            w.g2(&node.k1);
+            w.g2(&node.k0);
+            node.rows.iter().for_each(|row| w.row(row));
+        }
         Zeroizing::new(w.0)
     }
 
-    /// Decodes [`SecretKey::to_bytes`]'s output.
+    /// Decodes [`SecretKey::to_bytes`]'s output. A key of format version 1 (one randomiser for
+    /// the whole path) is [`DecodeError::RetiredKeyLayout`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let (mut r, params) = Reader::open(bytes, Kind::SecretKey)?;
         let leaf = params
             .leaf(r.u64()?)
             .map_err(|_| DecodeError::InvalidNode)?;
-        let k1 = r.g2()?;
-        let k0 = r.g2_vec(usize::from(params.user_depth()) + 1)?;
-        let attributes = r.attribute_rows()?;
+        let attributes = r.attribute_names()?;
+        let m = attributes.len();
+        let depth = usize::from(params.user_depth());
+        r.count(depth + 1, G2_BYTES * (2 + 2 * m))?;
+        let nodes = (0..=depth)
+            .map(|_| r.node_key(m))
+            .collect::<Result<_, _>>()?;
         r.finish()?;
         Ok(Self {
             params,
             leaf,
-            k1,
-            k0,
             attributes,
+            nodes,
         })
     }
 }
@@ -304,7 +329,7 @@ struct Writer(Vec<u8>);
 impl Writer {
     fn new(kind: Kind, params: Params) -> Self {
         Self(vec![
-            VERSION,
+            kind.version(),
             kind as u8,
             params.user_depth(),
             params.time_depth(),
@@ -361,17 +386,6 @@ impl Writer {
         self.g1(&row.c2);
         self.g1(&row.c3);
     }
-
-    fn attribute_rows<'a>(
-        &mut self,
-        rows: impl ExactSizeIterator<Item = (&'a Attribute, &'a AttributeKey)>,
-    ) {
-        self.u16(rows.len() as u16);
-        for (a, row) in rows {
-            self.string(a.as_str());
-            self.row(row);
-        }
-    }
 }
 
 // === impl Reader ===
@@ -384,14 +398,18 @@ impl<'a> Reader<'a> {
     fn open(bytes: &'a [u8], kind: Kind) -> Result<(Self, Params), Error> {
         let mut r = Reader { bytes };
         let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version).into());
-        }
         let found = r.u8()?;
         if found != kind as u8 {
             return Err(DecodeError::WrongKind {
                 expected: kind.name(),
                 found,
+            }
+            .into());
+        }
+        if version != kind.version() {
+            return Err(match kind {
+                Kind::SecretKey if version == 1 => DecodeError::RetiredKeyLayout,
+                _ => DecodeError::UnknownVersion(version),
             }
             .into());
         }
@@ -458,35 +476,36 @@ impl<'a> Reader<'a> {
         Option::from(Scalar::from_bytes_be(&self.array()?)).ok_or(DecodeError::InvalidScalar)
     }
 
+    /// A G1 element of the prime-order subgroup, never the identity: no object of the scheme
+    /// holds one except with negligible probability, and an identity where a random element
+    /// belongs is how forged ciphertexts pin their data key (the audit's all-identity header).
     fn g1(&mut self) -> Result<G1Affine, DecodeError> {
-        Option::from(G1Affine::from_compressed(&self.array::<G1_BYTES>()?))
-            .ok_or(DecodeError::InvalidPoint)
+        let p: G1Affine = Option::from(G1Affine::from_compressed(&self.array::<G1_BYTES>()?))
+            .ok_or(DecodeError::InvalidPoint)?;
+        if bool::from(p.is_identity()) {
+            return Err(DecodeError::IdentityPoint);
+        }
+        Ok(p)
     }
 
+    /// A G2 element of the prime-order subgroup, never the identity (as for [`Reader::g1`]).
     fn g2(&mut self) -> Result<G2Affine, DecodeError> {
-        Option::from(G2Affine::from_compressed(&self.array::<G2_BYTES>()?))
-            .ok_or(DecodeError::InvalidPoint)
-    }
-
-    fn g1_nonzero(&mut self) -> Result<G1Affine, DecodeError> {
-        let p = self.g1()?;
+        let p: G2Affine = Option::from(G2Affine::from_compressed(&self.array::<G2_BYTES>()?))
+            .ok_or(DecodeError::InvalidPoint)?;
         if bool::from(p.is_identity()) {
-            return Err(DecodeError::InvalidPoint);
+            return Err(DecodeError::IdentityPoint);
         }
         Ok(p)
     }
 
-    fn g2_nonzero(&mut self) -> Result<G2Affine, DecodeError> {
-        let p = self.g2()?;
-        if bool::from(p.is_identity()) {
-            return Err(DecodeError::InvalidPoint);
-        }
-        Ok(p)
-    }
-
+    /// A GT element, never the identity (`C = m·Y^s` with `m ≠ 1` random).
     fn gt(&mut self) -> Result<Gt, DecodeError> {
         let bytes = self.take(GT_BYTES)?;
-        Gt::read_compressed(bytes).map_err(|_| DecodeError::InvalidPoint)
+        let x = Gt::read_compressed(bytes).map_err(|_| DecodeError::InvalidPoint)?;
+        if bool::from(x.is_identity()) {
+            return Err(DecodeError::IdentityPoint);
+        }
+        Ok(x)
     }
 
     fn g2_vec(&mut self, n: usize) -> Result<Vec<G2Affine>, DecodeError> {
@@ -545,23 +564,12 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn attribute_rows(&mut self) -> Result<BTreeMap<Attribute, AttributeKey>, DecodeError> {
-        let n = usize::from(self.u16()?);
-        if n == 0 || n > MAX_KEY_ATTRIBUTES {
-            return Err(DecodeError::InvalidLength);
-        }
-        let n = self.count(n, 2 + 2 * G2_BYTES)?;
-        let mut out = BTreeMap::new();
-        let mut previous: Option<Attribute> = None;
-        for _ in 0..n {
-            let a = self.attribute()?;
-            if previous.as_ref().is_some_and(|p| *p >= a) {
-                return Err(DecodeError::NonCanonical);
-            }
-            previous = Some(a.clone());
-            out.insert(a, self.row()?);
-        }
-        Ok(out)
+    /// One path node's key of a secret key holding `m` attributes.
+    fn node_key(&mut self, m: usize) -> Result<NodeKey, DecodeError> {
+        let k1 = self.g2()?;
+        let k0 = self.g2()?;
+        let rows = (0..m).map(|_| self.row()).collect::<Result<_, _>>()?;
+        Ok(NodeKey { k1, k0, rows })
     }
 
     /// A chain ending at `end`: 1 to ℓ+1 rows whose nodes go strictly down one line of the tree.

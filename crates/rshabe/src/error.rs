@@ -97,6 +97,11 @@ pub enum DecodeError {
     /// A group element that is not a valid compressed point of the prime-order subgroup.
     #[error("invalid or off-subgroup group element")]
     InvalidPoint,
+    /// The identity where the scheme only ever produces random group elements: refused, since
+    /// it is how a forged object pins its outcome (an all-identity ciphertext "decrypts" to a
+    /// data key its writer chose).
+    #[error("identity group element where a random one belongs")]
+    IdentityPoint,
     /// A scalar encoding that is not below the group order.
     #[error("non-canonical scalar")]
     InvalidScalar,
@@ -110,6 +115,14 @@ pub enum DecodeError {
     /// Tree nodes, periods or leaves that do not fit the parameters or each other.
     #[error("inconsistent tree nodes")]
     InvalidNode,
+    /// A long-term key in the layout of wire version 1, in which every node of the user's path
+    /// shared one randomiser (RS-HABE.md §4, "Correction (2026-12-02)"): such keys let a revoked
+    /// user combine with any current user's key, so they are never decoded. The authority must
+    /// re-issue every key under the corrected layout.
+    #[error(
+        "a long-term key in the retired layout of wire version 1 (one randomiser for every node); it must be re-issued"
+    )]
+    RetiredKeyLayout,
     /// An embedded access structure or attribute is invalid.
     #[error("invalid embedded access structure: {0}")]
     Policy(PolicyError),

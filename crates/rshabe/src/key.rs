@@ -1,6 +1,6 @@
 //! `KeyGen` and `Delegate`: long-term user keys and their hierarchical delegation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 
 use blstrs::{G2Affine, G2Projective, Scalar};
@@ -10,27 +10,40 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::access::Attribute;
 use crate::backend::{self, G2Table};
-use crate::params::{MasterSecret, Params, PublicParams};
+use crate::params::{KeyTables, MasterSecret, Params, PublicParams};
 use crate::tree::Node;
 use crate::{Error, MAX_KEY_ATTRIBUTES};
 
-/// A user's long-term secret key `SK = (K1, {K0_θ}_{θ ∈ Path(η)}, {K_{A,2}, K_{A,3}}_{A ∈ S})`,
-/// bound to a leaf `η` of the user tree and an attribute set `S`. `1 + (L+1) + 2m` G2 elements.
+/// A user's long-term secret key, bound to a leaf `η` of the user tree and an attribute set `S`:
+/// for every node θ of `Path(η)` an independent RW13 key
+/// `(K1_θ, K0_θ, {K_{θ,A,2}, K_{θ,A,3}}_{A ∈ S})`, `(L+1)(2 + 2m)` G2 elements.
 ///
-/// It decrypts nothing by itself: each period it is combined with the public key update into a
-/// [`DecryptionKey`](crate::DecryptionKey). Zeroized on drop.
+/// Every node has its own randomiser `r_θ` and its own attribute rows (RS-HABE.md §4, after the
+/// correction of 2026-12-02): with one randomiser shared across the path, a revoked user could
+/// move a current user's node components onto its own key. It decrypts nothing by itself: each
+/// period it is combined with the public key update into a
+/// [`DecryptionKey`](crate::DecryptionKey), from the one node of its path that the update covers.
+/// Zeroized on drop; neither `Clone` nor `Copy`.
 pub struct SecretKey {
     pub(crate) params: Params,
     pub(crate) leaf: Node,
+    /// `S`, canonical and strictly increasing; each node's rows follow this order.
+    pub(crate) attributes: Vec<Attribute>,
+    /// The key of θ ∈ Path(η), indexed by the node's depth (the root first).
+    pub(crate) nodes: Vec<NodeKey>,
+}
+
+/// The RW13 key of one node θ of a user's path: `K1_θ = g₂^{r_θ}`, `K0_θ = g₂^{α_θ}·w₂^{r_θ}`
+/// and one row per attribute of the key, in the key's attribute order.
+pub(crate) struct NodeKey {
     pub(crate) k1: G2Affine,
-    /// `K0_θ` for θ ∈ Path(η), indexed by the node's depth.
-    pub(crate) k0: Vec<G2Affine>,
-    pub(crate) attributes: BTreeMap<Attribute, AttributeKey>,
+    pub(crate) k0: G2Affine,
+    pub(crate) rows: Vec<AttributeKey>,
 }
 
 /// The two G2 elements of one attribute (or time node) row of a key: `(g₂^{r_A},
-/// (u₂^{H(A)}h₂)^{r_A}·v₂^{−r})`.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// (u₂^{H(A)}h₂)^{r_A}·v₂^{−r})`. Secret in a user's key: no `Copy`, wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct AttributeKey {
     pub(crate) k2: G2Affine,
     pub(crate) k3: G2Affine,
@@ -38,9 +51,9 @@ pub(crate) struct AttributeKey {
 
 /// KeyGen(MSK, η, S) of RS-HABE.md §4: a key for the user at `leaf` holding `attributes`.
 ///
-/// Picks `r` and one `r_A` per attribute and sets `K1 = g₂^r`, `K0_θ = g₂^{α_θ}·w₂^r` for every
-/// node θ on the leaf's path, and `K_{A,2} = g₂^{r_A}`, `K_{A,3} = (u₂^{H(A)}h₂)^{r_A}·v₂^{−r}`.
-/// Duplicate attributes count once.
+/// "For each θ ∈ Path(η), independently: pick r_θ and r_{θ,A} for A ∈ S, and set
+/// K1_θ = g₂^{r_θ}, K0_θ = g₂^{α_θ}·w₂^{r_θ}; for A ∈ S: (K_{θ,A,2} = g₂^{r_{θ,A}},
+/// K_{θ,A,3} = (u₂^{H(A)}h₂)^{r_{θ,A}}·v₂^{−r_θ})." Duplicate attributes count once.
 pub fn keygen(
     pp: &PublicParams,
     msk: &MasterSecret,
@@ -52,48 +65,36 @@ pub fn keygen(
     let leaf = pp.params.leaf(leaf)?;
     let set = attribute_set(attributes.iter())?;
     let kt = pp.key_tables();
-    let mut r = Scalar::random(&mut *rng);
-    let k1 = kt.g.mul(&r);
-    let wr = kt.w.mul(&r);
-    let k0: Vec<G2Projective> = leaf
+    let bases: Vec<G2Base<'_>> = set
+        .iter()
+        .map(|a| G2Base::Point(pp.attribute_base_g2(a)))
+        .collect();
+    let nodes = leaf
         .path()
         .map(|theta| {
-            let mut a = msk.node_secret(theta);
-            let k = kt.g.mul(&a) + wr;
-            backend::wipe_scalar(&mut a);
-            k
-        })
-        .collect();
-    let minus_vr = -kt.v.mul(&r);
-    backend::wipe_scalar(&mut r);
-    let attributes = set
-        .into_iter()
-        .map(|a| {
-            let row = fresh_row(
-                &kt.g,
-                &G2Base::Point(pp.attribute_base_g2(a)),
-                minus_vr,
-                rng,
-            );
-            (a.clone(), row)
+            let mut alpha_theta = msk.node_secret(theta);
+            let node = node_key(kt, &alpha_theta, &bases, rng);
+            backend::wipe_scalar(&mut alpha_theta);
+            node
         })
         .collect();
     Ok(SecretKey {
         params: pp.params,
         leaf,
-        k1: k1.to_affine(),
-        k0: normalize(&k0),
-        attributes,
+        attributes: set.into_iter().cloned().collect(),
+        nodes,
     })
 }
 
 /// Delegate(SK, S' ⊆ S) of RS-HABE.md §4 (after BSW07): a key for the same leaf holding only
-/// `subset`, re-randomised so that it is distributed like a fresh key for `(η, S')`.
+/// `subset`, distributed like a fresh key for `(η, S')`.
 ///
-/// Adds `δ` to `r` (`K1·g₂^δ`, every `K0_θ·w₂^δ`) and a fresh `δ_A` to each kept attribute row.
-/// Needs only public values, so a sub-authority can run it. The delegatee inherits the leaf:
-/// revoking the delegator revokes it too; a delegatee that must be revoked on its own needs a
-/// key of its own from the authority.
+/// "For each θ ∈ Path(η), independently re-randomise that node's key (own δ_θ, own δ_{θ,A}), and
+/// drop the attributes not in S': K1_θ·g₂^{δ_θ}, K0_θ·w₂^{δ_θ}; for each A ∈ S':
+/// K_{θ,A,2}·g₂^{δ_{θ,A}} and K_{θ,A,3}·(u₂^{H(A)}h₂)^{δ_{θ,A}}·v₂^{−δ_θ}." Needs only public
+/// values, so a sub-authority can run it. The delegatee inherits the leaf: revoking the
+/// delegator revokes it too; a delegatee that must be revoked on its own needs a key of its own
+/// from the authority.
 pub fn delegate(
     pp: &PublicParams,
     key: &SecretKey,
@@ -102,32 +103,68 @@ pub fn delegate(
 ) -> Result<SecretKey, Error> {
     pp.params.ensure_same(key.params)?;
     let set = attribute_set(subset.iter())?;
-    if let Some(missing) = set.iter().find(|a| !key.attributes.contains_key(a)) {
-        return Err(Error::AttributeNotHeld((*missing).clone()));
+    let mut kept = Vec::with_capacity(set.len());
+    for a in &set {
+        let index = key
+            .attributes
+            .binary_search(a)
+            .map_err(|_| Error::AttributeNotHeld((*a).clone()))?;
+        kept.push((index, G2Base::Point(pp.attribute_base_g2(a))));
     }
     let kt = pp.key_tables();
-    let mut delta = Scalar::random(&mut *rng);
-    let k1 = kt.g.mul(&delta) + key.k1;
-    let w_delta = kt.w.mul(&delta);
-    let k0: Vec<G2Projective> = key.k0.iter().map(|k| w_delta + k).collect();
-    let minus_v_delta = -kt.v.mul(&delta);
-    backend::wipe_scalar(&mut delta);
-    let attributes = set
-        .into_iter()
-        .filter_map(|a| key.attributes.get(a).map(|row| (a, row)))
-        .map(|(a, row)| {
-            let base = G2Base::Point(pp.attribute_base_g2(a));
-            let fresh = rerandomize_row(&kt.g, &base, minus_v_delta, row, rng);
-            (a.clone(), fresh)
-        })
+    let nodes = key
+        .nodes
+        .iter()
+        .map(|node| rerandomize_node(kt, node, &kept, rng))
         .collect();
     Ok(SecretKey {
         params: key.params,
         leaf: key.leaf,
-        k1: k1.to_affine(),
-        k0: normalize(&k0),
-        attributes,
+        attributes: set.into_iter().cloned().collect(),
+        nodes,
     })
+}
+
+/// One node's fresh RW13 key for `α_θ`: own `r_θ`, own row randomness.
+fn node_key(
+    kt: &KeyTables,
+    alpha_theta: &Scalar,
+    bases: &[G2Base<'_>],
+    rng: &mut (impl CryptoRng + RngCore),
+) -> NodeKey {
+    let mut r = Scalar::random(&mut *rng);
+    let mut head = [kt.g.mul(&r), kt.g.mul(alpha_theta) + kt.w.mul(&r)];
+    let mut minus_vr = -kt.v.mul(&r);
+    backend::wipe_scalar(&mut r);
+    let rows = bases
+        .iter()
+        .map(|base| fresh_row(&kt.g, base, minus_vr, rng))
+        .collect();
+    backend::wipe_g2_projective(&mut minus_vr);
+    let [k1, k0] = affine_pair(&mut head);
+    NodeKey { k1, k0, rows }
+}
+
+/// One node's key re-randomised with a fresh `δ_θ`, keeping the rows at `kept` (index into the
+/// node's rows, and that attribute's base).
+fn rerandomize_node(
+    kt: &KeyTables,
+    node: &NodeKey,
+    kept: &[(usize, G2Base<'_>)],
+    rng: &mut (impl CryptoRng + RngCore),
+) -> NodeKey {
+    let mut delta = Scalar::random(&mut *rng);
+    let mut head = [kt.g.mul(&delta) + node.k1, kt.w.mul(&delta) + node.k0];
+    let mut minus_v_delta = -kt.v.mul(&delta);
+    backend::wipe_scalar(&mut delta);
+    let rows = kept
+        .iter()
+        .filter_map(|(i, base)| node.rows.get(*i).map(|row| (row, base)))
+        .map(|(row, base)| rerandomize_row(&kt.g, base, minus_v_delta, row, rng))
+        .collect();
+    backend::wipe_g2_projective(&mut minus_v_delta);
+    let [k1, k0] = affine_pair(&mut head);
+    NodeKey { k1, k0, rows }
 }
 
 // === impl SecretKey ===
@@ -145,22 +182,23 @@ impl SecretKey {
 
     /// The attributes the key holds, in canonical order.
     pub fn attributes(&self) -> impl Iterator<Item = &Attribute> {
-        self.attributes.keys()
+        self.attributes.iter()
     }
 
-    /// How many G2 elements the key holds: `1 + (L+1) + 2m`.
+    /// How many G2 elements the key holds: `(L+1)(2 + 2m)`.
     pub fn element_count(&self) -> usize {
-        1 + self.k0.len() + 2 * self.attributes.len()
+        self.nodes.iter().map(|n| 2 + 2 * n.rows.len()).sum()
+    }
+
+    /// The key of the path node at `depth`.
+    pub(crate) fn node(&self, depth: u8) -> Option<&NodeKey> {
+        self.nodes.get(usize::from(depth))
     }
 }
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        backend::wipe_g2(&mut self.k1);
-        self.k0.iter_mut().for_each(backend::wipe_g2);
-        for row in self.attributes.values_mut() {
-            row.wipe();
-        }
+        self.nodes.iter_mut().for_each(NodeKey::wipe);
     }
 }
 
@@ -168,15 +206,24 @@ impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretKey")
             .field("leaf", &self.leaf.bits())
-            .field("attributes", &self.attributes.keys().collect::<Vec<_>>())
+            .field("attributes", &self.attributes)
             .finish_non_exhaustive()
+    }
+}
+
+// === impl NodeKey ===
+
+impl NodeKey {
+    fn wipe(&mut self) {
+        backend::wipe_g2(&mut self.k1);
+        backend::wipe_g2(&mut self.k0);
     }
 }
 
 // === impl AttributeKey ===
 
-impl AttributeKey {
-    pub(crate) fn wipe(&mut self) {
+impl Drop for AttributeKey {
+    fn drop(&mut self) {
         backend::wipe_g2(&mut self.k2);
         backend::wipe_g2(&mut self.k3);
     }
@@ -221,13 +268,17 @@ fn row_terms(
     terms
 }
 
-fn affine_row(terms: [G2Projective; 2]) -> AttributeKey {
+fn affine_row(mut terms: [G2Projective; 2]) -> AttributeKey {
+    let [k2, k3] = affine_pair(&mut terms);
+    AttributeKey { k2, k3 }
+}
+
+/// Two secret points in affine form; the projective inputs are wiped.
+pub(crate) fn affine_pair(terms: &mut [G2Projective; 2]) -> [G2Affine; 2] {
     let mut pair = [G2Affine::default(); 2];
-    G2Projective::batch_normalize(&terms, &mut pair);
-    AttributeKey {
-        k2: pair[0],
-        k3: pair[1],
-    }
+    G2Projective::batch_normalize(terms, &mut pair);
+    terms.iter_mut().for_each(backend::wipe_g2_projective);
+    pair
 }
 
 /// `(K2·g₂^{δ_A}, K3·F^{δ_A}·V)` with a fresh `δ_A`, where `V` is the caller's `v₂^{−δ}` term.
@@ -238,14 +289,10 @@ pub(crate) fn rerandomize_row(
     row: &AttributeKey,
     rng: &mut (impl CryptoRng + RngCore),
 ) -> AttributeKey {
-    let [k2, k3] = row_terms(g, base, minus_v_delta, rng);
-    affine_row([k2 + row.k2, k3 + row.k3])
-}
-
-pub(crate) fn normalize(points: &[G2Projective]) -> Vec<G2Affine> {
-    let mut out = vec![G2Affine::default(); points.len()];
-    G2Projective::batch_normalize(points, &mut out);
-    out
+    let [mut k2, mut k3] = row_terms(g, base, minus_v_delta, rng);
+    k2 += row.k2;
+    k3 += row.k3;
+    affine_row([k2, k3])
 }
 
 /// The canonical attribute set of a key: 1 to [`MAX_KEY_ATTRIBUTES`] distinct attributes.

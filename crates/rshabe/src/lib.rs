@@ -99,7 +99,7 @@ pub use access::{AccessStructure, Attribute, PolicyError};
 pub use ciphertext::{Ciphertext, UpdateMode, ct_update, decrypt, encrypt};
 pub use data_key::DataKey;
 pub use decrypt_key::{DecryptionKey, decrypt_key};
-pub use encoding::VERSION as WIRE_VERSION;
+pub use encoding::{SECRET_KEY_VERSION, VERSION as WIRE_VERSION};
 pub use error::{DecodeError, Error};
 pub use hash::{DST_ATTRIBUTE, DST_TIME_NODE};
 pub use key::{SecretKey, delegate, keygen};

@@ -300,6 +300,26 @@ impl MasterSecret {
         self.params
     }
 
+    /// The same `α` with a fresh node-secret key `k_PRF`: every long-term key issued under
+    /// `self` stops combining with the key updates made under the result, while the public
+    /// parameters (`Y = e(g₁, g₂)^α`) and therefore every stored ciphertext stay valid.
+    ///
+    /// This is how an authority retires all its long-term keys at once (after RS-HABE.md §4's
+    /// correction, every key must be re-issued): a key update made with the new secret gives
+    /// `KU0_θ = g₂^{α − α'_θ}·w₂^{r'}`, and an old key's `K0_θ = g₂^{α_θ}·w₂^{r}` carries the old
+    /// `α_θ`, so their product is not `g₂^{α}` times a `w₂` term. Decryption keys already
+    /// derived for past periods still open ciphertexts of those periods until the stored
+    /// ciphertexts are updated past them: advance the period and run `ct_update`.
+    pub fn with_new_node_secrets(&self, rng: &mut (impl CryptoRng + RngCore)) -> Self {
+        let mut prf_key = [0u8; 32];
+        rng.fill_bytes(&mut prf_key);
+        Self {
+            params: self.params,
+            alpha: self.alpha,
+            prf_key,
+        }
+    }
+
     /// α_θ = PRF_k(θ), the secret of a user-tree node.
     pub(crate) fn node_secret(&self, node: Node) -> Scalar {
         hash::node_secret(&self.prf_key, node)

@@ -2,16 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use blstrs::{G2Affine, G2Projective, Scalar};
+use blstrs::{G2Affine, Scalar};
 use ff::Field;
-use group::Curve;
 use rand_core::{CryptoRng, RngCore};
 
 use crate::Error;
 use crate::MasterSecret;
 use crate::backend;
 use crate::backend::G2Table;
-use crate::key::{AttributeKey, G2Base, fresh_row};
+use crate::key::{AttributeKey, G2Base, affine_pair, fresh_row};
 use crate::params::{Params, PublicParams};
 use crate::tree::{self, Node};
 
@@ -133,19 +132,19 @@ pub fn key_update(
     let mut nodes = BTreeMap::new();
     for theta in ku {
         let mut r = Scalar::random(&mut *rng);
-        let mut a = msk.alpha - msk.node_secret(theta);
-        let ku0 = kt.g.mul(&a) + kt.w.mul(&r);
-        let ku1 = kt.g.mul(&r);
-        let minus_vr = -kt.v.mul(&r);
-        backend::wipe_scalar(&mut a);
-        backend::wipe_scalar(&mut r);
+        let mut alpha_theta = msk.node_secret(theta);
+        let mut a = msk.alpha - alpha_theta;
+        let mut head = [kt.g.mul(&a) + kt.w.mul(&r), kt.g.mul(&r)];
+        let mut minus_vr = -kt.v.mul(&r);
+        [&mut alpha_theta, &mut a, &mut r]
+            .into_iter()
+            .for_each(backend::wipe_scalar);
         let time = time_bases
             .iter()
             .map(|base| fresh_row(&kt.g, base, minus_vr, rng))
             .collect();
-        let mut pair = [G2Affine::default(); 2];
-        G2Projective::batch_normalize(&[ku0, ku1], &mut pair);
-        let [ku0, ku1] = pair;
+        backend::wipe_g2_projective(&mut minus_vr);
+        let [ku0, ku1] = affine_pair(&mut head);
         nodes.insert(theta, NodeUpdate { ku0, ku1, time });
     }
     Ok(KeyUpdate {

@@ -107,11 +107,11 @@ fn extended_input_is_refused() {
 fn unknown_versions_and_other_kinds_are_refused() {
     let all = corpus();
     for (name, bytes, decode) in &all {
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
+        let mut unknown = bytes.clone();
+        unknown[0] = 9;
         assert_eq!(
-            decode(&v2).err(),
-            Some(Error::Decode(DecodeError::UnknownVersion(2))),
+            decode(&unknown).err(),
+            Some(Error::Decode(DecodeError::UnknownVersion(9))),
             "{name}"
         );
         for (other, other_bytes, _) in &all {
@@ -147,6 +147,73 @@ fn bit_flips_never_pass_unnoticed() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A secret key of format version 1 (one randomiser for the whole path: the layout the audit of
+/// 2026-12-02 broke) is refused by name, so the authority can say what to do; every other object
+/// stays at version 1 and a version 2 of those is unknown.
+#[test]
+fn secret_keys_of_the_retired_layout_are_refused_by_name() {
+    for (name, bytes, decode) in corpus() {
+        let (mut v1, mut v2) = (bytes.clone(), bytes.clone());
+        v1[0] = 1;
+        v2[0] = 2;
+        if name == "secret key" {
+            assert_eq!(bytes[0], rshabe::SECRET_KEY_VERSION);
+            assert_eq!(
+                decode(&v1).err(),
+                Some(Error::Decode(DecodeError::RetiredKeyLayout))
+            );
+        } else {
+            assert_eq!(bytes[0], rshabe::WIRE_VERSION, "{name}");
+            assert_eq!(
+                decode(&v2).err(),
+                Some(Error::Decode(DecodeError::UnknownVersion(2))),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The identity point never occurs in a genuine object (only with negligible probability), and
+/// an all-identity ciphertext would "decrypt" to a data key its writer chose: every decoder
+/// refuses it wherever a group element stands.
+#[test]
+fn identity_points_are_refused() {
+    use group::prime::PrimeCurveAffine;
+    let id1 = G1Affine::identity().to_compressed();
+    let id2 = G2Affine::identity().to_compressed();
+    for (name, bytes, decode) in corpus() {
+        let mut tried = 0;
+        for at in 4..bytes.len() {
+            let fits = |n: usize| bytes.len() >= at + n;
+            let g1 = fits(48)
+                && bool::from(
+                    G1Affine::from_compressed(&bytes[at..at + 48].try_into().unwrap()).is_some(),
+                );
+            let g2 = fits(96)
+                && bool::from(
+                    G2Affine::from_compressed(&bytes[at..at + 96].try_into().unwrap()).is_some(),
+                );
+            let mut forged = bytes.clone();
+            if g1 {
+                forged[at..at + 48].copy_from_slice(&id1);
+            } else if g2 {
+                forged[at..at + 96].copy_from_slice(&id2);
+            } else {
+                continue;
+            }
+            tried += 1;
+            assert_eq!(
+                decode(&forged).err(),
+                Some(Error::Decode(DecodeError::IdentityPoint)),
+                "{name} at {at}"
+            );
+        }
+        if name != "master secret" {
+            assert!(tried > 0, "{name}");
         }
     }
 }

@@ -288,7 +288,11 @@ fn element_counts_match_the_formulas_of_the_specification() {
     let mut s = System::new(user_depth, time_depth, 10);
     let m = 4;
     let key = s.key(9, &["a", "b", "c", "d"]);
-    assert_eq!(key.element_count(), 1 + (big_l + 1) + 2 * m);
+    assert_eq!(key.element_count(), (big_l + 1) * (2 + 2 * m));
+    assert_eq!(
+        key.to_bytes().len(),
+        4 + 8 + 2 + 4 * (2 + 1) + 96 * (big_l + 1) * (2 + 2 * m)
+    );
     let mut rl = RevocationList::new();
     rl.revoke(s.pp.params(), 0, 0).unwrap();
     let ku = s.update(0, &rl);
@@ -365,5 +369,30 @@ fn secret_debug_output_names_no_secret() {
     ] {
         assert!(!text.contains("0x"), "{text}");
         assert!(text.len() < 200, "{text}");
+    }
+}
+
+/// The counts that `model/counts.py` computes from the exponent-space model (RS-HABE.md §4 as
+/// corrected) at the reference depths L = 20, ℓ = 10, for 10 and 100 attributes: the crate's
+/// objects must have exactly these many group elements.
+#[test]
+fn element_counts_agree_with_the_model_at_10_and_100_attributes() {
+    let mut s = System::new(20, 10, 12);
+    let ku = s.update(700, &RevocationList::new());
+    assert_eq!(ku.element_count(), 24, "one KUNode (the root): 2 + 2(ℓ+1)");
+    for (m, sk_elements, dk_elements, ct_g1) in [(10, 462, 45, 46), (100, 4242, 225, 316)] {
+        let names: Vec<String> = (0..m).map(|i| format!("a{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let key = s.key(77, &refs);
+        assert_eq!(key.element_count(), sk_elements, "secret key, m = {m}");
+        let dk = s.dk(&key, &ku).unwrap();
+        assert_eq!(dk.element_count(), dk_elements, "decryption key, m = {m}");
+        let (ct, dek) = s.seal(&names.join(" and "), 700);
+        assert_eq!(
+            ct.g1_element_count(),
+            ct_g1,
+            "ciphertext: 1 + 3n + 3|Cover(700)| with n = {m}, |Cover| = 5"
+        );
+        assert_eq!(rshabe::decrypt(&dk, &ct).unwrap(), dek);
     }
 }
