@@ -160,6 +160,79 @@ fn the_life_cycle_of_a_revoked_doctor() {
     }
 }
 
+/// Issue 13: the gateway's keyring re-keys an identity whose attributes changed by registering a
+/// new version at a new leaf and revoking the old one (gateway/src/keys.rs). A person holding
+/// both the revoked key (S1 = {a}) and the new one (S2 = {b}) must not open, for a period after
+/// the revocation, what needs S1 ∪ S2: neither data sealed fresh at that period nor data sealed
+/// before and updated past it. The new key opens exactly what S2 allows.
+///
+/// Through the public API a person can only try whole keys: the revoked one gets no decryption
+/// key at all (its leaf is in no KUNode), and the new one is checked policy by policy. That
+/// splicing the two keys' group elements together fails too (the flaw of RS-HABE.md §4 before
+/// its correction of 2026-12-02, where `K0_root(A) − K0_root(B) + K0_φ(B)` moved a node onto
+/// another key) is covered by rshabe's attack tests, ported from shared/crypto/audit: with an
+/// independent `r_θ` per node, no node component of one key fits another's attribute rows.
+#[test]
+fn a_revoked_key_and_its_reissue_do_not_open_what_needs_both() {
+    for (backend, db) in backends() {
+        let a = init(&db, KEK);
+        let pp = a.public_params();
+        let rng = &mut OsRng;
+        a.add_user("Practitioner/7", &strings(&["a"]), None, NOW, rng)
+            .unwrap();
+        let p0 = a.current_period(NOW).unwrap();
+        let old_dk = a.decryption_key("Practitioner/7", p0, rng).unwrap();
+        let both = AccessStructure::parse("a and b").unwrap();
+        let (sealed_before, key_before) = rshabe::encrypt(pp, &both, p0, rng).unwrap();
+        let (only_a, only_a_key) =
+            rshabe::encrypt(pp, &AccessStructure::parse("a").unwrap(), p0, rng).unwrap();
+        assert!(opens(&old_dk, &only_a, &only_a_key), "{backend}: control");
+
+        // The keyring's re-issue: the new version first, then the old one revoked.
+        a.add_user("Practitioner/7#2", &strings(&["b"]), None, NOW, rng)
+            .unwrap();
+        a.revoke(Kind::User, "Practitioner/7", NOW).unwrap();
+        let p1 = a.advance_period(NOW).unwrap();
+
+        assert!(matches!(
+            a.decryption_key("Practitioner/7", p1, rng),
+            Err(Error::Revoked { .. })
+        ));
+        let old_key = a.secret_key(Kind::User, "Practitioner/7").unwrap();
+        let ku = a.key_update(p1, rng).unwrap();
+        assert!(
+            matches!(
+                rshabe::decrypt_key(pp, &old_key, &ku, rng),
+                Err(rshabe::Error::Revoked)
+            ),
+            "{backend}: the revoked long-term key gets no decryption key"
+        );
+        let new_dk = a.decryption_key("Practitioner/7#2", p1, rng).unwrap();
+        for (policy, allowed) in [
+            ("a and b", false),
+            ("a", false),
+            ("b", true),
+            ("a or b", true),
+        ] {
+            let policy = AccessStructure::parse(policy).unwrap();
+            let (ct, key) = rshabe::encrypt(pp, &policy, p1, rng).unwrap();
+            assert_eq!(opens(&new_dk, &ct, &key), allowed, "{backend}: {policy:?}");
+            assert!(!opens(&old_dk, &ct, &key), "{backend}: {policy:?}");
+        }
+        for mode in [UpdateMode::Minimal, UpdateMode::Rerandomize] {
+            let moved = rshabe::ct_update(pp, &sealed_before, p1, mode, rng).unwrap();
+            assert!(!opens(&new_dk, &moved, &key_before), "{backend}: {mode:?}");
+            assert!(!opens(&old_dk, &moved, &key_before), "{backend}: {mode:?}");
+        }
+    }
+}
+
+/// Whether `dk` yields `key` from `ct` (a key that satisfies the policy but not the algebra
+/// yields some other data key, which the envelope's tag then refuses).
+fn opens(dk: &rshabe::DecryptionKey, ct: &rshabe::Ciphertext, key: &rshabe::DataKey) -> bool {
+    rshabe::decrypt(dk, ct).is_ok_and(|k| k == *key)
+}
+
 #[test]
 fn sub_authorities_issue_within_their_attributes_and_fall_with_their_parent() {
     for (backend, db) in backends() {
