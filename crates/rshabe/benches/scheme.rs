@@ -166,6 +166,22 @@ fn scheme(c: &mut Criterion) {
     });
     g.finish();
 
+    // Per-node keys cost (L+1) single-node keys: the user-tree depth is a deployment choice.
+    let mut g = c.benchmark_group("keygen_by_user_depth");
+    for depth in [12u8, 16, 20] {
+        let (pp_d, msk_d) = rshabe::setup(Params::new(depth, 10).unwrap(), &mut rng);
+        let sk_d = rshabe::keygen(&pp_d, &msk_d, 3, &attributes, &mut rng).unwrap();
+        eprintln!(
+            "rshabe L={depth}, m=10: secret key {} G2 elements, {} bytes",
+            sk_d.element_count(),
+            sk_d.to_bytes().len()
+        );
+        g.bench_function(BenchmarkId::new("rshabe-m10", depth), |b| {
+            b.iter(|| rshabe::keygen(&pp_d, &msk_d, 3, black_box(&attributes), &mut rng).unwrap())
+        });
+    }
+    g.finish();
+
     c.benchmark_group("decrypt_key")
         .bench_function(BenchmarkId::new("rshabe", 10), |b| {
             b.iter(|| rshabe::decrypt_key(&pp, black_box(&sk), &ku, &mut rng).unwrap())

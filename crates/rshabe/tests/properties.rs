@@ -79,3 +79,74 @@ proptest! {
         prop_assert_eq!(rshabe::decrypt(&dk, &updated).ok(), satisfied.then_some(data_key));
     }
 }
+
+/// A wide OR of `n` distinct attributes, each `len` bytes long (a `k:` prefix and padding).
+fn wide_or(n: usize, len: usize) -> Node {
+    let children = (0..n)
+        .map(|i| {
+            let name = format!("k{i:04}:{}", "x".repeat(len.saturating_sub(6)));
+            Node::Leaf(Attribute::new(&name).unwrap())
+        })
+        .collect();
+    Node::Gate {
+        threshold: 1,
+        children,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every structure the crate lets exist can be stored and read back: its canonical text fits
+    /// the decoder's limit and parses back to it, up to the limits on names (256 bytes) and
+    /// leaves (the 256 children of a gate here), where most of these are far past 16 KiB and
+    /// must be refused when they are made, never at decoding time (the audit's silent data loss).
+    #[test]
+    fn every_accepted_structure_is_encodable(n in 1usize..=256, len in 6usize..=256) {
+        match AccessStructure::from_node(wide_or(n, len)) {
+            Ok(s) => {
+                let text = s.to_string();
+                prop_assert!(text.len() <= rshabe::access::MAX_POLICY_BYTES);
+                prop_assert_eq!(AccessStructure::parse(&text).unwrap(), s);
+            }
+            Err(e) => prop_assert_eq!(e.kind, rshabe::access::PolicyErrorKind::CanonicalTooLong),
+        }
+    }
+}
+
+/// At the size limit itself: the largest structure of this shape that fits encrypts, encodes and
+/// decodes to the same ciphertext, which still opens; one more attribute is refused when the
+/// structure is made.
+#[test]
+fn ciphertexts_round_trip_at_the_policy_size_limit() {
+    let (pp, msk) = system();
+    let limit = rshabe::access::MAX_POLICY_BYTES;
+    let len = 200;
+    let fits = (1..=256)
+        .take_while(|&n| AccessStructure::from_node(wide_or(n, len)).is_ok())
+        .last()
+        .unwrap();
+    let policy = AccessStructure::from_node(wide_or(fits, len)).unwrap();
+    let text = policy.to_string();
+    assert!(
+        text.len() <= limit && text.len() + len > limit,
+        "{}",
+        text.len()
+    );
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let (ct, key) = rshabe::encrypt(pp, &policy, 3, &mut rng).unwrap();
+    let bytes = ct.to_bytes();
+    let back = rshabe::Ciphertext::from_bytes(&bytes).unwrap();
+    assert_eq!(back, ct);
+    let holder = [Attribute::new(&format!("k0000:{}", "x".repeat(len - 6))).unwrap()];
+    let sk = rshabe::keygen(pp, msk, 2, &holder, &mut rng).unwrap();
+    let ku = rshabe::key_update(pp, msk, 3, &RevocationList::new(), &mut rng).unwrap();
+    let dk = rshabe::decrypt_key(pp, &sk, &ku, &mut rng).unwrap();
+    assert_eq!(rshabe::decrypt(&dk, &back).unwrap(), key);
+
+    let over = AccessStructure::from_node(wide_or(fits + 1, len)).unwrap_err();
+    assert_eq!(over.kind, rshabe::access::PolicyErrorKind::CanonicalTooLong);
+    // Past 64 KiB the old u16 length wrapped silently: refused long before.
+    let huge = AccessStructure::from_node(wide_or(256, 256)).unwrap_err();
+    assert_eq!(huge.kind, rshabe::access::PolicyErrorKind::CanonicalTooLong);
+}
