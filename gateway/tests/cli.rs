@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use serde_json::json;
+
 fn fhirseal(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fhirseal"))
         .arg("authority")
@@ -215,4 +217,92 @@ fn two_processes_issuing_at_once_never_share_a_leaf() {
         .collect();
     leaves.sort_unstable();
     assert_eq!(leaves, (0..12).collect::<Vec<_>>());
+}
+
+/// Issue 13: an authority made before schema 4 holds keys in the retired layout. Every command
+/// that opens it, the gateway included, refuses with one line naming the store and the command
+/// to run; `migrate-keys` re-issues the keys, and running it again does nothing.
+#[test]
+fn an_authority_in_the_retired_layout_names_its_migration_and_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["init", "--user-depth", "8", "--time-depth", "6"]);
+    ok(d, &["users", "add", "Practitioner/1", "--attributes", "a"]);
+    ok(d, &["users", "add", "Practitioner/2", "--attributes", "b"]);
+    ok(d, &["authorities", "delegate", "ward", "--attributes", "a"]);
+    ok(d, &["users", "revoke", "Practitioner/2"]);
+    // What a release before schema 4 left: version 3 and no key-layout mark.
+    let db = d.join("authority.sqlite3");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "DELETE FROM fhirseal_meta WHERE key = 'key_layout';
+             UPDATE fhirseal_meta SET value = 3 WHERE key = 'schema_version';",
+        )
+        .unwrap();
+
+    let refused = |err: &str| {
+        err.contains(&format!(
+            "the authority at {} holds keys in the retired layout",
+            db.display()
+        )) && err.contains("run `fhirseal authority migrate-keys`")
+            && err.lines().count() == 1
+    };
+    for args in [
+        &["users", "list"][..],
+        &["period", "show"],
+        &["export-public"],
+    ] {
+        let (code, err) = fails(d, args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            err.starts_with("error: ") && refused(&err),
+            "{args:?}: {err}"
+        );
+    }
+    for args in [&["serve"][..], &["ciphertexts", "update"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fhirseal"))
+            .args(args)
+            .env_clear()
+            .env("FHIRSEAL__SERVER__DATA_DIR", d)
+            .env("FHIRSEAL__SERVER__LISTEN", "127.0.0.1:0")
+            .env("FHIRSEAL__SERVER__ADMIN_LISTEN", "")
+            .output()
+            .unwrap();
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: the attribute authority: ") && refused(&err),
+            "{args:?}: {err}"
+        );
+    }
+
+    let migrated = json(&ok(d, &["migrate-keys", "--json"]));
+    assert_eq!(migrated["migrated"], true, "{migrated}");
+    assert_eq!(
+        (
+            &migrated["users"],
+            &migrated["authorities"],
+            &migrated["destroyed"],
+            &migrated["period"]
+        ),
+        (&json!(1), &json!(1), &json!(1), &json!(1)),
+        "{migrated}"
+    );
+    assert!(migrated["job"].as_u64().is_some(), "{migrated}");
+    let again = ok(d, &["migrate-keys"]);
+    assert!(again.contains("nothing to do"), "{again}");
+    assert_eq!(json(&ok(d, &["period", "show", "--json"]))["period"], 1);
+    let users = json(&ok(d, &["users", "list", "--json"]));
+    assert_eq!(users.as_array().unwrap().len(), 2);
+    assert!(ok(d, &["users", "show", "Practitioner/2"]).contains("revoked since period 0"));
+}
+
+#[test]
+fn the_user_depth_says_what_it_costs() {
+    let help = ok(Path::new("."), &["init", "--help"]);
+    assert!(
+        help.contains("--user-depth") && help.contains("node keys") && help.contains("44 KB"),
+        "{help}"
+    );
 }
