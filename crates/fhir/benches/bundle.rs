@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
         let mut headers = SharedHeaders::new();
         let sealed = {
             let value: Value = serde_json::from_slice(&plain).unwrap();
-            let sealed = Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng)
+            let sealed = Sealer::new(&fx.pp, &fx.sealing, 0, &mut headers, &mut fx.rng)
                 .seal(&value, &rules)
                 .unwrap();
             eprintln!(
@@ -78,7 +78,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("seal {name}"), |b| {
             b.iter(|| {
                 let value: Value = serde_json::from_slice(black_box(&plain)).unwrap();
-                let sealed = Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng)
+                let sealed = Sealer::new(&fx.pp, &fx.sealing, 0, &mut headers, &mut fx.rng)
                     .seal(&value, &rules)
                     .unwrap();
                 black_box(serde_json::to_vec(&sealed.resource).unwrap())
@@ -100,7 +100,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("open {name} warm"), |b| {
             b.iter(|| {
                 let mut value: Value = serde_json::from_slice(black_box(&sealed)).unwrap();
-                let report = Reader::new("reader", Some(&key), &warm, &headers).open(&mut value);
+                let report = Reader::new("reader", Some(&key), &warm, &headers, &fx.sealing)
+                    .open(&mut value);
                 assert_eq!(report.masked, 0);
                 black_box(serde_json::to_vec(&value).unwrap())
             });
@@ -110,7 +111,8 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let cold = cache();
                 let mut value: Value = serde_json::from_slice(black_box(&sealed)).unwrap();
-                let report = Reader::new("reader", Some(&key), &cold, &headers).open(&mut value);
+                let report = Reader::new("reader", Some(&key), &cold, &headers, &fx.sealing)
+                    .open(&mut value);
                 assert_eq!(report.masked, 0);
                 black_box(serde_json::to_vec(&value).unwrap())
             });

@@ -17,7 +17,7 @@ mod fixture;
 
 use std::hint::black_box;
 
-use fhirseal_envelope::{Granularity, HeaderCache};
+use fhirseal_envelope::{Granularity, HeaderCache, SealingKey};
 use fhirseal_fhir::{
     Displays, ElementRule, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
 };
@@ -42,9 +42,10 @@ fn open_warm(
     key: &DecryptionKey,
     cache: &HeaderCache,
     headers: &SharedHeaders,
+    sealing: &SealingKey,
 ) -> usize {
     let mut value: Value = serde_json::from_slice(sealed).unwrap();
-    let report = Reader::new("reader", Some(key), cache, headers).open(&mut value);
+    let report = Reader::new("reader", Some(key), cache, headers, sealing).open(&mut value);
     assert_eq!(report.masked, 0);
     serde_json::to_vec(&value).unwrap().len()
 }
@@ -68,16 +69,16 @@ fn main() {
     .unwrap();
     let mut headers = SharedHeaders::new();
     let value: Value = serde_json::from_slice(&plain).unwrap();
-    let sealed = Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng)
+    let sealed = Sealer::new(&fx.pp, &fx.sealing, 0, &mut headers, &mut fx.rng)
         .seal(&value, &rules)
         .unwrap();
     let sealed = serde_json::to_vec(&sealed.resource).unwrap();
     let warm = cache();
-    open_warm(&sealed, &key, &warm, &headers);
+    open_warm(&sealed, &key, &warm, &headers, &fx.sealing);
     let mut total = 0;
     for _ in 0..ROUNDS {
         total += floor(black_box(&plain));
-        total += open_warm(black_box(&sealed), &key, &warm, &headers);
+        total += open_warm(black_box(&sealed), &key, &warm, &headers, &fx.sealing);
     }
     black_box(total);
 }

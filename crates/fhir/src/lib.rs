@@ -61,7 +61,7 @@ pub mod structure;
 mod update;
 
 pub use headers::shared_header_ids;
-pub use open::{OpenReport, Reader};
+pub use open::{MAX_FORGED_LISTED, OpenReport, Reader};
 pub use path::{ElementPath, PathError};
 pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};

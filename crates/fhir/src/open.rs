@@ -1,5 +1,17 @@
 //! Opening: the upstream form → the original resource for a reader whose attributes satisfy an
-//! element's structure, the element masked (data-absent-reason kept, envelope removed) for others.
+//! element's structure, the element masked (data-absent-reason kept, envelope removed) for others,
+//! and the element masked and flagged as forged when it is not what FHIRseal sealed there.
+//!
+//! Each sealed element has one of three outcomes ([`OpenReport`]):
+//!
+//! | outcome | when | what the reader gets |
+//! |---|---|---|
+//! | opened | authentic, and the reader's attributes satisfy its structure | the element as sealed |
+//! | masked | the reader may not open it, or its shared header is not found | the placeholder without its envelope (data-absent-reason `masked`) |
+//! | forged | its envelope's or header's tag does not verify under the sealing key (made from the public parameters, modified, version 1, malformed), it was moved from another element, resource or header (transplanted), or its header's key unwraps no resource key though the reader's attributes satisfy the structure | the placeholder without its envelope, data-absent-reason `error` (for `value[x]`: `dataAbsentReason` coded `error`), and the resource labelled `meta.security` [`FORGED_CODE`] of [`FHIRSEAL_CODE_SYSTEM`] |
+//!
+//! The tag checks need only the sealing key, so every reader, entitled or not, sees a forged
+//! element as forged.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,7 +20,8 @@ use base64::Engine as _;
 use std::rc::Rc;
 
 use fhirseal_envelope::{
-    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceCipher, WrappedKey,
+    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceCipher, SealingKey,
+    WrappedKey,
 };
 use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
@@ -16,8 +29,9 @@ use serde_json::{Map, Value};
 use crate::HeaderLookup;
 use crate::seal::contained_loc;
 use crate::shape::{
-    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, insert_at, is_sealed,
-    strip_envelope, strip_envelope_in,
+    BLIND_INDEX, FHIRSEAL_CODE_SYSTEM, FORGED_CODE, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
+    envelope_of, flag_forged, forged_label, insert_at, is_sealed, strip_envelope,
+    strip_envelope_in,
 };
 
 /// Who reads, with which key, and where headers and opened header keys are found.
@@ -26,30 +40,60 @@ pub struct Reader<'a> {
     key: Option<&'a DecryptionKey>,
     cache: &'a HeaderCache,
     headers: &'a dyn HeaderLookup,
+    sealing: &'a SealingKey,
     now: Instant,
 }
 
-/// What opening did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What opening did. No member holds a protected value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// Elements restored.
     pub opened: usize,
     /// Elements left masked: the reader's attributes do not satisfy their structure, their
-    /// header is unknown or of another period, or their envelope does not open here.
+    /// header is unknown or of a period after the reader's key.
     pub masked: usize,
+    /// Elements masked and flagged as forged (see the module docs): not counted in `masked`.
+    pub forged: usize,
+    /// Where the first [`MAX_FORGED_LISTED`] forged elements were, as `Type/id Path`
+    /// (`Patient/p1 Patient.birthDate`): references and element paths, never values.
+    pub forged_elements: Vec<String>,
 }
+
+/// How many forged elements an [`OpenReport`] lists by path (all are counted).
+pub const MAX_FORGED_LISTED: usize = 32;
 
 /// The state of one `open` call: which headers were tried, for whom.
 struct Session<'r, 'a> {
     reader: &'r Reader<'a>,
-    keys: HashMap<HeaderId, Option<Rc<Opened>>>,
+    headers: HashMap<HeaderId, Found>,
     report: OpenReport,
 }
 
-/// A header this reader opened: its key and canonical access structure.
+/// What one header id stands for in this call.
+#[derive(Clone)]
+enum Found {
+    /// No header of that id: its elements stay masked.
+    Missing,
+    /// A header that does not verify (or does not decode): its elements are forged.
+    Forged,
+    /// A header that verified.
+    Genuine(Rc<Opened>),
+}
+
+/// A header that verified: its canonical access structure, and its key if this reader opened it.
 struct Opened {
-    key: HeaderKey,
+    key: Option<HeaderKey>,
     policy: String,
+}
+
+/// What unsealing one element gave.
+enum Unsealed {
+    /// The element's members, as sealed.
+    Opened(Map<String, Value>),
+    /// Not for this reader (or its header is not found).
+    Masked,
+    /// Not what FHIRseal sealed there.
+    Forged,
 }
 
 /// What a placeholder stands for.
@@ -67,18 +111,21 @@ enum Form {
 
 impl<'a> Reader<'a> {
     /// `holder` (the key holder's stable name, keying the cache) reading with `key` (`None`: a
-    /// reader with no key sees every sealed element masked).
+    /// reader with no key sees every sealed element masked, or forged); `sealing` is the trusted
+    /// zone's sealing key every envelope and header is checked with.
     pub fn new(
         holder: &'a str,
         key: Option<&'a DecryptionKey>,
         cache: &'a HeaderCache,
         headers: &'a dyn HeaderLookup,
+        sealing: &'a SealingKey,
     ) -> Self {
         Self {
             holder,
             key,
             cache,
             headers,
+            sealing,
             now: Instant::now(),
         }
     }
@@ -87,7 +134,7 @@ impl<'a> Reader<'a> {
     pub fn open(&self, resource: &mut Value) -> OpenReport {
         let mut session = Session {
             reader: self,
-            keys: HashMap::new(),
+            headers: HashMap::new(),
             report: OpenReport::default(),
         };
         session.open_any(resource, None);
@@ -162,7 +209,9 @@ impl Session<'_, '_> {
             .unwrap_or_default()
             .to_string();
         let local = take_resource_headers(object);
-        let before = self.report;
+        // Only the gateway says what is forged: a label the upstream wrote goes.
+        remove_forged_labels(object);
+        let (opened, masked, forged) = (self.report.opened, self.report.masked, self.report.forged);
         let mut walk = Walk {
             session: self,
             resource_type: &resource_type,
@@ -172,9 +221,12 @@ impl Session<'_, '_> {
         };
         let mut loc = resource_type.clone();
         walk.object(object, &mut loc);
-        let opened = self.report.opened - before.opened;
-        let masked = self.report.masked - before.masked;
-        if opened > 0 && masked == 0 {
+        let opened = self.report.opened - opened;
+        let masked = self.report.masked - masked;
+        let forged = self.report.forged - forged;
+        if forged > 0 {
+            add_label(object, forged_label());
+        } else if opened > 0 && masked == 0 {
             remove_masked_label(object);
         }
     }
@@ -203,62 +255,84 @@ impl Session<'_, '_> {
         walk.stray(value);
     }
 
-    /// The key and structure of header `id`, found once per call: from the cache when this
-    /// holder opened the header before (reading only the structure from it), otherwise by
-    /// attribute-based decryption with the reader's key.
-    fn header_key(
-        &mut self,
-        id: HeaderId,
-        local: &HashMap<HeaderId, Vec<u8>>,
-    ) -> Option<Rc<Opened>> {
-        if let Some(known) = self.keys.get(&id) {
+    /// What header `id` stands for, found once per call: verified under the sealing key, then
+    /// its key from the cache when this holder opened it before (reading only the structure), or
+    /// by attribute-based decryption with the reader's key.
+    fn header(&mut self, id: HeaderId, local: &HashMap<HeaderId, Vec<u8>>) -> Found {
+        if let Some(known) = self.headers.get(&id) {
             return known.clone();
         }
-        let found = self.find_header_key(id, local).map(Rc::new);
-        self.keys.insert(id, found.clone());
+        let found = self.find_header(id, local);
+        self.headers.insert(id, found.clone());
         found
     }
 
-    fn find_header_key(&self, id: HeaderId, local: &HashMap<HeaderId, Vec<u8>>) -> Option<Opened> {
+    fn find_header(&self, id: HeaderId, local: &HashMap<HeaderId, Vec<u8>>) -> Found {
+        let reader = self.reader;
+        if let Some(bytes) = local.get(&id) {
+            let Ok((peeked, period, policy)) = Header::peek_verified(bytes, reader.sealing) else {
+                return Found::Forged;
+            };
+            if peeked != id {
+                return Found::Forged;
+            }
+            let key = match self.cached_key(id, period) {
+                Some(key) => Some(key),
+                None if reader.key.is_none() => None,
+                // A header whose tag verifies but whose ciphertext does not decode was cut or
+                // changed upstream.
+                None => match Header::from_bytes(bytes) {
+                    Ok(header) => self.decrypt_header(&header),
+                    Err(_) => return Found::Forged,
+                },
+            };
+            return genuine(key, policy.to_string());
+        }
+        let Some(header) = reader.headers.header(id) else {
+            return Found::Missing;
+        };
+        if header.id() != id || header.verify(reader.sealing).is_err() {
+            return Found::Forged;
+        }
+        let key = self
+            .cached_key(id, header.ciphertext().period())
+            .or_else(|| self.decrypt_header(&header));
+        genuine(key, header.ciphertext().policy().to_string())
+    }
+
+    /// The key this holder opened for header `id` before, if cached. A cached key still obeys
+    /// the scheme: a header moved to a period after the reader's key (a ciphertext update after
+    /// a revocation) does not open with it (RS-HABE.md: "policy ∧ time ≥ t").
+    fn cached_key(&self, id: HeaderId, header_period: u64) -> Option<HeaderKey> {
         let reader = self.reader;
         // A reader without a key opens nothing, whatever the cache holds for its name.
         let key_period = reader.key?.period();
-        let cached = reader.cache.get(reader.holder, id, reader.now);
-        // A cached key still obeys the scheme: a header moved to a period after the reader's key
-        // (a ciphertext update after a revocation) does not open with it (RS-HABE.md: "policy ∧
-        // time ≥ t").
-        if let Some(bytes) = local.get(&id) {
-            if let Some(key) = cached {
-                let (peeked, period, policy) = Header::peek(bytes).ok()?;
-                return (peeked == id && period <= key_period).then(|| Opened {
-                    key,
-                    policy: policy.to_string(),
-                });
-            }
-            let header = Header::from_bytes(bytes).ok()?;
-            return self.decrypt_header(&header);
-        }
-        let header = reader.headers.header(id)?;
-        match cached {
-            Some(key) => (header.ciphertext().period() <= key_period).then(|| Opened {
-                key,
-                policy: header.ciphertext().policy().to_string(),
-            }),
-            None => self.decrypt_header(&header),
-        }
+        let cached = reader.cache.get(reader.holder, id, reader.now)?;
+        (header_period <= key_period).then_some(cached)
     }
 
-    fn decrypt_header(&self, header: &Header) -> Option<Opened> {
+    fn decrypt_header(&self, header: &Header) -> Option<HeaderKey> {
         let reader = self.reader;
-        let key = header.open(reader.key?).ok()?;
+        let key = header.open(reader.key?, reader.sealing).ok()?;
         reader
             .cache
             .insert(reader.holder, header.id(), key.clone(), reader.now);
-        Some(Opened {
-            key,
-            policy: header.ciphertext().policy().to_string(),
-        })
+        Some(key)
     }
+
+    /// Counts a forged element at `path` of the resource `resource_type/id`.
+    fn forged(&mut self, resource_type: &str, id: &str, path: &str) {
+        self.report.forged += 1;
+        if self.report.forged_elements.len() < MAX_FORGED_LISTED {
+            self.report
+                .forged_elements
+                .push(format!("{resource_type}/{id} {path}"));
+        }
+    }
+}
+
+fn genuine(key: Option<HeaderKey>, policy: String) -> Found {
+    Found::Genuine(Rc::new(Opened { key, policy }))
 }
 
 /// A walk over one resource (and its contained resources), whose envelopes share a binding.
@@ -367,14 +441,15 @@ impl Walk<'_, '_, '_> {
     /// A sealed item of a repeating complex element `key`.
     fn item(&mut self, item: &mut Value, key: &str, path: &str) {
         match self.unseal(item, path) {
-            Some(mut restored) => match restored.shift_remove(key) {
+            Unsealed::Opened(mut restored) => match restored.shift_remove(key) {
                 Some(value) if restored.is_empty() => {
                     *item = value;
                     self.session.report.opened += 1;
                 }
                 _ => self.mask(item),
             },
-            None => self.mask(item),
+            Unsealed::Masked => self.mask(item),
+            Unsealed::Forged => self.forge(item, path, false),
         }
     }
 
@@ -393,7 +468,7 @@ impl Walk<'_, '_, '_> {
         if !is_sealed(placeholder) {
             return;
         }
-        let restored = self.unseal(placeholder, path).filter(|restored| {
+        let fits = |restored: &Map<String, Value>| {
             restored.keys().all(|k| {
                 let name = k.strip_prefix('_').unwrap_or(k);
                 match form {
@@ -402,7 +477,17 @@ impl Walk<'_, '_, '_> {
                     Form::AbsentReason => name.starts_with(base) && name.len() > base.len(),
                 }
             })
-        });
+        };
+        let restored = match self.unseal(placeholder, path) {
+            Unsealed::Opened(restored) if fits(&restored) => Some(restored),
+            Unsealed::Forged => {
+                if let Some(placeholder) = object.get_mut(key) {
+                    self.forge(placeholder, path, form == Form::AbsentReason);
+                }
+                return;
+            }
+            Unsealed::Opened(_) | Unsealed::Masked => None,
+        };
         match restored {
             Some(restored) => {
                 let index = object.keys().position(|k| k == key).unwrap_or(object.len());
@@ -441,14 +526,24 @@ impl Walk<'_, '_, '_> {
             }
             any = true;
             let item_path = format!("{path}[{i}]");
-            let restored = self
-                .unseal(placeholder, &item_path)
-                .filter(|r| r.keys().all(|k| k == base || *k == companion));
-            let Some(mut restored) = restored else {
-                if let Some(placeholder) = object.get_mut(&companion).and_then(|c| c.get_mut(i)) {
-                    self.mask(placeholder);
+            let restored = match self.unseal(placeholder, &item_path) {
+                Unsealed::Opened(r) if r.keys().all(|k| k == base || *k == companion) => Ok(r),
+                Unsealed::Forged => Err(true),
+                Unsealed::Opened(_) | Unsealed::Masked => Err(false),
+            };
+            let mut restored = match restored {
+                Ok(restored) => restored,
+                Err(forged) => {
+                    if let Some(placeholder) = object.get_mut(&companion).and_then(|c| c.get_mut(i))
+                    {
+                        if forged {
+                            self.forge(placeholder, &item_path, false);
+                        } else {
+                            self.mask(placeholder);
+                        }
+                    }
+                    continue;
                 }
-                continue;
             };
             let value = restored.shift_remove(base).unwrap_or(Value::Null);
             let extra = restored.shift_remove(&companion).unwrap_or(Value::Null);
@@ -490,28 +585,53 @@ impl Walk<'_, '_, '_> {
         }
     }
 
-    /// Decrypts the envelope in `placeholder` as element `path`; `None` if it does not open here.
-    fn unseal(&mut self, placeholder: &Value, path: &str) -> Option<Map<String, Value>> {
-        let envelope = Envelope::from_base64(envelope_of(placeholder)?).ok()?;
-        let header = self.session.header_key(envelope.header(), self.local)?;
+    /// Verifies the envelope in `placeholder` as element `path`, then decrypts it if this reader
+    /// may: the module docs' three outcomes.
+    fn unseal(&mut self, placeholder: &Value, path: &str) -> Unsealed {
+        let Some(envelope) = envelope_of(placeholder).and_then(|t| Envelope::from_base64(t).ok())
+        else {
+            // A sealed-element extension without a well-formed envelope: not FHIRseal's.
+            return Unsealed::Forged;
+        };
+        let header = match self.session.header(envelope.header(), self.local) {
+            Found::Missing => return Unsealed::Masked,
+            Found::Forged => return Unsealed::Forged,
+            Found::Genuine(header) => header,
+        };
+        let ctx =
+            ElementContext::with_policy_text(self.resource_type, self.id, path, &header.policy);
+        let sealing = self.session.reader.sealing;
+        let Ok(verified) = envelope.verify(&ctx, sealing) else {
+            return Unsealed::Forged;
+        };
+        let Some(header_key) = &header.key else {
+            return Unsealed::Masked;
+        };
         let slot = (envelope.header(), *envelope.wrapped());
         let at = match self.resource_keys.iter().position(|(s, _)| *s == slot) {
             Some(at) => at,
             None => {
                 let key = envelope
                     .wrapped()
-                    .unwrap(&header.key, envelope.header(), self.resource_type, self.id)
+                    .unwrap(header_key, envelope.header(), self.resource_type, self.id)
                     .ok()
                     .map(|key| key.cipher());
                 self.resource_keys.push((slot, key));
                 self.resource_keys.len() - 1
             }
         };
-        let cipher = self.resource_keys[at].1.as_ref()?;
-        let ctx =
-            ElementContext::with_policy_text(self.resource_type, self.id, path, &header.policy);
-        let plaintext = fhirseal_envelope::open_prepared(&ctx, &envelope, cipher).ok()?;
-        serde_json::from_slice(&plaintext).ok()
+        // An authentic envelope whose header key, opened by an entitled reader, unwraps nothing:
+        // the header's ciphertext is not the one it was sealed under (swapped upstream).
+        let Some(cipher) = self.resource_keys[at].1.as_ref() else {
+            return Unsealed::Forged;
+        };
+        let Ok(plaintext) = verified.open(cipher) else {
+            return Unsealed::Forged;
+        };
+        match serde_json::from_slice(&plaintext) {
+            Ok(restored) => Unsealed::Opened(restored),
+            Err(_) => Unsealed::Masked,
+        }
     }
 
     /// A value where FHIR JSON has none (an array in an array): walked only to mask whatever
@@ -532,8 +652,21 @@ impl Walk<'_, '_, '_> {
     /// else in it came from the upstream, so it is walked too, under a path no envelope is bound
     /// to: a sealed-element extension hidden inside is removed, never opened.
     fn mask(&mut self, placeholder: &mut Value) {
-        strip_envelope(placeholder);
         self.session.report.masked += 1;
+        self.withhold(placeholder);
+    }
+
+    /// Masks a forged element at `path` and flags it: data-absent-reason `error` (coded in the
+    /// `dataAbsentReason` concept itself when `concept`), counted and listed in the report.
+    fn forge(&mut self, placeholder: &mut Value, path: &str, concept: bool) {
+        self.session.forged(self.resource_type, self.id, path);
+        flag_forged(placeholder, concept);
+        self.withhold(placeholder);
+    }
+
+    /// [`Walk::mask`] without the count.
+    fn withhold(&mut self, placeholder: &mut Value) {
+        strip_envelope(placeholder);
         if let Some(inner) = placeholder.as_object_mut() {
             let mut nowhere = String::from("(masked)");
             self.object(inner, &mut nowhere);
@@ -601,11 +734,64 @@ fn remove_masked_label(object: &mut Map<String, Value>) {
         if let Some(ours) = ours {
             labels.remove(ours);
         }
-        if labels.is_empty() {
-            meta.shift_remove("security");
-        }
+    }
+    tidy_meta(object);
+}
+
+/// Removes every forged-content label from the resource's `meta.security`: only the gateway
+/// says what is forged, so one the upstream wrote goes.
+fn remove_forged_labels(object: &mut Map<String, Value>) {
+    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+        return;
+    };
+    let Some(Value::Array(labels)) = meta.get_mut("security") else {
+        return;
+    };
+    let before = labels.len();
+    labels.retain(|l| {
+        l.get("system").and_then(Value::as_str) != Some(FHIRSEAL_CODE_SYSTEM)
+            || l.get("code").and_then(Value::as_str) != Some(FORGED_CODE)
+    });
+    if labels.len() != before {
+        tidy_meta(object);
+    }
+}
+
+/// Drops an emptied `meta.security`, then an emptied `meta`.
+fn tidy_meta(object: &mut Map<String, Value>) {
+    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+        return;
+    };
+    if meta
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        meta.shift_remove("security");
     }
     if meta.is_empty() {
         object.shift_remove("meta");
+    }
+}
+
+/// Adds `label` to the resource's `meta.security`.
+fn add_label(object: &mut Map<String, Value>, label: Value) {
+    let meta = object
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let security = meta
+        .entry("security")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !security.is_array() {
+        *security = Value::Array(Vec::new());
+    }
+    if let Some(labels) = security.as_array_mut() {
+        labels.push(label);
     }
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use fhirseal_envelope::{
-    BlindIndex, ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, ValueKind,
-    WrappedKey,
+    BlindIndex, ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, SealingKey,
+    ValueKind, WrappedKey,
 };
 use rand_core::{CryptoRng, RngCore};
 use rshabe::{AccessStructure, PublicParams};
@@ -40,10 +40,12 @@ pub struct Sealed {
 }
 
 /// Seals resources under the public parameters and current period, drawing keys and nonces from
-/// `rng`. New shared headers are recorded in `headers`; the caller stores them
+/// `rng`, every header and envelope tagged with and bound to the sealing key (version 2). New
+/// shared headers are recorded in `headers`; the caller stores them
 /// ([`SharedHeaders::take_created`]).
 pub struct Sealer<'a, R> {
     pp: &'a PublicParams,
+    sealing: &'a SealingKey,
     period: u64,
     headers: &'a mut SharedHeaders,
     rng: &'a mut R,
@@ -116,6 +118,7 @@ impl SharedHeaders {
     fn sealing_key(
         &mut self,
         pp: &PublicParams,
+        sealing: &SealingKey,
         policy: &AccessStructure,
         period: u64,
         rng: &mut (impl CryptoRng + RngCore),
@@ -126,7 +129,7 @@ impl SharedHeaders {
         {
             return Ok((*id, key.clone()));
         }
-        let (header, key) = Header::new(pp, policy, period, Granularity::Shared, rng)?;
+        let (header, key) = Header::new(pp, policy, period, Granularity::Shared, sealing, rng)?;
         let id = header.id();
         self.current.insert(slot, id);
         self.headers.insert(id, (header, Some(key.clone())));
@@ -153,15 +156,17 @@ impl std::fmt::Debug for SharedHeaders {
 // === impl Sealer ===
 
 impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
-    /// A sealer for `period`.
+    /// A sealer for `period`, sealing with the trusted zone's `sealing` key.
     pub fn new(
         pp: &'a PublicParams,
+        sealing: &'a SealingKey,
         period: u64,
         headers: &'a mut SharedHeaders,
         rng: &'a mut R,
     ) -> Self {
         Self {
             pp,
+            sealing,
             period,
             headers,
             rng,
@@ -548,6 +553,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             &wrapped,
             &work.resource_key,
             &plaintext,
+            self.sealing,
             self.rng,
         );
         let mut strings = Vec::new();
@@ -572,7 +578,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let (id, key) = match granularity {
             Granularity::Shared => {
                 self.headers
-                    .sealing_key(self.pp, policy, self.period, self.rng)?
+                    .sealing_key(self.pp, self.sealing, policy, self.period, self.rng)?
             }
             Granularity::Resource => {
                 let (header, key) = Header::new(
@@ -580,6 +586,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     policy,
                     self.period,
                     Granularity::Resource,
+                    self.sealing,
                     self.rng,
                 )?;
                 let id = header.id();

@@ -23,12 +23,60 @@ pub const DATA_ABSENT_REASON_SYSTEM: &str =
 /// The code system of the `MASKED` security label.
 pub const OBSERVATION_VALUE_SYSTEM: &str =
     "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+/// FHIRseal's code system (`fhir-profiles/CodeSystem-fhirseal.json`).
+pub const FHIRSEAL_CODE_SYSTEM: &str = "https://fhirseal.dev/fhir/CodeSystem/fhirseal";
+/// The `meta.security` code (of [`FHIRSEAL_CODE_SYSTEM`]) of a resource in which the gateway
+/// found sealed content that is not what FHIRseal sealed there (forged, modified or moved by
+/// whoever stored it), withheld from the reader. Each such element carries data-absent-reason
+/// [`FORGED_REASON`].
+pub const FORGED_CODE: &str = "forged";
+/// The data-absent-reason code of a forged element (`error`: "Some system or workflow process
+/// error means that the information is not available"); a masked one has `masked`.
+pub const FORGED_REASON: &str = "error";
 /// The narrative that stands in for a sealed one.
 pub const NEUTRAL_DIV: &str = "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>Some content of this resource is protected.</p></div>";
 
 /// `{"url": data-absent-reason, "valueCode": "masked"}`.
 pub(crate) fn masked_reason() -> Value {
     json!({"url": DATA_ABSENT_REASON, "valueCode": "masked"})
+}
+
+/// The forged-content label as the reader adds it to `meta.security`.
+pub(crate) fn forged_label() -> Value {
+    json!({"system": FHIRSEAL_CODE_SYSTEM, "code": FORGED_CODE,
+           "display": "Forged sealed content withheld"})
+}
+
+/// Flags a forged element's placeholder (before its envelope is stripped): its data-absent-reason
+/// becomes [`FORGED_REASON`]: the `coding` of a `dataAbsentReason` concept when `concept`,
+/// otherwise the data-absent-reason extension (added when the upstream left none).
+pub(crate) fn flag_forged(placeholder: &mut Value, concept: bool) {
+    let Some(object) = placeholder.as_object_mut() else {
+        *placeholder = json!({"extension": [reason(FORGED_REASON)]});
+        return;
+    };
+    if concept {
+        object.insert(
+            "coding".into(),
+            json!([{"system": DATA_ABSENT_REASON_SYSTEM, "code": FORGED_REASON, "display": "Error"}]),
+        );
+        object.shift_remove("text");
+        return;
+    }
+    let extensions = object
+        .entry("extension")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !extensions.is_array() {
+        *extensions = Value::Array(Vec::new());
+    }
+    if let Some(extensions) = extensions.as_array_mut() {
+        extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(DATA_ABSENT_REASON));
+        extensions.insert(0, reason(FORGED_REASON));
+    }
+}
+
+fn reason(code: &str) -> Value {
+    json!({"url": DATA_ABSENT_REASON, "valueCode": code})
 }
 
 /// `{"url": sealed-element, "valueBase64Binary": envelope}`.

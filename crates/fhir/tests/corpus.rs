@@ -231,7 +231,8 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         let mut planted = 0;
         plant(&mut canaried, &rules, &mut planted);
 
-        let sealed = match Sealer::new(&fx.pp, 0, &mut headers, &mut fx.rng).seal(&canaried, &rules)
+        let sealed = match Sealer::new(&fx.pp, &fx.sealing, 0, &mut headers, &mut fx.rng)
+            .seal(&canaried, &rules)
         {
             Ok(sealed) => sealed,
             Err(e) => {
@@ -257,7 +258,8 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         std::fs::write(out.join(&name), &sealed_text).unwrap();
 
         let mut opened = sealed.resource.clone();
-        let report = Reader::new("full", Some(&full), &full_cache, &headers).open(&mut opened);
+        let report =
+            Reader::new("full", Some(&full), &full_cache, &headers, &fx.sealing).open(&mut opened);
         if opened != canaried || report.masked != 0 {
             failures.push(format!(
                 "{name}: the full reader did not get the input back ({report:?})"
@@ -265,7 +267,7 @@ fn the_official_r4_examples_round_trip_and_never_leak_a_canary() {
         }
 
         let mut partial = sealed.resource.clone();
-        Reader::new("nurse", Some(&nurse), &nurse_cache, &headers).open(&mut partial);
+        Reader::new("nurse", Some(&nurse), &nurse_cache, &headers, &fx.sealing).open(&mut partial);
         let partial_text = serde_json::to_string(&partial).unwrap();
         if partial_text.contains(SEALED_ELEMENT) || partial_text.contains(SEALED_HEADER) {
             failures.push(format!("{name}: an envelope reached the partial reader"));

@@ -33,7 +33,7 @@ impl World {
 
     fn seal(&mut self, resource: &Value, rules: &Rules) -> Value {
         let Self { fx, headers } = self;
-        Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+        Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
             .seal(resource, rules)
             .unwrap()
             .resource
@@ -327,7 +327,7 @@ fn the_listed_headers_are_all_a_reader_needs() {
     let key = w.fx.key(ALL, 0);
     let cache = cache();
     let mut opened = sealed.clone();
-    let report = Reader::new("full", Some(&key), &cache, &found).open(&mut opened);
+    let report = Reader::new("full", Some(&key), &cache, &found, &w.fx.sealing).open(&mut opened);
     assert_eq!(opened, bundle);
     assert_eq!(report.masked, 0);
     assert!(report.opened > 0);
@@ -335,7 +335,7 @@ fn the_listed_headers_are_all_a_reader_needs() {
     // Without them, the shared elements stay masked.
     let none = Only(HashMap::new());
     let mut masked = sealed;
-    let report = Reader::new("full", Some(&key), &cache, &none).open(&mut masked);
+    let report = Reader::new("full", Some(&key), &cache, &none, &w.fx.sealing).open(&mut masked);
     assert!(report.masked > 0);
     assert_ne!(masked, bundle);
 }

@@ -4,6 +4,8 @@
 
 #[path = "support/fixture.rs"]
 mod fixture;
+#[path = "transforms/forged.rs"]
+mod forged;
 
 use base64::Engine as _;
 use fhirseal_envelope::{Granularity, HeaderCache};
@@ -97,7 +99,7 @@ impl World {
 
     fn try_seal(&mut self, resource: &Value, rules: &Rules) -> Result<Value, SealError> {
         let Self { fx, headers } = self;
-        Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+        Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
             .seal(resource, rules)
             .map(|s| s.resource)
     }
@@ -120,7 +122,8 @@ impl World {
         cache: &HeaderCache,
     ) -> (Value, fhirseal_fhir::OpenReport) {
         let mut out = sealed.clone();
-        let report = Reader::new(holder, key, cache, &self.headers).open(&mut out);
+        let report =
+            Reader::new(holder, key, cache, &self.headers, &self.fx.sealing).open(&mut out);
         (out, report)
     }
 }
@@ -131,6 +134,11 @@ fn text(value: &Value) -> String {
 
 fn dar() -> Value {
     json!({"url": DATA_ABSENT_REASON, "valueCode": "masked"})
+}
+
+/// The data-absent-reason of a forged element.
+fn dar_forged() -> Value {
+    json!({"url": DATA_ABSENT_REASON, "valueCode": "error"})
 }
 
 #[test]
@@ -416,7 +424,7 @@ fn bundles_are_sealed_entry_by_entry_and_transaction_entries_bind_to_their_full_
     let mut swapped = sealed;
     swapped["entry"][0]["fullUrl"] = json!("urn:uuid:00000000-0000-4000-8000-000000000000");
     let (_, report) = w.open(&swapped, "full", Some(&full));
-    assert!(report.masked > 0);
+    assert!(report.forged > 0, "{report:?}");
 }
 
 /// The base64 of the sealed-element extension at `pointer` (a JSON pointer to the placeholder).
@@ -476,28 +484,30 @@ fn moved_envelopes_do_not_open() {
     let mut moved = p1.clone();
     set_envelope(&mut moved, "/name/0", &birth);
     let (opened, report) = w.open(&moved, "full", Some(&full));
-    assert_eq!(report.masked, 1);
-    assert_eq!(opened["name"][0], json!({"extension": [dar()]}));
+    assert_eq!((report.masked, report.forged), (0, 1));
+    assert_eq!(report.forged_elements, ["Patient/p1 Patient.name[0]"]);
+    assert_eq!(opened["name"][0], json!({"extension": [dar_forged()]}));
     // Between items of one element.
     let mut swapped = p1.clone();
     let second = envelope_at(&p1, "/name/1");
     set_envelope(&mut swapped, "/name/0", &second);
-    assert_eq!(w.open(&swapped, "full", Some(&full)).1.masked, 1);
+    assert_eq!(w.open(&swapped, "full", Some(&full)).1.forged, 1);
     // To another resource of the same type.
     let mut other = p2;
     set_envelope(&mut other, "/_birthDate", &birth);
-    assert_eq!(w.open(&other, "full", Some(&full)).1.masked, 1);
+    assert_eq!(w.open(&other, "full", Some(&full)).1.forged, 1);
     // To the same id under another resource type.
     let mut practitioner =
         json!({"resourceType": "Practitioner", "id": "p1", "birthDate": "1960-01-01"});
     practitioner = w.seal(&practitioner, &rules);
     set_envelope(&mut practitioner, "/_birthDate", &birth);
-    assert_eq!(w.open(&practitioner, "full", Some(&full)).1.masked, 1);
+    assert_eq!(w.open(&practitioner, "full", Some(&full)).1.forged, 1);
     // The whole resource under another id.
     let mut renamed = p1.clone();
     renamed["id"] = json!("p3");
     let (_, report) = w.open(&renamed, "full", Some(&full));
     assert_eq!(report.opened, 0);
+    assert!(report.forged > 0 && report.masked == 0, "{report:?}");
     // To another structure: the same element sealed under another policy's header.
     let strict = rules_with(
         &[(
@@ -553,18 +563,24 @@ fn every_flipped_byte_and_truncation_is_refused() {
             let mut tampered = sealed.clone();
             set_envelope(&mut tampered, "/_birthDate", &b64.encode(&flipped));
             let (opened, report) = w.open_cached(&tampered, "full", Some(&full), &cache);
-            assert_eq!(report.masked, 1, "byte {i} bit {bit:#x}");
+            // A changed header id names a header nobody has: masked. Anything else is forged.
+            let expected = if (1..17).contains(&i) { (1, 0) } else { (0, 1) };
+            assert_eq!(
+                (report.masked, report.forged),
+                expected,
+                "byte {i} bit {bit:#x}"
+            );
             assert!(opened.get("birthDate").is_none());
         }
     }
     for cut in [1, bytes.len() / 2, bytes.len() - 1] {
         let mut tampered = sealed.clone();
         set_envelope(&mut tampered, "/_birthDate", &b64.encode(&bytes[..cut]));
-        assert_eq!(w.open(&tampered, "full", Some(&full)).1.masked, 1);
+        assert_eq!(w.open(&tampered, "full", Some(&full)).1.forged, 1);
     }
     let mut not_base64 = sealed.clone();
     set_envelope(&mut not_base64, "/_birthDate", "%%%");
-    assert_eq!(w.open(&not_base64, "full", Some(&full)).1.masked, 1);
+    assert_eq!(w.open(&not_base64, "full", Some(&full)).1.forged, 1);
 
     // A truncated header in the resource: nothing under it opens.
     let mut truncated = sealed;
@@ -583,6 +599,7 @@ fn every_flipped_byte_and_truncation_is_refused() {
         report.opened, 0,
         "neither the birth date nor the narrative sealed with it opens"
     );
+    assert_eq!(report.forged, 2, "{report:?}");
     assert!(!text(&opened).contains(SEALED_HEADER));
 }
 
@@ -612,26 +629,30 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
     }
     let cache = cache();
     let mut out = sealed.clone();
-    let report = Reader::new("next", Some(&full_next), &cache, &moved_on).open(&mut out);
+    let report =
+        Reader::new("next", Some(&full_next), &cache, &moved_on, &w.fx.sealing).open(&mut out);
     assert_eq!((report.masked, out), (0, patient()));
     let mut out = sealed.clone();
-    let report = Reader::new("now", Some(&full_now), &cache, &moved_on).open(&mut out);
+    let report =
+        Reader::new("now", Some(&full_now), &cache, &moved_on, &w.fx.sealing).open(&mut out);
     assert_eq!(report.opened, 0, "a stale-period key is refused");
 
     // Nor does a header key cached while the header was at period 0: the warm path keeps the
     // scheme's rule. And a reader without a key gets nothing from the cache.
     let warm = fixture::cache();
     let mut out = sealed.clone();
-    let report = Reader::new("now", Some(&full_now), &warm, &w.headers).open(&mut out);
+    let report =
+        Reader::new("now", Some(&full_now), &warm, &w.headers, &w.fx.sealing).open(&mut out);
     assert_eq!(report.masked, 0);
     let mut out = sealed.clone();
-    let report = Reader::new("now", Some(&full_now), &warm, &moved_on).open(&mut out);
+    let report =
+        Reader::new("now", Some(&full_now), &warm, &moved_on, &w.fx.sealing).open(&mut out);
     assert_eq!(
         report.opened, 0,
         "a cached key does not open a header moved past its period"
     );
     let mut out = sealed;
-    let report = Reader::new("now", None, &warm, &w.headers).open(&mut out);
+    let report = Reader::new("now", None, &warm, &w.headers, &w.fx.sealing).open(&mut out);
     assert_eq!(report.opened, 0, "no key, no cache");
 }
 
@@ -662,7 +683,7 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
     let index = BlindIndex::new([9; 32]);
     let seal = |w: &mut World, resource: &Value| {
         let World { fx, headers } = w;
-        Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+        Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
             .with_blind_index(&index)
             .seal(resource, &rules)
             .map(|s| s.resource)
@@ -730,7 +751,7 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
     assert!(!text(&masked).contains(BLIND_INDEX));
     // A rule that asks for tokens without a secret is refused; so is input carrying tokens.
     let World { fx, headers } = &mut w;
-    let err = Sealer::new(&fx.pp, 0, headers, &mut fx.rng)
+    let err = Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
         .seal(&patient(), &rules)
         .unwrap_err();
     assert!(err.to_string().contains("no blind-index secret"), "{err}");
@@ -810,14 +831,14 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
         // Opening never panics, never hands out an envelope or a header, and never
         // restores a value the reader's key does not open.
         let mut opened = mutated.clone();
-        Reader::new("full", Some(&full), &cache, &w.headers).open(&mut opened);
+        Reader::new("full", Some(&full), &cache, &w.headers, &w.fx.sealing).open(&mut opened);
         let printed = text(&opened);
         assert!(
             !printed.contains(SEALED_ELEMENT) && !printed.contains(SEALED_HEADER),
             "round {round}: {printed}"
         );
         let mut anonymous = mutated.clone();
-        Reader::new("anonymous", None, &cache, &w.headers).open(&mut anonymous);
+        Reader::new("anonymous", None, &cache, &w.headers, &w.fx.sealing).open(&mut anonymous);
         assert!(!text(&anonymous).contains("1974-12-25"), "round {round}");
         // Sealing arbitrary input either works or says why; it never panics.
         let mut input = original.clone();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fhirseal_authority::{Authority, InitOptions, Kek};
-use fhirseal_envelope::{BlindIndex, HeaderCache};
+use fhirseal_envelope::{BlindIndex, HeaderCache, SealingKey};
 use fhirseal_fhir::{Reader, Sealer, SharedHeaders};
 use fhirseal_policy::{Policy, Principal, record_patient};
 use rand_chacha::ChaCha20Rng;
@@ -240,9 +240,10 @@ fn explain_agrees_with_what_real_keys_open_over_the_r4_examples() {
             .collect();
         let mut headers = SharedHeaders::new();
         let pp = keys.authority.public_params().clone();
+        let sealing = SealingKey::generate(&mut keys.rng);
         for (file, resource) in &examples {
             let rules = policy.rules_for(record_patient(resource).as_deref());
-            let sealed = Sealer::new(&pp, 0, &mut headers, &mut keys.rng)
+            let sealed = Sealer::new(&pp, &sealing, 0, &mut headers, &mut keys.rng)
                 .with_blind_index(&index)
                 .seal(resource, &rules)
                 .unwrap_or_else(|e| panic!("{policy_file}: {file}: {e}"));
@@ -250,7 +251,7 @@ fn explain_agrees_with_what_real_keys_open_over_the_r4_examples() {
                 let explanation = policy.explain(who, resource);
                 let cache = HeaderCache::new(64, std::time::Duration::from_secs(60));
                 let mut opened = sealed.resource.clone();
-                Reader::new(name, key.as_deref(), &cache, &headers).open(&mut opened);
+                Reader::new(name, key.as_deref(), &cache, &headers, &sealing).open(&mut opened);
                 for element in &explanation.elements {
                     checked += 1;
                     let masked = masked_at(&opened, &element.path);

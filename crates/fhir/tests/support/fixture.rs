@@ -2,7 +2,7 @@
 //! R4 examples.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::panic)]
 
-use fhirseal_envelope::{Granularity, HeaderCache};
+use fhirseal_envelope::{Granularity, HeaderCache, SealingKey};
 use fhirseal_fhir::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -24,6 +24,8 @@ pub const ALL: &[&str] = &[
 pub struct Fixture {
     pub pp: PublicParams,
     pub msk: MasterSecret,
+    /// The trusted zone's sealing key.
+    pub sealing: SealingKey,
     pub rng: ChaCha20Rng,
     next_leaf: u64,
 }
@@ -32,9 +34,11 @@ impl Fixture {
     pub fn new(seed: u64) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let (pp, msk) = rshabe::setup(Params::new(6, 4).expect("params"), &mut rng);
+        let sealing = SealingKey::generate(&mut rng);
         Self {
             pp,
             msk,
+            sealing,
             rng,
             next_leaf: 0,
         }
