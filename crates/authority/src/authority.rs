@@ -22,7 +22,9 @@ use crate::{Error, Kek};
 /// What `init` creates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InitOptions {
-    /// Tree depths (default: 2^20 users, 2^10 periods).
+    /// Tree depths (default: 2^20 users, 2^10 periods). Every key holds an independent key for
+    /// each of the `user_depth + 1` nodes of its path: its size and the time to issue it grow
+    /// with the depth, decryption does not (`docs/authority-keys.md`).
     pub params: Params,
     /// Length of a period in seconds (default: a day).
     pub period_seconds: u64,
