@@ -1,5 +1,5 @@
 //! The audit step of the request flow: one structured JSON line per request (who, what, which
-//! elements were opened or masked, the outcome), never a protected value.
+//! elements were opened, masked or withheld as forged, the outcome), never a protected value.
 //!
 //! Handlers describe what they did in an [`AuditNote`] put in the response's extensions; the
 //! authentication step puts the verified caller there as an [`AuditWho`]; the [`audit`]
@@ -11,8 +11,8 @@
 //!  "path":"/fhir/Patient/pat-smith","status":200,"outcome":"success",
 //!  "who":{"sub":"dr.grey","fhir_user":"Practitioner/dr-grey","client_id":"demo-app",
 //!         "iss":"http://127.0.0.1:8080/auth"},
-//!  "interaction":"read","resources":["Patient/pat-smith"],"opened":4,"masked":1,"sealed":0,
-//!  "duration_ms":12.408}
+//!  "interaction":"read","resources":["Patient/pat-smith"],"opened":4,"masked":1,"forged":0,
+//!  "sealed":0,"duration_ms":12.408}
 //! ```
 //!
 //! (on one line). What never goes in: the query string (search parameters may hold the very
@@ -52,6 +52,9 @@ pub struct AuditNote {
     pub opened: usize,
     /// Elements left masked for the caller.
     pub masked: usize,
+    /// Elements masked and flagged because they are not what FHIRseal sealed there (forged,
+    /// modified or moved upstream; `docs/authenticity.md`).
+    pub forged: usize,
     /// Elements sealed before the write went upstream.
     pub sealed: usize,
 }
@@ -237,6 +240,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         "resources": note.map(|n| n.resources.as_slice()).unwrap_or_default(),
         "opened": note.map_or(0, |n| n.opened),
         "masked": note.map_or(0, |n| n.masked),
+        "forged": note.map_or(0, |n| n.forged),
         "sealed": note.map_or(0, |n| n.sealed),
         // Whole microseconds, so the number prints short (12.408, not 12.408000000000001).
         "duration_ms": elapsed.as_micros() as f64 / 1000.0,

@@ -318,7 +318,7 @@ pub async fn patch(
     check_if_match(&headers, &stored.resource)?;
     let version = version_of(&stored.resource);
     let (mut opened, report) = open_for(&state, &caller, stored.resource).await?;
-    if report.masked > 0 {
+    if report.masked > 0 || report.forged > 0 {
         return Err(ApiError::Unprocessable(
             "the resource holds sealed elements this caller cannot open; a patch could not keep them",
         ));
@@ -602,13 +602,14 @@ pub(crate) async fn open_for(
         .await?;
     let headers = state.headers.lookup(&ids).await?;
     let cache = Arc::clone(&state.header_cache);
+    let sealing = Arc::clone(&state.sealing);
     let holder = grant.as_ref().map(|grant| grant.registration.clone());
     let open = move |mut value: Value| {
         let (holder, key) = match &grant {
             Some(grant) => (grant.registration.as_str(), Some(&*grant.key)),
             None => ("", None),
         };
-        let report = Reader::new(holder, key, &cache, &headers).open(&mut value);
+        let report = Reader::new(holder, key, &cache, &headers, sealing.key()).open(&mut value);
         (value, report)
     };
     // Opening with header keys already opened is a few AES-GCM decryptions: done here, it costs
@@ -622,12 +623,29 @@ pub(crate) async fn open_for(
             ids.iter()
                 .all(|id| state.header_cache.get(holder, *id, now).is_some())
         });
-    if quick {
-        return Ok(open(value));
+    let (value, report) = if quick {
+        open(value)
+    } else {
+        tokio::task::spawn_blocking(move || open(value))
+            .await
+            .map_err(|_| ApiError::KeyTask)?
+    };
+    // Here, in the request's span (the blocking pool is outside it).
+    warn_forged(&report);
+    Ok((value, report))
+}
+
+/// One warning per response that held forged sealed content (`docs/authenticity.md`): where,
+/// never what (no value, no envelope). The request span names the request.
+fn warn_forged(report: &OpenReport) {
+    if report.forged == 0 {
+        return;
     }
-    tokio::task::spawn_blocking(move || open(value))
-        .await
-        .map_err(|_| ApiError::KeyTask)
+    tracing::warn!(
+        forged = report.forged,
+        elements = %report.forged_elements.join(", "),
+        "sealed content that FHIRseal did not seal there was withheld (forged, modified or moved upstream)"
+    );
 }
 
 /// At most this many shared headers for opening on the async thread.
@@ -712,6 +730,7 @@ pub(crate) fn note(
         resources,
         opened: report.opened,
         masked: report.masked,
+        forged: report.forged,
         sealed,
     }
 }

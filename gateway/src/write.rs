@@ -1,8 +1,10 @@
 //! The "seal the request" step of the request flow: what a write sends upstream.
 //!
 //! [`Sealing`] holds what every write seals with: the book of shared headers this process seals
-//! under (one per access structure and period, made on first use) and the blind-index key (a
-//! named secret of the authority, so every replica writes the same tokens). [`Sealing::seal`]
+//! under (one per access structure and period, made on first use), the blind-index key and the
+//! sealing key (named secrets of the authority, so every replica writes the same tokens and
+//! every replica accepts what another sealed). The sealing key tags and binds every header and
+//! envelope (version 2, `docs/authenticity.md`); readers check it before opening anything. [`Sealing::seal`]
 //! turns a resource into its upstream form under the policy's rules for the resource's patient,
 //! and makes sure every shared header the result names is stored on the upstream *before* the
 //! resource is sent: a resource whose header was never stored could never be opened again.
@@ -17,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use fhirseal_authority::Authority;
-use fhirseal_envelope::{BlindIndex, Header, HeaderId};
+use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
 use fhirseal_fhir::shape::{DATA_ABSENT_REASON, NEUTRAL_DIV};
 use fhirseal_fhir::{HeaderLookup, SealError, Sealer, SharedHeaders, shared_header_ids};
 use fhirseal_policy::{Label, Policy, record_patient};
@@ -31,6 +33,9 @@ use crate::state::StartupError;
 
 /// The authority's named secret the blind-index key is derived from.
 pub const BLIND_INDEX_SECRET: &str = "fhir/blind-index";
+/// The authority's named secret the sealing key is derived from: what makes sealed data
+/// authentic against the upstream (`docs/authenticity.md`).
+pub const SEALING_SECRET: &str = "fhir/sealing-key";
 
 /// What writes seal with; see the module documentation. Cheap to share (`Arc`).
 pub struct Sealing {
@@ -38,6 +43,7 @@ pub struct Sealing {
     policy: Arc<Policy>,
     book: Mutex<SharedHeaders>,
     blind_index: BlindIndex,
+    key: SealingKey,
 }
 
 /// A resource in its upstream form.
@@ -50,34 +56,27 @@ pub struct SealedWrite {
 }
 
 impl Sealing {
-    /// Sealing for `authority` under `policy`; the blind-index key is the authority's named
-    /// secret [`BLIND_INDEX_SECRET`], made on first start.
+    /// Sealing for `authority` under `policy`; the blind-index key and the sealing key are the
+    /// authority's named secrets [`BLIND_INDEX_SECRET`] and [`SEALING_SECRET`], made on first
+    /// start.
     ///
     /// # Errors
-    /// [`StartupError::Authority`] when the secret cannot be read or stored.
+    /// [`StartupError::Authority`] when a secret cannot be read or stored.
     pub fn new(authority: Arc<Authority>, policy: Arc<Policy>) -> Result<Self, StartupError> {
-        let secret = authority.secret_or_create(
-            BLIND_INDEX_SECRET,
-            || {
-                let mut bytes = Zeroizing::new(vec![0u8; 32]);
-                OsRng.fill_bytes(&mut bytes);
-                Ok(bytes)
-            },
-            &mut OsRng,
-        )?;
-        let mut key = Zeroizing::new([0u8; 32]);
-        if secret.len() != key.len() {
-            return Err(StartupError::Kek(format!(
-                "the authority's secret `{BLIND_INDEX_SECRET}` is not 32 bytes"
-            )));
-        }
-        key.copy_from_slice(&secret);
+        let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
+        let sealing = named_secret(&authority, SEALING_SECRET)?;
         Ok(Self {
             authority,
             policy,
             book: Mutex::new(SharedHeaders::new()),
-            blind_index: BlindIndex::new(*key),
+            blind_index: BlindIndex::new(*blind_index),
+            key: SealingKey::new(&sealing),
         })
+    }
+
+    /// The sealing key every header and envelope is tagged with and checked against.
+    pub fn key(&self) -> &SealingKey {
+        &self.key
     }
 
     /// Seals `resource` (bound to its `id`, or to `binding` when it has none) under the rules
@@ -135,10 +134,16 @@ impl Sealing {
         add_labels(&mut resource, labels);
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rng = OsRng;
-        let sealed = Sealer::new(self.authority.public_params(), period, &mut book, &mut rng)
-            .with_blind_index(&self.blind_index)
-            .seal_resource(&resource, &rules, binding)
-            .map_err(ApiError::Seal)?;
+        let sealed = Sealer::new(
+            self.authority.public_params(),
+            &self.key,
+            period,
+            &mut book,
+            &mut rng,
+        )
+        .with_blind_index(&self.blind_index)
+        .seal_resource(&resource, &rules, binding)
+        .map_err(ApiError::Seal)?;
         // The ones made now are among those named; the list of created ones is only drained.
         book.take_created();
         let needed = shared_header_ids(&sealed.resource)
@@ -159,6 +164,27 @@ impl std::fmt::Debug for Sealing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealing").finish_non_exhaustive()
     }
+}
+
+/// The authority's 32-byte named secret `name`, made on first use.
+fn named_secret(authority: &Authority, name: &str) -> Result<Zeroizing<[u8; 32]>, StartupError> {
+    let secret = authority.secret_or_create(
+        name,
+        || {
+            let mut bytes = Zeroizing::new(vec![0u8; 32]);
+            OsRng.fill_bytes(&mut bytes);
+            Ok(bytes)
+        },
+        &mut OsRng,
+    )?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    if secret.len() != key.len() {
+        return Err(StartupError::Kek(format!(
+            "the authority's secret `{name}` is not 32 bytes"
+        )));
+    }
+    key.copy_from_slice(&secret);
+    Ok(key)
 }
 
 /// Stores those of `headers` the upstream does not hold. A header already there is never

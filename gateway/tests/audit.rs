@@ -37,6 +37,7 @@ async fn reader(Extension(id): Extension<RequestId>) -> Response {
         resources: vec!["Patient/p1".into()],
         opened: 4,
         masked: 1,
+        forged: 2,
         sealed: 0,
     });
     // What authenticate adds for a verified caller.
@@ -122,8 +123,13 @@ async fn one_line_per_request_with_who_what_and_outcome() {
     assert_eq!(value["interaction"], "read");
     assert_eq!(value["resources"], json!(["Patient/p1"]));
     assert_eq!(
-        (&value["opened"], &value["masked"], &value["sealed"]),
-        (&json!(4), &json!(1), &json!(0))
+        (
+            &value["opened"],
+            &value["masked"],
+            &value["forged"],
+            &value["sealed"]
+        ),
+        (&json!(4), &json!(1), &json!(2), &json!(0))
     );
     assert!(value["duration_ms"].as_f64().unwrap() >= 0.0);
     let ts = value["ts"].as_str().unwrap();
@@ -157,6 +163,7 @@ async fn one_line_per_request_with_who_what_and_outcome() {
             "resources",
             "opened",
             "masked",
+            "forged",
             "sealed",
             "duration_ms"
         ]

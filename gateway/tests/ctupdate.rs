@@ -264,11 +264,17 @@ async fn harness(put_delay: Duration) -> Harness {
     let patient = json!({"resourceType": "Patient", "id": "p1",
         "name": [{"family": "Canary"}], "birthDate": "1970-01-01",
         "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": "1"}]});
-    let sealed = Sealer::new(state.authority.public_params(), 0, &mut shared, &mut OsRng)
-        .with_blind_index(&index)
-        .seal(&patient, &rules)
-        .unwrap()
-        .resource;
+    let sealed = Sealer::new(
+        state.authority.public_params(),
+        state.sealing.key(),
+        0,
+        &mut shared,
+        &mut OsRng,
+    )
+    .with_blind_index(&index)
+    .seal(&patient, &rules)
+    .unwrap()
+    .resource;
     let headers = shared.take_created();
     assert!(headers.len() >= 2);
     for header in &headers {

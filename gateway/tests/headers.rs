@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use fhirseal::error::ApiError;
 use fhirseal::headers::{BATCH, CODE_SYSTEM, HEADER_CODE, HeaderStore};
-use fhirseal_envelope::{Granularity, Header, HeaderCache, HeaderId};
+use fhirseal_envelope::{Granularity, Header, HeaderCache, HeaderId, SealingKey};
 use fhirseal_fhir::shape::SEALED_HEADER;
 use fhirseal_fhir::{
     Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
@@ -82,20 +82,29 @@ async fn basic_server() -> (MockServer, BasicServer) {
 struct Keys {
     pp: PublicParams,
     msk: rshabe::MasterSecret,
+    sealing: SealingKey,
 }
 
 impl Keys {
     fn new() -> Self {
         let (pp, msk) = rshabe::setup(Params::new(6, 4).unwrap(), &mut OsRng);
-        Self { pp, msk }
+        let sealing = SealingKey::generate(&mut OsRng);
+        Self { pp, msk, sealing }
     }
 
     /// A shared header for `policy` at period 0.
     fn header(&self, policy: &str) -> Header {
         let policy = AccessStructure::parse(policy).unwrap();
-        Header::new(&self.pp, &policy, 0, Granularity::Shared, &mut OsRng)
-            .unwrap()
-            .0
+        Header::new(
+            &self.pp,
+            &policy,
+            0,
+            Granularity::Shared,
+            &self.sealing,
+            &mut OsRng,
+        )
+        .unwrap()
+        .0
     }
 
     fn key(&self, attributes: &[&str]) -> rshabe::DecryptionKey {
@@ -476,7 +485,7 @@ async fn a_sealed_resource_opens_with_the_headers_it_names() {
         "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann Doe</div>"},
         "name": [{"family": "Doe", "given": ["Ann"]}], "gender": "female", "birthDate": "1980-02-03"});
     let mut shared = SharedHeaders::new();
-    let sealed = Sealer::new(&keys.pp, 0, &mut shared, &mut OsRng)
+    let sealed = Sealer::new(&keys.pp, &keys.sealing, 0, &mut shared, &mut OsRng)
         .seal(&original, &rules)
         .unwrap()
         .resource;
@@ -496,14 +505,15 @@ async fn a_sealed_resource_opens_with_the_headers_it_names() {
     let key = keys.key(&["role:physician"]);
     let cache = HeaderCache::new(16, Duration::from_secs(300));
     let mut opened = sealed.clone();
-    let report = Reader::new("dr", Some(&key), &cache, &headers).open(&mut opened);
+    let report = Reader::new("dr", Some(&key), &cache, &headers, &keys.sealing).open(&mut opened);
     assert_eq!(opened, original);
     assert_eq!(report.masked, 0);
 
     // A nurse gets the name, not the birth date.
     let nurse = keys.key(&["role:nurse"]);
     let mut partly = sealed;
-    let report = Reader::new("nurse", Some(&nurse), &cache, &headers).open(&mut partly);
+    let report =
+        Reader::new("nurse", Some(&nurse), &cache, &headers, &keys.sealing).open(&mut partly);
     assert!(report.opened > 0 && report.masked > 0, "{report:?}");
     assert_eq!(partly["name"], original["name"]);
     assert!(partly.get("birthDate").is_none());

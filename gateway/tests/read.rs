@@ -105,6 +105,7 @@ async fn harness() -> Harness {
     let index = BlindIndex::new([7; 32]);
     let sealed = Sealer::new(
         state.authority.public_params(),
+        state.sealing.key(),
         period,
         &mut shared,
         &mut OsRng,

@@ -251,6 +251,7 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
         let mut rng = OsRng;
         let mut sealer = Sealer::new(
             state.authority.public_params(),
+            state.sealing.key(),
             period,
             &mut shared,
             &mut rng,
@@ -306,7 +307,14 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
     let cache = HeaderCache::new(16, Duration::from_secs(60));
     let headers = stored_headers(&state).await;
     let (mut stored, _) = raw(&state, "Patient/p1").await;
-    let before = Reader::new("copy", Some(&old_key), &cache, &headers).open(&mut stored);
+    let before = Reader::new(
+        "copy",
+        Some(&old_key),
+        &cache,
+        &headers,
+        state.sealing.key(),
+    )
+    .open(&mut stored);
     assert!(
         before.opened > 0,
         "the copy works before the update: {before:?}"
@@ -357,7 +365,14 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
             );
         }
         let cache = HeaderCache::new(16, Duration::from_secs(60));
-        let report = Reader::new("copy", Some(&old_key), &cache, &headers).open(&mut stored);
+        let report = Reader::new(
+            "copy",
+            Some(&old_key),
+            &cache,
+            &headers,
+            state.sealing.key(),
+        )
+        .open(&mut stored);
         assert_eq!(report.opened, 0, "{path}: {report:?}");
         assert!(report.masked > 0, "{path}: {report:?}");
     }
