@@ -12,6 +12,9 @@
 #[path = "support/sekmet.rs"]
 mod sekmet;
 
+#[path = "e2e_rest/forged.rs"]
+mod forged;
+
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode, header};

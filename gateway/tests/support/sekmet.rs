@@ -15,12 +15,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use fhirseal::app::app;
+use fhirseal::audit::{AuditSink, audited};
 use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::AppState;
 use fhirseal_upstream::UpstreamRequest;
@@ -355,6 +357,31 @@ impl Gateway {
             text,
             json,
         }
+    }
+
+    /// The same gateway with the audit layer outermost, as `fhirseal serve` runs it, its lines
+    /// kept in memory: the gateway and the lines written so far.
+    pub(crate) fn with_audit(mut self) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let (sink, lines) = AuditSink::memory();
+        self.app = audited(app(self.state.clone()), sink);
+        (self, lines)
+    }
+
+    /// `PUT` of `resource` straight to the upstream, around the gateway, as the upstream's
+    /// operator could: its status.
+    pub(crate) async fn upstream_put(&self, resource: &Value) -> StatusCode {
+        let path = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
+        let request = UpstreamRequest::new(Method::PUT, path)
+            .with_header(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/fhir+json"),
+            )
+            .with_body(resource.to_string());
+        self.state.upstream.send(request).await.unwrap().status()
     }
 
     /// Every canary of `canaries` found in the upstream's storage: see [`canary_scan`].
