@@ -27,8 +27,13 @@
 //!
 //! Opening ([`Reader::open`]) needs no rules: the upstream form describes itself. Each element
 //! opens to exactly what was sealed, or, when the reader's attributes do not satisfy its
-//! structure (or anything at all is wrong with it), stays masked: the data-absent-reason stays,
-//! the envelope goes. Nothing is silently dropped.
+//! structure, stays masked: the data-absent-reason stays, the envelope goes. Nothing is silently
+//! dropped. Every header and envelope is checked first under the trusted zone's sealing key
+//! ([`fhirseal_envelope::SealingKey`]): one that is not what FHIRseal sealed there (made from the
+//! public parameters, modified, moved from another element or resource, version 1) is **forged**
+//! for every reader: masked too, flagged with data-absent-reason `error` and the resource's
+//! `meta.security` label [`shape::FORGED_CODE`], and counted apart in the [`OpenReport`]
+//! (`docs/authenticity.md`).
 //!
 //! After a revocation, [`update_headers`] moves the `sealed-header`s a stored resource (or a
 //! Bundle of them) carries to the new period with the public ciphertext update: no key needed,
