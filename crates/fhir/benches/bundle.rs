@@ -1,5 +1,6 @@
 //! Seal and open of a 100-entry Observation searchset Bundle, `shared` and `resource`
-//! granularity, cold and warm header cache, beside plain `serde_json` parse + serialise of the
+//! granularity, cold and warm header cache (warm also with the read path's check against the
+//! rules), beside plain `serde_json` parse + serialise of the
 //! same Bundle (the floor). Every measurement starts from bytes and ends in bytes, as the gateway
 //! does. `cargo bench -p fhirseal-fhir --bench bundle`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -103,6 +104,19 @@ fn bench(c: &mut Criterion) {
                 let report = Reader::new("reader", Some(&key), &warm, &headers, &fx.sealing)
                     .open(&mut value);
                 assert_eq!(report.masked, 0);
+                black_box(serde_json::to_vec(&value).unwrap())
+            });
+        });
+
+        // The same, checking every entry against the rules as the gateway does: an element they
+        // seal in clear would be forged (`docs/authenticity.md`).
+        group.bench_function(format!("open {name} warm, rules checked"), |b| {
+            b.iter(|| {
+                let mut value: Value = serde_json::from_slice(black_box(&sealed)).unwrap();
+                let report = Reader::new("reader", Some(&key), &warm, &headers, &fx.sealing)
+                    .with_rules(&rules)
+                    .open(&mut value);
+                assert_eq!((report.masked, report.forged), (0, 0));
                 black_box(serde_json::to_vec(&value).unwrap())
             });
         });

@@ -58,6 +58,7 @@ pub mod compartment;
 mod headers;
 mod open;
 pub mod path;
+mod plaintext;
 pub mod rules;
 mod seal;
 pub mod search;
@@ -72,12 +73,30 @@ pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};
 pub use update::{HeaderUpdate, UpdateError, update_headers};
 
+use std::borrow::Cow;
+
 use fhirseal_envelope::{Header, HeaderId};
+use serde_json::{Map, Value};
 
 /// Where readers find shared headers (`shared` granularity) by id: the gateway's store of them.
 pub trait HeaderLookup {
     /// The header with id `id`, if known.
     fn header(&self, id: HeaderId) -> Option<Header>;
+}
+
+/// Where a [`Reader`] finds the sealing rules it checks each resource against
+/// ([`Reader::with_rules`]): an element they seal that stands in clear was not sealed by FHIRseal
+/// and is withheld as forged (`docs/authenticity.md`). Only paths matter to the check, so rules
+/// resolved for any patient do.
+pub trait RuleSource {
+    /// The rules sealing would apply to `resource`, a resource in its upstream form.
+    fn rules_for(&self, resource: &Map<String, Value>) -> Cow<'_, Rules>;
+}
+
+impl RuleSource for Rules {
+    fn rules_for(&self, _resource: &Map<String, Value>) -> Cow<'_, Rules> {
+        Cow::Borrowed(self)
+    }
 }
 
 /// Why a resource cannot be sealed. No variant carries a protected value.

@@ -8,10 +8,11 @@
 //! |---|---|---|
 //! | opened | authentic, and the reader's attributes satisfy its structure | the element as sealed |
 //! | masked | the reader may not open it, or its shared header is not found | the placeholder without its envelope (data-absent-reason `masked`) |
-//! | forged | its envelope's or header's tag does not verify under the sealing key (made from the public parameters, modified, version 1, malformed), it was moved from another element, resource or header (transplanted), or its header's key unwraps no resource key though the reader's attributes satisfy the structure | the placeholder without its envelope, data-absent-reason `error` (for `value[x]`: `dataAbsentReason` coded `error`), and the resource labelled `meta.security` [`FORGED_CODE`] of [`FHIRSEAL_CODE_SYSTEM`] |
+//! | forged | its envelope's or header's tag does not verify under the sealing key (made from the public parameters, modified, version 1, malformed), it was moved from another element, resource or header (transplanted), or its header's key unwraps no resource key though the reader's attributes satisfy the structure | the placeholder without its envelope, data-absent-reason `error` (for `value[x]`: `dataAbsentReason` coded `error`), and the resource labelled `meta.security` [`FORGED_CODE`](crate::shape::FORGED_CODE) of [`FHIRSEAL_CODE_SYSTEM`](crate::shape::FHIRSEAL_CODE_SYSTEM) |
 //!
 //! The tag checks need only the sealing key, so every reader, entitled or not, sees a forged
-//! element as forged.
+//! element as forged. With [`Reader::with_rules`], so is an element the sealing rules seal that
+//! stands in clear where sealing would have left a placeholder: the upstream wrote it.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -26,13 +27,13 @@ use fhirseal_envelope::{
 use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
 
-use crate::HeaderLookup;
+use crate::plaintext::withhold_plaintext;
 use crate::seal::contained_loc;
 use crate::shape::{
-    BLIND_INDEX, FHIRSEAL_CODE_SYSTEM, FORGED_CODE, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
-    envelope_of, flag_forged, forged_label, insert_at, is_sealed, strip_envelope,
-    strip_envelope_in,
+    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, flag_forged, forged_label,
+    insert_at, is_sealed, remove_forged_labels, strip_envelope, strip_envelope_in, tidy_meta,
 };
+use crate::{HeaderLookup, RuleSource};
 
 /// Who reads, with which key, and where headers and opened header keys are found.
 pub struct Reader<'a> {
@@ -41,6 +42,7 @@ pub struct Reader<'a> {
     cache: &'a HeaderCache,
     headers: &'a dyn HeaderLookup,
     sealing: &'a SealingKey,
+    rules: Option<&'a dyn RuleSource>,
     now: Instant,
 }
 
@@ -126,7 +128,19 @@ impl<'a> Reader<'a> {
             cache,
             headers,
             sealing,
+            rules: None,
             now: Instant::now(),
+        }
+    }
+
+    /// The same reader, also checking each resource against the sealing rules `rules` gives for
+    /// it: an element they seal that stands in clear (neither a placeholder nor absent) did not
+    /// come from FHIRseal and is forged (module docs), its value never shown. Without it, a
+    /// value in clear anywhere is passed on as it is.
+    pub fn with_rules(self, rules: &'a dyn RuleSource) -> Self {
+        Self {
+            rules: Some(rules),
+            ..self
         }
     }
 
@@ -147,6 +161,7 @@ impl std::fmt::Debug for Reader<'_> {
         f.debug_struct("Reader")
             .field("holder", &self.holder)
             .field("has_key", &self.key.is_some())
+            .field("checks_rules", &self.rules.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +227,12 @@ impl Session<'_, '_> {
         // Only the gateway says what is forged: a label the upstream wrote goes.
         remove_forged_labels(object);
         let (opened, masked, forged) = (self.report.opened, self.report.masked, self.report.forged);
+        if let Some(source) = self.reader.rules {
+            let rules = source.rules_for(object);
+            withhold_plaintext(object, &rules, &resource_type, &mut |path| {
+                self.forged(&resource_type, &id, path);
+            });
+        }
         let mut walk = Walk {
             session: self,
             resource_type: &resource_type,
@@ -736,42 +757,6 @@ fn remove_masked_label(object: &mut Map<String, Value>) {
         }
     }
     tidy_meta(object);
-}
-
-/// Removes every forged-content label from the resource's `meta.security`: only the gateway
-/// says what is forged, so one the upstream wrote goes.
-fn remove_forged_labels(object: &mut Map<String, Value>) {
-    let Some(Value::Object(meta)) = object.get_mut("meta") else {
-        return;
-    };
-    let Some(Value::Array(labels)) = meta.get_mut("security") else {
-        return;
-    };
-    let before = labels.len();
-    labels.retain(|l| {
-        l.get("system").and_then(Value::as_str) != Some(FHIRSEAL_CODE_SYSTEM)
-            || l.get("code").and_then(Value::as_str) != Some(FORGED_CODE)
-    });
-    if labels.len() != before {
-        tidy_meta(object);
-    }
-}
-
-/// Drops an emptied `meta.security`, then an emptied `meta`.
-fn tidy_meta(object: &mut Map<String, Value>) {
-    let Some(Value::Object(meta)) = object.get_mut("meta") else {
-        return;
-    };
-    if meta
-        .get("security")
-        .and_then(Value::as_array)
-        .is_some_and(Vec::is_empty)
-    {
-        meta.shift_remove("security");
-    }
-    if meta.is_empty() {
-        object.shift_remove("meta");
-    }
 }
 
 /// Adds `label` to the resource's `meta.security`.

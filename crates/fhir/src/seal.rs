@@ -16,7 +16,8 @@ use crate::path::Step;
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use crate::shape::{
     BLIND_INDEX, BLIND_INDEX_SYSTEM, NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
-    holds_sealed, insert_at, masked_concept, masked_label, masked_reason, sealed_extension,
+    complex_placeholder, holds_sealed, insert_at, masked_concept, masked_label, masked_reason,
+    sealed_extension,
 };
 use crate::structure::r4;
 use crate::{HeaderLookup, SealError};
@@ -67,7 +68,7 @@ struct Work {
 }
 
 /// Where a selected element is, in the object that holds it.
-enum Slot {
+pub(crate) enum Slot {
     /// A single element: `key` (or `_key`), or `value[x]` standing in `dataAbsentReason`.
     Field {
         key: String,
@@ -270,7 +271,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         }
         let displays = set.map_or(Displays::default(), RuleSet::displays);
         if displays != Displays::Keep {
-            self.seal_displays(object, &resource_type, &resource_type, displays, &mut work)?;
+            self.seal_displays(object, &resource_type, displays, &mut work)?;
         }
         self.handle_narrative(object, &resource_type, set, 0, &mut work)?;
         // The label and the headers go on the outer resource (contained resources SHALL NOT
@@ -450,7 +451,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     insert_at(holder, index, companion, placeholder);
                 } else {
                     let original = removed.get(&key);
-                    insert_at(holder, index, key, complex_placeholder(original, envelope));
+                    insert_at(holder, index, key, sealed_placeholder(original, envelope));
                 }
             }
             Slot::Items {
@@ -505,7 +506,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     } else if let Some(Value::Array(items)) = holder.get_mut(&key)
                         && let Some(item) = items.get_mut(i)
                     {
-                        *item = complex_placeholder(removed.get(&key), envelope);
+                        *item = sealed_placeholder(removed.get(&key), envelope);
                     }
                 }
                 // Nothing sealed, nothing touched: sealing leaves such a resource as it was.
@@ -606,113 +607,33 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
     fn seal_displays(
         &mut self,
         object: &mut Map<String, Value>,
-        context: &str,
-        loc: &str,
+        resource_type: &str,
         mode: Displays,
         work: &mut Work,
     ) -> Result<(), SealError> {
-        let r4 = r4();
-        let keys: Vec<String> = object
-            .keys()
-            .filter(|k| !k.starts_with('_'))
-            .cloned()
-            .collect();
-        for key in keys {
-            if key == "resourceType" {
-                continue;
-            }
-            if key == "contained" {
-                if let Some(Value::Array(items)) = object.get_mut("contained") {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        if let Some(inner) = item.as_object_mut() {
-                            let inner_type = inner
-                                .get("resourceType")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string();
-                            let inner_loc = contained_loc(loc, inner, i);
-                            self.seal_displays(inner, &inner_type, &inner_loc, mode, work)?;
-                        }
+        each_display(
+            object,
+            resource_type,
+            resource_type,
+            &mut |inner, display, loc| {
+                let lowered = display.to_lowercase();
+                let mut policies: Vec<AccessStructure> = Vec::new();
+                for (policy, strings) in &work.sealed {
+                    let repeats = mode == Displays::All
+                        || strings
+                            .iter()
+                            .any(|s| s.chars().count() >= 3 && lowered.contains(&s.to_lowercase()));
+                    if repeats && !policies.contains(policy) {
+                        policies.push(policy.clone());
                     }
                 }
-                continue;
-            }
-            let Some(child) = r4.child(context, &key) else {
-                continue;
-            };
-            if child.primitive {
-                continue;
-            }
-            let ty = child
-                .chosen
-                .or_else(|| child.element.types.first().copied())
-                .unwrap_or_default();
-            let child_context = child.context;
-            let child_loc = format!("{loc}.{key}");
-            match object.get_mut(&key) {
-                Some(Value::Object(inner)) => {
-                    self.display_or_descend(inner, ty, child_context, &child_loc, mode, work)?;
+                if policies.is_empty() {
+                    return Ok(());
                 }
-                Some(Value::Array(items)) => {
-                    for (i, item) in items.iter_mut().enumerate() {
-                        if let Some(inner) = item.as_object_mut() {
-                            let item_loc = format!("{child_loc}[{i}]");
-                            self.display_or_descend(
-                                inner,
-                                ty,
-                                child_context,
-                                &item_loc,
-                                mode,
-                                work,
-                            )?;
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn display_or_descend(
-        &mut self,
-        inner: &mut Map<String, Value>,
-        ty: &str,
-        context: &str,
-        loc: &str,
-        mode: Displays,
-        work: &mut Work,
-    ) -> Result<(), SealError> {
-        if ty == "Reference"
-            && let Some(display) = inner.get("display").and_then(Value::as_str)
-        {
-            let lowered = display.to_lowercase();
-            let mut policies: Vec<AccessStructure> = Vec::new();
-            for (policy, strings) in &work.sealed {
-                let repeats = mode == Displays::All
-                    || strings
-                        .iter()
-                        .any(|s| s.chars().count() >= 3 && lowered.contains(&s.to_lowercase()));
-                if repeats && !policies.contains(policy) {
-                    policies.push(policy.clone());
-                }
-            }
-            if !policies.is_empty() {
-                self.seal_copy(
-                    inner,
-                    "display",
-                    true,
-                    &format!("{loc}.display"),
-                    &policies,
-                    work,
-                )?;
-            }
-            return Ok(());
-        }
-        if ty == "Resource" {
-            return Ok(());
-        }
-        self.seal_displays(inner, context, loc, mode, work)
+                let path = format!("{loc}.display");
+                self.seal_copy(inner, "display", true, &path, &policies, work)
+            },
+        )
     }
 
     /// Seals `holder[key]`, a copy of sealed values (a display, a narrative), under the
@@ -820,24 +741,95 @@ pub(crate) fn contained_loc(loc: &str, inner: &Map<String, Value>, index: usize)
     }
 }
 
-/// The placeholder of a complex element: its extensions, plus what its type cannot do without
-/// (an Extension's `url`; a Narrative's `status` and `div`).
-fn complex_placeholder(original: Option<&Value>, envelope: String) -> Value {
-    let mut placeholder = Map::new();
-    if let Some(url) = original.and_then(|o| o.get("url")).and_then(Value::as_str)
-        && original.is_some_and(|o| o.get("div").is_none())
+/// The placeholder of a sealed complex element ([`complex_placeholder`]).
+fn sealed_placeholder(original: Option<&Value>, envelope: String) -> Value {
+    complex_placeholder(original, vec![masked_reason(), sealed_extension(envelope)])
+}
+
+/// What [`each_display`] calls for each `Reference` with a `display` string: the reference, the
+/// display (a copy: the reference may be changed) and the reference's path.
+pub(crate) type DisplayFound<'f> =
+    dyn FnMut(&mut Map<String, Value>, &str, &str) -> Result<(), SealError> + 'f;
+
+/// Walks `object` (of R4 type `context`, at path `loc`) by its R4 definition and calls `found`
+/// for each `Reference` holding a `display` string; contained resources by their own type. What
+/// sealing displays and the read path's check of them ([`crate::plaintext`]) both walk.
+pub(crate) fn each_display(
+    object: &mut Map<String, Value>,
+    context: &str,
+    loc: &str,
+    found: &mut DisplayFound<'_>,
+) -> Result<(), SealError> {
+    let r4 = r4();
+    let keys: Vec<String> = object
+        .keys()
+        .filter(|k| !k.starts_with('_') && *k != "resourceType")
+        .cloned()
+        .collect();
+    for key in keys {
+        if key == "contained" {
+            if let Some(Value::Array(items)) = object.get_mut("contained") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let Some(inner) = item.as_object_mut() {
+                        let inner_type = inner
+                            .get("resourceType")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        let inner_loc = contained_loc(loc, inner, i);
+                        each_display(inner, &inner_type, &inner_loc, found)?;
+                    }
+                }
+            }
+            continue;
+        }
+        let Some(child) = r4.child(context, &key) else {
+            continue;
+        };
+        if child.primitive {
+            continue;
+        }
+        let ty = child
+            .chosen
+            .or_else(|| child.element.types.first().copied())
+            .unwrap_or_default();
+        let child_context = child.context;
+        let child_loc = format!("{loc}.{key}");
+        match object.get_mut(&key) {
+            Some(Value::Object(inner)) => {
+                display_or_descend(inner, ty, child_context, &child_loc, found)?;
+            }
+            Some(Value::Array(items)) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let Some(inner) = item.as_object_mut() {
+                        let item_loc = format!("{child_loc}[{i}]");
+                        display_or_descend(inner, ty, child_context, &item_loc, found)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn display_or_descend(
+    inner: &mut Map<String, Value>,
+    ty: &str,
+    context: &str,
+    loc: &str,
+    found: &mut DisplayFound<'_>,
+) -> Result<(), SealError> {
+    if ty == "Reference"
+        && let Some(display) = inner.get("display").and_then(Value::as_str)
     {
-        placeholder.insert("url".into(), Value::String(url.to_string()));
+        let display = display.to_string();
+        return found(inner, &display, loc);
     }
-    placeholder.insert(
-        "extension".into(),
-        json!([masked_reason(), sealed_extension(envelope)]),
-    );
-    if original.is_some_and(|o| o.get("div").is_some()) {
-        placeholder.insert("status".into(), Value::String("generated".into()));
-        placeholder.insert("div".into(), Value::String(NEUTRAL_DIV.into()));
+    if ty == "Resource" {
+        return Ok(());
     }
-    Value::Object(placeholder)
+    each_display(inner, context, loc, found)
 }
 
 /// The concrete paths (as envelopes bind them: `Patient.name[1]`, `Observation.value[x]`) of
@@ -867,12 +859,12 @@ pub fn locate(resource: &Value, rule: &ElementRule) -> Vec<String> {
 }
 
 /// What `select` calls for each element it selects.
-type Found<'f> = dyn FnMut(&mut Map<String, Value>, Slot) -> Result<(), SealError> + 'f;
+pub(crate) type Found<'f> = dyn FnMut(&mut Map<String, Value>, Slot) -> Result<(), SealError> + 'f;
 
 /// Walks `steps` from `object`, calling `found` for each selected element with the object that
 /// holds it. A value whose JSON shape does not fit the definition is refused: it would otherwise
 /// go upstream unsealed.
-fn select(
+pub(crate) fn select(
     object: &mut Map<String, Value>,
     steps: &[Step],
     loc: &str,

@@ -79,6 +79,150 @@ fn reason(code: &str) -> Value {
     json!({"url": DATA_ABSENT_REASON, "valueCode": code})
 }
 
+/// The placeholder of a complex element: `extensions`, plus what its type cannot do without (an
+/// Extension's `url`; a Narrative's `status` and the neutral `div`), taken from `original`.
+pub(crate) fn complex_placeholder(original: Option<&Value>, extensions: Vec<Value>) -> Value {
+    let narrative = original.is_some_and(|o| o.get("div").is_some());
+    let mut placeholder = Map::new();
+    if let Some(url) = original.and_then(|o| o.get("url")).and_then(Value::as_str)
+        && !narrative
+    {
+        placeholder.insert("url".into(), Value::String(url.to_string()));
+    }
+    placeholder.insert("extension".into(), Value::Array(extensions));
+    if narrative {
+        placeholder.insert("status".into(), Value::String("generated".into()));
+        placeholder.insert("div".into(), Value::String(NEUTRAL_DIV.into()));
+    }
+    Value::Object(placeholder)
+}
+
+/// What a reader gets in place of a forged element that has no placeholder to flag (a value in
+/// clear where the rules say sealed): [`complex_placeholder`] with data-absent-reason
+/// [`FORGED_REASON`] for a primitive's `_name` or a complex element, or the `dataAbsentReason`
+/// concept coded [`FORGED_REASON`] when `concept` (for `value[x]`).
+pub(crate) fn forged_placeholder_for(original: Option<&Value>, concept: bool) -> Value {
+    if concept {
+        let mut placeholder = Value::Object(Map::new());
+        flag_forged(&mut placeholder, true);
+        return placeholder;
+    }
+    complex_placeholder(original, vec![reason(FORGED_REASON)])
+}
+
+/// The narrative a reader gets in place of a forged one: the neutral `div`, with data-absent-reason
+/// [`FORGED_REASON`].
+pub(crate) fn forged_narrative() -> Value {
+    json!({"extension": [reason(FORGED_REASON)], "status": "generated", "div": NEUTRAL_DIV})
+}
+
+/// Whether the resource's `meta.security` holds the forged-content label ([`FORGED_CODE`]).
+pub fn has_forged_label(resource: &Value) -> bool {
+    resource
+        .get("meta")
+        .and_then(|m| m.get("security"))
+        .and_then(Value::as_array)
+        .is_some_and(|labels| labels.iter().any(is_forged_label))
+}
+
+/// Removes every forged-content label from the resource's `meta.security` (then an emptied
+/// `security` and `meta`): only the gateway says what is forged, so one the upstream stored or
+/// a client sent goes.
+pub fn remove_forged_labels(object: &mut Map<String, Value>) {
+    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+        return;
+    };
+    let Some(Value::Array(labels)) = meta.get_mut("security") else {
+        return;
+    };
+    let before = labels.len();
+    labels.retain(|l| !is_forged_label(l));
+    if labels.len() != before {
+        tidy_meta(object);
+    }
+}
+
+/// Drops an emptied `meta.security`, then an emptied `meta`.
+pub(crate) fn tidy_meta(object: &mut Map<String, Value>) {
+    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+        return;
+    };
+    if meta
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        meta.shift_remove("security");
+    }
+    if meta.is_empty() {
+        object.shift_remove("meta");
+    }
+}
+
+fn is_forged_label(label: &Value) -> bool {
+    label.get("system").and_then(Value::as_str) == Some(FHIRSEAL_CODE_SYSTEM)
+        && label.get("code").and_then(Value::as_str) == Some(FORGED_CODE)
+}
+
+/// The path (`Patient.birthDate`, `Patient.name[0]`, `Observation.dataAbsentReason`) of the
+/// first element of `resource` that holds data-absent-reason [`FORGED_REASON`], as the extension
+/// or as a `dataAbsentReason` concept's coding: what a reader got for a forged element. A path,
+/// never a value.
+pub fn forged_placeholder(resource: &Value) -> Option<String> {
+    let mut path = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("Resource")
+        .to_string();
+    find_forged_reason(resource, &mut path).then_some(path)
+}
+
+/// Whether `value` (at `path`) holds a forged reason; `path` is left at the element holding it.
+fn find_forged_reason(value: &Value, path: &mut String) -> bool {
+    let len = path.len();
+    match value {
+        Value::Object(object) => {
+            let extension = object.get("url").and_then(Value::as_str) == Some(DATA_ABSENT_REASON)
+                && object.get("valueCode").and_then(Value::as_str) == Some(FORGED_REASON);
+            let coding = object.get("system").and_then(Value::as_str)
+                == Some(DATA_ABSENT_REASON_SYSTEM)
+                && object.get("code").and_then(Value::as_str) == Some(FORGED_REASON);
+            if extension || coding {
+                return true;
+            }
+            for (key, child) in object {
+                if matches!(key.as_str(), "extension" | "coding") {
+                    // The element is the one holding them.
+                    if find_forged_reason(child, path) {
+                        path.truncate(len);
+                        return true;
+                    }
+                    continue;
+                }
+                path.push('.');
+                path.push_str(key.strip_prefix('_').unwrap_or(key));
+                if find_forged_reason(child, path) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                use std::fmt::Write as _;
+                let _ = write!(path, "[{i}]");
+                if find_forged_reason(item, path) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
 /// `{"url": sealed-element, "valueBase64Binary": envelope}`.
 pub(crate) fn sealed_extension(envelope: String) -> Value {
     json!({"url": SEALED_ELEMENT, "valueBase64Binary": envelope})

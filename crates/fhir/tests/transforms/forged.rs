@@ -264,3 +264,170 @@ fn only_the_gateway_says_what_is_forged() {
         "the upstream's label is gone with the seal's"
     );
 }
+
+// --- Plaintext where the rules say sealed (issue 13) ---------------------------------------
+
+/// `sealed` read by every reader with the rules checked.
+fn read_checked(
+    w: &Readers,
+    sealed: &Value,
+    rules: &Rules,
+) -> Vec<(&'static str, Value, OpenReport)> {
+    let upstream = Upstream::with(&w.w.headers, []);
+    w.readers
+        .iter()
+        .map(|(holder, key)| {
+            let cache = cache();
+            let mut out = sealed.clone();
+            let report = Reader::new(holder, key.as_ref(), &cache, &upstream, &w.w.fx.sealing)
+                .with_rules(rules)
+                .open(&mut out);
+            (*holder, out, report)
+        })
+        .collect()
+}
+
+fn forged_paths(report: &OpenReport) -> Vec<&str> {
+    report.forged_elements.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn plaintext_in_sealed_patient_slots_is_forged_for_every_reader() {
+    let mut r = Readers::new();
+    let rules = patient_rules(Granularity::Shared);
+    let mut tampered = r.w.seal(&patient(), &rules);
+    // The operator writes values in clear where placeholders were: a primitive beside its
+    // placeholder, a complex item, a whole repeating element, and the narrative.
+    tampered["birthDate"] = json!(FORGED_BIRTH);
+    tampered["name"][1] = json!({"family": "Forger"});
+    tampered["telecom"] = json!([{"system": "phone", "value": "000-FORGED"}]);
+    tampered["text"] = json!({"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">FORGED narrative</div>"});
+    for (holder, opened, report) in read_checked(&r, &tampered, &rules) {
+        assert_eq!(
+            forged_paths(&report),
+            [
+                "Patient/p1 Patient.birthDate",
+                "Patient/p1 Patient.name[1]",
+                "Patient/p1 Patient.telecom[0]",
+                "Patient/p1 Patient.text",
+            ],
+            "{holder}"
+        );
+        let printed = text(&opened);
+        for never in [FORGED_BIRTH, "Forger", "000-FORGED", "FORGED narrative"] {
+            assert!(!printed.contains(never), "{holder}: {printed}");
+        }
+        assert!(opened.get("birthDate").is_none(), "{holder}");
+        let placeholder = json!({"extension": [dar_forged()]});
+        assert_eq!(opened["_birthDate"], placeholder, "{holder}");
+        assert_eq!(opened["name"][1], placeholder, "{holder}");
+        assert_eq!(opened["telecom"][0], placeholder, "{holder}");
+        assert_eq!(
+            opened["text"]["extension"],
+            json!([dar_forged()]),
+            "{holder}"
+        );
+        assert_eq!(forged_label_count(&opened), 1, "{holder}");
+        // The honest element beside them still opens for whoever may.
+        if holder == "full" {
+            assert_eq!(opened["name"][0], patient()["name"][0]);
+            assert_eq!(opened["identifier"], patient()["identifier"]);
+        }
+    }
+}
+
+#[test]
+fn a_plaintext_observation_value_is_forged_and_its_dataabsentreason_coded_error() {
+    let mut r = Readers::new();
+    let rules = rules_with(
+        &[(
+            "Observation",
+            &[
+                (
+                    "Observation.value[x]",
+                    "role:physician",
+                    Granularity::Shared,
+                ),
+                (
+                    "Observation.interpretation",
+                    "role:physician",
+                    Granularity::Shared,
+                ),
+            ],
+        )],
+        Narrative::Seal,
+        Displays::All,
+    );
+    let original = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+        "code": {"text": "glucose"}, "subject": {"reference": "Patient/p1", "display": "Peter"},
+        "valueQuantity": {"value": 5.5, "unit": "mmol/L"},
+        "interpretation": [{"text": "normal"}]});
+    let sealed = r.w.seal(&original, &rules);
+    // The stored value replaced by one in clear (its placeholder taken away), and a display.
+    let mut tampered = sealed.clone();
+    tampered
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("dataAbsentReason");
+    tampered["valueQuantity"] = json!({"value": 99.9, "unit": "mmol/L"});
+    tampered["subject"]["display"] = json!("Forged Name");
+    for (holder, opened, report) in read_checked(&r, &tampered, &rules) {
+        assert_eq!(
+            forged_paths(&report),
+            [
+                "Observation/o1 Observation.value[x]",
+                "Observation/o1 Observation.subject.display",
+            ],
+            "{holder}"
+        );
+        assert!(opened.get("valueQuantity").is_none(), "{holder}");
+        assert_eq!(
+            opened["dataAbsentReason"]["coding"][0]["code"], "error",
+            "{holder}"
+        );
+        assert_eq!(
+            opened["subject"]["_display"],
+            json!({"extension": [dar_forged()]})
+        );
+        assert!(!text(&opened).contains("99.9") && !text(&opened).contains("Forged Name"));
+        if holder == "full" {
+            assert_eq!(opened["interpretation"], original["interpretation"]);
+        }
+    }
+    // Untouched, the same resource reads as before: nothing is flagged.
+    for (holder, _, report) in read_checked(&r, &sealed, &rules) {
+        assert_eq!(report.forged, 0, "{holder}: {report:?}");
+    }
+}
+
+#[test]
+fn what_the_rules_do_not_seal_stays_in_clear_and_is_not_flagged() {
+    let mut r = Readers::new();
+    let rules = patient_rules(Granularity::Shared);
+    let sealed = r.w.seal(&patient(), &rules);
+    let mut tampered = sealed;
+    tampered["gender"] = json!("female");
+    tampered["identifier"][0]["value"] = json!("changed-mrn");
+    tampered["contact"][0]["name"] = json!({"family": "Someone"});
+    for (holder, opened, report) in read_checked(&r, &tampered, &rules) {
+        assert_eq!(report.forged, 0, "{holder}: {report:?}");
+        assert_eq!(forged_label_count(&opened), 0, "{holder}");
+        assert_eq!(opened["gender"], "female", "{holder}");
+        assert_eq!(opened["identifier"][0]["value"], "changed-mrn", "{holder}");
+        assert_eq!(
+            opened["contact"][0]["name"]["family"], "Someone",
+            "{holder}"
+        );
+    }
+    // A resource whose type has no rules, and one without anything sealed, are left alone.
+    let plain = json!({"resourceType": "Patient", "id": "p9", "gender": "male",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}});
+    let organization = json!({"resourceType": "Organization", "id": "o", "name": "St Mary"});
+    for resource in [plain, organization] {
+        for (holder, opened, report) in read_checked(&r, &resource, &rules) {
+            assert_eq!(report, OpenReport::default(), "{holder}");
+            assert_eq!(opened, resource, "{holder}");
+        }
+    }
+}
