@@ -15,9 +15,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use fhirseal_smart::server::RawServerConfig;
+use fhirseal_auth_server::{RawServerConfig, ServerConfig};
+use fhirseal_smart::ClaimNames;
 use fhirseal_smart::verify::{IntrospectionConfig, IssuerConfig, KeySource};
-use fhirseal_smart::{ClaimNames, ServerConfig};
 use fhirseal_upstream::{RawUpstreamConfig, UpstreamConfig};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fhirseal_auth_server::{AuthServer, SigningKey};
 use fhirseal_authority::{Authority, InitOptions, KEK_ENV, Kek, store};
 use fhirseal_policy::Policy;
 use fhirseal_smart::discovery::Discovery;
 use fhirseal_smart::verify::{Verifier, VerifierConfig};
-use fhirseal_smart::{AuthServer, SigningKey};
 use fhirseal_upstream::Upstream;
 use rand_core::OsRng;
 
@@ -86,7 +86,7 @@ pub enum StartupError {
     Upstream(#[from] fhirseal_upstream::ConfigError),
     /// The embedded authorization server cannot start.
     #[error("`smart.embedded`: {0}")]
-    AuthServer(#[from] fhirseal_smart::ServerError),
+    AuthServer(#[from] fhirseal_auth_server::ServerError),
     /// The HTTP client for keys and introspection cannot be built (no TLS roots, say).
     #[error("the HTTP client for token keys: {0}")]
     Http(String),

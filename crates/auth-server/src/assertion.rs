@@ -15,10 +15,10 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::jwt::Jws;
-use super::oauth::OAuthError;
-use super::state::{digest, now};
-use super::{AuthServer, ClientAuth, ClientConfig};
+use crate::jwt::Jws;
+use crate::oauth::OAuthError;
+use crate::state::{digest, now};
+use crate::{AuthServer, ClientAuth, ClientConfig};
 
 /// `client_assertion_type` for a JWT assertion (RFC 7523 §2.2).
 pub(super) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -261,6 +261,6 @@ impl JwksCache {
 /// GETs a JWKS: a 200 JSON document of at most 64 KiB, within five seconds (the same bounded
 /// exchange the resource side uses for issuers' keys).
 async fn fetch(http: &reqwest::Client, uri: &str) -> Option<JwkSet> {
-    let document = crate::verify::fetch::json(http.get(uri), MAX_JWKS).await?;
+    let document = fhirseal_smart::verify::fetch::json(http.get(uri), MAX_JWKS).await?;
     serde_json::from_value(document).ok()
 }

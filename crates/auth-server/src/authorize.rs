@@ -15,16 +15,16 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use fhirseal_smart::scope::{Scope, Scopes};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::config::is_fhir_id;
-use super::oauth::{OAuthError, Params, is_form, redirect, redirect_error};
-use super::page::{self, Login};
-use super::scopes::{Flow, grant};
-use super::state::{Code, Digest, Grant, Pending, digest, now, random_id, random_token};
-use super::{AuthServer, ClientConfig, UserConfig};
-use crate::scope::{Scope, Scopes};
+use crate::config::is_fhir_id;
+use crate::oauth::{OAuthError, Params, is_form, redirect, redirect_error};
+use crate::page::{self, Login};
+use crate::scopes::{Flow, grant};
+use crate::state::{Code, Digest, Grant, Pending, digest, now, random_id, random_token};
+use crate::{AuthServer, ClientConfig, UserConfig};
 
 /// The name of the cookie that binds a login form to the browser it was sent to.
 const COOKIE: &str = "fhirseal_login";

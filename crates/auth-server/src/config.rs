@@ -1,23 +1,23 @@
 //! The authorization server's configuration: what the operator writes ([`RawServerConfig`],
 //! unknown keys refused) and the checked [`ServerConfig`] built from it.
 
-use crate::verify::is_https_or_loopback;
 use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
 use argon2::PasswordHash;
+use fhirseal_smart::scope::{Scope, Scopes};
+use fhirseal_smart::verify::is_https_or_loopback;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::ServerError;
-use crate::scope::{Scope, Scopes};
+use crate::ServerError;
 
 /// The embedded authorization server's configuration.
 ///
-/// Built from a [`RawServerConfig`] with `TryFrom`; [`AuthServer::new`](super::AuthServer::new)
+/// Built from a [`RawServerConfig`] with `TryFrom`; [`AuthServer::new`](crate::AuthServer::new)
 /// checks a hand-built one the same way.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {

@@ -15,10 +15,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::AuthServer;
-use super::assertion;
-use super::oauth::{OAuthError, Params, is_form, json_no_store};
-use super::state::now;
+use crate::AuthServer;
+use crate::assertion;
+use crate::oauth::{OAuthError, Params, is_form, json_no_store};
+use crate::state::now;
 
 /// `POST /introspect`.
 pub(super) async fn handle(

@@ -16,7 +16,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use super::ServerError;
+use crate::ServerError;
 
 /// The RS256 key the embedded authorization server signs access and ID tokens with.
 ///

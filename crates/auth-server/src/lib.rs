@@ -1,5 +1,6 @@
-//! The embedded OAuth 2 / SMART App Launch 2 authorization server, for deployments without an
-//! external one.
+//! FHIRseal's embedded OAuth 2 / SMART App Launch 2 authorization server, for deployments without
+//! an external one: it signs users in, issues the access tokens that
+//! [`fhirseal_smart::Verifier`] checks, and publishes the SMART configuration that describes it.
 //!
 //! # Brief overview
 //!
@@ -15,11 +16,15 @@
 //!   `/login`), `/token` (authorization code with PKCE S256, rotating refresh tokens, client
 //!   credentials for SMART Backend Services), `/jwks`, `/introspect` and
 //!   `/.well-known/openid-configuration`. [`AuthServer::smart_configuration`] is the document the
-//!   gateway serves at `{fhir_base}/.well-known/smart-configuration`.
+//!   gateway serves at `{fhir_base}/.well-known/smart-configuration`, and
+//!   [`AuthServer::issuer_config`] is how the gateway's [`fhirseal_smart::Verifier`] trusts it.
+//!
+//! The scope grammar (what a client may ask for, what a grant holds) is
+//! [`fhirseal_smart::Scopes`], the same that the gateway enforces.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use fhirseal_smart::server::{AuthServer, RawServerConfig, ServerConfig, SigningKey};
+//! use fhirseal_auth_server::{AuthServer, RawServerConfig, ServerConfig, SigningKey};
 //!
 //! let raw: RawServerConfig = serde_json::from_value(serde_json::json!({
 //!     "issuer": "http://127.0.0.1:8080/auth",
@@ -58,6 +63,7 @@
 //! load balancer would need them shared, or sticky routing for `/authorize`, `/login` and
 //! `/token`; a restart forgets them (users sign in again). Access tokens are self-contained JWTs:
 //! a revocation shows at introspection, not to a resource server verifying them locally.
+#![warn(missing_docs)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -66,13 +72,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
+use fhirseal_smart::scope::Scope;
+use fhirseal_smart::verify::{IssuerConfig, KeySource};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
-
-use crate::scope::Scope;
-use crate::verify::{IssuerConfig, KeySource};
 
 mod assertion;
 mod authorize;
@@ -275,7 +280,7 @@ impl AuthServer {
         self.key.jwks()
     }
 
-    /// How a [`Verifier`](crate::verify::Verifier) accepts this server's access tokens: this
+    /// How a [`Verifier`](fhirseal_smart::Verifier) accepts this server's access tokens: this
     /// issuer, the FHIR base URL as audience, the public signing key given by value, RS256 only.
     pub fn issuer_config(&self) -> IssuerConfig {
         let mut config = IssuerConfig::new(

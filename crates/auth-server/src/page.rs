@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fhirseal_smart::scope::{Level, Permissions, Scope, Scopes};
 
-use super::oauth::no_store;
-use crate::scope::{Level, Permissions, Scope, Scopes};
+use crate::oauth::no_store;
 
 /// What the login page shows.
 #[derive(Debug)]

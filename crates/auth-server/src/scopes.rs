@@ -9,9 +9,9 @@
 //! grants in that flow (`launch`: no EHR launch; `system/` scopes from a user; anything but
 //! `system/` scopes from a backend service), or when nothing is left.
 
-use crate::scope::{Level, Scope, Scopes};
+use fhirseal_smart::scope::{Level, Scope, Scopes};
 
-use super::oauth::OAuthError;
+use crate::oauth::OAuthError;
 
 /// Who the scopes are for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

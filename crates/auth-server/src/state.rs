@@ -10,10 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fhirseal_smart::scope::Scopes;
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest as _, Sha256};
-
-use crate::scope::Scopes;
 
 /// A SHA-256 digest: the key of every map here.
 pub(super) type Digest = [u8; 32];

@@ -9,16 +9,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fhirseal_smart::scope::Scope;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::assertion;
-use super::oauth::{OAuthError, Params, is_form, json_no_store};
-use super::scopes::{Flow, grant, narrow};
-use super::state::{Grant, Refresh, digest, now, random_id, random_token};
-use super::{AuthServer, ClientAuth, ClientConfig};
-use crate::scope::Scope;
+use crate::assertion;
+use crate::oauth::{OAuthError, Params, is_form, json_no_store};
+use crate::scopes::{Flow, grant, narrow};
+use crate::state::{Grant, Refresh, digest, now, random_id, random_token};
+use crate::{AuthServer, ClientAuth, ClientConfig};
 
 /// `POST /token`.
 pub(super) async fn handle(

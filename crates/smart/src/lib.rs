@@ -1,5 +1,6 @@
-//! FHIRseal's SMART on FHIR side: who is calling, with which scopes, in which launch context;
-//! and, for deployments without an authorization server of their own, an embedded one.
+//! FHIRseal's SMART on FHIR side: who is calling, with which scopes, in which launch context.
+//! The embedded authorization server, for deployments without one of their own, is the crate
+//! `fhirseal-auth-server`, which issues tokens in this crate's grammar.
 //!
 //! - [`verify`]: access-token verification. [`Verifier::verify`] checks a bearer token from any
 //!   configured issuer: JWKS fetched, cached and rotated (an unknown `kid` refetches, rate
@@ -24,12 +25,6 @@
 //!   resource: the interaction, and under a `patient/` scope the patient's compartment) and
 //!   [`TokenContext::search_narrowing`] (the parameters that keep a search inside the scopes);
 //!   a [`Refusal`] is a 403.
-//! - [`server`]: the embedded authorization server ([`AuthServer`]):
-//!   `/.well-known/smart-configuration` whose capabilities are what it enforces; authorization
-//!   code with PKCE S256 mandatory and a plain login and consent page for configured users;
-//!   refresh tokens that rotate; SMART Backend Services (`client_credentials` with
-//!   `private_key_jwt`, RS384 or ES384, `jti` replay refused); JWKS; introspection. Its RS256
-//!   signing key ([`SigningKey`]) is kept, sealed, in the attribute authority's store.
 //! - [`discovery`]: the `smart-configuration` the gateway publishes for an external
 //!   authorization server, derived from that server's own discovery document.
 //!
@@ -41,13 +36,11 @@ mod context;
 pub mod discovery;
 mod enforce;
 pub mod scope;
-pub mod server;
 pub mod verify;
 
 pub use context::{ClaimNames, ContextError, TokenContext};
 pub use enforce::{Narrowing, Refusal};
 pub use scope::{Allowance, Level, Permission, Permissions, Scope, ScopeError, Scopes};
-pub use server::{AuthServer, ServerConfig, ServerError, SigningKey, hash_password};
 pub use verify::{
     AuthError, ConfigError, IntrospectionConfig, IssuerConfig, KeySource, Verified, Verifier,
     VerifierConfig,

@@ -22,7 +22,7 @@
 
 mod cache;
 mod error;
-pub(crate) mod fetch;
+pub mod fetch;
 mod introspect;
 mod jwks;
 mod jwt;
@@ -422,8 +422,9 @@ fn check_url(text: &str, what: impl Fn() -> String) -> Result<(), ConfigError> {
 }
 
 /// Whether `url` is `https`, or `http` to a loopback host (`localhost`, 127.0.0.0/8, `::1`):
-/// the one rule for every URL tokens, keys or codes travel to, on both sides of this crate.
-pub(crate) fn is_https_or_loopback(url: &url::Url) -> bool {
+/// the one rule for every URL tokens, keys or codes travel to, here and in the embedded
+/// authorization server (`fhirseal-auth-server`).
+pub fn is_https_or_loopback(url: &url::Url) -> bool {
     match url.scheme() {
         "https" => true,
         // The url crate lower-cases domain hosts when it parses.

@@ -32,7 +32,7 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             if password.contains('\n') {
                 return Err("standard input must hold one line, the password".into());
             }
-            fhirseal_smart::hash_password(password).map_err(|e| e.to_string())
+            fhirseal_auth_server::hash_password(password).map_err(|e| e.to_string())
         }
     }
 }

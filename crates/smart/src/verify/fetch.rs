@@ -1,5 +1,7 @@
 //! One bounded HTTP exchange with an authorization server: a 5 s timeout for the whole exchange,
-//! 200 with a JSON body only, the body capped.
+//! 200 with a JSON body only, the body capped. The verifier fetches JWKS, discovery documents and
+//! introspection answers this way; the embedded authorization server (`fhirseal-auth-server`), its
+//! clients' JWKS.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Sends `request` and reads a JSON answer of at most `limit` bytes; `None` for a transport
 /// error, a timeout, a status other than 200, a content type other than JSON, a longer body, or
 /// a body that is not JSON.
-pub(crate) async fn json(request: reqwest::RequestBuilder, limit: usize) -> Option<Value> {
+pub async fn json(request: reqwest::RequestBuilder, limit: usize) -> Option<Value> {
     let mut response = request
         .header(ACCEPT, "application/json")
         .timeout(TIMEOUT)
