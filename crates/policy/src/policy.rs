@@ -1,5 +1,6 @@
 //! Loading and validating policy documents.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
@@ -473,7 +474,7 @@ impl Policy {
             return Ok(rules);
         };
         let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        patient_displays(resource, resource_type, &mut found);
+        patient_displays(resource, &mut resource_type.to_string(), &mut found);
         if found.is_empty() {
             return Ok(rules);
         }
@@ -506,47 +507,88 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The sealing rules the read path checks a stored `resource` (in its upstream form)
+    /// against, so that a value in clear where sealing would have put a placeholder is withheld
+    /// as forged (`docs/authenticity.md`): `base`, this policy's [`Policy::rules_for`] resolved
+    /// once by the caller (a check needs paths, and paths do not depend on the patient), and,
+    /// only when `resource` holds a `display` of a reference to a Patient in clear, the display
+    /// rules [`Policy::rules_for_resource`] would have sealed it under. A display where no rule
+    /// can be given (the write would have been refused) leaves `base`.
+    pub fn rules_to_check<'r>(
+        &self,
+        base: &'r Rules,
+        resource: &serde_json::Map<String, serde_json::Value>,
+    ) -> Cow<'r, Rules> {
+        let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
+            return Cow::Borrowed(base);
+        };
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        patient_displays_in(resource, &mut resource_type.to_string(), &mut found);
+        if found.is_empty() {
+            return Cow::Borrowed(base);
+        }
+        let resource = serde_json::Value::Object(resource.clone());
+        self.rules_for_resource(&resource, None)
+            .map_or(Cow::Borrowed(base), Cow::Owned)
+    }
+}
+
 /// The element paths (`Encounter.subject.display`) of `display`s of references to Patients in
-/// `value`, with the patients they name (`Patient/123`); extensions and contained resources
-/// are not entered.
+/// `value`, whose path is `path` (restored on return), with the patients they name
+/// (`Patient/123`); extensions and contained resources are not entered. Allocates only for what
+/// it finds: it runs on every read ([`Policy::rules_to_check`]).
 fn patient_displays(
     value: &serde_json::Value,
-    path: &str,
+    path: &mut String,
     found: &mut BTreeMap<String, BTreeSet<String>>,
 ) {
     use serde_json::Value;
     match value {
-        Value::Object(object) => {
-            if let (Some(Value::String(reference)), Some(Value::String(_))) =
-                (object.get("reference"), object.get("display"))
-            {
-                let mut parts = reference.rsplit('/');
-                if let (Some(id), Some("Patient")) = (parts.next(), parts.next())
-                    && !id.is_empty()
-                {
-                    found
-                        .entry(format!("{path}.display"))
-                        .or_default()
-                        .insert(format!("Patient/{id}"));
-                }
-            }
-            for (key, child) in object {
-                if matches!(
-                    key.as_str(),
-                    "extension" | "modifierExtension" | "contained" | "resourceType"
-                ) || key.starts_with('_')
-                {
-                    continue;
-                }
-                patient_displays(child, &format!("{path}.{key}"), found);
-            }
-        }
+        Value::Object(object) => patient_displays_in(object, path, found),
         Value::Array(items) => {
             for item in items {
                 patient_displays(item, path, found);
             }
         }
         _ => {}
+    }
+}
+
+/// [`patient_displays`] in an object.
+fn patient_displays_in(
+    object: &serde_json::Map<String, serde_json::Value>,
+    path: &mut String,
+    found: &mut BTreeMap<String, BTreeSet<String>>,
+) {
+    use serde_json::Value;
+    if let (Some(Value::String(reference)), Some(Value::String(_))) =
+        (object.get("reference"), object.get("display"))
+    {
+        let mut parts = reference.rsplit('/');
+        if let (Some(id), Some("Patient")) = (parts.next(), parts.next())
+            && !id.is_empty()
+        {
+            found
+                .entry(format!("{path}.display"))
+                .or_default()
+                .insert(format!("Patient/{id}"));
+        }
+    }
+    let len = path.len();
+    for (key, child) in object {
+        if matches!(
+            key.as_str(),
+            "extension" | "modifierExtension" | "contained" | "resourceType"
+        ) || key.starts_with('_')
+            || !(child.is_object() || child.is_array())
+        {
+            continue;
+        }
+        path.push('.');
+        path.push_str(key);
+        patient_displays(child, path, found);
+        path.truncate(len);
     }
 }
 
