@@ -97,6 +97,18 @@ pub enum ApiError {
     /// names an element path and a shape problem, never a value.
     #[error("the resource cannot be sealed: {0}")]
     Seal(#[source] fhirseal_fhir::SealError),
+    /// The resource holds, at `path`, an element this gateway withheld as forged (a
+    /// data-absent-reason `error` placeholder in a resource labelled forged,
+    /// `docs/authenticity.md`): sealed as it is, it would stand as genuine (422). The message
+    /// names the element's path, never a value.
+    #[error(
+        "the resource holds an element withheld as forged at {path}; writing it back would seal \
+         the placeholder as genuine. Leave the element out, or write its true value"
+    )]
+    ForgedPlaceholder {
+        /// The element's path (`Patient.birthDate`, `Patient.name[0]`).
+        path: String,
+    },
     /// The request is well-formed but cannot be processed as asked (422); a fixed sentence.
     #[error("the request cannot be processed: {0}")]
     Unprocessable(&'static str),
@@ -177,7 +189,9 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
             }
             Self::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
-            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::Unprocessable(_) | Self::ForgedPlaceholder { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
+            }
             Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),

@@ -13,6 +13,7 @@
 //! at most `server.max_body_bytes`, a JSON object; anything else is a 415, 413 or 400
 //! `OperationOutcome`, never axum's plain-text rejection.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -20,8 +21,12 @@ use axum::extract::{FromRequest, Request};
 use axum::http::header;
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
-use fhirseal_fhir::shape::{DATA_ABSENT_REASON, NEUTRAL_DIV};
-use fhirseal_fhir::{HeaderLookup, SealError, Sealer, SharedHeaders, shared_header_ids};
+use fhirseal_fhir::shape::{
+    DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
+};
+use fhirseal_fhir::{
+    HeaderLookup, RuleSource, Rules, SealError, Sealer, SharedHeaders, shared_header_ids,
+};
 use fhirseal_policy::{Label, Policy, record_patient};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
@@ -44,6 +49,8 @@ pub struct Sealing {
     book: Mutex<SharedHeaders>,
     blind_index: BlindIndex,
     key: SealingKey,
+    /// The policy's rules resolved once, for the read path's check (paths only).
+    read_rules: Rules,
 }
 
 /// A resource in its upstream form.
@@ -65,9 +72,11 @@ impl Sealing {
     pub fn new(authority: Arc<Authority>, policy: Arc<Policy>) -> Result<Self, StartupError> {
         let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
         let sealing = named_secret(&authority, SEALING_SECRET)?;
+        let read_rules = policy.rules_for(None);
         Ok(Self {
             authority,
             policy,
+            read_rules,
             book: Mutex::new(SharedHeaders::new()),
             blind_index: BlindIndex::new(*blind_index),
             key: SealingKey::new(&sealing),
@@ -118,6 +127,16 @@ impl Sealing {
                  stand for. Leave such elements out only to delete them",
             ));
         }
+        // Only the gateway says what is forged: a client's label goes, and a forged element's
+        // placeholder read from the gateway is not written back as a value.
+        if has_forged_label(&resource)
+            && let Some(path) = forged_placeholder(&resource)
+        {
+            return Err(ApiError::ForgedPlaceholder { path });
+        }
+        if let Some(object) = resource.as_object_mut() {
+            remove_forged_labels(object);
+        }
         let now = crate::rest::now();
         let period = self
             .authority
@@ -157,6 +176,15 @@ impl Sealing {
             },
             needed,
         ))
+    }
+}
+
+/// What readers check stored resources against: the element the policy's rules seal, in clear,
+/// was not sealed by FHIRseal and is withheld as forged (`docs/authenticity.md`). The rules are
+/// resolved once; only a resource holding a patient's display in clear costs a resolution.
+impl RuleSource for Sealing {
+    fn rules_for(&self, resource: &serde_json::Map<String, Value>) -> Cow<'_, Rules> {
+        self.policy.rules_to_check(&self.read_rules, resource)
     }
 }
 
