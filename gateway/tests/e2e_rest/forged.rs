@@ -7,7 +7,9 @@
 //!   test writes itself;
 //! - (b) a stored header `Basic` replaced by one of the test's own with the same id, and an element
 //!   under it by an envelope of the test's own;
-//! - (c) a genuine envelope transplanted from one Patient into another.
+//! - (c) a genuine envelope transplanted from one Patient into another;
+//! - (d) plaintext written where the policy seals (a birth date, a name): withheld as forged too,
+//!   and the forged placeholder a reader got refused when written back.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +23,7 @@ use fhirseal_fhir::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE, SEALED_HEADER};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 
-use super::{PatientCanaries, expect, patient};
+use super::{PatientCanaries, diagnostics, expect, patient};
 use crate::sekmet::{DATA_ABSENT_REASON, Gateway, SEALED_ELEMENT, Who, gateway, unique};
 
 /// The birth dates the operator wants clinicians to see.
@@ -142,6 +144,74 @@ async fn what_the_upstream_forges_replaces_or_moves_is_masked_and_flagged_for_ev
     let line = last_audit_line(&audit);
     assert!(line["opened"].as_u64().unwrap() > 0, "{line}");
     assert_eq!(line["forged"], json!(1), "{line}");
+}
+
+#[tokio::test]
+async fn plaintext_the_upstream_writes_where_the_policy_seals_is_forged_and_not_written_back() {
+    let (gw, audit) = gateway().await.with_audit();
+    let id = unique("pat-plain");
+    let canaries = PatientCanaries::new();
+    expect(
+        &gw.put(&patient(&id, &canaries), &Who::Doctor).await,
+        StatusCode::CREATED,
+    );
+    let reply = gw.upstream_get(&format!("Patient/{id}")).await;
+    expect(&reply, StatusCode::OK);
+    // The operator writes a birth date and a name in clear over the sealed ones.
+    let mut stored = reply.json;
+    let object = stored.as_object_mut().unwrap();
+    object.shift_remove("_birthDate");
+    object.insert("birthDate".into(), json!(FORGED_A));
+    stored["name"][0] = json!({"family": "Operator", "given": ["Mallory"]});
+    assert_eq!(gw.upstream_put(&stored).await, StatusCode::OK);
+
+    for who in [Who::Doctor, Who::Nurse] {
+        let reply = gw.get(&format!("/fhir/Patient/{id}"), &who).await;
+        expect(&reply, StatusCode::OK);
+        let body = &reply.json;
+        assert!(is_forged(&body["_birthDate"]), "{who:?}: {body}");
+        assert!(body.get("birthDate").is_none(), "{who:?}: {body}");
+        assert!(is_forged(&body["name"][0]), "{who:?}: {body}");
+        for never in [FORGED_A, "Operator", "Mallory"] {
+            assert!(!reply.text.contains(never), "{never} reached {who:?}");
+        }
+        assert!(has_forged_label(body), "{who:?}: {body}");
+        let line = last_audit_line(&audit);
+        assert_eq!(line["forged"], json!(2), "{who:?}: {line}");
+        // The honest element beside them still opens.
+        assert_eq!(
+            body["telecom"][0]["value"].is_string(),
+            matches!(who, Who::Doctor)
+        );
+    }
+
+    // What a reader who opens every genuine element read, written back as it is: the forged
+    // placeholders are refused by path.
+    let full = gw.get(&format!("/fhir/Patient/{id}"), &Who::FullAccess).await;
+    let read_back = full.json;
+    let reply = gw.put(&read_back, &Who::FullAccess).await;
+    expect(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply.json["resourceType"], "OperationOutcome");
+    let said = diagnostics(&reply);
+    assert!(said.contains("Patient.name[0]"), "{said}");
+    assert!(
+        !said.contains(FORGED_A) && !said.contains("Operator"),
+        "{said}"
+    );
+    // With true values in their place, the write goes through; the forged label a client sends is
+    // dropped by the gateway (the MASKED label the reader left, the seal still refuses).
+    let mut fixed = read_back;
+    let labels = fixed["meta"]["security"].as_array_mut().unwrap();
+    labels.retain(|l| l["code"] != "MASKED");
+    let object = fixed.as_object_mut().unwrap();
+    object.shift_remove("_birthDate");
+    object.insert("birthDate".into(), json!(canaries.birth_date));
+    fixed["name"][0] = json!({"family": canaries.family, "given": [canaries.given]});
+    expect(&gw.put(&fixed, &Who::FullAccess).await, StatusCode::OK);
+    let reply = gw.get(&format!("/fhir/Patient/{id}"), &Who::Doctor).await;
+    assert_eq!(reply.json["birthDate"], canaries.birth_date.as_str());
+    assert!(!has_forged_label(&reply.json), "{}", reply.json);
+    assert_eq!(last_audit_line(&audit)["forged"], json!(0));
 }
 
 /// What the upstream's operator makes from the public parameters alone, "the honest way" with a
