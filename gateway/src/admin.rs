@@ -13,13 +13,12 @@
 //! A user is named by its key identity (its `fhirUser`, see [`crate::keys`]): every active
 //! version of its registration is revoked, so the keyring never re-enrols it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fhirseal_authority::unix_now as now;
 use fhirseal_authority::{Error as AuthorityError, JobId, Kind, Progress};
 use fhirseal_upstream::UpstreamRequest;
 use serde::Deserialize;
@@ -333,10 +332,4 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| AdminError::Task)?
         .map_err(AdminError::from)
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -1,58 +1,49 @@
 //! The gateway's HTTP surface, as one [`Router`] that tests drive without a socket
-//! (STYLE rule 1).
+//! (STYLE rule 1), with the whole middleware stack that `fhirseal serve` deploys.
 //!
-//! The embedded authorization server under `/auth`, the SMART discovery document, the upstream's
-//! CapabilityStatement with the gateway's security section, and, behind authentication, every
-//! FHIR REST interaction: read, vread, create, update, patch, delete ([`rest`]), search, history
-//! and `$everything` ([`search`]), batch and transaction ([`bundle`]). Bodies are limited to
-//! `server.max_body_bytes`. Every other path and method is a 404 or 405 `OperationOutcome`.
+//! ```text
+//! request ─► audit (request id, span, one audit line)      outermost
+//!         ─► /auth/…: the embedded authorization server
+//!         ─► /fhir/metadata, /fhir/.well-known/smart-configuration   (no token)
+//!         ─► /fhir, /fhir/…: authenticate ─► parse (FhirRequest) ─► flow::run ─► Answer
+//! ```
+//!
+//! Every FHIR REST interaction, alone or as a Bundle, goes through the one handler [`fhir`]:
+//! the body limit (`server.max_body_bytes`), the bearer token, the parse, then
+//! [`crate::flow::run`]. Every other path and method is a 404 or 405 `OperationOutcome`.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::{Router, middleware};
 use fhirseal_upstream::{UpstreamRequest, rewrite_base};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
-use crate::auth::authenticate;
-use crate::error::{ApiError, FHIR_JSON};
+use crate::audit::{AuditNote, audited};
+use crate::auth::{Caller, authenticate};
+use crate::error::ApiError;
+use crate::flow::{self, Answer, audit_name};
+use crate::request::Parsed;
 use crate::state::AppState;
-use crate::{bundle, rest, search};
 
-/// The gateway's router for `state`.
+/// The gateway's router for `state`, audited to `state.audit`.
 pub fn app(state: AppState) -> Router {
+    let sink = state.audit.clone();
     let auth_server = state.auth_server.clone();
-    let authenticated = Router::new()
-        .route("/fhir", post(bundle::batch_or_transaction))
-        .route(
-            "/fhir/{type}",
-            get(search::search_get)
-                .post(rest::create)
-                .put(rest::conditional_update),
-        )
-        .route("/fhir/{type}/_search", post(search::search_post))
-        .route("/fhir/{type}/_history", get(search::type_history))
-        .route(
-            "/fhir/{type}/{id}",
-            get(rest::read)
-                .put(rest::update)
-                .patch(rest::patch)
-                .delete(rest::delete),
-        )
-        .route("/fhir/{type}/{id}/{operation}", get(instance_operation))
-        .route("/fhir/{type}/{id}/_history/{version}", get(rest::vread))
+    let fhir_routes = Router::new()
+        .route("/fhir", any(fhir))
+        .route("/fhir/", any(fhir))
+        .route("/fhir/{*path}", any(fhir))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.verifier),
             authenticate,
         ));
     let mut router = Router::new()
-        .merge(authenticated)
+        .merge(fhir_routes)
         .route("/fhir/metadata", get(metadata))
         .route(
             "/fhir/.well-known/smart-configuration",
@@ -62,34 +53,54 @@ pub fn app(state: AppState) -> Router {
     if let Some(server) = auth_server {
         router = router.nest("/auth", Arc::clone(&server).router());
     }
-    router
+    let router = router
         .fallback(|| async { ApiError::UnknownPath })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    audited(router, sink)
 }
 
-/// `GET [base]/[type]/[id]/_history` and `GET [base]/Patient/[id]/$everything` (one route: the
-/// router cannot tell a literal from a parameter in that position).
-async fn instance_operation(
-    state: State<AppState>,
+/// Every FHIR REST interaction: the parsed request through [`flow::run`]; a refusal answers with
+/// its OperationOutcome and still names the interaction in the audit line.
+pub async fn fhir(
+    State(state): State<AppState>,
     caller: Caller,
-    Path((resource_type, id, operation)): Path<(String, String, String)>,
-    query: RawQuery,
-) -> Result<Response, ApiError> {
-    match operation.as_str() {
-        "_history" => {
-            search::instance_history(state, caller, Path((resource_type, id)), query).await
-        }
-        "$everything" if resource_type == "Patient" => {
-            search::everything(state, caller, Path(id)).await
-        }
-        _ => Err(ApiError::UnknownPath),
+    Parsed(request): Parsed,
+) -> Response {
+    let name = audit_name(&request.interaction);
+    let resources: Vec<String> = request.reference().into_iter().collect();
+    match flow::run(&state, &caller, request).await {
+        Ok(answer) => answer.into_response(&state),
+        Err(error) => refusal(error, name, resources),
     }
 }
 
-/// `GET /fhir/.well-known/smart-configuration`: always `application/json`, whatever the
-/// `Accept` header (SMART App Launch 2, conformance). The embedded authorization server's
-/// document; with an external server, one derived from that server's own discovery document
-/// (its endpoints, the capabilities the gateway enforces); a 502 while it cannot be fetched.
+/// An error response with the audit note of the refused interaction (for a transaction refused
+/// because of one entry, that entry's note).
+fn refusal(error: ApiError, interaction: &'static str, resources: Vec<String>) -> Response {
+    let mut note = AuditNote {
+        interaction,
+        resources,
+        ..AuditNote::default()
+    };
+    if let ApiError::TransactionEntry {
+        interaction,
+        resources,
+        ..
+    } = &error
+    {
+        note.interaction = "transaction";
+        note.entries.push(AuditNote {
+            interaction,
+            resources: resources.clone(),
+            status: Some(error.parts().0.as_u16()),
+            ..AuditNote::default()
+        });
+    }
+    let mut response = error.into_response();
+    response.extensions_mut().insert(note);
+    response
+}
+
 async fn smart_configuration(State(state): State<AppState>) -> Result<Response, ApiError> {
     let document = match (&state.auth_server, &state.discovery) {
         (Some(server), _) => server.smart_configuration(),
@@ -110,7 +121,19 @@ async fn smart_configuration(State(state): State<AppState>) -> Result<Response, 
 /// `GET /fhir/metadata`: the upstream's CapabilityStatement, its URLs moved to the gateway's
 /// base, with the gateway's security section (SMART on FHIR, and the embedded server's OAuth
 /// endpoints). Not authenticated: clients read it to learn how to authenticate.
-async fn metadata(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET [base]/metadata`, without a token (SMART clients read it before they have one).
+async fn metadata(State(state): State<AppState>) -> Response {
+    match capabilities(&state).await {
+        Ok(answer) => answer.into_response(&state),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The upstream's CapabilityStatement with the gateway's base and security section.
+///
+/// # Errors
+/// [`ApiError`] when the upstream does not answer with a CapabilityStatement.
+pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
     let request = UpstreamRequest::new(Method::GET, "metadata").with_header(
         header::ACCEPT,
         HeaderValue::from_static("application/fhir+json"),
@@ -126,19 +149,18 @@ async fn metadata(State(state): State<AppState>) -> Result<Response, ApiError> {
     if statement.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement") {
         return Err(ApiError::UpstreamMalformed);
     }
-    secure(&mut statement, &state);
-    let mut response = (StatusCode::OK, statement.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
-    Ok(response)
+    secure(&mut statement, state);
+    let note = AuditNote {
+        interaction: "capabilities",
+        ..AuditNote::default()
+    };
+    Ok(Answer::new(StatusCode::OK, Some(statement), note))
 }
 
-/// Puts the gateway's security section in every server `rest` entry and its own
-/// `implementation`.
 fn secure(statement: &mut Value, state: &AppState) {
+    // No CORS headers are served (yet): say so, rather than send browsers to a 405.
     let mut security = json!({
-        "cors": true,
+        "cors": false,
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"

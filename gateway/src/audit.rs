@@ -15,7 +15,10 @@
 //!  "sealed":0,"duration_ms":12.408}
 //! ```
 //!
-//! (on one line). What never goes in: the query string (search parameters may hold the very
+//! (on one line). A batch's or transaction's line also has `entries`, one object per entry
+//! with the same `interaction`, `resources`, `opened`, `masked`, `forged` and `sealed` as the
+//! request alone would have, and the entry's `status`; its own counts are their sums. What
+//! never goes in: the query string (search parameters may hold the very
 //! values the gateway protects), any header (tokens), any body, any claim beyond the four
 //! identifiers. `who` is `null` when no token was verified (a 401, the discovery documents, the
 //! authorization server's own pages). The line goes to an [`AuditSink`]: standard output by
@@ -35,7 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use fhirseal_smart::verify::Verified;
 use rand_core::{OsRng, RngCore};
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::Instrument;
 
 /// The header that carries the request id, in and out.
@@ -57,6 +60,11 @@ pub struct AuditNote {
     pub forged: usize,
     /// Elements sealed before the write went upstream.
     pub sealed: usize,
+    /// The status answered, where it is not the HTTP response's own (a Bundle entry's).
+    pub status: Option<u16>,
+    /// A batch's or transaction's entries, each with its own note, in order (for a transaction
+    /// refused because of one entry, that entry's).
+    pub entries: Vec<Self>,
 }
 
 /// Who made a request, as the audit line names them: identifiers only, never the token or its
@@ -228,7 +236,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     });
     let note = response.extensions().get::<AuditNote>();
     let elapsed = started.elapsed();
-    let line = json!({
+    let mut line = json!({
         "ts": ts,
         "request_id": id,
         "method": method,
@@ -245,10 +253,30 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         // Whole microseconds, so the number prints short (12.408, not 12.408000000000001).
         "duration_ms": elapsed.as_micros() as f64 / 1000.0,
     });
+    // A batch's or transaction's line lists its entries, each like a request alone.
+    if let (Some(note), Value::Object(object)) = (note, &mut line)
+        && !note.entries.is_empty()
+    {
+        let entries = note.entries.iter().map(entry_json).collect();
+        object.insert("entries".into(), Value::Array(entries));
+    }
     if let Err(error) = sink.write(&line.to_string()) {
         tracing::error!(request_id = %id, %error, "the audit line could not be written");
     }
     response
+}
+
+/// One entry of a Bundle in the audit line: the same fields as a request alone.
+fn entry_json(note: &AuditNote) -> Value {
+    json!({
+        "interaction": Some(note.interaction).filter(|i| !i.is_empty()),
+        "resources": note.resources,
+        "status": note.status,
+        "opened": note.opened,
+        "masked": note.masked,
+        "forged": note.forged,
+        "sealed": note.sealed,
+    })
 }
 
 /// The audit line's `outcome` for `status`.

@@ -31,9 +31,10 @@ use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
+use fhirseal_authority::unix_now as now;
 use fhirseal_authority::{Authority, Error as AuthorityError, JobId, Progress};
 use fhirseal_envelope::{Header, HeaderId};
 use fhirseal_fhir::shape::{OBSERVATION_VALUE_SYSTEM, SEALED_HEADER};
@@ -775,12 +776,6 @@ fn is_fhir_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `Prefer` (RFC 7240).

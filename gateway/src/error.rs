@@ -7,6 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fhirseal_fhir::RequestError;
 use fhirseal_smart::Refusal;
 use fhirseal_smart::verify::AuthError;
 use serde_json::json;
@@ -126,15 +127,32 @@ pub enum ApiError {
     /// matched several resources (412).
     #[error("precondition failed: {0}")]
     PreconditionFailed(&'static str),
-    /// An entry of a transaction is refused, so the whole transaction is (its status: 400, 403,
-    /// 404, 422…); the message names the entry's index and why.
-    #[error("transaction entry {index} is refused: {reason}")]
+    /// A transaction entry is refused: the transaction fails as a whole, nothing goes upstream,
+    /// and the answer is the entry's own (status, outcome), its `expression` naming the entry.
+    #[error("{reason}")]
     TransactionEntry {
         /// The entry's index in the Bundle.
         index: usize,
+        /// The entry's interaction, for the audit line.
+        interaction: &'static str,
+        /// The resource the entry names, for the audit line.
+        resources: Vec<String>,
         /// The entry's own error.
         reason: Box<Self>,
     },
+    /// The request is not a FHIR interaction this gateway serves: an unknown type or path (404),
+    /// a method the path does not take (405), an id or parameter of the wrong syntax (400).
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    /// A Bundle inside a batch or transaction (400).
+    #[error("the request is invalid: a batch or transaction may not hold another Bundle request")]
+    NestedBundle,
+    /// A `PATCH` whose body is not a JSON Patch (415); FHIRPath Patch is not supported.
+    #[error(
+        "PATCH takes a JSON Patch document (application/json-patch+json); FHIRPath Patch \
+         (Parameters) is not supported"
+    )]
+    UnsupportedPatchFormat,
 }
 
 impl From<fhirseal_upstream::UpstreamError> for ApiError {
@@ -196,9 +214,19 @@ impl ApiError {
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
-            Self::TransactionEntry { reason, .. } => {
-                let (status, code, _) = reason.parts();
-                (status, code, None)
+            Self::TransactionEntry { reason, .. } => reason.parts(),
+            Self::Request(e) => match e {
+                RequestError::UnknownType | RequestError::UnknownPath => {
+                    (StatusCode::NOT_FOUND, "not-found", None)
+                }
+                RequestError::MethodNotAllowed => {
+                    (StatusCode::METHOD_NOT_ALLOWED, "not-supported", None)
+                }
+                _ => (StatusCode::BAD_REQUEST, "invalid", None),
+            },
+            Self::NestedBundle => (StatusCode::BAD_REQUEST, "invalid", None),
+            Self::UnsupportedPatchFormat => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
         }
     }
@@ -212,10 +240,24 @@ pub fn operation_outcome(code: &str, diagnostics: &str) -> serde_json::Value {
     })
 }
 
+impl ApiError {
+    /// The OperationOutcome of this error: one error issue with the issue code of
+    /// `ApiError::parts` and the error's fixed sentence; for a transaction refused because of
+    /// an entry, that entry's outcome with its `expression` naming the entry.
+    pub fn outcome(&self) -> serde_json::Value {
+        let (_, code, _) = self.parts();
+        let mut outcome = operation_outcome(code, &self.to_string());
+        if let Self::TransactionEntry { index, .. } = self {
+            outcome["issue"][0]["expression"] = json!([format!("Bundle.entry[{index}]")]);
+        }
+        outcome
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, challenge) = self.parts();
-        let body = operation_outcome(code, &self.to_string()).to_string();
+        let (status, _, challenge) = self.parts();
+        let body = self.outcome().to_string();
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));

@@ -15,6 +15,7 @@ use rand_core::OsRng;
 
 use fhirseal_envelope::HeaderCache;
 
+use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub sealing: Arc<Sealing>,
     /// Header keys already opened, per key holder (bounded, zeroized, five minutes).
     pub header_cache: Arc<HeaderCache>,
+    /// Where the audit lines go (`server.audit_log`, or standard output).
+    pub audit: AuditSink,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -75,6 +78,9 @@ pub enum StartupError {
         /// The key file looked for.
         kek: PathBuf,
     },
+    /// The audit log cannot be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The authority cannot be opened or created.
     #[error("the attribute authority: {0}")]
     Authority(#[from] fhirseal_authority::Error),
@@ -102,6 +108,7 @@ impl AppState {
     /// Builds the state for `config` at time `now` (seconds since the Unix epoch), creating the
     /// data folder, the key-encryption key and the authority on first start.
     pub fn build(config: Config, now: i64) -> Result<Self, StartupError> {
+        let audit = AuditSink::open(config.audit_log.as_deref())?;
         let authority = Arc::new(open_authority(&config, now)?);
         let policy = Arc::new(if config.policy_files.is_empty() {
             Policy::embedded_default()?
@@ -159,6 +166,7 @@ impl AppState {
             verifier: Arc::new(verifier),
             auth_server,
             discovery,
+            audit,
         })
     }
 }

@@ -137,7 +137,7 @@ impl Sealing {
         if let Some(object) = resource.as_object_mut() {
             remove_forged_labels(object);
         }
-        let now = crate::rest::now();
+        let now = fhirseal_authority::unix_now();
         let period = self
             .authority
             .current_period(now)

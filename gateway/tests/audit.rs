@@ -39,6 +39,7 @@ async fn reader(Extension(id): Extension<RequestId>) -> Response {
         masked: 1,
         forged: 2,
         sealed: 0,
+        ..AuditNote::default()
     });
     // What authenticate adds for a verified caller.
     response.extensions_mut().insert(AuditWho {
@@ -349,7 +350,9 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
     .unwrap();
     let state = AppState::build(config, now()).unwrap();
     let (sink, lines) = AuditSink::memory();
-    let gateway = audited(app(state), sink);
+    let mut state = state;
+    state.audit = sink;
+    let gateway = app(state);
 
     // A token that does not verify: 401, nobody named, the token nowhere.
     let response = send(

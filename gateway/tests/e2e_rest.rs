@@ -15,6 +15,9 @@ mod sekmet;
 #[path = "e2e_rest/forged.rs"]
 mod forged;
 
+#[path = "e2e_rest/parity.rs"]
+mod parity;
+
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode, header};

@@ -72,4 +72,5 @@ pub use authority::{Authority, InitOptions, PeriodInfo};
 pub use error::Error;
 pub use jobs::{Chunk, JobId, Progress};
 pub use kek::{KEK_ENV, Kek};
+pub use periods::unix_now;
 pub use store::{KEY_LAYOUT, KeyMigration, Kind, PostgresStore, Principal, SqliteStore, Store};

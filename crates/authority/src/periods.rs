@@ -1,7 +1,17 @@
 //! Periods: fixed-length slices of time since the authority's epoch, plus the periods advanced by
 //! hand.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::Error;
+
+/// Seconds since the Unix epoch: the clock every period is read on (`now` of the authority's
+/// methods). A clock before 1970 reads 0.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// How time maps to periods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

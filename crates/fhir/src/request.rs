@@ -170,16 +170,23 @@ impl FhirRequest {
 
     /// The request of a batch or transaction entry (its `request` and `resource`), parsed by
     /// the same code as [`FhirRequest::from_http`]. `Prefer` is the whole Bundle's, given by the
-    /// caller.
+    /// caller; a `url` under `base` (the server's own base URL) is taken as relative to it.
     ///
     /// # Errors
     /// [`RequestError`] as for HTTP, and [`RequestError::InvalidEntry`] or
     /// [`RequestError::AbsoluteEntryUrl`] for an entry without a usable `request`.
-    pub fn from_entry(entry: &Value, prefer: Prefer) -> Result<Self, RequestError> {
+    pub fn from_entry(entry: &Value, prefer: Prefer, base: &str) -> Result<Self, RequestError> {
         let request = entry.get("request").ok_or(RequestError::InvalidEntry)?;
         let field = |name: &str| request.get(name).and_then(Value::as_str);
         let (Some(method), Some(url)) = (field("method"), field("url")) else {
             return Err(RequestError::InvalidEntry);
+        };
+        let base = base.trim_end_matches('/');
+        let url = match url.strip_prefix(base) {
+            Some(rest) if !base.is_empty() && (rest.is_empty() || rest.starts_with(['/', '?'])) => {
+                rest
+            }
+            _ => url,
         };
         if url.contains("://") || url.starts_with("//") {
             return Err(RequestError::AbsoluteEntryUrl);

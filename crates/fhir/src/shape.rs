@@ -307,6 +307,19 @@ pub(crate) fn holds_sealed(value: &Value) -> bool {
     }
 }
 
+/// Whether `value` (a resource or a Bundle) carries RS-HABE headers of its own (`resource`
+/// granularity): opening it then takes an attribute-based decryption, not only AES.
+pub fn carries_headers(value: &Value) -> bool {
+    match value {
+        Value::Object(object) => {
+            object.get("url").and_then(Value::as_str) == Some(SEALED_HEADER)
+                || object.values().any(carries_headers)
+        }
+        Value::Array(items) => items.iter().any(carries_headers),
+        _ => false,
+    }
+}
+
 /// Inserts `key: value` at `index` of `object` (or at its end), keeping the other members' order.
 pub(crate) fn insert_at(object: &mut Map<String, Value>, index: usize, key: String, value: Value) {
     let index = index.min(object.len());

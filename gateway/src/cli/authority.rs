@@ -1,11 +1,11 @@
 //! `fhirseal authority …`: the attribute authority's command line.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use clap::Subcommand;
 use fhirseal::ctupdate::PLAN_CHUNK;
+use fhirseal_authority::unix_now as now;
 use fhirseal_authority::{
     Authority, Error, InitOptions, KEK_ENV, KEY_LAYOUT, Kek, KeyMigration, Kind, Principal, store,
 };
@@ -484,13 +484,6 @@ fn parse_period(text: &str) -> Result<u64, String> {
         Some(0) | None => Err(bad()),
         Some(s) => Ok(s),
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use fhirseal::config::Config;
 use fhirseal::ctupdate::{self, WorkSummary};
 use fhirseal::state::AppState;
 use fhirseal_authority::Progress;
+use fhirseal_authority::unix_now as now;
 use serde_json::json;
 
 /// The ciphertext commands.
@@ -173,10 +174,4 @@ impl Bar {
             let _ = writeln!(std::io::stderr().lock());
         }
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

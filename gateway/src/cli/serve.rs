@@ -6,16 +6,17 @@
 //! Logs go to standard error (human-readable, or JSON with `FHIRSEAL_LOG_FORMAT=json`; the level
 //! from `RUST_LOG`, `info` by default); audit lines go to standard output or `server.audit_log`.
 
+use fhirseal_authority::unix_now as now;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use fhirseal::admin::admin_router;
 use fhirseal::app::app;
-use fhirseal::audit::{AuditSink, audited};
+use fhirseal::audit::audited;
 use fhirseal::config::Config;
 use fhirseal::ctupdate;
 use fhirseal::state::AppState;
@@ -52,22 +53,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
 fn serve(args: Args, json_logs: bool) -> Result<(), String> {
     let config =
         Config::load(args.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
-    let sink = AuditSink::open(config.audit_log.as_deref()).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("the async runtime cannot start: {e}"))?;
-    let result = runtime.block_on(serve_until_stopped(config, sink, json_logs));
+    let result = runtime.block_on(serve_until_stopped(config, json_logs));
     // Key tasks still running after the drain are not waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve_until_stopped(
-    config: Config,
-    sink: AuditSink,
-    json_logs: bool,
-) -> Result<(), String> {
+async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), String> {
     let listener = bind(config.listen, "server.listen").await?;
     let admin_listener = match config.admin_listen {
         Some(address) => Some(bind(address, "server.admin_listen").await?),
@@ -79,17 +75,12 @@ async fn serve_until_stopped(
     // Every listener and the background task stop when `stop` turns true.
     let (stop, stopping) = watch::channel(false);
     let mut servers = JoinSet::new();
-    spawn_server(
-        &mut servers,
-        listener,
-        audited(app(state.clone()), sink.clone()),
-        &stopping,
-    );
+    spawn_server(&mut servers, listener, app(state.clone()), &stopping);
     if let Some(listener) = admin_listener {
         spawn_server(
             &mut servers,
             listener,
-            audited(admin_router(state.clone()), sink),
+            audited(admin_router(state.clone()), state.audit.clone()),
             &stopping,
         );
     }
@@ -235,10 +226,4 @@ impl StopSignal {
             std::future::pending::<()>().await;
         }
     }
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -12,156 +12,36 @@
 //! the caller may not read is left out. What is left is opened for the caller, and the paging
 //! links are moved to the gateway's base (a followed link is checked again like any search).
 
-use std::collections::HashMap;
-
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::search::sealed_search_param;
-use fhirseal_policy::{Interaction, record_patient};
+use fhirseal_fhir::{Id, ResourceType, SearchParam};
+use fhirseal_policy::Interaction;
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;
 use url::form_urlencoded;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::rest::{
-    Found, authorize, check_type, check_type_and_id, decide, fetch, note, open_for, respond,
-};
+use crate::flow::authorize::{authorize, decide};
+use crate::flow::protect::open_for;
+use crate::flow::respond::{Answer, note};
+use crate::flow::stored::{Found, fetch};
 use crate::state::AppState;
-use crate::write::read_body;
 
 /// The most entries a page may ask for.
 const MAX_COUNT: u64 = 1000;
 
-/// `GET [base]/[type]?…`.
-pub async fn search_get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(resource_type): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    check_type(&resource_type)?;
-    let params = parse_query(query.as_deref().unwrap_or_default());
-    search(&state, &caller, &resource_type, params).await
-}
-
-/// `POST [base]/[type]/_search` with `application/x-www-form-urlencoded` parameters (and any in
-/// the URL).
-pub async fn search_post(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(resource_type): Path<String>,
-    RawQuery(query): RawQuery,
-    request: Request,
-) -> Result<Response, ApiError> {
-    check_type(&resource_type)?;
-    let form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim)
-        == Some("application/x-www-form-urlencoded");
-    if !form {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    let body = read_body(request, &()).await?;
-    let mut params = parse_query(query.as_deref().unwrap_or_default());
-    params
-        .extend(parse_query(std::str::from_utf8(&body).map_err(|_| {
-            ApiError::InvalidRequest("the form is not UTF-8")
-        })?));
-    search(&state, &caller, &resource_type, params).await
-}
-
-/// `GET [base]/[type]/[id]/_history`.
-pub async fn instance_history(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((resource_type, id)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    check_type_and_id(&resource_type, &id)?;
-    let params = history_params(query.as_deref())?;
-    // Like a read of each version: every entry is checked one by one below.
-    let path = with_query(&format!("{resource_type}/{id}/_history"), &params);
-    let bundle = upstream_bundle(&state, path, &["history"]).await?;
-    filtered_answer(
-        &state,
-        &caller,
-        bundle,
-        Interaction::History,
-        "history-instance",
-        true,
-    )
-    .await
-}
-
-/// `GET [base]/[type]/_history`.
-pub async fn type_history(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(resource_type): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    check_type(&resource_type)?;
-    let params = history_params(query.as_deref())?;
-    // Scopes: a type history is a search of the type; under a compartment scope it cannot be
-    // narrowed (history takes no search parameters), so it is refused.
-    let narrowing = caller.0.context.search_narrowing(&resource_type)?;
-    if !narrowing.iter().any(|n| n.params.is_empty()) {
-        return Err(ApiError::InvalidRequest(
-            "type history is not available under compartment or granular scopes",
-        ));
-    }
-    decide(&state, &caller, Interaction::History, &resource_type, None)?;
-    let path = with_query(&format!("{resource_type}/_history"), &params);
-    let bundle = upstream_bundle(&state, path, &["history"]).await?;
-    filtered_answer(
-        &state,
-        &caller,
-        bundle,
-        Interaction::History,
-        "history-type",
-        false,
-    )
-    .await
-}
-
-/// `GET [base]/Patient/[id]/$everything`: the patient's record, every entry checked as a read.
-pub async fn everything(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    check_type_and_id("Patient", &id)?;
-    let patient = fetch(&state, "Patient", &id, format!("Patient/{id}")).await?;
-    authorize(&state, &caller, Interaction::Read, &patient.resource)?;
-    let bundle = upstream_bundle(
-        &state,
-        format!("Patient/{id}/$everything"),
-        &["searchset", "collection"],
-    )
-    .await?;
-    filtered_answer(
-        &state,
-        &caller,
-        bundle,
-        Interaction::Read,
-        "operation-everything",
-        false,
-    )
-    .await
-}
-
-/// The search of `resource_type` with `params`: checked, narrowed, sent, filtered and opened.
-async fn search(
+/// `GET [base]/[type]?…` and `POST [base]/[type]/_search`: checked, narrowed to what the scopes
+/// allow, decided by the policy, sent, every entry checked like a read, opened.
+pub async fn search(
     state: &AppState,
     caller: &Caller,
-    resource_type: &str,
-    mut params: Vec<(String, String)>,
-) -> Result<Response, ApiError> {
+    resource_type: &ResourceType,
+    params: Vec<SearchParam>,
+) -> Result<Answer, ApiError> {
+    let resource_type = resource_type.as_str();
+    let mut params: Vec<(String, String)> =
+        params.iter().map(|p| (p.key(), p.value.clone())).collect();
     check_params(state, resource_type, &params)?;
     let patient = narrow(caller, resource_type, &mut params)?;
     decide(state, caller, Interaction::Search, resource_type, patient)?;
@@ -178,15 +58,92 @@ async fn search(
     .await
 }
 
+/// `GET [base]/[type]/[id]/_history`: every version checked like a read of it.
+pub async fn instance_history(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    id: &Id,
+    params: &[SearchParam],
+) -> Result<Answer, ApiError> {
+    let params = history_params(params)?;
+    let path = with_query(&format!("{resource_type}/{id}/_history"), &params);
+    let bundle = upstream_bundle(state, path, &["history"]).await?;
+    filtered_answer(
+        state,
+        caller,
+        bundle,
+        Interaction::History,
+        "history-instance",
+        true,
+    )
+    .await
+}
+
+/// `GET [base]/[type]/_history`.
+pub async fn type_history(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    params: &[SearchParam],
+) -> Result<Answer, ApiError> {
+    let resource_type = resource_type.as_str();
+    let params = history_params(params)?;
+    // Scopes: a type history is a search of the type; under a compartment scope it cannot be
+    // narrowed (history takes no search parameters), so it is refused.
+    let narrowing = caller.0.context.search_narrowing(resource_type)?;
+    if !narrowing.iter().any(|n| n.params.is_empty()) {
+        return Err(ApiError::InvalidRequest(
+            "type history is not available under compartment or granular scopes",
+        ));
+    }
+    decide(state, caller, Interaction::History, resource_type, None)?;
+    let path = with_query(&format!("{resource_type}/_history"), &params);
+    let bundle = upstream_bundle(state, path, &["history"]).await?;
+    filtered_answer(
+        state,
+        caller,
+        bundle,
+        Interaction::History,
+        "history-type",
+        false,
+    )
+    .await
+}
+
+/// `GET [base]/Patient/[id]/$everything`: the patient's record, every entry checked as a read.
+pub async fn everything(state: &AppState, caller: &Caller, id: &Id) -> Result<Answer, ApiError> {
+    let patient = fetch(state, "Patient", id.as_str(), format!("Patient/{id}")).await?;
+    authorize(state, caller, Interaction::Read, &patient.resource)?;
+    let bundle = upstream_bundle(
+        state,
+        format!("Patient/{id}/$everything"),
+        &["searchset", "collection"],
+    )
+    .await?;
+    filtered_answer(
+        state,
+        caller,
+        bundle,
+        Interaction::Read,
+        "operation-everything",
+        false,
+    )
+    .await
+}
+
 /// For conditional interactions (`If-None-Exist`, conditional update): how many resources of
 /// `resource_type` the search `query` matches, with the same checks as a search.
-pub(crate) async fn find_one(
+pub async fn find_one(
     state: &AppState,
     caller: &Caller,
     resource_type: &str,
-    query: &str,
+    condition: &[SearchParam],
 ) -> Result<Found, ApiError> {
-    let mut params = parse_query(query);
+    let mut params: Vec<(String, String)> = condition
+        .iter()
+        .map(|p| (p.key(), p.value.clone()))
+        .collect();
     if params.is_empty() {
         return Err(ApiError::InvalidRequest(
             "the condition has no search parameter",
@@ -221,14 +178,6 @@ pub(crate) async fn find_one(
     })
 }
 
-/// The query's `(name, value)` pairs, decoded.
-pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .filter(|(k, _)| !k.is_empty())
-        .collect()
-}
-
 /// `path?…` with `params` form-encoded.
 fn with_query(path: &str, params: &[(String, String)]) -> String {
     if params.is_empty() {
@@ -261,7 +210,7 @@ fn is_result_param(name: &str) -> bool {
 }
 
 /// Every parameter of a search checked; see the module documentation.
-pub(crate) fn check_params(
+pub fn check_params(
     state: &AppState,
     resource_type: &str,
     params: &[(String, String)],
@@ -270,16 +219,7 @@ pub(crate) fn check_params(
     for (name, value) in params {
         let base = name.split(':').next().unwrap_or_default();
         match base {
-            "_count" | "_offset" => {
-                let n: u64 = value.parse().map_err(|_| {
-                    ApiError::SearchRefused(format!("{base} must be a non-negative integer"))
-                })?;
-                if base == "_count" && n > MAX_COUNT {
-                    return Err(ApiError::SearchRefused(format!(
-                        "_count may be at most {MAX_COUNT}"
-                    )));
-                }
-            }
+            "_count" | "_offset" => check_paging(base, value)?,
             "_format" => {
                 if !value.contains("json") {
                     return Err(ApiError::SearchRefused(
@@ -337,21 +277,12 @@ fn narrow(
     Ok(patient)
 }
 
-/// `_count`, `_offset` and `_since` only, checked.
-fn history_params(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    let params = parse_query(query.unwrap_or_default());
+/// `_count`, `_offset`, `_since` and `_at` only, checked.
+fn history_params(params: &[SearchParam]) -> Result<Vec<(String, String)>, ApiError> {
+    let params: Vec<(String, String)> = params.iter().map(|p| (p.key(), p.value.clone())).collect();
     for (name, value) in &params {
         match name.as_str() {
-            "_count" | "_offset" => {
-                let n: u64 = value.parse().map_err(|_| {
-                    ApiError::SearchRefused(format!("{name} must be a non-negative integer"))
-                })?;
-                if name == "_count" && n > MAX_COUNT {
-                    return Err(ApiError::SearchRefused(format!(
-                        "_count may be at most {MAX_COUNT}"
-                    )));
-                }
-            }
+            "_count" | "_offset" => check_paging(name, value)?,
             "_since" | "_at" => {}
             _ => {
                 return Err(ApiError::SearchRefused(format!(
@@ -363,6 +294,20 @@ fn history_params(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError
     Ok(params)
 }
 
+/// `_count` and `_offset`: non-negative integers, `_count` at most [`MAX_COUNT`] (sekmet answers
+/// `_offset=abc` with a 500).
+fn check_paging(name: &str, value: &str) -> Result<(), ApiError> {
+    let n: u64 = value
+        .parse()
+        .map_err(|_| ApiError::SearchRefused(format!("{name} must be a non-negative integer")))?;
+    if name == "_count" && n > MAX_COUNT {
+        return Err(ApiError::SearchRefused(format!(
+            "_count may be at most {MAX_COUNT}"
+        )));
+    }
+    Ok(())
+}
+
 /// `GET path` on the upstream, which must answer a Bundle of one of `types`.
 async fn upstream_bundle(
     state: &AppState,
@@ -372,7 +317,7 @@ async fn upstream_bundle(
     let request = UpstreamRequest::new(Method::GET, path)
         .with_header(header::ACCEPT, HeaderValue::from_static(FHIR_JSON))
         .with_header(
-            crate::rest::PREFER,
+            header::HeaderName::from_static("prefer"),
             HeaderValue::from_static("handling=strict"),
         );
     let response = state.upstream.send(request).await?;
@@ -416,9 +361,8 @@ async fn filtered_answer(
     interaction: Interaction,
     name: &'static str,
     keep_deleted: bool,
-) -> Result<Response, ApiError> {
+) -> Result<Answer, ApiError> {
     let mut kept_resources = 0usize;
-    let mut decisions = Decisions::default();
     let mut refused: Option<ApiError> = None;
     let mut references = Vec::new();
     if let Some(Value::Array(list)) = bundle.get_mut("entry") {
@@ -442,11 +386,10 @@ async fn filtered_answer(
                 continue;
             }
             let allowed = if interaction == Interaction::History {
-                decisions
-                    .authorize(state, caller, Interaction::History, resource)
-                    .or_else(|_| decisions.authorize(state, caller, Interaction::Read, resource))
+                authorize(state, caller, Interaction::History, resource)
+                    .or_else(|_| authorize(state, caller, Interaction::Read, resource))
             } else {
-                decisions.authorize(state, caller, Interaction::Read, resource)
+                authorize(state, caller, Interaction::Read, resource)
             };
             if let Err(error) = allowed {
                 refused.get_or_insert(error);
@@ -475,57 +418,9 @@ async fn filtered_answer(
     }
     let (opened, report) = open_for(state, caller, bundle).await?;
     references.dedup();
-    let note = note(name, references, report, 0);
-    Ok(respond(
-        state,
+    Ok(Answer::new(
         StatusCode::OK,
-        Some(&opened),
-        &HeaderMap::new(),
-        note,
+        Some(opened),
+        note(name, references, report, 0),
     ))
-}
-
-/// The policy's decisions within one answer, by interaction, type and record patient: a page of
-/// one patient's Observations is decided once, not once per entry. The scopes are still checked
-/// on every resource.
-#[derive(Default)]
-struct Decisions {
-    made: HashMap<(Interaction, String, Option<String>), bool>,
-}
-
-impl Decisions {
-    fn authorize(
-        &mut self,
-        state: &AppState,
-        caller: &Caller,
-        interaction: Interaction,
-        resource: &Value,
-    ) -> Result<(), ApiError> {
-        let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
-        caller
-            .0
-            .context
-            .check_resource(interaction, resource, &bases)?;
-        let resource_type = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let patient = record_patient(resource);
-        let key = (interaction, resource_type, patient);
-        if let Some(permitted) = self.made.get(&key) {
-            return if *permitted {
-                Ok(())
-            } else {
-                Err(ApiError::Denied)
-            };
-        }
-        let permitted = decide(state, caller, interaction, &key.1, key.2.clone()).is_ok();
-        self.made.insert(key, permitted);
-        if permitted {
-            Ok(())
-        } else {
-            Err(ApiError::Denied)
-        }
-    }
 }

@@ -187,7 +187,9 @@ async fn plaintext_the_upstream_writes_where_the_policy_seals_is_forged_and_not_
 
     // What a reader who opens every genuine element read, written back as it is: the forged
     // placeholders are refused by path.
-    let full = gw.get(&format!("/fhir/Patient/{id}"), &Who::FullAccess).await;
+    let full = gw
+        .get(&format!("/fhir/Patient/{id}"), &Who::FullAccess)
+        .await;
     let read_back = full.json;
     let reply = gw.put(&read_back, &Who::FullAccess).await;
     expect(&reply, StatusCode::UNPROCESSABLE_ENTITY);

@@ -22,7 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use fhirseal::app::app;
-use fhirseal::audit::{AuditSink, audited};
+use fhirseal::audit::AuditSink;
 use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::AppState;
 use fhirseal_upstream::UpstreamRequest;
@@ -363,7 +363,8 @@ impl Gateway {
     /// kept in memory: the gateway and the lines written so far.
     pub(crate) fn with_audit(mut self) -> (Self, Arc<Mutex<Vec<String>>>) {
         let (sink, lines) = AuditSink::memory();
-        self.app = audited(app(self.state.clone()), sink);
+        self.state.audit = sink;
+        self.app = app(self.state.clone());
         (self, lines)
     }
 

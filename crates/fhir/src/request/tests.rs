@@ -2,6 +2,8 @@ use serde_json::json;
 
 use super::*;
 
+const BASE: &str = "https://gw.example/fhir";
+
 fn http(method: &str, url: &str) -> Result<FhirRequest, RequestError> {
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -14,6 +16,7 @@ fn entry(method: &str, url: &str) -> Result<FhirRequest, RequestError> {
     FhirRequest::from_entry(
         &json!({"request": {"method": method, "url": url}}),
         Prefer::Unspecified,
+        BASE,
     )
 }
 
@@ -162,12 +165,16 @@ fn unknown_types_paths_and_methods_are_refused() {
         RequestError::AbsoluteEntryUrl
     );
     assert_eq!(
-        FhirRequest::from_entry(&json!({"request": {"method": "GET"}}), Prefer::Unspecified)
-            .unwrap_err(),
+        FhirRequest::from_entry(
+            &json!({"request": {"method": "GET"}}),
+            Prefer::Unspecified,
+            BASE
+        )
+        .unwrap_err(),
         RequestError::InvalidEntry
     );
     assert_eq!(
-        FhirRequest::from_entry(&json!({"resource": {}}), Prefer::Unspecified).unwrap_err(),
+        FhirRequest::from_entry(&json!({"resource": {}}), Prefer::Unspecified, BASE).unwrap_err(),
         RequestError::InvalidEntry
     );
 }
@@ -220,6 +227,7 @@ fn conditions_and_prefer_come_from_headers_or_entry_fields_alike() {
         &json!({"resource": {}, "request": {"method": "POST", "url": "Patient",
             "ifMatch": "W/\"3\"", "ifNoneExist": "identifier=a|b"}}),
         Prefer::Minimal,
+        BASE,
     )
     .unwrap();
     assert_eq!(alone, inside);

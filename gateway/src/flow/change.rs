@@ -1,0 +1,557 @@
+//! The writes of the request flow: create, update (also update-as-create and the conditional
+//! update), patch and delete, each in two steps so that a transaction can run many of them in one
+//! upstream call:
+//!
+//! - prepare (one function per interaction: [`create`], [`update`], [`conditional_update`],
+//!   [`patch`], [`delete`]): the stored resource (if any) authorized for the interaction and `If-Match`
+//!   checked against it; the new content authorized too (moving a record out of another patient's
+//!   compartment is a write to that patient's record); sealed. The result is the upstream call
+//!   ([`Prepared::call`]), or an answer already known (a conditional create that matched).
+//! - [`finish`]: the upstream's answer to that call, checked and opened for the caller as the
+//!   client's `Prefer` asks.
+//!
+//! A single write is `prepare`, one upstream request, `finish` ([`write()`]); a transaction is
+//! `prepare` of every entry, one upstream transaction, `finish` of every entry. The gateway
+//! assigns every created resource's id (its envelopes are bound to it) and writes it with
+//! `PUT [type]/[id]`, so a retried create cannot create twice.
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use base64::Engine as _;
+use fhirseal_fhir::request::Conditions;
+use fhirseal_fhir::{Id, OpenReport, Prefer, ResourceType, SearchParam};
+use fhirseal_policy::Interaction;
+use fhirseal_upstream::UpstreamRequest;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, FHIR_JSON};
+use crate::flow::authorize::authorize;
+use crate::flow::protect::open_for;
+use crate::flow::query::find_one;
+use crate::flow::respond::{Answer, note};
+use crate::flow::stored::{Found, check_version, fetch, upstream_refusal, version_of};
+use crate::state::AppState;
+use crate::write::new_id;
+
+/// What a write becomes before the upstream call.
+#[derive(Debug)]
+pub enum Step {
+    /// Answered without writing (a conditional create whose search matched one resource).
+    Answered(Answer),
+    /// To send upstream, then [`finish`].
+    Send(Prepared),
+}
+
+/// A checked, sealed write: the upstream call, and what [`finish`] needs to answer it.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The upstream call.
+    pub call: Call,
+    kind: Kind,
+    resource_type: String,
+    id: String,
+    sealed: usize,
+    prefer: Prefer,
+}
+
+/// One upstream write: `PUT [type]/[id]` with the sealed resource, or `DELETE [type]/[id]`.
+/// `Debug` prints no body (what is not sealed may still be personal data).
+pub struct Call {
+    /// `PUT` or `DELETE`.
+    pub method: Method,
+    /// `[type]/[id]`.
+    pub path: String,
+    /// The sealed resource of a `PUT`.
+    pub body: Option<Value>,
+    /// The version the client named, passed on as `If-Match`.
+    pub if_match: Option<String>,
+}
+
+/// Whether the write creates, updates or deletes (for its status and audit line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+/// What a create takes besides its body: an id assigned beforehand (a transaction maps its
+/// `urn:uuid` references to it) or none (a fresh one is drawn).
+#[derive(Debug, Default)]
+pub struct CreateId(pub Option<String>);
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+// === the interactions ===
+
+/// `POST [type]`: under an id the gateway assigns; with `If-None-Exist`, only if its search
+/// matches nothing (one match: that resource, 200; several: 412).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    body: Option<Value>,
+    conditions: &Conditions,
+    prefer: Prefer,
+    id: CreateId,
+) -> Result<Step, ApiError> {
+    let resource_type = resource_type.as_str();
+    let mut resource = body_of(body, resource_type)?;
+    if let Some(condition) = &conditions.if_none_exist {
+        match find_one(state, caller, resource_type, condition).await? {
+            Found::None => {}
+            Found::One(existing) => {
+                return Ok(Step::Answered(
+                    existing_answer(state, caller, existing).await?,
+                ));
+            }
+            Found::Many => {
+                return Err(ApiError::PreconditionFailed(
+                    "If-None-Exist matches more than one resource",
+                ));
+            }
+        }
+    }
+    let id = id.0.unwrap_or_else(new_id);
+    if let Some(object) = resource.as_object_mut() {
+        object.insert("id".into(), Value::String(id.clone()));
+        // The server owns versioning: what a client says of it is dropped.
+        if let Some(Value::Object(meta)) = object.get_mut("meta") {
+            meta.shift_remove("versionId");
+            meta.shift_remove("lastUpdated");
+        }
+    }
+    let target = Target {
+        resource_type,
+        id: &id,
+    };
+    let how = (Kind::Create, Interaction::Create);
+    seal(state, caller, how, target, resource, None, prefer).await
+}
+
+/// `PUT [type]/[id]`: updates the resource, or creates it under that id; `If-Match` is honoured.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    id: &Id,
+    body: Option<Value>,
+    conditions: &Conditions,
+    prefer: Prefer,
+) -> Result<Step, ApiError> {
+    let resource = body_of(body, resource_type.as_str())?;
+    if resource.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+        return Err(ApiError::InvalidRequest(
+            "the resource's id must be the id in the URL",
+        ));
+    }
+    let target = Target {
+        resource_type: resource_type.as_str(),
+        id: id.as_str(),
+    };
+    update_resource(state, caller, target, resource, conditions, prefer).await
+}
+
+/// `PUT [type]?[search]`: no match, created (under the body's id, or one the gateway assigns);
+/// one match, that resource updated; several, 412.
+pub async fn conditional_update(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    condition: &[SearchParam],
+    body: Option<Value>,
+    conditions: &Conditions,
+    prefer: Prefer,
+) -> Result<Step, ApiError> {
+    let resource_type = resource_type.as_str();
+    let mut resource = body_of(body, resource_type)?;
+    let body_id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let id = match find_one(state, caller, resource_type, condition).await? {
+        Found::Many => {
+            return Err(ApiError::PreconditionFailed(
+                "the conditional update matches more than one resource",
+            ));
+        }
+        Found::One(existing) => {
+            let id = existing
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if body_id.as_deref().is_some_and(|b| b != id) {
+                return Err(ApiError::InvalidRequest(
+                    "the resource's id is not the id of the resource the search matched",
+                ));
+            }
+            id
+        }
+        Found::None => body_id.unwrap_or_else(new_id),
+    };
+    let id = Id::parse(&id).map_err(|_| ApiError::InvalidRequest("the id is not a FHIR id"))?;
+    if let Some(object) = resource.as_object_mut() {
+        object.insert("id".into(), Value::String(id.to_string()));
+    }
+    let target = Target {
+        resource_type,
+        id: id.as_str(),
+    };
+    update_resource(state, caller, target, resource, conditions, prefer).await
+}
+
+/// `PATCH [type]/[id]` with a JSON Patch: the body itself (`application/json-patch+json`) or,
+/// inside a Bundle, a `Binary` of that content type. Applied to the resource opened for the
+/// caller and sealed again; refused when the caller cannot open every sealed element, since the
+/// patch could not keep what it cannot see.
+pub async fn patch(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    id: &Id,
+    body: Option<Value>,
+    conditions: &Conditions,
+    prefer: Prefer,
+) -> Result<Step, ApiError> {
+    let operations = patch_document(body)?;
+    let (resource_type, id) = (resource_type.as_str(), id.as_str());
+    let stored = fetch(state, resource_type, id, format!("{resource_type}/{id}")).await?;
+    authorize(state, caller, Interaction::Patch, &stored.resource)?;
+    check_if_match(conditions, &stored.resource)?;
+    let version = version_of(&stored.resource);
+    let (mut opened, report) = open_for(state, caller, stored.resource).await?;
+    if report.masked > 0 || report.forged > 0 {
+        return Err(ApiError::Unprocessable(
+            "the resource holds sealed elements this caller cannot open; a patch could not keep them",
+        ));
+    }
+    json_patch::patch(&mut opened, &operations)
+        .map_err(|_| ApiError::Unprocessable("the JSON Patch does not apply to the resource"))?;
+    if opened.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+        || opened.get("id").and_then(Value::as_str) != Some(id)
+    {
+        return Err(ApiError::Unprocessable(
+            "a patch may not change the resource's type or id",
+        ));
+    }
+    // The version read is the one patched: a concurrent write in between is a 412 upstream.
+    let if_match = version.map(|v| format!("W/\"{v}\""));
+    let target = Target { resource_type, id };
+    let how = (Kind::Patch, Interaction::Patch);
+    seal(state, caller, how, target, opened, if_match, prefer).await
+}
+
+/// `DELETE [type]/[id]`: authorized on the stored resource; `If-Match` checked by the gateway
+/// (some servers ignore it on `DELETE`) and sent upstream.
+pub async fn delete(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    id: &Id,
+    conditions: &Conditions,
+) -> Result<Step, ApiError> {
+    let (resource_type, id) = (resource_type.as_str(), id.as_str());
+    let stored = fetch(state, resource_type, id, format!("{resource_type}/{id}")).await?;
+    authorize(state, caller, Interaction::Delete, &stored.resource)?;
+    check_if_match(conditions, &stored.resource)?;
+    Ok(Step::Send(Prepared {
+        call: Call {
+            method: Method::DELETE,
+            path: format!("{resource_type}/{id}"),
+            body: None,
+            if_match: conditions.if_match.clone(),
+        },
+        kind: Kind::Delete,
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        sealed: 0,
+        prefer: Prefer::Unspecified,
+    }))
+}
+
+// === the two ends: one write alone, and the finish of any write ===
+
+/// A single write: `step` sent upstream on its own and finished.
+pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answer, ApiError> {
+    let prepared = match step {
+        Step::Answered(answer) => return Ok(answer),
+        Step::Send(prepared) => prepared,
+    };
+    let call = &prepared.call;
+    let mut request = UpstreamRequest::new(call.method.clone(), call.path.clone())
+        .with_header(header::ACCEPT, HeaderValue::from_static(FHIR_JSON));
+    if let Some(body) = &call.body {
+        request = request
+            .with_header(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
+            .with_header(PREFER, HeaderValue::from_static("return=representation"))
+            .with_body(body.to_string());
+    }
+    if let Some(value) = call
+        .if_match
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        request = request.with_header(header::IF_MATCH, value);
+    }
+    let response = state.upstream.send(request).await?;
+    if !response.status().is_success() {
+        return Err(upstream_refusal(
+            &response,
+            &prepared.resource_type,
+            &prepared.id,
+        ));
+    }
+    let (status, headers, body) = response.into_parts();
+    let stored: Option<Value> = serde_json::from_slice(&body).ok();
+    finish(state, caller, prepared, status, &headers, stored).await
+}
+
+/// The answer to a write, from the upstream's answer to its call: `status`, its `headers`
+/// (`ETag`, `Location`) and the stored resource it sent back (if any), opened for the caller as
+/// the client's `Prefer` asks.
+pub async fn finish(
+    state: &AppState,
+    caller: &Caller,
+    prepared: Prepared,
+    status: StatusCode,
+    headers: &HeaderMap,
+    stored: Option<Value>,
+) -> Result<Answer, ApiError> {
+    let Prepared {
+        kind,
+        resource_type,
+        id,
+        sealed,
+        prefer,
+        ..
+    } = prepared;
+    let refs = vec![format!("{resource_type}/{id}")];
+    if kind == Kind::Delete {
+        let note = note("delete", refs, OpenReport::default(), 0);
+        return Ok(Answer::new(StatusCode::NO_CONTENT, None, note));
+    }
+    let status = match kind {
+        Kind::Create => StatusCode::CREATED,
+        _ if status == StatusCode::CREATED => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    let interaction = match kind {
+        Kind::Create => "create",
+        Kind::Patch => "patch",
+        _ => "update",
+    };
+    // What the upstream stored, if it is the resource written.
+    let stored = stored.filter(|s| {
+        s.get("resourceType").and_then(Value::as_str) == Some(resource_type.as_str())
+            && s.get("id").and_then(Value::as_str) == Some(id.as_str())
+    });
+    let version = stored.as_ref().and_then(version_of);
+    let mut passed = HeaderMap::new();
+    for name in [header::ETAG, header::LAST_MODIFIED] {
+        if let Some(value) = headers.get(&name) {
+            passed.insert(name, value.clone());
+        }
+    }
+    let location = format!(
+        "{}/{resource_type}/{id}{}",
+        state.config.fhir_base,
+        version
+            .as_deref()
+            .map(|v| format!("/_history/{v}"))
+            .unwrap_or_default()
+    );
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        passed.insert(header::LOCATION, location);
+    }
+    if let Some(etag) = version.and_then(|v| HeaderValue::from_str(&format!("W/\"{v}\"")).ok()) {
+        passed.entry(header::ETAG).or_insert(etag);
+    }
+    let answer = |body, report| Answer {
+        status,
+        body,
+        headers: passed.clone(),
+        note: note(interaction, refs.clone(), report, sealed),
+    };
+    Ok(match (prefer, stored) {
+        (Prefer::Minimal, _) => answer(None, OpenReport::default()),
+        (Prefer::OperationOutcome, _) => {
+            let outcome = json!({"resourceType": "OperationOutcome", "issue": [{
+                "severity": "information", "code": "informational",
+                "diagnostics": format!("{interaction}d {resource_type}/{id}")}]});
+            answer(Some(outcome), OpenReport::default())
+        }
+        // An upstream that answers without the resource gets the minimal answer.
+        (_, None) => answer(None, OpenReport::default()),
+        (_, Some(stored)) => {
+            let (opened, report) = open_for(state, caller, stored).await?;
+            answer(Some(opened), report)
+        }
+    })
+}
+
+// === helpers ===
+
+/// `Prefer` (RFC 7240).
+const PREFER: header::HeaderName = header::HeaderName::from_static("prefer");
+
+/// A write's target.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    resource_type: &'a str,
+    id: &'a str,
+}
+
+/// The update of `target` to `resource`, after the stored version (if any) is authorized and
+/// `If-Match` checked against it.
+async fn update_resource(
+    state: &AppState,
+    caller: &Caller,
+    target: Target<'_>,
+    resource: Value,
+    conditions: &Conditions,
+    prefer: Prefer,
+) -> Result<Step, ApiError> {
+    let Target { resource_type, id } = target;
+    let kind = match fetch(state, resource_type, id, format!("{resource_type}/{id}")).await {
+        Ok(stored) => {
+            authorize(state, caller, Interaction::Update, &stored.resource)?;
+            check_if_match(conditions, &stored.resource)?;
+            Kind::Update
+        }
+        Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => {
+            if conditions.if_match.is_some() {
+                return Err(ApiError::PreconditionFailed(
+                    "If-Match names a version of a resource that does not exist",
+                ));
+            }
+            // Update as create: answered 201, decided as the update it was asked as.
+            Kind::Create
+        }
+        Err(e) => return Err(e),
+    };
+    let if_match = conditions.if_match.clone();
+    let how = (kind, Interaction::Update);
+    seal(state, caller, how, target, resource, if_match, prefer).await
+}
+
+/// The new content authorized for the write (as `how`'s interaction) and sealed: the upstream
+/// call.
+async fn seal(
+    state: &AppState,
+    caller: &Caller,
+    how: (Kind, Interaction),
+    target: Target<'_>,
+    resource: Value,
+    if_match: Option<String>,
+    prefer: Prefer,
+) -> Result<Step, ApiError> {
+    let (kind, interaction) = how;
+    let obligations = authorize(state, caller, interaction, &resource)?;
+    let sealed = state
+        .sealing
+        .seal(&state.headers, resource, None, obligations.labels)
+        .await?;
+    let Target { resource_type, id } = target;
+    Ok(Step::Send(Prepared {
+        call: Call {
+            method: Method::PUT,
+            path: format!("{resource_type}/{id}"),
+            body: Some(sealed.resource),
+            if_match,
+        },
+        kind,
+        resource_type: resource_type.to_string(),
+        id: id.to_string(),
+        sealed: sealed.elements,
+        prefer,
+    }))
+}
+
+/// A conditional create's one match, checked like a read and opened: the answer (200).
+async fn existing_answer(
+    state: &AppState,
+    caller: &Caller,
+    existing: Value,
+) -> Result<Answer, ApiError> {
+    let reference = format!(
+        "{}/{}",
+        existing
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        existing
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    );
+    authorize(state, caller, Interaction::Read, &existing)?;
+    let (opened, report) = open_for(state, caller, existing).await?;
+    let mut answer = Answer::new(
+        StatusCode::OK,
+        Some(opened),
+        note("create", vec![reference.clone()], report, 0),
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("{}/{reference}", state.config.fhir_base))
+    {
+        answer.headers.insert(header::LOCATION, location);
+    }
+    Ok(answer)
+}
+
+/// The body of a create or update: a resource of the URL's type.
+fn body_of(body: Option<Value>, resource_type: &str) -> Result<Value, ApiError> {
+    let resource = body.ok_or(ApiError::InvalidRequest("the request has no resource"))?;
+    if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type) {
+        return Err(ApiError::InvalidRequest(
+            "the body's resourceType must be the type in the URL",
+        ));
+    }
+    Ok(resource)
+}
+
+/// The JSON Patch of a `PATCH`: the body itself, or a `Binary` holding it (how a Bundle entry
+/// carries one).
+fn patch_document(body: Option<Value>) -> Result<json_patch::Patch, ApiError> {
+    let not_a_patch = ApiError::InvalidRequest("the body is not a JSON Patch document");
+    let document = match body {
+        Some(Value::Object(binary))
+            if binary.get("resourceType").and_then(Value::as_str) == Some("Binary") =>
+        {
+            let json_patch = binary
+                .get("contentType")
+                .and_then(Value::as_str)
+                .is_some_and(|t| {
+                    t.split(';').next().map(str::trim) == Some("application/json-patch+json")
+                });
+            let data = binary.get("data").and_then(Value::as_str);
+            let (true, Some(data)) = (json_patch, data) else {
+                return Err(not_a_patch);
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|_| ApiError::InvalidRequest("the Binary's data is not base64"))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|_| ApiError::InvalidRequest("the body is not a JSON Patch document"))?
+        }
+        Some(document) => document,
+        None => return Err(not_a_patch),
+    };
+    serde_json::from_value(document).map_err(|_| not_a_patch)
+}
+
+/// `If-Match` against the stored resource's `meta.versionId`.
+fn check_if_match(conditions: &Conditions, stored: &Value) -> Result<(), ApiError> {
+    match &conditions.if_match {
+        Some(wanted) => check_version(wanted, stored),
+        None => Ok(()),
+    }
+}

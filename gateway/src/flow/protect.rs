@@ -1,0 +1,89 @@
+//! The "open / mask" step of the request flow: every resource and Bundle that comes back from the
+//! upstream is opened for the caller (each sealed element whose access structure the caller's
+//! attributes satisfy), masked elsewhere, and flagged where it is not what FHIRseal sealed.
+
+use std::sync::Arc;
+
+use fhirseal_fhir::shape::carries_headers;
+use fhirseal_fhir::{OpenReport, Reader, shared_header_ids};
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+use fhirseal_authority::unix_now as now;
+
+/// Opens `value` (a resource or a Bundle) for the caller: its key for the current period, the
+/// shared headers it names, then the reader off the async threads.
+pub async fn open_for(
+    state: &AppState,
+    caller: &Caller,
+    value: Value,
+) -> Result<(Value, OpenReport), ApiError> {
+    let ids = shared_header_ids(&value);
+    let grant = state
+        .keyring
+        .grant_for(&caller.0.context.principal, now())
+        .await?;
+    let headers = state.headers.lookup(&ids).await?;
+    let cache = Arc::clone(&state.header_cache);
+    let sealing = Arc::clone(&state.sealing);
+    let holder = grant.as_ref().map(|grant| grant.registration.clone());
+    let open = move |mut value: Value| {
+        let (holder, key) = match &grant {
+            Some(grant) => (grant.registration.as_str(), Some(&*grant.key)),
+            None => ("", None),
+        };
+        let report = Reader::new(holder, key, &cache, &headers, sealing.key())
+            .with_rules(&*sealing)
+            .open(&mut value);
+        (value, report)
+    };
+    // Opening with header keys already opened is a few AES-GCM decryptions: done here, it costs
+    // less than the hand-over to the blocking pool. A header to open (an RS-HABE decryption,
+    // milliseconds) or a large answer goes to the blocking pool, off the async threads.
+    let quick = ids.len() <= INLINE_HEADERS
+        && entry_count(&value) <= INLINE_ENTRIES
+        && !carries_headers(&value)
+        && holder.as_deref().is_some_and(|holder| {
+            let now = std::time::Instant::now();
+            ids.iter()
+                .all(|id| state.header_cache.get(holder, *id, now).is_some())
+        });
+    let (value, report) = if quick {
+        open(value)
+    } else {
+        tokio::task::spawn_blocking(move || open(value))
+            .await
+            .map_err(|_| ApiError::KeyTask)?
+    };
+    // Here, in the request's span (the blocking pool is outside it).
+    warn_forged(&report);
+    Ok((value, report))
+}
+
+/// One warning per response that held forged sealed content (`docs/authenticity.md`): where,
+/// never what (no value, no envelope). The request span names the request.
+fn warn_forged(report: &OpenReport) {
+    if report.forged == 0 {
+        return;
+    }
+    tracing::warn!(
+        forged = report.forged,
+        elements = %report.forged_elements.join(", "),
+        "sealed content that FHIRseal did not seal there was withheld (forged, modified or moved upstream)"
+    );
+}
+
+/// At most this many shared headers for opening on the async thread.
+const INLINE_HEADERS: usize = 8;
+/// At most this many Bundle entries for opening on the async thread.
+const INLINE_ENTRIES: usize = 20;
+
+/// How many entries a Bundle holds (0 for a resource).
+fn entry_count(value: &Value) -> usize {
+    value
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}

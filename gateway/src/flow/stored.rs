@@ -1,0 +1,162 @@
+//! What the upstream holds: one function that reads a resource ([`fetch`], status and shape
+//! checked), the version checks of `If-Match`, and how an upstream refusal of a write becomes the
+//! client's error.
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use fhirseal_fhir::{Id, ResourceType};
+use fhirseal_policy::Interaction;
+use fhirseal_upstream::{UpstreamRequest, UpstreamResponse};
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::flow::authorize::authorize;
+use crate::flow::protect::open_for;
+use crate::flow::respond::{Answer, note};
+use crate::state::AppState;
+
+/// `GET [type]/[id]` and, with a `version`, `GET [type]/[id]/_history/[vid]`: the stored resource
+/// checked against the scopes and the policy, then opened for the caller.
+pub async fn read(
+    state: &AppState,
+    caller: &Caller,
+    resource_type: &ResourceType,
+    id: &Id,
+    version: Option<&Id>,
+) -> Result<Answer, ApiError> {
+    let (resource_type, id) = (resource_type.as_str(), id.as_str());
+    let (interaction, name, path) = match version {
+        Some(v) => (
+            Interaction::Vread,
+            "vread",
+            format!("{resource_type}/{id}/_history/{v}"),
+        ),
+        None => (Interaction::Read, "read", format!("{resource_type}/{id}")),
+    };
+    let stored = fetch(state, resource_type, id, path).await?;
+    authorize(state, caller, interaction, &stored.resource)?;
+    let (opened, report) = open_for(state, caller, stored.resource).await?;
+    let note = note(name, vec![format!("{resource_type}/{id}")], report, 0);
+    Ok(Answer::new(StatusCode::OK, Some(opened), note).with_headers(&stored.headers))
+}
+
+/// A stored resource and the upstream's response headers.
+pub struct Stored {
+    /// The resource, as the upstream stores it (sealed).
+    pub resource: Value,
+    /// The upstream's response headers.
+    pub headers: HeaderMap,
+}
+
+/// `GET path` on the upstream, which must be `resource_type`/`id`: 404 and 410 are
+/// [`ApiError::NotFound`] and [`ApiError::Gone`].
+pub async fn fetch(
+    state: &AppState,
+    resource_type: &str,
+    id: &str,
+    path: String,
+) -> Result<Stored, ApiError> {
+    let request = UpstreamRequest::new(Method::GET, path).with_header(
+        header::ACCEPT,
+        HeaderValue::from_static("application/fhir+json"),
+    );
+    let response = state.upstream.send(request).await?;
+    let gone = || (resource_type.to_string(), id.to_string());
+    match response.status() {
+        status if status.is_success() => {}
+        StatusCode::NOT_FOUND => {
+            let (resource_type, id) = gone();
+            return Err(ApiError::NotFound { resource_type, id });
+        }
+        StatusCode::GONE => {
+            let (resource_type, id) = gone();
+            return Err(ApiError::Gone { resource_type, id });
+        }
+        status => return Err(ApiError::UpstreamStatus(status)),
+    }
+    let (_, headers, body) = response.into_parts();
+    let resource: Value = serde_json::from_slice(&body).map_err(|_| ApiError::UpstreamMalformed)?;
+    if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+        || resource.get("id").and_then(Value::as_str) != Some(id)
+    {
+        return Err(ApiError::UpstreamMalformed);
+    }
+    Ok(Stored { resource, headers })
+}
+
+/// An upstream refusal of a write or delete, as the client's error: 404/410 as such, 409, 412
+/// and 422 kept (with the upstream's own words dropped: they describe the sealed form, not what
+/// the client sent), anything else a 502.
+pub fn upstream_refusal(response: &UpstreamResponse, resource_type: &str, id: &str) -> ApiError {
+    match response.status() {
+        StatusCode::NOT_FOUND => ApiError::NotFound {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+        },
+        StatusCode::GONE => ApiError::Gone {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+        },
+        StatusCode::PRECONDITION_FAILED => {
+            ApiError::PreconditionFailed("the resource was changed since the version named")
+        }
+        StatusCode::CONFLICT => ApiError::UpstreamConflict,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            ApiError::Unprocessable("the FHIR server refused the resource as invalid")
+        }
+        status => ApiError::UpstreamStatus(status),
+    }
+}
+
+/// An ETag (`W/"3"`, `"3"` or `3`) against the stored resource's `meta.versionId`: 412 unless
+/// it names the current version.
+pub fn check_version(wanted: &str, stored: &Value) -> Result<(), ApiError> {
+    let wanted = wanted.trim();
+    let wanted = wanted
+        .strip_prefix("W/")
+        .unwrap_or(wanted)
+        .trim_matches('"');
+    match version_of(stored) {
+        Some(current) if current == wanted => Ok(()),
+        _ => Err(ApiError::PreconditionFailed(
+            "If-Match does not name the current version",
+        )),
+    }
+}
+
+/// A resource's `meta.versionId`.
+pub fn version_of(resource: &Value) -> Option<String> {
+    resource
+        .get("meta")
+        .and_then(|m| m.get("versionId"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+impl std::fmt::Debug for Stored {
+    /// No content: the resource may hold protected values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Found {
+    /// No content: the resource may hold protected values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "Found::None",
+            Self::One(_) => "Found::One(..)",
+            Self::Many => "Found::Many",
+        })
+    }
+}
+
+/// What a conditional interaction's search found.
+pub enum Found {
+    /// No resource matches.
+    None,
+    /// One resource matches: this one.
+    One(Value),
+    /// More than one resource matches.
+    Many,
+}
