@@ -1,6 +1,6 @@
 """A real OAuth 2 client library (authlib) against FHIRseal's embedded authorization server.
 
-Run by crates/smart/tests/interop.rs from the venv scripts/interop-setup installs. Two flows:
+Run by crates/auth-server/tests/interop.rs from the venv scripts/interop-setup installs. Two flows:
 
 1. SMART standalone launch: authorization code + PKCE S256 through authlib's OAuth2Session
    (``create_authorization_url`` with ``aud``), a "browser" (a plain requests session) that opens the
