@@ -15,17 +15,15 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Router, middleware};
-use fhirseal_upstream::{UpstreamRequest, rewrite_base};
-use serde_json::{Value, json};
 
 use crate::audit::{AuditNote, audited};
 use crate::auth::{Caller, authenticate};
 use crate::error::ApiError;
-use crate::flow::{self, Answer, audit_name};
+use crate::flow::{self, audit_name};
 use crate::request::Parsed;
 use crate::state::AppState;
 
@@ -123,88 +121,8 @@ async fn smart_configuration(State(state): State<AppState>) -> Result<Response, 
 /// endpoints). Not authenticated: clients read it to learn how to authenticate.
 /// `GET [base]/metadata`, without a token (SMART clients read it before they have one).
 async fn metadata(State(state): State<AppState>) -> Response {
-    match capabilities(&state).await {
+    match flow::capabilities::capabilities(&state).await {
         Ok(answer) => answer.into_response(&state),
         Err(error) => error.into_response(),
-    }
-}
-
-/// The upstream's CapabilityStatement with the gateway's base and security section.
-///
-/// # Errors
-/// [`ApiError`] when the upstream does not answer with a CapabilityStatement.
-pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
-    let request = UpstreamRequest::new(Method::GET, "metadata").with_header(
-        header::ACCEPT,
-        HeaderValue::from_static("application/fhir+json"),
-    );
-    let response = state.upstream.send(request).await?;
-    if !response.status().is_success() {
-        return Err(ApiError::UpstreamStatus(response.status()));
-    }
-    let text = std::str::from_utf8(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
-    let text = rewrite_base(text, state.upstream.base(), &state.config.fhir_base);
-    let mut statement: Value =
-        serde_json::from_str(&text).map_err(|_| ApiError::UpstreamMalformed)?;
-    if statement.get("resourceType").and_then(Value::as_str) != Some("CapabilityStatement") {
-        return Err(ApiError::UpstreamMalformed);
-    }
-    secure(&mut statement, state);
-    let note = AuditNote {
-        interaction: "capabilities",
-        ..AuditNote::default()
-    };
-    Ok(Answer::new(StatusCode::OK, Some(statement), note))
-}
-
-fn secure(statement: &mut Value, state: &AppState) {
-    // No CORS headers are served (yet): say so, rather than send browsers to a 405.
-    let mut security = json!({
-        "cors": false,
-        "service": [{"coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-            "code": "SMART-on-FHIR"
-        }]}],
-        "description": "SMART App Launch 2 bearer tokens; protected elements are sealed by \
-            FHIRseal and opened only for callers whose attributes satisfy them"
-    });
-    if let Some(server) = &state.auth_server {
-        let discovery = server.smart_configuration();
-        let uris: Vec<Value> = [
-            ("authorize", "authorization_endpoint"),
-            ("token", "token_endpoint"),
-            ("introspect", "introspection_endpoint"),
-        ]
-        .iter()
-        .filter_map(|(name, field)| {
-            discovery
-                .get(*field)
-                .and_then(Value::as_str)
-                .map(|uri| json!({"url": name, "valueUri": uri}))
-        })
-        .collect();
-        security["extension"] = json!([{
-            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-            "extension": uris
-        }]);
-    }
-    if let Some(Value::Array(rest)) = statement.get_mut("rest") {
-        for entry in rest
-            .iter_mut()
-            .filter(|r| r.get("mode").and_then(Value::as_str) == Some("server"))
-        {
-            if let Value::Object(entry) = entry {
-                entry.insert("security".into(), security.clone());
-            }
-        }
-    }
-    if let Value::Object(object) = statement {
-        object.insert(
-            "implementation".into(),
-            json!({
-                "description": "FHIRseal gateway (sealing protected elements) in front of the FHIR server",
-                "url": state.config.fhir_base
-            }),
-        );
     }
 }

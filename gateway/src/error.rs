@@ -203,7 +203,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None),
-            Self::Seal(e) if crate::write::seal_error_is_clients(e) => {
+            Self::Seal(e) if !matches!(e, fhirseal_fhir::SealError::Crypto(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
             }
             Self::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),

@@ -14,6 +14,7 @@
 //! - [`change`]: the writes, each prepared (authorized, sealed) then finished (opened);
 //! - [`protect`]: opening and masking what comes back;
 //! - [`respond`]: the [`Answer`], which becomes an HTTP response alone and an entry in a Bundle;
+//! - [`capabilities`]: the CapabilityStatement with the gateway's security section;
 //! - [`bundle`]: batches and transactions, whose every entry is parsed by the same
 //!   [`FhirRequest::from_entry`] and answered by this same [`run`] (a transaction's writes by the
 //!   same [`change`] steps, in one upstream transaction).
@@ -29,6 +30,7 @@ use crate::state::AppState;
 
 pub mod authorize;
 pub mod bundle;
+pub mod capabilities;
 pub mod change;
 pub mod protect;
 pub mod query;
@@ -65,7 +67,7 @@ pub async fn run(
         }
         I::Operation(..) => Err(ApiError::UnknownPath),
         I::BatchOrTransaction => Box::pin(bundle::run(state, caller, body, prefer)).await,
-        I::Capabilities => crate::app::capabilities(state).await,
+        I::Capabilities => capabilities::capabilities(state).await,
         I::Create(t) => {
             let id = change::CreateId::default();
             let step = change::create(state, caller, &t, body, &conditions, prefer, id).await?;

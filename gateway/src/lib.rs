@@ -1,16 +1,30 @@
 //! FHIRseal, the gateway: what sits between FHIR clients and an unmodified FHIR server.
 //!
-//! - [`config`]: the configuration (one TOML file or the embedded defaults, environment
-//!   overrides), validated with errors that name the file and the key.
-//! - [`app`]: the router; [`state`]: what it runs with, built once from the configuration.
+//! ```text
+//! client ─► audit + request id (audit) ─► authenticate: bearer JWT → Caller (auth)
+//!        ─► parse: FhirRequest (request::Parsed) ─► flow::run
+//!             ─► authorize: scopes + compartment + policy (flow::authorize)
+//!             ─► seal the request's elements (flow::change, seal::Sealing)
+//!             ─► upstream FHIR server (fhirseal_upstream)
+//!             ─► open / mask every returned resource, per Bundle entry (flow::protect)
+//!        ─► Answer → response, or → Bundle entry (flow::respond)
+//! ```
+//!
+//! Every interaction, alone or inside a batch or transaction, takes that path ([`flow`]).
+//!
+//! - [`app`]: the router and its middleware stack, as deployed; [`state`]: what it runs with,
+//!   built once from the configuration ([`config`]: one TOML file or the embedded defaults,
+//!   environment overrides, errors that name the file and the key).
+//! - [`request`]: the parse step for HTTP; [`flow`]: the steps after it.
+//! - [`seal`]: what writes seal with (shared headers, blind index, sealing key).
 //! - [`keys`]: the keyring: callers enrolled in the authority on first use, re-keyed when their
 //!   attributes change, and their per-period decryption keys.
 //! - [`headers`]: the shared RS-HABE headers, stored once each on the upstream as `Basic`
 //!   resources, and found again for readers.
 //! - [`error`]: the one place where errors become HTTP responses, each a FHIR
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
-//! - [`auth`]: the authentication step of the request flow (bearer token verified, the caller put
-//!   in the request) and the scope checks that turn SMART scopes into 403s.
+//! - [`auth`]: the authentication step (bearer token verified, the caller put in the request).
+//! - [`audit`]: one audit line per request.
 //! - [`ctupdate`]: the ciphertext-update job that moves every stored header to the current period
 //!   after a revocation (planner, workers, background task).
 //! - [`admin`]: the admin API for the loopback admin listener (health, the update job,
@@ -28,5 +42,5 @@ pub mod flow;
 pub mod headers;
 pub mod keys;
 pub mod request;
+pub mod seal;
 pub mod state;
-pub mod write;

@@ -19,7 +19,7 @@ use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
-use crate::write::Sealing;
+use crate::seal::Sealing;
 
 /// The gateway's shared state. Cheap to clone.
 #[derive(Clone, Debug)]

@@ -33,8 +33,8 @@ use crate::flow::query::find_one;
 use crate::flow::respond::Answer;
 use crate::flow::stored::{Found, upstream_refusal};
 use crate::flow::{audit_name, run as run_one};
+use crate::seal::new_id;
 use crate::state::AppState;
-use crate::write::new_id;
 
 /// The most entries one Bundle may hold.
 const MAX_ENTRIES: usize = 10_000;

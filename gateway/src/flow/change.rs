@@ -30,8 +30,8 @@ use crate::flow::protect::open_for;
 use crate::flow::query::find_one;
 use crate::flow::respond::{Answer, note};
 use crate::flow::stored::{Found, check_version, fetch, upstream_refusal, version_of};
+use crate::seal::new_id;
 use crate::state::AppState;
-use crate::write::new_id;
 
 /// What a write becomes before the upstream call.
 #[derive(Debug)]

@@ -8,25 +8,16 @@
 //! turns a resource into its upstream form under the policy's rules for the resource's patient,
 //! and makes sure every shared header the result names is stored on the upstream *before* the
 //! resource is sent: a resource whose header was never stored could never be opened again.
-//!
-//! [`FhirBody`] is the request body of a write: `application/fhir+json` (or `application/json`),
-//! at most `server.max_body_bytes`, a JSON object; anything else is a 415, 413 or 400
-//! `OperationOutcome`, never axum's plain-text rejection.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::header;
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
 use fhirseal_fhir::shape::{
     DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
 };
-use fhirseal_fhir::{
-    HeaderLookup, RuleSource, Rules, SealError, Sealer, SharedHeaders, shared_header_ids,
-};
+use fhirseal_fhir::{HeaderLookup, RuleSource, Rules, Sealer, SharedHeaders, shared_header_ids};
 use fhirseal_policy::{Label, Policy, record_patient};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
@@ -34,7 +25,6 @@ use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::headers::HeaderStore;
-use crate::state::StartupError;
 
 /// The authority's named secret the blind-index key is derived from.
 pub const BLIND_INDEX_SECRET: &str = "fhir/blind-index";
@@ -68,8 +58,11 @@ impl Sealing {
     /// start.
     ///
     /// # Errors
-    /// [`StartupError::Authority`] when a secret cannot be read or stored.
-    pub fn new(authority: Arc<Authority>, policy: Arc<Policy>) -> Result<Self, StartupError> {
+    /// The authority's error when a secret cannot be read or stored, or is not 32 bytes.
+    pub fn new(
+        authority: Arc<Authority>,
+        policy: Arc<Policy>,
+    ) -> Result<Self, fhirseal_authority::Error> {
         let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
         let sealing = named_secret(&authority, SEALING_SECRET)?;
         let read_rules = policy.rules_for(None);
@@ -195,7 +188,10 @@ impl std::fmt::Debug for Sealing {
 }
 
 /// The authority's 32-byte named secret `name`, made on first use.
-fn named_secret(authority: &Authority, name: &str) -> Result<Zeroizing<[u8; 32]>, StartupError> {
+fn named_secret(
+    authority: &Authority,
+    name: &str,
+) -> Result<Zeroizing<[u8; 32]>, fhirseal_authority::Error> {
     let secret = authority.secret_or_create(
         name,
         || {
@@ -207,9 +203,10 @@ fn named_secret(authority: &Authority, name: &str) -> Result<Zeroizing<[u8; 32]>
     )?;
     let mut key = Zeroizing::new([0u8; 32]);
     if secret.len() != key.len() {
-        return Err(StartupError::Kek(format!(
-            "the authority's secret `{name}` is not 32 bytes"
-        )));
+        return Err(fhirseal_authority::Error::Corrupt {
+            what: format!("the authority's secret `{name}`"),
+            reason: "it is not 32 bytes".into(),
+        });
     }
     key.copy_from_slice(&secret);
     Ok(key)
@@ -293,62 +290,6 @@ pub fn new_id() -> String {
     )
 }
 
-/// The JSON body of a write; see the module documentation.
-#[derive(Debug)]
-pub struct FhirBody(pub Value);
-
-/// Media types a FHIR JSON body may come as.
-fn is_json_media_type(value: &str) -> bool {
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "application/fhir+json" | "application/json" | "application/json+fhir"
-    )
-}
-
-impl<S: Send + Sync> FromRequest<S> for FhirBody {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !is_json_media_type(content_type) {
-            return Err(ApiError::UnsupportedMediaType);
-        }
-        let bytes = read_body(request, state).await?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::InvalidRequest("the body is not valid JSON"))?;
-        if !value.is_object() {
-            return Err(ApiError::InvalidRequest("the body is not a JSON object"));
-        }
-        Ok(Self(value))
-    }
-}
-
-/// The body's bytes within the router's body limit: 413 when over, 400 when it breaks off.
-pub async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state).await.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidRequest("the body could not be read")
-        }
-    })
-}
-
-/// Why a [`SealError`] is the client's: every variant but a crypto failure.
-pub(crate) fn seal_error_is_clients(error: &SealError) -> bool {
-    !matches!(error, SealError::Crypto(_))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,14 +302,6 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-'));
-    }
-
-    #[test]
-    fn media_types() {
-        assert!(is_json_media_type("application/fhir+json; charset=utf-8"));
-        assert!(is_json_media_type("Application/JSON"));
-        assert!(!is_json_media_type("application/fhir+xml"));
-        assert!(!is_json_media_type(""));
     }
 
     #[test]
