@@ -342,3 +342,97 @@ async fn a_nurse_and_a_doctor_see_the_same_alone_and_inside_a_bundle() {
         assert_eq!(inside_audit.interaction, alone_audit.interaction, "{kind}");
     }
 }
+
+/// Updates and patches: the same decision and the same sealing alone and inside a Bundle. A
+/// nurse may update an Observation; a patient may not; a JSON Patch travels inside a Bundle as a
+/// Binary of `application/json-patch+json`, as FHIR says.
+#[tokio::test]
+async fn updates_and_patches_are_the_same_alone_and_inside_a_bundle() {
+    use base64::Engine as _;
+    let w = world().await;
+    let own = &w.own;
+    let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    let binary = json!({"resourceType": "Binary", "contentType": "application/json-patch+json",
+        "data": base64::engine::general_purpose::STANDARD.encode(patch.to_string())});
+    let me = Who::Patient(own.clone());
+    for (who, update_status, patch_status) in [
+        (Who::Nurse, 200, 200),
+        (Who::Doctor, 200, 200),
+        (me, 403, 403),
+    ] {
+        // Three Observations with the same content: alone, in a batch, in a transaction.
+        let ids = [unique("obs-upd"), unique("obs-upd"), unique("obs-upd")];
+        for id in &ids {
+            expect(
+                &w.gw
+                    .put(&observation(id, own, 60.0, "bpm"), &Who::Doctor)
+                    .await,
+                StatusCode::CREATED,
+            );
+        }
+        let update = |id: &str| Case {
+            who: &who,
+            method: Method::PUT,
+            url: format!("Observation/{id}"),
+            body: Some(observation(id, own, 61.0, "bpm")),
+        };
+        let (alone, alone_audit) = w.alone(&update(&ids[0])).await;
+        assert_eq!(
+            alone.status, update_status,
+            "{who:?} update: {:?}",
+            alone.body
+        );
+        for (kind, id) in [("batch", &ids[1]), ("transaction", &ids[2])] {
+            let (inside, inside_audit) = w.inside(&update(id), kind).await;
+            assert_eq!(
+                inside.status, alone.status,
+                "{who:?} update inside a {kind}: {:?}",
+                inside.body
+            );
+            assert_eq!(
+                inside_audit.interaction, alone_audit.interaction,
+                "{who:?} {kind}"
+            );
+            assert_eq!(inside_audit.opened, alone_audit.opened, "{who:?} {kind}");
+            assert_eq!(inside_audit.masked, alone_audit.masked, "{who:?} {kind}");
+        }
+        // The same three, patched.
+        let (alone, alone_audit) = {
+            let call = Call::new(
+                Method::PATCH,
+                &format!("/fhir/Observation/{}", ids[0]),
+                &who,
+            )
+            .body("application/json-patch+json", &patch.to_string());
+            let reply = w.gw.send(call).await;
+            let line = w.last_audit();
+            (seen_alone(&reply), audited(&line, &line))
+        };
+        assert_eq!(
+            alone.status, patch_status,
+            "{who:?} patch: {:?}",
+            alone.body
+        );
+        for (kind, id) in [("batch", &ids[1]), ("transaction", &ids[2])] {
+            let case = Case {
+                who: &who,
+                method: Method::PATCH,
+                url: format!("Observation/{id}"),
+                body: Some(binary.clone()),
+            };
+            let (inside, inside_audit) = w.inside(&case, kind).await;
+            assert_eq!(
+                inside.status, alone.status,
+                "{who:?} patch inside a {kind}: {:?}",
+                inside.body
+            );
+            assert_eq!(
+                inside_audit.interaction, alone_audit.interaction,
+                "{who:?} {kind}"
+            );
+            if alone.status == 200 {
+                assert_eq!(inside.body["status"], json!("amended"), "{who:?} {kind}");
+            }
+        }
+    }
+}
