@@ -49,12 +49,18 @@ pub async fn run(
     request: FhirRequest,
 ) -> Result<Answer, ApiError> {
     use Interaction as I;
+    // Writes: prepared, sent, finished by the steps a transaction uses too.
+    let request = match change::prepare(state, caller, request, change::CreateId::default()).await?
+    {
+        change::Planned::Write(step) => return change::write(state, caller, step).await,
+        change::Planned::Other(request) => request,
+    };
     let FhirRequest {
         interaction,
         params,
-        conditions,
         prefer,
         body,
+        ..
     } = request;
     match interaction {
         I::Read(t, id) => stored::read(state, caller, &t, &id, None).await,
@@ -65,32 +71,8 @@ pub async fn run(
         I::Operation(t, id, name) if t.as_str() == "Patient" && name == "everything" => {
             query::everything(state, caller, &id).await
         }
-        I::Operation(..) => Err(ApiError::UnknownPath),
         I::BatchOrTransaction => Box::pin(bundle::run(state, caller, body, prefer)).await,
         I::Capabilities => capabilities::capabilities(state).await,
-        I::Create(t) => {
-            let id = change::CreateId::default();
-            let step = change::create(state, caller, &t, body, &conditions, prefer, id).await?;
-            change::write(state, caller, step).await
-        }
-        I::Update(t, id) => {
-            let step = change::update(state, caller, &t, &id, body, &conditions, prefer).await?;
-            change::write(state, caller, step).await
-        }
-        I::ConditionalUpdate(t) => {
-            let step =
-                change::conditional_update(state, caller, &t, &params, body, &conditions, prefer)
-                    .await?;
-            change::write(state, caller, step).await
-        }
-        I::Patch(t, id) => {
-            let step = change::patch(state, caller, &t, &id, body, &conditions, prefer).await?;
-            change::write(state, caller, step).await
-        }
-        I::Delete(t, id) => {
-            let step = change::delete(state, caller, &t, &id, &conditions).await?;
-            change::write(state, caller, step).await
-        }
         _ => Err(ApiError::UnknownPath),
     }
 }

@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::audit::AuditNote;
 use crate::auth::Caller;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::flow::change::{self, CreateId, Prepared, Step};
+use crate::flow::change::{self, CreateId, Planned, Prepared, Step};
 use crate::flow::query::find_one;
 use crate::flow::respond::Answer;
 use crate::flow::stored::{Found, upstream_refusal};
@@ -165,10 +165,10 @@ async fn run_transaction(
     for (index, request) in requests.into_iter().enumerate() {
         let id = CreateId(ids[index].take());
         let (interaction, resources) = audit_of(&request);
-        match prepare(state, caller, request, id).await {
-            Ok(Planned::Read(request)) => reads.push((index, request)),
-            Ok(Planned::Step(Step::Answered(answer))) => answers[index] = Some(answer),
-            Ok(Planned::Step(Step::Send(prepared))) => sends.push((index, prepared)),
+        match change::prepare(state, caller, request, id).await {
+            Ok(Planned::Other(request)) => reads.push((index, request)),
+            Ok(Planned::Write(Step::Answered(answer))) => answers[index] = Some(answer),
+            Ok(Planned::Write(Step::Send(prepared))) => sends.push((index, prepared)),
             Err(error) => {
                 return Err(ApiError::TransactionEntry {
                     index,
@@ -200,50 +200,6 @@ async fn run_transaction(
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Answer::refused(&ApiError::UpstreamMalformed, "", Vec::new())))
         .collect())
-}
-
-/// What pass 2 makes of a transaction entry.
-enum Planned {
-    /// A read, to run after the writes.
-    Read(FhirRequest),
-    /// A write, prepared.
-    Step(Step),
-}
-
-/// A transaction entry's write prepared by the same [`change`] function as alone.
-async fn prepare(
-    state: &AppState,
-    caller: &Caller,
-    request: FhirRequest,
-    id: CreateId,
-) -> Result<Planned, ApiError> {
-    use Interaction as I;
-    let FhirRequest {
-        interaction,
-        params,
-        conditions,
-        prefer,
-        body,
-    } = request;
-    let step = match &interaction {
-        I::Create(t) => change::create(state, caller, t, body, &conditions, prefer, id).await?,
-        I::Update(t, i) => change::update(state, caller, t, i, body, &conditions, prefer).await?,
-        I::ConditionalUpdate(t) => {
-            change::conditional_update(state, caller, t, &params, body, &conditions, prefer).await?
-        }
-        I::Patch(t, i) => change::patch(state, caller, t, i, body, &conditions, prefer).await?,
-        I::Delete(t, i) => change::delete(state, caller, t, i, &conditions).await?,
-        _ => {
-            return Ok(Planned::Read(FhirRequest {
-                interaction,
-                params,
-                conditions,
-                prefer,
-                body,
-            }));
-        }
-    };
-    Ok(Planned::Step(step))
 }
 
 /// The upstream transaction entry of a prepared write.

@@ -18,7 +18,9 @@
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use base64::Engine as _;
 use fhirseal_fhir::request::Conditions;
-use fhirseal_fhir::{Id, OpenReport, Prefer, ResourceType, SearchParam};
+use fhirseal_fhir::{
+    FhirRequest, Id, Interaction as FhirInteraction, OpenReport, Prefer, ResourceType, SearchParam,
+};
 use fhirseal_policy::Interaction;
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::{Value, json};
@@ -91,6 +93,53 @@ impl std::fmt::Debug for Call {
 }
 
 // === the interactions ===
+
+/// What [`prepare`] makes of a request.
+#[derive(Debug)]
+pub enum Planned {
+    /// A write, prepared: answered already, or to send.
+    Write(Step),
+    /// Not a write: the request as it came, for the rest of the flow.
+    Other(FhirRequest),
+}
+
+/// The write step of `request` (create, update, conditional update, patch, delete), the one
+/// function that alone and inside a transaction prepares every write; any other request comes
+/// back as [`Planned::Other`]. `id` is a create's id when a transaction assigned it.
+pub async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    request: FhirRequest,
+    id: CreateId,
+) -> Result<Planned, ApiError> {
+    use FhirInteraction as I;
+    let FhirRequest {
+        interaction,
+        params,
+        conditions,
+        prefer,
+        body,
+    } = request;
+    let step = match &interaction {
+        I::Create(t) => create(state, caller, t, body, &conditions, prefer, id).await?,
+        I::Update(t, i) => update(state, caller, t, i, body, &conditions, prefer).await?,
+        I::ConditionalUpdate(t) => {
+            conditional_update(state, caller, t, &params, body, &conditions, prefer).await?
+        }
+        I::Patch(t, i) => patch(state, caller, t, i, body, &conditions, prefer).await?,
+        I::Delete(t, i) => delete(state, caller, t, i, &conditions).await?,
+        _ => {
+            return Ok(Planned::Other(FhirRequest {
+                interaction,
+                params,
+                conditions,
+                prefer,
+                body,
+            }));
+        }
+    };
+    Ok(Planned::Write(step))
+}
 
 /// `POST [type]`: under an id the gateway assigns; with `If-None-Exist`, only if its search
 /// matches nothing (one match: that resource, 200; several: 412).
