@@ -137,14 +137,14 @@ fn check_field(
         for name in [key, &companion, "dataAbsentReason"] {
             holder.shift_remove(name);
         }
-        let placeholder = forged_placeholder_for(None, true);
+        let placeholder = forged_placeholder_for(key, None, true);
         insert_at(holder, at, "dataAbsentReason".into(), placeholder);
     } else if primitive {
         replace_primitive(holder, key, &companion);
     } else {
         let at = position(holder, &[key]);
         let original = holder.shift_remove(key);
-        let placeholder = forged_placeholder_for(original.as_ref(), false);
+        let placeholder = forged_placeholder_for(key, original.as_ref(), false);
         insert_at(holder, at, key.to_string(), placeholder);
     }
     1
@@ -183,7 +183,7 @@ fn check_items(
         if primitive {
             withhold_primitive_item(holder, key, &companion, i);
         } else if let Some(item) = holder.get_mut(key).and_then(|items| items.get_mut(i)) {
-            *item = forged_placeholder_for(Some(item), false);
+            *item = forged_placeholder_for(key, Some(item), false);
         }
     }
     present
@@ -209,7 +209,7 @@ fn withhold_primitive_item(holder: &mut Map<String, Value>, key: &str, companion
     if let Some(Value::Array(companions)) = holder.get_mut(companion) {
         let len = companions.len().max(values_len).max(i + 1);
         companions.resize(len, Value::Null);
-        companions[i] = forged_placeholder_for(None, false);
+        companions[i] = forged_placeholder_for(key, None, false);
     }
     if holder
         .get(key)
@@ -225,7 +225,7 @@ fn replace_primitive(holder: &mut Map<String, Value>, key: &str, companion: &str
     let at = position(holder, &[key, companion]);
     holder.shift_remove(key);
     holder.shift_remove(companion);
-    let placeholder = forged_placeholder_for(None, false);
+    let placeholder = forged_placeholder_for(key, None, false);
     insert_at(holder, at, companion.to_string(), placeholder);
 }
 

@@ -450,8 +450,8 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                         json!({"extension": [masked_reason(), sealed_extension(envelope)]});
                     insert_at(holder, index, companion, placeholder);
                 } else {
-                    let original = removed.get(&key);
-                    insert_at(holder, index, key, sealed_placeholder(original, envelope));
+                    let placeholder = sealed_placeholder(&key, removed.get(&key), envelope);
+                    insert_at(holder, index, key, placeholder);
                 }
             }
             Slot::Items {
@@ -506,7 +506,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                     } else if let Some(Value::Array(items)) = holder.get_mut(&key)
                         && let Some(item) = items.get_mut(i)
                     {
-                        *item = sealed_placeholder(removed.get(&key), envelope);
+                        *item = sealed_placeholder(&key, removed.get(&key), envelope);
                     }
                 }
                 // Nothing sealed, nothing touched: sealing leaves such a resource as it was.
@@ -742,8 +742,12 @@ pub(crate) fn contained_loc(loc: &str, inner: &Map<String, Value>, index: usize)
 }
 
 /// The placeholder of a sealed complex element ([`complex_placeholder`]).
-fn sealed_placeholder(original: Option<&Value>, envelope: String) -> Value {
-    complex_placeholder(original, vec![masked_reason(), sealed_extension(envelope)])
+fn sealed_placeholder(key: &str, original: Option<&Value>, envelope: String) -> Value {
+    complex_placeholder(
+        key,
+        original,
+        vec![masked_reason(), sealed_extension(envelope)],
+    )
 }
 
 /// What [`each_display`] calls for each `Reference` with a `display` string: the reference, the

@@ -79,12 +79,21 @@ fn reason(code: &str) -> Value {
     json!({"url": DATA_ABSENT_REASON, "valueCode": code})
 }
 
-/// The placeholder of a complex element: `extensions`, plus what its type cannot do without (an
-/// Extension's `url`; a Narrative's `status` and the neutral `div`), taken from `original`.
-pub(crate) fn complex_placeholder(original: Option<&Value>, extensions: Vec<Value>) -> Value {
+/// The placeholder of a complex element `key`: `extensions`, plus what its type cannot do
+/// without (an Extension's `url`; a Narrative's `status` and the neutral `div`), taken from
+/// `original`. Only an Extension (`extension`, `modifierExtension`) keeps a `url`: R4's other
+/// `url` children (`Attachment.url`, `RelatedArtifact.url`, backbone elements') are content, and
+/// sealed with the rest of the element.
+pub(crate) fn complex_placeholder(
+    key: &str,
+    original: Option<&Value>,
+    extensions: Vec<Value>,
+) -> Value {
     let narrative = original.is_some_and(|o| o.get("div").is_some());
+    let extension = matches!(key, "extension" | "modifierExtension");
     let mut placeholder = Map::new();
     if let Some(url) = original.and_then(|o| o.get("url")).and_then(Value::as_str)
+        && extension
         && !narrative
     {
         placeholder.insert("url".into(), Value::String(url.to_string()));
@@ -101,13 +110,13 @@ pub(crate) fn complex_placeholder(original: Option<&Value>, extensions: Vec<Valu
 /// clear where the rules say sealed): [`complex_placeholder`] with data-absent-reason
 /// [`FORGED_REASON`] for a primitive's `_name` or a complex element, or the `dataAbsentReason`
 /// concept coded [`FORGED_REASON`] when `concept` (for `value[x]`).
-pub(crate) fn forged_placeholder_for(original: Option<&Value>, concept: bool) -> Value {
+pub(crate) fn forged_placeholder_for(key: &str, original: Option<&Value>, concept: bool) -> Value {
     if concept {
         let mut placeholder = Value::Object(Map::new());
         flag_forged(&mut placeholder, true);
         return placeholder;
     }
-    complex_placeholder(original, vec![reason(FORGED_REASON)])
+    complex_placeholder(key, original, vec![reason(FORGED_REASON)])
 }
 
 /// The narrative a reader gets in place of a forged one: the neutral `div`, with data-absent-reason

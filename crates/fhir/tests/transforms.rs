@@ -940,3 +940,67 @@ fn stored_resources_move_to_a_later_period_in_place_and_old_keys_stop_opening() 
     );
     assert_eq!(broken, untouched);
 }
+
+/// Every R4 complex data type with a `url` child, from the structure facts.
+fn types_with_url() -> Vec<String> {
+    let facts = fhirseal_fhir::structure::r4();
+    include_str!("../../../fhir-profiles/r4/elements.tsv")
+        .lines()
+        .filter_map(|line| line.split('\t').next()?.strip_suffix(".url"))
+        // `MetadataResource` is an abstract resource the facts list among the complex types.
+        .filter(|ty| !ty.contains('.') && *ty != "MetadataResource")
+        .filter(|ty| facts.kind(ty) == Some(fhirseal_fhir::structure::Kind::Complex))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_sealed_element_keeps_no_url_in_clear_unless_it_is_an_extension() {
+    const CANARY: &str = "http://canary.example/url-7d1f";
+    let types = types_with_url();
+    // Each type with a `url` child and an element of that type that a rule seals.
+    let cases = [("Attachment", "Patient", "photo")];
+    // A RelatedArtifact cannot be sealed whole (its placeholder would lack `type`): no
+    // placeholder of it exists to keep a url; its `url` is sealed as a member, a primitive.
+    let unsealable = [("RelatedArtifact", "ResearchStudy.relatedArtifact")];
+    for (ty, path) in unsealable {
+        let policy = AccessStructure::parse("role:physician").unwrap();
+        assert!(
+            ElementRule::new(path, policy, Granularity::Shared).is_err(),
+            "{ty}"
+        );
+    }
+    for ty in &types {
+        assert!(
+            ty == "Extension"
+                || cases.iter().any(|(t, ..)| t == ty)
+                || unsealable.iter().any(|(t, _)| t == ty),
+            "{ty} has a url child: add it to the canary cases"
+        );
+    }
+    assert!(types.iter().any(|t| t == "Attachment"), "{types:?}");
+    for (ty, rtype, element) in cases {
+        let mut w = World::new();
+        let path = format!("{rtype}.{element}");
+        let rules = rules_with(
+            &[(
+                rtype,
+                &[(path.as_str(), "role:physician", Granularity::Shared)],
+            )],
+            Narrative::Seal,
+            Displays::Matching,
+        );
+        let original = json!({
+            "resourceType": rtype,
+            "id": "c1",
+            "status": "active",
+            element: [{"url": CANARY, "title": "canary"}]
+        });
+        let sealed = w.seal(&original, &rules);
+        assert!(!text(&sealed).contains(CANARY), "{ty}: {sealed}");
+        assert!(!text(&sealed).contains("canary\""), "{ty}: {sealed}");
+        let full = w.fx.key(ALL, 0);
+        let (opened, _) = w.open(&sealed, "full", Some(&full));
+        assert_eq!(opened[element], original[element], "{ty}");
+    }
+}
