@@ -65,6 +65,13 @@ pub enum ApiError {
     /// The upstream server answered with an error status where a resource was expected (502).
     #[error("the upstream FHIR server answered with an error")]
     UpstreamStatus(StatusCode),
+    /// The upstream server does not know what was asked (404): an operation it does not have,
+    /// or a search or history of a type it does not serve.
+    #[error("the FHIR server does not know this resource, type or operation")]
+    UpstreamNotFound,
+    /// The upstream server does not support the interaction or operation (its 405 or 501; 501).
+    #[error("the FHIR server does not support this interaction or operation")]
+    UpstreamNotSupported,
     /// The upstream server's answer is not the FHIR JSON expected (502).
     #[error("the upstream FHIR server's answer is not valid FHIR JSON")]
     UpstreamMalformed,
@@ -178,7 +185,10 @@ impl ApiError {
                      error_description=\"the granted scopes do not allow this request\""
                 )),
             ),
-            Self::NotFound { .. } | Self::UnknownPath => (StatusCode::NOT_FOUND, "not-found", None),
+            Self::NotFound { .. } | Self::UnknownPath | Self::UpstreamNotFound => {
+                (StatusCode::NOT_FOUND, "not-found", None)
+            }
+            Self::UpstreamNotSupported => (StatusCode::NOT_IMPLEMENTED, "not-supported", None),
             Self::Gone { .. } => (StatusCode::GONE, "deleted", None),
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid", None),
             Self::Denied => (StatusCode::FORBIDDEN, "forbidden", None),

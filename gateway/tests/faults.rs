@@ -398,3 +398,65 @@ async fn bodies_that_are_not_fhir_json_or_too_large_are_refused() {
     .await;
     assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
 }
+
+/// The upstream's own words in a refusal: they must never reach the client.
+const UPSTREAM_WORDS: &str = "Upstream-Diagnostics-Words-9Q";
+
+fn refusal(status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": UPSTREAM_WORDS}]}))
+}
+
+#[tokio::test]
+async fn an_upstream_refusal_of_a_write_keeps_its_status_in_fixed_words() {
+    for (upstream, want) in [
+        (400, StatusCode::BAD_REQUEST),
+        (422, StatusCode::UNPROCESSABLE_ENTITY),
+        (409, StatusCode::CONFLICT),
+        (405, StatusCode::NOT_IMPLEMENTED),
+        (501, StatusCode::NOT_IMPLEMENTED),
+        (503, StatusCode::BAD_GATEWAY),
+    ] {
+        let h = harness().await;
+        header_store_works(&h.upstream).await;
+        Mock::given(method("PUT"))
+            .and(path_regex("^/fhir/Patient/"))
+            .respond_with(refusal(upstream))
+            .mount(&h.upstream)
+            .await;
+        let (status, body, text) = send(&h.app, create(&patient())).await;
+        assert_outcome(status, &body, &text, want);
+        assert!(!text.contains(UPSTREAM_WORDS), "{upstream}: {text}");
+        upstream_saw_no_canary(&h.upstream).await;
+    }
+}
+
+#[tokio::test]
+async fn an_operation_the_upstream_does_not_have_is_a_404_or_501_not_a_502() {
+    for (upstream, want) in [
+        (404, StatusCode::NOT_FOUND),
+        (405, StatusCode::NOT_IMPLEMENTED),
+        (501, StatusCode::NOT_IMPLEMENTED),
+        (400, StatusCode::BAD_REQUEST),
+    ] {
+        let h = harness().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Patient/p1"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "resourceType": "Patient", "id": "p1", "gender": "female"})))
+            .mount(&h.upstream)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Patient/p1/$everything"))
+            .respond_with(refusal(upstream))
+            .mount(&h.upstream)
+            .await;
+        let request = Request::get("/fhir/Patient/p1/$everything")
+            .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+            .body(Body::empty())
+            .unwrap();
+        let (status, body, text) = send(&h.app, request).await;
+        assert_outcome(status, &body, &text, want);
+        assert!(!text.contains(UPSTREAM_WORDS), "{upstream}: {text}");
+    }
+}

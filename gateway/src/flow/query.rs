@@ -308,7 +308,8 @@ fn check_paging(name: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET path` on the upstream, which must answer a Bundle of one of `types`.
+/// `GET path` on the upstream, which must answer a Bundle of one of `types`; its refusals mapped
+/// status for status in fixed words (400, 404, 405/501 as 501, anything else 502).
 async fn upstream_bundle(
     state: &AppState,
     path: String,
@@ -328,6 +329,12 @@ async fn upstream_bundle(
             return Err(ApiError::InvalidRequest(
                 "the FHIR server refused the search's parameters or values",
             ));
+        }
+        // An operation or type the upstream does not have (`$everything` on a server without
+        // it): FHIR's 404, and 501 for one it does not implement.
+        StatusCode::NOT_FOUND => return Err(ApiError::UpstreamNotFound),
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            return Err(ApiError::UpstreamNotSupported);
         }
         status => return Err(ApiError::UpstreamStatus(status)),
     }

@@ -84,9 +84,10 @@ pub async fn fetch(
     Ok(Stored { resource, headers })
 }
 
-/// An upstream refusal of a write or delete, as the client's error: 404/410 as such, 409, 412
-/// and 422 kept (with the upstream's own words dropped: they describe the sealed form, not what
-/// the client sent), anything else a 502.
+/// An upstream refusal of a write or delete, as the client's error, status for status: 400,
+/// 404, 409, 410, 412 and 422 kept, 405 and 501 a 501 (not supported), anything else a 502. The
+/// upstream's own words are dropped (they describe the sealed form, not what the client sent):
+/// each error says a fixed sentence.
 pub fn upstream_refusal(response: &UpstreamResponse, resource_type: &str, id: &str) -> ApiError {
     match response.status() {
         StatusCode::NOT_FOUND => ApiError::NotFound {
@@ -101,8 +102,14 @@ pub fn upstream_refusal(response: &UpstreamResponse, resource_type: &str, id: &s
             ApiError::PreconditionFailed("the resource was changed since the version named")
         }
         StatusCode::CONFLICT => ApiError::UpstreamConflict,
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+        StatusCode::BAD_REQUEST => {
+            ApiError::InvalidRequest("the FHIR server refused the request as invalid")
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => {
             ApiError::Unprocessable("the FHIR server refused the resource as invalid")
+        }
+        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+            ApiError::UpstreamNotSupported
         }
         status => ApiError::UpstreamStatus(status),
     }
