@@ -41,6 +41,9 @@ pub struct Sealing {
     key: SealingKey,
     /// The policy's rules resolved once, for the read path's check (paths only).
     read_rules: Rules,
+    /// The gateway's and the upstream's base URLs: an absolute reference under one of them
+    /// names a patient of ours (`record_patient`).
+    bases: Vec<String>,
 }
 
 /// A resource in its upstream form.
@@ -55,13 +58,14 @@ pub struct SealedWrite {
 impl Sealing {
     /// Sealing for `authority` under `policy`; the blind-index key and the sealing key are the
     /// authority's named secrets [`BLIND_INDEX_SECRET`] and [`SEALING_SECRET`], made on first
-    /// start.
+    /// start. `bases` are the gateway's and the upstream's base URLs.
     ///
     /// # Errors
     /// The authority's error when a secret cannot be read or stored, or is not 32 bytes.
     pub fn new(
         authority: Arc<Authority>,
         policy: Arc<Policy>,
+        bases: Vec<String>,
     ) -> Result<Self, fhirseal_authority::Error> {
         let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
         let sealing = named_secret(&authority, SEALING_SECRET)?;
@@ -70,6 +74,7 @@ impl Sealing {
             authority,
             policy,
             read_rules,
+            bases,
             book: Mutex::new(SharedHeaders::new()),
             blind_index: BlindIndex::new(*blind_index),
             key: SealingKey::new(&sealing),
@@ -135,9 +140,10 @@ impl Sealing {
             .authority
             .current_period(now)
             .map_err(ApiError::Authority)?;
+        let bases: Vec<&str> = self.bases.iter().map(String::as_str).collect();
         let rules = self
             .policy
-            .rules_for_resource(&resource, record_patient(&resource).as_deref())
+            .rules_for_resource(&resource, record_patient(&resource, &bases).as_deref())
             .map_err(|_| {
                 ApiError::Unprocessable(
                     "a reference display naming a patient is where no rule can seal it",

@@ -150,7 +150,12 @@ impl AppState {
             },
             http,
         )?;
-        let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
+        let bases = vec![config.fhir_base.clone(), upstream.base().to_string()];
+        let sealing = Arc::new(Sealing::new(
+            Arc::clone(&authority),
+            Arc::clone(&policy),
+            bases,
+        )?);
         Ok(Self {
             sealing,
             keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),

@@ -1466,3 +1466,33 @@ async fn a_patients_name_in_a_display_is_sealed_even_where_nothing_else_is() {
     assert!(!other.text.contains(&shown), "{}", other.text);
     assert_sealed_upstream(&gw, &[&shown]);
 }
+
+#[tokio::test]
+async fn an_absolute_reference_is_the_patients_only_under_our_base() {
+    let gw = gateway().await;
+    let a = unique("pat");
+    let c = PatientCanaries::new();
+    expect(
+        &gw.put(&patient(&a, &c), &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
+    let (ours, other) = (unique("obs"), unique("obs"));
+    let (unit_ours, unit_other) = (canary("unit"), canary("unit"));
+    let mut ours_obs = observation(&ours, &a, 71.0, &unit_ours);
+    ours_obs["subject"]["reference"] = json!(format!("{BASE}/Patient/{a}"));
+    let mut other_obs = observation(&other, &a, 72.0, &unit_other);
+    other_obs["subject"]["reference"] = json!(format!("http://other.example/fhir/Patient/{a}"));
+    for resource in [&ours_obs, &other_obs] {
+        expect(&gw.put(resource, &Who::Doctor).await, StatusCode::CREATED);
+    }
+    let me = Who::Patient(a.clone());
+    // Under the gateway's base: the patient's own record.
+    let reply = gw.get(&format!("/fhir/Observation/{ours}"), &me).await;
+    expect(&reply, StatusCode::OK);
+    assert_eq!(reply.json["valueQuantity"]["unit"], unit_ours.as_str());
+    // Under another server: another patient's, whatever its id.
+    let uri = format!("/fhir/Observation/{other}");
+    let reply = gw.get(&uri, &me).await;
+    assert_nothing_of(&uri, &reply);
+    assert!(!reply.text.contains(&unit_other), "{}", reply.text);
+}

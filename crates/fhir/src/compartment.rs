@@ -86,29 +86,34 @@ fn walk(value: &Value, segments: &[&str], found: &mut dyn FnMut(&str)) {
     }
 }
 
-/// Whether `reference` names `Patient/{patient_id}`, relatively or under one of `bases`.
+/// Whether `reference` names `Patient/{patient_id}` ([`referenced_patient`]).
 fn points_at(reference: &str, patient_id: &str, bases: &[&str]) -> bool {
+    referenced_patient(reference, bases) == Some(patient_id)
+}
+
+/// The id of the Patient `reference` names, the one rule for the scopes (the compartment) and
+/// the policy (whose record a resource is): a relative reference (`Patient/123`, also with
+/// `/_history/2`), or an absolute one under one of `bases` (the gateway's own base and the
+/// upstream's, without a trailing slash). An absolute reference to another server
+/// (`http://other.example/fhir/Patient/123`) names no patient of ours: `None`, as for a
+/// reference to another type, a contained one (`#p1`) or a malformed one.
+pub fn referenced_patient<'a>(reference: &'a str, bases: &[&str]) -> Option<&'a str> {
     let relative = if reference.starts_with("Patient/") {
         reference
     } else {
-        let Some(rest) = bases.iter().find_map(|base| {
+        bases.iter().find_map(|base| {
             reference
                 .strip_prefix(base.trim_end_matches('/'))
                 .and_then(|r| r.strip_prefix('/'))
-        }) else {
-            return false;
-        };
-        rest
+        })?
     };
-    let Some(rest) = relative.strip_prefix("Patient/") else {
-        return false;
-    };
+    let rest = relative.strip_prefix("Patient/")?;
     let id = match rest.split_once('/') {
         Some((id, history)) if history.starts_with("_history/") => id,
-        Some(_) => return false,
+        Some(_) => return None,
         None => rest,
     };
-    id == patient_id
+    (!id.is_empty()).then_some(id)
 }
 
 #[cfg(test)]
@@ -151,6 +156,32 @@ mod tests {
             let o = json!({"resourceType": "Observation", "subject": {"reference": reference}});
             assert!(!in_patient_compartment(&o, "123", BASE), "{reference}");
         }
+    }
+
+    #[test]
+    fn a_reference_names_our_patient_relatively_or_under_our_bases_only() {
+        let bases = &["https://gw.example/fhir", "http://upstream:8080/fhir/"];
+        for (reference, want) in [
+            ("Patient/x", Some("x")),
+            ("Patient/x/_history/2", Some("x")),
+            ("https://gw.example/fhir/Patient/x", Some("x")),
+            ("http://upstream:8080/fhir/Patient/x", Some("x")),
+            ("http://upstream:8080/fhir/Patient/x/_history/1", Some("x")),
+            ("http://other.example/fhir/Patient/x", None),
+            ("https://gw.example/fhirx/Patient/x", None),
+            ("https://gw.example/fhir/Group/x", None),
+            ("Group/x", None),
+            ("Patient/", None),
+            ("Patient/x/y", None),
+            ("#p1", None),
+            ("", None),
+        ] {
+            assert_eq!(referenced_patient(reference, bases), want, "{reference}");
+        }
+        assert_eq!(
+            referenced_patient("https://gw.example/fhir/Patient/x", &[]),
+            None
+        );
     }
 
     #[test]

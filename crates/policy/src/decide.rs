@@ -175,7 +175,8 @@ impl Policy {
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or("(no id)");
-        let patient = record_patient(resource);
+        // Offline: no base is known, so only relative references name a patient.
+        let patient = record_patient(resource, &[]);
         let attributes = self.attributes(principal);
         let access = self.decide(
             principal,
@@ -290,7 +291,11 @@ fn words(
 /// parameter of CompartmentDefinition/patient for the type), or failing that the first Patient
 /// among its other compartment references. A record is its subject's, never the record of
 /// another patient it merely names (an Observation `performer`, a Condition `asserter`).
-pub fn record_patient(resource: &Value) -> Option<String> {
+///
+/// What patient a reference names is [`fhirseal_fhir::compartment::referenced_patient`]'s rule,
+/// the scopes' too: relative, or absolute under one of `bases` (the gateway's and the upstream's
+/// base URLs); an absolute reference to another server names none of ours.
+pub fn record_patient(resource: &Value, bases: &[&str]) -> Option<String> {
     let resource_type = resource.get("resourceType")?.as_str()?;
     if resource_type == "Patient" {
         return Some(format!("Patient/{}", resource.get("id")?.as_str()?));
@@ -324,8 +329,7 @@ pub fn record_patient(resource: &Value) -> Option<String> {
             let Some(reference) = value.get("reference").and_then(Value::as_str) else {
                 continue;
             };
-            let mut parts = reference.rsplit('/');
-            if let (Some(id), Some("Patient")) = (parts.next(), parts.next()) {
+            if let Some(id) = fhirseal_fhir::compartment::referenced_patient(reference, bases) {
                 return Some(format!("Patient/{id}"));
             }
         }
@@ -367,15 +371,28 @@ mod record_patient_tests {
     fn a_record_is_its_subjects_whatever_else_it_names() {
         let observation = json!({"resourceType": "Observation",
             "performer": [{"reference": "Patient/b"}], "subject": {"reference": "Patient/a"}});
-        assert_eq!(record_patient(&observation).as_deref(), Some("Patient/a"));
+        assert_eq!(
+            record_patient(&observation, &[]).as_deref(),
+            Some("Patient/a")
+        );
         let allergy = json!({"resourceType": "AllergyIntolerance",
             "asserter": {"reference": "Patient/b"}, "patient": {"reference": "Patient/a"}});
-        assert_eq!(record_patient(&allergy).as_deref(), Some("Patient/a"));
+        assert_eq!(record_patient(&allergy, &[]).as_deref(), Some("Patient/a"));
         let only_performer = json!({"resourceType": "Observation",
             "performer": [{"reference": "Patient/b"}], "subject": {"reference": "Group/g"}});
         assert_eq!(
-            record_patient(&only_performer).as_deref(),
+            record_patient(&only_performer, &[]).as_deref(),
             Some("Patient/b")
         );
+    }
+
+    #[test]
+    fn an_absolute_reference_names_a_patient_only_under_our_bases() {
+        let at = |reference: &str| json!({"resourceType": "Observation", "subject": {"reference": reference}});
+        let bases = &["https://gw.example/fhir"];
+        let ours = at("https://gw.example/fhir/Patient/x");
+        assert_eq!(record_patient(&ours, bases).as_deref(), Some("Patient/x"));
+        let other = at("http://other.example/fhir/Patient/x");
+        assert_eq!(record_patient(&other, bases), None);
     }
 }

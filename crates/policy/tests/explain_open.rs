@@ -242,7 +242,7 @@ fn explain_agrees_with_what_real_keys_open_over_the_r4_examples() {
         let pp = keys.authority.public_params().clone();
         let sealing = SealingKey::generate(&mut keys.rng);
         for (file, resource) in &examples {
-            let rules = policy.rules_for(record_patient(resource).as_deref());
+            let rules = policy.rules_for(record_patient(resource, &[]).as_deref());
             let sealed = Sealer::new(&pp, &sealing, 0, &mut headers, &mut keys.rng)
                 .with_blind_index(&index)
                 .seal(resource, &rules)

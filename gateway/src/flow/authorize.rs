@@ -34,7 +34,7 @@ pub fn authorize(
         caller,
         interaction,
         resource_type,
-        record_patient(resource),
+        record_patient(resource, &bases),
     )
 }
 
