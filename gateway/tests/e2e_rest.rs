@@ -1496,3 +1496,40 @@ async fn an_absolute_reference_is_the_patients_only_under_our_base() {
     assert_nothing_of(&uri, &reply);
     assert!(!reply.text.contains(&unit_other), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn summaries_that_would_drop_sealed_elements_are_refused_naming_the_parameter() {
+    let gw = gateway().await;
+    let a = unique("pat");
+    let c = PatientCanaries::new();
+    expect(
+        &gw.put(&patient(&a, &c), &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
+    for who in [Who::Nurse, Who::Doctor] {
+        for (query, name) in [
+            ("_summary=true", "_summary"),
+            ("_summary=text", "_summary"),
+            ("_elements=birthDate", "_elements"),
+        ] {
+            let reply = gw
+                .get(&format!("/fhir/Patient?_id={a}&{query}"), &who)
+                .await;
+            expect(&reply, StatusCode::BAD_REQUEST);
+            assert!(
+                diagnostics(&reply).contains(name),
+                "{query}: {}",
+                reply.text
+            );
+            for canary in c.all() {
+                assert!(!reply.text.contains(canary), "{query}: {}", reply.text);
+            }
+        }
+        // A count drops no sealed element.
+        let reply = gw
+            .get(&format!("/fhir/Patient?_id={a}&_summary=count"), &who)
+            .await;
+        expect(&reply, StatusCode::OK);
+        assert_eq!(reply.json["total"], 1, "{}", reply.text);
+    }
+}

@@ -227,8 +227,22 @@ pub fn check_params(
                     ));
                 }
             }
-            "_summary" if value == "text" => {
-                // The narrative of a sealed resource is sealed: a text summary would be empty.
+            // A summary or element subset is made by the upstream on the sealed form: sealed
+            // elements would go without their masked marker, or the sealed header with them
+            // (`docs/gateway-rest.md`, "Summaries"). `count`, `data` and `false` drop no
+            // sealed element, and pass.
+            "_summary" if matches!(value.as_str(), "true" | "text") => {
+                return Err(ApiError::SearchRefused(format!(
+                    "_summary={value} is not supported: summaries of sealed resources are not \
+                     made; use _summary=count, data or false"
+                )));
+            }
+            "_elements" => {
+                return Err(ApiError::SearchRefused(
+                    "_elements is not supported: element subsets of sealed resources are not \
+                     made"
+                        .into(),
+                ));
             }
             "_sort" => {
                 for key in value.split(',') {
