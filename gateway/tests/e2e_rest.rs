@@ -1533,3 +1533,60 @@ async fn summaries_that_would_drop_sealed_elements_are_refused_naming_the_parame
         assert_eq!(reply.json["total"], 1, "{}", reply.text);
     }
 }
+
+/// Issue 14's client defects fixed by the one request flow: each keeps a test.
+#[tokio::test]
+async fn trailing_slashes_batch_outcomes_patch_media_type_and_no_cors_claim() {
+    let gw = gateway().await;
+    // `GET [base]/[type]/` is the type's search; `POST [base]/` takes a batch.
+    let reply = gw.get("/fhir/Patient/?_count=1", &Who::Doctor).await;
+    expect(&reply, StatusCode::OK);
+    assert_eq!(reply.json["type"], "searchset", "{}", reply.text);
+    let pid = unique("pat");
+    let obs = unique("obs");
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": observation(&obs, &pid, 52.0, &canary("unit")),
+         "request": {"method": "PUT", "url": format!("Observation/{obs}")}}
+    ]});
+    let call = Call::new(Method::POST, "/fhir/", &Who::Doctor)
+        .body("application/fhir+json", &batch.to_string());
+    let reply = gw.send(call).await;
+    expect(&reply, StatusCode::OK);
+    assert_eq!(reply.json["type"], "batch-response", "{}", reply.text);
+    // A successful entry says so: no error-severity outcome.
+    let response = &reply.json["entry"][0]["response"];
+    assert!(
+        response["status"].as_str().unwrap().starts_with("201"),
+        "{response}"
+    );
+    let severities: Vec<&Value> = response["outcome"]["issue"]
+        .as_array()
+        .map(|issues| issues.iter().map(|i| &i["severity"]).collect())
+        .unwrap_or_default();
+    assert!(
+        severities.iter().all(|s| *s != "error" && *s != "fatal"),
+        "{response}"
+    );
+    // A PATCH with a FHIR JSON body is told what PATCH takes, not to send FHIR JSON.
+    let call = Call::new(
+        Method::PATCH,
+        &format!("/fhir/Observation/{obs}"),
+        &Who::Doctor,
+    )
+    .body("application/fhir+json", r#"{"resourceType": "Parameters"}"#);
+    let reply = gw.send(call).await;
+    expect(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let said = diagnostics(&reply);
+    assert!(said.contains("JSON Patch"), "{said}");
+    assert!(!said.contains("must be application/fhir+json"), "{said}");
+    // The gateway serves no CORS, and does not claim to.
+    let reply = gw
+        .send(Call::new(Method::GET, "/fhir/metadata", &Who::Doctor))
+        .await;
+    expect(&reply, StatusCode::OK);
+    assert_eq!(
+        reply.json["rest"][0]["security"]["cors"], false,
+        "{}",
+        reply.text
+    );
+}
