@@ -267,10 +267,7 @@ impl FhirRequest {
 
     /// The search parameters as `(key, value)` pairs, keys as sent (`subject:Patient.name`).
     pub fn param_pairs(&self) -> Vec<(String, String)> {
-        self.params
-            .iter()
-            .map(|p| (p.key(), p.value.clone()))
-            .collect()
+        SearchParam::pairs(&self.params)
     }
 }
 
@@ -437,6 +434,11 @@ impl SearchParam {
             key.push_str(link);
         }
         key
+    }
+
+    /// `params` as `(key, value)` pairs, keys as sent: what goes upstream.
+    pub fn pairs(params: &[Self]) -> Vec<(String, String)> {
+        params.iter().map(|p| (p.key(), p.value.clone())).collect()
     }
 
     /// Whether the parameter is chained (`subject.name`, `subject:Patient.name`).

@@ -40,8 +40,7 @@ pub async fn search(
     params: Vec<SearchParam>,
 ) -> Result<Answer, ApiError> {
     let resource_type = resource_type.as_str();
-    let mut params: Vec<(String, String)> =
-        params.iter().map(|p| (p.key(), p.value.clone())).collect();
+    let mut params = SearchParam::pairs(&params);
     check_params(state, resource_type, &params)?;
     let patient = narrow(caller, resource_type, &mut params)?;
     decide(state, caller, Interaction::Search, resource_type, patient)?;
@@ -140,10 +139,7 @@ pub async fn find_one(
     resource_type: &str,
     condition: &[SearchParam],
 ) -> Result<Found, ApiError> {
-    let mut params: Vec<(String, String)> = condition
-        .iter()
-        .map(|p| (p.key(), p.value.clone()))
-        .collect();
+    let mut params = SearchParam::pairs(condition);
     if params.is_empty() {
         return Err(ApiError::InvalidRequest(
             "the condition has no search parameter",
@@ -293,7 +289,7 @@ fn narrow(
 
 /// `_count`, `_offset`, `_since` and `_at` only, checked.
 fn history_params(params: &[SearchParam]) -> Result<Vec<(String, String)>, ApiError> {
-    let params: Vec<(String, String)> = params.iter().map(|p| (p.key(), p.value.clone())).collect();
+    let params = SearchParam::pairs(params);
     for (name, value) in &params {
         match name.as_str() {
             "_count" | "_offset" => check_paging(name, value)?,
