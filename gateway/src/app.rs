@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! request ─► audit (request id, span, one audit line)      outermost
+//!         ─► CORS (`server.cors_origins`; answers preflights itself)
 //!         ─► /auth/…: the embedded authorization server
 //!         ─► /fhir/metadata, /fhir/.well-known/smart-configuration   (no token)
 //!         ─► /fhir, /fhir/…: authenticate ─► parse (FhirRequest) ─► flow::run ─► Answer
@@ -13,15 +14,18 @@
 //! [`crate::flow::run`]. Every other path and method is a 404 or 405 `OperationOutcome`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Router, middleware};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::audit::{AuditNote, audited};
+use crate::audit::{AuditNote, REQUEST_ID, audited};
 use crate::auth::{Caller, authenticate};
+use crate::config::Cors;
 use crate::error::ApiError;
 use crate::flow::{self, audit_name};
 use crate::request::Parsed;
@@ -30,6 +34,7 @@ use crate::state::AppState;
 /// The gateway's router for `state`, audited to `state.audit`.
 pub fn app(state: AppState) -> Router {
     let sink = state.audit.clone();
+    let cors = cors_layer(&state.config.cors);
     let auth_server = state.auth_server.clone();
     let fhir_routes = Router::new()
         .route("/fhir", any(fhir))
@@ -51,10 +56,60 @@ pub fn app(state: AppState) -> Router {
     if let Some(server) = auth_server {
         router = router.nest("/auth", Arc::clone(&server).router());
     }
-    let router = router
+    let mut router = router
         .fallback(|| async { ApiError::UnknownPath })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
     audited(router, sink)
+}
+
+/// The CORS layer for `cors`, or none when it is off. A preflight is answered here, before the
+/// bearer token is asked for (browsers send none with it); every other response from an allowed
+/// origin gets `Access-Control-Allow-Origin` and the headers a FHIR client reads exposed. Never
+/// `Allow-Credentials`: tokens are bearer headers, not cookies.
+fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
+    let origins = match cors {
+        Cors::Off => return None,
+        Cors::AnyOrigin => AllowOrigin::any(),
+        Cors::Origins(origins) => AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::IF_MODIFIED_SINCE,
+                HeaderName::from_static("if-none-exist"),
+                HeaderName::from_static("prefer"),
+                REQUEST_ID,
+            ])
+            .expose_headers([
+                header::LOCATION,
+                header::CONTENT_LOCATION,
+                header::ETAG,
+                header::LAST_MODIFIED,
+                REQUEST_ID,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Every FHIR REST interaction: the parsed request through [`flow::run`]; a refusal answers with
@@ -78,6 +133,7 @@ fn refusal(error: ApiError, interaction: &'static str, resources: Vec<String>) -
     let mut note = AuditNote {
         interaction,
         resources,
+        reason: error.audit_reason().map(str::to_string),
         ..AuditNote::default()
     };
     if let ApiError::TransactionEntry {
@@ -91,6 +147,7 @@ fn refusal(error: ApiError, interaction: &'static str, resources: Vec<String>) -
             interaction,
             resources: resources.clone(),
             status: Some(error.parts().0.as_u16()),
+            reason: note.reason.clone(),
             ..AuditNote::default()
         });
     }

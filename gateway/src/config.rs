@@ -70,6 +70,8 @@ pub struct Config {
     pub fhir_base: String,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Which browser origins may call the gateway (CORS, for browser SMART apps).
+    pub cors: Cors,
     /// Where the gateway keeps its state (the SQLite authority, its key-encryption key).
     pub data_dir: PathBuf,
     /// The upstream FHIR server.
@@ -111,6 +113,9 @@ struct RawServer {
     /// `""` turns the admin API off; absent: [`DEFAULT_ADMIN_LISTEN`].
     admin_listen: Option<String>,
     audit_log: Option<PathBuf>,
+    /// Origins allowed to call from a browser; `["*"]`: any; absent or empty: none.
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -270,6 +275,8 @@ impl Config {
                 ));
             }
         };
+        let cors = Cors::from_origins(&raw.server.cors_origins)
+            .map_err(|p| error("server.cors_origins", p))?;
         let data_dir = base.join(
             raw.server
                 .data_dir
@@ -341,6 +348,7 @@ impl Config {
             public_url,
             fhir_base,
             max_body_bytes,
+            cors,
             data_dir,
             upstream,
             authority_database,
@@ -422,6 +430,73 @@ fn admin_listen(text: Option<&str>) -> Result<Option<SocketAddr>, String> {
 
 /// `text` as an absolute http(s) URL without query, fragment or credentials, without a trailing
 /// slash.
+/// Which browser origins may call the gateway: the answer to a CORS preflight and the
+/// `Access-Control-Allow-Origin` of every response (`server.cors_origins`).
+///
+/// Browser SMART apps call the FHIR endpoints and the token endpoint from their own origin; the
+/// browser lets them read the answers only when the gateway names that origin. Tokens travel in
+/// the `Authorization` header, never in cookies, so no origin is ever sent
+/// `Access-Control-Allow-Credentials`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// No CORS headers (the default): browsers refuse cross-origin reads, a preflight is a 405.
+    Off,
+    /// Any origin (`["*"]`): for public data or a development set-up.
+    AnyOrigin,
+    /// These origins, each exactly `scheme://host[:port]`, in their serialized form.
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// The setting for `server.cors_origins`: empty is [`Cors::Off`], `["*"]` is
+    /// [`Cors::AnyOrigin`], otherwise every entry must be an origin (`https://app.example`,
+    /// `http://localhost:3000`): an http(s) URL with nothing after the host and port.
+    ///
+    /// # Errors
+    /// What is wrong with the first entry that is not an origin, or `*` mixed with origins.
+    pub fn from_origins(origins: &[String]) -> Result<Self, String> {
+        if origins.is_empty() {
+            return Ok(Self::Off);
+        }
+        if origins.iter().any(|o| o == "*") {
+            return if origins.len() == 1 {
+                Ok(Self::AnyOrigin)
+            } else {
+                Err("`*` allows every origin and cannot be listed with others".into())
+            };
+        }
+        let mut allowed = Vec::with_capacity(origins.len());
+        for text in origins {
+            let origin = url::Url::parse(text)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .map(|u| u.origin().ascii_serialization());
+            match origin {
+                Some(origin) if origin == *text => allowed.push(origin),
+                Some(origin) if origin != "null" => {
+                    return Err(format!(
+                        "`{text}` is not an origin: write it as `{origin}` (scheme, host and \
+                         port only, no path or trailing slash)"
+                    ));
+                }
+                _ => {
+                    return Err(format!(
+                        "`{text}` is not an origin: it must be like https://app.example or \
+                         http://localhost:3000"
+                    ));
+                }
+            }
+        }
+        Ok(Self::Origins(allowed))
+    }
+
+    /// Whether any origin is allowed (what the CapabilityStatement's `security.cors` says).
+    #[must_use]
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Self::Off)
+    }
+}
+
 fn absolute_url(text: &str) -> Result<String, String> {
     let url = url::Url::parse(text).map_err(|_| "must be an absolute URL".to_string())?;
     if !matches!(url.scheme(), "http" | "https")
@@ -557,4 +632,45 @@ fn embedded(
     ServerConfig::try_from(raw)
         .map(Some)
         .map_err(|e| (String::new(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cors;
+
+    fn origins(list: &[&str]) -> Result<Cors, String> {
+        let list: Vec<String> = list.iter().map(|s| (*s).to_string()).collect();
+        Cors::from_origins(&list)
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins_or_a_lone_star() {
+        assert_eq!(origins(&[]), Ok(Cors::Off));
+        assert_eq!(origins(&["*"]), Ok(Cors::AnyOrigin));
+        assert_eq!(
+            origins(&["https://app.example", "http://localhost:3000"]),
+            Ok(Cors::Origins(vec![
+                "https://app.example".into(),
+                "http://localhost:3000".into()
+            ]))
+        );
+        assert!(!Cors::Off.is_on());
+        assert!(Cors::AnyOrigin.is_on());
+    }
+
+    #[test]
+    fn cors_origins_refuse_what_a_browser_never_sends_as_origin() {
+        let trailing = origins(&["https://app.example/"]).unwrap_err();
+        assert!(trailing.contains("write it as `https://app.example`"), "{trailing}");
+        let path = origins(&["https://app.example/launch"]).unwrap_err();
+        assert!(path.contains("not an origin"), "{path}");
+        let default_port = origins(&["https://app.example:443"]).unwrap_err();
+        assert!(default_port.contains("`https://app.example`"), "{default_port}");
+        for bad in ["app.example", "ftp://app.example", "file:///tmp", "", "null"] {
+            let problem = origins(&[bad]).unwrap_err();
+            assert!(problem.contains("must be like https://"), "{bad}: {problem}");
+        }
+        let mixed = origins(&["*", "https://app.example"]).unwrap_err();
+        assert!(mixed.contains("cannot be listed with others"), "{mixed}");
+    }
 }

@@ -21,7 +21,7 @@ pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
     );
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
-        return Err(ApiError::UpstreamStatus(response.status()));
+        return Err(ApiError::from_upstream_status(response.status(), None));
     }
     let text = std::str::from_utf8(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
     let text = rewrite_base(text, state.upstream.base(), &state.config.fhir_base);
@@ -39,9 +39,9 @@ pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
 }
 
 fn secure(statement: &mut Value, state: &AppState) {
-    // No CORS headers are served (yet): say so, rather than send browsers to a 405.
+    // True exactly when `server.cors_origins` lets some browser origin in.
     let mut security = json!({
-        "cors": false,
+        "cors": state.config.cors.is_on(),
         "service": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
             "code": "SMART-on-FHIR"
