@@ -1,6 +1,6 @@
 //! The ciphertext-update job: after a revocation and a period change, every sealed header stored
 //! on the upstream is moved to the new period with the public RS-HABE ciphertext update
-//! ([`fhirseal_fhir::update_headers`]), so that a copy of a revoked caller's old decryption key
+//! ([`fhirseal_seal::update_headers`]), so that a copy of a revoked caller's old decryption key
 //! opens nothing any more. No key is needed for it.
 //!
 //! - [`plan`] starts (or finds) the job for the current period in the authority's durable work
@@ -37,9 +37,9 @@ use base64::Engine as _;
 use fhirseal_authority::unix_now as now;
 use fhirseal_authority::{Authority, Error as AuthorityError, JobId, Progress};
 use fhirseal_envelope::{Header, HeaderId};
-use fhirseal_fhir::shape::{OBSERVATION_VALUE_SYSTEM, SEALED_HEADER};
 use fhirseal_fhir::structure::{Kind, r4};
-use fhirseal_fhir::{UpdateError, update_headers};
+use fhirseal_seal::shape::{OBSERVATION_VALUE_SYSTEM, SEALED_HEADER};
+use fhirseal_seal::{UpdateError, update_headers};
 use fhirseal_upstream::{UpstreamError, UpstreamRequest};
 use rand_core::{OsRng, RngCore};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue, IF_MATCH};

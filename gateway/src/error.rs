@@ -104,7 +104,7 @@ pub enum ApiError {
     /// The resource cannot be sealed as given (422; a crypto failure is a 500). The message
     /// names an element path and a shape problem, never a value.
     #[error("the resource cannot be sealed: {0}")]
-    Seal(#[source] fhirseal_fhir::SealError),
+    Seal(#[source] fhirseal_seal::SealError),
     /// The resource holds, at `path`, an element this gateway withheld as forged (a
     /// data-absent-reason `error` placeholder in a resource labelled forged,
     /// `docs/authenticity.md`): sealed as it is, it would stand as genuine (422). The message
@@ -213,7 +213,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None),
-            Self::Seal(e) if !matches!(e, fhirseal_fhir::SealError::Crypto(_)) => {
+            Self::Seal(e) if !matches!(e, fhirseal_seal::SealError::Crypto(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
             }
             Self::Seal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),

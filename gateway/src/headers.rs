@@ -13,7 +13,7 @@
 //! - [`HeaderStore::store`] writes the headers sealing created (`SharedHeaders::take_created`)
 //!   with `PUT Basic/[id]`: idempotent, so concurrent stores of the same header are harmless.
 //! - [`HeaderStore::lookup`] finds the headers a response's envelopes name
-//!   ([`fhirseal_fhir::shared_header_ids`]), from a bounded in-memory cache (headers are public)
+//!   ([`fhirseal_seal::shared_header_ids`]), from a bounded in-memory cache (headers are public)
 //!   or with `GET Basic?_id=a,b,…` (sekmet-fhir and R4 token search take a comma-separated
 //!   list; `Prefer: handling=strict` makes an unsupported parameter a 400, never a wider search).
 //!   The answer, [`Headers`], is the [`HeaderLookup`] the reader opens envelopes with.
@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use fhirseal_envelope::{Header, HeaderId};
-use fhirseal_fhir::HeaderLookup;
-use fhirseal_fhir::shape::SEALED_HEADER;
+use fhirseal_seal::HeaderLookup;
+use fhirseal_seal::shape::SEALED_HEADER;
 use fhirseal_upstream::{Upstream, UpstreamRequest};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};

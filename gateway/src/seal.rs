@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
-use fhirseal_fhir::shape::{
+use fhirseal_policy::{Label, Policy, record_patient};
+use fhirseal_seal::shape::{
     DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
 };
-use fhirseal_fhir::{HeaderLookup, RuleSource, Rules, Sealer, SharedHeaders, shared_header_ids};
-use fhirseal_policy::{Label, Policy, record_patient};
+use fhirseal_seal::{HeaderLookup, RuleSource, Rules, Sealer, SharedHeaders, shared_header_ids};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;

@@ -14,8 +14,8 @@ use fhirseal::ctupdate::{self, JobError, PLAN_CHUNK};
 use fhirseal::headers::HeaderStore;
 use fhirseal::state::AppState;
 use fhirseal_envelope::{BlindIndex, Header};
-use fhirseal_fhir::shape::SEALED_HEADER;
-use fhirseal_fhir::{Sealer, SharedHeaders, UpdateError};
+use fhirseal_seal::shape::SEALED_HEADER;
+use fhirseal_seal::{Sealer, SharedHeaders, UpdateError};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path};
@@ -470,7 +470,7 @@ async fn a_worker_moves_every_header_and_a_second_run_moves_none() {
 
     // A new job to the same period (say after a restore of the queue) moves nothing either:
     // every header is already there.
-    let fresh = fhirseal_fhir::update_headers(
+    let fresh = fhirseal_seal::update_headers(
         &mut h.fake.get("Observation/o1"),
         h.state.authority.public_params(),
         1,

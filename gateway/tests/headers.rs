@@ -13,8 +13,8 @@ use base64::Engine as _;
 use fhirseal::error::ApiError;
 use fhirseal::headers::{BATCH, CODE_SYSTEM, HEADER_CODE, HeaderStore};
 use fhirseal_envelope::{Granularity, Header, HeaderCache, HeaderId, SealingKey};
-use fhirseal_fhir::shape::SEALED_HEADER;
-use fhirseal_fhir::{
+use fhirseal_seal::shape::SEALED_HEADER;
+use fhirseal_seal::{
     Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
     shared_header_ids,
 };

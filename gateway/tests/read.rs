@@ -13,7 +13,7 @@ use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::headers::HeaderStore;
 use fhirseal::state::AppState;
 use fhirseal_envelope::BlindIndex;
-use fhirseal_fhir::{Sealer, SharedHeaders};
+use fhirseal_seal::{Sealer, SharedHeaders};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand_core::OsRng;
 use serde_json::{Value, json};

@@ -1,11 +1,4 @@
-//! R4 search parameters and the elements they read, so that the gateway can refuse a search the
-//! upstream server cannot answer because the element it reads is sealed.
-//!
-//! A sealed element is absent from what the server stores (it holds a masked placeholder and an
-//! envelope), so a search on it would silently find nothing, or everything with `:missing`.
-//! [`sealed_search_param`] tells the gateway, for one query key, whether the parameter reads an
-//! element that a rule seals; the gateway then answers 400 naming the parameter, or serves it
-//! another way (blind index, filtering), as the policy says.
+//! R4 search parameters and the elements they read.
 //!
 //! The parameters come from `fhir-profiles/r4/search-params.tsv`, generated from R4's
 //! SearchParameters by `fhir-profiles/scripts/gen_r4_facts.py`: for each resource type and
@@ -14,16 +7,12 @@
 //! narrower than what the parameter reads. Parameters of every resource (`_id`, `_lastUpdated`,
 //! `_tag`…) are listed under `Resource` and `DomainResource`.
 //!
-//! The check is conservative: a parameter is refused when any path it reads equals, contains or
-//! lies inside a sealed element, whatever the rule's `where` filter (`Patient.telecom` sealed
-//! refuses `phone`, `email` and `telecom`); a parameter R4 does not define for the type is
-//! refused, since it could read anything; chains and `_has` read other resources' elements and
-//! are refused.
+//! What a search on a sealed element is refused for is the sealing side's question, asked of
+//! this table: `fhirseal_seal::search::sealed_search_param`.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::rules::Rules;
 use crate::structure::{Kind, r4};
 
 const SEARCH_PARAMS: &str = include_str!("../../../fhir-profiles/r4/search-params.tsv");
@@ -103,52 +92,6 @@ pub enum ParamName<'a> {
     /// Not a well-formed parameter name (empty, an empty part, or characters no parameter
     /// name has).
     Malformed,
-}
-
-/// Why a query key cannot be passed to the upstream server. Each variant names the key as
-/// given, never a value.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SearchRefusal {
-    /// The parameter reads an element sealed for this resource type (or the narrative, which is
-    /// sealed with it): the server holds no value to search.
-    #[error(
-        "search parameter `{param}` reads an element that is sealed for this resource type: the server cannot search it"
-    )]
-    Sealed {
-        /// The query key.
-        param: String,
-    },
-    /// R4 defines no such parameter for this resource type: it could read anything.
-    #[error("`{param}` is not a search parameter of this resource type")]
-    Unknown {
-        /// The query key.
-        param: String,
-    },
-    /// A chain or reverse chain (`_has`): it reads elements of other resources, which may be
-    /// sealed.
-    #[error(
-        "chained search `{param}` is refused: it reads elements of other resources, which may be sealed"
-    )]
-    Chained {
-        /// The query key.
-        param: String,
-    },
-    /// The parameter has no expression saying what it reads (`_query`), and this resource type
-    /// has sealed elements.
-    #[error(
-        "search parameter `{param}` may read any element, and this resource type has sealed elements"
-    )]
-    Opaque {
-        /// The query key.
-        param: String,
-    },
-    /// The key is not a well-formed parameter name.
-    #[error("`{param}` is not a well-formed search parameter name")]
-    Malformed {
-        /// The query key.
-        param: String,
-    },
 }
 
 /// The parameters by defining type and code, parsed on first use (about 1,700).
@@ -248,131 +191,9 @@ pub fn parse_param_name(name: &str) -> ParamName<'_> {
     }
 }
 
-/// The gateway's check for one query key of a search on `resource_type`: `Ok` when the
-/// parameter reads no element that `rules` seal for that type.
-///
-/// Result parameters are always fine. A search parameter is refused with
-/// [`SearchRefusal::Sealed`] when any path it reads equals, contains or lies inside the path of
-/// an element rule for the type (compared without `where` filters: any overlap refuses), and
-/// `_text`/`_content` whenever the type has a rule set, since the narrative is sealed with the
-/// elements. A parameter R4 does not define for the type is [`SearchRefusal::Unknown`], a chain
-/// or `_has` [`SearchRefusal::Chained`], a parameter without an expression
-/// [`SearchRefusal::Opaque`] when the type has a rule set. The modifier does not change what is
-/// read, so `name:exact` is judged as `name`.
-pub fn sealed_search_param(
-    resource_type: &str,
-    name: &str,
-    rules: &Rules,
-) -> Result<(), SearchRefusal> {
-    let key = || name.to_string();
-    let code = match parse_param_name(name) {
-        ParamName::Result { .. } => return Ok(()),
-        ParamName::Search { code, .. } => code,
-        ParamName::Chain { .. } | ParamName::ReverseChain { .. } => {
-            return Err(SearchRefusal::Chained { param: key() });
-        }
-        ParamName::Malformed => return Err(SearchRefusal::Malformed { param: key() }),
-    };
-    let Some(definition) = param(resource_type, code) else {
-        return Err(SearchRefusal::Unknown { param: key() });
-    };
-    let Some(set) = rules.for_type(resource_type) else {
-        return Ok(());
-    };
-    if matches!(code, "_text" | "_content") {
-        return Err(SearchRefusal::Sealed { param: key() });
-    }
-    if definition.paths.is_empty() {
-        return Err(SearchRefusal::Opaque { param: key() });
-    }
-    let sealed: Vec<String> = set.elements().iter().map(|r| r.path().plain()).collect();
-    for path in &definition.paths {
-        let path = rebase(path, definition.resource_type, resource_type);
-        if sealed.iter().any(|s| overlaps(&path, s)) {
-            return Err(SearchRefusal::Sealed { param: key() });
-        }
-    }
-    Ok(())
-}
-
-/// The check for the value of `_sort` (`birthdate,-name`): each parameter it sorts by must pass
-/// [`sealed_search_param`], since the server cannot order resources by a value it does not
-/// hold; the refusal names the `_sort` entry.
-pub fn sealed_sort(resource_type: &str, value: &str, rules: &Rules) -> Result<(), SearchRefusal> {
-    for entry in value.split(',') {
-        let key = entry.strip_prefix('-').unwrap_or(entry);
-        match parse_param_name(key) {
-            ParamName::Search { .. } => sealed_search_param(resource_type, key, rules)?,
-            ParamName::Chain { .. } | ParamName::ReverseChain { .. } => {
-                return Err(SearchRefusal::Chained {
-                    param: entry.to_string(),
-                });
-            }
-            ParamName::Result { .. } | ParamName::Malformed => {
-                return Err(SearchRefusal::Malformed {
-                    param: entry.to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `Resource.meta.tag` read on a `Patient` is `Patient.meta.tag`.
-fn rebase(path: &str, defining: &str, resource_type: &str) -> String {
-    match path.strip_prefix(defining) {
-        Some(rest) if rest.is_empty() || rest.starts_with('.') => format!("{resource_type}{rest}"),
-        _ => path.to_string(),
-    }
-}
-
-/// Whether one path equals the other or lies inside it (at a member boundary).
-fn overlaps(a: &str, b: &str) -> bool {
-    let within = |inner: &str, outer: &str| {
-        inner
-            .strip_prefix(outer)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-    };
-    within(a, b) || within(b, a)
-}
-
 /// ASCII letters, digits, `-` and `_`, at least one.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_overlap_at_member_boundaries() {
-        assert!(overlaps("Patient.name", "Patient.name"));
-        assert!(overlaps("Patient.name.given", "Patient.name"));
-        assert!(overlaps("Patient.name", "Patient.name.given"));
-        assert!(overlaps("Patient", "Patient.birthDate"));
-        assert!(!overlaps("Patient.name", "Patient.nameX"));
-        assert!(!overlaps("Patient.birthDate", "Patient.name"));
-        assert!(overlaps("Observation.value[x]", "Observation.value[x]"));
-        assert!(!overlaps(
-            "Observation.value[x]",
-            "Observation.component.value[x]"
-        ));
-    }
-
-    #[test]
-    fn paths_of_every_resource_are_rebased() {
-        assert_eq!(
-            rebase("Resource.meta.tag", "Resource", "Patient"),
-            "Patient.meta.tag"
-        );
-        assert_eq!(rebase("Resource", "Resource", "Patient"), "Patient");
-        assert_eq!(
-            rebase("DomainResource.text", "DomainResource", "Observation"),
-            "Observation.text"
-        );
-        assert_eq!(rebase("Patient.name", "Patient", "Patient"), "Patient.name");
-    }
 }

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use fhirseal_envelope::Granularity;
-use fhirseal_fhir::locate;
 use fhirseal_fhir::structure::r4;
+use fhirseal_seal::locate;
 use rshabe::AccessStructure;
 use serde_json::Value;
 

@@ -6,8 +6,9 @@ use std::fmt;
 use std::ops::Range;
 
 use fhirseal_envelope::Granularity;
+use fhirseal_fhir::ElementPath;
 use fhirseal_fhir::structure::r4;
-use fhirseal_fhir::{Displays, ElementPath, ElementRule, Narrative, RuleSet, Rules};
+use fhirseal_seal::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use rshabe::access::Node;
 use rshabe::{AccessStructure, Attribute};
 use toml::Spanned;
@@ -454,13 +455,13 @@ impl Policy {
     /// and contained resources are left to the resource's `displays` setting.
     ///
     /// # Errors
-    /// A [`fhirseal_fhir::RuleError`] naming the path when a display cannot be given a rule
+    /// A [`fhirseal_seal::RuleError`] naming the path when a display cannot be given a rule
     /// there (the caller refuses the write: failing closed).
     pub fn rules_for_resource(
         &self,
         resource: &serde_json::Value,
         patient: Option<&str>,
-    ) -> Result<Rules, fhirseal_fhir::RuleError> {
+    ) -> Result<Rules, fhirseal_seal::RuleError> {
         let rules = self.rules_for(patient);
         let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
             return Ok(rules);

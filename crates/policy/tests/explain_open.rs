@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use fhirseal_authority::{Authority, InitOptions, Kek};
 use fhirseal_envelope::{BlindIndex, HeaderCache, SealingKey};
-use fhirseal_fhir::{Reader, Sealer, SharedHeaders};
 use fhirseal_policy::{Policy, Principal, record_patient};
+use fhirseal_seal::{Reader, Sealer, SharedHeaders};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rshabe::DecryptionKey;
 use serde_json::{Value, json};
 
-#[path = "../../fhir/tests/support/examples.rs"]
+#[path = "../../seal/tests/seal/support/examples.rs"]
 mod examples;
 
 const DAR: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";

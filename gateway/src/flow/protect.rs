@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use fhirseal_fhir::shape::carries_headers;
-use fhirseal_fhir::{OpenReport, Reader, shared_header_ids};
+use fhirseal_seal::shape::carries_headers;
+use fhirseal_seal::{OpenReport, Reader, shared_header_ids};
 use serde_json::Value;
 
 use crate::auth::Caller;

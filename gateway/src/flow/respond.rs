@@ -4,7 +4,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fhirseal_fhir::OpenReport;
+use fhirseal_seal::OpenReport;
 use fhirseal_upstream::rewrite_base;
 use serde_json::{Map, Value, json};
 

@@ -19,7 +19,7 @@ use fhirseal::headers::HeaderStore;
 use fhirseal_envelope::{
     ElementContext, Envelope, Granularity, Header, HeaderId, ResourceKey, SealingKey,
 };
-use fhirseal_fhir::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE, SEALED_HEADER};
+use fhirseal_seal::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE, SEALED_HEADER};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 

@@ -2,18 +2,15 @@
 //! and tampering.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-#[path = "support/fixture.rs"]
-mod fixture;
-#[path = "transforms/forged.rs"]
 mod forged;
 
+use crate::support::fixture::{self, ALL, Fixture, cache};
 use base64::Engine as _;
 use fhirseal_envelope::{Granularity, HeaderCache};
-use fhirseal_fhir::shape::{DATA_ABSENT_REASON, SEALED_ELEMENT, SEALED_HEADER};
-use fhirseal_fhir::{
+use fhirseal_seal::shape::{DATA_ABSENT_REASON, SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_seal::{
     Displays, ElementRule, Narrative, Reader, RuleSet, Rules, SealError, Sealer, SharedHeaders,
 };
-use fixture::{ALL, Fixture, cache};
 use rshabe::{AccessStructure, DecryptionKey, UpdateMode};
 use serde_json::{Value, json};
 
@@ -109,7 +106,7 @@ impl World {
         sealed: &Value,
         holder: &str,
         key: Option<&DecryptionKey>,
-    ) -> (Value, fhirseal_fhir::OpenReport) {
+    ) -> (Value, fhirseal_seal::OpenReport) {
         let cache = cache();
         self.open_cached(sealed, holder, key, &cache)
     }
@@ -120,7 +117,7 @@ impl World {
         holder: &str,
         key: Option<&DecryptionKey>,
         cache: &HeaderCache,
-    ) -> (Value, fhirseal_fhir::OpenReport) {
+    ) -> (Value, fhirseal_seal::OpenReport) {
         let mut out = sealed.clone();
         let report =
             Reader::new(holder, key, cache, &self.headers, &self.fx.sealing).open(&mut out);
@@ -364,7 +361,7 @@ fn neutral_narratives_and_kept_displays() {
     assert_eq!(opened["name"], patient()["name"]);
     assert_eq!(
         opened["text"]["div"],
-        fhirseal_fhir::shape::NEUTRAL_DIV,
+        fhirseal_seal::shape::NEUTRAL_DIV,
         "a neutral narrative is not restored"
     );
 }
@@ -659,7 +656,7 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
 #[test]
 fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
     use fhirseal_envelope::{BlindIndex, ValueKind};
-    use fhirseal_fhir::shape::{BLIND_INDEX, BLIND_INDEX_SYSTEM};
+    use fhirseal_seal::shape::{BLIND_INDEX, BLIND_INDEX_SYSTEM};
     let mut w = World::new();
     let policy = AccessStructure::parse("role:registrar").unwrap();
     let rules = Rules::new([RuleSet::new(
@@ -870,7 +867,7 @@ fn no_input_from_the_upstream_or_a_client_makes_it_panic_or_leak() {
 
 #[test]
 fn stored_resources_move_to_a_later_period_in_place_and_old_keys_stop_opening() {
-    use fhirseal_fhir::{HeaderUpdate, UpdateError, update_headers};
+    use fhirseal_seal::{HeaderUpdate, UpdateError, update_headers};
     let mut w = World::new();
     let rules = patient_rules(Granularity::Resource);
     let one = w.seal(&patient(), &rules);
@@ -944,7 +941,7 @@ fn stored_resources_move_to_a_later_period_in_place_and_old_keys_stop_opening() 
 /// Every R4 complex data type with a `url` child, from the structure facts.
 fn types_with_url() -> Vec<String> {
     let facts = fhirseal_fhir::structure::r4();
-    include_str!("../../../fhir-profiles/r4/elements.tsv")
+    include_str!("../../../../fhir-profiles/r4/elements.tsv")
         .lines()
         .filter_map(|line| line.split('\t').next()?.strip_suffix(".url"))
         // `MetadataResource` is an abstract resource the facts list among the complex types.

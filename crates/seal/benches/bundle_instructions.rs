@@ -2,7 +2,7 @@
 //! with the other tenants of a shared machine as wall-clock times do. Run under callgrind:
 //!
 //! ```sh
-//! cargo bench -p fhirseal-fhir --bench bundle_instructions --no-run
+//! cargo bench -p fhirseal-seal --bench bundle_instructions --no-run
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
 //!     --toggle-collect='bundle_instructions::floor' --toggle-collect='bundle_instructions::open_warm' \
 //!     target/release/deps/bundle_instructions-<hash>
@@ -12,13 +12,13 @@
 //! Run directly it just checks that both paths work.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/fixture.rs"]
+#[path = "../tests/seal/support/fixture.rs"]
 mod fixture;
 
 use std::hint::black_box;
 
 use fhirseal_envelope::{Granularity, HeaderCache, SealingKey};
-use fhirseal_fhir::{
+use fhirseal_seal::{
     Displays, ElementRule, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
 };
 use fixture::{ALL, Fixture, cache};

@@ -7,8 +7,8 @@ use std::fmt;
 use fhirseal_envelope::Granularity;
 use rshabe::AccessStructure;
 
-use crate::path::ElementPath;
-use crate::structure::r4;
+use fhirseal_fhir::path::ElementPath;
+use fhirseal_fhir::structure::r4;
 
 /// One element to seal.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use fhirseal_envelope::{Envelope, Header, HeaderId, SealingKey};
-use fhirseal_fhir::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE};
-use fhirseal_fhir::{HeaderLookup, OpenReport};
+use fhirseal_seal::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE};
+use fhirseal_seal::{HeaderLookup, OpenReport};
 
 use super::*;
 

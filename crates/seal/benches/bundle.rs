@@ -2,17 +2,17 @@
 //! granularity, cold and warm header cache (warm also with the read path's check against the
 //! rules), beside plain `serde_json` parse + serialise of the
 //! same Bundle (the floor). Every measurement starts from bytes and ends in bytes, as the gateway
-//! does. `cargo bench -p fhirseal-fhir --bench bundle`
+//! does. `cargo bench -p fhirseal-seal --bench bundle`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/support/fixture.rs"]
+#[path = "../tests/seal/support/fixture.rs"]
 mod fixture;
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fhirseal_envelope::Granularity;
-use fhirseal_fhir::{
+use fhirseal_seal::{
     Displays, ElementRule, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
 };
 use fixture::{ALL, Fixture, cache};

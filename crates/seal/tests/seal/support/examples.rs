@@ -1,6 +1,6 @@
 //! Where the official R4 examples are: `FHIRSEAL_R4_EXAMPLES`, or the folder
-//! `scripts/fetch-r4-examples` fills. Shared by the fhir corpus test and the policy crate's
-//! explain test (included with `#[path]`; both crates sit in `crates/`).
+//! `scripts/fetch-r4-examples` fills. Shared by the seal crate's corpus test and the policy
+//! crate's explain test (included there with `#[path]`; both crates sit in `crates/`).
 
 use std::path::PathBuf;
 

@@ -2,19 +2,16 @@
 //! nothing else.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-#[path = "support/fixture.rs"]
-mod fixture;
-
 use std::collections::{HashMap, HashSet};
 
+use crate::support::fixture::{self, ALL, Fixture, cache};
 use base64::Engine as _;
 use fhirseal_envelope::{Granularity, Header, HeaderId};
-use fhirseal_fhir::shape::{SEALED_ELEMENT, SEALED_HEADER};
-use fhirseal_fhir::{
+use fhirseal_seal::shape::{SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_seal::{
     Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
     shared_header_ids,
 };
-use fixture::{ALL, Fixture, cache};
 use rshabe::AccessStructure;
 use serde_json::{Value, json};
 

@@ -1,9 +1,9 @@
-//! Shared by the tests and the benchmark: an authority, readers' keys, and the rules used on the
+//! Shared by the tests and the benchmarks: an authority, readers' keys, and the rules used on the
 //! R4 examples.
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::panic)]
 
 use fhirseal_envelope::{Granularity, HeaderCache, SealingKey};
-use fhirseal_fhir::{Displays, ElementRule, Narrative, RuleSet, Rules};
+use fhirseal_seal::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use rshabe::{

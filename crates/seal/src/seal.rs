@@ -12,15 +12,15 @@ use rshabe::{AccessStructure, PublicParams};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::path::Step;
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use crate::shape::{
     BLIND_INDEX, BLIND_INDEX_SYSTEM, NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
     complex_placeholder, holds_sealed, insert_at, masked_concept, masked_label, masked_reason,
     sealed_extension,
 };
-use crate::structure::r4;
 use crate::{HeaderLookup, SealError};
+use fhirseal_fhir::path::Step;
+use fhirseal_fhir::structure::r4;
 
 /// The headers shared per (access structure, period), `shared` granularity: the ones this
 /// process may seal under (it holds their keys) and the ones it only reads.

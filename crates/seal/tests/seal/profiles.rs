@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use fhirseal_fhir::shape::{BLIND_INDEX, CANONICAL, SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_seal::shape::{BLIND_INDEX, CANONICAL, SEALED_ELEMENT, SEALED_HEADER};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {

@@ -7,18 +7,14 @@
 //! - the sealed JSON is written out for `scripts/fhir-validate`, which `scripts/test` runs next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-#[path = "support/examples.rs"]
-mod examples;
-#[path = "support/fixture.rs"]
-mod fixture;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::support::examples;
+use crate::support::fixture::{self, ALL, Fixture, cache};
 use fhirseal_fhir::path::Step;
-use fhirseal_fhir::shape::{SEALED_ELEMENT, SEALED_HEADER};
-use fhirseal_fhir::{Reader, Rules, Sealer, SharedHeaders};
-use fixture::{ALL, Fixture, cache};
+use fhirseal_seal::shape::{SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_seal::{Reader, Rules, Sealer, SharedHeaders};
 use serde_json::{Map, Value, json};
 
 const CANARY: &str = "CANARY-7f3a";
