@@ -8,17 +8,15 @@
 //! replaced by the sealed header of a wire-version-1 key. The migration re-issues keys from the
 //! registry (leaf and attributes) and never decodes the keys it replaces, so what those records
 //! hold does not matter to it; the keys derived in the set-up stand for keys handed out before.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use fhirseal_authority::{Authority, Error, InitOptions, Kek, KeyMigration, Kind, Store, store};
+use fhirseal_authority::{Authority, Error, KeyMigration, Kind};
 use rand_core::OsRng;
-use rshabe::{AccessStructure, Attribute, MasterSecret, Params, UpdateMode};
+use rshabe::{AccessStructure, Attribute, MasterSecret, UpdateMode};
 
-const NOW: i64 = 1_800_000_000;
-const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+use crate::support::{Db, KEK, NOW, backends, init, kek, opens, small, sqlite, strings};
+
 const PLAN: &str = "plan";
 
 // === tests ===
@@ -73,7 +71,7 @@ fn a_store_in_the_retired_layout_is_refused_with_the_command_to_run() {
 #[test]
 fn a_new_authority_is_in_the_per_node_layout_from_init() {
     for db in backends() {
-        drop(init(&db));
+        drop(init(&db, KEK));
         assert_eq!(
             db.number("SELECT value FROM fhirseal_meta WHERE key = 'key_layout'"),
             2
@@ -362,13 +360,6 @@ fn check_old_keys_are_dead(a: &Authority, db: &Db, before: &Before, period: u64,
     assert_eq!(rshabe::decrypt(&dk, &ct).unwrap(), key, "{b}: control");
 }
 
-/// Whether `dk` yields `key` from `ct`. RS-HABE decryption with a key that satisfies the policy
-/// but does not match the ciphertext's algebra yields *a* data key, just not the right one (the
-/// envelope's AES-GCM tag then refuses it): comparing is the only honest test.
-fn opens(dk: &rshabe::DecryptionKey, ct: &rshabe::Ciphertext, key: &rshabe::DataKey) -> bool {
-    rshabe::decrypt(dk, ct).is_ok_and(|k| k == *key)
-}
-
 // === set-up ===
 
 /// What the authority held before the migration.
@@ -387,7 +378,7 @@ struct Before {
 /// A sub-authority with a user, a user of the root, a revoked user, a revoked sub-authority, a
 /// stored key update and a decryption key derived, all at period 0.
 fn populate(db: &Db) -> Before {
-    let a = init(db);
+    let a = init(db, KEK);
     let add = |name: &str, attributes: &[&str], issuer: Option<&str>| {
         a.add_user(name, &strings(attributes), issuer, NOW, &mut OsRng)
             .unwrap();
@@ -459,173 +450,4 @@ fn retire(db: &Db) {
 
 fn master_secret(sealed: &[u8]) -> MasterSecret {
     MasterSecret::from_bytes(&kek().open("master secret", sealed).unwrap()).unwrap()
-}
-
-fn init(db: &Db) -> Authority {
-    Authority::init(db.open(), kek(), small(), NOW, &mut OsRng).unwrap()
-}
-
-fn small() -> InitOptions {
-    InitOptions {
-        params: Params::new(8, 6).unwrap(),
-        period_seconds: 86_400,
-    }
-}
-
-fn kek() -> Kek {
-    Kek::from_hex(KEK, "test").unwrap()
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-// === databases ===
-
-/// A fresh, empty database on one backend.
-struct Db {
-    backend: &'static str,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn backends() -> [Db; 2] {
-    [sqlite(), postgres()]
-}
-
-fn sqlite() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    Db {
-        backend: "sqlite",
-        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
-        _dir: Some(dir),
-    }
-}
-
-fn postgres() -> Db {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
-             PostgreSQL server (PostgreSQL tests are never skipped)"
-        )
-    });
-    let name = format!(
-        "migration_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Db {
-        backend: "postgres",
-        url: format!("{prefix}/{name}"),
-        _dir: None,
-    }
-}
-
-impl Db {
-    fn open(&self) -> Box<dyn Store> {
-        store::open(&self.url).unwrap()
-    }
-
-    fn sqlite(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.url.strip_prefix("sqlite:").unwrap()).unwrap()
-    }
-
-    fn postgres(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-
-    /// Runs raw SQL statements on the database, outside the store.
-    fn execute(&self, sql: &str) {
-        match self.backend {
-            "sqlite" => self.sqlite().execute_batch(sql).unwrap(),
-            _ => self.postgres().batch_execute(sql).unwrap(),
-        }
-    }
-
-    /// The one integer `sql` returns.
-    fn number(&self, sql: &str) -> i64 {
-        match self.backend {
-            "sqlite" => self.sqlite().query_row(sql, [], |r| r.get(0)).unwrap(),
-            _ => self.postgres().query_one(sql, &[]).unwrap().get(0),
-        }
-    }
-
-    fn sealed_secret(&self) -> Vec<u8> {
-        let sql = "SELECT sealed_secret FROM master";
-        match self.backend {
-            "sqlite" => self.sqlite().query_row(sql, [], |r| r.get(0)).unwrap(),
-            _ => self.postgres().query_one(sql, &[]).unwrap().get(0),
-        }
-    }
-
-    /// Every principal's sealed key, by name.
-    fn sealed_keys(&self) -> BTreeMap<String, Vec<u8>> {
-        let sql = "SELECT name, sealed_key FROM principals";
-        match self.backend {
-            "sqlite" => {
-                let conn = self.sqlite();
-                let mut stmt = conn.prepare(sql).unwrap();
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            _ => self
-                .postgres()
-                .query(sql, &[])
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect(),
-        }
-    }
-
-    /// Every principal's name and kind.
-    fn kinds(&self) -> Vec<(String, String)> {
-        let sql = "SELECT name, kind FROM principals";
-        match self.backend {
-            "sqlite" => {
-                let conn = self.sqlite();
-                let mut stmt = conn.prepare(sql).unwrap();
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            _ => self
-                .postgres()
-                .query(sql, &[])
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect(),
-        }
-    }
-
-    fn set_sealed_key(&self, name: &str, sealed: &[u8]) {
-        match self.backend {
-            "sqlite" => {
-                self.sqlite()
-                    .execute(
-                        "UPDATE principals SET sealed_key = ?1 WHERE name = ?2",
-                        rusqlite::params![sealed, name],
-                    )
-                    .unwrap();
-            }
-            _ => {
-                self.postgres()
-                    .execute(
-                        "UPDATE principals SET sealed_key = $1 WHERE name = $2",
-                        &[&sealed, &name],
-                    )
-                    .unwrap();
-            }
-        }
-    }
 }

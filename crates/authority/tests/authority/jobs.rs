@@ -1,104 +1,17 @@
 //! The ciphertext-update job's work queue on both backends: SQLite in a temporary folder, and a
 //! real PostgreSQL server started by `scripts/test` (`FHIRSEAL_TEST_POSTGRES_URL`). A missing
 //! server is a failure, never a skip.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 
 use fhirseal_authority::store::{self, SCHEMA_VERSION};
-use fhirseal_authority::{Authority, Chunk, Error, InitOptions, JobId, Kek, Kind, Progress, Store};
+use fhirseal_authority::{Authority, Chunk, Error, JobId, Kek, Kind, Progress, Store};
 use rand_core::OsRng;
-use rshabe::Params;
 
-const NOW: i64 = 1_800_000_000;
+use crate::support::{KEK, NOW, backends, init};
+
 const LEASE: u64 = 60;
-const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-
-/// A fresh, empty database on one backend.
-struct Db {
-    backend: &'static str,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Db {
-    fn open(&self) -> Box<dyn Store> {
-        store::open(&self.url).unwrap()
-    }
-
-    /// Runs raw SQL statements on the database, outside the store.
-    fn execute(&self, sql: &str) {
-        if self.backend == "sqlite" {
-            let path = self.url.strip_prefix("sqlite:").unwrap();
-            rusqlite::Connection::open(path)
-                .unwrap()
-                .execute_batch(sql)
-                .unwrap();
-        } else {
-            postgres::Client::connect(&self.url, postgres::NoTls)
-                .unwrap()
-                .batch_execute(sql)
-                .unwrap();
-        }
-    }
-
-    fn schema_version(&self) -> i64 {
-        let sql = "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'";
-        if self.backend == "sqlite" {
-            let path = self.url.strip_prefix("sqlite:").unwrap();
-            rusqlite::Connection::open(path)
-                .unwrap()
-                .query_row(sql, [], |r| r.get(0))
-                .unwrap()
-        } else {
-            postgres::Client::connect(&self.url, postgres::NoTls)
-                .unwrap()
-                .query_one(sql, &[])
-                .unwrap()
-                .get(0)
-        }
-    }
-}
-
-fn sqlite() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    Db {
-        backend: "sqlite",
-        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
-        _dir: Some(dir),
-    }
-}
-
-fn postgres() -> Db {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
-             PostgreSQL server (PostgreSQL tests are never skipped)"
-        )
-    });
-    let name = format!(
-        "jobs_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Db {
-        backend: "postgres",
-        url: format!("{prefix}/{name}"),
-        _dir: None,
-    }
-}
-
-fn backends() -> [Db; 2] {
-    [sqlite(), postgres()]
-}
 
 fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}/page/{i}")).collect()
@@ -534,17 +447,7 @@ fn a_schema_2_database_is_upgraded_to_4_with_its_records() {
         let b = db.backend;
         // An authority made by an older release: schema 2, without the job tables and without the
         // key-layout mark of schema 4.
-        let authority = Authority::init(
-            db.open(),
-            Kek::from_hex(KEK, "test").unwrap(),
-            InitOptions {
-                params: Params::new(4, 4).unwrap(),
-                period_seconds: 86_400,
-            },
-            NOW,
-            &mut OsRng,
-        )
-        .unwrap();
+        let authority = init(&db, KEK);
         authority
             .add_user(
                 "Practitioner/1",

@@ -1,83 +1,14 @@
 //! Named secrets (the embedded authorization server's signing key and the like) on both backends:
 //! SQLite in a temporary folder, and a real PostgreSQL server started by `scripts/test`
 //! (`FHIRSEAL_TEST_POSTGRES_URL`). A missing server is a failure, never a skip.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use fhirseal_authority::{Authority, Error, InitOptions, Kek, Kind, store};
+use fhirseal_authority::{Authority, Error, Kek, Kind, store};
 use rand_core::OsRng;
-use rshabe::Params;
 use zeroize::Zeroizing;
 
-const NOW: i64 = 1_800_000_000;
-const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-const OTHER_KEK: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+use crate::support::{KEK, NOW, OTHER_KEK, backends, init, open, postgres, sqlite};
+
 const NAME: &str = "smart/signing-key/rs256";
-
-/// A fresh, empty database on one backend.
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn sqlite() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    Db {
-        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
-        _dir: Some(dir),
-    }
-}
-
-fn postgres() -> Db {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
-             PostgreSQL server (PostgreSQL tests are never skipped)"
-        )
-    });
-    let name = format!(
-        "secrets_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Db {
-        url: format!("{prefix}/{name}"),
-        _dir: None,
-    }
-}
-
-fn backends() -> [(&'static str, Db); 2] {
-    [("sqlite", sqlite()), ("postgres", postgres())]
-}
-
-fn init(db: &Db, kek: &str) -> Authority {
-    Authority::init(
-        store::open(&db.url).unwrap(),
-        Kek::from_hex(kek, "test").unwrap(),
-        InitOptions {
-            params: Params::new(4, 4).unwrap(),
-            period_seconds: 86_400,
-        },
-        NOW,
-        &mut OsRng,
-    )
-    .unwrap()
-}
-
-fn open(db: &Db, kek: &str) -> Authority {
-    Authority::open(
-        store::open(&db.url).unwrap(),
-        Kek::from_hex(kek, "test").unwrap(),
-    )
-    .unwrap()
-}
 
 fn value(bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(Zeroizing::new(bytes.to_vec()))
@@ -89,7 +20,8 @@ fn never() -> Result<Zeroizing<Vec<u8>>, Error> {
 
 #[test]
 fn a_secret_is_created_once_then_read_back_sealed() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         let first = a
             .secret_or_create(NAME, || value(b"key one"), &mut OsRng)
@@ -105,7 +37,7 @@ fn a_secret_is_created_once_then_read_back_sealed() {
             "{backend}: persisted"
         );
         // Sealed at rest: the plaintext is not in the row.
-        let raw: Vec<u8> = raw_secret(backend, &db.url, NAME);
+        let raw: Vec<u8> = db.stored_secret(NAME);
         assert!(
             !raw.windows(7).any(|w| w == b"key one"),
             "{backend}: stored in clear"
@@ -122,7 +54,8 @@ fn a_secret_is_created_once_then_read_back_sealed() {
 
 #[test]
 fn the_first_writer_wins() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         drop(init(&db, KEK));
         let mut s = store::open(&db.url).unwrap();
         assert_eq!(s.secret("x").unwrap(), None);
@@ -166,11 +99,12 @@ fn the_first_writer_wins() {
 
 #[test]
 fn a_secret_sealed_under_another_kek_or_name_is_refused_and_kept() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.secret_or_create(NAME, || value(b"secret"), &mut OsRng)
             .unwrap();
-        let sealed = raw_secret(backend, &db.url, NAME);
+        let sealed = db.stored_secret(NAME);
 
         // The same sealed bytes in another authority, under another KEK: refused, not replaced.
         let other_db = if backend == "sqlite" {
@@ -184,7 +118,7 @@ fn a_secret_sealed_under_another_kek_or_name_is_refused_and_kept() {
         let err = b.secret_or_create(NAME, never, &mut OsRng).unwrap_err();
         assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
         assert!(err.to_string().contains(NAME), "{err}");
-        assert_eq!(raw_secret(backend, &other_db.url, NAME), sealed, "kept");
+        assert_eq!(other_db.stored_secret(NAME), sealed, "kept");
 
         // Under the right KEK but stored under another name: bound to its name.
         drop(s);
@@ -207,7 +141,8 @@ fn a_secret_sealed_under_another_kek_or_name_is_refused_and_kept() {
 
 #[test]
 fn bad_names_and_failed_creation_store_nothing() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         for bad in ["", "a\nb", &"x".repeat(257)] {
             assert!(
@@ -241,21 +176,20 @@ fn bad_names_and_failed_creation_store_nothing() {
 
 #[test]
 fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.add_user("Practitioner/1", &["a".to_string()], None, NOW, &mut OsRng)
             .unwrap();
         drop(a);
         // Back to what a release before named secrets left: no `secrets` table (nor the later
         // job tables, nor the key-layout mark), version 1.
-        execute(
-            backend,
-            &db.url,
+        db.execute(
             "DROP TABLE update_chunks; DROP TABLE update_jobs; DROP TABLE secrets;
              DELETE FROM fhirseal_meta WHERE key = 'key_layout';
              UPDATE fhirseal_meta SET value = 1 WHERE key = 'schema_version'",
         );
-        assert_eq!(schema_version(backend, &db.url), 1);
+        assert_eq!(db.schema_version(), 1);
 
         // Its keys are in the retired layout: re-issued before it opens.
         let (a, migrated) = Authority::migrate_keys(
@@ -267,7 +201,7 @@ fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
         )
         .unwrap();
         assert!(migrated.is_some(), "{backend}");
-        assert_eq!(schema_version(backend, &db.url), store::SCHEMA_VERSION);
+        assert_eq!(db.schema_version(), store::SCHEMA_VERSION);
         assert_eq!(store::SCHEMA_VERSION, 4);
         assert_eq!(a.principals(Kind::User).unwrap().len(), 1, "{backend}");
         assert!(a.secret_key(Kind::User, "Practitioner/1").is_ok());
@@ -285,53 +219,5 @@ fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
                 .unwrap(),
             b"after"
         );
-    }
-}
-
-// === raw access ===
-
-fn execute(backend: &str, url: &str, sql: &str) {
-    match backend {
-        "sqlite" => {
-            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-                .unwrap()
-                .execute_batch(sql)
-                .unwrap();
-        }
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .batch_execute(sql)
-            .unwrap(),
-    }
-}
-
-fn schema_version(backend: &str, url: &str) -> i64 {
-    let sql = "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'";
-    match backend {
-        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap(),
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .query_one(sql, &[])
-            .unwrap()
-            .get(0),
-    }
-}
-
-fn raw_secret(backend: &str, url: &str, name: &str) -> Vec<u8> {
-    match backend {
-        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-            .unwrap()
-            .query_row("SELECT bytes FROM secrets WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .unwrap(),
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .query_one("SELECT bytes FROM secrets WHERE name = $1", &[&name])
-            .unwrap()
-            .get(0),
     }
 }

@@ -1,87 +1,17 @@
 //! The authority on both backends: SQLite in a temporary folder, and a real PostgreSQL server
 //! started by `scripts/test` (`FHIRSEAL_TEST_POSTGRES_URL`). A missing server is a failure,
 //! never a skip.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use fhirseal_authority::{Authority, Error, InitOptions, Kek, Kind, store};
+use fhirseal_authority::{Authority, Error, Kek, Kind, store};
 use rand_core::OsRng;
-use rshabe::{AccessStructure, Params, UpdateMode};
+use rshabe::{AccessStructure, UpdateMode};
 
-const NOW: i64 = 1_800_000_000;
-const DAY: i64 = 86_400;
-
-/// A fresh, empty database on one backend.
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-fn sqlite() -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    Db {
-        url: format!("sqlite:{}", dir.path().join("authority.sqlite3").display()),
-        _dir: Some(dir),
-    }
-}
-
-fn postgres() -> Db {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts a real \
-             PostgreSQL server (PostgreSQL tests are never skipped)"
-        )
-    });
-    let name = format!(
-        "authority_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    Db {
-        url: format!("{prefix}/{name}"),
-        _dir: None,
-    }
-}
-
-fn backends() -> [(&'static str, Db); 2] {
-    [("sqlite", sqlite()), ("postgres", postgres())]
-}
-
-fn small() -> InitOptions {
-    InitOptions {
-        params: Params::new(8, 6).unwrap(),
-        period_seconds: DAY as u64,
-    }
-}
-
-fn init(db: &Db, kek: &str) -> Authority {
-    Authority::init(
-        store::open(&db.url).unwrap(),
-        Kek::from_hex(kek, "test").unwrap(),
-        small(),
-        NOW,
-        &mut OsRng,
-    )
-    .unwrap()
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-const KEK: &str = "0101010101010101010101010101010101010101010101010101010101010101";
-const OTHER_KEK: &str = "0202020202020202020202020202020202020202020202020202020202020202";
+use crate::support::{DAY, KEK, NOW, OTHER_KEK, backends, init, opens, small, strings};
 
 #[test]
 fn the_life_cycle_of_a_revoked_doctor() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.add_user(
             "Practitioner/doc",
@@ -174,7 +104,8 @@ fn the_life_cycle_of_a_revoked_doctor() {
 /// independent `r_θ` per node, no node component of one key fits another's attribute rows.
 #[test]
 fn a_revoked_key_and_its_reissue_do_not_open_what_needs_both() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         let pp = a.public_params();
         let rng = &mut OsRng;
@@ -227,15 +158,10 @@ fn a_revoked_key_and_its_reissue_do_not_open_what_needs_both() {
     }
 }
 
-/// Whether `dk` yields `key` from `ct` (a key that satisfies the policy but not the algebra
-/// yields some other data key, which the envelope's tag then refuses).
-fn opens(dk: &rshabe::DecryptionKey, ct: &rshabe::Ciphertext, key: &rshabe::DataKey) -> bool {
-    rshabe::decrypt(dk, ct).is_ok_and(|k| k == *key)
-}
-
 #[test]
 fn sub_authorities_issue_within_their_attributes_and_fall_with_their_parent() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.delegate(
             "st-mary",
@@ -354,7 +280,8 @@ fn sub_authorities_issue_within_their_attributes_and_fall_with_their_parent() {
 
 #[test]
 fn bad_input_is_a_clear_error_and_changes_nothing() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.add_user("Practitioner/1", &strings(&["a"]), None, NOW, &mut OsRng)
             .unwrap();
@@ -405,19 +332,19 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         drop(a);
 
         // A corrupt master secret: refused, and the record is left as it was.
-        let before = raw_sealed_secret(backend, &db.url);
+        let before = db.sealed_secret();
         let mut broken = before.clone();
         let last = broken.len() - 1;
         broken[last] ^= 1;
-        set_raw_sealed_secret(backend, &db.url, &broken);
+        db.set_sealed_secret(&broken);
         let err = Authority::open(
             store::open(&db.url).unwrap(),
             Kek::from_hex(KEK, "t").unwrap(),
         )
         .unwrap_err();
         assert!(matches!(err, Error::Unseal { .. }), "{backend}: {err}");
-        assert_eq!(raw_sealed_secret(backend, &db.url), broken);
-        set_raw_sealed_secret(backend, &db.url, &before);
+        assert_eq!(db.sealed_secret(), broken);
+        db.set_sealed_secret(&before);
         assert!(
             Authority::open(
                 store::open(&db.url).unwrap(),
@@ -427,11 +354,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         );
 
         // A database from a newer schema: refused untouched.
-        execute(
-            backend,
-            &db.url,
-            "UPDATE fhirseal_meta SET value = 99 WHERE key = 'schema_version'",
-        );
+        db.execute("UPDATE fhirseal_meta SET value = 99 WHERE key = 'schema_version'");
         let err = store::open(&db.url).err().unwrap();
         assert!(
             matches!(
@@ -445,20 +368,14 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
             "{backend}: {err}"
         );
         assert!(err.to_string().contains("upgrade FHIRseal"));
-        assert_eq!(
-            query_one::<i64>(
-                backend,
-                &db.url,
-                "SELECT value FROM fhirseal_meta WHERE key = 'schema_version'"
-            ),
-            99
-        );
+        assert_eq!(db.schema_version(), 99);
     }
 }
 
 #[test]
 fn an_empty_database_is_not_an_authority() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let err = Authority::open(
             store::open(&db.url).unwrap(),
             Kek::from_hex(KEK, "t").unwrap(),
@@ -474,7 +391,8 @@ fn an_empty_database_is_not_an_authority() {
 
 #[test]
 fn concurrent_issuers_never_lose_or_duplicate_a_leaf() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         drop(init(&db, KEK));
         let threads: Vec<_> = (0..2)
             .map(|t| {
@@ -519,7 +437,8 @@ fn concurrent_issuers_never_lose_or_duplicate_a_leaf() {
 
 #[test]
 fn key_updates_are_reused_until_the_revocation_list_changes() {
-    for (backend, db) in backends() {
+    for db in backends() {
+        let backend = db.backend;
         let a = init(&db, KEK);
         a.add_user("P/1", &strings(&["a"]), None, NOW, &mut OsRng)
             .unwrap();
@@ -554,62 +473,5 @@ fn key_updates_are_reused_until_the_revocation_list_changes() {
             (info.period, info.starts_at, info.ends_at, info.last),
             (3, NOW + 3 * DAY, NOW + 4 * DAY, 63)
         );
-    }
-}
-
-// === raw access for corruption tests ===
-
-fn execute(backend: &str, url: &str, sql: &str) {
-    match backend {
-        "sqlite" => {
-            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-                .unwrap()
-                .execute_batch(sql)
-                .unwrap();
-        }
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .batch_execute(sql)
-            .unwrap(),
-    }
-}
-
-/// The first column of the one row `sql` returns.
-fn query_one<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>>(
-    backend: &str,
-    url: &str,
-    sql: &str,
-) -> T {
-    match backend {
-        "sqlite" => rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap(),
-        _ => postgres::Client::connect(url, postgres::NoTls)
-            .unwrap()
-            .query_one(sql, &[])
-            .unwrap()
-            .get(0),
-    }
-}
-
-fn raw_sealed_secret(backend: &str, url: &str) -> Vec<u8> {
-    query_one(backend, url, "SELECT sealed_secret FROM master")
-}
-
-fn set_raw_sealed_secret(backend: &str, url: &str, bytes: &[u8]) {
-    match backend {
-        "sqlite" => {
-            rusqlite::Connection::open(url.trim_start_matches("sqlite:"))
-                .unwrap()
-                .execute("UPDATE master SET sealed_secret = ?1", [bytes])
-                .unwrap();
-        }
-        _ => {
-            postgres::Client::connect(url, postgres::NoTls)
-                .unwrap()
-                .execute("UPDATE master SET sealed_secret = $1", &[&bytes])
-                .unwrap();
-        }
     }
 }
