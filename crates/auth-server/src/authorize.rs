@@ -8,6 +8,7 @@
 //! sign-in consumes the pending authorization and issues a single-use code, sent back with
 //! `state` by a 303 to the redirect URI.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -24,6 +25,7 @@ use crate::oauth::{OAuthError, Params, is_form, redirect, redirect_error};
 use crate::page::{self, Login};
 use crate::scopes::{Flow, grant};
 use crate::state::{Code, Digest, Grant, Pending, digest, now, random_id, random_token};
+use crate::throttle::{LoginAudit, LoginResult, Peer, Refusal};
 use crate::{AuthServer, ClientConfig, UserConfig};
 
 /// The name of the cookie that binds a login form to the browser it was sent to.
@@ -209,6 +211,7 @@ fn show_login(
 /// `POST /login`: the login form.
 pub(super) async fn login(
     State(server): State<Arc<AuthServer>>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -254,21 +257,25 @@ pub(super) async fn login(
         }
         _ => return expired(),
     }
-    sign_in(&server, &form, &key, pending, client).await
+    let source = server.throttle.source(peer, &headers);
+    sign_in(&server, &form, &key, pending, client, source).await
 }
 
 /// Checks the credentials (and the patient picked) and, when they are good, issues the code.
+/// The login throttle goes first: a refused attempt is answered without running argon2. Every
+/// answer carries a [`LoginAudit`] for the audit line.
 async fn sign_in(
     server: &AuthServer,
     form: &Params,
     key: &Digest,
     pending: Pending,
     client: &ClientConfig,
+    source: Option<IpAddr>,
 ) -> Response {
     let request_token = form.get("request_token").unwrap_or("");
     let username = form.get("username").unwrap_or("");
     let password = Zeroizing::new(form.get("password").unwrap_or("").to_string());
-    let again = |error: &str| {
+    let page_with = |status: StatusCode, error: &str| {
         let page = Login {
             client_name: &client.name,
             scopes: &pending.scopes,
@@ -277,9 +284,35 @@ async fn sign_in(
             username,
             error: Some(error),
         };
-        page::login(StatusCode::BAD_REQUEST, &page, None)
+        page::login(status, &page, None)
+    };
+    let again = |error: &str| page_with(StatusCode::BAD_REQUEST, error);
+    let audited = |mut response: Response, result, by| {
+        let note = LoginAudit::new(username, result, by, source);
+        response.extensions_mut().insert(note);
+        response
+    };
+    let attempt = match server.throttle.begin(username, source) {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            let result = if refusal.locked {
+                LoginResult::Locked
+            } else {
+                LoginResult::Throttled
+            };
+            let response = throttled(refusal, |error| {
+                page_with(StatusCode::TOO_MANY_REQUESTS, error)
+            });
+            return audited(response, result, Some(refusal.by));
+        }
     };
     let Some(user) = server.authenticate(username, password).await else {
+        let failed = attempt.failed();
+        let result = if failed.locked.is_some() {
+            LoginResult::Lockout
+        } else {
+            LoginResult::Failure
+        };
         let mut state = server.state();
         let failures = match state.pending.get_mut(key, now()) {
             Some(entry) => {
@@ -290,13 +323,16 @@ async fn sign_in(
         };
         if failures >= MAX_FAILURES {
             state.pending.remove(key, now());
-            return page::error(
+            let response = page::error(
                 StatusCode::BAD_REQUEST,
                 "Too many failed sign-in attempts, or the request expired. Start again from the application.",
             );
+            return audited(response, result, failed.locked);
         }
-        return again("Wrong user name or password.");
+        drop(state);
+        return audited(again("Wrong user name or password."), result, failed.locked);
     };
+    attempt.succeeded();
     let patient = if pending.needs_patient {
         let typed = form
             .get("patient")
@@ -304,12 +340,40 @@ async fn sign_in(
         match (&user.patient, typed) {
             (Some(own), _) => Some(own.clone()),
             (None, Some(id)) if is_fhir_id(id) => Some(id.to_string()),
-            (None, _) => return again("Enter the id of the patient to open."),
+            (None, _) => {
+                let response = again("Enter the id of the patient to open.");
+                return audited(response, LoginResult::Success, None);
+            }
         }
     } else {
         None
     };
-    issue_code(server, key, pending, user, patient)
+    let response = issue_code(server, key, pending, user, patient);
+    audited(response, LoginResult::Success, None)
+}
+
+/// The answer to an attempt the throttle refused: the login page again (`page` makes it from the
+/// message), with `Retry-After`. The same for every user name, known or not.
+fn throttled(refusal: Refusal, page: impl FnOnce(&str) -> Response) -> Response {
+    let message = if refusal.locked {
+        let minutes = refusal.retry_after.div_ceil(60);
+        format!(
+            "Sign-in is locked after too many failed attempts, for this user name or from this \
+             address. Try again in {minutes} minute{}, or ask an administrator to unlock it.",
+            if minutes == 1 { "" } else { "s" }
+        )
+    } else {
+        let seconds = refusal.retry_after;
+        format!(
+            "Too many failed sign-in attempts. Wait {seconds} second{} before trying again.",
+            if seconds == 1 { "" } else { "s" }
+        )
+    };
+    let mut response = page(&message);
+    if let Ok(value) = header::HeaderValue::from_str(&refusal.retry_after.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// Consumes the pending authorization and sends the app its code.
@@ -375,6 +439,7 @@ impl AuthServer {
         let target = user.or(self.config.users.first())?;
         let hash = target.password_hash.clone();
         let permit = self.argon2.acquire().await.ok()?;
+        self.throttle.password_checked();
         let verified = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash).is_ok_and(|h| {
                 Argon2::default()

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use crate::ServerError;
+use crate::throttle::{LoginThrottle, RawLoginThrottle};
 
 /// The embedded authorization server's configuration.
 ///
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub refresh_token_lifetime: Duration,
     /// Lifetime of authorization codes (default 60 s).
     pub code_lifetime: Duration,
+    /// How sign-in failures are throttled and locked out.
+    pub login_throttle: LoginThrottle,
 }
 
 /// A user who may sign in. `Debug` leaves the password hash out.
@@ -109,6 +112,9 @@ pub struct RawServerConfig {
     pub refresh_token_lifetime_seconds: Option<u64>,
     /// In seconds, 1 to 600 (default 60).
     pub code_lifetime_seconds: Option<u64>,
+    /// See [`ServerConfig::login_throttle`]; every key optional.
+    #[serde(default)]
+    pub login_throttle: RawLoginThrottle,
 }
 
 /// A user as written. `Debug` leaves the password hash out.
@@ -181,6 +187,7 @@ impl TryFrom<RawServerConfig> for ServerConfig {
             backend_token_lifetime: seconds(raw.backend_token_lifetime_seconds, 300),
             refresh_token_lifetime: seconds(raw.refresh_token_lifetime_seconds, 30 * 86_400),
             code_lifetime: seconds(raw.code_lifetime_seconds, 60),
+            login_throttle: raw.login_throttle.resolve()?,
         })
     }
 }
@@ -236,6 +243,7 @@ pub(super) fn checked(mut config: ServerConfig) -> Result<ServerConfig, ServerEr
         "refresh_token_lifetime_seconds",
     )?;
     bounded(config.code_lifetime, 600, "code_lifetime_seconds")?;
+    crate::throttle::check(&config.login_throttle)?;
     let mut names = HashSet::new();
     for (i, user) in config.users.iter_mut().enumerate() {
         check_user(i, user)?;

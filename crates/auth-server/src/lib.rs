@@ -22,6 +22,28 @@
 //! The scope grammar (what a client may ask for, what a grant holds) is
 //! [`fhirseal_smart::Scopes`], the same that the gateway enforces.
 //!
+//! # Login throttling
+//!
+//! Sign-in failures count against the user name typed and against the source address
+//! ([`LoginThrottle`], `login_throttle` in the configuration). With the defaults: from the fifth
+//! failure of a user name on, each further attempt must wait 1, 2, 4, … seconds (at most 60)
+//! after the last failure; the twentieth locks the name for 15 minutes, during which even the
+//! right password is refused; a success clears the count. A source (the connection's address,
+//! IPv6 by its /64, or behind `trusted_proxies` the client that `X-Forwarded-For` names) is
+//! backed off from its twentieth failure and locked at its two hundredth. A refused attempt
+//! gets the login page again with `429 Too Many Requests` and `Retry-After`, and runs no argon2.
+//! User names no user has are counted, backed off and locked exactly alike, so the answers never
+//! tell whether a name exists. [`AuthServer::unlock`] (and [`AuthServer::unlock_source`]) is
+//! how an administrator lifts a lockout before it ends; [`AuthServer::login_stats`] counts what
+//! is tracked. Each `/login` answer that checked credentials, or refused to, carries a
+//! [`LoginAudit`] in its extensions (the user name, the result, the source; never the password)
+//! for the gateway's audit line. The tables are bounded (`max_tracked` user names and as many
+//! sources): when full, counts that ran out are swept, then those that tell least go first, so a
+//! flood of fresh names or addresses neither grows memory nor lifts a lockout. Time is read from
+//! a [`Clock`] ([`AuthServer::with_clock`]), so that tests move it instead of waiting. The
+//! server needs the peer address as axum's `ConnectInfo<SocketAddr>` (serve the router with
+//! `into_make_service_with_connect_info::<SocketAddr>()`); without it only user names count.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use fhirseal_auth_server::{AuthServer, RawServerConfig, ServerConfig, SigningKey};
@@ -59,7 +81,8 @@
 //!
 //! No EHR launch (`launch` is refused), no client secrets, no dynamic registration, no
 //! sessions (every authorization signs in). Pending authorizations, codes, refresh tokens, seen
-//! `jti`s and revocations live in this process's memory (bounded, with expiry): replicas behind a
+//! `jti`s, revocations and sign-in failure counts live in this process's memory (bounded, with
+//! expiry; each replica throttles on its own counts): replicas behind a
 //! load balancer would need them shared, or sticky routing for `/authorize`, `/login` and
 //! `/token`; a restart forgets them (users sign in again). Access tokens are self-contained JWTs:
 //! a revocation shows at introspection, not to a resource server verifying them locally.
@@ -89,6 +112,7 @@ mod oauth;
 mod page;
 mod scopes;
 mod state;
+mod throttle;
 mod token;
 
 pub use config::{
@@ -96,6 +120,10 @@ pub use config::{
     UserConfig,
 };
 pub use key::SigningKey;
+pub use throttle::{
+    Clock, LoginAudit, LoginResult, LoginStats, LoginThrottle, RawLoginThrottle, SystemClock,
+    ThrottledBy,
+};
 
 /// An argon2id PHC string for `password`, for a user's `password_hash` in the server's
 /// configuration: argon2's recommended parameters (19 MiB, 2 passes), a random 128-bit salt.
@@ -120,6 +148,7 @@ use self::assertion::JwksCache;
 use self::jwt::Jws;
 use self::oauth::json_no_store;
 use self::state::{Grant, State as Memory, random_id};
+use self::throttle::Throttle;
 
 /// Why the authorization server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +193,8 @@ pub struct AuthServer {
     jwks_cache: JwksCache,
     /// Bounds concurrent argon2 verifications (memory-hard: about 19 MiB each by default).
     argon2: Semaphore,
+    /// Sign-in failures per user name and per source: back-off and lockout.
+    throttle: Throttle,
 }
 
 /// The absolute endpoint URLs, and the path login cookies are scoped to.
@@ -185,6 +216,7 @@ impl AuthServer {
         http: reqwest::Client,
     ) -> Result<Self, ServerError> {
         let config = config::checked(config)?;
+        let config_throttle = config.login_throttle.clone();
         let issuer = &config.issuer;
         let cookie_path = url::Url::parse(issuer)
             .map(|u| u.path().trim_end_matches('/').to_string())
@@ -229,7 +261,37 @@ impl AuthServer {
             memory: Mutex::new(Memory::new()),
             jwks_cache: JwksCache::default(),
             argon2: Semaphore::new(4),
+            throttle: Throttle::new(config_throttle),
         })
+    }
+
+    /// This server with the login throttle reading the time from `clock` (the system's by
+    /// default): tests move it forward instead of waiting out a lockout.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.throttle.set_clock(clock);
+        self
+    }
+
+    /// Lifts the lockout or back-off of the user name `username` and forgets its failures,
+    /// whether or not a user has that name: what an administrator does for a user locked out
+    /// (the audit line of the failure that locked it names it, `"result":"lockout"`). Whether
+    /// there was anything to lift. The source addresses the failures came from keep their own
+    /// counts ([`AuthServer::unlock_source`]).
+    pub fn unlock(&self, username: &str) -> bool {
+        self.throttle.unlock_user(username)
+    }
+
+    /// Lifts the lockout or back-off of the source address `source` (for IPv6, of its /64) and
+    /// forgets its failures; whether there was anything to lift.
+    pub fn unlock_source(&self, source: std::net::IpAddr) -> bool {
+        self.throttle.unlock_source(source)
+    }
+
+    /// How many user names and sources the login throttle tracks and has locked, and how many
+    /// passwords were checked.
+    pub fn login_stats(&self) -> LoginStats {
+        self.throttle.stats()
     }
 
     /// The endpoints, relative to the issuer's path: `/authorize` (GET, POST), `/login` (the

@@ -25,7 +25,7 @@ use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use fhirseal_auth_server::{
-    AuthServer, ClientAuth, ClientConfig, ServerConfig, SigningKey, UserConfig,
+    AuthServer, ClientAuth, ClientConfig, LoginThrottle, ServerConfig, SigningKey, UserConfig,
 };
 use fhirseal_smart::verify::{IssuerConfig, KeySource, Verifier, VerifierConfig};
 use fhirseal_smart::{Scopes, TokenContext};
@@ -188,6 +188,7 @@ fn server_config(
         backend_token_lifetime: Duration::from_secs(300),
         refresh_token_lifetime: Duration::from_secs(86_400),
         code_lifetime: Duration::from_secs(60),
+        login_throttle: LoginThrottle::default(),
     }
 }
 

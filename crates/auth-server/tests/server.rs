@@ -1876,3 +1876,8 @@ fn the_signing_key_is_kept_in_the_authority_and_never_printed() {
         Err(ServerError::KeyRejected)
     ));
 }
+
+// === login throttling ===
+
+#[path = "server/throttle.rs"]
+mod throttle;
