@@ -56,7 +56,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fhirseal_authority::{Authority, Error as AuthorityError, Kind};
-use fhirseal_policy::{Policy, Principal};
+use fhirseal_fhir::Principal;
+use fhirseal_policy::Policy;
 use rand_core::OsRng;
 use rshabe::{Attribute, DecryptionKey};
 

@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fhirseal::auth::{Caller, authenticate};
 use fhirseal::error::ApiError;
-use fhirseal_policy::Interaction;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_smart::verify::{IssuerConfig, KeySource, Verifier, VerifierConfig};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};

@@ -1,6 +1,8 @@
 //! FHIRseal's FHIR vocabulary: R4 structure facts, element paths, the Patient compartment, R4
-//! search parameters, and one typed parse of a REST request. No cryptography: the seal/open
-//! transforms that use this vocabulary are `fhirseal-seal`.
+//! search parameters, one typed parse of a REST request, and the words the policy and the SMART
+//! scopes share: interactions by kind ([`rest::Interaction`]) and who the caller is
+//! ([`Principal`]). No cryptography: the seal/open transforms that use this vocabulary are
+//! `fhirseal-seal`.
 //!
 //! # Structure facts
 //!
@@ -15,13 +17,21 @@
 //! [`FhirRequest`] is an interaction parsed once, from HTTP or a Bundle entry, into a known
 //! resource type, [`Id`]s of FHIR's syntax ([`request::is_fhir_id`]) and split search
 //! parameters.
+//!
+//! # Callers
+//!
+//! A [`Principal`] is what a verified token says about its caller (`sub`, `fhirUser`, scopes,
+//! PractitionerRoles, every claim): the SMART layer makes it, the policy maps it to attributes.
 #![warn(missing_docs)]
 
 pub mod compartment;
 pub mod path;
+pub mod principal;
 pub mod request;
+pub mod rest;
 pub mod search;
 pub mod structure;
 
 pub use path::{ElementPath, PathError};
+pub use principal::{ClaimsError, PractitionerRoleFacts, Principal};
 pub use request::{FhirRequest, Id, Interaction, Prefer, RequestError, ResourceType, SearchParam};

@@ -3,14 +3,15 @@
 use std::fmt;
 
 use fhirseal_envelope::Granularity;
+use fhirseal_fhir::principal::Principal;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::structure::r4;
 use fhirseal_seal::locate;
 use rshabe::AccessStructure;
 use serde_json::Value;
 
-use crate::document::{Interaction, Search};
+use crate::document::Search;
 use crate::policy::{Attributes, Label, Origin, Policy, Protection, substitute};
-use crate::principal::Principal;
 
 /// A request, as far as the policy needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]

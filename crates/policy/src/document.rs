@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use fhirseal_fhir::rest::Interaction;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -85,28 +86,6 @@ pub(crate) struct RawProtect {
     pub(crate) narrative: Option<Spanned<RawNarrative>>,
     #[serde(default)]
     pub(crate) displays: Option<Spanned<RawDisplays>>,
-}
-
-/// What a request does (FHIR RESTful interactions).
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum Interaction {
-    /// `GET [type]/[id]`
-    Read,
-    /// `GET [type]/[id]/_history/[vid]`
-    Vread,
-    /// `GET [type]?…`
-    Search,
-    /// `GET [type]/[id]/_history`, `GET [type]/_history`
-    History,
-    /// `POST [type]`
-    Create,
-    /// `PUT [type]/[id]`
-    Update,
-    /// `PATCH [type]/[id]`
-    Patch,
-    /// `DELETE [type]/[id]`
-    Delete,
 }
 
 /// How a search on a sealed element is answered (DESIGN.md, "Search on sealed elements").

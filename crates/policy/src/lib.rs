@@ -6,8 +6,9 @@
 //!   every problem is reported with its file, line and key ([`PolicyErrors`]), element paths are
 //!   checked against FHIR R4 (through `fhirseal-fhir`), and rules that contradict each other are
 //!   refused. A policy does not depend on the order of its rules or files.
-//! - [`Policy::attributes`] maps a caller's token facts ([`Principal`]) to attributes, with
-//!   hierarchical attributes (`org:st-mary/dept:cardiology` implies `org:st-mary`).
+//! - [`Policy::attributes`] maps a caller's token facts ([`fhirseal_fhir::Principal`]) to
+//!   attributes, with hierarchical attributes (`org:st-mary/dept:cardiology` implies
+//!   `org:st-mary`).
 //! - [`Policy::decide`] answers a [`Request`] with [`Decision::Permit`] and the obligations
 //!   (which elements to seal on the way in, which open or stay masked on the way out, how
 //!   searches on them are answered, which labels to set), or [`Decision::Deny`] with the reason.
@@ -25,18 +26,16 @@
 mod decide;
 mod document;
 mod policy;
-mod principal;
 
 pub use decide::{
     Decision, ElementExplanation, ElementObligation, Explanation, Obligations, Request,
     record_patient,
 };
-pub use document::{Interaction, Search};
+pub use document::Search;
 pub use policy::{
     Access, Attributes, Label, NO_PATIENT, Origin, PATIENT_SELF, Policy, PolicyError, PolicyErrors,
     Protection, Role,
 };
-pub use principal::{ClaimsError, PractitionerRoleFacts, Principal};
 
 /// The policy the gateway runs with when none is configured: `fhir-profiles/policies/general-hospital.toml`.
 pub const DEFAULT_POLICY: (&str, &str) = (

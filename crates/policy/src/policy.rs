@@ -7,14 +7,15 @@ use std::ops::Range;
 
 use fhirseal_envelope::Granularity;
 use fhirseal_fhir::ElementPath;
+use fhirseal_fhir::principal::Principal;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::structure::r4;
 use fhirseal_seal::{Displays, ElementRule, Narrative, RuleSet, Rules};
 use rshabe::access::Node;
 use rshabe::{AccessStructure, Attribute};
 use toml::Spanned;
 
-use crate::document::{Interaction, RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
-use crate::principal::Principal;
+use crate::document::{RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
 
 /// The attribute a structure uses for "the patient the record belongs to".
 pub const PATIENT_SELF: &str = "patient:self";

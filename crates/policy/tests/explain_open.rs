@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use fhirseal_authority::{Authority, InitOptions, Kek};
 use fhirseal_envelope::{BlindIndex, HeaderCache, SealingKey};
-use fhirseal_policy::{Policy, Principal, record_patient};
+use fhirseal_fhir::Principal;
+use fhirseal_policy::{Policy, record_patient};
 use fhirseal_seal::{Reader, Sealer, SharedHeaders};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;

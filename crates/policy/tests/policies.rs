@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use fhirseal_policy::{Decision, Interaction, Policy, Principal, Request, Search};
+use fhirseal_fhir::Principal;
+use fhirseal_fhir::rest::Interaction;
+use fhirseal_policy::{Decision, Policy, Request, Search};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -1,6 +1,6 @@
 //! From a verified token's claims to who is calling, with which scopes, in which launch context.
 
-use fhirseal_policy::Principal;
+use fhirseal_fhir::Principal;
 use serde_json::{Map, Value};
 
 use crate::scope::{ScopeError, Scopes};

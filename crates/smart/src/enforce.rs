@@ -3,7 +3,7 @@
 //! add it, so every answer here narrows or refuses.
 
 use fhirseal_fhir::compartment::{in_patient_compartment, patient_search_param};
-use fhirseal_policy::Interaction;
+use fhirseal_fhir::rest::Interaction;
 use serde_json::Value;
 
 use crate::context::TokenContext;

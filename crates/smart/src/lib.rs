@@ -18,7 +18,7 @@
 //!   resource type is covered, and with which patient-compartment narrowing and granular
 //!   restrictions.
 //! - [`TokenContext::from_claims`]: a verified token's claims (names configurable per issuer) to
-//!   the [`fhirseal_policy::Principal`] the policy decides on, the scopes, and the launch context
+//!   the [`fhirseal_fhir::Principal`] the policy decides on, the scopes, and the launch context
 //!   (patient, encounter, `fhirContext`). A `patient/` scope without a patient in context is
 //!   refused.
 //! - Enforcement: [`TokenContext::check_resource`] (may this caller's scopes touch this

@@ -16,8 +16,8 @@
 
 use std::fmt;
 
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::structure::{Kind, r4};
-use fhirseal_policy::Interaction;
 
 /// Whose data a resource scope covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

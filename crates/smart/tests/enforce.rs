@@ -2,7 +2,7 @@
 //! search narrowing, granular scopes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use fhirseal_policy::Interaction;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_smart::{ClaimNames, Narrowing, Refusal, TokenContext};
 use serde_json::{Value, json};
 

@@ -1,7 +1,7 @@
 //! The scope grammar, what scopes permit, and token claims to a caller.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-use fhirseal_policy::Interaction;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_smart::{
     Allowance, ClaimNames, ContextError, Level, Permission, Permissions, Scope, Scopes,
     TokenContext,

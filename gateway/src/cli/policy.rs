@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use fhirseal_policy::{Decision, Policy, Principal};
+use fhirseal_fhir::Principal;
+use fhirseal_policy::{Decision, Policy};
 use serde_json::{Value, json};
 
 /// The policy commands.

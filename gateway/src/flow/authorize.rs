@@ -4,8 +4,9 @@
 //! A search is decided before it is sent ([`decide`], on the type and the compartment it is
 //! narrowed to) and every resource it returns again like a read ([`authorize`]).
 
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_policy::record_patient;
-use fhirseal_policy::{Decision, Interaction, Obligations, Request as PolicyRequest};
+use fhirseal_policy::{Decision, Obligations, Request as PolicyRequest};
 use serde_json::Value;
 
 use crate::auth::Caller;

@@ -18,10 +18,10 @@
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use base64::Engine as _;
 use fhirseal_fhir::request::Conditions;
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{
     FhirRequest, Id, Interaction as FhirInteraction, Prefer, ResourceType, SearchParam,
 };
-use fhirseal_policy::Interaction;
 use fhirseal_seal::OpenReport;
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::{Value, json};

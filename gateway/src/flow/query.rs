@@ -13,8 +13,8 @@
 //! links are moved to the gateway's base (a followed link is checked again like any search).
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{Id, ResourceType, SearchParam};
-use fhirseal_policy::Interaction;
 use fhirseal_seal::search::sealed_search_param;
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;

@@ -3,8 +3,8 @@
 //! client's error.
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{Id, ResourceType};
-use fhirseal_policy::Interaction;
 use fhirseal_upstream::{UpstreamRequest, UpstreamResponse};
 use serde_json::Value;
 

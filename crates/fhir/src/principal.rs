@@ -1,4 +1,5 @@
-//! Who is asking, as the SMART layer establishes it from a verified token.
+//! Who is asking, as the SMART layer establishes it from a verified token, in the terms the
+//! policy's roles are written in.
 
 use serde_json::{Map, Value};
 
