@@ -16,11 +16,11 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use fhirseal_fhir::request::is_fhir_id;
 use fhirseal_smart::scope::{Scope, Scopes};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::config::is_fhir_id;
 use crate::oauth::{OAuthError, Params, is_form, redirect, redirect_error};
 use crate::page::{self, Login};
 use crate::scopes::{Flow, grant};

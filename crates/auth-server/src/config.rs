@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use argon2::PasswordHash;
+use fhirseal_fhir::request::is_fhir_id;
 use fhirseal_smart::scope::{Scope, Scopes};
 use fhirseal_smart::verify::is_https_or_loopback;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -495,15 +496,6 @@ fn is_name(value: &str, max: usize) -> bool {
         && value.len() <= max
         && value.trim() == value
         && !value.chars().any(char::is_control)
-}
-
-/// A FHIR id: 1 to 64 of `A-Z a-z 0-9 - .`.
-pub(super) fn is_fhir_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn invalid(key: String, problem: &'static str) -> ServerError {

@@ -1786,6 +1786,15 @@ fn configuration_errors_name_the_key() {
         with(&|r| r["users"][1]["patient"] = json!("bob")),
         "users[1].patient"
     );
+    // FHIR's id syntax, less `.` and `..`, which would name the type or the base in a URL.
+    assert_eq!(
+        with(&|r| r["users"][0]["fhir_user"] = json!("Practitioner/..")),
+        "users[0].fhir_user"
+    );
+    assert_eq!(
+        with(&|r| r["users"][0]["patient"] = json!("Patient/..")),
+        "users[0].patient"
+    );
     assert_eq!(
         with(&|r| r["users"][0]["claims"]["patient"] = json!("x")),
         "users[0].claims.patient"
