@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod headers;
+pub mod merge;
 mod open;
 mod plaintext;
 pub mod rules;
@@ -63,6 +64,7 @@ pub mod shape;
 mod update;
 
 pub use headers::shared_header_ids;
+pub use merge::{MergeError, Merged, merge, unreadable_paths};
 pub use open::{MAX_FORGED_LISTED, OpenReport, Reader};
 pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};
