@@ -11,7 +11,7 @@ use rshabe::AccessStructure;
 use serde_json::Value;
 
 use crate::document::Search;
-use crate::policy::{Attributes, Label, Origin, Policy, Protection, substitute};
+use crate::policy::{Attributes, Label, Origin, Policy, Protection, SealingRules, substitute};
 
 /// A request, as far as the policy needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub struct Obligations {
     pub elements: Vec<ElementObligation>,
     /// Security labels to set on resources written.
     pub labels: Vec<Label>,
+    /// What a write of the request is sealed under: the protection rules of the policy that
+    /// made this decision, for the record's patient (not a second look at the policy).
+    pub sealing: SealingRules,
 }
 
 /// One protected element.
@@ -161,6 +164,7 @@ impl Policy {
             access: permitting.name.clone(),
             elements,
             labels,
+            sealing: self.sealing_rules(request.patient.clone()),
         })
     }
 
@@ -395,5 +399,88 @@ mod record_patient_tests {
         assert_eq!(record_patient(&ours, bases).as_deref(), Some("Patient/x"));
         let other = at("http://other.example/fhir/Patient/x");
         assert_eq!(record_patient(&other, bases), None);
+    }
+}
+
+#[cfg(test)]
+mod permit_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A policy that lets physicians write patients and seals `Patient.name` for `readers`.
+    fn policy(readers: &str) -> Policy {
+        let text = format!(
+            r#"
+[policy]
+name = "permit test"
+version = "1"
+default = "deny"
+
+[[roles]]
+name = "physician"
+fhir-user-type = ["Practitioner"]
+attributes = ["role:physician"]
+
+[[access]]
+name = "physicians write patients"
+resources = ["Patient"]
+interactions = ["create", "update"]
+readers = "role:physician"
+
+[[protect]]
+name = "names"
+resource = "Patient"
+elements = ["Patient.name"]
+readers = "{readers}"
+"#
+        );
+        Policy::load(&[("permit-test.toml".into(), text)]).unwrap()
+    }
+
+    fn permit(policy: &Policy) -> Obligations {
+        let physician =
+            Principal::from_claims(&json!({"sub": "dr", "fhirUser": "Practitioner/dr"})).unwrap();
+        let request = Request {
+            interaction: Interaction::Create,
+            resource_type: "Patient".into(),
+            patient: Some("Patient/p1".into()),
+        };
+        match policy.decide(&physician, &request) {
+            Decision::Permit(obligations) => obligations,
+            Decision::Deny(why) => panic!("{why}"),
+        }
+    }
+
+    #[test]
+    fn a_permit_seals_under_the_policy_that_made_it() {
+        let decided = policy("role:physician or patient:self");
+        let obligations = permit(&decided);
+        // The policy is reloaded between the decision and the sealing: patients lose their names.
+        let reloaded = policy("role:physician");
+        let patient = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "X"}],
+            "generalPractitioner": [{"reference": "Patient/p2", "display": "Y"}]});
+        let rules = obligations.sealing.for_resource(&patient).unwrap();
+        let at_decision = decided
+            .rules_for_resource(&patient, Some("Patient/p1"))
+            .unwrap();
+        assert_eq!(rules, at_decision);
+        assert_ne!(
+            rules,
+            reloaded
+                .rules_for_resource(&patient, Some("Patient/p1"))
+                .unwrap()
+        );
+        assert_eq!(obligations.sealing.patient(), Some("Patient/p1"));
+    }
+
+    #[test]
+    fn permits_compare_by_what_they_seal() {
+        let same = policy("role:physician or patient:self");
+        assert_eq!(permit(&same), permit(&same.clone()));
+        assert_eq!(
+            permit(&same),
+            permit(&policy("role:physician or patient:self"))
+        );
+        assert_ne!(permit(&same), permit(&policy("role:physician")));
     }
 }

@@ -34,7 +34,7 @@ pub use decide::{
 pub use document::Search;
 pub use policy::{
     Access, Attributes, Label, NO_PATIENT, Origin, PATIENT_SELF, Policy, PolicyError, PolicyErrors,
-    Protection, Role,
+    Protection, Role, SealingRules,
 };
 
 /// The policy the gateway runs with when none is configured: `fhir-profiles/policies/general-hospital.toml`.

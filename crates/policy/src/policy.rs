@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use fhirseal_envelope::Granularity;
 use fhirseal_fhir::ElementPath;
@@ -30,7 +31,8 @@ pub struct Policy {
     description: Option<String>,
     roles: Vec<Role>,
     access: Vec<Access>,
-    protections: Vec<Protection>,
+    /// Shared with every [`SealingRules`] a decision hands out: a snapshot costs a count.
+    protections: Arc<[Protection]>,
 }
 
 /// Where something was written.
@@ -346,7 +348,7 @@ impl Policy {
             description,
             roles,
             access,
-            protections,
+            protections: protections.into(),
         })
     }
 
@@ -419,29 +421,43 @@ impl Policy {
     /// patient's compartment): each structure's `patient:self` becomes that patient's
     /// attribute.
     pub fn rules_for(&self, patient: Option<&str>) -> Rules {
-        let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
-        for protection in &self.protections {
-            let entry = by_type.entry(&protection.resource_type).or_default();
-            let readers = protection.readers_for(patient);
-            for rule in &protection.elements {
-                entry.0.push(rule.with_policy(readers.clone()));
-            }
-            entry.1 = entry.1.or(protection.narrative);
-            entry.2 = entry.2.or(protection.displays);
-        }
-        let sets = by_type
-            .into_iter()
-            .filter_map(|(rtype, (rules, narrative, displays))| {
-                RuleSet::new(
-                    rtype,
-                    rules,
-                    narrative.unwrap_or_default(),
-                    displays.unwrap_or_default(),
-                )
-                .ok()
-            });
-        Rules::new(sets).unwrap_or_default()
+        rules_for(&self.protections, patient)
     }
+
+    /// The sealing rules of a decision for a record of `patient`: this policy's protection
+    /// rules as they stand now, shared, not copied.
+    pub(crate) fn sealing_rules(&self, patient: Option<String>) -> SealingRules {
+        SealingRules {
+            protections: Arc::clone(&self.protections),
+            patient,
+        }
+    }
+}
+
+/// The sealing rules `protections` give records of `patient` ([`Policy::rules_for`]).
+fn rules_for(protections: &[Protection], patient: Option<&str>) -> Rules {
+    let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
+    for protection in protections {
+        let entry = by_type.entry(&protection.resource_type).or_default();
+        let readers = protection.readers_for(patient);
+        for rule in &protection.elements {
+            entry.0.push(rule.with_policy(readers.clone()));
+        }
+        entry.1 = entry.1.or(protection.narrative);
+        entry.2 = entry.2.or(protection.displays);
+    }
+    let sets = by_type
+        .into_iter()
+        .filter_map(|(rtype, (rules, narrative, displays))| {
+            RuleSet::new(
+                rtype,
+                rules,
+                narrative.unwrap_or_default(),
+                displays.unwrap_or_default(),
+            )
+            .ok()
+        });
+    Rules::new(sets).unwrap_or_default()
 }
 
 impl Policy {
@@ -463,50 +479,59 @@ impl Policy {
         resource: &serde_json::Value,
         patient: Option<&str>,
     ) -> Result<Rules, fhirseal_seal::RuleError> {
-        let rules = self.rules_for(patient);
-        let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
-            return Ok(rules);
-        };
-        let Some(names) = self.protections.iter().find(|p| {
-            p.resource_type == "Patient"
-                && p.elements
-                    .iter()
-                    .any(|e| e.path().plain() == "Patient.name")
-        }) else {
-            return Ok(rules);
-        };
-        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        patient_displays(resource, &mut resource_type.to_string(), &mut found);
-        if found.is_empty() {
-            return Ok(rules);
-        }
-        let existing = rules.for_type(resource_type);
-        let mut elements: Vec<ElementRule> = existing
-            .map(|set| set.elements().to_vec())
-            .unwrap_or_default();
-        for (path, patients) in found {
-            let single = (patients.len() == 1)
-                .then(|| patients.iter().next().map(String::as_str))
-                .flatten();
-            let rule = ElementRule::new(&path, names.readers_for(single), names.granularity)?;
-            if elements.iter().any(|e| e.path().overlaps(rule.path())) {
-                continue;
-            }
-            elements.push(rule);
-        }
-        let set = RuleSet::new(
-            resource_type,
-            elements,
-            existing.map(RuleSet::narrative).unwrap_or_default(),
-            existing.map(RuleSet::displays).unwrap_or_default(),
-        )?;
-        let others = rules
-            .sets()
-            .filter(|s| s.resource_type() != resource_type)
-            .cloned()
-            .collect::<Vec<_>>();
-        Rules::new(others.into_iter().chain(std::iter::once(set)))
+        rules_for_resource(&self.protections, resource, patient)
     }
+}
+
+/// [`Policy::rules_for_resource`] under `protections`.
+fn rules_for_resource(
+    protections: &[Protection],
+    resource: &serde_json::Value,
+    patient: Option<&str>,
+) -> Result<Rules, fhirseal_seal::RuleError> {
+    let rules = rules_for(protections, patient);
+    let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
+        return Ok(rules);
+    };
+    let Some(names) = protections.iter().find(|p| {
+        p.resource_type == "Patient"
+            && p.elements
+                .iter()
+                .any(|e| e.path().plain() == "Patient.name")
+    }) else {
+        return Ok(rules);
+    };
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    patient_displays(resource, &mut resource_type.to_string(), &mut found);
+    if found.is_empty() {
+        return Ok(rules);
+    }
+    let existing = rules.for_type(resource_type);
+    let mut elements: Vec<ElementRule> = existing
+        .map(|set| set.elements().to_vec())
+        .unwrap_or_default();
+    for (path, patients) in found {
+        let single = (patients.len() == 1)
+            .then(|| patients.iter().next().map(String::as_str))
+            .flatten();
+        let rule = ElementRule::new(&path, names.readers_for(single), names.granularity)?;
+        if elements.iter().any(|e| e.path().overlaps(rule.path())) {
+            continue;
+        }
+        elements.push(rule);
+    }
+    let set = RuleSet::new(
+        resource_type,
+        elements,
+        existing.map(RuleSet::narrative).unwrap_or_default(),
+        existing.map(RuleSet::displays).unwrap_or_default(),
+    )?;
+    let others = rules
+        .sets()
+        .filter(|s| s.resource_type() != resource_type)
+        .cloned()
+        .collect::<Vec<_>>();
+    Rules::new(others.into_iter().chain(std::iter::once(set)))
 }
 
 impl Policy {
@@ -639,6 +664,73 @@ impl Protection {
     pub fn readers_for(&self, patient: Option<&str>) -> AccessStructure {
         let patient = patient.map_or_else(|| NO_PATIENT.to_string(), |p| format!("patient:{p}"));
         substitute(&self.readers, &patient)
+    }
+
+    /// Whether `other` seals what this rule seals, as this rule does: everything but where
+    /// each was written.
+    fn seals_like(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.resource_type == other.resource_type
+            && self.elements == other.elements
+            && self.readers == other.readers
+            && self.granularity == other.granularity
+            && self.search == other.search
+            && self.labels == other.labels
+            && self.narrative == other.narrative
+            && self.displays == other.displays
+    }
+}
+
+/// What a permitted request's writes are sealed under: the protection rules of the policy that
+/// permitted it, as they stood at the decision, and the patient whose record the decision was
+/// about. The gateway seals from these ([`SealingRules::for_resource`]), never from a second
+/// look at the policy, so the decision and the sealing cannot disagree, whatever policy is in
+/// force by the time the write is sealed. Cheap to clone: the rules are shared, not copied.
+#[derive(Clone)]
+pub struct SealingRules {
+    protections: Arc<[Protection]>,
+    patient: Option<String>,
+}
+
+impl SealingRules {
+    /// The patient whose record the decision was about (`Patient/456`), if any.
+    pub fn patient(&self) -> Option<&str> {
+        self.patient.as_deref()
+    }
+
+    /// The sealing rules for `resource`, a record of the decision's patient:
+    /// [`Policy::rules_for_resource`] of the policy the decision was made by.
+    ///
+    /// # Errors
+    /// As [`Policy::rules_for_resource`]: a display that cannot be given a rule where it is.
+    pub fn for_resource(
+        &self,
+        resource: &serde_json::Value,
+    ) -> Result<Rules, fhirseal_seal::RuleError> {
+        rules_for_resource(&self.protections, resource, self.patient.as_deref())
+    }
+}
+
+impl PartialEq for SealingRules {
+    /// The same patient, and protection rules that seal alike (where each was written aside):
+    /// two decisions whose writes would be sealed the same way.
+    fn eq(&self, other: &Self) -> bool {
+        self.patient == other.patient
+            && self.protections.len() == other.protections.len()
+            && self
+                .protections
+                .iter()
+                .zip(other.protections.iter())
+                .all(|(a, b)| a.seals_like(b))
+    }
+}
+
+impl fmt::Debug for SealingRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealingRules")
+            .field("patient", &self.patient)
+            .field("protections", &self.protections.len())
+            .finish()
     }
 }
 
