@@ -52,6 +52,16 @@ pub struct PeriodInfo {
     pub last: u64,
     /// Length of a period in seconds.
     pub seconds: u64,
+    /// When the period was last advanced by hand (unix time), if it was since this was
+    /// recorded.
+    pub advanced_at: Option<i64>,
+}
+
+impl PeriodInfo {
+    /// How many periods are left after the current one.
+    pub fn periods_left(&self) -> u64 {
+        self.last.saturating_sub(self.period)
+    }
 }
 
 /// The attribute authority. Cheap to share behind an `Arc`: every method takes `&self`.
@@ -266,7 +276,8 @@ impl Authority {
 
     /// The current period, when it started and ends, and the last period there is.
     pub fn period_info(&self, now: i64) -> Result<PeriodInfo, Error> {
-        let offset = self.store().counters()?.period_offset;
+        let counters = self.store().counters()?;
+        let offset = counters.period_offset;
         let period = self.periods.at(now, offset)?;
         let starts_at = self.periods.start(period, offset).max(self.master.epoch);
         Ok(PeriodInfo {
@@ -275,12 +286,26 @@ impl Authority {
             ends_at: self.periods.start(period + 1, offset),
             last: self.periods.last,
             seconds: self.periods.seconds,
+            advanced_at: counters.period_advanced_at,
         })
     }
 
     /// Moves to the next period now (for instance right after a revocation, so that it takes
     /// full effect without waiting for the clock). Returns the new current period.
     pub fn advance_period(&self, now: i64) -> Result<u64, Error> {
+        self.advance(now, None)
+    }
+
+    /// Like [`Authority::advance_period`], unless the period was advanced by hand less than a
+    /// period length before `now`: then [`Error::AdvancedRecently`] and nothing changes. The
+    /// check and the advance are one transaction, so of several processes sharing the store
+    /// one advances. Advances paced so leave the time tree at least half its length in time.
+    pub fn advance_period_unless_recent(&self, now: i64) -> Result<u64, Error> {
+        let seconds = i64::try_from(self.periods.seconds).unwrap_or(i64::MAX);
+        self.advance(now, Some(now.saturating_sub(seconds)))
+    }
+
+    fn advance(&self, now: i64, not_after: Option<i64>) -> Result<u64, Error> {
         let current = self.current_period(now)?;
         if current >= self.periods.last {
             return Err(Error::PeriodsExhausted {
@@ -288,7 +313,7 @@ impl Authority {
                 last: self.periods.last,
             });
         }
-        let offset = self.store().advance_period()?;
+        let offset = self.store().advance_period(now, not_after)?;
         self.periods.at(now, offset)
     }
 

@@ -145,6 +145,19 @@ pub enum Error {
         /// The last period the tree holds.
         last: u64,
     },
+    /// A guarded advance of the period
+    /// ([`Authority::advance_period_unless_recent`](crate::Authority::advance_period_unless_recent))
+    /// less than a period length after the last advance by hand. Every period advanced by hand
+    /// is one the time tree no longer has for later, so they are paced like the clock's.
+    #[error(
+        "the period was advanced by hand at {at} (unix time); the next advance is allowed from {next},          one period length later"
+    )]
+    AdvancedRecently {
+        /// When the period was last advanced by hand.
+        at: i64,
+        /// When the next guarded advance is allowed.
+        next: i64,
+    },
     /// An invalid argument (an empty identity, an invalid attribute, a bad period length).
     #[error("{0}")]
     Invalid(String),

@@ -221,6 +221,9 @@ pub struct Counters {
     pub revocation_version: u64,
     /// The next free leaf.
     pub next_leaf: u64,
+    /// When the period was last advanced by hand (unix time); `None` if it never was (or only
+    /// by a release that did not record it).
+    pub period_advanced_at: Option<i64>,
 }
 
 /// The storage the authority needs. Every method is one transaction.
@@ -275,8 +278,12 @@ pub trait Store: Send {
     fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error>;
     /// The counters.
     fn counters(&mut self) -> Result<Counters, Error>;
-    /// Adds one to the period offset and returns the new offset.
-    fn advance_period(&mut self) -> Result<u64, Error>;
+    /// Adds one to the period offset, records `now` as the time of this advance by hand and
+    /// returns the new offset, in one transaction that excludes other advances. With
+    /// `not_after: Some(t)`, only if the last advance by hand was recorded at or before `t` (or
+    /// never): otherwise nothing is written and the error is [`Error::AdvancedRecently`], so of
+    /// two guarded advances racing (two replicas) one wins.
+    fn advance_period(&mut self, now: i64, not_after: Option<i64>) -> Result<u64, Error>;
     /// The stored key update of a period and the revocation version it was made for.
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error>;
     /// Stores (or replaces) the key update of a period.
@@ -432,6 +439,7 @@ pub(crate) fn counters_from(rows: Vec<(String, i64)>) -> Result<Counters, Error>
             "next_leaf" => c.next_leaf = value,
             "period_offset" => c.period_offset = value,
             "revocation_version" => c.revocation_version = value,
+            "period_advanced_at" => c.period_advanced_at = i64::try_from(value).ok(),
             _ => {}
         }
     }

@@ -384,8 +384,8 @@ impl Store for PostgresStore {
         counters_from(pairs)
     }
 
-    fn advance_period(&mut self) -> Result<u64, Error> {
-        self.write(|tx, location| advance_offset(tx, &pg(location)))
+    fn advance_period(&mut self, now: i64, not_after: Option<i64>) -> Result<u64, Error> {
+        self.write(|tx, location| advance_offset(tx, now, not_after, &pg(location)))
     }
 
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
@@ -673,7 +673,7 @@ fn reissue_in(
     }
     let mut done = reissue_principals(tx, plan.reissue, err)?;
     done.key_updates_deleted = tx.execute("DELETE FROM key_updates", &[]).map_err(err)?;
-    done.period = (plan.period_at)(advance_offset(tx, err)?)?;
+    done.period = (plan.period_at)(advance_offset(tx, plan.now, None, err)?)?;
     if !plan.job_chunks.is_empty() {
         let job = start_job_in(tx, done.period, plan.now, err)?;
         // A job for that period finished already is left as it is.
@@ -711,9 +711,14 @@ fn reissue_principals(
     Ok(done)
 }
 
-/// Adds one to the period offset; the new offset.
+/// Adds one to the period offset and records `now` as the last advance by hand, unless
+/// `not_after` is given and the last one was recorded after it; the new offset. The offset's row
+/// is updated first: it stays locked until the transaction ends, so a concurrent advance waits
+/// and then reads (a new statement, a new snapshot) the time this one recorded.
 fn advance_offset(
     tx: &mut Transaction<'_>,
+    now: i64,
+    not_after: Option<i64>,
     err: &impl Fn(postgres::Error) -> Error,
 ) -> Result<u64, Error> {
     let offset: i64 = tx
@@ -723,6 +728,28 @@ fn advance_offset(
         )
         .and_then(|r| r.try_get(0))
         .map_err(err)?;
+    let last: Option<i64> = tx
+        .query_opt(
+            "SELECT value FROM fhirseal_meta WHERE key = 'period_advanced_at'",
+            &[],
+        )
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+        .map_err(err)?;
+    if let (Some(at), Some(limit)) = (last, not_after)
+        && at > limit
+    {
+        // Returning the error rolls the transaction back, the offset's increment with it.
+        return Err(Error::AdvancedRecently {
+            at,
+            next: now.saturating_add(at.saturating_sub(limit)),
+        });
+    }
+    tx.execute(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('period_advanced_at', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&now],
+    )
+    .map_err(err)?;
     u64::try_from(offset).map_err(|_| corrupt("period offset", "negative"))
 }
 

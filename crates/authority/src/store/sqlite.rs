@@ -404,9 +404,9 @@ impl Store for SqliteStore {
         counters_from(rows)
     }
 
-    fn advance_period(&mut self) -> Result<u64, Error> {
+    fn advance_period(&mut self, now: i64, not_after: Option<i64>) -> Result<u64, Error> {
         let location = self.location.clone();
-        self.write(|tx| advance_offset(tx, &sq(&location)))
+        self.write(|tx| advance_offset(tx, now, not_after, &sq(&location)))
     }
 
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
@@ -705,7 +705,7 @@ fn reissue_in(
     }
     let mut done = reissue_principals(tx, plan.reissue, err)?;
     done.key_updates_deleted = tx.execute("DELETE FROM key_updates", []).map_err(err)? as u64;
-    done.period = (plan.period_at)(advance_offset(tx, err)?)?;
+    done.period = (plan.period_at)(advance_offset(tx, plan.now, None, err)?)?;
     if !plan.job_chunks.is_empty() {
         let job = start_job_in(tx, done.period, plan.now, err)?;
         // A job for that period finished already is left as it is.
@@ -745,11 +745,31 @@ fn reissue_principals(
     Ok(done)
 }
 
-/// Adds one to the period offset; the new offset.
+/// Adds one to the period offset and records `now` as the last advance by hand, unless
+/// `not_after` is given and the last one was recorded after it; the new offset. The caller's
+/// transaction is `BEGIN IMMEDIATE`: no other writer runs between the check and the write.
 fn advance_offset(
     conn: &Connection,
+    now: i64,
+    not_after: Option<i64>,
     err: &impl Fn(rusqlite::Error) -> Error,
 ) -> Result<u64, Error> {
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM fhirseal_meta WHERE key = 'period_advanced_at'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)?;
+    if let (Some(at), Some(limit)) = (last, not_after)
+        && at > limit
+    {
+        return Err(Error::AdvancedRecently {
+            at,
+            next: now.saturating_add(at.saturating_sub(limit)),
+        });
+    }
     let offset: i64 = conn
         .query_row(
             "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
@@ -757,6 +777,12 @@ fn advance_offset(
             |r| r.get(0),
         )
         .map_err(err)?;
+    conn.execute(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('period_advanced_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![now],
+    )
+    .map_err(err)?;
     u64::try_from(offset).map_err(|_| corrupt("period offset", "negative"))
 }
 

@@ -475,3 +475,69 @@ fn key_updates_are_reused_until_the_revocation_list_changes() {
         );
     }
 }
+
+#[test]
+fn advances_by_hand_are_paced_and_of_several_at_once_one_wins() {
+    for db in backends() {
+        let backend = db.backend;
+        let a = init(&db, KEK);
+        assert_eq!(a.period_info(NOW).unwrap().advanced_at, None, "{backend}");
+        assert_eq!(a.advance_period_unless_recent(NOW).unwrap(), 1, "{backend}");
+        assert_eq!(a.period_info(NOW).unwrap().advanced_at, Some(NOW));
+        // Within a period length of it: refused, nothing changes.
+        let refused = a.advance_period_unless_recent(NOW + DAY - 1);
+        assert!(
+            matches!(refused, Err(Error::AdvancedRecently { at, next }) if at == NOW && next == NOW + DAY),
+            "{backend}: {refused:?}"
+        );
+        assert_eq!(a.current_period(NOW + DAY - 1).unwrap(), 1, "{backend}");
+        // An unpaced advance (forced, or the command line) is recorded too, and paces the next.
+        assert_eq!(a.advance_period(NOW + 10).unwrap(), 2, "{backend}");
+        assert!(
+            a.advance_period_unless_recent(NOW + DAY).is_err(),
+            "{backend}"
+        );
+        assert_eq!(
+            a.advance_period_unless_recent(NOW + 10 + DAY).unwrap(),
+            4,
+            "{backend}: the clock's period 1, plus three advances by hand"
+        );
+        let reopened = Authority::open(db.open(), Kek::from_hex(KEK, "t").unwrap()).unwrap();
+        let info = reopened.period_info(NOW + 10 + DAY).unwrap();
+        assert_eq!(
+            (info.period, info.advanced_at),
+            (4, Some(NOW + 10 + DAY)),
+            "{backend}"
+        );
+        assert_eq!(info.periods_left(), 59, "{backend}");
+
+        // Four processes at once, a period length later: one advances.
+        let at = NOW + 10 + 2 * DAY;
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let url = db.url.clone();
+                std::thread::spawn(move || {
+                    let a = Authority::open(
+                        store::open(&url).unwrap(),
+                        Kek::from_hex(KEK, "t").unwrap(),
+                    )
+                    .unwrap();
+                    a.advance_period_unless_recent(at)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{backend}: {results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(6) | Err(Error::AdvancedRecently { .. }))),
+            "{backend}: {results:?}"
+        );
+        assert_eq!(a.current_period(at).unwrap(), 6, "{backend}");
+    }
+}
