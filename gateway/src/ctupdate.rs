@@ -37,6 +37,7 @@ use base64::Engine as _;
 use fhirseal_authority::unix_now as now;
 use fhirseal_authority::{Authority, Error as AuthorityError, JobId, Progress};
 use fhirseal_envelope::{Header, HeaderId};
+use fhirseal_fhir::request::is_fhir_id;
 use fhirseal_fhir::structure::{Kind, r4};
 use fhirseal_seal::shape::{OBSERVATION_VALUE_SYSTEM, SEALED_HEADER};
 use fhirseal_seal::{UpdateError, update_headers};
@@ -767,15 +768,6 @@ async fn authority<T: Send + 'static>(
 /// `|` percent-encoded, for a token search value in a query.
 fn encode(value: &str) -> String {
     value.replace('|', "%7C")
-}
-
-/// FHIR's id syntax: `[A-Za-z0-9\-\.]{1,64}`.
-fn is_fhir_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// `Prefer` (RFC 7240).

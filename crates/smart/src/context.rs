@@ -1,6 +1,7 @@
 //! From a verified token's claims to who is calling, with which scopes, in which launch context.
 
 use fhirseal_fhir::Principal;
+use fhirseal_fhir::request::is_fhir_id;
 use serde_json::{Map, Value};
 
 use crate::scope::{ScopeError, Scopes};
@@ -86,17 +87,24 @@ fn reference(
         Some(Value::String(id)) if id.is_empty() => {
             Err(ContextError::Claims(format!("`{what}` is empty")))
         }
-        Some(Value::String(id)) => Ok(Some(match id.rsplit_once('/') {
-            Some((_, last)) if id.contains(&format!("{resource_type}/")) => {
-                format!("{resource_type}/{last}")
-            }
-            Some(_) => {
+        Some(Value::String(id)) => {
+            let last = match id.rsplit_once('/') {
+                Some((_, last)) if id.contains(&format!("{resource_type}/")) => last,
+                Some(_) => {
+                    return Err(ContextError::Claims(format!(
+                        "`{what}` is not a {resource_type} id or reference"
+                    )));
+                }
+                None => id.as_str(),
+            };
+            // `.` and `..` match FHIR's id characters but would name the base, not a record.
+            if !is_fhir_id(last) {
                 return Err(ContextError::Claims(format!(
-                    "`{what}` is not a {resource_type} id or reference"
+                    "`{what}` does not end in a FHIR id"
                 )));
             }
-            None => format!("{resource_type}/{id}"),
-        })),
+            Ok(Some(format!("{resource_type}/{last}")))
+        }
         Some(_) => Err(ContextError::Claims(format!("`{what}` must be a string"))),
     }
 }

@@ -218,6 +218,20 @@ fn token_claims_become_a_caller_with_context() {
         err(json!({"sub": "x", "patient": "Encounter/1"})),
         ContextError::Claims(_)
     ));
+    // `.`, `..` and what is not an id at all never become a compartment to narrow to.
+    for not_an_id in ["..", ".", "Patient/..", "a b", "Patient/x?y", &"7".repeat(65)] {
+        assert!(
+            matches!(
+                err(json!({"sub": "x", "patient": not_an_id})),
+                ContextError::Claims(_)
+            ),
+            "{not_an_id}"
+        );
+    }
+    assert!(matches!(
+        err(json!({"sub": "x", "encounter": "Encounter/.."})),
+        ContextError::Claims(_)
+    ));
     assert!(matches!(
         err(json!({"scope": "openid"})),
         ContextError::Claims(_)
