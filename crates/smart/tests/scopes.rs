@@ -219,7 +219,14 @@ fn token_claims_become_a_caller_with_context() {
         ContextError::Claims(_)
     ));
     // `.`, `..` and what is not an id at all never become a compartment to narrow to.
-    for not_an_id in ["..", ".", "Patient/..", "a b", "Patient/x?y", &"7".repeat(65)] {
+    for not_an_id in [
+        "..",
+        ".",
+        "Patient/..",
+        "a b",
+        "Patient/x?y",
+        &"7".repeat(65),
+    ] {
         assert!(
             matches!(
                 err(json!({"sub": "x", "patient": not_an_id})),
