@@ -1,7 +1,6 @@
 //! The gateway's router on its embedded defaults with a wiremock upstream: start-up (authority
 //! created once, then reopened), discovery, the CapabilityStatement, upstream faults, and
 //! OperationOutcomes for every path and method it does not serve.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,40 +9,26 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use fhirseal::app::app;
-use fhirseal::config::Config;
+use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::{AppState, StartupError};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{fhir_base, free_port, send, vars};
 
 const NOW: i64 = 1_800_000_000;
 
 fn config(data: &Path, upstream: &str, extra: &[(&str, &str)]) -> Config {
-    let mut vars = vec![
-        (
-            "FHIRSEAL__SERVER__DATA_DIR".to_string(),
-            data.display().to_string(),
-        ),
-        (
-            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-            upstream.to_string(),
-        ),
-        (
-            "FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS".to_string(),
-            "300".to_string(),
-        ),
-        (
-            "FHIRSEAL__UPSTREAM__MAX_RETRIES".to_string(),
-            "0".to_string(),
-        ),
-    ];
-    vars.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string())),
-    );
-    Config::load(None, vars).unwrap()
+    let data = data.display().to_string();
+    let mut env = vars(&[
+        ("FHIRSEAL__SERVER__DATA_DIR", &data),
+        ("FHIRSEAL__UPSTREAM__BASE_URL", upstream),
+        ("FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS", "300"),
+        ("FHIRSEAL__UPSTREAM__MAX_RETRIES", "0"),
+    ]);
+    env.extend(vars(extra));
+    Config::load(None, env).unwrap()
 }
 
 async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, String, Value) {
@@ -53,21 +38,9 @@ async fn call(app: &Router, method: Method, uri: &str) -> (StatusCode, String, V
         .header(header::ACCEPT, "application/fhir+json")
         .body(Body::empty())
         .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        content_type,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+    let reply = send(app, request).await;
+    let content_type = reply.header(header::CONTENT_TYPE);
+    (reply.status, content_type, reply.json)
 }
 
 fn capability_statement(base: &str) -> Value {
@@ -119,7 +92,7 @@ async fn first_start_creates_the_authority_and_the_next_reopens_it() {
 async fn discovery_and_the_capability_statement_say_how_to_authenticate() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = MockServer::start().await;
-    let base = format!("{}/fhir", upstream.uri());
+    let base = fhir_base(&upstream);
     Mock::given(method("GET"))
         .and(path("/fhir/metadata"))
         .respond_with(ResponseTemplate::new(200).set_body_json(capability_statement(&base)))
@@ -181,7 +154,7 @@ async fn discovery_and_the_capability_statement_say_how_to_authenticate() {
 async fn upstream_faults_are_502_or_504_outcomes_that_leak_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = MockServer::start().await;
-    let base = format!("{}/fhir", upstream.uri());
+    let base = fhir_base(&upstream);
     let state = AppState::build(config(dir.path(), &base, &[]), NOW).unwrap();
     let app = app(state);
     let cases = [
@@ -265,8 +238,7 @@ async fn with_an_external_server_discovery_comes_from_its_own_document() {
     std::fs::write(
         &file,
         format!(
-            "{}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n",
-            fhirseal::config::DEFAULTS
+            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n"
         ),
     )
     .unwrap();
@@ -279,7 +251,7 @@ async fn with_an_external_server_discovery_comes_from_its_own_document() {
             ),
             (
                 "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-                format!("{}/fhir", upstream.uri()),
+                fhir_base(&upstream),
             ),
             (
                 "FHIRSEAL__SMART__EMBEDDED__ENABLED".to_string(),
@@ -305,16 +277,13 @@ async fn with_an_external_server_discovery_comes_from_its_own_document() {
     assert_eq!(body["code_challenge_methods_supported"], json!(["S256"]));
 
     // A login server that does not answer: a 502 outcome.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let issuer = format!("http://{}/realms/clinic", closed.local_addr().unwrap());
-    drop(closed);
+    let issuer = format!("http://127.0.0.1:{}/realms/clinic", free_port());
     let dir2 = tempfile::tempdir().unwrap();
     let file2 = dir2.path().join("gateway.toml");
     std::fs::write(
         &file2,
         format!(
-            "{}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n",
-            fhirseal::config::DEFAULTS
+            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{issuer}\"\njwks_uri = \"{issuer}/certs\"\n"
         ),
     )
     .unwrap();
@@ -327,7 +296,7 @@ async fn with_an_external_server_discovery_comes_from_its_own_document() {
             ),
             (
                 "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-                format!("{}/fhir", upstream.uri()),
+                fhir_base(&upstream),
             ),
             (
                 "FHIRSEAL__SMART__EMBEDDED__ENABLED".to_string(),

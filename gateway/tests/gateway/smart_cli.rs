@@ -1,5 +1,4 @@
 //! `fhirseal smart hash-password`: the hash it prints is one the embedded server accepts.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

@@ -1,5 +1,4 @@
 //! `fhirseal config check`: what the gateway would run with, or one line naming file and key.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 

@@ -4,49 +4,27 @@
 //! API; then the doctor's tokens open nothing, the headers stored upstream are at the new period,
 //! a copy of the doctor's old decryption key opens nothing of what is stored, and a doctor
 //! enrolled afterwards opens everything. The sealed values never reach the upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use base64::Engine as _;
 use fhirseal::admin::admin_router;
 use fhirseal::app::app;
-use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::AppState;
 use fhirseal_envelope::{BlindIndex, Header, HeaderCache, HeaderId};
-use fhirseal_seal::shape::SEALED_HEADER;
 use fhirseal_seal::{HeaderLookup, Reader, Sealer, SharedHeaders};
-use fhirseal_upstream::UpstreamRequest;
-use jsonwebtoken::{Algorithm, EncodingKey};
 use rand_core::OsRng;
 use serde_json::{Value, json};
-use tower::ServiceExt;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const ISSUER: &str = "https://login.hospital.example";
-const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
-const JWKS: &str = include_str!("keys/issuer.jwks.json");
-const BASE: &str = "http://127.0.0.1:8080/fhir";
+use crate::support::sekmet::{OwnServer, upstream_get, upstream_put};
+use crate::support::{configured, header_in, now, practitioner, send};
+
 const NAME: &str = "Canary-Name-R8";
 const SSN: &str = "999-CANARY-R8";
 const RESULT: &str = "Canary-Result-R8";
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
 
 fn patient() -> Value {
     json!({"resourceType": "Patient", "id": "p1", "active": true,
@@ -62,64 +40,6 @@ fn observation() -> Value {
         "valueString": RESULT})
 }
 
-fn token(fhir_user: &str) -> String {
-    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    let claims = json!({
-        "iss": ISSUER, "aud": BASE, "sub": fhir_user, "exp": now() + 600, "iat": now(),
-        "fhirUser": fhir_user, "scope": "user/*.rs", "patient": "p1",
-        "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary"}],
-    });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
-    )
-    .unwrap()
-}
-
-/// A sekmet-fhir server, stopped when dropped (also when the test fails).
-struct FhirServer {
-    script: PathBuf,
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl FhirServer {
-    fn start() -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fhir-server");
-        let status = Command::new(&script).arg("install").status().unwrap();
-        assert!(status.success(), "scripts/fhir-server install failed");
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(&script)
-            .arg("start")
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/fhir-server start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let url = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .trim_end_matches('/')
-            .to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        Self { script, dir, url }
-    }
-}
-
-impl Drop for FhirServer {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// Headers by id, for a [`Reader`] outside the gateway.
 struct Found(HashMap<HeaderId, Header>);
 
@@ -127,23 +47,6 @@ impl HeaderLookup for Found {
     fn header(&self, id: HeaderId) -> Option<Header> {
         self.0.get(&id).cloned()
     }
-}
-
-fn header_in(resource: &Value) -> Header {
-    let text = resource["extension"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["url"] == SEALED_HEADER)
-        .unwrap()["valueBase64Binary"]
-        .as_str()
-        .unwrap();
-    Header::from_bytes(
-        &base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn call(
@@ -164,28 +67,15 @@ async fn call(
         }
         None => Body::empty(),
     };
-    let response = app
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-        .await
-        .unwrap();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
+    let reply = send(app, request.body(body).unwrap()).await;
+    (reply.status, reply.text)
 }
 
 /// `GET path` straight from the FHIR server, not through the gateway.
 async fn raw(state: &AppState, path: &str) -> (Value, String) {
-    let response = state
-        .upstream
-        .send(UpstreamRequest::new(reqwest::Method::GET, path))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "{path}");
-    let text = String::from_utf8(response.body().to_vec()).unwrap();
-    (serde_json::from_str(&text).unwrap(), text)
+    let reply = upstream_get(state, path).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path}");
+    (serde_json::from_str(&reply.text).unwrap(), reply.text)
 }
 
 /// The shared headers stored on the FHIR server.
@@ -210,32 +100,9 @@ async fn stored_headers(state: &AppState) -> Found {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
-    let server = FhirServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&keys)
-        .await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
-            keys.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load(
-        Some(&file),
-        [(
-            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-            server.url.clone(),
-        )],
-    )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    let server = OwnServer::start();
+    let setup = configured(&server.url, &[]).await;
+    let state = setup.state.clone();
     let gateway = app(state.clone());
     let admin = admin_router(state.clone());
 
@@ -265,32 +132,18 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
     assert!(!created.is_empty());
     state.headers.store(&created).await.unwrap();
     for resource in &sealed {
-        let path = format!(
-            "{}/{}",
-            resource["resourceType"].as_str().unwrap(),
-            resource["id"].as_str().unwrap()
-        );
-        let response = state
-            .upstream
-            .send(
-                UpstreamRequest::new(reqwest::Method::PUT, path.clone())
-                    .with_header(
-                        header::CONTENT_TYPE,
-                        "application/fhir+json".parse().unwrap(),
-                    )
-                    .with_body(resource.to_string()),
-            )
-            .await
-            .unwrap();
+        let reply = upstream_put(&state, resource).await;
         assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            String::from_utf8_lossy(response.body())
+            reply.status.is_success(),
+            "{}/{}: {}",
+            resource["resourceType"],
+            resource["id"],
+            reply.text
         );
     }
 
     // The doctor reads both opened.
-    let grey = token("Practitioner/dr-grey");
+    let grey = practitioner("Practitioner/dr-grey", "doctor", "user/*.rs");
     let (status, text) = call(&gateway, "GET", "/fhir/Patient/p1", Some(&grey), None).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();
@@ -378,7 +231,7 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
     }
 
     // A doctor enrolled now opens everything.
-    let house = token("Practitioner/dr-house");
+    let house = practitioner("Practitioner/dr-house", "doctor", "user/*.rs");
     let (status, text) = call(&gateway, "GET", "/fhir/Patient/p1", Some(&house), None).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let body: Value = serde_json::from_str(&text).unwrap();

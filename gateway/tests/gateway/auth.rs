@@ -1,11 +1,10 @@
 //! The authentication step through HTTP: each attack on the bearer token is refused with 401 and
 //! a `WWW-Authenticate` error, and the scope checks with 403. The issuer's keys come from a JWKS
 //! endpoint (wiremock), so fetching, caching and refetching are exercised as in production.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,16 +19,14 @@ use fhirseal_fhir::rest::Interaction;
 use fhirseal_smart::verify::{IssuerConfig, KeySource, Verifier, VerifierConfig};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
-const ISSUER: &str = "https://login.hospital.example";
+use crate::support::{
+    self, ATTACKER_KEY, ISSUER, ISSUER_PUBLIC, issuer_header, jwks_server, now, sign, sign_with,
+};
+
+/// The audience of this test's tokens: its verifier's, not a configured gateway's.
 const BASE: &str = "https://gateway.hospital.example/fhir";
-const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
-const ISSUER_PUBLIC: &[u8] = include_bytes!("keys/issuer.pub.pem");
-const ATTACKER_KEY: &[u8] = include_bytes!("keys/attacker.pem");
-const JWKS: &str = include_str!("keys/issuer.jwks.json");
 
 type Store = Arc<HashMap<String, Value>>;
 
@@ -39,12 +36,7 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
-    let jwks = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&jwks)
-        .await;
+    let jwks = jwks_server().await;
     let issuer = IssuerConfig::new(
         ISSUER,
         vec![BASE.into()],
@@ -110,35 +102,11 @@ async fn create(caller: Caller, Json(resource): Json<Value>) -> Result<StatusCod
     Ok(StatusCode::CREATED)
 }
 
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
 fn claims(scope: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": BASE, "sub": "dr-house", "exp": now() + 600, "iat": now(),
         "fhirUser": "Practitioner/7", "scope": scope, "patient": "123",
     })
-}
-
-fn sign(header: &Header, claims: &Value, pem: &[u8]) -> String {
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_rsa_pem(pem).unwrap()).unwrap()
-}
-
-fn issuer_header() -> Header {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    header
-}
-
-fn token(claims: &Value) -> String {
-    sign(&issuer_header(), claims, ISSUER_KEY)
 }
 
 fn b64(value: &Value) -> String {
@@ -154,23 +122,19 @@ async fn get_with(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, 
 }
 
 async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let challenge = response
-        .headers()
-        .get(header::WWW_AUTHENTICATE)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    if !status.is_success() {
+    let reply = support::send(app, request).await;
+    if !reply.status.is_success() {
         assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
+            reply.header(header::CONTENT_TYPE),
             "application/fhir+json; charset=utf-8"
         );
     }
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, challenge, serde_json::from_slice(&body).unwrap())
+    let challenge = reply.header(header::WWW_AUTHENTICATE);
+    (
+        reply.status,
+        challenge,
+        serde_json::from_str(&reply.text).unwrap(),
+    )
 }
 
 /// A 401 whose challenge says `invalid_token`, with an OperationOutcome that does not echo the
@@ -198,7 +162,7 @@ async fn a_valid_token_reads_and_the_missing_one_is_challenged() {
     let (status, _, body) = get_with(
         &h.app,
         "/fhir/Patient/124",
-        Some(&token(&claims("user/*.rs"))),
+        Some(&sign(&claims("user/*.rs"))),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -252,34 +216,34 @@ async fn every_forged_or_stale_token_is_refused_with_401() {
     expired["exp"] = json!(now() - 3600);
     expired["iat"] = json!(now() - 7200);
     reasons.push("expired");
-    cases.push(("expired", token(&expired)));
+    cases.push(("expired", sign(&expired)));
     let mut early = good.clone();
     early["nbf"] = json!(now() + 3600);
     reasons.push("not valid yet");
-    cases.push(("not yet valid", token(&early)));
+    cases.push(("not yet valid", sign(&early)));
     let mut aud = good.clone();
     aud["aud"] = json!("https://other-gateway.example/fhir");
     reasons.push("not meant for this server");
-    cases.push(("wrong aud", token(&aud)));
+    cases.push(("wrong aud", sign(&aud)));
     let mut iss = good.clone();
     iss["iss"] = json!("https://evil.example");
     reasons.push("issuer is not trusted");
-    cases.push(("wrong iss", token(&iss)));
+    cases.push(("wrong iss", sign(&iss)));
     // Signed by another key under the issuer's kid: the signature fails.
     reasons.push("signature is invalid");
     cases.push((
         "another key, the issuer's kid",
-        sign(&issuer_header(), &good, ATTACKER_KEY),
+        sign_with(&issuer_header(), &good, ATTACKER_KEY),
     ));
     // The issuer's kid, and a jku pointing at the attacker's key set.
     let mut jku = issuer_header();
     jku.jku = Some("https://evil.example/jwks.json".into());
     reasons.push("a key outside the issuer's key set");
-    cases.push(("jku elsewhere", sign(&jku, &good, ATTACKER_KEY)));
+    cases.push(("jku elsewhere", sign_with(&jku, &good, ATTACKER_KEY)));
     let mut oversize = good.clone();
     oversize["padding"] = json!("x".repeat(10_000));
     reasons.push("too long");
-    cases.push(("oversize", token(&oversize)));
+    cases.push(("oversize", sign(&oversize)));
     reasons.push("malformed");
     cases.push(("not a JWT", "definitely-not-a-token".into()));
 
@@ -296,7 +260,7 @@ async fn an_unknown_kid_is_refused_after_one_refetch() {
     let (status, _, _) = get_with(
         &h.app,
         "/fhir/Patient/124",
-        Some(&token(&claims("user/*.rs"))),
+        Some(&sign(&claims("user/*.rs"))),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -305,7 +269,7 @@ async fn an_unknown_kid_is_refused_after_one_refetch() {
 
     let mut rotated = Header::new(Algorithm::RS256);
     rotated.kid = Some("rotated-2".into());
-    let forged = sign(&rotated, &claims("user/*.rs"), ATTACKER_KEY);
+    let forged = sign_with(&rotated, &claims("user/*.rs"), ATTACKER_KEY);
     let response = get_with(&h.app, "/fhir/Patient/124", Some(&forged)).await;
     assert!(
         response.1.contains("signing key is not known"),
@@ -320,7 +284,7 @@ async fn an_unknown_kid_is_refused_after_one_refetch() {
 #[tokio::test]
 async fn a_patient_scope_reads_its_patient_only_and_a_missing_interaction_is_403() {
     let h = harness().await;
-    let patient = token(&claims(
+    let patient = sign(&claims(
         "launch/patient patient/Observation.rs patient/Patient.r",
     ));
     let (status, _, body) = get_with(&h.app, "/fhir/Observation/o123", Some(&patient)).await;
@@ -360,7 +324,7 @@ async fn a_patient_scope_reads_its_patient_only_and_a_missing_interaction_is_403
     let (status, _, _) = get_with(
         &h.app,
         "/fhir/Patient/123",
-        Some(&token(&claims("launch/patient patient/Observation.rs"))),
+        Some(&sign(&claims("launch/patient patient/Observation.rs"))),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);

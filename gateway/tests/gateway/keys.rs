@@ -1,6 +1,5 @@
 //! The keyring against a real SQLite authority: enrolment on first use, re-issue on an attribute
 //! change, an administrator's revocation standing, concurrent first requests, periods.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

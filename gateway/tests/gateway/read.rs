@@ -1,42 +1,23 @@
 //! `read` through the whole flow: a bearer token from a trusted issuer, the scopes, the policy,
 //! the caller enrolled on first use, the shared headers fetched from the upstream, and the
 //! resource opened where the caller's attributes satisfy it and masked elsewhere.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use fhirseal::app::app;
-use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::headers::HeaderStore;
-use fhirseal::state::AppState;
 use fhirseal_envelope::BlindIndex;
 use fhirseal_seal::{Sealer, SharedHeaders};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand_core::OsRng;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const ISSUER: &str = "https://login.hospital.example";
-const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
-const JWKS: &str = include_str!("keys/issuer.jwks.json");
-const BASE: &str = "http://127.0.0.1:8080/fhir";
+use crate::support::{Configured, configured, fhir_base, now, practitioner, searchset, send};
+
 const NAME: &str = "Canary-Name-7Q";
 const SSN: &str = "999-CANARY-01";
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
 
 fn patient() -> Value {
     json!({"resourceType": "Patient", "id": "p1", "active": true,
@@ -46,55 +27,16 @@ fn patient() -> Value {
         "gender": "female", "birthDate": "1971-02-03"})
 }
 
-fn token(fhir_user: &str, role: &str, scope: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    let claims = json!({
-        "iss": ISSUER, "aud": BASE, "sub": fhir_user, "exp": now() + 600, "iat": now(),
-        "fhirUser": fhir_user, "scope": scope, "patient": "p1",
-        "practitioner_roles": [{"code": [role], "organization": "Organization/st-mary"}],
-    });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
-    )
-    .unwrap()
-}
-
 struct Harness {
     app: Router,
     _upstream: MockServer,
-    _dir: tempfile::TempDir,
+    _gateway: Configured,
 }
 
 async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&keys)
-        .await;
     let upstream = MockServer::start().await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
-            keys.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load(
-        Some(&file),
-        [(
-            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-            format!("{}/fhir", upstream.uri()),
-        )],
-    )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    let gateway = configured(&fhir_base(&upstream), &[]).await;
+    let state = &gateway.state;
 
     // The stored form, sealed as the gateway's write path seals: the policy's rules for this
     // patient, the authority's public parameters, the current period, shared headers.
@@ -137,11 +79,7 @@ async fn harness() -> Harness {
         .await;
     Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"resourceType": "Bundle", "type": "searchset", "entry": basics}),
-            ),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(searchset(basics)))
         .mount(&upstream)
         .await;
     Mock::given(method("GET"))
@@ -151,9 +89,9 @@ async fn harness() -> Harness {
         .mount(&upstream)
         .await;
     Harness {
-        app: app(state),
+        app: app(state.clone()),
         _upstream: upstream,
-        _dir: dir,
+        _gateway: gateway,
     }
 }
 
@@ -162,30 +100,16 @@ async fn get(app: &Router, uri: &str, token: Option<&str>) -> (StatusCode, Strin
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let etag = response
-        .headers()
-        .get(header::ETAG)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let content_type = response.headers()[header::CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let reply = send(app, request.body(Body::empty()).unwrap()).await;
     assert_eq!(
-        content_type, "application/fhir+json; charset=utf-8",
-        "{text}"
+        reply.header(header::CONTENT_TYPE),
+        "application/fhir+json; charset=utf-8",
+        "{}",
+        reply.text
     );
-    (status, etag, serde_json::from_str(&text).unwrap(), text)
+    let etag = reply.header(header::ETAG);
+    let body = serde_json::from_str(&reply.text).unwrap();
+    (reply.status, etag, body, reply.text)
 }
 
 #[tokio::test]
@@ -193,7 +117,7 @@ async fn each_reader_sees_what_the_policy_opens_for_them() {
     let h = harness().await;
 
     // A physician: demographics opened, the social security number (registrar, self) masked.
-    let doctor = token("Practitioner/dr-grey", "doctor", "user/*.rs");
+    let doctor = practitioner("Practitioner/dr-grey", "doctor", "user/*.rs");
     let (status, etag, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&doctor)).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(etag, "W/\"3\"");
@@ -202,7 +126,7 @@ async fn each_reader_sees_what_the_policy_opens_for_them() {
     assert!(!text.contains(SSN), "{text}");
 
     // A registrar: the social security number too.
-    let registrar = token("Practitioner/reg-1", "registrar", "user/Patient.rs");
+    let registrar = practitioner("Practitioner/reg-1", "registrar", "user/Patient.rs");
     let (status, _, body, _) = get(&h.app, "/fhir/Patient/p1", Some(&registrar)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, patient(), "everything opens for the registrar");
@@ -215,7 +139,7 @@ async fn each_reader_sees_what_the_policy_opens_for_them() {
     );
 
     // A pharmacist may read the Patient (the policy's pharmacy rule) but opens no demographics.
-    let pharmacist = token("Practitioner/ph-1", "pharmacist", "user/*.rs");
+    let pharmacist = practitioner("Practitioner/ph-1", "pharmacist", "user/*.rs");
     let (status, _, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&pharmacist)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
@@ -238,18 +162,18 @@ async fn refusals_are_outcomes_and_leak_nothing() {
         (StatusCode::UNAUTHORIZED, Some("login"))
     );
     // A scope without the type.
-    let narrow = token("Practitioner/dr-grey", "doctor", "user/Observation.rs");
+    let narrow = practitioner("Practitioner/dr-grey", "doctor", "user/Observation.rs");
     let (status, _, _, text) = get(&h.app, "/fhir/Patient/p1", Some(&narrow)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(!text.contains(NAME));
     // The policy: someone whose roles give no access rule for Patient.
-    let hr = token("Practitioner/hr-1", "janitor", "user/*.rs");
+    let hr = practitioner("Practitioner/hr-1", "janitor", "user/*.rs");
     let (status, _, body, text) = get(&h.app, "/fhir/Patient/p1", Some(&hr)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
     assert_eq!(body["issue"][0]["code"], "forbidden");
     assert!(!text.contains(NAME) && !text.contains("p1"), "{text}");
     // Upstream 404: ours, with nothing of the upstream's words.
-    let doctor = token("Practitioner/dr-grey", "doctor", "user/*.rs");
+    let doctor = practitioner("Practitioner/dr-grey", "doctor", "user/*.rs");
     let (status, _, _, text) = get(&h.app, "/fhir/Patient/gone", Some(&doctor)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!text.contains("upstream-canary"), "{text}");
@@ -260,7 +184,7 @@ async fn refusals_are_outcomes_and_leak_nothing() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _, _) = get(&h.app, "/fhir/Patient/p1/_history/a%20b", Some(&doctor)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let pharmacist_vread = token("Practitioner/ph-1", "pharmacist", "user/*.rs");
+    let pharmacist_vread = practitioner("Practitioner/ph-1", "pharmacist", "user/*.rs");
     let (status, _, _, text) = get(
         &h.app,
         "/fhir/Patient/p1/_history/3",

@@ -7,25 +7,20 @@
 //! patient open a social security number; a pharmacist reads a Patient with its demographics
 //! masked; a patient reads only their own record); and every URL a client gets back points at
 //! the gateway.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-#[path = "support/sekmet.rs"]
-mod sekmet;
-
-#[path = "e2e_rest/forged.rs"]
 mod forged;
-
-#[path = "e2e_rest/parity.rs"]
 mod parity;
 
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode, header};
-use sekmet::{
-    BASE, Call, Gateway, Reply, Who, bundle_urls, canary, canary_date, entries, gateway,
-    is_labelled_masked, is_masked, link, unique, without_server_meta,
-};
 use serde_json::{Value, json};
+
+use crate::support::sekmet::{
+    Call, Gateway, bundle_urls, canary, canary_date, entries, gateway, is_labelled_masked,
+    is_masked, link, unique, without_server_meta,
+};
+use crate::support::{BASE, Reply, Who};
 
 const SSN_SYSTEM: &str = "http://hl7.org/fhir/sid/us-ssn";
 
@@ -239,16 +234,8 @@ async fn the_canary_scan_finds_plaintext_written_around_the_gateway() {
     let gw = gateway().await;
     let id = unique("pat");
     let family = canary("family");
-    let request = fhirseal_upstream::UpstreamRequest::new(Method::PUT, format!("Patient/{id}"))
-        .with_header(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/fhir+json"),
-        )
-        .with_body(
-            json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]}).to_string(),
-        );
-    let response = gw.state.upstream.send(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let written = json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]});
+    assert_eq!(gw.upstream_put(&written).await, StatusCode::CREATED);
     let found = gw.canary_scan(&[&family, "CANARY-never-written-anywhere"]);
     assert!(
         found.iter().any(|f| f.contains("table resources")),

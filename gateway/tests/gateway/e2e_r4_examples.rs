@@ -11,17 +11,15 @@
 //! Ids get a fresh prefix per run, so runs sharing a server do not collide; references between
 //! examples are left as they are (the server does not check them, and the policy's decisions
 //! here do not depend on them).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
-
-#[path = "support/sekmet.rs"]
-mod sekmet;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use sekmet::{BASE, Who, gateway, unique, without_server_meta};
 use serde_json::{Value, json};
+
+use crate::support::sekmet::{gateway, unique, without_server_meta};
+use crate::support::{BASE, Who};
 
 /// The types the policy protects (and lets the full-access caller write).
 const TYPES: [&str; 6] = [

@@ -1,7 +1,6 @@
 //! The shared-header store against a wiremock upstream: the `Basic` resources it writes, lookups
 //! from the upstream and from the cache, absences, upstream failures, the TTL and the capacity,
 //! and a sealed resource opened with the headers it names.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +23,8 @@ use rshabe::{AccessStructure, Attribute, Params, PublicParams, RevocationList, U
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::support::{fhir_base, free_port, searchset};
 
 /// A FHIR server that knows `Basic`: `PUT Basic/[id]` stores the body, `GET Basic?_id=a,b`
 /// answers a searchset of the stored ones (what sekmet-fhir does, checked by hand against it).
@@ -54,13 +55,9 @@ impl Respond for BasicServer {
     }
 }
 
-fn searchset(entries: Vec<Value>) -> Value {
-    json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries})
-}
-
 async fn upstream(server: &MockServer, timeout_ms: u64) -> Upstream {
     let raw: RawUpstreamConfig = serde_json::from_value(json!({
-        "base_url": format!("{}/fhir", server.uri()),
+        "base_url": fhir_base(server),
         "max_retries": 0,
         "request_timeout_ms": timeout_ms,
     }))
@@ -339,11 +336,7 @@ async fn upstream_failures_fail_the_lookup_closed() {
 
     // Unreachable: 502.
     // (A dropped MockServer goes back to wiremock's pool and keeps answering: a closed port.)
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let raw: RawUpstreamConfig = serde_json::from_value(json!({
         "base_url": format!("http://127.0.0.1:{port}/fhir"), "max_retries": 0}))
     .unwrap();

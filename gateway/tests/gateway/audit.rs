@@ -1,7 +1,6 @@
 //! The audit line: one JSON line per request with who, what and the outcome, never a query
 //! string, a token or a body; and the request id, taken from the client when acceptable and
 //! echoed back.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,18 +12,12 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use fhirseal::app::app;
 use fhirseal::audit::{AuditNote, AuditSink, AuditWho, RequestId, audited};
-use fhirseal::config::{Config, DEFAULTS};
-use fhirseal::state::AppState;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const ISSUER: &str = "https://login.hospital.example";
-const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
-const JWKS: &str = include_str!("keys/issuer.jwks.json");
-const BASE: &str = "http://127.0.0.1:8080/fhir";
+use crate::support::{BASE, ISSUER, Reply, configured, fhir_base, now, send, sign};
+
 const CANARY_QUERY: &str = "Canary-Family-Name";
 const CANARY_BODY: &str = "Canary-Body-Value";
 const CANARY_TOKEN: &str = "canary.token.value";
@@ -67,10 +60,6 @@ fn tiny() -> (Router, Arc<Mutex<Vec<String>>>) {
     (audited(router, sink), lines)
 }
 
-async fn send(app: &Router, request: Request<Body>) -> Response {
-    app.clone().oneshot(request).await.unwrap()
-}
-
 /// The one line written since `before` lines, parsed.
 fn only_line(lines: &Arc<Mutex<Vec<String>>>, before: usize) -> (String, Value) {
     let lines = lines.lock().unwrap();
@@ -81,8 +70,8 @@ fn only_line(lines: &Arc<Mutex<Vec<String>>>, before: usize) -> (String, Value) 
     (line, value)
 }
 
-fn echoed(response: &Response) -> String {
-    response.headers()["x-request-id"]
+fn echoed(response: &Reply) -> String {
+    response.headers["x-request-id"]
         .to_str()
         .unwrap()
         .to_string()
@@ -104,9 +93,9 @@ async fn one_line_per_request_with_who_what_and_outcome() {
             .unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     assert_eq!(echoed(&response), "client-req-7");
-    assert_eq!(response.headers()["x-seen-request-id"], "client-req-7");
+    assert_eq!(response.headers["x-seen-request-id"], "client-req-7");
 
     let (line, value) = only_line(&lines, 0);
     assert!(!line.contains(CANARY_QUERY), "no query string: {line}");
@@ -184,7 +173,7 @@ async fn no_body_goes_in_and_failures_and_unknown_paths_are_audited() {
             .unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(response.status, StatusCode::BAD_GATEWAY);
     let (line, value) = only_line(&lines, 0);
     assert!(!line.contains(CANARY_BODY), "no body: {line}");
     assert_eq!(value["outcome"], "server-error");
@@ -199,7 +188,7 @@ async fn no_body_goes_in_and_failures_and_unknown_paths_are_audited() {
         Request::get("/nowhere?x=1").body(Body::empty()).unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
     assert!(is_fresh_id(&echoed(&response)));
     let (_, value) = only_line(&lines, 1);
     assert_eq!(value["outcome"], "client-error");
@@ -231,7 +220,7 @@ async fn an_unacceptable_request_id_is_replaced() {
         let response = send(&app, request.body(Body::empty()).unwrap()).await;
         let id = echoed(&response);
         assert!(is_fresh_id(&id), "case {i} {ids:?}: {id}");
-        assert_eq!(response.headers()["x-seen-request-id"], id.as_str());
+        assert_eq!(response.headers["x-seen-request-id"], id.as_str());
         let (_, value) = only_line(&lines, i);
         assert_eq!(value["request_id"], id);
     }
@@ -289,68 +278,21 @@ async fn a_file_sink_appends_one_line_per_request() {
 
 // === around the gateway's own router ===
 
-fn token(claims: Value) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
-    )
-    .unwrap()
-}
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&keys)
-        .await;
     let upstream = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/fhir/Patient/p404"))
         .respond_with(ResponseTemplate::new(404))
         .mount(&upstream)
         .await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
-            keys.uri()
-        ),
+    let setup = configured(
+        &fhir_base(&upstream),
+        &[("FHIRSEAL__UPSTREAM__MAX_RETRIES", "0")],
     )
-    .unwrap();
-    let config = Config::load(
-        Some(&file),
-        [
-            (
-                "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-                format!("{}/fhir", upstream.uri()),
-            ),
-            (
-                "FHIRSEAL__UPSTREAM__MAX_RETRIES".to_string(),
-                "0".to_string(),
-            ),
-        ],
-    )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    .await;
     let (sink, lines) = AuditSink::memory();
-    let mut state = state;
+    let mut state = setup.state.clone();
     state.audit = sink;
     let gateway = app(state);
 
@@ -363,7 +305,7 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
             .unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.status, StatusCode::UNAUTHORIZED);
     let (line, value) = only_line(&lines, 0);
     assert!(
         !line.contains(CANARY_TOKEN) && !line.contains("name=x"),
@@ -375,7 +317,7 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
     assert_eq!(value["path"], "/fhir/Patient/p1");
 
     // A verified token: the caller is named by authenticate, whatever the handler answers.
-    let bearer = token(json!({
+    let bearer = sign(&json!({
         "iss": ISSUER, "aud": BASE, "sub": "u-77", "exp": now() + 600, "iat": now(),
         "fhirUser": "Practitioner/dr-77", "client_id": "app-77", "scope": "user/*.rs",
         "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary"}],
@@ -388,7 +330,7 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
             .unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
     let (line, value) = only_line(&lines, 1);
     assert!(!line.contains(&bearer), "{line}");
     assert_eq!(
@@ -405,7 +347,7 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
             .unwrap(),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     let (_, value) = only_line(&lines, 2);
     assert_eq!(value["who"], Value::Null);
     assert_eq!(value["outcome"], "success");

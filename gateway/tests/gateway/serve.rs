@@ -1,7 +1,6 @@
 //! `fhirseal serve`, the built binary: it serves on the configured address, writes one audit line
 //! per request to standard output, drains requests in flight on SIGTERM and exits 0; a taken
 //! address or a bad configuration is one line naming it, and exit status 1.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -13,16 +12,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::free_port;
+
 /// The drain bound of `fhirseal serve`, plus start-up slack.
 const EXIT_BOUND: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `fhirseal serve --config {dir}/gateway.toml` (the embedded defaults as a file, so the state
 /// goes under `dir`) on `listen` and `admin` (`""`: no admin API), with `upstream` as the FHIR

@@ -1,10 +1,11 @@
 //! `fhirseal authority …` run as a real process, as an administrator would.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::json;
+
+use crate::support::{failed, succeeded};
 
 fn fhirseal(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fhirseal"))
@@ -19,20 +20,11 @@ fn fhirseal(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = fhirseal(dir, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    succeeded(&args, fhirseal(dir, args))
 }
 
 fn fails(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = fhirseal(dir, args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    (out.status.code().unwrap(), stderr)
+    failed(&args, fhirseal(dir, args))
 }
 
 fn json(text: &str) -> serde_json::Value {

@@ -11,20 +11,18 @@
 //! - (d) plaintext written where the policy seals (a birth date, a name): withheld as forged too,
 //!   and the forged placeholder a reader got refused when written back.
 
-use std::sync::{Arc, Mutex};
-
 use axum::http::StatusCode;
-use base64::Engine as _;
 use fhirseal::headers::HeaderStore;
 use fhirseal_envelope::{
     ElementContext, Envelope, Granularity, Header, HeaderId, ResourceKey, SealingKey,
 };
-use fhirseal_seal::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE, SEALED_HEADER};
+use fhirseal_seal::shape::{FHIRSEAL_CODE_SYSTEM, FORGED_CODE};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 
 use super::{PatientCanaries, diagnostics, expect, patient};
-use crate::sekmet::{DATA_ABSENT_REASON, Gateway, SEALED_ELEMENT, Who, gateway, unique};
+use crate::support::sekmet::{DATA_ABSENT_REASON, Gateway, SEALED_ELEMENT, gateway, unique};
+use crate::support::{Who, header_in, last_audit_line};
 
 /// The birth dates the operator wants clinicians to see.
 const FORGED_A: &str = "1888-08-08";
@@ -261,19 +259,7 @@ async fn stored_header(gw: &Gateway, placeholder: &Value) -> Header {
     let path = format!("Basic/{}", HeaderStore::resource_id(envelope.header()));
     let reply = gw.upstream_get(&path).await;
     expect(&reply, StatusCode::OK);
-    let text = reply.json["extension"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["url"] == SEALED_HEADER)
-        .unwrap()["valueBase64Binary"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .unwrap();
-    Header::from_bytes(&bytes).unwrap()
+    header_in(&reply.json)
 }
 
 fn envelope_text(placeholder: &Value) -> String {
@@ -315,9 +301,4 @@ fn has_forged_label(resource: &Value) -> bool {
                 .iter()
                 .any(|l| l["system"] == FHIRSEAL_CODE_SYSTEM && l["code"] == FORGED_CODE)
         })
-}
-
-fn last_audit_line(lines: &Arc<Mutex<Vec<String>>>) -> Value {
-    let lines = lines.lock().unwrap();
-    serde_json::from_str(lines.last().unwrap()).unwrap()
 }

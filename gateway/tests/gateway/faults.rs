@@ -2,54 +2,24 @@
 //! as the upstream: each is an `OperationOutcome` (502 or 504), nothing in clear reaches the
 //! upstream, the outcome or the audit trail, and no write the upstream acknowledged is reported
 //! as failed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use fhirseal::app::app;
-use fhirseal::config::{Config, DEFAULTS};
-use fhirseal::state::AppState;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
-use tower::ServiceExt;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const ISSUER: &str = "https://login.hospital.example";
-const ISSUER_KEY: &[u8] = include_bytes!("keys/issuer.pem");
-const JWKS: &str = include_str!("keys/issuer.jwks.json");
-const BASE: &str = "http://127.0.0.1:8080/fhir";
+use crate::support::{Configured, Reply, Who, configured, fhir_base, searchset, send, token};
+
 const NAME: &str = "Canary-Faults-Name-3X";
 const SSN: &str = "999-CANARY-FAULT";
 
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
 fn doctor() -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    let claims = json!({
-        "iss": ISSUER, "aud": BASE, "sub": "Practitioner/d1", "exp": now() + 600, "iat": now(),
-        "fhirUser": "Practitioner/d1", "scope": "user/*.cruds",
-        "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary"}],
-    });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
-    )
-    .unwrap()
+    token(&Who::Doctor)
 }
 
 fn patient() -> Value {
@@ -62,59 +32,26 @@ fn patient() -> Value {
 struct Harness {
     app: Router,
     upstream: MockServer,
-    _keys: MockServer,
-    _dir: tempfile::TempDir,
+    _gateway: Configured,
 }
 
 /// The gateway in front of `upstream_url` (a wiremock server unless given), with short timeouts.
 async fn harness_with(upstream_url: Option<String>) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&keys)
-        .await;
     let upstream = MockServer::start().await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
-            keys.uri()
-        ),
-    )
-    .unwrap();
-    let base = upstream_url.unwrap_or_else(|| format!("{}/fhir", upstream.uri()));
-    let config = Config::load(
-        Some(&file),
-        [
-            ("FHIRSEAL__UPSTREAM__BASE_URL".to_string(), base),
-            (
-                "FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS".to_string(),
-                "400".to_string(),
-            ),
-            (
-                "FHIRSEAL__UPSTREAM__MAX_RETRIES".to_string(),
-                "1".to_string(),
-            ),
-            (
-                "FHIRSEAL__UPSTREAM__MAX_RESPONSE_BYTES".to_string(),
-                "65536".to_string(),
-            ),
-            (
-                "FHIRSEAL__SERVER__DATA_DIR".to_string(),
-                dir.path().join("data").display().to_string(),
-            ),
+    let base = upstream_url.unwrap_or_else(|| fhir_base(&upstream));
+    let gateway = configured(
+        &base,
+        &[
+            ("FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS", "400"),
+            ("FHIRSEAL__UPSTREAM__MAX_RETRIES", "1"),
+            ("FHIRSEAL__UPSTREAM__MAX_RESPONSE_BYTES", "65536"),
         ],
     )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    .await;
     Harness {
-        app: app(state),
+        app: app(gateway.state.clone()),
         upstream,
-        _keys: keys,
-        _dir: dir,
+        _gateway: gateway,
     }
 }
 
@@ -126,10 +63,7 @@ async fn harness() -> Harness {
 async fn header_store_works(upstream: &MockServer) {
     Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "entry": []})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(searchset(vec![])))
         .mount(upstream)
         .await;
     Mock::given(method("PUT"))
@@ -137,17 +71,6 @@ async fn header_store_works(upstream: &MockServer) {
         .respond_with(ResponseTemplate::new(201))
         .mount(upstream)
         .await;
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, body, text)
 }
 
 fn create(body: &Value) -> Request<Body> {
@@ -171,9 +94,12 @@ async fn upstream_saw_no_canary(upstream: &MockServer) {
     }
 }
 
-fn assert_outcome(status: StatusCode, body: &Value, text: &str, want: StatusCode) {
-    assert_eq!(status, want, "{text}");
-    assert_eq!(body["resourceType"], "OperationOutcome", "{text}");
+fn assert_outcome(reply: &Reply, want: StatusCode) {
+    let Reply {
+        status, json, text, ..
+    } = reply;
+    assert_eq!(*status, want, "{text}");
+    assert_eq!(json["resourceType"], "OperationOutcome", "{text}");
     assert!(!text.contains(NAME) && !text.contains(SSN), "{text}");
 }
 
@@ -190,7 +116,8 @@ async fn a_create_is_sealed_and_acknowledged_with_its_location() {
         })
         .mount(&h.upstream)
         .await;
-    let (status, body, text) = send(&h.app, create(&patient())).await;
+    let reply = send(&h.app, create(&patient())).await;
+    let (status, body, text) = (reply.status, &reply.json, &reply.text);
     assert_eq!(status, StatusCode::CREATED, "{text}");
     // The doctor sees what it wrote, opened; the upstream saw none of it.
     assert_eq!(body["name"][0]["family"], NAME, "{text}");
@@ -228,7 +155,8 @@ async fn an_acknowledged_create_with_a_malformed_answer_is_still_a_201() {
         .respond_with(ResponseTemplate::new(201).set_body_raw("{not json", "application/fhir+json"))
         .mount(&h.upstream)
         .await;
-    let (status, _, text) = send(&h.app, create(&patient())).await;
+    let reply = send(&h.app, create(&patient())).await;
+    let (status, text) = (reply.status, &reply.text);
     // The upstream stored it: the client must not be told otherwise (it would create again).
     assert_eq!(status, StatusCode::CREATED, "{text}");
     upstream_saw_no_canary(&h.upstream).await;
@@ -246,8 +174,8 @@ async fn a_create_the_upstream_refuses_with_5xx_is_a_502_with_nothing_echoed() {
         )
         .mount(&h.upstream)
         .await;
-    let (status, body, text) = send(&h.app, create(&patient())).await;
-    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+    let reply = send(&h.app, create(&patient())).await;
+    assert_outcome(&reply, StatusCode::BAD_GATEWAY);
     upstream_saw_no_canary(&h.upstream).await;
 }
 
@@ -260,8 +188,8 @@ async fn a_create_that_times_out_is_a_504() {
         .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
         .mount(&h.upstream)
         .await;
-    let (status, body, text) = send(&h.app, create(&patient())).await;
-    assert_outcome(status, &body, &text, StatusCode::GATEWAY_TIMEOUT);
+    let reply = send(&h.app, create(&patient())).await;
+    assert_outcome(&reply, StatusCode::GATEWAY_TIMEOUT);
     upstream_saw_no_canary(&h.upstream).await;
 }
 
@@ -270,10 +198,7 @@ async fn a_header_that_cannot_be_stored_stops_the_write_before_the_resource() {
     let h = harness().await;
     Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "entry": []})),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(searchset(vec![])))
         .mount(&h.upstream)
         .await;
     Mock::given(method("PUT"))
@@ -287,8 +212,8 @@ async fn a_header_that_cannot_be_stored_stops_the_write_before_the_resource() {
         .expect(0)
         .mount(&h.upstream)
         .await;
-    let (status, body, text) = send(&h.app, create(&patient())).await;
-    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+    let reply = send(&h.app, create(&patient())).await;
+    assert_outcome(&reply, StatusCode::BAD_GATEWAY);
 }
 
 #[tokio::test]
@@ -307,8 +232,8 @@ async fn a_connection_reset_on_create_is_a_502() {
         }
     });
     let h = harness_with(Some(format!("http://{address}/fhir"))).await;
-    let (status, body, text) = send(&h.app, create(&patient())).await;
-    assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+    let reply = send(&h.app, create(&patient())).await;
+    assert_outcome(&reply, StatusCode::BAD_GATEWAY);
 }
 
 #[tokio::test]
@@ -338,8 +263,8 @@ async fn a_huge_or_malformed_search_answer_is_a_502() {
             .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
             .body(Body::empty())
             .unwrap();
-        let (status, body, text) = send(&h.app, request).await;
-        assert_outcome(status, &body, &text, StatusCode::BAD_GATEWAY);
+        let reply = send(&h.app, request).await;
+        assert_outcome(&reply, StatusCode::BAD_GATEWAY);
     }
 }
 
@@ -361,9 +286,9 @@ async fn a_search_on_a_sealed_element_is_refused_naming_it_and_never_sent() {
             .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
             .body(Body::empty())
             .unwrap();
-        let (status, body, text) = send(&h.app, request).await;
-        assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
-        assert!(text.contains(name), "{text}");
+        let reply = send(&h.app, request).await;
+        assert_outcome(&reply, StatusCode::BAD_REQUEST);
+        assert!(reply.text.contains(name), "{}", reply.text);
     }
 }
 
@@ -375,28 +300,28 @@ async fn bodies_that_are_not_fhir_json_or_too_large_are_refused() {
         .header(header::CONTENT_TYPE, "application/fhir+xml")
         .body(Body::from("<Patient/>"))
         .unwrap();
-    let (status, body, text) = send(&h.app, request).await;
-    assert_outcome(status, &body, &text, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let reply = send(&h.app, request).await;
+    assert_outcome(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let big = json!({"resourceType": "Patient", "text": {"status": "generated",
         "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", "x".repeat(17 << 20))}});
-    let (status, body, text) = send(&h.app, create(&big)).await;
-    assert_outcome(status, &body, &text, StatusCode::PAYLOAD_TOO_LARGE);
+    let reply = send(&h.app, create(&big)).await;
+    assert_outcome(&reply, StatusCode::PAYLOAD_TOO_LARGE);
 
     let request = Request::post("/fhir/Patient")
         .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
         .header(header::CONTENT_TYPE, "application/fhir+json")
         .body(Body::from("{\"resourceType\": \"Patient\""))
         .unwrap();
-    let (status, body, text) = send(&h.app, request).await;
-    assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
+    let reply = send(&h.app, request).await;
+    assert_outcome(&reply, StatusCode::BAD_REQUEST);
 
-    let (status, body, text) = send(
+    let reply = send(
         &h.app,
         create(&json!({"resourceType": "Observation", "status": "final"})),
     )
     .await;
-    assert_outcome(status, &body, &text, StatusCode::BAD_REQUEST);
+    assert_outcome(&reply, StatusCode::BAD_REQUEST);
 }
 
 /// The upstream's own words in a refusal: they must never reach the client.
@@ -424,9 +349,13 @@ async fn an_upstream_refusal_of_a_write_keeps_its_status_in_fixed_words() {
             .respond_with(refusal(upstream))
             .mount(&h.upstream)
             .await;
-        let (status, body, text) = send(&h.app, create(&patient())).await;
-        assert_outcome(status, &body, &text, want);
-        assert!(!text.contains(UPSTREAM_WORDS), "{upstream}: {text}");
+        let reply = send(&h.app, create(&patient())).await;
+        assert_outcome(&reply, want);
+        assert!(
+            !reply.text.contains(UPSTREAM_WORDS),
+            "{upstream}: {}",
+            reply.text
+        );
         upstream_saw_no_canary(&h.upstream).await;
     }
 }
@@ -455,8 +384,12 @@ async fn an_operation_the_upstream_does_not_have_is_a_404_or_501_not_a_502() {
             .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
             .body(Body::empty())
             .unwrap();
-        let (status, body, text) = send(&h.app, request).await;
-        assert_outcome(status, &body, &text, want);
-        assert!(!text.contains(UPSTREAM_WORDS), "{upstream}: {text}");
+        let reply = send(&h.app, request).await;
+        assert_outcome(&reply, want);
+        assert!(
+            !reply.text.contains(UPSTREAM_WORDS),
+            "{upstream}: {}",
+            reply.text
+        );
     }
 }

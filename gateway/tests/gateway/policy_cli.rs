@@ -1,8 +1,9 @@
 //! `fhirseal policy …` run as a real process, as a compliance officer would.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::support::{failed, succeeded};
 
 fn fhirseal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fhirseal"))
@@ -13,22 +14,11 @@ fn fhirseal(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = fhirseal(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    succeeded(&args, fhirseal(args))
 }
 
 fn fails(args: &[&str]) -> (i32, String) {
-    let out = fhirseal(args);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    failed(&args, fhirseal(args))
 }
 
 fn policies() -> PathBuf {

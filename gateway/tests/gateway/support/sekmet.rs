@@ -10,35 +10,26 @@
 //! tests need is never silently skipped). Every test names its resources with [`unique`] ids, so
 //! tests sharing the one server never collide.
 //!
-//! Included with `#[path = "support/sekmet.rs"] mod sekmet;` by each `e2e_*` test file.
-#![allow(dead_code)] // each test binary uses part of the harness
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+//! The harness for a test that needs a server of its own (it changes what every stored resource
+//! holds) is [`OwnServer`], which starts one with `scripts/fhir-server` for that test alone.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use fhirseal::app::app;
 use fhirseal::audit::AuditSink;
-use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::AppState;
 use fhirseal_upstream::UpstreamRequest;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand_core::{OsRng, RngCore};
-use serde_json::{Value, json};
-use tower::ServiceExt;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use serde_json::Value;
+use wiremock::MockServer;
 
-/// The gateway's FHIR base, as clients (and tokens' `aud`) name it.
-pub(crate) const BASE: &str = "http://127.0.0.1:8080/fhir";
-/// The static test issuer.
-pub(crate) const ISSUER: &str = "https://login.hospital.example";
-const ISSUER_KEY: &[u8] = include_bytes!("../keys/issuer.pem");
-const JWKS: &str = include_str!("../keys/issuer.jwks.json");
+use super::{Configured, Reply, Who, configured, send, token};
+
 /// The FHIR data-absent-reason extension the gateway leaves on a masked element.
 pub(crate) const DATA_ABSENT_REASON: &str =
     "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
@@ -81,80 +72,51 @@ pub(crate) fn server() -> Server {
     }
 }
 
-/// Who is calling. Each is a token of the test issuer with the claims the policy's roles read.
-#[derive(Clone, Debug)]
-pub(crate) enum Who {
-    /// A physician (`doctor`), `user/*.cruds`.
-    Doctor,
-    /// A nurse (`nurse`), `user/*.cruds`.
-    Nurse,
-    /// The registration desk (`registrar`), `user/*.cruds`.
-    Registrar,
-    /// A pharmacist, `user/*.cruds`.
-    Pharmacist,
-    /// A physician who is also a registrar and in human resources: every protected element of
-    /// the policy opens for it. `user/*.cruds`.
-    FullAccess,
-    /// The patient with this id, `patient/*.rs` and the `patient` claim.
-    Patient(String),
+/// A sekmet-fhir of its own for one test, in a temporary folder, stopped when dropped (also
+/// when the test fails): for a test that changes what every stored resource holds, which the
+/// run's shared [`server`] must not see. `scripts/fhir-server` installs and starts it, or the
+/// test fails saying why.
+pub(crate) struct OwnServer {
+    script: PathBuf,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT/fhir`.
+    pub(crate) url: String,
 }
 
-/// A signed access token for `who`, valid for ten minutes.
-pub(crate) fn token(who: &Who) -> String {
-    let (user, roles, scope, extra): (String, Value, &str, Value) = match who {
-        Who::Doctor => (
-            "Practitioner/e2e-dr".into(),
-            json!([{"code": ["doctor"], "organization": "Organization/st-mary"}]),
-            "user/*.cruds",
-            json!({}),
-        ),
-        Who::Nurse => (
-            "Practitioner/e2e-nurse".into(),
-            json!([{"code": ["nurse"], "organization": "Organization/st-mary"}]),
-            "user/*.cruds",
-            json!({}),
-        ),
-        Who::Registrar => (
-            "Practitioner/e2e-registrar".into(),
-            json!([{"code": ["registrar"], "organization": "Organization/st-mary"}]),
-            "user/*.cruds",
-            json!({}),
-        ),
-        Who::Pharmacist => (
-            "Practitioner/e2e-pharmacist".into(),
-            json!([{"code": ["pharmacist"], "organization": "Organization/st-mary"}]),
-            "user/*.cruds",
-            json!({}),
-        ),
-        Who::FullAccess => (
-            "Practitioner/e2e-full".into(),
-            json!([{"code": ["doctor", "registrar"], "organization": "Organization/st-mary"}]),
-            "user/*.cruds",
-            json!({"department": "human-resources"}),
-        ),
-        Who::Patient(id) => (
-            format!("Patient/{id}"),
-            json!([]),
-            "patient/*.rs",
-            json!({"patient": id}),
-        ),
-    };
-    let mut claims = json!({
-        "iss": ISSUER, "aud": BASE, "sub": user, "exp": now() + 600, "iat": now(),
-        "fhirUser": user, "scope": scope, "client_id": "e2e-tests",
-        "practitioner_roles": roles,
-    });
-    if let (Value::Object(claims), Value::Object(extra)) = (&mut claims, extra) {
-        claims.extend(extra);
+impl OwnServer {
+    /// Installs (once) and starts a server.
+    pub(crate) fn start() -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fhir-server");
+        let status = Command::new(&script).arg("install").status().unwrap();
+        assert!(status.success(), "scripts/fhir-server install failed");
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/fhir-server start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Self { script, dir, url }
     }
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("issuer-1".into());
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(ISSUER_KEY).unwrap(),
-    )
-    .unwrap()
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
 }
 
 /// The gateway in front of the run's sekmet-fhir.
@@ -167,29 +129,6 @@ pub(crate) struct Gateway {
     pub(crate) server: Server,
     _keys: MockServer,
     _dir: tempfile::TempDir,
-}
-
-/// An answer of the gateway (or of the upstream, read directly).
-#[derive(Debug)]
-pub(crate) struct Reply {
-    /// The status.
-    pub(crate) status: StatusCode,
-    /// The headers.
-    pub(crate) headers: HeaderMap,
-    /// The body as text.
-    pub(crate) text: String,
-    /// The body as JSON (`Null` when empty or not JSON).
-    pub(crate) json: Value,
-}
-
-impl Reply {
-    /// A response header, as text ("" when absent).
-    pub(crate) fn header(&self, name: header::HeaderName) -> String {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default()
-    }
 }
 
 /// A request to the gateway.
@@ -245,32 +184,7 @@ impl<'a> Call<'a> {
 /// sekmet-fhir.
 pub(crate) async fn gateway() -> Gateway {
     let server = server();
-    let dir = tempfile::tempdir().unwrap();
-    let keys = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(JWKS, "application/json"))
-        .mount(&keys)
-        .await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{DEFAULTS}\n[[smart.issuers]]\nissuer = \"{ISSUER}\"\njwks_uri = \"{}/jwks\"\n",
-            keys.uri()
-        ),
-    )
-    .unwrap();
-    let config = Config::load(
-        Some(&file),
-        [(
-            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-            server.url.clone(),
-        )],
-    )
-    .unwrap();
-    assert_eq!(config.fhir_base, BASE);
-    let state = AppState::build(config, now()).unwrap();
+    let Configured { state, keys, dir } = configured(&server.url, &[]).await;
     Gateway {
         app: app(state.clone()),
         state,
@@ -291,25 +205,7 @@ impl Gateway {
             request = request.header(name, value);
         }
         let body = call.body.map_or_else(Body::empty, Body::from);
-        let response = self
-            .app
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = axum::body::to_bytes(response.into_body(), 256 << 20)
-            .await
-            .unwrap();
-        let text = String::from_utf8(bytes.to_vec()).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
+        send(&self.app, request.body(body).unwrap()).await
     }
 
     /// `GET uri` as `who`.
@@ -343,20 +239,7 @@ impl Gateway {
 
     /// `GET path` straight from the upstream (not through the gateway): what it stores.
     pub(crate) async fn upstream_get(&self, path: &str) -> Reply {
-        let request = UpstreamRequest::new(Method::GET, path).with_header(
-            header::ACCEPT,
-            header::HeaderValue::from_static("application/fhir+json"),
-        );
-        let response = self.state.upstream.send(request).await.unwrap();
-        let (status, headers, body) = response.into_parts();
-        let text = String::from_utf8(body.to_vec()).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
+        upstream_get(&self.state, path).await
     }
 
     /// The same gateway with the audit layer outermost, as `fhirseal serve` runs it, its lines
@@ -371,34 +254,47 @@ impl Gateway {
     /// `PUT` of `resource` straight to the upstream, around the gateway, as the upstream's
     /// operator could: its status.
     pub(crate) async fn upstream_put(&self, resource: &Value) -> StatusCode {
-        let path = format!(
-            "{}/{}",
-            resource["resourceType"].as_str().unwrap(),
-            resource["id"].as_str().unwrap()
-        );
-        let request = UpstreamRequest::new(Method::PUT, path)
-            .with_header(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/fhir+json"),
-            )
-            .with_body(resource.to_string());
-        self.state.upstream.send(request).await.unwrap().status()
+        upstream_put(&self.state, resource).await.status
     }
 
-    /// Every canary of `canaries` found in the upstream's storage: see [`canary_scan`].
+    /// Every canary of `canaries` found anywhere in the run's sekmet-fhir storage, as
+    /// `"<canary> in <where>"`: in any text of any row of any table of its SQLite store (stored
+    /// resources, their versions, the search index, the traffic log, …), and in the raw bytes of
+    /// every file of its folder (the database, its write-ahead log, freed pages, the server's
+    /// log). Also fails the test if the traffic table holds anything (it must be off: it would
+    /// hold request bodies).
     pub(crate) fn canary_scan(&self, canaries: &[&str]) -> Vec<String> {
         canary_scan_in(&self.server.dir, canaries)
     }
 }
 
-/// Every canary of `canaries` found anywhere in the run's sekmet-fhir storage, as
-/// `"<canary> in <where>"`: in any text of any row of any table of its SQLite store (stored
-/// resources, their versions, the search index, the traffic log, …), and in the raw bytes of
-/// every file of its folder (the database, its write-ahead log, freed pages, the server's log).
-/// Also fails the test if the traffic table holds anything (it must be off: it would hold
-/// request bodies).
-pub(crate) fn canary_scan(canaries: &[&str]) -> Vec<String> {
-    canary_scan_in(&server().dir, canaries)
+/// `GET path` straight from the upstream of `state`, as the gateway's own client but not
+/// through the gateway: what it stores.
+pub(crate) async fn upstream_get(state: &AppState, path: &str) -> Reply {
+    let request = UpstreamRequest::new(Method::GET, path).with_header(
+        header::ACCEPT,
+        header::HeaderValue::from_static("application/fhir+json"),
+    );
+    let (status, headers, body) = state.upstream.send(request).await.unwrap().into_parts();
+    Reply::new(status, headers, &body)
+}
+
+/// `PUT` of `resource` straight to the upstream of `state`, around the gateway, as the
+/// upstream's operator (or a test storing what it sealed itself) could.
+pub(crate) async fn upstream_put(state: &AppState, resource: &Value) -> Reply {
+    let path = format!(
+        "{}/{}",
+        resource["resourceType"].as_str().unwrap(),
+        resource["id"].as_str().unwrap()
+    );
+    let request = UpstreamRequest::new(Method::PUT, path)
+        .with_header(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/fhir+json"),
+        )
+        .with_body(resource.to_string());
+    let (status, headers, body) = state.upstream.send(request).await.unwrap().into_parts();
+    Reply::new(status, headers, &body)
 }
 
 fn canary_scan_in(dir: &Path, canaries: &[&str]) -> Vec<String> {
@@ -514,17 +410,6 @@ fn hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buffer);
     buffer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 /// `resource` without what the server sets in `meta` (`versionId`, `lastUpdated`) and without

@@ -1,17 +1,11 @@
 //! The gateway's configuration: embedded defaults, files, environment overrides, and errors that
 //! name the file (or variable) and the key.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 use fhirseal::config::{Config, ConfigError};
 
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect()
-}
+use crate::support::vars;
 
 fn write(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("fhirseal.toml");
@@ -33,13 +27,13 @@ jwks_uri = "https://login.hospital.example/jwks"
 claims = { patient = ["context.patient"] }
 "#;
 
-fn fails(file: Option<&Path>, vars: &[(&str, &str)]) -> ConfigError {
-    Config::load(file, env(vars)).expect_err("the configuration must be refused")
+fn fails(file: Option<&Path>, pairs: &[(&str, &str)]) -> ConfigError {
+    Config::load(file, vars(pairs)).expect_err("the configuration must be refused")
 }
 
 #[test]
 fn the_embedded_defaults_run_the_demo() {
-    let config = Config::load(None, env(&[])).unwrap();
+    let config = Config::load(None, vars(&[])).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.fhir_base, "http://127.0.0.1:8080/fhir");
     assert_eq!(config.upstream.base_url(), "http://127.0.0.1:18090/fhir");
@@ -69,7 +63,7 @@ fn a_file_with_an_external_issuer_and_paths_relative_to_it() {
     let text = format!(
         "{MINIMAL}\n[policy]\nfiles = [\"policies/h.toml\"]\n[authority]\ndatabase = \"sqlite:state/a.db\"\n"
     );
-    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    let config = Config::load(Some(&write(dir.path(), &text)), vars(&[])).unwrap();
     assert_eq!(config.public_url, "https://fhir.hospital.example");
     assert_eq!(config.fhir_base, "https://fhir.hospital.example/fhir");
     assert!(config.embedded.is_none());
@@ -98,7 +92,7 @@ fn opaque_tokens_can_be_introspected_with_a_secret_from_a_file() {
         "{MINIMAL}\n[smart.introspection]\nendpoint = \"https://login.hospital.example/introspect\"\n\
          client_id = \"fhirseal\"\nclient_secret_file = \"secret\"\nclaims = {{ patient = [\"patient_id\"] }}\n"
     );
-    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    let config = Config::load(Some(&write(dir.path(), &text)), vars(&[])).unwrap();
     let introspection = config.introspection.as_ref().unwrap();
     assert_eq!(introspection.client_secret.as_deref(), Some("s3cret-value"));
     assert_eq!(introspection.claims.patient, ["patient_id"]);
@@ -116,7 +110,7 @@ fn opaque_tokens_can_be_introspected_with_a_secret_from_a_file() {
 fn environment_variables_override_any_key() {
     let config = Config::load(
         None,
-        env(&[
+        vars(&[
             ("FHIRSEAL__UPSTREAM__BASE_URL", "https://fhir.internal/r4"),
             ("FHIRSEAL__SERVER__MAX_BODY_BYTES", "2048"),
             (
@@ -133,7 +127,7 @@ fn environment_variables_override_any_key() {
     assert_eq!(config.authority_database, "postgres://fhirseal@db/fhirseal");
     assert_eq!(config.authority_kek_file, None);
     // A string key stays a string even when the value looks like a number.
-    let config = Config::load(None, env(&[("FHIRSEAL__SERVER__DATA_DIR", "2026")])).unwrap();
+    let config = Config::load(None, vars(&[("FHIRSEAL__SERVER__DATA_DIR", "2026")])).unwrap();
     assert_eq!(config.data_dir, Path::new("2026"));
 }
 
@@ -223,7 +217,7 @@ fn the_defaults_as_a_file_resolve_paths_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     // Loaded as a file, the defaults' relative paths move under the file's folder.
     let copy = write(dir.path(), fhirseal::config::DEFAULTS);
-    let config = Config::load(Some(&copy), env(&[])).unwrap();
+    let config = Config::load(Some(&copy), vars(&[])).unwrap();
     assert_eq!(config.data_dir, dir.path().join("fhirseal-data"));
 }
 
@@ -231,26 +225,26 @@ fn the_defaults_as_a_file_resolve_paths_beside_it() {
 fn the_admin_api_listens_on_loopback_only_or_not_at_all() {
     // Absent from a file: the default port, on loopback.
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::load(Some(&write(dir.path(), MINIMAL)), env(&[])).unwrap();
+    let config = Config::load(Some(&write(dir.path(), MINIMAL)), vars(&[])).unwrap();
     assert_eq!(
         config.admin_listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:9090")
     );
-    let config = Config::load(None, env(&[])).unwrap();
+    let config = Config::load(None, vars(&[])).unwrap();
     assert_eq!(
         config.admin_listen.map(|a| a.to_string()).as_deref(),
         Some("127.0.0.1:9090")
     );
     for loopback in ["127.0.0.1:9191", "[::1]:9191", "127.0.0.2:9191"] {
         let config =
-            Config::load(None, env(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", loopback)])).unwrap();
+            Config::load(None, vars(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", loopback)])).unwrap();
         assert_eq!(config.admin_listen.unwrap().port(), 9191, "{loopback}");
     }
     // "" turns it off, from the environment or a file.
-    let config = Config::load(None, env(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", "")])).unwrap();
+    let config = Config::load(None, vars(&[("FHIRSEAL__SERVER__ADMIN_LISTEN", "")])).unwrap();
     assert_eq!(config.admin_listen, None);
     let text = MINIMAL.replace("[upstream]", "admin_listen = \"\"\n\n[upstream]");
-    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    let config = Config::load(Some(&write(dir.path(), &text)), vars(&[])).unwrap();
     assert_eq!(config.admin_listen, None);
 
     // Anything reachable from another machine is refused, naming the key.
@@ -286,14 +280,14 @@ fn the_admin_api_listens_on_loopback_only_or_not_at_all() {
 
 #[test]
 fn the_audit_log_goes_to_stdout_or_a_file_beside_the_configuration() {
-    let config = Config::load(None, env(&[])).unwrap();
+    let config = Config::load(None, vars(&[])).unwrap();
     assert_eq!(config.audit_log, None);
     let dir = tempfile::tempdir().unwrap();
     let text = MINIMAL.replace(
         "[upstream]",
         "audit_log = \"logs/audit.jsonl\"\n\n[upstream]",
     );
-    let config = Config::load(Some(&write(dir.path(), &text)), env(&[])).unwrap();
+    let config = Config::load(Some(&write(dir.path(), &text)), vars(&[])).unwrap();
     assert_eq!(config.audit_log, Some(dir.path().join("logs/audit.jsonl")));
     let e = fails(None, &[("FHIRSEAL__SERVER__AUDIT_LOG", "")]);
     assert_eq!(e.key, "server.audit_log");

@@ -10,7 +10,8 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{PatientCanaries, condition, expect, observation, patient};
-use crate::sekmet::{Call, Gateway, Reply, Who, gateway, unique};
+use crate::support::sekmet::{Call, Gateway, gateway, unique};
+use crate::support::{Reply, Who, last_audit_line};
 
 /// One request as the client sends it: method, URL below the base, body.
 struct Case<'a> {
@@ -90,7 +91,7 @@ impl World {
             call = call.json(body);
         }
         let reply = self.gw.send(call).await;
-        let audit = self.last_audit();
+        let audit = last_audit_line(&self.audit);
         (seen_alone(&reply), audited(&audit, &audit))
     }
 
@@ -104,7 +105,7 @@ impl World {
         }
         let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": [entry]});
         let reply = self.gw.bundle(&bundle, case.who).await;
-        let line = self.last_audit();
+        let line = last_audit_line(&self.audit);
         let seen = if reply.status == StatusCode::OK {
             let entry = &reply.json["entry"][0];
             let status = entry["response"]["status"].as_str().unwrap_or_default();
@@ -124,11 +125,6 @@ impl World {
         };
         let entry_line = line["entries"][0].clone();
         (seen, audited(&line, &entry_line))
-    }
-
-    fn last_audit(&self) -> Value {
-        let lines = self.audit.lock().unwrap();
-        serde_json::from_str(lines.last().expect("an audit line")).unwrap()
     }
 
     /// Asserts that the case gives the same answer and audit alone and inside a batch and a
@@ -405,7 +401,7 @@ async fn updates_and_patches_are_the_same_alone_and_inside_a_bundle() {
             )
             .body("application/json-patch+json", &patch.to_string());
             let reply = w.gw.send(call).await;
-            let line = w.last_audit();
+            let line = last_audit_line(&w.audit);
             (seen_alone(&reply), audited(&line, &line))
         };
         assert_eq!(

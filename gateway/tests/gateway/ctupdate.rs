@@ -2,14 +2,12 @@
 //! stores what is PUT, searches by `_id`, `_security` and `code`, pages with `_count`/`_offset`
 //! and honours `If-Match`): planning, moving headers, resuming after a failure, two workers
 //! splitting a job, and a malformed header failing its chunk closed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
-use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::ctupdate::{self, JobError, PLAN_CHUNK};
 use fhirseal::headers::HeaderStore;
 use fhirseal::state::AppState;
@@ -21,15 +19,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
+use crate::support::{Configured, configured, fhir_base, now};
 
 /// What the fake server holds and saw.
 #[derive(Default)]
@@ -232,21 +222,14 @@ struct Harness {
     /// A `sealed-header` extension holding a header of period 0.
     extension: Value,
     _upstream: MockServer,
-    _dir: tempfile::TempDir,
+    gateway: Configured,
 }
 
 async fn harness(put_delay: Duration) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
     let upstream = MockServer::start().await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(&file, DEFAULTS).unwrap();
-    let base = format!("{}/fhir", upstream.uri());
-    let config = Config::load(
-        Some(&file),
-        [("FHIRSEAL__UPSTREAM__BASE_URL".to_string(), base.clone())],
-    )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    let base = fhir_base(&upstream);
+    let gateway = configured(&base, &[]).await;
+    let state = gateway.state.clone();
     let fake = Fake {
         base,
         data: Arc::default(),
@@ -287,7 +270,7 @@ async fn harness(put_delay: Duration) -> Harness {
         fake,
         extension,
         _upstream: upstream,
-        _dir: dir,
+        gateway,
     }
 }
 
@@ -391,19 +374,9 @@ async fn planning_pages_through_next_links_and_makes_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paging_link_to_another_host_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
     let upstream = MockServer::start().await;
-    let file = dir.path().join("gateway.toml");
-    std::fs::write(&file, DEFAULTS).unwrap();
-    let config = Config::load(
-        Some(&file),
-        [(
-            "FHIRSEAL__UPSTREAM__BASE_URL".to_string(),
-            format!("{}/fhir", upstream.uri()),
-        )],
-    )
-    .unwrap();
-    let state = AppState::build(config, now()).unwrap();
+    let setup = configured(&fhir_base(&upstream), &[]).await;
+    let state = &setup.state;
     Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -411,7 +384,7 @@ async fn a_paging_link_to_another_host_is_refused() {
             "link": [{"relation": "next", "url": "https://evil.example/fhir/Basic?_offset=100"}]})))
         .mount(&upstream)
         .await;
-    let error = ctupdate::plan(&state, now()).await.unwrap_err();
+    let error = ctupdate::plan(state, now()).await.unwrap_err();
     assert!(matches!(error, JobError::ForeignLink), "{error:?}");
 }
 
@@ -626,7 +599,7 @@ async fn the_command_moves_the_headers_and_says_so() {
     let h = harness(Duration::ZERO).await;
     h.observations(3, |i| format!("o{i}"));
     h.advance();
-    let config = h._dir.path().join("gateway.toml");
+    let config = h.gateway.file();
     let base = h.fake.base.clone();
     let run = move |base: String, json: bool| {
         let config = config.clone();

@@ -1,0 +1,27 @@
+//! The gateway's tests, one binary. Each module is what was once a test binary of its own, named
+//! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`), its
+//! parts (`config`, `headers`, `keys`, `ctupdate`), the built binary run as a process (`cli`,
+//! `config_cli`, `policy_cli`, `smart_cli`, `serve`), and the end-to-end tests against a real
+//! FHIR server, sekmet-fhir (`e2e_rest`, `e2e_r4_examples`, `revocation`). What they share is in
+//! [`support`]: the test issuer, its tokens and key set, a gateway configured in a folder of its
+//! own, requests through a router, and the sekmet-fhir harness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
+
+mod app;
+mod audit;
+mod auth;
+mod cli;
+mod config;
+mod config_cli;
+mod ctupdate;
+mod e2e_r4_examples;
+mod e2e_rest;
+mod faults;
+mod headers;
+mod keys;
+mod policy_cli;
+mod read;
+mod revocation;
+mod serve;
+mod smart_cli;
+mod support;
