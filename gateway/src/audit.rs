@@ -15,8 +15,10 @@
 //!  "sealed":0,"duration_ms":12.408}
 //! ```
 //!
-//! (on one line). A batch's or transaction's line also has `entries`, one object per entry
-//! with the same `interaction`, `resources`, `opened`, `masked`, `forged` and `sealed` as the
+//! (on one line). A request the compliance policy denied also has `reason`: the policy's words
+//! (which rules, which attributes were needed and held), which the client does not get. A
+//! batch's or transaction's line also has `entries`, one object per entry with the same
+//! `interaction`, `resources`, `opened`, `masked`, `forged`, `sealed` and `reason` as the
 //! request alone would have, and the entry's `status`; its own counts are their sums. What
 //! never goes in: the query string (search parameters may hold the very
 //! values the gateway protects), any header (tokens), any body, any claim beyond the four
@@ -62,6 +64,10 @@ pub struct AuditNote {
     pub sealed: usize,
     /// The status answered, where it is not the HTTP response's own (a Bundle entry's).
     pub status: Option<u16>,
+    /// Why the compliance policy refused the request, in its words (rules, roles and
+    /// attributes; never resource content). The client gets a fixed sentence; this is for the
+    /// audit trail.
+    pub reason: Option<String>,
     /// A batch's or transaction's entries, each with its own note, in order (for a transaction
     /// refused because of one entry, that entry's).
     pub entries: Vec<Self>,
@@ -253,12 +259,16 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         // Whole microseconds, so the number prints short (12.408, not 12.408000000000001).
         "duration_ms": elapsed.as_micros() as f64 / 1000.0,
     });
-    // A batch's or transaction's line lists its entries, each like a request alone.
-    if let (Some(note), Value::Object(object)) = (note, &mut line)
-        && !note.entries.is_empty()
-    {
-        let entries = note.entries.iter().map(entry_json).collect();
-        object.insert("entries".into(), Value::Array(entries));
+    // A denial says why; a batch's or transaction's line lists its entries, each like a
+    // request alone.
+    if let (Some(note), Value::Object(object)) = (note, &mut line) {
+        if let Some(reason) = &note.reason {
+            object.insert("reason".into(), json!(reason));
+        }
+        if !note.entries.is_empty() {
+            let entries = note.entries.iter().map(entry_json).collect();
+            object.insert("entries".into(), Value::Array(entries));
+        }
     }
     if let Err(error) = sink.write(&line.to_string()) {
         tracing::error!(request_id = %id, %error, "the audit line could not be written");
@@ -268,7 +278,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
 
 /// One entry of a Bundle in the audit line: the same fields as a request alone.
 fn entry_json(note: &AuditNote) -> Value {
-    json!({
+    let mut entry = json!({
         "interaction": Some(note.interaction).filter(|i| !i.is_empty()),
         "resources": note.resources,
         "status": note.status,
@@ -276,7 +286,11 @@ fn entry_json(note: &AuditNote) -> Value {
         "masked": note.masked,
         "forged": note.forged,
         "sealed": note.sealed,
-    })
+    });
+    if let (Some(reason), Value::Object(object)) = (&note.reason, &mut entry) {
+        object.insert("reason".into(), json!(reason));
+    }
+    entry
 }
 
 /// The audit line's `outcome` for `status`.

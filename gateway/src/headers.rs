@@ -18,8 +18,8 @@
 //!   list; `Prefer: handling=strict` makes an unsupported parameter a 400, never a wider search).
 //!   The answer, [`Headers`], is the [`HeaderLookup`] the reader opens envelopes with.
 //!
-//! Failing closed: an upstream that fails (times out, 5xx, answers with something that is not a
-//! Bundle) fails the lookup, and the response with it (502 or 504). A header the upstream does not
+//! Failing closed: an upstream that fails (times out, refuses, answers with something that is not
+//! a Bundle) fails the lookup, and the response with it ([`HeaderError`]: 502 or 504). A header the upstream does not
 //! have, or holds in a form that does not decode, is simply absent: the elements sealed under it
 //! stay masked. Absences are not cached, so a header stored meanwhile is found on the next read.
 //! Cached headers expire after the TTL (60 s by default), so a header moved to a later period by
@@ -39,7 +39,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::error::{ApiError, FHIR_JSON};
+use crate::error::FHIR_JSON;
 
 /// The code system of the gateway's own codes.
 pub const CODE_SYSTEM: &str = "https://fhirseal.dev/fhir/CodeSystem/fhirseal";
@@ -51,6 +51,33 @@ pub const ID_PREFIX: &str = "fhirseal-header-";
 pub const DEFAULT_CAPACITY: usize = 4096;
 /// How long a cached header is used before it is fetched again, by default.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// Why the header store failed. Its requests are the gateway's own, not the client's: whatever
+/// the upstream answers them, the client's request is not at fault, so `error.rs` makes every
+/// failure a 502 (a 504 when the upstream did not answer in time); the upstream's status is for
+/// the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The upstream did not answer: unreachable, reset, too slow, too large.
+    #[error("the upstream FHIR server did not answer a request for shared headers")]
+    Upstream(#[from] fhirseal_upstream::UpstreamError),
+    /// The upstream refused to store a header (`PUT Basic/[id]` answered other than 200 or 201).
+    #[error("the upstream FHIR server refused to store a shared header ({status})")]
+    StoreRefused {
+        /// Its status.
+        status: StatusCode,
+    },
+    /// The upstream answered a search for headers other than 200.
+    #[error("the upstream FHIR server refused a search for shared headers ({status})")]
+    SearchRefused {
+        /// Its status.
+        status: StatusCode,
+    },
+    /// The upstream's answer to a search for headers is not a JSON Bundle.
+    #[error("the upstream FHIR server answered a search for shared headers with no Bundle")]
+    Malformed,
+}
 
 /// The shared headers on the upstream server, behind a bounded cache. Cheap to share (`Arc`).
 pub struct HeaderStore {
@@ -112,10 +139,9 @@ impl HeaderStore {
     /// Storing a header again writes the same resource: harmless.
     ///
     /// # Errors
-    /// [`ApiError::Upstream`] when the upstream does not answer (504 on a timeout, 502
-    /// otherwise), [`ApiError::UpstreamStatus`] when it refuses a write (502). The headers
-    /// before the failing one are stored.
-    pub async fn store(&self, headers: &[Header]) -> Result<(), ApiError> {
+    /// [`HeaderError::Upstream`] when the upstream does not answer, [`HeaderError::StoreRefused`]
+    /// when it refuses a write. The headers before the failing one are stored.
+    pub async fn store(&self, headers: &[Header]) -> Result<(), HeaderError> {
         for header in headers {
             let path = format!("Basic/{}", Self::resource_id(header.id()));
             let request = UpstreamRequest::new(Method::PUT, path)
@@ -126,7 +152,7 @@ impl HeaderStore {
             let response = self.upstream.send(request).await?;
             let status = response.status();
             if !matches!(status, StatusCode::OK | StatusCode::CREATED) {
-                return Err(ApiError::UpstreamStatus(status));
+                return Err(HeaderError::StoreRefused { status });
             }
             self.cache()
                 .insert(Arc::new(header.clone()), Instant::now());
@@ -141,10 +167,10 @@ impl HeaderStore {
     /// decode or is not the header of that id, is absent from the answer.
     ///
     /// # Errors
-    /// [`ApiError::Upstream`] when the upstream does not answer (504 on a timeout, 502
-    /// otherwise), [`ApiError::UpstreamStatus`] when a search answers other than 200, and
-    /// [`ApiError::UpstreamMalformed`] when its answer is not a JSON Bundle (502).
-    pub async fn lookup(&self, ids: &[HeaderId]) -> Result<Headers, ApiError> {
+    /// [`HeaderError::Upstream`] when the upstream does not answer,
+    /// [`HeaderError::SearchRefused`] when a search answers other than 200, and
+    /// [`HeaderError::Malformed`] when its answer is not a JSON Bundle.
+    pub async fn lookup(&self, ids: &[HeaderId]) -> Result<Headers, HeaderError> {
         let mut headers = Headers::default();
         let mut missing = Vec::new();
         {
@@ -181,7 +207,7 @@ impl HeaderStore {
     }
 
     /// The headers of `ids` the upstream holds, with one search.
-    async fn fetch(&self, ids: &[HeaderId]) -> Result<Vec<Header>, ApiError> {
+    async fn fetch(&self, ids: &[HeaderId]) -> Result<Vec<Header>, HeaderError> {
         let list: Vec<String> = ids.iter().map(|id| Self::resource_id(*id)).collect();
         let path = format!("Basic?_id={}&_count={}", list.join(","), ids.len());
         let request = UpstreamRequest::new(Method::GET, path)
@@ -189,12 +215,13 @@ impl HeaderStore {
             .with_header(PREFER, HeaderValue::from_static("handling=strict"));
         let response = self.upstream.send(request).await?;
         if response.status() != StatusCode::OK {
-            return Err(ApiError::UpstreamStatus(response.status()));
+            let status = response.status();
+            return Err(HeaderError::SearchRefused { status });
         }
         let bundle: Value =
-            serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
+            serde_json::from_slice(response.body()).map_err(|_| HeaderError::Malformed)?;
         if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-            return Err(ApiError::UpstreamMalformed);
+            return Err(HeaderError::Malformed);
         }
         let wanted: HashSet<HeaderId> = ids.iter().copied().collect();
         let entries = bundle.get("entry").and_then(Value::as_array);

@@ -15,7 +15,7 @@
 //!
 //! A token that yields none of these, or a name holding `#`, a control character, more than
 //! [`MAX_IDENTITY_BYTES`] bytes, or a `fhirUser` starting with a reserved `client:`/`sub:`
-//! prefix, gets [`ApiError::KeyIdentity`].
+//! prefix, gets [`KeyError::Identity`].
 //!
 //! # Registrations and revocation
 //!
@@ -25,7 +25,7 @@
 //! earlier version, so an identity's latest version is never revoked by the keyring. Hence:
 //!
 //! - latest version active: the identity's key (re-issued if the attributes differ);
-//! - latest version revoked: an administrator revoked it ([`ApiError::KeysRevoked`]); the keyring
+//! - latest version revoked: an administrator revoked it ([`KeyError::Revoked`]); the keyring
 //!   never re-enrols it. To re-admit the identity, an administrator registers its next version.
 //!
 //! An interrupted re-issue (new version registered, old one not yet revoked) is finished by the
@@ -36,7 +36,7 @@
 //! still alive after a role change, two apps with different scopes) would re-issue on every
 //! alternate request, each time spending a leaf and growing the revocation list. Within the
 //! interval a token whose attributes differ from the latest registration's gets
-//! [`ApiError::KeyReissueThrottled`] (fail closed: never the key of other attributes).
+//! [`KeyError::ReissueThrottled`] (fail closed: never the key of other attributes).
 //!
 //! # Caching
 //!
@@ -60,8 +60,6 @@ use fhirseal_fhir::Principal;
 use fhirseal_policy::Policy;
 use rand_core::OsRng;
 use rshabe::{Attribute, DecryptionKey};
-
-use crate::error::ApiError;
 
 /// The longest identity the keyring binds keys to, in bytes (the authority allows 256 per name,
 /// and a version suffix follows).
@@ -130,15 +128,60 @@ pub enum KeyChange {
     },
 }
 
+/// Why the keyring gives a caller no key. The messages are the client's (`error.rs` gives each
+/// its status once: 403, 409, 503 or 500); what the authority said is the
+/// [`source`](std::error::Error::source), for the log, never for the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The token names no identity a decryption key can be bound to (no `fhirUser`, not a
+    /// backend service, no issuer to qualify its subject with), or one the keyring cannot hold:
+    /// a `#`, a reserved `client:`/`sub:` prefix on a `fhirUser`, a control character, too long.
+    #[error("this token names no identity that decryption keys can be bound to")]
+    Identity,
+    /// An administrator revoked this identity's keys; the keyring does not re-enrol it.
+    #[error("this identity's decryption keys are revoked")]
+    Revoked,
+    /// The identity's key was issued or re-issued moments ago for other attributes than this
+    /// token's roles give; the keyring re-issues an identity's key at most once per interval.
+    #[error("this identity's key was re-issued moments ago for other roles; retry later")]
+    ReissueThrottled,
+    /// The policy gives an attribute the authority cannot issue (a policy and an authority
+    /// that do not fit: the operator's to fix).
+    #[error("the key authority could not provide a key")]
+    PolicyAttribute(#[source] UnissuableAttribute),
+    /// The attribute authority failed: its store is unreachable, or anything else.
+    #[error("the key authority could not provide a key")]
+    Authority(#[source] AuthorityError),
+    /// A key task did not complete: it panicked (`panicked`) or the runtime is shutting down.
+    /// (Not the task's own error: a panic's message is not for the log.)
+    #[error("the key authority could not provide a key")]
+    Task {
+        /// Whether it panicked (else it was cancelled).
+        panicked: bool,
+    },
+}
+
+/// An attribute the policy gives that the authority cannot issue, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy's attribute {attribute:?} is not one the key authority can issue")]
+pub struct UnissuableAttribute {
+    /// The attribute, as the policy names it.
+    pub attribute: String,
+    /// Why the authority cannot hold it.
+    #[source]
+    pub source: rshabe::PolicyError,
+}
+
 /// The name the keys of the caller are bound to (see the module documentation).
 ///
 /// # Errors
 ///
-/// [`ApiError::KeyIdentity`] when the token names none the keyring can hold.
-pub fn key_identity(principal: &Principal) -> Result<String, ApiError> {
+/// [`KeyError::Identity`] when the token names none the keyring can hold.
+pub fn key_identity(principal: &Principal) -> Result<String, KeyError> {
     let identity = if let Some(user) = &principal.fhir_user {
         if RESERVED_PREFIXES.iter().any(|p| user.starts_with(p)) {
-            return Err(ApiError::KeyIdentity);
+            return Err(KeyError::Identity);
         }
         user.clone()
     } else if let Some(client) = principal
@@ -150,7 +193,7 @@ pub fn key_identity(principal: &Principal) -> Result<String, ApiError> {
     } else {
         let issuer = principal.claims.get("iss").and_then(|v| v.as_str());
         let Some(issuer) = issuer.filter(|i| !i.is_empty() && !i.contains(' ')) else {
-            return Err(ApiError::KeyIdentity);
+            return Err(KeyError::Identity);
         };
         format!("sub:{issuer} {}", principal.subject)
     };
@@ -161,7 +204,7 @@ pub fn key_identity(principal: &Principal) -> Result<String, ApiError> {
     if usable {
         Ok(identity)
     } else {
-        Err(ApiError::KeyIdentity)
+        Err(KeyError::Identity)
     }
 }
 
@@ -203,7 +246,7 @@ impl Keyring {
         &self,
         principal: &Principal,
         now: i64,
-    ) -> Result<Option<Arc<DecryptionKey>>, ApiError> {
+    ) -> Result<Option<Arc<DecryptionKey>>, KeyError> {
         Ok(self.grant_for(principal, now).await?.map(|grant| grant.key))
     }
 
@@ -212,15 +255,15 @@ impl Keyring {
     ///
     /// # Errors
     ///
-    /// [`ApiError::KeyIdentity`] (no usable identity), [`ApiError::KeysRevoked`] (an
-    /// administrator revoked it), [`ApiError::KeyReissueThrottled`] (re-issued too recently for
-    /// other attributes), [`ApiError::Authority`] and [`ApiError::KeyTask`] (the authority
-    /// failed).
+    /// [`KeyError::Identity`] (no usable identity), [`KeyError::Revoked`] (an administrator
+    /// revoked it), [`KeyError::ReissueThrottled`] (re-issued too recently for other
+    /// attributes), [`KeyError::PolicyAttribute`], [`KeyError::Authority`] and
+    /// [`KeyError::Task`] (the authority failed).
     pub async fn grant_for(
         &self,
         principal: &Principal,
         now: i64,
-    ) -> Result<Option<KeyGrant>, ApiError> {
+    ) -> Result<Option<KeyGrant>, KeyError> {
         let attributes = canonical(self.inner.policy.attributes(principal).names())?;
         if attributes.is_empty() {
             return Ok(None);
@@ -279,7 +322,7 @@ impl Keyring {
         attributes: &BTreeSet<String>,
         period: u64,
         now: i64,
-    ) -> Result<Option<KeyGrant>, ApiError> {
+    ) -> Result<Option<KeyGrant>, KeyError> {
         let ttl = seconds(self.inner.settings.cache_seconds);
         let (registration, key) = {
             let entries = self.inner.entries();
@@ -324,7 +367,7 @@ impl Keyring {
         identity: &str,
         registration: &str,
         period: u64,
-    ) -> Result<Arc<DecryptionKey>, ApiError> {
+    ) -> Result<Arc<DecryptionKey>, KeyError> {
         let inner = self.inner.clone();
         let name = registration.to_string();
         let result = blocking(move || {
@@ -332,8 +375,11 @@ impl Keyring {
                 .authority
                 .decryption_key(&name, period, &mut OsRng)
                 .map_err(|e| match e {
-                    AuthorityError::Revoked { .. } => ApiError::KeysRevoked,
-                    other => ApiError::Authority(other),
+                    // A revoked registration's key, or one destroyed because it was revoked.
+                    AuthorityError::Revoked { .. } | AuthorityError::KeyDestroyed { .. } => {
+                        KeyError::Revoked
+                    }
+                    other => KeyError::Authority(other),
                 })
         })
         .await;
@@ -344,7 +390,7 @@ impl Keyring {
     }
 
     /// The period at `now`, from the cache while it is fresh and the period has not ended.
-    async fn period(&self, now: i64) -> Result<u64, ApiError> {
+    async fn period(&self, now: i64) -> Result<u64, KeyError> {
         let ttl = seconds(self.inner.settings.cache_seconds);
         if let Some(cached) = *self.inner.period.lock().unwrap_or_else(|e| e.into_inner())
             && (0..ttl).contains(&now.saturating_sub(cached.checked_at))
@@ -357,7 +403,7 @@ impl Keyring {
             inner
                 .authority
                 .period_info(now)
-                .map_err(ApiError::Authority)
+                .map_err(KeyError::Authority)
         })
         .await?;
         *self.inner.period.lock().unwrap_or_else(|e| e.into_inner()) = Some(PeriodEntry {
@@ -485,7 +531,7 @@ fn resolve(
     wanted: &BTreeSet<String>,
     settings: &KeyringSettings,
     now: i64,
-) -> Result<(String, Option<KeyChange>), ApiError> {
+) -> Result<(String, Option<KeyChange>), KeyError> {
     for _ in 0..RACE_RETRIES {
         let versions = registrations(authority, identity)?;
         let Some(latest) = versions.last() else {
@@ -499,7 +545,7 @@ fn resolve(
             ));
         };
         if latest.revoked_at.is_some() {
-            return Err(ApiError::KeysRevoked);
+            return Err(KeyError::Revoked);
         }
         let held: BTreeSet<String> = latest.attributes.iter().cloned().collect();
         let earlier = &versions[..versions.len() - 1];
@@ -508,7 +554,7 @@ fn resolve(
             return Ok((latest.name.clone(), None));
         }
         if now.saturating_sub(latest.created_at) < seconds(settings.reissue_interval_seconds) {
-            return Err(ApiError::KeyReissueThrottled);
+            return Err(KeyError::ReissueThrottled);
         }
         let name = versioned(identity, versions.len() + 1);
         if !register(authority, &name, wanted, now)? {
@@ -525,15 +571,15 @@ fn resolve(
         ));
     }
     // Other replicas kept registering versions of this identity under our feet.
-    Err(ApiError::KeyReissueThrottled)
+    Err(KeyError::ReissueThrottled)
 }
 
 /// Every version of `identity`'s registration, oldest first.
 fn registrations(
     authority: &Authority,
     identity: &str,
-) -> Result<Vec<fhirseal_authority::Principal>, ApiError> {
-    registered_versions(authority, identity).map_err(ApiError::Authority)
+) -> Result<Vec<fhirseal_authority::Principal>, KeyError> {
+    registered_versions(authority, identity).map_err(KeyError::Authority)
 }
 
 /// Every version of `identity`'s registration in `authority` (`identity`, `identity#2`, …),
@@ -570,12 +616,12 @@ fn register(
     name: &str,
     attributes: &BTreeSet<String>,
     now: i64,
-) -> Result<bool, ApiError> {
+) -> Result<bool, KeyError> {
     let attributes: Vec<String> = attributes.iter().cloned().collect();
     match authority.add_user(name, &attributes, None, now, &mut OsRng) {
         Ok(_) => Ok(true),
         Err(AuthorityError::AlreadyRegistered { .. }) => Ok(false),
-        Err(e) => Err(ApiError::Authority(e)),
+        Err(e) => Err(KeyError::Authority(e)),
     }
 }
 
@@ -584,11 +630,11 @@ fn retire(
     authority: &Authority,
     versions: &[fhirseal_authority::Principal],
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), KeyError> {
     for old in versions.iter().filter(|v| v.revoked_at.is_none()) {
         match authority.revoke(Kind::User, &old.name, now) {
             Ok(_) | Err(AuthorityError::AlreadyRevoked { .. }) => {}
-            Err(e) => return Err(ApiError::Authority(e)),
+            Err(e) => return Err(KeyError::Authority(e)),
         }
     }
     Ok(())
@@ -604,16 +650,16 @@ fn versioned(identity: &str, n: usize) -> String {
 }
 
 /// The attribute names as the authority stores them (NFC).
-fn canonical<'a>(names: impl Iterator<Item = &'a str>) -> Result<BTreeSet<String>, ApiError> {
+fn canonical<'a>(names: impl Iterator<Item = &'a str>) -> Result<BTreeSet<String>, KeyError> {
     names
         .map(|name| {
             Attribute::new(name)
                 .map(|a| a.as_str().to_string())
-                .map_err(|e| {
-                    ApiError::Authority(AuthorityError::Invalid(format!(
-                        "the policy's attribute {name:?}: {}",
-                        e.kind
-                    )))
+                .map_err(|source| {
+                    KeyError::PolicyAttribute(UnissuableAttribute {
+                        attribute: name.to_string(),
+                        source,
+                    })
                 })
         })
         .collect()
@@ -621,11 +667,13 @@ fn canonical<'a>(names: impl Iterator<Item = &'a str>) -> Result<BTreeSet<String
 
 /// Runs an authority call on a blocking thread.
 async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+    call: impl FnOnce() -> Result<T, KeyError> + Send + 'static,
+) -> Result<T, KeyError> {
     tokio::task::spawn_blocking(call)
         .await
-        .map_err(|_| ApiError::KeyTask)?
+        .map_err(|e| KeyError::Task {
+            panicked: e.is_panic(),
+        })?
 }
 
 fn seconds(s: u64) -> i64 {

@@ -5,16 +5,17 @@
 //! sealing key (named secrets of the authority, so every replica writes the same tokens and
 //! every replica accepts what another sealed). The sealing key tags and binds every header and
 //! envelope (version 2, `docs/authenticity.md`); readers check it before opening anything. [`Sealing::seal`]
-//! turns a resource into its upstream form under the policy's rules for the resource's patient,
-//! and makes sure every shared header the result names is stored on the upstream *before* the
-//! resource is sent: a resource whose header was never stored could never be opened again.
+//! turns a resource into its upstream form under the sealing rules of the decision that permitted
+//! the write (the policy is not looked up a second time: [`Obligations::sealing`]), and makes
+//! sure every shared header the result names is stored on the upstream *before* the resource is
+//! sent: a resource whose header was never stored could never be opened again.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
-use fhirseal_policy::{Label, Policy, record_patient};
+use fhirseal_policy::{Label, Obligations, Policy};
 use fhirseal_seal::shape::{
     DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
 };
@@ -23,8 +24,7 @@ use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::error::ApiError;
-use crate::headers::HeaderStore;
+use crate::headers::{HeaderError, HeaderStore};
 
 /// The authority's named secret the blind-index key is derived from.
 pub const BLIND_INDEX_SECRET: &str = "fhir/blind-index";
@@ -35,15 +35,65 @@ pub const SEALING_SECRET: &str = "fhir/sealing-key";
 /// What writes seal with; see the module documentation. Cheap to share (`Arc`).
 pub struct Sealing {
     authority: Arc<Authority>,
+    /// The policy, for the read path's check only: writes seal under their decision's rules.
     policy: Arc<Policy>,
     book: Mutex<SharedHeaders>,
     blind_index: BlindIndex,
     key: SealingKey,
     /// The policy's rules resolved once, for the read path's check (paths only).
     read_rules: Rules,
-    /// The gateway's and the upstream's base URLs: an absolute reference under one of them
-    /// names a patient of ours (`record_patient`).
-    bases: Vec<String>,
+}
+
+/// Why a write cannot be sealed. The messages are the client's; `error.rs` gives each its status
+/// once: 422 for what the client sent, 5xx when the gateway failed (never the resource sent
+/// unsealed). Errors about an element name its path, never its value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealingError {
+    /// The resource holds what a reader gets in place of an element it cannot open
+    /// ([`holds_masked_placeholder`]): sealed as it is, it would replace that element for
+    /// everyone.
+    #[error(
+        "the request cannot be processed: the resource holds elements masked for this caller \
+         (data-absent-reason `masked`, or the protected narrative); writing them back would erase \
+         what they stand for. Leave such elements out only to delete them"
+    )]
+    MaskedPlaceholder,
+    /// The resource holds, at `path`, an element this gateway withheld as forged (a
+    /// data-absent-reason `error` placeholder in a resource labelled forged,
+    /// `docs/authenticity.md`): sealed as it is, it would stand as genuine.
+    #[error(
+        "the resource holds an element withheld as forged at {path}; writing it back would seal \
+         the placeholder as genuine. Leave the element out, or write its true value"
+    )]
+    ForgedPlaceholder {
+        /// The element's path (`Patient.birthDate`, `Patient.name[0]`).
+        path: String,
+    },
+    /// A `display` of a reference to a patient is where no rule can seal it (failing closed: it
+    /// would reach the upstream in clear).
+    #[error(
+        "the request cannot be processed: a reference display naming a patient is where no rule \
+         can seal it ({0})"
+    )]
+    DisplayRule(#[source] fhirseal_seal::RuleError),
+    /// The resource cannot be sealed as given (an element of the wrong shape, sealed or masked
+    /// content), or making a header failed ([`fhirseal_seal::SealError::Crypto`]).
+    #[error("the resource cannot be sealed: {0}")]
+    Resource(#[source] fhirseal_seal::SealError),
+    /// The authority cannot say which period it is.
+    #[error("the key authority could not provide the current period")]
+    Period(#[source] fhirseal_authority::Error),
+    /// The sealing task did not complete: it panicked (`panicked`) or the runtime is shutting
+    /// down. (Not the task's own error: a panic's message is not for the log.)
+    #[error("sealing the resource did not complete")]
+    Task {
+        /// Whether it panicked (else it was cancelled).
+        panicked: bool,
+    },
+    /// A shared header the sealed resource names could not be found or stored upstream.
+    #[error("the shared headers of the sealed resource could not be stored upstream")]
+    Headers(#[from] HeaderError),
 }
 
 /// A resource in its upstream form.
@@ -56,16 +106,15 @@ pub struct SealedWrite {
 }
 
 impl Sealing {
-    /// Sealing for `authority` under `policy`; the blind-index key and the sealing key are the
-    /// authority's named secrets [`BLIND_INDEX_SECRET`] and [`SEALING_SECRET`], made on first
-    /// start. `bases` are the gateway's and the upstream's base URLs.
+    /// Sealing for `authority`, checking what it reads against `policy`; the blind-index key and
+    /// the sealing key are the authority's named secrets [`BLIND_INDEX_SECRET`] and
+    /// [`SEALING_SECRET`], made on first start.
     ///
     /// # Errors
     /// The authority's error when a secret cannot be read or stored, or is not 32 bytes.
     pub fn new(
         authority: Arc<Authority>,
         policy: Arc<Policy>,
-        bases: Vec<String>,
     ) -> Result<Self, fhirseal_authority::Error> {
         let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
         let sealing = named_secret(&authority, SEALING_SECRET)?;
@@ -74,7 +123,6 @@ impl Sealing {
             authority,
             policy,
             read_rules,
-            bases,
             book: Mutex::new(SharedHeaders::new()),
             blind_index: BlindIndex::new(*blind_index),
             key: SealingKey::new(&sealing),
@@ -86,27 +134,30 @@ impl Sealing {
         &self.key
     }
 
-    /// Seals `resource` (bound to its `id`, or to `binding` when it has none) under the rules
-    /// for its patient at the current period, adds the policy's `labels`, and stores every shared
-    /// header it names that the upstream does not hold yet.
+    /// Seals `resource` (bound to its `id`, or to `binding` when it has none) at the current
+    /// period under the sealing rules and labels of `permit`, the obligations of the decision
+    /// that permitted writing it, and stores every shared header it names that the upstream does
+    /// not hold yet.
     ///
     /// # Errors
-    /// [`ApiError::Seal`] when the resource cannot be sealed (already sealed or masked content,
-    /// an element of the wrong shape), [`ApiError::Authority`] when the period cannot be read,
-    /// and the header store's errors when a header cannot be stored.
+    /// [`SealingError`]: the resource cannot be sealed as given (masked or forged placeholders,
+    /// already sealed content, an element of the wrong shape), the period cannot be read, a
+    /// header cannot be made, found or stored.
     pub async fn seal(
         self: &Arc<Self>,
         store: &HeaderStore,
         resource: Value,
         binding: Option<String>,
-        labels: Vec<Label>,
-    ) -> Result<SealedWrite, ApiError> {
+        permit: Obligations,
+    ) -> Result<SealedWrite, SealingError> {
         let this = Arc::clone(self);
         let (sealed, needed) = tokio::task::spawn_blocking(move || {
-            this.seal_blocking(resource, binding.as_deref(), &labels)
+            this.seal_blocking(resource, binding.as_deref(), &permit)
         })
         .await
-        .map_err(|_| ApiError::KeyTask)??;
+        .map_err(|e| SealingError::Task {
+            panicked: e.is_panic(),
+        })??;
         ensure_stored(store, needed).await?;
         Ok(sealed)
     }
@@ -116,21 +167,17 @@ impl Sealing {
         &self,
         mut resource: Value,
         binding: Option<&str>,
-        labels: &[Label],
-    ) -> Result<(SealedWrite, Vec<Header>), ApiError> {
+        permit: &Obligations,
+    ) -> Result<(SealedWrite, Vec<Header>), SealingError> {
         if holds_masked_placeholder(&resource) {
-            return Err(ApiError::Unprocessable(
-                "the resource holds elements masked for this caller (data-absent-reason \
-                 `masked`, or the protected narrative); writing them back would erase what they \
-                 stand for. Leave such elements out only to delete them",
-            ));
+            return Err(SealingError::MaskedPlaceholder);
         }
         // Only the gateway says what is forged: a client's label goes, and a forged element's
         // placeholder read from the gateway is not written back as a value.
         if has_forged_label(&resource)
             && let Some(path) = forged_placeholder(&resource)
         {
-            return Err(ApiError::ForgedPlaceholder { path });
+            return Err(SealingError::ForgedPlaceholder { path });
         }
         if let Some(object) = resource.as_object_mut() {
             remove_forged_labels(object);
@@ -139,17 +186,13 @@ impl Sealing {
         let period = self
             .authority
             .current_period(now)
-            .map_err(ApiError::Authority)?;
-        let bases: Vec<&str> = self.bases.iter().map(String::as_str).collect();
-        let rules = self
-            .policy
-            .rules_for_resource(&resource, record_patient(&resource, &bases).as_deref())
-            .map_err(|_| {
-                ApiError::Unprocessable(
-                    "a reference display naming a patient is where no rule can seal it",
-                )
-            })?;
-        add_labels(&mut resource, labels);
+            .map_err(SealingError::Period)?;
+        // The decision's rules, for the patient it was made for: no second look at the policy.
+        let rules = permit
+            .sealing
+            .for_resource(&resource)
+            .map_err(SealingError::DisplayRule)?;
+        add_labels(&mut resource, &permit.labels);
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rng = OsRng;
         let sealed = Sealer::new(
@@ -161,7 +204,7 @@ impl Sealing {
         )
         .with_blind_index(&self.blind_index)
         .seal_resource(&resource, &rules, binding)
-        .map_err(ApiError::Seal)?;
+        .map_err(SealingError::Resource)?;
         // The ones made now are among those named; the list of created ones is only drained.
         book.take_created();
         let needed = shared_header_ids(&sealed.resource)
@@ -221,7 +264,7 @@ fn named_secret(
 /// Stores those of `headers` the upstream does not hold. A header already there is never
 /// written again: the update job may have moved it to a later period since this process made
 /// it, and writing this copy back would undo that.
-async fn ensure_stored(store: &HeaderStore, headers: Vec<Header>) -> Result<(), ApiError> {
+async fn ensure_stored(store: &HeaderStore, headers: Vec<Header>) -> Result<(), HeaderError> {
     if headers.is_empty() {
         return Ok(());
     }

@@ -150,12 +150,7 @@ impl AppState {
             },
             http,
         )?;
-        let bases = vec![config.fhir_base.clone(), upstream.base().to_string()];
-        let sealing = Arc::new(Sealing::new(
-            Arc::clone(&authority),
-            Arc::clone(&policy),
-            bases,
-        )?);
+        let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
         Ok(Self {
             sealing,
             keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),

@@ -57,6 +57,6 @@ pub fn decide(
     );
     match decision {
         Decision::Permit(obligations) => Ok(obligations),
-        Decision::Deny(_) => Err(ApiError::Denied),
+        Decision::Deny(reason) => Err(ApiError::Denied { reason }),
     }
 }

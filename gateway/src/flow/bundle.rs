@@ -31,7 +31,7 @@ use crate::error::{ApiError, FHIR_JSON};
 use crate::flow::change::{self, CreateId, Planned, Prepared, Step};
 use crate::flow::query::find_one;
 use crate::flow::respond::Answer;
-use crate::flow::stored::{Found, upstream_refusal};
+use crate::flow::stored::Found;
 use crate::flow::{audit_name, run as run_one};
 use crate::seal::new_id;
 use crate::state::AppState;
@@ -161,14 +161,19 @@ async fn run_transaction(
     }
     // Pass 2: every write prepared as alone; the first refusal fails the transaction.
     let mut reads = Vec::new();
-    let mut sends: Vec<(usize, Prepared)> = Vec::new();
+    let mut sends: Vec<Sent> = Vec::new();
     for (index, request) in requests.into_iter().enumerate() {
         let id = CreateId(ids[index].take());
         let (interaction, resources) = audit_of(&request);
         match change::prepare(state, caller, request, id).await {
             Ok(Planned::Other(request)) => reads.push((index, request)),
             Ok(Planned::Write(Step::Answered(answer))) => answers[index] = Some(answer),
-            Ok(Planned::Write(Step::Send(prepared))) => sends.push((index, prepared)),
+            Ok(Planned::Write(Step::Send(prepared))) => sends.push(Sent {
+                index,
+                interaction,
+                resources,
+                prepared,
+            }),
             Err(error) => {
                 return Err(ApiError::TransactionEntry {
                     index,
@@ -183,10 +188,20 @@ async fn run_transaction(
     if !sends.is_empty() {
         let calls: Vec<Value> = sends
             .iter()
-            .map(|(_, p)| upstream_entry(state, p))
+            .map(|sent| upstream_entry(state, &sent.prepared))
             .collect();
-        let responses = send_transaction(state, calls).await?;
-        for ((index, prepared), response) in sends.into_iter().zip(responses) {
+        let responses = match send_transaction(state, calls).await {
+            Ok(responses) => responses,
+            Err(Unsent::Refused(status)) => return Err(refused_transaction(status, sends)),
+            Err(Unsent::Failed(error)) => return Err(error),
+        };
+        for (
+            Sent {
+                index, prepared, ..
+            },
+            response,
+        ) in sends.into_iter().zip(responses)
+        {
             let (status, headers, stored) = entry_response(response)?;
             let answer = change::finish(state, caller, prepared, status, &headers, stored).await?;
             answers[index] = Some(answer);
@@ -223,8 +238,56 @@ fn upstream_entry(state: &AppState, prepared: &Prepared) -> Value {
     Value::Object(entry)
 }
 
+/// A prepared write of a transaction: its entry's index, what the audit line names of it, the
+/// write.
+struct Sent {
+    index: usize,
+    interaction: &'static str,
+    resources: Vec<String>,
+    prepared: Prepared,
+}
+
+/// Why the upstream transaction gave no answers.
+enum Unsent {
+    /// The upstream refused it as a whole, with this status.
+    Refused(StatusCode),
+    /// It failed otherwise (no answer, not a transaction-response).
+    Failed(ApiError),
+}
+
+impl From<ApiError> for Unsent {
+    fn from(error: ApiError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+impl From<fhirseal_upstream::UpstreamError> for Unsent {
+    fn from(error: fhirseal_upstream::UpstreamError) -> Self {
+        Self::Failed(error.into())
+    }
+}
+
+/// The upstream's refusal of the whole transaction, status for status
+/// ([`ApiError::from_upstream_status`]). Holding one write, it is that entry's refusal, naming
+/// its resource as the write alone would; holding several, the transaction's, naming none (the
+/// upstream's words, which may say which entry, are not passed on).
+fn refused_transaction(status: StatusCode, mut sends: Vec<Sent>) -> ApiError {
+    match (sends.pop(), sends.is_empty()) {
+        (Some(sent), true) => ApiError::TransactionEntry {
+            index: sent.index,
+            interaction: sent.interaction,
+            resources: sent.resources,
+            reason: Box::new(ApiError::from_upstream_status(
+                status,
+                Some(sent.prepared.target()),
+            )),
+        },
+        _ => ApiError::from_upstream_status(status, None),
+    }
+}
+
 /// The writes sent upstream as one transaction: its response entries, one per write, in order.
-async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<Value>, Unsent> {
     let count = entries.len();
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
     let request = UpstreamRequest::new(Method::POST, "")
@@ -237,18 +300,18 @@ async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<V
         .with_body(bundle.to_string());
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
-        return Err(upstream_refusal(&response, "Bundle", "-"));
+        return Err(Unsent::Refused(response.status()));
     }
     let answer: Value =
         serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
     if answer.get("resourceType").and_then(Value::as_str) != Some("Bundle")
         || answer.get("type").and_then(Value::as_str) != Some("transaction-response")
     {
-        return Err(ApiError::UpstreamMalformed);
+        return Err(ApiError::UpstreamMalformed.into());
     }
     match answer.get("entry") {
         Some(Value::Array(entries)) if entries.len() == count => Ok(entries.clone()),
-        _ => Err(ApiError::UpstreamMalformed),
+        _ => Err(ApiError::UpstreamMalformed.into()),
     }
 }
 

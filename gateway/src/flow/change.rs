@@ -32,7 +32,7 @@ use crate::flow::authorize::authorize;
 use crate::flow::protect::open_for;
 use crate::flow::query::find_one;
 use crate::flow::respond::{Answer, note};
-use crate::flow::stored::{Found, check_version, fetch, upstream_refusal, version_of};
+use crate::flow::stored::{Found, check_version, fetch, version_of};
 use crate::seal::new_id;
 use crate::state::AppState;
 
@@ -55,6 +55,13 @@ pub struct Prepared {
     id: String,
     sealed: usize,
     prefer: Prefer,
+}
+
+impl Prepared {
+    /// The resource written: its type and id.
+    pub fn target(&self) -> (&str, &str) {
+        (&self.resource_type, &self.id)
+    }
 }
 
 /// One upstream write: `PUT [type]/[id]` with the sealed resource, or `DELETE [type]/[id]`.
@@ -354,10 +361,10 @@ pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answ
     }
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
-        return Err(upstream_refusal(
-            &response,
-            &prepared.resource_type,
-            &prepared.id,
+        let target = (prepared.resource_type.as_str(), prepared.id.as_str());
+        return Err(ApiError::from_upstream_status(
+            response.status(),
+            Some(target),
         ));
     }
     let (status, headers, body) = response.into_parts();
@@ -505,10 +512,11 @@ async fn seal(
     prefer: Prefer,
 ) -> Result<Step, ApiError> {
     let (kind, interaction) = how;
-    let obligations = authorize(state, caller, interaction, &resource)?;
+    // The decision carries the rules it was made under: the write is sealed by those.
+    let permit = authorize(state, caller, interaction, &resource)?;
     let sealed = state
         .sealing
-        .seal(&state.headers, resource, None, obligations.labels)
+        .seal(&state.headers, resource, None, permit)
         .await?;
     let Target { resource_type, id } = target;
     Ok(Step::Send(Prepared {

@@ -55,7 +55,9 @@ pub async fn open_for(
     } else {
         tokio::task::spawn_blocking(move || open(value))
             .await
-            .map_err(|_| ApiError::KeyTask)?
+            .map_err(|e| ApiError::Task {
+                panicked: e.is_panic(),
+            })?
     };
     // Here, in the request's span (the blocking pool is outside it).
     warn_forged(&report);

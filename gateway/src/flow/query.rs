@@ -270,7 +270,9 @@ fn narrow(
     }
     // Scopes are a union of ways; the first is used (its entries are still checked one by one).
     let Some(first) = narrowings.into_iter().next() else {
-        return Err(ApiError::Denied);
+        return Err(ApiError::Denied {
+            reason: "no scope of the token leaves a way to search this type".into(),
+        });
     };
     let patient = caller
         .0
@@ -319,7 +321,8 @@ fn check_paging(name: &str, value: &str) -> Result<(), ApiError> {
 }
 
 /// `GET path` on the upstream, which must answer a Bundle of one of `types`; its refusals mapped
-/// status for status in fixed words (400, 404, 405/501 as 501, anything else 502).
+/// status for status in fixed words ([`ApiError::from_upstream_status`]; a 400 says it was the
+/// search's).
 async fn upstream_bundle(
     state: &AppState,
     path: String,
@@ -340,13 +343,10 @@ async fn upstream_bundle(
                 "the FHIR server refused the search's parameters or values",
             ));
         }
-        // An operation or type the upstream does not have (`$everything` on a server without
-        // it): FHIR's 404, and 501 for one it does not implement.
-        StatusCode::NOT_FOUND => return Err(ApiError::UpstreamNotFound),
-        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
-            return Err(ApiError::UpstreamNotSupported);
-        }
-        status => return Err(ApiError::UpstreamStatus(status)),
+        // The one mapping of upstream refusals: an operation or type the upstream does not
+        // have (`$everything` on a server without it) is FHIR's 404, one it does not implement
+        // a 501.
+        status => return Err(ApiError::from_upstream_status(status, None)),
     }
     let bundle: Value =
         serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;

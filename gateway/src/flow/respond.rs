@@ -122,13 +122,16 @@ impl Answer {
     }
 
     /// The answer of a refused interaction: its status and OperationOutcome, as the error
-    /// response alone would say (`error.rs` picks both).
+    /// response alone would say (`error.rs` picks both), and the policy's reason for the audit
+    /// line. A 5xx is logged here, as the error alone is by its response.
     pub fn refused(error: &ApiError, interaction: &'static str, resources: Vec<String>) -> Self {
+        error.log_server_error();
         let (status, _, _) = error.parts();
         let body = error.outcome();
         let note = AuditNote {
             interaction,
             resources,
+            reason: error.audit_reason().map(str::to_string),
             ..AuditNote::default()
         };
         Self::new(status, Some(body), note)

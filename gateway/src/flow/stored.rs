@@ -1,11 +1,11 @@
 //! What the upstream holds: one function that reads a resource ([`fetch`], status and shape
-//! checked), the version checks of `If-Match`, and how an upstream refusal of a write becomes the
-//! client's error.
+//! checked) and the version checks of `If-Match`. An upstream refusal becomes the client's error
+//! by the one mapping, [`ApiError::from_upstream_status`].
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{Id, ResourceType};
-use fhirseal_upstream::{UpstreamRequest, UpstreamResponse};
+use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -49,7 +49,8 @@ pub struct Stored {
 }
 
 /// `GET path` on the upstream, which must be `resource_type`/`id`: 404 and 410 are
-/// [`ApiError::NotFound`] and [`ApiError::Gone`].
+/// [`ApiError::NotFound`] and [`ApiError::Gone`], other refusals as
+/// [`ApiError::from_upstream_status`] maps them.
 pub async fn fetch(
     state: &AppState,
     resource_type: &str,
@@ -61,18 +62,9 @@ pub async fn fetch(
         HeaderValue::from_static("application/fhir+json"),
     );
     let response = state.upstream.send(request).await?;
-    let gone = || (resource_type.to_string(), id.to_string());
-    match response.status() {
-        status if status.is_success() => {}
-        StatusCode::NOT_FOUND => {
-            let (resource_type, id) = gone();
-            return Err(ApiError::NotFound { resource_type, id });
-        }
-        StatusCode::GONE => {
-            let (resource_type, id) = gone();
-            return Err(ApiError::Gone { resource_type, id });
-        }
-        status => return Err(ApiError::UpstreamStatus(status)),
+    if !response.status().is_success() {
+        let target = Some((resource_type, id));
+        return Err(ApiError::from_upstream_status(response.status(), target));
     }
     let (_, headers, body) = response.into_parts();
     let resource: Value = serde_json::from_slice(&body).map_err(|_| ApiError::UpstreamMalformed)?;
@@ -82,37 +74,6 @@ pub async fn fetch(
         return Err(ApiError::UpstreamMalformed);
     }
     Ok(Stored { resource, headers })
-}
-
-/// An upstream refusal of a write or delete, as the client's error, status for status: 400,
-/// 404, 409, 410, 412 and 422 kept, 405 and 501 a 501 (not supported), anything else a 502. The
-/// upstream's own words are dropped (they describe the sealed form, not what the client sent):
-/// each error says a fixed sentence.
-pub fn upstream_refusal(response: &UpstreamResponse, resource_type: &str, id: &str) -> ApiError {
-    match response.status() {
-        StatusCode::NOT_FOUND => ApiError::NotFound {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-        },
-        StatusCode::GONE => ApiError::Gone {
-            resource_type: resource_type.to_string(),
-            id: id.to_string(),
-        },
-        StatusCode::PRECONDITION_FAILED => {
-            ApiError::PreconditionFailed("the resource was changed since the version named")
-        }
-        StatusCode::CONFLICT => ApiError::UpstreamConflict,
-        StatusCode::BAD_REQUEST => {
-            ApiError::InvalidRequest("the FHIR server refused the request as invalid")
-        }
-        StatusCode::UNPROCESSABLE_ENTITY => {
-            ApiError::Unprocessable("the FHIR server refused the resource as invalid")
-        }
-        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
-            ApiError::UpstreamNotSupported
-        }
-        status => ApiError::UpstreamStatus(status),
-    }
 }
 
 /// An ETag (`W/"3"`, `"3"` or `3`) against the stored resource's `meta.versionId`: 412 unless

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use fhirseal::error::ApiError;
-use fhirseal::headers::{BATCH, CODE_SYSTEM, HEADER_CODE, HeaderStore};
+use fhirseal::headers::{BATCH, CODE_SYSTEM, HEADER_CODE, HeaderError, HeaderStore};
 use fhirseal_envelope::{Granularity, Header, HeaderCache, HeaderId, SealingKey};
 use fhirseal_seal::shape::SEALED_HEADER;
 use fhirseal_seal::{
@@ -116,8 +116,8 @@ impl Keys {
     }
 }
 
-fn status(error: ApiError) -> StatusCode {
-    error.into_response().status()
+fn status(error: HeaderError) -> StatusCode {
+    ApiError::from(error).into_response().status()
 }
 
 async fn gets(server: &MockServer) -> usize {
@@ -313,7 +313,7 @@ async fn upstream_failures_fail_the_lookup_closed() {
         assert!(
             matches!(
                 error,
-                ApiError::UpstreamStatus(_) | ApiError::UpstreamMalformed
+                HeaderError::SearchRefused { .. } | HeaderError::Malformed
             ),
             "{error:?}"
         );
@@ -329,7 +329,7 @@ async fn upstream_failures_fail_the_lookup_closed() {
     let store = HeaderStore::new(upstream(&server, 200).await);
     let error = store.lookup(&[id]).await.unwrap_err();
     assert!(
-        matches!(error, ApiError::Upstream(UpstreamError::Timeout { .. })),
+        matches!(error, HeaderError::Upstream(UpstreamError::Timeout { .. })),
         "{error:?}"
     );
     assert_eq!(status(error), StatusCode::GATEWAY_TIMEOUT);
@@ -342,7 +342,7 @@ async fn upstream_failures_fail_the_lookup_closed() {
     .unwrap();
     let gone = Upstream::new(UpstreamConfig::try_from(raw).unwrap()).unwrap();
     let error = HeaderStore::new(gone).lookup(&[id]).await.unwrap_err();
-    assert!(matches!(error, ApiError::Upstream(_)), "{error:?}");
+    assert!(matches!(error, HeaderError::Upstream(_)), "{error:?}");
     assert_eq!(status(error), StatusCode::BAD_GATEWAY);
 }
 
@@ -362,7 +362,12 @@ async fn a_refused_store_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ApiError::UpstreamStatus(StatusCode::BAD_REQUEST)),
+        matches!(
+            error,
+            HeaderError::StoreRefused {
+                status: StatusCode::BAD_REQUEST
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(status(error), StatusCode::BAD_GATEWAY);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use fhirseal::error::ApiError;
-use fhirseal::keys::{KeyChange, Keyring, KeyringSettings, key_identity};
+use fhirseal::keys::{KeyChange, KeyError, Keyring, KeyringSettings, key_identity};
 use fhirseal_authority::{Authority, InitOptions, Kek, Kind, store};
 use fhirseal_fhir::Principal;
 use fhirseal_policy::Policy;
@@ -257,8 +257,11 @@ async fn reissues_are_throttled_so_alternating_tokens_cannot_burn_leaves() {
         .unwrap()
         .unwrap();
     let err = keyring.grant_for(&physician(), NOW + 10).await.unwrap_err();
-    assert!(matches!(err, ApiError::KeyReissueThrottled), "{err:?}");
-    assert_eq!(err.into_response().status(), StatusCode::CONFLICT);
+    assert!(matches!(err, KeyError::ReissueThrottled), "{err:?}");
+    assert_eq!(
+        ApiError::from(err).into_response().status(),
+        StatusCode::CONFLICT
+    );
     assert_eq!(f.users().len(), 1);
     // The old token still gets its own key meanwhile.
     let same = keyring
@@ -286,21 +289,24 @@ async fn an_administrators_revocation_stands() {
         .grant_for(&cardiologist(), NOW + 60)
         .await
         .unwrap_err();
-    assert!(matches!(err, ApiError::KeysRevoked), "{err:?}");
-    assert_eq!(err.into_response().status(), StatusCode::FORBIDDEN);
+    assert!(matches!(err, KeyError::Revoked), "{err:?}");
+    assert_eq!(
+        ApiError::from(err).into_response().status(),
+        StatusCode::FORBIDDEN
+    );
     // ...and a token with other roles is not re-enrolled either, however late.
     let err = keyring
         .grant_for(&physician(), NOW + 10_000)
         .await
         .unwrap_err();
-    assert!(matches!(err, ApiError::KeysRevoked), "{err:?}");
+    assert!(matches!(err, KeyError::Revoked), "{err:?}");
     // Nor by another keyring (another replica, a restart).
     let err = f
         .keyring()
         .grant_for(&cardiologist(), NOW + 10_001)
         .await
         .unwrap_err();
-    assert!(matches!(err, ApiError::KeysRevoked), "{err:?}");
+    assert!(matches!(err, KeyError::Revoked), "{err:?}");
     let users = f.users();
     assert_eq!(users.len(), 1, "no new registration");
     assert!(users[0].revoked_at.is_some());
@@ -327,7 +333,7 @@ async fn forget_makes_a_revocation_immediate() {
         .grant_for(&cardiologist(), NOW + 2)
         .await
         .unwrap_err();
-    assert!(matches!(err, ApiError::KeysRevoked), "{err:?}");
+    assert!(matches!(err, KeyError::Revoked), "{err:?}");
 }
 
 #[tokio::test]
@@ -474,7 +480,7 @@ async fn short_cache_settings_reread_every_time() {
         .revoke(Kind::User, "Practitioner/7", NOW)
         .unwrap();
     let err = keyring.grant_for(&cardiologist(), NOW).await.unwrap_err();
-    assert!(matches!(err, ApiError::KeysRevoked), "{err:?}");
+    assert!(matches!(err, KeyError::Revoked), "{err:?}");
 }
 
 #[test]
@@ -504,8 +510,11 @@ fn identities_follow_fhir_user_then_client_then_issuer_and_subject() {
         json!({"sub": "s".repeat(300), "client_id": "s".repeat(300)}),
     ] {
         let err = id(claims.clone()).unwrap_err();
-        assert!(matches!(err, ApiError::KeyIdentity), "{claims}: {err:?}");
-        assert_eq!(err.into_response().status(), StatusCode::FORBIDDEN);
+        assert!(matches!(err, KeyError::Identity), "{claims}: {err:?}");
+        assert_eq!(
+            ApiError::from(err).into_response().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 }
 
@@ -514,7 +523,7 @@ async fn an_unusable_identity_with_attributes_is_refused_and_nothing_registered(
     let f = fixture();
     let hr = principal(json!({"sub": "u1", "client_id": "app", "department": "human-resources"}));
     let err = f.keyring().grant_for(&hr, NOW).await.unwrap_err();
-    assert!(matches!(err, ApiError::KeyIdentity), "{err:?}");
+    assert!(matches!(err, KeyError::Identity), "{err:?}");
     assert!(f.users().is_empty());
     // With its issuer, the same caller is enrolled under its qualified subject.
     let hr = principal(
@@ -527,26 +536,28 @@ async fn an_unusable_identity_with_attributes_is_refused_and_nothing_registered(
 
 #[test]
 fn authority_failures_are_503_for_the_store_and_500_otherwise() {
-    let io = ApiError::Authority(fhirseal_authority::Error::Io {
+    let io = ApiError::from(KeyError::Authority(fhirseal_authority::Error::Io {
         path: "authority.sqlite3".into(),
         source: std::io::Error::other("disk gone"),
-    });
+    }));
     assert!(
         !io.to_string().contains("disk"),
         "no internals in the diagnostics"
     );
     let response = io.into_response();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let corrupt = ApiError::Authority(fhirseal_authority::Error::Corrupt {
+    let corrupt = ApiError::from(KeyError::Authority(fhirseal_authority::Error::Corrupt {
         what: "master".into(),
         reason: "bad".into(),
-    });
+    }));
     assert_eq!(
         corrupt.into_response().status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(
-        ApiError::KeyTask.into_response().status(),
+        ApiError::from(KeyError::Task { panicked: true })
+            .into_response()
+            .status(),
         StatusCode::INTERNAL_SERVER_ERROR
     );
 }
