@@ -23,8 +23,14 @@
 //! never goes in: the query string (search parameters may hold the very
 //! values the gateway protects), any header (tokens), any body, any claim beyond the four
 //! identifiers. `who` is `null` when no token was verified (a 401, the discovery documents, the
-//! authorization server's own pages). The line goes to an [`AuditSink`]: standard output by
-//! default, or a file (`server.audit_log`), appended and flushed line by line.
+//! authorization server's own pages). A sign-in at the embedded authorization server (`POST
+//! /auth/login` that checked credentials or was refused by the login throttle) also has
+//! `login`: `{"username":"dr.grey","result":"failure","by":null,"source":"192.0.2.7"}`, with
+//! `result` one of `success`, `failure`, `lockout` (a failure that locked the user name or the
+//! source), `throttled` (refused during a back-off) or `locked` (refused during a lockout), and
+//! `by` `user` or `source` for the last three; the user name as typed (at most 128 characters),
+//! never the password. The line goes to an [`AuditSink`]: standard output by default, or a file
+//! (`server.audit_log`), appended and flushed line by line.
 
 use std::fmt;
 use std::fs::File;
@@ -38,6 +44,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use fhirseal_auth_server::LoginAudit;
 use fhirseal_smart::verify::Verified;
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
@@ -241,6 +248,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
                "iss": who.iss})
     });
     let note = response.extensions().get::<AuditNote>();
+    let login = response.extensions().get::<LoginAudit>().map(login_json);
     let elapsed = started.elapsed();
     let mut line = json!({
         "ts": ts,
@@ -270,10 +278,24 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
             object.insert("entries".into(), Value::Array(entries));
         }
     }
+    if let (Some(login), Value::Object(object)) = (login, &mut line) {
+        object.insert("login".into(), login);
+    }
     if let Err(error) = sink.write(&line.to_string()) {
         tracing::error!(request_id = %id, %error, "the audit line could not be written");
     }
     response
+}
+
+/// A sign-in at the embedded authorization server, in the audit line: the user name typed, the
+/// result, which count throttled or locked it, and the source address; never the password.
+fn login_json(login: &LoginAudit) -> Value {
+    json!({
+        "username": login.username,
+        "result": login.result.as_str(),
+        "by": login.by.map(|by| by.as_str()),
+        "source": login.source.map(|ip| ip.to_string()),
+    })
 }
 
 /// One entry of a Bundle in the audit line: the same fields as a request alone.
@@ -400,5 +422,77 @@ mod tests {
         assert_eq!(outcome(StatusCode::FORBIDDEN), "denied");
         assert_eq!(outcome(StatusCode::NOT_FOUND), "client-error");
         assert_eq!(outcome(StatusCode::BAD_GATEWAY), "server-error");
+    }
+
+    /// A sign-in at the embedded authorization server: the line names the user name typed, the
+    /// result and the source, never the password.
+    #[tokio::test]
+    async fn a_sign_in_names_the_user_and_never_the_password() {
+        use std::net::SocketAddr;
+
+        use axum::body::{Body, to_bytes};
+        use axum::extract::ConnectInfo;
+        use axum::http::header;
+        use fhirseal_auth_server::{
+            AuthServer, RawServerConfig, ServerConfig, SigningKey, hash_password,
+        };
+        use tower::ServiceExt as _;
+
+        let raw: RawServerConfig = serde_json::from_value(json!({
+            "issuer": "http://127.0.0.1:8080/auth",
+            "fhir_base": "http://127.0.0.1:8080/fhir",
+            "users": [{"username": "dr.grey", "password_hash": hash_password("right").unwrap(),
+                       "fhir_user": "Practitioner/dr-grey"}],
+            "clients": [{"client_id": "app", "client_name": "App",
+                         "redirect_uris": ["http://127.0.0.1:9000/cb"],
+                         "token_endpoint_auth_method": "none", "scope": "openid user/*.rs"}]
+        }))
+        .unwrap();
+        let server = AuthServer::new(
+            ServerConfig::try_from(raw).unwrap(),
+            SigningKey::generate().unwrap(),
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let (sink, lines) = AuditSink::memory();
+        let app = audited(Router::new().nest("/auth", Arc::new(server).router()), sink);
+        let authorize = "/auth/authorize?response_type=code&client_id=app\
+            &redirect_uri=http%3A%2F%2F127.0.0.1%3A9000%2Fcb&scope=openid&state=s\
+            &aud=http%3A%2F%2F127.0.0.1%3A8080%2Ffhir&code_challenge_method=S256\
+            &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let page = app
+            .clone()
+            .oneshot(Request::get(authorize).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let cookie = page.headers()[header::SET_COOKIE].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_string();
+        let html = to_bytes(page.into_body(), 1 << 20).await.unwrap();
+        let html = String::from_utf8_lossy(&html);
+        let marker = "name=\"request_token\" value=\"";
+        let start = html.find(marker).unwrap() + marker.len();
+        let token = &html[start..start + 43];
+        let mut login = Request::post("/auth/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .body(Body::from(format!(
+                "request_token={token}&username=dr.grey&password=s3cret-guess&action=allow"
+            )))
+            .unwrap();
+        let peer: SocketAddr = "192.0.2.7:50000".parse().unwrap();
+        login.extensions_mut().insert(ConnectInfo(peer));
+        let reply = app.oneshot(login).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::BAD_REQUEST);
+
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), 2);
+        let first: Value = serde_json::from_str(&lines[0]).unwrap();
+        assert!(first.get("login").is_none(), "the login page is no sign-in");
+        let line: Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(
+            line["login"],
+            json!({"username": "dr.grey", "result": "failure", "by": null, "source": "192.0.2.7"})
+        );
+        assert!(!lines[1].contains("s3cret-guess"), "{}", lines[1]);
     }
 }
