@@ -1,5 +1,5 @@
 //! The gateway's tests, one binary. Each module is what was once a test binary of its own, named
-//! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`), its
+//! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`, `cors`), its
 //! parts (`config`, `headers`, `keys`, `ctupdate`), the built binary run as a process (`cli`,
 //! `config_cli`, `policy_cli`, `smart_cli`, `serve`), and the end-to-end tests against a real
 //! FHIR server, sekmet-fhir (`e2e_rest`, `e2e_r4_examples`, `revocation`). What they share is in
@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod config;
 mod config_cli;
+mod cors;
 mod ctupdate;
 mod e2e_r4_examples;
 mod e2e_rest;

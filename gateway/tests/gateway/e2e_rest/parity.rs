@@ -240,6 +240,15 @@ async fn a_patient_sees_the_same_alone_and_inside_a_bundle() {
     );
     // Another patient's: refused alone, refused inside; her searches never count them.
     assert_eq!(w.same(get(&me, format!("Patient/{other}"))).await, 403);
+    assert_eq!(
+        w.same(get(&me, format!("Patient/{other}/_history/1")))
+            .await,
+        403
+    );
+    assert_eq!(
+        w.same(get(&me, format!("Patient/{other}/_history"))).await,
+        403
+    );
     let counted = w
         .same(get(
             &me,
@@ -288,9 +297,45 @@ async fn a_nurse_and_a_doctor_see_the_same_alone_and_inside_a_bundle() {
             w.same(get(&who, format!("Patient/{own}/_history"))).await,
             200
         );
+        // A version, a count, an include and another patient's records (clinicians' searches
+        // are not narrowed to a compartment: the policy decides per entry).
+        assert_eq!(
+            w.same(get(&who, format!("Patient/{own}/_history/1"))).await,
+            200
+        );
+        assert_eq!(
+            w.same(get(
+                &who,
+                format!("Condition?subject=Patient/{own}&_summary=count")
+            ))
+            .await,
+            200
+        );
+        assert_eq!(
+            w.same(get(
+                &who,
+                format!("Observation?subject=Patient/{own}&_include=Observation:subject")
+            ))
+            .await,
+            200
+        );
+        assert_eq!(
+            w.same(get(&who, format!("Condition?subject=Patient/{}", w.other)))
+                .await,
+            200
+        );
+        assert_eq!(
+            w.same(get(
+                &who,
+                format!("Observation?subject=Patient/{}&code=75622-1", w.other)
+            ))
+            .await,
+            200
+        );
     }
-    // Deletes: only physicians may.
-    for (who, status) in [(Who::Nurse, 403), (Who::Doctor, 204)] {
+    // Deletes: only physicians may; a patient may not delete even her own records.
+    let me = Who::Patient(own.clone());
+    for (who, status) in [(Who::Nurse, 403), (Who::Doctor, 204), (me, 403)] {
         // Each run deletes its own Observation: the same content alone and inside.
         let ids = [unique("obs-del"), unique("obs-del"), unique("obs-del")];
         for id in &ids {
@@ -317,6 +362,7 @@ async fn a_nurse_and_a_doctor_see_the_same_alone_and_inside_a_bundle() {
         }
     }
     // Creates and updates: sealed the same way, answered the same way.
+    let clinicians = [Who::Nurse, Who::Doctor];
     let resource = |id: &str| observation(id, own, 80.0, "bpm");
     let create = |who| Case {
         who,
@@ -324,18 +370,23 @@ async fn a_nurse_and_a_doctor_see_the_same_alone_and_inside_a_bundle() {
         url: "Observation".into(),
         body: Some(resource("ignored")),
     };
-    let (alone, alone_audit) = w.alone(&create(&Who::Nurse)).await;
-    assert_eq!(alone.status, 201);
-    for kind in ["batch", "transaction"] {
-        let (inside, inside_audit) = w.inside(&create(&Who::Nurse), kind).await;
-        assert_eq!(
-            inside.status, 201,
-            "create inside a {kind}: {:?}",
-            inside.body
-        );
-        assert_eq!(inside_audit.opened, alone_audit.opened, "{kind}");
-        assert_eq!(inside_audit.masked, alone_audit.masked, "{kind}");
-        assert_eq!(inside_audit.interaction, alone_audit.interaction, "{kind}");
+    for who in &clinicians {
+        let (alone, alone_audit) = w.alone(&create(who)).await;
+        assert_eq!(alone.status, 201, "{who:?}");
+        for kind in ["batch", "transaction"] {
+            let (inside, inside_audit) = w.inside(&create(who), kind).await;
+            assert_eq!(
+                inside.status, 201,
+                "{who:?} create inside a {kind}: {:?}",
+                inside.body
+            );
+            assert_eq!(inside_audit.opened, alone_audit.opened, "{who:?} {kind}");
+            assert_eq!(inside_audit.masked, alone_audit.masked, "{who:?} {kind}");
+            assert_eq!(
+                inside_audit.interaction, alone_audit.interaction,
+                "{who:?} {kind}"
+            );
+        }
     }
 }
 
