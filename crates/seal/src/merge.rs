@@ -1,8 +1,9 @@
 //! Writes element by element: what a caller may change in a resource it read masked.
 //!
 //! The rule: a caller may set, change or remove an element only if it may read it. An element
-//! the caller cannot open (masked, or withheld as forged) must come back exactly as it was
-//! served, or be left out; either way the stored envelope is carried across unchanged.
+//! the caller cannot open (masked for it) must come back exactly as it was served, or be left
+//! out; either way the stored envelope is carried across unchanged. An element withheld as
+//! forged (`docs/authenticity.md`) is nobody's and is not carried: replaced or left out, it goes.
 //!
 //! [`merge`] takes the stored resource in its upstream form, the same resource as the caller's
 //! reader opened it ([`crate::Reader::open`]: which elements stay masked is the reader's answer,
@@ -41,9 +42,9 @@ use fhirseal_envelope::{Envelope, Header, HeaderId};
 use serde_json::{Map, Value, json};
 
 use crate::shape::{
-    BLIND_INDEX, BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, FORGED_REASON,
-    NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_ELEMENT, SEALED_HEADER, envelope_of, is_sealed,
-    masked_label, tidy_meta,
+    BLIND_INDEX, BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, NEUTRAL_DIV,
+    OBSERVATION_VALUE_SYSTEM, SEALED_ELEMENT, SEALED_HEADER, envelope_of, is_sealed, masked_label,
+    tidy_meta,
 };
 
 /// What stands in a carried slot while the rest is sealed; never stored (replaced by
@@ -675,18 +676,14 @@ fn stand_in(key: &str) -> Value {
 }
 
 /// Whether `value` is a placeholder as a reader gets it when it cannot open it: a
-/// data-absent-reason `masked` or `error` (forged), as the extension or as a `dataAbsentReason`
-/// concept's coding, with no envelope.
+/// data-absent-reason `masked`, as the extension or as a `dataAbsentReason` concept's coding,
+/// with no envelope. (A forged element's, `error`, is nobody's: not carried; written back as it
+/// is, the gateway refuses it by path.)
 fn is_masked_view(value: &Value) -> bool {
     if is_sealed(value) {
         return false;
     }
-    let code = |c: &Value| {
-        matches!(
-            c.as_str(),
-            Some(code) if code == "masked" || code == FORGED_REASON
-        )
-    };
+    let code = |c: &Value| c.as_str() == Some("masked");
     let extension = value
         .get("extension")
         .and_then(Value::as_array)
