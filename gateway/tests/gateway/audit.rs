@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{BASE, ISSUER, Reply, configured, fhir_base, now, send, sign};
+use crate::support::{BASE, ISSUER, Reply, configured, fhir_base, now, practitioner, send, sign};
 
 const CANARY_QUERY: &str = "Canary-Family-Name";
 const CANARY_BODY: &str = "Canary-Body-Value";
@@ -351,4 +351,71 @@ async fn the_gateway_names_a_verified_caller_and_nobody_on_a_401() {
     let (_, value) = only_line(&lines, 2);
     assert_eq!(value["who"], Value::Null);
     assert_eq!(value["outcome"], "success");
+}
+
+#[tokio::test]
+async fn a_denial_says_why_in_the_audit_line_alone_and_in_a_batch_but_not_to_the_client() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/Patient/p1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Patient", "id": "p1", "gender": "female"})),
+        )
+        .mount(&upstream)
+        .await;
+    let setup = configured(&fhir_base(&upstream), &[]).await;
+    let (sink, lines) = AuditSink::memory();
+    let mut state = setup.state.clone();
+    state.audit = sink;
+    let gateway = app(state);
+    // Roles that give no access rule for Patient: the policy denies the read.
+    let janitor = practitioner("Practitioner/hr-1", "janitor", "user/*.rs");
+    let fixed = "the compliance policy does not permit this request";
+
+    // Alone. Once, the reason was dropped on the way to the answer.
+    let response = send(
+        &gateway,
+        Request::get("/fhir/Patient/p1")
+            .header(header::AUTHORIZATION, format!("Bearer {janitor}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN, "{}", response.text);
+    let (_, value) = only_line(&lines, 0);
+    assert_eq!(value["status"], 403);
+    assert_eq!(value["interaction"], "read");
+    let reason = value["reason"].as_str().expect("a reason").to_string();
+    assert!(reason.contains("read patient"), "{reason}");
+    assert_eq!(response.json["issue"][0]["diagnostics"], fixed);
+    assert!(!response.text.contains(&reason), "{}", response.text);
+
+    // Inside a batch: the entry's audit says why, the entry's outcome does not.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/p1"}}]});
+    let response = send(
+        &gateway,
+        Request::post("/fhir")
+            .header(header::AUTHORIZATION, format!("Bearer {janitor}"))
+            .header(header::CONTENT_TYPE, "application/fhir+json")
+            .body(Body::from(batch.to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+    let entry = &response.json["entry"][0]["response"];
+    assert!(
+        entry["status"].as_str().unwrap().starts_with("403"),
+        "{}",
+        response.text
+    );
+    assert_eq!(entry["outcome"]["issue"][0]["diagnostics"], fixed);
+    assert!(!response.text.contains(&reason), "{}", response.text);
+    let (_, value) = only_line(&lines, 1);
+    assert_eq!(value["interaction"], "batch");
+    let entries = value["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{value}");
+    assert_eq!(entries[0]["status"], 403);
+    assert_eq!(entries[0]["reason"], reason.as_str(), "{value}");
 }

@@ -393,3 +393,92 @@ async fn an_operation_the_upstream_does_not_have_is_a_404_or_501_not_a_502() {
         );
     }
 }
+
+#[tokio::test]
+async fn metadata_the_upstream_refuses_keeps_404_and_501_in_fixed_words() {
+    // Once, every refusal of `metadata` was a 502: a server without it is not a broken one.
+    for (upstream, want) in [
+        (404, StatusCode::NOT_FOUND),
+        (405, StatusCode::NOT_IMPLEMENTED),
+        (500, StatusCode::BAD_GATEWAY),
+    ] {
+        let h = harness().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/metadata"))
+            .respond_with(refusal(upstream))
+            .mount(&h.upstream)
+            .await;
+        let reply = send(
+            &h.app,
+            Request::get("/fhir/metadata").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_outcome(&reply, want);
+        assert!(
+            !reply.text.contains(UPSTREAM_WORDS),
+            "{upstream}: {}",
+            reply.text
+        );
+    }
+}
+
+/// A transaction of `count` Organization creates, from the doctor.
+fn organizations(count: usize) -> Request<Body> {
+    let entries: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({"fullUrl": format!("urn:uuid:00000000-0000-4000-8000-00000000000{i}"),
+                "resource": {"resourceType": "Organization", "name": format!("Ward {i}")},
+                "request": {"method": "POST", "url": "Organization"}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    Request::post("/fhir")
+        .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .body(Body::from(bundle.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_transaction_the_upstream_refuses_with_404_names_its_one_write_and_only_it() {
+    // Once, it said "Bundle/- is not known" however many writes it held.
+    for count in [1, 2] {
+        let h = harness().await;
+        header_store_works(&h.upstream).await;
+        Mock::given(method("POST"))
+            .and(path_regex("^/fhir/?$"))
+            .respond_with(refusal(404))
+            .expect(1)
+            .mount(&h.upstream)
+            .await;
+        let reply = send(&h.app, organizations(count)).await;
+        assert_outcome(&reply, StatusCode::NOT_FOUND);
+        let text = &reply.text;
+        assert!(!text.contains(UPSTREAM_WORDS), "{count}: {text}");
+        assert!(!text.contains("Bundle/-"), "{count}: {text}");
+        let issue = &reply.json["issue"][0];
+        if count == 1 {
+            // The id the gateway gave the create, as it sent it upstream.
+            let sent = h
+                .upstream
+                .received_requests()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.method.as_str() == "POST")
+                .unwrap();
+            let sent: Value = serde_json::from_slice(&sent.body).unwrap();
+            let url = sent["entry"][0]["request"]["url"].as_str().unwrap();
+            assert!(url.starts_with("Organization/"), "{url}");
+            assert_eq!(
+                issue["diagnostics"],
+                format!("{url} is not known"),
+                "{text}"
+            );
+            assert_eq!(issue["expression"], json!(["Bundle.entry[0]"]), "{text}");
+        } else {
+            assert!(!text.contains("Organization/"), "{text}");
+            assert!(issue.get("expression").is_none(), "{text}");
+        }
+    }
+}
