@@ -107,6 +107,13 @@ pub enum ApiError {
     /// a crypto failure or anything else: 500).
     #[error(transparent)]
     Sealing(#[from] SealingError),
+    /// A write touches an element the caller cannot read, or holds sealed content not served
+    /// to it ([`fhirseal_seal::merge`]): 403, 409 or 422 as [`MergeError::status`] says; the
+    /// message names the element's path, never its value.
+    ///
+    /// [`MergeError::status`]: fhirseal_seal::MergeError::status
+    #[error("the request cannot be processed: {0}")]
+    Merge(#[from] fhirseal_seal::MergeError),
     /// A task opening resources did not complete: it panicked (`panicked`) or the runtime is
     /// shutting down (500).
     #[error("the response could not be prepared")]
@@ -352,6 +359,11 @@ impl ApiError {
                 (status, code, None)
             }
             Self::Task { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
+            Self::Merge(e) => match e.status() {
+                403 => (StatusCode::FORBIDDEN, "forbidden", None),
+                409 => (StatusCode::CONFLICT, "conflict", None),
+                _ => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            },
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
@@ -552,6 +564,22 @@ mod tests {
         assert_eq!(status(HeaderError::Upstream(timeout())), 504);
         let unreachable = UpstreamError::Connect { attempts: 1 };
         assert_eq!(status(HeaderError::Upstream(unreachable)), 502);
+    }
+
+    #[test]
+    fn a_write_touching_what_the_caller_cannot_read_is_403_a_move_409_foreign_content_422() {
+        use fhirseal_seal::MergeError;
+        let path = || "Patient.telecom[0]".to_string();
+        assert_eq!(status(MergeError::Changed { path: path() }), 403);
+        assert_eq!(status(MergeError::NotReadable { path: path() }), 403);
+        let removed = MergeError::Removed {
+            holder: "Patient.contact[0]".into(),
+            path: path(),
+        };
+        assert_eq!(status(removed), 403);
+        assert_eq!(status(MergeError::Moved { path: path() }), 409);
+        assert_eq!(status(MergeError::Foreign { path: path() }), 422);
+        assert_eq!(status(MergeError::Shape { path: path() }), 422);
     }
 
     #[test]

@@ -191,7 +191,7 @@ pub async fn create(
         id: &id,
     };
     let how = (Kind::Create, Interaction::Create);
-    seal(state, caller, how, target, resource, None, prefer).await
+    seal(state, caller, how, target, resource, None, None, prefer).await
 }
 
 /// `PUT [type]/[id]`: updates the resource, or creates it under that id; `If-Match` is honoured.
@@ -267,9 +267,10 @@ pub async fn conditional_update(
 }
 
 /// `PATCH [type]/[id]` with a JSON Patch: the body itself (`application/json-patch+json`) or,
-/// inside a Bundle, a `Binary` of that content type. Applied to the resource opened for the
-/// caller and sealed again; refused when the caller cannot open every sealed element, since the
-/// patch could not keep what it cannot see.
+/// inside a Bundle, a `Binary` of that content type. Applied to the resource as opened for the
+/// caller (placeholders where it cannot read), then merged with the stored version as a `PUT`
+/// is ([`fhirseal_seal::merge`]): what the caller cannot read is carried across; a patch that
+/// changes or removes such an element is refused, naming it.
 pub async fn patch(
     state: &AppState,
     caller: &Caller,
@@ -285,16 +286,19 @@ pub async fn patch(
     authorize(state, caller, Interaction::Patch, &stored.resource)?;
     check_if_match(conditions, &stored.resource)?;
     let version = version_of(&stored.resource);
-    let (mut opened, report) = open_for(state, caller, stored.resource).await?;
-    if report.masked > 0 || report.forged > 0 {
-        return Err(ApiError::Unprocessable(
-            "the resource holds sealed elements this caller cannot open; a patch could not keep them",
-        ));
-    }
-    json_patch::patch(&mut opened, &operations)
+    let (opened, _) = open_for(state, caller, stored.resource.clone()).await?;
+    let mut patched = opened.clone();
+    json_patch::patch(&mut patched, &operations)
         .map_err(|_| ApiError::Unprocessable("the JSON Patch does not apply to the resource"))?;
-    if opened.get("resourceType").and_then(Value::as_str) != Some(resource_type)
-        || opened.get("id").and_then(Value::as_str) != Some(id)
+    // A `PUT` that leaves out an element the caller cannot read keeps it (a client model drops
+    // placeholders); a patch names what it removes, so removing one is refused.
+    let before = fhirseal_seal::unreadable_paths(&stored.resource, &opened);
+    let after = fhirseal_seal::unreadable_paths(&stored.resource, &patched);
+    if let Some(path) = before.into_iter().find(|p| !after.contains(p)) {
+        return Err(fhirseal_seal::MergeError::Changed { path }.into());
+    }
+    if patched.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+        || patched.get("id").and_then(Value::as_str) != Some(id)
     {
         return Err(ApiError::Unprocessable(
             "a patch may not change the resource's type or id",
@@ -304,7 +308,8 @@ pub async fn patch(
     let if_match = version.map(|v| format!("W/\"{v}\""));
     let target = Target { resource_type, id };
     let how = (Kind::Patch, Interaction::Patch);
-    seal(state, caller, how, target, opened, if_match, prefer).await
+    let read = Some((stored.resource, opened));
+    seal(state, caller, how, target, patched, read, if_match, prefer).await
 }
 
 /// `DELETE [type]/[id]`: authorized on the stored resource; `If-Match` checked by the gateway
@@ -478,11 +483,13 @@ async fn update_resource(
     prefer: Prefer,
 ) -> Result<Step, ApiError> {
     let Target { resource_type, id } = target;
-    let kind = match fetch(state, resource_type, id, format!("{resource_type}/{id}")).await {
+    let (kind, read) = match fetch(state, resource_type, id, format!("{resource_type}/{id}")).await
+    {
         Ok(stored) => {
             authorize(state, caller, Interaction::Update, &stored.resource)?;
             check_if_match(conditions, &stored.resource)?;
-            Kind::Update
+            let (opened, _) = open_for(state, caller, stored.resource.clone()).await?;
+            (Kind::Update, Some((stored.resource, opened)))
         }
         Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => {
             if conditions.if_match.is_some() {
@@ -491,39 +498,70 @@ async fn update_resource(
                 ));
             }
             // Update as create: answered 201, decided as the update it was asked as.
-            Kind::Create
+            (Kind::Create, None)
         }
         Err(e) => return Err(e),
     };
-    let if_match = conditions.if_match.clone();
+    // Merged with the version read, so written only over that version: a write in between is a
+    // 412 upstream, never overwritten unseen.
+    let if_match = match &read {
+        Some((stored, _)) => version_of(stored).map(|v| format!("W/\"{v}\"")),
+        None => None,
+    }
+    .or_else(|| conditions.if_match.clone());
     let how = (kind, Interaction::Update);
-    seal(state, caller, how, target, resource, if_match, prefer).await
+    seal(state, caller, how, target, resource, read, if_match, prefer).await
 }
 
-/// The new content authorized for the write (as `how`'s interaction) and sealed: the upstream
-/// call.
+/// The new content merged with the version `read` (the stored upstream form and the caller's
+/// opened view of it; `None` for a create: [`fhirseal_seal::merge`]), authorized for the write
+/// (as `how`'s interaction) and sealed, what the caller cannot read carried across: the upstream
+/// call. Over a stored version, whatever the write newly seals must be readable by the caller
+/// (a caller may set only what it may read), checked by opening the result for it; a create
+/// replaces nothing, and its writer may be one that only writes (a device, a registration desk).
+#[allow(clippy::too_many_arguments)] // the write's parts, each one value
 async fn seal(
     state: &AppState,
     caller: &Caller,
     how: (Kind, Interaction),
     target: Target<'_>,
     resource: Value,
+    read: Option<(Value, Value)>,
     if_match: Option<String>,
     prefer: Prefer,
 ) -> Result<Step, ApiError> {
     let (kind, interaction) = how;
+    let (stored, opened) = match &read {
+        Some((stored, opened)) => (Some(stored), Some(opened)),
+        None => (None, None),
+    };
+    let mut merged = fhirseal_seal::merge(stored, opened, &resource)?;
+    let over_stored = read.is_some();
+    drop(read);
+    let resource = merged.take_resource();
     // The decision carries the rules it was made under: the write is sealed by those.
     let permit = authorize(state, caller, interaction, &resource)?;
     let sealed = state
         .sealing
         .seal(&state.headers, resource, None, permit)
         .await?;
+    let written = merged.finish(sealed.resource)?;
+    if over_stored && sealed.elements > 0 {
+        let (reopened, _) = open_for(state, caller, written.clone()).await?;
+        let carried: Vec<&str> = merged.carried_paths().collect();
+        if let Some(path) = fhirseal_seal::unreadable_paths(&written, &reopened)
+            .into_iter()
+            .find(|p| !carried.contains(&p.as_str()))
+        {
+            return Err(fhirseal_seal::MergeError::NotReadable { path }.into());
+        }
+    }
     let Target { resource_type, id } = target;
     Ok(Step::Send(Prepared {
         call: Call {
             method: Method::PUT,
             path: format!("{resource_type}/{id}"),
-            body: Some(sealed.resource),
+            body: Some(written),
             if_match,
         },
         kind,
