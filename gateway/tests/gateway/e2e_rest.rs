@@ -18,6 +18,7 @@ mod read;
 mod search;
 mod storage;
 mod write;
+mod writes;
 
 use std::collections::BTreeSet;
 
