@@ -1,29 +1,50 @@
-//! The admin API, served on its own listener (loopback only; `fhirseal serve` binds it). It is
-//! not FHIR: bodies are plain JSON and errors are `{"error": "…"}` with a status.
+//! The admin API, served on its own listener (loopback only; `fhirseal serve` binds it at
+//! `server.admin_listen`). It is not FHIR: bodies are JSON and errors are `{"error": "…"}` with a
+//! status.
+//!
+//! Every request passes [`access::guard`] first: its `Host` must name the admin listener (421
+//! otherwise), it must carry no `Origin` (403: browsers send one, scripts do not), it must bear
+//! an admin token (`Authorization: Bearer …`, 401 otherwise) except `GET /live` and `GET /ready`,
+//! and a `POST` must be `Content-Type: application/json` (415) with a JSON object as body and no
+//! query string (400). Tokens come from a file or a variable, never the configuration; by
+//! default `{data_dir}/admin.token`, made on first start. The audit line of every request made
+//! with a token names the token (`who.sub`), never the token itself.
 //!
 //! | Endpoint | What |
 //! |---|---|
-//! | `GET /live` | 200 while the process runs |
-//! | `GET /ready` | 200 when the upstream's `metadata` answers and the authority is readable, else 503 |
+//! | `GET /live` | 200 while the process runs (no token) |
+//! | `GET /ready` | 200 when the upstream's `metadata` answers and the authority is readable, else 503 (no token); says the period, how many are left and, below [`PERIODS_LEFT_WARNING`], a `warning` |
 //! | `GET /jobs/ct-update` | the latest ciphertext-update job's progress (404 when none ran) |
-//! | `POST /jobs/ct-update` | plans the job for the current period; the work runs in a task, or inline with `?wait=true` (the final progress is returned) |
+//! | `POST /jobs/ct-update` | `{}` plans the job for the current period and runs it in a task (202); `{"wait": true}` works inline and returns the final progress (200) |
 //! | `POST /authority/revoke` | `{"kind": "user", "name": "Practitioner/dr-grey"}` or `{"kind": "authority", "name": "…"}`: revokes, and drops the keyring's cache of each revoked identity |
-//! | `POST /authority/period/advance` | moves to the next period now; returns it |
+//! | `POST /authority/period/advance` | `{}` moves to the next period now, unless the period was advanced by hand less than a period length ago (429 with `Retry-After`); `{"force": true}` advances anyway. Returns the period, the periods left and when the next advance is allowed |
 //!
 //! A user is named by its key identity (its `fhirUser`, see [`crate::keys`]): every active
 //! version of its registration is revoked, so the keyring never re-enrols it.
+//!
+//! **Why advances are paced.** Each period advanced by hand is one the time tree (2^ℓ periods,
+//! fixed when the authority is made) no longer has for later; past the last one every request
+//! fails until a new authority is made. Paced to one per period length, advances by hand at most
+//! double the clock's pace, so the tree lasts at least half its planned time, and a loop of
+//! requests advances once. A forced advance is audited as `period-advance-forced`.
 
-use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode};
+pub mod access;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fhirseal_authority::unix_now as now;
-use fhirseal_authority::{Error as AuthorityError, JobId, Kind, Progress};
+use fhirseal_authority::{Error as AuthorityError, JobId, Kind, PeriodInfo, Progress};
 use fhirseal_upstream::UpstreamRequest;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+pub use self::access::{AdminAccess, AdminCaller, AdminTokenSource, AdminTokens};
+use crate::audit::AuditNote;
 use crate::ctupdate::{self, JobError, WorkSummary};
 use crate::keys::{identity_of, registered_versions};
 use crate::state::AppState;
@@ -35,6 +56,32 @@ pub enum AdminError {
     /// The request body or query is not what the endpoint takes (400).
     #[error("the request is invalid: {0}")]
     Invalid(&'static str),
+    /// The `Host` does not name the admin listener (421): a name pointed at it from elsewhere.
+    #[error("this request is not addressed to the admin listener (Host)")]
+    ForeignHost,
+    /// The request carries an `Origin`: a browser's (403).
+    #[error("admin requests from a browser (with an Origin) are refused")]
+    BrowserOrigin,
+    /// No admin token, or not one of the configured ones (401).
+    #[error("an admin token is needed: Authorization: Bearer <token>")]
+    Unauthorized,
+    /// A `POST` whose body is not declared JSON (415).
+    #[error("the body must be JSON, sent with Content-Type: application/json")]
+    NotJson,
+    /// The body is larger than [`access::MAX_BODY`] (413).
+    #[error("the body is too large")]
+    TooLarge,
+    /// A guarded period advance too soon after the last one (429).
+    #[error(
+        "the period was advanced by hand at {at} (unix time); the next advance is allowed from \
+         {next}, one period length later; send {{\"force\": true}} to advance anyway"
+    )]
+    AdvancedRecently {
+        /// When the period was last advanced by hand.
+        at: i64,
+        /// When the next guarded advance is allowed.
+        next: i64,
+    },
     /// No ciphertext-update job has been started (404).
     #[error("no ciphertext-update job has been started")]
     NoJob,
@@ -65,6 +112,12 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::ForeignHost => StatusCode::MISDIRECTED_REQUEST,
+            Self::BrowserOrigin => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::AdvancedRecently { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoJob | Self::UnknownPrincipal => StatusCode::NOT_FOUND,
             Self::AlreadyRevoked | Self::PeriodsExhausted => StatusCode::CONFLICT,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +150,7 @@ impl From<AuthorityError> for AdminError {
             AuthorityError::UnknownPrincipal { .. } => Self::UnknownPrincipal,
             AuthorityError::AlreadyRevoked { .. } => Self::AlreadyRevoked,
             AuthorityError::PeriodsExhausted { .. } => Self::PeriodsExhausted,
+            AuthorityError::AdvancedRecently { at, next } => Self::AdvancedRecently { at, next },
             other => Self::Authority(other),
         }
     }
@@ -110,12 +164,69 @@ impl From<JobError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (self.status(), Json(json!({"error": self.to_string()}))).into_response()
+        let mut body = json!({"error": self.to_string()});
+        if let Self::AdvancedRecently { next, .. } = &self {
+            body["next_advance_at"] = json!(next);
+        }
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"fhirseal-admin\""),
+                );
+            }
+            Self::AdvancedRecently { next, .. } => {
+                let wait = next.saturating_sub(now()).max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
-/// The admin router over `state`.
-pub fn admin_router(state: AppState) -> Router {
+/// Below this many periods left after the current one, `/ready` carries a `warning` and the
+/// gateway logs one (at start, at each advance, and at the first `/ready` of each period). 64 is a
+/// sixteenth of the default tree: with one-day periods, two months at the clock's pace and at
+/// least a month even with the advances by hand that the pacing allows, for the operator to make
+/// the new authority and move the data (docs/authority-keys.md, "When the periods run out").
+pub const PERIODS_LEFT_WARNING: u64 = 64;
+
+/// The warning for `info`, when fewer than [`PERIODS_LEFT_WARNING`] periods are left.
+pub fn periods_warning(info: &PeriodInfo) -> Option<String> {
+    let left = info.periods_left();
+    (left < PERIODS_LEFT_WARNING).then(|| {
+        let seconds = left.saturating_mul(info.seconds);
+        format!(
+            "{left} of the time tree's {} periods left (about {} days at one per {} s): past \
+             the last one every request fails; plan the move to a new authority now \
+             (docs/authority-keys.md, \"When the periods run out\")",
+            info.last.saturating_add(1),
+            seconds / 86_400,
+            info.seconds
+        )
+    })
+}
+
+/// Logs [`periods_warning`] for `info`, once per period per process (or always with `again`).
+pub fn log_periods_warning(info: &PeriodInfo, again: bool) {
+    static WARNED: AtomicU64 = AtomicU64::new(u64::MAX);
+    if let Some(warning) = periods_warning(info)
+        && (again || WARNED.swap(info.period, Ordering::Relaxed) != info.period)
+    {
+        tracing::warn!(
+            period = info.period,
+            last_period = info.last,
+            periods_left = info.periods_left(),
+            "{warning}"
+        );
+    }
+}
+
+/// The admin router over `state`, behind [`access::guard`] with `access`.
+pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
     Router::new()
         .route("/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/ready", get(ready))
@@ -135,13 +246,29 @@ pub fn admin_router(state: AppState) -> Router {
                 Json(json!({"error": "this endpoint does not accept this method"})),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
+}
+
+/// `response` with an audit note naming the admin `interaction` and the `resources` touched.
+fn noted(
+    response: impl IntoResponse,
+    interaction: &'static str,
+    resources: Vec<String>,
+) -> Response {
+    let mut response = response.into_response();
+    response.extensions_mut().insert(AuditNote {
+        interaction,
+        resources,
+        ..AuditNote::default()
+    });
+    response
 }
 
 /// `GET /ready`.
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
     let request = UpstreamRequest::new(Method::GET, "metadata").with_header(
-        axum::http::header::ACCEPT,
-        axum::http::HeaderValue::from_static("application/fhir+json"),
+        header::ACCEPT,
+        HeaderValue::from_static("application/fhir+json"),
     );
     match state.upstream.send(request).await {
         Ok(response) if response.status().is_success() => {}
@@ -151,35 +278,61 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AdminError>
             ));
         }
     }
-    let period = blocking(&state, |a| a.current_period(now()))
+    let info = blocking(&state, |a| a.period_info(now()))
         .await
-        .map_err(|_| AdminError::NotReady("the attribute authority cannot be read"))?;
-    Ok(Json(json!({"status": "ready", "period": period})))
+        .map_err(|e| match e {
+            AdminError::PeriodsExhausted => {
+                AdminError::NotReady("the authority's periods are exhausted: make a new authority")
+            }
+            _ => AdminError::NotReady("the attribute authority cannot be read"),
+        })?;
+    let mut body = json!({
+        "status": "ready",
+        "period": info.period,
+        "last_period": info.last,
+        "periods_left": info.periods_left(),
+        "period_seconds": info.seconds,
+    });
+    if let Some(warning) = periods_warning(&info) {
+        log_periods_warning(&info, false);
+        body["warning"] = json!(warning);
+    }
+    Ok(Json(body))
 }
 
 /// `GET /jobs/ct-update`.
-async fn job(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+async fn job(State(state): State<AppState>) -> Result<Response, AdminError> {
     let (job, progress) = blocking(&state, |a| a.latest_update_job())
         .await?
         .ok_or(AdminError::NoJob)?;
-    Ok(Json(progress_json(job, &progress)))
+    Ok(noted(
+        Json(progress_json(job, &progress)),
+        "ct-update-status",
+        Vec::new(),
+    ))
 }
 
-/// The query of `POST /jobs/ct-update`.
+/// The body of `POST /jobs/ct-update`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StartQuery {
+struct StartBody {
     #[serde(default)]
     wait: bool,
 }
 
-/// `POST /jobs/ct-update[?wait=true]`.
+/// `POST /jobs/ct-update` with `{}` or `{"wait": true}`.
 async fn start_job(
     State(state): State<AppState>,
-    query: Result<Query<StartQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, AdminError> {
-    let Query(query) =
-        query.map_err(|_| AdminError::Invalid("the only parameter is wait=true|false"))?;
+    let Json(body) =
+        body.map_err(|_| AdminError::Invalid(r#"the body is {} or {"wait": true}"#))?;
+    let response = start(&state, body.wait).await?;
+    Ok(noted(response, "ct-update", Vec::new()))
+}
+
+async fn start(state: &AppState, wait: bool) -> Result<Response, AdminError> {
+    let state = state.clone();
     let planned = ctupdate::plan(&state, now()).await?;
     let Some((job, added)) = planned else {
         // The job for the current period is finished already.
@@ -188,7 +341,7 @@ async fn start_job(
             .ok_or(AdminError::NoJob)?;
         return Ok(Json(progress_json(job, &progress)).into_response());
     };
-    if query.wait {
+    if wait {
         let worker = ctupdate::worker_name();
         let summary = ctupdate::work(&state, job, &worker, |_| {}).await?;
         let progress = blocking(&state, move |a| a.update_job_progress(job)).await?;
@@ -220,8 +373,9 @@ struct RevokeBody {
 /// `POST /authority/revoke`.
 async fn revoke(
     State(state): State<AppState>,
+    Extension(AdminCaller(caller)): Extension<AdminCaller>,
     body: Result<Json<RevokeBody>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, AdminError> {
+) -> Result<Response, AdminError> {
     let Json(body) = body.map_err(|_| {
         AdminError::Invalid(r#"the body is {"kind": "user"|"authority", "name": "…"}"#)
     })?;
@@ -280,14 +434,73 @@ async fn revoke(
         .iter()
         .map(|(kind, name)| json!({"kind": kind.as_str(), "name": name}))
         .collect();
-    Ok(Json(json!({"revoked": list})))
+    let names: Vec<String> = revoked
+        .iter()
+        .map(|(kind, name)| format!("{}:{name}", kind.as_str()))
+        .collect();
+    tracing::info!(admin = %caller, revoked = ?names, "revoked by an administrator");
+    Ok(noted(Json(json!({"revoked": list})), "revoke", names))
 }
 
-/// `POST /authority/period/advance`.
-async fn advance(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
-    let period = blocking(&state, |a| a.advance_period(now())).await?;
+/// The body of `POST /authority/period/advance`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceBody {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /authority/period/advance` with `{}` or `{"force": true}`.
+async fn advance(
+    State(state): State<AppState>,
+    Extension(AdminCaller(caller)): Extension<AdminCaller>,
+    body: Result<Json<AdvanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, AdminError> {
+    let Json(AdvanceBody { force }) =
+        body.map_err(|_| AdminError::Invalid(r#"the body is {} or {"force": true}"#))?;
+    let info = blocking(&state, move |a| {
+        let at = now();
+        if force {
+            a.advance_period(at)?;
+        } else {
+            a.advance_period_unless_recent(at)?;
+        }
+        a.period_info(at)
+    })
+    .await;
+    let info = match info {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::warn!(admin = %caller, force, %error, "period advance refused");
+            return Err(error);
+        }
+    };
     state.keyring.forget_period();
-    Ok(Json(json!({"period": period})))
+    tracing::warn!(
+        admin = %caller,
+        force,
+        period = info.period,
+        periods_left = info.periods_left(),
+        "period advanced by an administrator"
+    );
+    log_periods_warning(&info, true);
+    let seconds = i64::try_from(info.seconds).unwrap_or(i64::MAX);
+    let mut body = json!({
+        "period": info.period,
+        "last_period": info.last,
+        "periods_left": info.periods_left(),
+        "forced": force,
+        "next_advance_at": info.advanced_at.map(|at| at.saturating_add(seconds)),
+    });
+    if let Some(warning) = periods_warning(&info) {
+        body["warning"] = json!(warning);
+    }
+    let interaction = if force {
+        "period-advance-forced"
+    } else {
+        "period-advance"
+    };
+    Ok(noted(Json(body), interaction, Vec::new()))
 }
 
 /// A job's progress as the admin API shows it.

@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use fhirseal_auth_server::{RawServerConfig, ServerConfig};
+
+use crate::admin::access::{ADMIN_TOKEN_ENV, AdminTokenSource, AdminTokens, DEFAULT_TOKEN_FILE};
 use fhirseal_smart::ClaimNames;
 use fhirseal_smart::verify::{IntrospectionConfig, IssuerConfig, KeySource};
 use fhirseal_upstream::{RawUpstreamConfig, UpstreamConfig};
@@ -62,6 +64,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the admin API listens (a loopback address only); `None`: no admin API.
     pub admin_listen: Option<SocketAddr>,
+    /// Where the admin API's tokens come from; `None` when there is no admin API.
+    pub admin_tokens: Option<AdminTokenSource>,
     /// The audit log file (one JSON line per request, appended); `None`: standard output.
     pub audit_log: Option<PathBuf>,
     /// The gateway's public URL, without a trailing slash (`https://fhir.hospital.example`).
@@ -112,6 +116,11 @@ struct RawServer {
     data_dir: Option<PathBuf>,
     /// `""` turns the admin API off; absent: [`DEFAULT_ADMIN_LISTEN`].
     admin_listen: Option<String>,
+    /// The admin tokens' file; absent: `{data_dir}/admin.token`, created on first start.
+    admin_token_file: Option<PathBuf>,
+    /// `true`: the admin tokens come from `FHIRSEAL_ADMIN_TOKEN`, never a file.
+    #[serde(default)]
+    admin_token_from_env: bool,
     audit_log: Option<PathBuf>,
     /// Origins allowed to call from a browser; `["*"]`: any; absent or empty: none.
     #[serde(default)]
@@ -217,7 +226,12 @@ impl Config {
             problem: e.message().to_string(),
         })?;
         let mut overridden = Vec::new();
+        let mut admin_token_env = None;
         for (name, value) in env {
+            if name == ADMIN_TOKEN_ENV {
+                admin_token_env = Some(zeroize::Zeroizing::new(value));
+                continue;
+            }
             if let Some(path) = name.strip_prefix(ENV_PREFIX) {
                 let key =
                     override_key(&mut table, path, &value).map_err(|problem| ConfigError {
@@ -282,6 +296,19 @@ impl Config {
                 .data_dir
                 .unwrap_or_else(|| "fhirseal-data".into()),
         );
+        let admin_tokens = match admin_listen {
+            None => None,
+            Some(_) => Some(
+                admin_tokens(
+                    raw.server.admin_token_file,
+                    raw.server.admin_token_from_env,
+                    admin_token_env.as_deref().map(String::as_str),
+                    &base,
+                    &data_dir,
+                )
+                .map_err(|(k, p)| error(k, p))?,
+            ),
+        };
         let upstream = UpstreamConfig::try_from(raw.upstream).map_err(|e| {
             let text = e.to_string();
             error("upstream", text)
@@ -344,6 +371,7 @@ impl Config {
         Ok(Self {
             listen,
             admin_listen,
+            admin_tokens,
             audit_log,
             public_url,
             fhir_base,
@@ -407,8 +435,8 @@ fn override_key(table: &mut Table, path: &str, value: &str) -> Result<String, St
 }
 
 /// The admin API's address: absent is [`DEFAULT_ADMIN_LISTEN`], `""` is off, anything else a
-/// loopback address and port (the admin API has no authentication of its own: whoever reaches
-/// it administers the gateway, so it is never exposed beyond the machine).
+/// loopback address and port (tokens are bearer secrets sent in clear over plain HTTP, so the
+/// listener is never exposed beyond the machine).
 fn admin_listen(text: Option<&str>) -> Result<Option<SocketAddr>, String> {
     let text = match text {
         None => DEFAULT_ADMIN_LISTEN,
@@ -426,6 +454,58 @@ fn admin_listen(text: Option<&str>) -> Result<Option<SocketAddr>, String> {
         ));
     }
     Ok(Some(address))
+}
+
+/// Where the admin tokens come from: `server.admin_token_file` (read now), `FHIRSEAL_ADMIN_TOKEN`
+/// with `server.admin_token_from_env = true` (read now, from `env`), else the default file
+/// `{data_dir}/admin.token`, read or created at start. Errors: the key and what is wrong.
+fn admin_tokens(
+    file: Option<PathBuf>,
+    from_env: bool,
+    env: Option<&str>,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<AdminTokenSource, (&'static str, String)> {
+    match (from_env, file) {
+        (true, Some(_)) => Err((
+            "server.admin_token_file",
+            "cannot be set together with admin_token_from_env = true".into(),
+        )),
+        (true, None) => {
+            let text = env.ok_or_else(|| {
+                (
+                    "server.admin_token_from_env",
+                    format!("the variable {ADMIN_TOKEN_ENV} is not set"),
+                )
+            })?;
+            let tokens = AdminTokens::parse(text).map_err(|p| {
+                (
+                    "server.admin_token_from_env",
+                    format!("the variable {ADMIN_TOKEN_ENV}: {p}"),
+                )
+            })?;
+            Ok(AdminTokenSource::Read {
+                tokens,
+                from: ADMIN_TOKEN_ENV.to_string(),
+            })
+        }
+        (false, Some(path)) if path.as_os_str().is_empty() => Err((
+            "server.admin_token_file",
+            "must be a file path (leave it out for {data_dir}/admin.token)".into(),
+        )),
+        (false, Some(path)) => {
+            let path = base.join(path);
+            let tokens =
+                AdminTokens::read_file(&path).map_err(|p| ("server.admin_token_file", p))?;
+            Ok(AdminTokenSource::Read {
+                tokens,
+                from: path.display().to_string(),
+            })
+        }
+        (false, None) => Ok(AdminTokenSource::DefaultFile(
+            data_dir.join(DEFAULT_TOKEN_FILE),
+        )),
+    }
 }
 
 /// `text` as an absolute http(s) URL without query, fragment or credentials, without a trailing
@@ -661,14 +741,29 @@ mod tests {
     #[test]
     fn cors_origins_refuse_what_a_browser_never_sends_as_origin() {
         let trailing = origins(&["https://app.example/"]).unwrap_err();
-        assert!(trailing.contains("write it as `https://app.example`"), "{trailing}");
+        assert!(
+            trailing.contains("write it as `https://app.example`"),
+            "{trailing}"
+        );
         let path = origins(&["https://app.example/launch"]).unwrap_err();
         assert!(path.contains("not an origin"), "{path}");
         let default_port = origins(&["https://app.example:443"]).unwrap_err();
-        assert!(default_port.contains("`https://app.example`"), "{default_port}");
-        for bad in ["app.example", "ftp://app.example", "file:///tmp", "", "null"] {
+        assert!(
+            default_port.contains("`https://app.example`"),
+            "{default_port}"
+        );
+        for bad in [
+            "app.example",
+            "ftp://app.example",
+            "file:///tmp",
+            "",
+            "null",
+        ] {
             let problem = origins(&[bad]).unwrap_err();
-            assert!(problem.contains("must be like https://"), "{bad}: {problem}");
+            assert!(
+                problem.contains("must be like https://"),
+                "{bad}: {problem}"
+            );
         }
         let mixed = origins(&["*", "https://app.example"]).unwrap_err();
         assert!(mixed.contains("cannot be listed with others"), "{mixed}");

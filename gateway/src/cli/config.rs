@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use fhirseal::admin::AdminTokenSource;
 use fhirseal::config::Config;
 
 /// The configuration commands.
@@ -42,6 +43,23 @@ fn summary(config: &Config) -> String {
             config
                 .admin_listen
                 .map_or_else(|| "off".to_string(), |a| a.to_string())
+        ),
+        format!(
+            "admin tokens:     {}",
+            match &config.admin_tokens {
+                None => "none (no admin API)".to_string(),
+                Some(AdminTokenSource::Read { tokens, from }) => format!(
+                    "{} from {from}",
+                    tokens.names().collect::<Vec<_>>().join(", ")
+                ),
+                Some(AdminTokenSource::DefaultFile(path)) if path.exists() => {
+                    path.display().to_string()
+                }
+                Some(AdminTokenSource::DefaultFile(path)) => {
+                    format!("{} (made with one token on first start)", path.display())
+                }
+                Some(_) => "configured".to_string(),
+            }
         ),
         format!(
             "audit lines:      {}",

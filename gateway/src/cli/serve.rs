@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::Router;
-use fhirseal::admin::admin_router;
+use fhirseal::admin::{AdminAccess, admin_router, log_periods_warning};
 use fhirseal::app::app;
 use fhirseal::audit::audited;
 use fhirseal::config::Config;
@@ -69,6 +69,11 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         Some(address) => Some(bind(address, "server.admin_listen").await?),
         None => None,
     };
+    // The admin tokens (the default file made on first start) before anything is served.
+    let admin_tokens = match &config.admin_tokens {
+        Some(source) => Some(source.load()?),
+        None => None,
+    };
     let state = AppState::build(config, now()).map_err(|e| e.to_string())?;
     let stop_signal = StopSignal::register()?;
 
@@ -76,11 +81,15 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
     let (stop, stopping) = watch::channel(false);
     let mut servers = JoinSet::new();
     spawn_server(&mut servers, listener, app(state.clone()), &stopping);
-    if let Some(listener) = admin_listener {
+    if let (Some(listener), Some((tokens, _))) = (admin_listener, &admin_tokens) {
+        let access = AdminAccess::new(
+            listener.local_addr().map_err(|e| e.to_string())?,
+            tokens.clone(),
+        );
         spawn_server(
             &mut servers,
             listener,
-            audited(admin_router(state.clone()), state.audit.clone()),
+            audited(admin_router(state.clone(), access), state.audit.clone()),
             &stopping,
         );
     }
@@ -90,7 +99,14 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         stopped(stopping.clone()),
     );
 
-    announce(&state, json_logs);
+    announce(
+        &state,
+        admin_tokens.as_ref().map(|(_, from)| from.as_str()),
+        json_logs,
+    );
+    if let Ok(info) = state.authority.period_info(now()) {
+        log_periods_warning(&info, true);
+    }
     tokio::select! {
         () = stop_signal.received() => {}
         ended = servers.join_next() => {
@@ -153,13 +169,14 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
 }
 
 /// Says where the gateway serves: a plain line on standard error, or a log event with JSON logs.
-fn announce(state: &AppState, json_logs: bool) {
+/// `admin_tokens` says where the admin tokens are.
+fn announce(state: &AppState, admin_tokens: Option<&str>, json_logs: bool) {
     let fhir_base = &state.config.fhir_base;
     let discovery = format!("{fhir_base}/.well-known/smart-configuration");
-    let admin = state
-        .config
-        .admin_listen
-        .map_or_else(|| "off".to_string(), |a| format!("http://{a}"));
+    let admin = match (state.config.admin_listen, admin_tokens) {
+        (Some(address), Some(tokens)) => format!("http://{address} (bearer token {tokens})"),
+        _ => "off".to_string(),
+    };
     if json_logs {
         tracing::info!(listen = %state.config.listen, %fhir_base, smart_configuration = %discovery, %admin, "serving");
     } else {

@@ -37,6 +37,10 @@ fn check_summarises_the_defaults_without_secrets() {
         "{text}"
     );
     assert!(text.contains("admin API:        127.0.0.1:9090"), "{text}");
+    assert!(
+        text.contains("admin tokens:     fhirseal-data/admin.token"),
+        "{text}"
+    );
     assert!(text.contains("audit lines:      standard output"), "{text}");
     assert!(
         text.contains("postgres://fhirseal:***@db.internal/fhirseal"),

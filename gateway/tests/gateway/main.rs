@@ -1,12 +1,14 @@
 //! The gateway's tests, one binary. Each module is what was once a test binary of its own, named
-//! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`, `cors`), its
-//! parts (`config`, `headers`, `keys`, `ctupdate`), the built binary run as a process (`cli`,
-//! `config_cli`, `policy_cli`, `smart_cli`, `serve`), and the end-to-end tests against a real
-//! FHIR server, sekmet-fhir (`e2e_rest`, `e2e_r4_examples`, `revocation`). What they share is in
-//! [`support`]: the test issuer, its tokens and key set, a gateway configured in a folder of its
-//! own, requests through a router, and the sekmet-fhir harness.
+//! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`,
+//! `cors`, and the admin API's guard, `admin`), its parts (`config`, `headers`, `keys`,
+//! `ctupdate`), the built binary run as a process (`cli`, `config_cli`, `policy_cli`, `smart_cli`,
+//! `serve`), and the end-to-end tests against a real FHIR server, sekmet-fhir (`e2e_rest`,
+//! `e2e_r4_examples`, `revocation`). What they share is in [`support`]: the test issuer, its
+//! tokens and key set, a gateway configured in a folder of its own, requests through a router,
+//! and the sekmet-fhir harness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
+mod admin;
 mod app;
 mod audit;
 mod auth;

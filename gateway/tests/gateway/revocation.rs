@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use fhirseal::admin::admin_router;
+use fhirseal::admin::{AdminAccess, AdminTokens, admin_router};
 use fhirseal::app::app;
 use fhirseal::state::AppState;
 use fhirseal_envelope::{BlindIndex, Header, HeaderCache, HeaderId};
@@ -71,6 +71,27 @@ async fn call(
     (reply.status, reply.text)
 }
 
+/// The admin API as `fhirseal serve` mounts it on 127.0.0.1:9090, each request sent to that host
+/// with its one token (the admin API's own refusals: tests/gateway/admin.rs).
+fn admin_api(state: &AppState) -> Router {
+    const TOKEN: &str = "revocation-test-admin-token-0123456789";
+    let access = AdminAccess::new(
+        "127.0.0.1:9090".parse().unwrap(),
+        AdminTokens::parse(&format!("revocation-test {TOKEN}")).unwrap(),
+    );
+    admin_router(state.clone(), access).layer(axum::middleware::map_request(
+        |mut request: Request<Body>| async move {
+            let headers = request.headers_mut();
+            headers.insert(header::HOST, "127.0.0.1:9090".parse().unwrap());
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {TOKEN}").parse().unwrap(),
+            );
+            request
+        },
+    ))
+}
+
 /// `GET path` straight from the FHIR server, not through the gateway.
 async fn raw(state: &AppState, path: &str) -> (Value, String) {
     let reply = upstream_get(state, path).await;
@@ -104,7 +125,7 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
     let setup = configured(&server.url, &[]).await;
     let state = setup.state.clone();
     let gateway = app(state.clone());
-    let admin = admin_router(state.clone());
+    let admin = admin_api(&state);
 
     // Seal and store, as the write path does: the policy's rules, the current period, the
     // shared headers stored first.
@@ -184,9 +205,12 @@ async fn a_revoked_doctor_opens_nothing_after_the_update_job() {
     .await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(text.contains("Practitioner/dr-grey"), "{text}");
-    let (status, text) = call(&admin, "POST", "/authority/period/advance", None, None).await;
-    assert_eq!((status, text.as_str()), (StatusCode::OK, r#"{"period":1}"#));
-    let (status, text) = call(&admin, "POST", "/jobs/ct-update?wait=true", None, None).await;
+    let advance = Some(json!({}));
+    let (status, text) = call(&admin, "POST", "/authority/period/advance", None, advance).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["period"], 1);
+    let wait = Some(json!({"wait": true}));
+    let (status, text) = call(&admin, "POST", "/jobs/ct-update", None, wait).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let job: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(job["finished"], true, "{text}");
