@@ -4,6 +4,8 @@
 //! A search is decided before it is sent ([`decide`], on the type and the compartment it is
 //! narrowed to) and every resource it returns again like a read ([`authorize`]).
 
+use std::collections::HashSet;
+
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_policy::record_patient;
 use fhirseal_policy::{Decision, Obligations, Request as PolicyRequest};
@@ -37,6 +39,52 @@ pub fn authorize(
         resource_type,
         record_patient(resource, &bases),
     )
+}
+
+/// The decisions on the entries of one answer (a search, a history, `$everything`), each made as
+/// [`authorize`] makes it, with the policy's permits remembered per interaction, type and
+/// patient: a 100-entry search of one patient's records asks the policy once, not a hundred
+/// times (a decision builds the caller's attributes and every element obligation). The scopes
+/// are checked on every entry; a denial is never remembered, so each refused entry keeps its
+/// own reason.
+#[derive(Debug, Default)]
+pub struct EntryDecisions {
+    permitted: HashSet<(Interaction, String, Option<String>)>,
+}
+
+impl EntryDecisions {
+    /// Whether the caller may `interaction` on `resource`, exactly as [`authorize`] decides.
+    ///
+    /// # Errors
+    /// [`ApiError::Denied`] or a scope refusal, as [`authorize`].
+    pub fn authorize(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        interaction: Interaction,
+        resource: &Value,
+    ) -> Result<(), ApiError> {
+        let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
+        caller
+            .0
+            .context
+            .check_resource(interaction, resource, &bases)?;
+        let resource_type = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let key = (
+            interaction,
+            resource_type.to_string(),
+            record_patient(resource, &bases),
+        );
+        if self.permitted.contains(&key) {
+            return Ok(());
+        }
+        decide(state, caller, interaction, resource_type, key.2.clone())?;
+        self.permitted.insert(key);
+        Ok(())
+    }
 }
 
 /// The policy's decision for `interaction` on `resource_type` records of `patient`.

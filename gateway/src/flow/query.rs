@@ -22,7 +22,7 @@ use url::form_urlencoded;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, FHIR_JSON};
-use crate::flow::authorize::{authorize, decide};
+use crate::flow::authorize::{EntryDecisions, authorize, decide};
 use crate::flow::protect::open_for;
 use crate::flow::respond::{Answer, note};
 use crate::flow::stored::{Found, fetch};
@@ -380,6 +380,7 @@ async fn filtered_answer(
     keep_deleted: bool,
 ) -> Result<Answer, ApiError> {
     let mut kept_resources = 0usize;
+    let mut decisions = EntryDecisions::default();
     let mut refused: Option<ApiError> = None;
     let mut references = Vec::new();
     if let Some(Value::Array(list)) = bundle.get_mut("entry") {
@@ -403,10 +404,11 @@ async fn filtered_answer(
                 continue;
             }
             let allowed = if interaction == Interaction::History {
-                authorize(state, caller, Interaction::History, resource)
-                    .or_else(|_| authorize(state, caller, Interaction::Read, resource))
+                decisions
+                    .authorize(state, caller, Interaction::History, resource)
+                    .or_else(|_| decisions.authorize(state, caller, Interaction::Read, resource))
             } else {
-                authorize(state, caller, Interaction::Read, resource)
+                decisions.authorize(state, caller, Interaction::Read, resource)
             };
             if let Err(error) = allowed {
                 refused.get_or_insert(error);
