@@ -148,7 +148,8 @@ async fn bind(address: SocketAddr, key: &str) -> Result<TcpListener, String> {
 }
 
 /// Serves `router` on `listener` until `stopping` turns true, then finishes the requests in
-/// flight.
+/// flight. Handlers see the peer's address as `ConnectInfo<SocketAddr>` (the embedded
+/// authorization server throttles sign-ins per source with it).
 fn spawn_server(
     servers: &mut JoinSet<std::io::Result<()>>,
     listener: TcpListener,
@@ -157,7 +158,8 @@ fn spawn_server(
 ) {
     let stopping = stopping.clone();
     servers.spawn(async move {
-        axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(stopped(stopping))
             .await
     });
