@@ -73,11 +73,9 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
     let origins = match cors {
         Cors::Off => return None,
         Cors::AnyOrigin => AllowOrigin::any(),
-        Cors::Origins(origins) => AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o).ok()),
-        ),
+        Cors::Origins(origins) => {
+            AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        }
     };
     Some(
         CorsLayer::new()
