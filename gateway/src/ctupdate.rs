@@ -49,9 +49,9 @@ use rshabe::UpdateMode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::error::FHIR_JSON;
 use crate::headers::{CODE_SYSTEM, HEADER_CODE};
 use crate::state::AppState;
+use fhirseal_fhir::FHIR_JSON;
 
 /// The key of the marker chunk every job starts with; see the module documentation.
 pub const PLAN_CHUNK: &str = "plan";

@@ -28,8 +28,7 @@ use crate::seal::SealingError;
 /// The realm of the gateway's bearer challenges.
 pub const REALM: &str = "fhirseal";
 
-/// The FHIR JSON media type of every body the gateway writes.
-pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+use fhirseal_fhir::FHIR_JSON;
 
 /// Why a request fails.
 #[derive(Debug, thiserror::Error)]

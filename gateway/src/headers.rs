@@ -39,7 +39,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::error::FHIR_JSON;
+use fhirseal_fhir::FHIR_JSON;
 
 /// The code system of the gateway's own codes.
 pub const CODE_SYSTEM: &str = "https://fhirseal.dev/fhir/CodeSystem/fhirseal";

@@ -32,6 +32,9 @@ pub mod rest;
 pub mod search;
 pub mod structure;
 
+/// FHIR's JSON media type, as written on every body sent: `application/fhir+json` in UTF-8.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
 pub use path::{ElementPath, PathError};
 pub use principal::{ClaimsError, PractitionerRoleFacts, Principal};
 pub use request::{FhirRequest, Id, Interaction, Prefer, RequestError, ResourceType, SearchParam};

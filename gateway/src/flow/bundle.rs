@@ -27,7 +27,9 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::AuditNote;
 use crate::auth::Caller;
-use crate::error::{ApiError, FHIR_JSON};
+use fhirseal_fhir::FHIR_JSON;
+
+use crate::error::ApiError;
 use crate::flow::change::{self, CreateId, Planned, Prepared, Step};
 use crate::flow::query::find_one;
 use crate::flow::respond::Answer;

@@ -27,7 +27,9 @@ use fhirseal_upstream::UpstreamRequest;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, FHIR_JSON};
+use fhirseal_fhir::FHIR_JSON;
+
+use crate::error::ApiError;
 use crate::flow::authorize::authorize;
 use crate::flow::protect::open_for;
 use crate::flow::query::find_one;

@@ -21,7 +21,9 @@ use serde_json::Value;
 use url::form_urlencoded;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, FHIR_JSON};
+use fhirseal_fhir::FHIR_JSON;
+
+use crate::error::ApiError;
 use crate::flow::authorize::{EntryDecisions, authorize, decide};
 use crate::flow::protect::open_for;
 use crate::flow::respond::{Answer, note};

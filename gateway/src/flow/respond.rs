@@ -9,7 +9,9 @@ use fhirseal_upstream::rewrite_base;
 use serde_json::{Map, Value, json};
 
 use crate::audit::AuditNote;
-use crate::error::{ApiError, FHIR_JSON};
+use fhirseal_fhir::FHIR_JSON;
+
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The upstream response headers a client may see.
