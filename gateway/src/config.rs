@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use fhirseal_auth_server::{RawServerConfig, ServerConfig};
+use fhirseal_auth_server::{RawServerConfig, ServerConfig, ServerError};
 
 use crate::admin::access::{ADMIN_TOKEN_ENV, AdminTokenSource, AdminTokens, DEFAULT_TOKEN_FILE};
 use fhirseal_smart::ClaimNames;
@@ -709,9 +709,11 @@ fn embedded(
     table.insert("fhir_base".into(), Value::String(fhir_base.to_string()));
     let raw: RawServerConfig =
         read(Value::Table(table), "").map_err(|(k, p)| (format!(".{k}"), p))?;
-    ServerConfig::try_from(raw)
-        .map(Some)
-        .map_err(|e| (String::new(), e.to_string()))
+    ServerConfig::try_from(raw).map(Some).map_err(|e| match e {
+        // The key below `smart.embedded`, so the error names the file or variable that set it.
+        ServerError::InvalidConfig { key, problem } => (format!(".{key}"), problem.to_string()),
+        other => (String::new(), other.to_string()),
+    })
 }
 
 #[cfg(test)]

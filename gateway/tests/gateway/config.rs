@@ -131,6 +131,25 @@ fn environment_variables_override_any_key() {
     assert_eq!(config.data_dir, Path::new("2026"));
 }
 
+/// The embedded authorization server checks its own keys; its errors still name the key below
+/// `smart.embedded` and the variable that set it, not "the embedded defaults".
+#[test]
+fn an_embedded_server_key_set_from_the_environment_is_named_with_its_variable() {
+    let e = fails(
+        None,
+        &[(
+            "FHIRSEAL__SMART__EMBEDDED__LOGIN_THROTTLE__LOCKOUT_AFTER",
+            "0",
+        )],
+    );
+    assert_eq!(e.key, "smart.embedded.login_throttle.lockout_after", "{e}");
+    assert!(
+        e.source
+            .contains("FHIRSEAL__SMART__EMBEDDED__LOGIN_THROTTLE__LOCKOUT_AFTER"),
+        "{e}"
+    );
+}
+
 #[test]
 fn every_error_names_where_and_which_key() {
     let dir = tempfile::tempdir().unwrap();
