@@ -51,12 +51,14 @@ pub struct Sealing {
 #[non_exhaustive]
 pub enum SealingError {
     /// The resource holds what a reader gets in place of an element it cannot open
-    /// ([`holds_masked_placeholder`]): sealed as it is, it would replace that element for
-    /// everyone.
+    /// ([`holds_masked_placeholder`]) where no stored element stands behind it: a create, or a
+    /// placeholder the merge with the stored version did not carry across (an update's
+    /// placeholders of stored elements are carried across before sealing, see
+    /// `docs/gateway-rest.md`, "Writes").
     #[error(
         "the request cannot be processed: the resource holds elements masked for this caller \
-         (data-absent-reason `masked`, or the protected narrative); writing them back would erase \
-         what they stand for. Leave such elements out only to delete them"
+         (data-absent-reason `masked`, or the protected narrative) where nothing stored stands \
+         behind them; send the element's value, or leave it out"
     )]
     MaskedPlaceholder,
     /// The resource holds, at `path`, an element this gateway withheld as forged (a
