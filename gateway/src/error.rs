@@ -6,10 +6,10 @@
 //! type), never a token, a claim value or resource content.
 //!
 //! The keyring ([`KeyError`]), the header store ([`HeaderError`]) and sealing ([`SealingError`])
-//! have their own errors; each is given its status here, once ([`ApiError::parts`]). Doubt about
+//! have their own errors; each is given its status here, once (`ApiError::parts`). Doubt about
 //! keys or crypto is a refusal or a 5xx, never plaintext.
 //!
-//! Every 5xx is logged here, once, with its chain of causes ([`ApiError::log_server_error`],
+//! Every 5xx is logged here, once, with its chain of causes (`ApiError::log_server_error`,
 //! called where an error becomes an answer: [`IntoResponse`] and a Bundle entry's
 //! [`crate::flow::Answer::refused`]). Modules return their errors; they do not log them. No
 //! error in a chain holds a protected value: errors about elements name the path.
@@ -107,7 +107,7 @@ pub enum ApiError {
     #[error(transparent)]
     Sealing(#[from] SealingError),
     /// A write touches an element the caller cannot read, or holds sealed content not served
-    /// to it ([`fhirseal_seal::merge`]): 403, 409 or 422 as [`MergeError::status`] says; the
+    /// to it ([`fhirseal_seal::merge()`]): 403, 409 or 422 as [`MergeError::status`] says; the
     /// message names the element's path, never its value.
     ///
     /// [`MergeError::status`]: fhirseal_seal::MergeError::status
@@ -413,7 +413,7 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
-    /// The response; a 5xx is logged here ([`ApiError::log_server_error`]).
+    /// The response; a 5xx is logged here (`ApiError::log_server_error`).
     fn into_response(self) -> Response {
         self.log_server_error();
         let (status, _, challenge) = self.parts();

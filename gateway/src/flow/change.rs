@@ -271,7 +271,7 @@ pub async fn conditional_update(
 /// `PATCH [type]/[id]` with a JSON Patch: the body itself (`application/json-patch+json`) or,
 /// inside a Bundle, a `Binary` of that content type. Applied to the resource as opened for the
 /// caller (placeholders where it cannot read), then merged with the stored version as a `PUT`
-/// is ([`fhirseal_seal::merge`]): what the caller cannot read is carried across; a patch that
+/// is ([`fhirseal_seal::merge()`]): what the caller cannot read is carried across; a patch that
 /// changes or removes such an element is refused, naming it.
 pub async fn patch(
     state: &AppState,
@@ -516,7 +516,7 @@ async fn update_resource(
 }
 
 /// The new content merged with the version `read` (the stored upstream form and the caller's
-/// opened view of it; `None` for a create: [`fhirseal_seal::merge`]), authorized for the write
+/// opened view of it; `None` for a create: [`fhirseal_seal::merge()`]), authorized for the write
 /// (as `how`'s interaction) and sealed, what the caller cannot read carried across: the upstream
 /// call. Over a stored version, whatever the write newly seals must be readable by the caller
 /// (a caller may set only what it may read), checked by opening the result for it; a create
