@@ -23,22 +23,28 @@ pub fn authorize(
     interaction: Interaction,
     resource: &Value,
 ) -> Result<Obligations, ApiError> {
-    let verified = &caller.0;
+    let (resource_type, patient) = scoped(state, caller, interaction, resource)?;
+    decide(state, caller, interaction, resource_type, patient)
+}
+
+/// The scope step of [`authorize`] on `resource`, then what the policy decides on: its type and
+/// the patient whose record it is.
+fn scoped<'r>(
+    state: &AppState,
+    caller: &Caller,
+    interaction: Interaction,
+    resource: &'r Value,
+) -> Result<(&'r str, Option<String>), ApiError> {
     let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
-    verified
+    caller
+        .0
         .context
         .check_resource(interaction, resource, &bases)?;
     let resource_type = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    decide(
-        state,
-        caller,
-        interaction,
-        resource_type,
-        record_patient(resource, &bases),
-    )
+    Ok((resource_type, record_patient(resource, &bases)))
 }
 
 /// The decisions on the entries of one answer (a search, a history, `$everything`), each made as
@@ -64,20 +70,8 @@ impl EntryDecisions {
         interaction: Interaction,
         resource: &Value,
     ) -> Result<(), ApiError> {
-        let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
-        caller
-            .0
-            .context
-            .check_resource(interaction, resource, &bases)?;
-        let resource_type = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let key = (
-            interaction,
-            resource_type.to_string(),
-            record_patient(resource, &bases),
-        );
+        let (resource_type, patient) = scoped(state, caller, interaction, resource)?;
+        let key = (interaction, resource_type.to_string(), patient);
         if self.permitted.contains(&key) {
             return Ok(());
         }
