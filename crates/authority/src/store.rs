@@ -431,6 +431,23 @@ impl RawPrincipal {
     }
 }
 
+/// The pace rule of [`Store::advance_period`], for every backend: with `not_after: Some(t)`, an
+/// advance by hand recorded at `last` after `t` refuses this one, and says when the next may
+/// come.
+pub(crate) fn check_advance_pace(
+    last: Option<i64>,
+    not_after: Option<i64>,
+    now: i64,
+) -> Result<(), Error> {
+    match (last, not_after) {
+        (Some(at), Some(limit)) if at > limit => Err(Error::AdvancedRecently {
+            at,
+            next: now.saturating_add(at.saturating_sub(limit)),
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn counters_from(rows: Vec<(String, i64)>) -> Result<Counters, Error> {
     let mut c = Counters::default();
     for (key, value) in rows {

@@ -5,8 +5,8 @@ use postgres::{Client, GenericClient, NoTls, Transaction};
 
 use super::{
     Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
-    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, corrupt, counters_from,
-    subtree,
+    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, check_advance_pace,
+    corrupt, counters_from, subtree,
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
@@ -735,15 +735,8 @@ fn advance_offset(
         )
         .and_then(|row| row.map(|r| r.try_get(0)).transpose())
         .map_err(err)?;
-    if let (Some(at), Some(limit)) = (last, not_after)
-        && at > limit
-    {
-        // Returning the error rolls the transaction back, the offset's increment with it.
-        return Err(Error::AdvancedRecently {
-            at,
-            next: now.saturating_add(at.saturating_sub(limit)),
-        });
-    }
+    // Returning the error rolls the transaction back, the offset's increment with it.
+    check_advance_pace(last, not_after, now)?;
     tx.execute(
         "INSERT INTO fhirseal_meta (key, value) VALUES ('period_advanced_at', $1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
-    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, corrupt, counters_from,
-    subtree,
+    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, check_advance_pace,
+    corrupt, counters_from, subtree,
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
@@ -762,14 +762,7 @@ fn advance_offset(
         )
         .optional()
         .map_err(err)?;
-    if let (Some(at), Some(limit)) = (last, not_after)
-        && at > limit
-    {
-        return Err(Error::AdvancedRecently {
-            at,
-            next: now.saturating_add(at.saturating_sub(limit)),
-        });
-    }
+    check_advance_pace(last, not_after, now)?;
     let offset: i64 = conn
         .query_row(
             "UPDATE fhirseal_meta SET value = value + 1 WHERE key = 'period_offset' RETURNING value",
