@@ -28,6 +28,10 @@ use crate::seal::SealingError;
 /// The realm of the gateway's bearer challenges.
 pub const REALM: &str = "fhirseal";
 
+/// The longest `Retry-After` passed on from the upstream, in seconds (an hour): a longer wait is
+/// an outage, not a hint; clients told an hour ask again then.
+pub const MAX_RETRY_AFTER: u64 = 3600;
+
 use fhirseal_fhir::FHIR_JSON;
 
 /// Why a request fails.
@@ -81,6 +85,22 @@ pub enum ApiError {
     /// (a 5xx, a 401 or 403 to the gateway's own credentials…) (502). The status is logged.
     #[error("the upstream FHIR server answered with an error")]
     UpstreamStatus(StatusCode),
+    /// The upstream server is unavailable (its 503) or throttles the gateway (its 429): 503,
+    /// with the upstream's `Retry-After` passed on when it is a valid delay or HTTP date, as a
+    /// number of seconds at most [`MAX_RETRY_AFTER`]. A 429 becomes a 503 too: the upstream
+    /// throttles the gateway, which all users share, so "you sent too many requests" would be
+    /// untrue of the client; the issue code (`throttled`, else `transient`) says which it was.
+    #[error("{}", if *throttled {
+        "the upstream FHIR server is throttling the gateway; try again later"
+    } else {
+        "the upstream FHIR server is unavailable for now; try again later"
+    })]
+    UpstreamUnavailable {
+        /// Whether the upstream answered 429 (else 503).
+        throttled: bool,
+        /// The delay to pass on, in seconds (at most [`MAX_RETRY_AFTER`]).
+        retry_after: Option<u64>,
+    },
     /// The upstream server does not know what was asked (404): an operation it does not have,
     /// a search or history of a type it does not serve, a resource some entry of a transaction
     /// names.
@@ -186,10 +206,11 @@ impl From<HeaderError> for ApiError {
 impl ApiError {
     /// The error an upstream refusal becomes, status for status, the one mapping of every
     /// upstream answer the gateway did not expect: 400, 404, 409, 410, 412 and 422 kept, 405 and
-    /// 501 a 501 (not supported), anything else a 502. `target` is the resource the request was
-    /// about (type and id), if one: its 404 and 410 name it. The upstream's own words are dropped
-    /// (they describe the sealed form, not what the client sent): each error says a fixed
-    /// sentence.
+    /// 501 a 501 (not supported), 503 and 429 a 503 ([`ApiError::UpstreamUnavailable`], without
+    /// a `Retry-After`: [`ApiError::from_upstream_response`] reads it), anything else a 502.
+    /// `target` is the resource the request was about (type and id), if one: its 404 and 410
+    /// name it. The upstream's own words are dropped (they describe the sealed form, not what
+    /// the client sent): each error says a fixed sentence.
     pub fn from_upstream_status(status: StatusCode, target: Option<(&str, &str)>) -> Self {
         let named = |resource_type: &str, id: &str| (resource_type.to_string(), id.to_string());
         match (status, target) {
@@ -218,7 +239,38 @@ impl ApiError {
             (StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED, _) => {
                 Self::UpstreamNotSupported
             }
+            (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, _) => {
+                Self::UpstreamUnavailable {
+                    throttled: status == StatusCode::TOO_MANY_REQUESTS,
+                    retry_after: None,
+                }
+            }
             (status, _) => Self::UpstreamStatus(status),
+        }
+    }
+
+    /// [`ApiError::from_upstream_status`] of `response`'s status; for a 503 or 429, with its
+    /// `Retry-After` when that is a delay or an HTTP date ([`fhirseal_upstream::retry_after`]),
+    /// as seconds from now, at most [`MAX_RETRY_AFTER`]. Anything else in the header is dropped.
+    pub fn from_upstream_response(
+        response: &fhirseal_upstream::UpstreamResponse,
+        target: Option<(&str, &str)>,
+    ) -> Self {
+        let mut error = Self::from_upstream_status(response.status(), target);
+        if let Self::UpstreamUnavailable { retry_after, .. } = &mut error {
+            *retry_after = response
+                .retry_after(std::time::SystemTime::now())
+                .map(|delay| delay.as_secs().min(MAX_RETRY_AFTER));
+        }
+        error
+    }
+
+    /// The `Retry-After` of this error's answer, in seconds, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::UpstreamUnavailable { retry_after, .. } => *retry_after,
+            Self::TransactionEntry { reason, .. } => reason.retry_after(),
+            _ => None,
         }
     }
 
@@ -246,6 +298,7 @@ impl ApiError {
         };
         let upstream_status = match error {
             Self::UpstreamStatus(upstream) => Some(upstream.as_u16()),
+            Self::UpstreamUnavailable { throttled, .. } => Some(if *throttled { 429 } else { 503 }),
             _ => None,
         };
         tracing::error!(
@@ -286,11 +339,22 @@ fn authority_failure(error: &fhirseal_authority::Error) -> (StatusCode, &'static
 }
 
 /// The status of a failure of the header store: the gateway's own requests, so never the
-/// client's fault: 504 when the upstream did not answer in time, 502 otherwise.
+/// client's fault: 504 when the upstream did not answer in time, 503 when it answered 503 or
+/// 429 (unavailable or throttling, as [`ApiError::UpstreamUnavailable`]), 502 otherwise.
 fn header_failure(error: &HeaderError) -> (StatusCode, &'static str) {
     match error {
         HeaderError::Upstream(fhirseal_upstream::UpstreamError::Timeout { .. }) => {
             (StatusCode::GATEWAY_TIMEOUT, "timeout")
+        }
+        HeaderError::SearchRefused { status } | HeaderError::StoreRefused { status }
+            if *status == StatusCode::SERVICE_UNAVAILABLE =>
+        {
+            (StatusCode::SERVICE_UNAVAILABLE, "transient")
+        }
+        HeaderError::SearchRefused { status } | HeaderError::StoreRefused { status }
+            if *status == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            (StatusCode::SERVICE_UNAVAILABLE, "throttled")
         }
         _ => (StatusCode::BAD_GATEWAY, "transient"),
     }
@@ -327,6 +391,11 @@ impl ApiError {
             Self::Upstream(_) | Self::UpstreamStatus(_) | Self::UpstreamMalformed => {
                 (StatusCode::BAD_GATEWAY, "transient", None)
             }
+            Self::UpstreamUnavailable { throttled, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                if *throttled { "throttled" } else { "transient" },
+                None,
+            ),
             Self::Keys(e) => {
                 let (status, code) = match e {
                     KeyError::Identity | KeyError::Revoked => (StatusCode::FORBIDDEN, "forbidden"),
@@ -424,6 +493,9 @@ impl IntoResponse for ApiError {
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
+        if let Some(seconds) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -506,9 +578,9 @@ mod tests {
             (501, 501),
             (401, 502),
             (403, 502),
-            (429, 502),
+            (429, 503),
             (500, 502),
-            (503, 502),
+            (503, 503),
         ];
         for (upstream, expected) in cases {
             let upstream = StatusCode::from_u16(upstream).unwrap();
@@ -523,6 +595,13 @@ mod tests {
             ApiError::from_upstream_status(StatusCode::NOT_FOUND, target).to_string(),
             "Patient/p1 is not known"
         );
+        // Unavailable and throttling say which, in the issue code and the words.
+        let busy = ApiError::from_upstream_status(StatusCode::TOO_MANY_REQUESTS, None);
+        assert_eq!(busy.parts().1, "throttled");
+        assert!(busy.to_string().contains("throttling"), "{busy}");
+        let down = ApiError::from_upstream_status(StatusCode::SERVICE_UNAVAILABLE, None);
+        assert_eq!(down.parts().1, "transient");
+        assert!(down.to_string().contains("unavailable"), "{down}");
     }
 
     #[test]
@@ -563,6 +642,19 @@ mod tests {
         assert_eq!(status(HeaderError::Upstream(timeout())), 504);
         let unreachable = UpstreamError::Connect { attempts: 1 };
         assert_eq!(status(HeaderError::Upstream(unreachable)), 502);
+        // An upstream unavailable or throttling: a passing condition, as for the resource.
+        for (upstream, code) in [(503, "transient"), (429, "throttled")] {
+            let status = StatusCode::from_u16(upstream).unwrap();
+            for error in [
+                HeaderError::SearchRefused { status },
+                HeaderError::StoreRefused { status },
+            ] {
+                assert_eq!(
+                    header_failure(&error),
+                    (StatusCode::SERVICE_UNAVAILABLE, code)
+                );
+            }
+        }
     }
 
     #[test]

@@ -61,5 +61,5 @@ pub use config::{
     AuthStyle, ConfigError, RawAuth, RawUpstreamConfig, SecretString, UpstreamConfig,
 };
 pub use error::{AuthError, RequestError, TokenRefusal, UpstreamError};
-pub use request::{UpstreamRequest, UpstreamResponse};
+pub use request::{UpstreamRequest, UpstreamResponse, retry_after};
 pub use rewrite::rewrite_base;

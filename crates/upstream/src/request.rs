@@ -2,6 +2,7 @@
 //! the hygiene applied to both (path confinement, hop-by-hop headers).
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -143,6 +144,31 @@ impl UpstreamResponse {
     pub fn into_parts(self) -> (StatusCode, HeaderMap, Bytes) {
         (self.status, self.headers, self.body)
     }
+
+    /// How long the upstream asks to wait before the next request (its `Retry-After`, read by
+    /// [`retry_after`] at `now`).
+    pub fn retry_after(&self, now: SystemTime) -> Option<Duration> {
+        retry_after(&self.headers, now)
+    }
+}
+
+/// The delay a `Retry-After` in `headers` asks for at `now` (RFC 9110 §10.2.3): a number of
+/// seconds (ASCII digits only; one too large for a `u64` is `u64::MAX` seconds), or an HTTP date
+/// (IMF-fixdate, or the obsolete RFC 850 and asctime forms), a date already past being no delay.
+/// `None` when there is none, or more than one, or it is anything else: a sign, a fraction,
+/// words, a date that does not parse. The value itself is never kept: a caller passing a delay
+/// on writes its own number.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let mut values = headers.get_all(header::RETRY_AFTER).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let text = value.to_str().ok()?.trim_matches([' ', '\t']);
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(text).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// Prints the status, header names and body length only: bodies hold patient data.
@@ -311,6 +337,46 @@ mod tests {
     use super::*;
 
     const BASE: &str = "http://up.example/fhir";
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_nothing_else() {
+        // 2015-10-21T07:28:00Z, as IMF-fixdate says it.
+        let date = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let now = date - Duration::from_secs(90);
+        let read = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::RETRY_AFTER, HeaderValue::from_static(value));
+            }
+            retry_after(&headers, now)
+        };
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&["3"]), secs(3));
+        assert_eq!(read(&[" 120 "]), secs(120));
+        assert_eq!(read(&["0"]), secs(0));
+        assert_eq!(read(&["99999999999999999999999"]), secs(u64::MAX));
+        assert_eq!(read(&["Wed, 21 Oct 2015 07:28:00 GMT"]), secs(90));
+        assert_eq!(read(&["Wednesday, 21-Oct-15 07:28:00 GMT"]), secs(90));
+        assert_eq!(read(&["Wed Oct 21 07:28:00 2015"]), secs(90));
+        assert_eq!(read(&["Wed, 21 Oct 2015 07:26:00 GMT"]), secs(0), "past");
+        for junk in [
+            "",
+            "-1",
+            "+5",
+            "1.5",
+            "5s",
+            "1 2",
+            "soon",
+            "0x10",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "<script>",
+            "Wed, 21 Oct 2015 07:28:00 CET",
+        ] {
+            assert_eq!(read(&[junk]), None, "{junk:?}");
+        }
+        assert_eq!(read(&["3", "4"]), None, "two values");
+    }
 
     #[test]
     fn joins_relative_paths() {

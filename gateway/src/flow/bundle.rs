@@ -302,6 +302,11 @@ async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<V
         .with_body(bundle.to_string());
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
+        let refusal = ApiError::from_upstream_response(&response, None);
+        // Unavailable or throttling is the upstream's state, no entry's doing.
+        if matches!(refusal, ApiError::UpstreamUnavailable { .. }) {
+            return Err(refusal.into());
+        }
         return Err(Unsent::Refused(response.status()));
     }
     let answer: Value =

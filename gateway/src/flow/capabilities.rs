@@ -21,7 +21,7 @@ pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
     );
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
-        return Err(ApiError::from_upstream_status(response.status(), None));
+        return Err(ApiError::from_upstream_response(&response, None));
     }
     let text = std::str::from_utf8(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
     let text = rewrite_base(text, state.upstream.base(), &state.config.fhir_base);

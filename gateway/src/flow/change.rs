@@ -369,10 +369,7 @@ pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answ
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
         let target = (prepared.resource_type.as_str(), prepared.id.as_str());
-        return Err(ApiError::from_upstream_status(
-            response.status(),
-            Some(target),
-        ));
+        return Err(ApiError::from_upstream_response(&response, Some(target)));
     }
     let (status, headers, body) = response.into_parts();
     let stored: Option<Value> = serde_json::from_slice(&body).ok();

@@ -348,7 +348,7 @@ async fn upstream_bundle(
         // The one mapping of upstream refusals: an operation or type the upstream does not
         // have (`$everything` on a server without it) is FHIR's 404, one it does not implement
         // a 501.
-        status => return Err(ApiError::from_upstream_status(status, None)),
+        _ => return Err(ApiError::from_upstream_response(&response, None)),
     }
     let bundle: Value =
         serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;

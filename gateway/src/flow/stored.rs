@@ -64,7 +64,7 @@ pub async fn fetch(
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
         let target = Some((resource_type, id));
-        return Err(ApiError::from_upstream_status(response.status(), target));
+        return Err(ApiError::from_upstream_response(&response, target));
     }
     let (_, headers, body) = response.into_parts();
     let resource: Value = serde_json::from_slice(&body).map_err(|_| ApiError::UpstreamMalformed)?;

@@ -2,6 +2,7 @@
 //! as the upstream: each is an `OperationOutcome` (502 or 504), nothing in clear reaches the
 //! upstream, the outcome or the audit trail, and no write the upstream acknowledged is reported
 //! as failed.
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use axum::Router;
@@ -213,7 +214,8 @@ async fn a_header_that_cannot_be_stored_stops_the_write_before_the_resource() {
         .mount(&h.upstream)
         .await;
     let reply = send(&h.app, create(&patient())).await;
-    assert_outcome(&reply, StatusCode::BAD_GATEWAY);
+    // The upstream is unavailable: a passing condition, not a broken gateway.
+    assert_outcome(&reply, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
@@ -340,7 +342,8 @@ async fn an_upstream_refusal_of_a_write_keeps_its_status_in_fixed_words() {
         (409, StatusCode::CONFLICT),
         (405, StatusCode::NOT_IMPLEMENTED),
         (501, StatusCode::NOT_IMPLEMENTED),
-        (503, StatusCode::BAD_GATEWAY),
+        (503, StatusCode::SERVICE_UNAVAILABLE),
+        (429, StatusCode::SERVICE_UNAVAILABLE),
     ] {
         let h = harness().await;
         header_store_works(&h.upstream).await;
@@ -481,4 +484,158 @@ async fn a_transaction_the_upstream_refuses_with_404_names_its_one_write_and_onl
             assert!(issue.get("expression").is_none(), "{text}");
         }
     }
+}
+
+// --- An upstream unavailable (503) or throttling (429): 503 and its Retry-After (issue 17) ---
+
+/// A junk `Retry-After`, as an upstream (or something in front of it) might send.
+const JUNK_RETRY: &str = "soon<script>Retry-Junk-7Q</script>";
+
+/// A case of an upstream 503: what, its `Retry-After` if any, the range of the one passed on.
+type RetryCase<'a> = (&'a str, Option<&'a str>, Option<RangeInclusive<u64>>);
+
+/// `GET path` from the doctor.
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// `status` with the upstream's own words and, when given, `Retry-After: retry`.
+fn unavailable(status: u16, retry: Option<&str>) -> ResponseTemplate {
+    let answer = refusal(status);
+    match retry {
+        Some(value) => answer.insert_header("retry-after", value),
+        None => answer,
+    }
+}
+
+/// The answer is a 503 OperationOutcome with `code` and, as `retry_after` says, a
+/// `Retry-After` of seconds in that range, or none; the upstream's words and header are not in it.
+fn assert_unavailable(
+    what: &str,
+    reply: &Reply,
+    code: &str,
+    retry_after: Option<RangeInclusive<u64>>,
+) {
+    assert_outcome(reply, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        reply.json["issue"][0]["code"], code,
+        "{what}: {}",
+        reply.text
+    );
+    assert!(
+        !reply.text.contains(UPSTREAM_WORDS),
+        "{what}: {}",
+        reply.text
+    );
+    assert!(!reply.text.contains("Retry-Junk"), "{what}: {}", reply.text);
+    let header = reply.headers.get(header::RETRY_AFTER);
+    match retry_after {
+        None => assert!(header.is_none(), "{what}: {header:?}"),
+        Some(range) => {
+            let text = header.unwrap_or_else(|| panic!("{what}: no Retry-After"));
+            let seconds: u64 = text.to_str().unwrap().parse().unwrap();
+            assert!(
+                range.contains(&seconds),
+                "{what}: {seconds} not in {range:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_503_is_a_503_with_its_retry_after_when_valid_and_bounded() {
+    // (The date arithmetic itself is fhirseal-upstream's `retry_after`, tested there.)
+    let cases: [RetryCase<'_>; 9] = [
+        ("no Retry-After", None, None),
+        // Past the client's own wait cap (5 s), so it answers at once.
+        ("seconds", Some("120"), Some(120..=120)),
+        ("a day, bounded", Some("86400"), Some(3600..=3600)),
+        (
+            "a date far ahead, bounded",
+            Some("Fri, 01 Jan 2100 00:00:00 GMT"),
+            Some(3600..=3600),
+        ),
+        (
+            "a date gone by",
+            Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(0..=0),
+        ),
+        ("junk", Some(JUNK_RETRY), None),
+        ("negative", Some("-30"), None),
+        ("a fraction", Some("1.5"), None),
+        (
+            "a date that is none",
+            Some("Fri, 32 Oct 2025 25:61:00 GMT"),
+            None,
+        ),
+    ];
+    for (what, retry, expected) in cases {
+        let h = harness().await;
+        Mock::given(method("GET"))
+            .and(path("/fhir/Patient/p1"))
+            .respond_with(unavailable(503, retry))
+            .mount(&h.upstream)
+            .await;
+        let reply = send(&h.app, get("/fhir/Patient/p1")).await;
+        assert_unavailable(what, &reply, "transient", expected);
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_429_is_a_503_throttled_on_reads_searches_writes_and_transactions() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    for (verb, route) in [
+        ("GET", "^/fhir/Patient/p1$"),
+        ("GET", "^/fhir/Observation$"),
+        ("GET", "^/fhir/metadata$"),
+        ("PUT", "^/fhir/Patient/[0-9a-f-]{36}$"),
+        ("POST", "^/fhir/?$"),
+    ] {
+        Mock::given(method(verb))
+            .and(path_regex(route))
+            .respond_with(unavailable(429, Some("7")))
+            .mount(&h.upstream)
+            .await;
+    }
+    let requests = [
+        ("read", get("/fhir/Patient/p1")),
+        ("search", get("/fhir/Observation?patient=p1")),
+        ("metadata", get("/fhir/metadata")),
+        ("create", create(&patient())),
+        ("transaction of one", organizations(1)),
+        ("transaction of two", organizations(2)),
+    ];
+    for (what, request) in requests {
+        let reply = send(&h.app, request).await;
+        assert_unavailable(what, &reply, "throttled", Some(7..=7));
+        assert!(
+            reply.json["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("throttling"),
+            "{what}: {}",
+            reply.text
+        );
+        // The upstream's state, no entry's doing: no entry is named.
+        assert!(
+            reply.json["issue"][0].get("expression").is_none(),
+            "{what}: {}",
+            reply.text
+        );
+    }
+    // Throttled, the gateway did not hammer: a 429 is not retried.
+    let reads = h
+        .upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path() == "/fhir/Patient/p1")
+        .count();
+    assert_eq!(reads, 1);
+    upstream_saw_no_canary(&h.upstream).await;
 }

@@ -291,7 +291,8 @@ async fn upstream_failures_fail_the_lookup_closed() {
     let id = HeaderId::from_bytes([3; 16]);
     let cases = [
         (ResponseTemplate::new(500), StatusCode::BAD_GATEWAY),
-        (ResponseTemplate::new(503), StatusCode::BAD_GATEWAY),
+        (ResponseTemplate::new(503), StatusCode::SERVICE_UNAVAILABLE),
+        (ResponseTemplate::new(429), StatusCode::SERVICE_UNAVAILABLE),
         (ResponseTemplate::new(400), StatusCode::BAD_GATEWAY),
         (
             ResponseTemplate::new(200).set_body_string("<html>"),
