@@ -63,6 +63,12 @@ pub struct ElementObligation {
     pub search: Search,
     /// Whether this caller's key opens it (the crypto decides; this is the policy's forecast).
     pub open: bool,
+    /// Who may also set it without being able to read it back, for this record (the rule's
+    /// `writers`); `None`: only its readers.
+    pub writers: Option<AccessStructure>,
+    /// Whether this caller's attributes satisfy `writers` (false without one): it may set the
+    /// element even where its key does not open it.
+    pub write: bool,
 }
 
 /// Why each protected element of a resource is open or masked for a caller.
@@ -89,6 +95,33 @@ pub struct ElementExplanation {
     pub open: bool,
     /// In words.
     pub why: String,
+    /// When its rule names `writers`: whether the caller may set it without reading it, in
+    /// words (`None`: only its readers may set it).
+    pub write: Option<(bool, String)>,
+}
+
+impl Obligations {
+    /// The concrete paths (`Patient.identifier[0]`) of the protected elements present in
+    /// `resource` that this caller may set without being able to read them back: those of the
+    /// rules whose `writers` it satisfies ([`ElementObligation::write`]), as the rules stood at
+    /// the decision. Only rules name elements: a narrative or a reference's display sealed
+    /// along with them is never among these.
+    pub fn writable_paths(&self, resource: &Value) -> Vec<String> {
+        let mut paths = Vec::new();
+        for obligation in self.elements.iter().filter(|e| e.write) {
+            let Some(protection) = self.sealing.protection(&obligation.rule) else {
+                continue;
+            };
+            for rule in protection
+                .elements
+                .iter()
+                .filter(|r| r.path().to_string() == obligation.path)
+            {
+                paths.extend(locate(resource, rule));
+            }
+        }
+        paths
+    }
 }
 
 impl Policy {
@@ -143,6 +176,8 @@ impl Policy {
         {
             let readers = protection.readers_for(patient);
             let open = attributes.satisfy(&readers);
+            let writers = protection.writers_for(patient);
+            let write = writers.as_ref().is_some_and(|w| attributes.satisfy(w));
             for rule in &protection.elements {
                 elements.push(ElementObligation {
                     path: rule.path().to_string(),
@@ -151,6 +186,8 @@ impl Policy {
                     granularity: protection.granularity,
                     search: protection.search,
                     open,
+                    writers: writers.clone(),
+                    write,
                 });
             }
             for label in &protection.labels {
@@ -199,6 +236,9 @@ impl Policy {
         {
             let readers = protection.readers_for(patient.as_deref());
             let open = attributes.satisfy(&readers);
+            let write = protection
+                .writers_for(patient.as_deref())
+                .map(|writers| writer_words(protection, &writers, &attributes));
             for rule in &protection.elements {
                 for concrete in locate(resource, rule) {
                     let why = words(protection, &readers, &attributes, open, patient.as_deref());
@@ -206,6 +246,7 @@ impl Policy {
                         path: concrete,
                         open,
                         why,
+                        write: write.clone(),
                     });
                 }
             }
@@ -291,6 +332,40 @@ fn words(
     }
 }
 
+/// Whether `attributes` satisfy the `writers` of `p` (for this record), and why, in words.
+fn writer_words(
+    p: &Protection,
+    writers: &AccessStructure,
+    attributes: &Attributes,
+) -> (bool, String) {
+    let held: Vec<String> = writers
+        .leaves()
+        .iter()
+        .filter(|a| attributes.has(a.as_str()))
+        .map(|a| {
+            format!(
+                "{} (role {})",
+                a.as_str(),
+                attributes.because(a.as_str()).join(", ")
+            )
+        })
+        .collect();
+    if attributes.satisfy(writers) {
+        let words = format!(
+            "may set it without reading it: rule `{}` lets {writers} set it unread, and you hold {}",
+            p.name,
+            held.join(", ")
+        );
+        (true, words)
+    } else {
+        let words = format!(
+            "may set it only if it may read it: rule `{}` lets only {writers} set it unread",
+            p.name
+        );
+        (false, words)
+    }
+}
+
 /// The patient whose record `resource` is: the Patient itself, or the Patient its primary
 /// compartment reference names (`Observation.subject`, `AllergyIntolerance.patient`: the first
 /// parameter of CompartmentDefinition/patient for the type), or failing that the first Patient
@@ -362,6 +437,9 @@ impl fmt::Display for Explanation {
         }
         for e in &self.elements {
             writeln!(f, "  {}: {}", e.path, e.why)?;
+            if let Some((_, words)) = &e.write {
+                writeln!(f, "    write: {words}")?;
+            }
         }
         Ok(())
     }

@@ -76,6 +76,10 @@ pub(crate) struct RawProtect {
     pub(crate) resource: Spanned<String>,
     pub(crate) elements: Vec<Spanned<String>>,
     pub(crate) readers: Spanned<String>,
+    /// Who may set these elements without being able to read them back (a registration desk, a
+    /// device); absent: only their readers.
+    #[serde(default)]
+    pub(crate) writers: Option<Spanned<String>>,
     #[serde(default)]
     pub(crate) granularity: Option<RawGranularity>,
     #[serde(default)]

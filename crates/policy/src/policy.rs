@@ -88,6 +88,10 @@ pub struct Protection {
     pub elements: Vec<ElementRule>,
     /// Who may read them (`patient:self`: the record's own patient).
     pub readers: AccessStructure,
+    /// Who may also set them without being able to read them back (`patient:self`: the record's
+    /// own patient); `None`: only `readers`. A write never changes or removes a stored element
+    /// its writer cannot read, writer or not: this lets a writer add one.
+    pub writers: Option<AccessStructure>,
     /// Header granularity.
     pub granularity: Granularity,
     /// How searches on them are answered.
@@ -666,6 +670,12 @@ impl Protection {
         substitute(&self.readers, &patient)
     }
 
+    /// Its writers' structure for a record of `patient`, if it has one.
+    pub fn writers_for(&self, patient: Option<&str>) -> Option<AccessStructure> {
+        let patient = patient.map_or_else(|| NO_PATIENT.to_string(), |p| format!("patient:{p}"));
+        self.writers.as_ref().map(|w| substitute(w, &patient))
+    }
+
     /// Whether `other` seals what this rule seals, as this rule does: everything but where
     /// each was written.
     fn seals_like(&self, other: &Self) -> bool {
@@ -693,6 +703,11 @@ pub struct SealingRules {
 }
 
 impl SealingRules {
+    /// The protection rule named `name`, as it stood at the decision.
+    pub(crate) fn protection(&self, name: &str) -> Option<&Protection> {
+        self.protections.iter().find(|p| p.name == name)
+    }
+
     /// The patient whose record the decision was about (`Patient/456`), if any.
     pub fn patient(&self) -> Option<&str> {
         self.patient.as_deref()
@@ -1013,6 +1028,10 @@ fn check_protect(
         return None;
     }
     let readers = c.structure(&rule.readers, format!("protect[{i}].readers"), true)?;
+    let writers = match &rule.writers {
+        Some(writers) => Some(c.structure(writers, format!("protect[{i}].writers"), true)?),
+        None => None,
+    };
     let granularity = match rule.granularity {
         Some(RawGranularity::Resource) => Granularity::Resource,
         Some(RawGranularity::Shared) | None => Granularity::Shared,
@@ -1094,6 +1113,7 @@ fn check_protect(
         resource_type: resource_type.clone(),
         elements,
         readers,
+        writers,
         granularity,
         search,
         labels,

@@ -249,6 +249,141 @@ fn the_special_category_policies_decide_as_written() {
     ));
 }
 
+/// A policy whose social security numbers are read by the registrar and the patient, and also
+/// set (unread) by `writers`, when given.
+fn ssn_policy(writers: Option<&str>) -> Policy {
+    let writers = writers.map_or_else(String::new, |w| format!("writers = \"{w}\"\n"));
+    let text = format!(
+        "{HEADER}
+[[roles]]
+name = \"nurse\"
+role-codes = [\"nurse\"]
+attributes = [\"role:nurse\"]
+
+[[roles]]
+name = \"registrar\"
+role-codes = [\"registrar\"]
+attributes = [\"role:registrar\"]
+
+[[roles]]
+name = \"patient\"
+fhir-user-type = [\"Patient\"]
+attributes = [\"role:patient\", \"patient:self\"]
+
+[[access]]
+name = \"everyone writes patients\"
+resources = [\"Patient\"]
+interactions = [\"read\", \"create\", \"update\"]
+readers = \"role:nurse or role:registrar or role:patient\"
+
+[[protect]]
+name = \"names\"
+resource = \"Patient\"
+elements = [\"Patient.name\"]
+readers = \"role:nurse or role:registrar or patient:self\"
+
+[[protect]]
+name = \"ssn\"
+resource = \"Patient\"
+elements = [\"Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn')\"]
+readers = \"role:registrar or patient:self\"
+{writers}"
+    );
+    Policy::load(&[("ssn.toml".into(), text)]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn obligations(policy: &Policy, who: &Principal, patient: &str) -> fhirseal_policy::Obligations {
+    match policy.decide(who, &request(Interaction::Create, "Patient", Some(patient))) {
+        Decision::Permit(obligations) => obligations,
+        Decision::Deny(why) => panic!("{why}"),
+    }
+}
+
+#[test]
+fn writers_may_set_what_they_cannot_read_and_only_where_their_rule_says() {
+    let nurse = principal(json!({"sub": "rn", "fhirUser": "Practitioner/rn",
+        "practitioner_roles": [{"code": ["nurse"]}]}));
+    let registrar = principal(json!({"sub": "desk", "fhirUser": "Practitioner/desk",
+        "practitioner_roles": [{"code": ["registrar"]}]}));
+    let resource = json!({"resourceType": "Patient", "id": "p1",
+        "identifier": [{"system": "urn:mrn", "value": "1"},
+                       {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"}],
+        "name": [{"family": "X"}]});
+
+    // Without `writers`: nobody may set an element unread.
+    let plain = ssn_policy(None);
+    let decided = obligations(&plain, &nurse, "Patient/p1");
+    assert!(
+        decided
+            .elements
+            .iter()
+            .all(|e| e.writers.is_none() && !e.write)
+    );
+    assert!(decided.writable_paths(&resource).is_empty());
+
+    // With `writers = "role:nurse"`: the nurse may set the SSN (only it), the registrar reads it.
+    let policy = ssn_policy(Some("role:nurse"));
+    let decided = obligations(&policy, &nurse, "Patient/p1");
+    let ssn = decided.elements.iter().find(|e| e.rule == "ssn").unwrap();
+    assert!(ssn.write && !ssn.open);
+    assert_eq!(ssn.writers.as_ref().unwrap().to_string(), "role:nurse");
+    let names = decided.elements.iter().find(|e| e.rule == "names").unwrap();
+    assert!(names.writers.is_none() && !names.write && names.open);
+    assert_eq!(decided.writable_paths(&resource), ["Patient.identifier[1]"]);
+    let desk = obligations(&policy, &registrar, "Patient/p1");
+    assert!(desk.elements.iter().all(|e| !e.write));
+    assert!(desk.writable_paths(&resource).is_empty());
+    // `writers` changes who may write, not how anything is sealed.
+    assert_eq!(
+        decided.sealing,
+        obligations(&plain, &nurse, "Patient/p1").sealing
+    );
+
+    // `patient:self` in `writers` is the record's own patient.
+    let own = ssn_policy(Some("patient:self"));
+    assert!(
+        obligations(&own, &patient("p1"), "Patient/p1")
+            .elements
+            .iter()
+            .any(|e| e.rule == "ssn" && e.write)
+    );
+    assert!(
+        obligations(&own, &patient("p2"), "Patient/p1")
+            .elements
+            .iter()
+            .all(|e| !e.write)
+    );
+
+    // `explain` says who may set it unread.
+    let explained = policy.explain(&nurse, &resource);
+    let line = explained
+        .elements
+        .iter()
+        .find(|e| e.path == "Patient.identifier[1]")
+        .unwrap();
+    let (write, words) = line.write.clone().unwrap();
+    assert!(write && !line.open, "{words}");
+    assert!(
+        explained
+            .to_string()
+            .contains("write: may set it without reading it: rule `ssn` lets role:nurse"),
+        "{explained}"
+    );
+    let desk = policy.explain(&registrar, &resource);
+    assert!(
+        desk.to_string()
+            .contains("write: may set it only if it may read it"),
+        "{desk}"
+    );
+    assert!(
+        explained
+            .elements
+            .iter()
+            .filter(|e| e.path.starts_with("Patient.name"))
+            .all(|e| e.write.is_none())
+    );
+}
+
 fn load_error(text: &str) -> String {
     Policy::load(&[("broken.toml".to_string(), text.to_string())])
         .unwrap_err()
@@ -328,6 +463,14 @@ fn each_broken_policy_yields_its_error_message() {
         (
             "[[protect]]\nname = \"p\"\nresource = \"Observation\"\nelements = [\"Observation.value[x]\"]\nreaders = \"x\"\nsearch = \"blind-index\"\n",
             "protect[0].search: type mismatch: `Observation.value[x]` is Quantity",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"x\"\nwriters = \"role:desk or\"\n",
+            "broken.toml:6: protect[0].writers: `role:desk or` is not an access structure",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"x\"\nwriters = [\"role:desk\"]\n",
+            "broken.toml:6: invalid type: sequence, expected a string",
         ),
         (
             "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"x\"\nlabels = [\"SECRET\"]\n",

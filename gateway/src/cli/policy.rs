@@ -115,7 +115,14 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                         Decision::Permit(o) => json!({"permitted": true, "access_rule": o.access}),
                         Decision::Deny(why) => json!({"permitted": false, "reason": why}),
                     },
-                    "elements": explanation.elements.iter().map(|e| json!({"path": e.path, "open": e.open, "why": e.why})).collect::<Vec<_>>(),
+                    "elements": explanation.elements.iter().map(|e| {
+                        let mut element = json!({"path": e.path, "open": e.open, "why": e.why});
+                        if let Some((write, words)) = &e.write {
+                            element["write"] = json!(write);
+                            element["write_why"] = json!(words);
+                        }
+                        element
+                    }).collect::<Vec<_>>(),
                 })
                 .to_string()
             } else {
