@@ -628,6 +628,23 @@ impl Authority {
         self.store().latest_update_job()
     }
 
+    /// Takes the lease `key` for `holder` for `lease_seconds` from `now`; whether `holder` has it
+    /// (see [`Store::take_lease`] and [`crate::leases`]).
+    pub fn take_lease(
+        &self,
+        key: &str,
+        holder: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<bool, Error> {
+        self.store().take_lease(key, holder, now, lease_seconds)
+    }
+
+    /// Lets the lease `key` go if `holder` has it (see [`Store::release_lease`]).
+    pub fn release_lease(&self, key: &str, holder: &str, now: i64) -> Result<(), Error> {
+        self.store().release_lease(key, holder, now)
+    }
+
     /// How many decryption keys are cached.
     pub fn cached_keys(&self) -> usize {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -65,6 +65,7 @@ mod cache;
 mod error;
 pub mod jobs;
 mod kek;
+pub mod leases;
 mod periods;
 pub mod store;
 

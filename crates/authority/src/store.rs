@@ -3,14 +3,15 @@
 //! - [`SqliteStore`]: one file, the embedded default.
 //! - [`PostgresStore`]: for several gateway replicas sharing one authority.
 //!
-//! Both keep the same seven tables: `fhirseal_meta` (schema version and counters), `master` (the
+//! Both keep the same eight tables: `fhirseal_meta` (schema version and counters), `master` (the
 //! public parameters and the sealed master secret), `principals` (users and sub-authorities,
 //! each with its leaf, attributes, issuer, status and sealed key), `key_updates` (the
 //! published update per period, tagged with the revocation-list version it was made for) and
 //! `secrets` (named secrets of other components, such as the embedded authorization server's
 //! signing key, each sealed under the key-encryption key; schema version 2), and the
 //! ciphertext-update job's work queue, `update_jobs` and `update_chunks` (schema version 3; see
-//! [`crate::jobs`]).
+//! [`crate::jobs`]), and `leases`, short named leases shared by the processes on one store (the
+//! gateway's create guard; schema version 5; see [`crate::leases`]).
 //!
 //! Schema version 4 records the layout of the stored keys, `key_layout` in `fhirseal_meta`
 //! ([`KEY_LAYOUT`]): an authority created by this build is in layout 2 from `init`; upgrading an
@@ -31,7 +32,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The layout of the long-term keys this build issues: 2, an independent RW13 key for every node
 /// of the user's path (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)").
@@ -347,6 +348,20 @@ pub trait Store: Send {
     fn finish_job_if_done(&mut self, job: JobId, now: i64) -> Result<bool, Error>;
     /// The most recently started ciphertext-update job and where it stands, if there is one.
     fn latest_update_job(&mut self) -> Result<Option<(JobId, Progress)>, Error>;
+    /// Takes the lease `key` for `holder` until `now + lease_seconds` unless another holder has
+    /// it past `now`, and says whether `holder` has it now (taking again one's own lease extends
+    /// it). Concurrent takers never both get a live lease ([`crate::leases`]).
+    /// [`Error::Invalid`] for an empty or overlong key or holder, or a lease out of bounds.
+    fn take_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<bool, Error>;
+    /// Lets the lease `key` go if `holder` has it (nothing otherwise), and deletes every lease
+    /// that ended at or before `now`.
+    fn release_lease(&mut self, key: &str, holder: &str, now: i64) -> Result<(), Error>;
 }
 
 /// The principal `kind`/`name` and, for a sub-authority, every principal issued below it,

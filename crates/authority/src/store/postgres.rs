@@ -10,6 +10,7 @@ use super::{
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
+use crate::leases;
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -73,6 +74,15 @@ const MIGRATIONS: &[&str] = &[
     // new one with the current layout.
     "
     INSERT INTO fhirseal_meta (key, value) SELECT 'key_layout', 1 FROM master;
+",
+    // `IF NOT EXISTS`: a store taken back to an older version by hand (the tests do) keeps it.
+    "
+    CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS leases_until ON leases (lease_until);
 ",
 ];
 
@@ -596,6 +606,31 @@ impl Store for PostgresStore {
         let id: i64 = row.try_get(0).map_err(|e| self.err(e))?;
         let job = JobId::from_db(id)?;
         Ok(Some((job, self.job_progress(job)?)))
+    }
+
+    fn take_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<bool, Error> {
+        leases::check(key, holder)?;
+        let until = jobs::lease_until(now, lease_seconds)?;
+        // A concurrent taker's insert of the same key is waited for, and its row re-checked.
+        let taken = self
+            .client
+            .execute(leases::TAKE, &[&key, &holder, &until, &now])
+            .map_err(|e| self.err(e))?;
+        Ok(taken == 1)
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str, now: i64) -> Result<(), Error> {
+        leases::check(key, holder)?;
+        self.client
+            .execute(leases::RELEASE, &[&key, &holder, &now])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 

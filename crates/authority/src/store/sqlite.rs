@@ -12,6 +12,7 @@ use super::{
 };
 use crate::Error;
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
+use crate::leases;
 
 /// Migrations, in order: migration `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -76,6 +77,15 @@ const MIGRATIONS: &[&str] = &[
     // new one with the current layout.
     "
     INSERT INTO fhirseal_meta (key, value) SELECT 'key_layout', 1 FROM master;
+",
+    // `IF NOT EXISTS`: a store taken back to an older version by hand (the tests do) keeps it.
+    "
+    CREATE TABLE IF NOT EXISTS leases (
+        key TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        lease_until INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS leases_until ON leases (lease_until);
 ",
 ];
 
@@ -632,6 +642,32 @@ impl Store for SqliteStore {
             Ok((job, self.job_progress(job)?))
         })
         .transpose()
+    }
+
+    fn take_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        now: i64,
+        lease_seconds: u64,
+    ) -> Result<bool, Error> {
+        leases::check(key, holder)?;
+        let until = jobs::lease_until(now, lease_seconds)?;
+        // One statement, so its own transaction: takers (in this process or another) run one at
+        // a time under the database's write lock.
+        let taken = self
+            .conn
+            .execute(leases::TAKE, params![key, holder, until, now])
+            .map_err(|e| self.err(e))?;
+        Ok(taken == 1)
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str, now: i64) -> Result<(), Error> {
+        leases::check(key, holder)?;
+        self.conn
+            .execute(leases::RELEASE, params![key, holder, now])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 }
 

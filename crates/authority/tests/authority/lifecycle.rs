@@ -361,7 +361,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
                 err,
                 Error::SchemaTooNew {
                     found: 99,
-                    supported: 4,
+                    supported: store::SCHEMA_VERSION,
                     ..
                 }
             ),

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use fhirseal_authority::{Authority, Error, KeyMigration, Kind};
+use fhirseal_authority::{Authority, Error, KeyMigration, Kind, store};
 use rand_core::OsRng;
 use rshabe::{AccessStructure, Attribute, MasterSecret, UpdateMode};
 
@@ -50,10 +50,10 @@ fn a_store_in_the_retired_layout_is_refused_with_the_command_to_run() {
                 "{b}: {text}"
             );
         }
-        // The upgrade to schema 4 marked the layout and touched no key.
+        // The upgrade to schema 4 (and on) marked the layout and touched no key.
         assert_eq!(
             db.number("SELECT value FROM fhirseal_meta WHERE key = 'schema_version'"),
-            4
+            store::SCHEMA_VERSION
         );
         assert_eq!(
             db.number("SELECT value FROM fhirseal_meta WHERE key = 'key_layout'"),
