@@ -18,6 +18,8 @@
 //! | `POST /jobs/ct-update` | `{}` plans the job for the current period and runs it in a task (202); `{"wait": true}` works inline and returns the final progress (200) |
 //! | `POST /authority/revoke` | `{"kind": "user", "name": "Practitioner/dr-grey"}` or `{"kind": "authority", "name": "…"}`: revokes, and drops the keyring's cache of each revoked identity |
 //! | `POST /authority/period/advance` | `{}` moves to the next period now, unless the period was advanced by hand less than a period length ago (429 with `Retry-After`); `{"force": true}` advances anyway. Returns the period, the periods left and when the next advance is allowed |
+//! | `POST /authorization/unlock` | `{"username": "dr.grey"}` or `{"source": "192.0.2.7"}`: lifts the embedded authorization server's sign-in lockout or back-off of that user name, or of that source address (an IPv6 one's /64), and forgets its failures; says whether there was one (404 when the embedded server is off) |
+//! | `GET /authorization/login-stats` | how many user names and sources the sign-in throttle tracks and has locked, and how many passwords were checked |
 //!
 //! A user is named by its key identity (its `fhirUser`, see [`crate::keys`]): every active
 //! version of its registration is revoked, so the keyring never re-enrols it.
@@ -30,6 +32,7 @@
 
 pub mod access;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{Extension, State};
@@ -82,6 +85,9 @@ pub enum AdminError {
         /// When the next guarded advance is allowed.
         next: i64,
     },
+    /// The embedded authorization server is off: no sign-ins to unlock (404).
+    #[error("the embedded authorization server is off (smart.embedded): no sign-ins are throttled")]
+    NoSignIn,
     /// No ciphertext-update job has been started (404).
     #[error("no ciphertext-update job has been started")]
     NoJob,
@@ -118,7 +124,7 @@ impl AdminError {
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::AdvancedRecently { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoJob | Self::UnknownPrincipal => StatusCode::NOT_FOUND,
+            Self::NoJob | Self::UnknownPrincipal | Self::NoSignIn => StatusCode::NOT_FOUND,
             Self::AlreadyRevoked | Self::PeriodsExhausted => StatusCode::CONFLICT,
             Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Authority(e) => authority_status(e),
@@ -233,6 +239,8 @@ pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
         .route("/jobs/ct-update", get(job).post(start_job))
         .route("/authority/revoke", post(revoke))
         .route("/authority/period/advance", post(advance))
+        .route("/authorization/unlock", post(unlock))
+        .route("/authorization/login-stats", get(login_stats))
         .with_state(state)
         .fallback(|| async {
             (
@@ -501,6 +509,78 @@ async fn advance(
         "period-advance"
     };
     Ok(noted(Json(body), interaction, Vec::new()))
+}
+
+/// The body of `POST /authorization/unlock`: a user name or a source address, not both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlockBody {
+    username: Option<String>,
+    source: Option<String>,
+}
+
+/// The longest user name `POST /authorization/unlock` takes.
+const MAX_USERNAME: usize = 1024;
+
+/// `POST /authorization/unlock` with `{"username": "…"}` or `{"source": "…"}`.
+async fn unlock(
+    State(state): State<AppState>,
+    Extension(AdminCaller(caller)): Extension<AdminCaller>,
+    body: Result<Json<UnlockBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, AdminError> {
+    const USAGE: &str = r#"the body is {"username": "…"} or {"source": "an IP address"}"#;
+    let Json(body) = body.map_err(|_| AdminError::Invalid(USAGE))?;
+    let server = state.auth_server.as_ref().ok_or(AdminError::NoSignIn)?;
+    let (key, name, lifted) = match (body.username, body.source) {
+        (Some(username), None) => {
+            if username.is_empty()
+                || username.len() > MAX_USERNAME
+                || username.chars().any(char::is_control)
+            {
+                return Err(AdminError::Invalid(
+                    "the user name is empty, too long or holds control characters",
+                ));
+            }
+            let lifted = server.unlock(&username);
+            ("username", username, lifted)
+        }
+        (None, Some(source)) => {
+            let address: IpAddr = source.trim().parse().map_err(|_| {
+                AdminError::Invalid(
+                    "the source is not an IP address (like 192.0.2.7 or 2001:db8::7)",
+                )
+            })?;
+            let lifted = server.unlock_source(address);
+            ("source", address.to_string(), lifted)
+        }
+        _ => return Err(AdminError::Invalid(USAGE)),
+    };
+    let resource = format!("{key}:{name}");
+    tracing::warn!(
+        admin = %caller,
+        unlocked = ?resource,
+        lifted,
+        "sign-in lockout lifted by an administrator"
+    );
+    Ok(noted(
+        Json(json!({key: name, "lifted": lifted})),
+        "login-unlock",
+        vec![resource],
+    ))
+}
+
+/// `GET /authorization/login-stats`.
+async fn login_stats(State(state): State<AppState>) -> Result<Response, AdminError> {
+    let server = state.auth_server.as_ref().ok_or(AdminError::NoSignIn)?;
+    let stats = server.login_stats();
+    let body = json!({
+        "tracked_users": stats.tracked_users,
+        "tracked_sources": stats.tracked_sources,
+        "locked_users": stats.locked_users,
+        "locked_sources": stats.locked_sources,
+        "password_checks": stats.password_checks,
+    });
+    Ok(noted(Json(body), "login-stats", Vec::new()))
 }
 
 /// A job's progress as the admin API shows it.

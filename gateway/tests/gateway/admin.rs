@@ -2,8 +2,9 @@
 //! with a wrong one, to a foreign `Host`, with an `Origin`, form-encoded or body-less are refused
 //! and change nothing; a loop of period advances advances once, `{"force": true}` once more;
 //! `/ready` warns when few periods are left; the default token file is made owner-only; token
-//! settings that cannot be used name their key; and `fhirseal serve` itself, over TCP, does all
-//! of it with the token file it made.
+//! settings that cannot be used name their key; `fhirseal serve` itself, over TCP, does all of it
+//! with the token file it made; and a sign-in lockout (twenty wrong passwords, or a source's) is
+//! lifted by an administrator, audited, and by nothing else.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -853,4 +854,218 @@ async fn fhirseal_serve_makes_its_token_and_refuses_what_a_browser_or_a_loop_sen
     assert_eq!(advanced.len(), 1, "{stdout}");
     assert_eq!(advanced[0]["who"]["sub"], "admin");
     assert_eq!(advanced[0]["interaction"], "period-advance");
+}
+
+// --- Sign-in lockouts lifted through the admin API (issue 17) --------------------------------
+
+const UNLOCK: &str = "/authorization/unlock";
+
+/// The demo app's authorization request, as a browser sends it (PKCE, the gateway as `aud`).
+const AUTHORIZE: &str = "/auth/authorize?response_type=code&client_id=demo-app\
+    &redirect_uri=http%3A%2F%2F127.0.0.1%3A8000%2Fcallback&scope=openid&state=s\
+    &aud=http%3A%2F%2F127.0.0.1%3A8080%2Ffhir&code_challenge_method=S256\
+    &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// A sign-in at the embedded authorization server through the gateway's router, from `peer`,
+/// on a login page of its own: 303 when it succeeds, 400 for a wrong password, 429 refused by
+/// the throttle.
+async fn sign_in(app: &Router, username: &str, password: &str, peer: &str) -> StatusCode {
+    let page = send(app, Request::get(AUTHORIZE).body(Body::empty()).unwrap()).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let cookie = page.header(header::SET_COOKIE);
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let marker = "name=\"request_token\" value=\"";
+    let start = page.text.find(marker).unwrap() + marker.len();
+    let token = &page.text[start..start + 43];
+    let mut login = Request::post("/auth/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, cookie)
+        .body(Body::from(format!(
+            "request_token={token}&username={username}&password={password}&action=allow"
+        )))
+        .unwrap();
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    login
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    send(app, login).await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_wrong_passwords_lock_the_user_and_an_administrator_lifts_it() {
+    let upstream = upstream().await;
+    // No back-off before the lockout (the test would wait it out); the source locks at 30.
+    let setup = configured(
+        &fhir_base(&upstream),
+        &[
+            (
+                "FHIRSEAL__SMART__EMBEDDED__LOGIN_THROTTLE__BACKOFF_AFTER",
+                "20",
+            ),
+            (
+                "FHIRSEAL__SMART__EMBEDDED__LOGIN_THROTTLE__SOURCE_BACKOFF_AFTER",
+                "0",
+            ),
+            (
+                "FHIRSEAL__SMART__EMBEDDED__LOGIN_THROTTLE__SOURCE_LOCKOUT_AFTER",
+                "30",
+            ),
+        ],
+    )
+    .await;
+    let app = fhirseal::app::app(setup.state.clone());
+    let (admin, lines) = router_over(&setup.state);
+    let ward = "192.0.2.7:50000";
+    let stats = |reply: &Reply, key: &str| reply.json[key].as_u64().unwrap();
+
+    // Twenty wrong passwords lock the user name; then the right one is refused too.
+    for attempt in 1..=20 {
+        let status = sign_in(&app, "dr.grey", "wrong-guess", ward).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "attempt {attempt}");
+    }
+    assert_eq!(
+        sign_in(&app, "dr.grey", "demo-doctor", ward).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let before = call(
+        &admin,
+        "GET",
+        "/authorization/login-stats",
+        &good(ALICE),
+        "",
+    )
+    .await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    assert_eq!(stats(&before, "locked_users"), 1, "{}", before.text);
+    assert_eq!(stats(&before, "password_checks"), 20, "{}", before.text);
+
+    // Without the token, or form-encoded as a web page could send it: refused, nothing lifted.
+    let body = r#"{"username": "dr.grey"}"#;
+    let bare = call(
+        &admin,
+        "POST",
+        UNLOCK,
+        &with(&good(ALICE), "authorization", None),
+        body,
+    )
+    .await;
+    assert_eq!(bare.status, StatusCode::UNAUTHORIZED, "{}", bare.text);
+    let form = with(
+        &good(ALICE),
+        "content-type",
+        Some("application/x-www-form-urlencoded"),
+    );
+    let form = call(&admin, "POST", UNLOCK, &form, "username=dr.grey").await;
+    assert_eq!(
+        form.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        form.text
+    );
+    for (what, body) in [
+        ("both", r#"{"username": "dr.grey", "source": "192.0.2.7"}"#),
+        ("neither", "{}"),
+        ("a misspelt key", r#"{"user": "dr.grey"}"#),
+        ("an empty name", r#"{"username": ""}"#),
+        ("a control character", r#"{"username": "dr.grey\n"}"#),
+        ("not an address", r#"{"source": "ward-7"}"#),
+    ] {
+        let reply = call(&admin, "POST", UNLOCK, &good(ALICE), body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        sign_in(&app, "dr.grey", "demo-doctor", ward).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "still locked"
+    );
+
+    // The administrator lifts it: audited by the token's name; the right password then works.
+    let lifted = call(&admin, "POST", UNLOCK, &good(ALICE), body).await;
+    assert_eq!(lifted.status, StatusCode::OK, "{}", lifted.text);
+    assert_eq!(lifted.json, json!({"username": "dr.grey", "lifted": true}));
+    let line = audit_lines(&lines).pop().unwrap();
+    assert_eq!(line["who"]["sub"], "alice", "{line}");
+    assert_eq!(line["interaction"], "login-unlock", "{line}");
+    assert_eq!(line["resources"], json!(["username:dr.grey"]), "{line}");
+    assert_eq!(line["outcome"], "success", "{line}");
+    assert_eq!(
+        sign_in(&app, "dr.grey", "demo-doctor", ward).await,
+        StatusCode::SEE_OTHER
+    );
+    // Nothing left to lift: said so.
+    let again = call(&admin, "POST", UNLOCK, &good(BOB), body).await;
+    assert_eq!(again.json, json!({"username": "dr.grey", "lifted": false}));
+
+    // A source locked (30 failures from the ward's address, whoever's name): the right password
+    // of another user is refused from there, until its lockout is lifted.
+    for _ in 0..10 {
+        sign_in(&app, "nurse.joy", "wrong-guess", ward).await;
+    }
+    assert_eq!(
+        sign_in(&app, "pat.smith", "demo-patient", ward).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let source = r#"{"source": "192.0.2.7"}"#;
+    let lifted = call(&admin, "POST", UNLOCK, &good(BOB), source).await;
+    assert_eq!(lifted.status, StatusCode::OK, "{}", lifted.text);
+    assert_eq!(lifted.json, json!({"source": "192.0.2.7", "lifted": true}));
+    assert_eq!(
+        sign_in(&app, "pat.smith", "demo-patient", ward).await,
+        StatusCode::SEE_OTHER
+    );
+    let after = call(&admin, "GET", "/authorization/login-stats", &good(BOB), "").await;
+    assert_eq!(
+        (
+            stats(&after, "locked_users"),
+            stats(&after, "locked_sources")
+        ),
+        (0, 0),
+        "{}",
+        after.text
+    );
+    let all = lines.lock().unwrap().join("\n");
+    assert!(
+        !all.contains("demo-") && !all.contains("wrong-guess"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_embedded_server_there_is_nothing_to_unlock() {
+    let upstream = upstream().await;
+    let setup = configured(
+        &fhir_base(&upstream),
+        &[("FHIRSEAL__SMART__EMBEDDED__ENABLED", "false")],
+    )
+    .await;
+    let (admin, _) = router_over(&setup.state);
+    let reply = call(
+        &admin,
+        "POST",
+        UNLOCK,
+        &good(ALICE),
+        r#"{"username": "dr.grey"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
+    assert!(
+        reply.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("smart.embedded")
+    );
+    let stats = call(
+        &admin,
+        "GET",
+        "/authorization/login-stats",
+        &good(ALICE),
+        "",
+    )
+    .await;
+    assert_eq!(stats.status, StatusCode::NOT_FOUND, "{}", stats.text);
 }
