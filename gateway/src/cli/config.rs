@@ -20,7 +20,7 @@ enum Command {
     /// Secrets and password hashes are never printed.
     Check {
         /// The configuration file [default: the embedded defaults].
-        #[arg(long)]
+        #[arg(long, env = "FHIRSEAL_CONFIG")]
         config: Option<PathBuf>,
     },
 }

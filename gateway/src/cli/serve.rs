@@ -29,8 +29,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The configuration file [default: the embedded defaults]. `FHIRSEAL__SECTION__KEY`
-    /// variables override its keys.
-    #[arg(long)]
+    /// variables override its keys. The container image sets `FHIRSEAL_CONFIG`, so that it never
+    /// runs on the embedded defaults (demo users, the example policy).
+    #[arg(long, env = "FHIRSEAL_CONFIG")]
     config: Option<PathBuf>,
 }
 
