@@ -1,10 +1,11 @@
-//! [`Upstream`]: the pooled client, its retry loop and its bounded body reader.
+//! [`Upstream`]: the pooled client, its retry loop and its bounded body reader; [`Observe`]: what
+//! is told of each call (the gateway's metrics).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -21,6 +22,28 @@ use crate::request::{UpstreamRequest, UpstreamResponse, forwardable, join};
 #[derive(Clone)]
 pub struct Upstream {
     inner: Arc<Inner>,
+    observer: Option<Arc<dyn Observe>>,
+}
+
+/// What one call to [`Upstream::send`] came to, for an [`Observe`]r: the method, the time taken
+/// (every attempt and wait between them included) and the outcome. Never the path, a header or a
+/// body: those may hold what the gateway protects.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Call<'a> {
+    /// The request's method.
+    pub method: &'a Method,
+    /// From the call to its end.
+    pub elapsed: Duration,
+    /// The status of the response returned (after the retries), or why there is none.
+    pub outcome: Result<StatusCode, &'a UpstreamError>,
+}
+
+/// Told of every call to [`Upstream::send`] when it ends (a call whose future is dropped first
+/// is not told). Runs on the caller's task: keep it short and never block.
+pub trait Observe: Send + Sync + fmt::Debug {
+    /// One call ended.
+    fn observe(&self, call: &Call<'_>);
 }
 
 struct Inner {
@@ -70,12 +93,26 @@ impl Upstream {
         };
         Ok(Self {
             inner: Arc::new(inner),
+            observer: None,
         })
+    }
+
+    /// This client, telling `observer` of every call ([`Observe`]). Clones made after share it.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The normalised base URL (no trailing slash), for [`rewrite_base`](crate::rewrite_base).
     pub fn base(&self) -> &str {
         &self.inner.base
+    }
+
+    /// The largest response body read, in bytes (`max_response_bytes`): a larger one is an
+    /// error, so a resource larger than this can be written but never read back.
+    pub fn max_response_bytes(&self) -> u64 {
+        self.inner.max_response_bytes
     }
 
     /// Sends `request` and reads the whole response, up to the body cap.
@@ -93,6 +130,22 @@ impl Upstream {
     /// # Errors
     /// See [`UpstreamError`]; a non-2xx status is not an error.
     pub async fn send(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let Some(observer) = &self.observer else {
+            return self.exchange(request).await;
+        };
+        let method = request.method().clone();
+        let started = Instant::now();
+        let result = self.exchange(request).await;
+        observer.observe(&Call {
+            method: &method,
+            elapsed: started.elapsed(),
+            outcome: result.as_ref().map(UpstreamResponse::status),
+        });
+        result
+    }
+
+    /// [`Upstream::send`], unobserved.
+    async fn exchange(&self, request: UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
         let idempotent = request.is_idempotent();
         let UpstreamRequest {
             method,
@@ -214,6 +267,7 @@ impl fmt::Debug for Upstream {
             .field("retry", &self.inner.retry)
             .field("max_response_bytes", &self.inner.max_response_bytes)
             .field("auth", &self.inner.auth)
+            .field("observer", &self.observer)
             .finish_non_exhaustive()
     }
 }

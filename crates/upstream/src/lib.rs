@@ -56,7 +56,7 @@ mod error;
 mod request;
 mod rewrite;
 
-pub use client::Upstream;
+pub use client::{Call, Observe, Upstream};
 pub use config::{
     AuthStyle, ConfigError, RawAuth, RawUpstreamConfig, SecretString, UpstreamConfig,
 };
