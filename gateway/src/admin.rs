@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `GET /live` | 200 while the process runs (no token) |
 //! | `GET /ready` | 200 when the upstream's `metadata` answers and the authority is readable, else 503 (no token); says the period, how many are left and, below [`PERIODS_LEFT_WARNING`], a `warning` |
+//! | `GET /metrics` | the gateway's metrics in the Prometheus text format 0.0.4 ([`crate::metrics`], `docs/metrics.md`); the gauges of the authority's period and of the latest update job are read at each scrape |
 //! | `GET /jobs/ct-update` | the latest ciphertext-update job's progress (404 when none ran) |
 //! | `POST /jobs/ct-update` | `{}` plans the job for the current period and runs it in a task (202); `{"wait": true}` works inline and returns the final progress (200) |
 //! | `POST /authority/revoke` | `{"kind": "user", "name": "Practitioner/dr-grey"}` or `{"kind": "authority", "name": "…"}`: revokes, and drops the keyring's cache of each revoked identity |
@@ -236,6 +237,7 @@ pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
     Router::new()
         .route("/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/jobs/ct-update", get(job).post(start_job))
         .route("/authority/revoke", post(revoke))
         .route("/authority/period/advance", post(advance))

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! request ─► audit (request id, span, one audit line)      outermost
+//!         ─► metrics (interaction, status, time, elements: from the same audit note)
 //!         ─► CORS (`server.cors_origins`; answers preflights itself)
 //!         ─► /auth/…: the embedded authorization server
 //!         ─► /fhir/metadata, /fhir/.well-known/smart-configuration   (no token)
@@ -28,12 +29,14 @@ use crate::auth::{Caller, authenticate};
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::flow::{self, audit_name};
+use crate::metrics::measure;
 use crate::request::Parsed;
 use crate::state::AppState;
 
 /// The gateway's router for `state`, audited to `state.audit`.
 pub fn app(state: AppState) -> Router {
     let sink = state.audit.clone();
+    let metrics = state.metrics.clone();
     let cors = cors_layer(&state.config.cors);
     let auth_server = state.auth_server.clone();
     let fhir_routes = Router::new()
@@ -62,6 +65,7 @@ pub fn app(state: AppState) -> Router {
     if let Some(cors) = cors {
         router = router.layer(cors);
     }
+    let router = router.layer(middleware::from_fn_with_state(metrics, measure));
     audited(router, sink)
 }
 

@@ -435,6 +435,7 @@ async fn work_chunks(
                     Ok(()) => {
                         summary.chunks_done += 1;
                         summary.headers_moved += moved;
+                        state.metrics.ct_chunk_done(moved);
                     }
                     // Another worker took the chunk over; it does it again.
                     Err(JobError::Authority(AuthorityError::LeaseLost { .. })) => {}
@@ -443,6 +444,7 @@ async fn work_chunks(
             }
             Err(error) if error.is_content() => {
                 tracing::warn!(job = job.get(), chunk = %chunk.key, %error, "ciphertext-update chunk failed");
+                state.metrics.ct_chunk_failed();
                 summary.failed.push(ChunkFailure {
                     key: chunk.key,
                     error,

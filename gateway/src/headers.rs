@@ -41,6 +41,8 @@ use serde_json::{Value, json};
 
 use fhirseal_fhir::FHIR_JSON;
 
+use crate::metrics::Metrics;
+
 /// The code system of the gateway's own codes.
 pub const CODE_SYSTEM: &str = "https://fhirseal.dev/fhir/CodeSystem/fhirseal";
 /// The code of a `Basic` resource that holds a shared header.
@@ -83,6 +85,7 @@ pub enum HeaderError {
 pub struct HeaderStore {
     upstream: Upstream,
     cache: Mutex<Cache>,
+    metrics: Metrics,
 }
 
 /// The headers a [`HeaderStore::lookup`] found, by id: a [`HeaderLookup`] for the reader.
@@ -116,7 +119,15 @@ impl HeaderStore {
         Self {
             upstream,
             cache: Mutex::new(cache),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// This store, counting its cache's hits and misses in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The id of the `Basic` resource holding header `id`: `fhirseal-header-` and 32 hex digits.
@@ -186,6 +197,9 @@ impl HeaderStore {
                 }
             }
         }
+        let hits = u64::try_from(headers.found.len()).unwrap_or(u64::MAX);
+        let misses = u64::try_from(missing.len()).unwrap_or(u64::MAX);
+        self.metrics.header_cache(hits, misses);
         missing.truncate(MAX_FETCHED);
         for batch in missing.chunks(BATCH) {
             let fetched = self.fetch(batch).await?;

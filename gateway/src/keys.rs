@@ -61,6 +61,8 @@ use fhirseal_policy::Policy;
 use rand_core::OsRng;
 use rshabe::{Attribute, DecryptionKey};
 
+use crate::metrics::{Derivation, Metrics};
+
 /// The longest identity the keyring binds keys to, in bytes (the authority allows 256 per name,
 /// and a version suffix follows).
 pub const MAX_IDENTITY_BYTES: usize = 240;
@@ -69,6 +71,7 @@ pub const MAX_IDENTITY_BYTES: usize = 240;
 #[derive(Clone)]
 pub struct Keyring {
     inner: Arc<Inner>,
+    metrics: Metrics,
 }
 
 /// How long the keyring trusts what it cached, and how often it re-issues.
@@ -232,7 +235,15 @@ impl Keyring {
                     .collect(),
                 hasher: RandomState::new(),
             }),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// This keyring, counting its cache's hits and misses and its key derivations in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The caller's decryption key for the period current at `now` (seconds since the Unix
@@ -281,6 +292,7 @@ impl Keyring {
         }
         let inner = self.inner.clone();
         let (id, attrs) = (identity.clone(), attributes.clone());
+        self.metrics.key_cache(false);
         let (registration, change) =
             blocking(move || resolve(&inner.authority, &id, &attrs, &inner.settings, now)).await?;
         let key = self.derive(&identity, &registration, period).await?;
@@ -340,6 +352,7 @@ impl Keyring {
                 .map(|(_, k)| k.clone());
             (entry.registration.clone(), key)
         };
+        self.metrics.key_cache(key.is_some());
         let key = match key {
             Some(key) => key,
             None => {
@@ -383,6 +396,11 @@ impl Keyring {
                 })
         })
         .await;
+        self.metrics.key_derivation(match &result {
+            Ok(_) => Derivation::Derived,
+            Err(KeyError::Revoked) => Derivation::Revoked,
+            Err(_) => Derivation::Failed,
+        });
         if result.is_err() {
             self.forget(identity);
         }

@@ -29,6 +29,7 @@
 //!   after a revocation (planner, workers, background task).
 //! - [`admin`]: the admin API for the loopback admin listener (health, the update job,
 //!   revocation, period changes).
+//! - [`metrics`]: the Prometheus metrics the admin listener serves at `/metrics`.
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -41,6 +42,7 @@ pub mod error;
 pub mod flow;
 pub mod headers;
 pub mod keys;
+pub mod metrics;
 pub mod request;
 pub mod seal;
 pub mod state;

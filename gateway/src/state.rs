@@ -19,6 +19,7 @@ use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 use crate::seal::Sealing;
 
 /// The gateway's shared state. Cheap to clone.
@@ -49,6 +50,8 @@ pub struct AppState {
     pub header_cache: Arc<HeaderCache>,
     /// Where the audit lines go (`server.audit_log`, or standard output).
     pub audit: AuditSink,
+    /// The process's metrics, served at the admin listener's `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -115,7 +118,9 @@ impl AppState {
         } else {
             Policy::from_paths(&config.policy_files)?
         });
-        let upstream = Upstream::new(config.upstream.clone())?;
+        let metrics = Metrics::new();
+        let upstream =
+            Upstream::new(config.upstream.clone())?.with_observer(Arc::new(metrics.clone()));
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
@@ -153,8 +158,9 @@ impl AppState {
         let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
         Ok(Self {
             sealing,
-            keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy)),
-            headers: Arc::new(HeaderStore::new(upstream.clone())),
+            keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy))
+                .with_metrics(metrics.clone()),
+            headers: Arc::new(HeaderStore::new(upstream.clone()).with_metrics(metrics.clone())),
             header_cache: Arc::new(HeaderCache::new(
                 HEADER_CACHE_ENTRIES,
                 std::time::Duration::from_secs(300),
@@ -167,6 +173,7 @@ impl AppState {
             auth_server,
             discovery,
             audit,
+            metrics,
         })
     }
 }

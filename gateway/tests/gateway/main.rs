@@ -1,6 +1,6 @@
 //! The gateway's tests, one binary. Each module is what was once a test binary of its own, named
 //! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`,
-//! `cors`, and the admin API's guard, `admin`), its parts (`config`, `headers`, `keys`,
+//! `cors`, the admin API's guard, `admin`, and its `/metrics`, `metrics`), its parts (`config`, `headers`, `keys`,
 //! `ctupdate`), the built binary run as a process (`cli`, `config_cli`, `policy_cli`, `smart_cli`,
 //! `serve`), and the end-to-end tests against a real FHIR server, sekmet-fhir (`e2e_rest`,
 //! `e2e_r4_examples`, `revocation`). What they share is in [`support`]: the test issuer, its
@@ -22,6 +22,7 @@ mod e2e_rest;
 mod faults;
 mod headers;
 mod keys;
+mod metrics;
 mod policy_cli;
 mod read;
 mod revocation;

@@ -16,8 +16,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{Configured, configured, fhir_base, now, practitioner, searchset, send};
 
-const NAME: &str = "Canary-Name-7Q";
-const SSN: &str = "999-CANARY-01";
+pub(crate) const NAME: &str = "Canary-Name-7Q";
+pub(crate) const SSN: &str = "999-CANARY-01";
 
 fn patient() -> Value {
     json!({"resourceType": "Patient", "id": "p1", "active": true,
@@ -27,13 +27,15 @@ fn patient() -> Value {
         "gender": "female", "birthDate": "1971-02-03"})
 }
 
-struct Harness {
-    app: Router,
-    _upstream: MockServer,
-    _gateway: Configured,
+/// The gateway in front of a wiremock upstream holding `Patient/p1` sealed (and its shared
+/// headers), `Patient/gone` (404); also the metrics test's.
+pub(crate) struct Harness {
+    pub(crate) app: Router,
+    pub(crate) upstream: MockServer,
+    pub(crate) gateway: Configured,
 }
 
-async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     let upstream = MockServer::start().await;
     let gateway = configured(&fhir_base(&upstream), &[]).await;
     let state = &gateway.state;
@@ -90,8 +92,8 @@ async fn harness() -> Harness {
         .await;
     Harness {
         app: app(state.clone()),
-        _upstream: upstream,
-        _gateway: gateway,
+        upstream,
+        gateway,
     }
 }
 
