@@ -6,12 +6,12 @@
 //! sharing a PostgreSQL store with a lease named after the resource (`Patient/x`) here.
 //!
 //! - [`Store::take_lease`](crate::Store::take_lease) gives the lease to a holder if no other
-//!   holder has it past `now`, in one statement ([`TAKE`]) that both backends run as it is: an
+//!   holder has it past `now`, in one statement (`TAKE`) that both backends run as it is: an
 //!   insert that, on a key already there, takes the row over only if it is the same holder's (it
 //!   is extended) or its lease ended (a holder that was killed, or hung past its lease). Two
 //!   takers never both get a live lease: the row's unique key makes the second wait for the first
 //!   and then see its row.
-//! - [`Store::release_lease`](crate::Store::release_lease) deletes the holder's row ([`RELEASE`]),
+//! - [`Store::release_lease`](crate::Store::release_lease) deletes the holder's row (`RELEASE`),
 //!   and every row whose lease has ended with it, so the table holds only the leases in use (and
 //!   a killed holder's until the next release by anyone).
 //!
