@@ -21,6 +21,7 @@ use fhirseal_smart::Refusal;
 use fhirseal_smart::verify::AuthError;
 use serde_json::json;
 
+use crate::guard::GuardError;
 use crate::headers::HeaderError;
 use crate::keys::KeyError;
 use crate::seal::SealingError;
@@ -163,6 +164,11 @@ pub enum ApiError {
     /// matched several resources (412).
     #[error("precondition failed: {0}")]
     PreconditionFailed(&'static str),
+    /// The guard of a create by `PUT` was not taken ([`crate::guard`]): another create of the
+    /// resource held it past the wait (409, naming the resource), or the authority's store
+    /// failed (503; anything else 500). Nothing was written.
+    #[error(transparent)]
+    CreateGuard(#[from] GuardError),
     /// A transaction entry is refused: the transaction fails as a whole, nothing goes upstream,
     /// and the answer is the entry's own (status, outcome), its `expression` naming the entry.
     #[error("{reason}")]
@@ -183,6 +189,9 @@ pub enum ApiError {
     /// A Bundle inside a batch or transaction (400).
     #[error("the request is invalid: a batch or transaction may not hold another Bundle request")]
     NestedBundle,
+    /// A transaction entry writes a resource an earlier entry writes too (400).
+    #[error("the request is invalid: a transaction may not write one resource in two entries")]
+    DuplicateEntry,
     /// A `PATCH` whose body is not a JSON Patch (415); FHIRPath Patch is not supported.
     #[error(
         "PATCH takes a JSON Patch document (application/json-patch+json); FHIRPath Patch \
@@ -441,6 +450,14 @@ impl ApiError {
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
+            Self::CreateGuard(e) => {
+                let (status, code) = match e {
+                    GuardError::Busy { .. } => (StatusCode::CONFLICT, "conflict"),
+                    GuardError::Store(e) => authority_failure(e),
+                    GuardError::Task => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+                };
+                (status, code, None)
+            }
             Self::TransactionEntry { reason, .. } => reason.parts(),
             Self::Request(e) => match e {
                 RequestError::UnknownType | RequestError::UnknownPath => {
@@ -451,7 +468,7 @@ impl ApiError {
                 }
                 _ => (StatusCode::BAD_REQUEST, "invalid", None),
             },
-            Self::NestedBundle => (StatusCode::BAD_REQUEST, "invalid", None),
+            Self::NestedBundle | Self::DuplicateEntry => (StatusCode::BAD_REQUEST, "invalid", None),
             Self::UnsupportedPatchFormat => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }

@@ -17,6 +17,8 @@
 //!   environment overrides, errors that name the file and the key).
 //! - [`request`]: the parse step for HTTP; [`flow`]: the steps after it.
 //! - [`seal`]: what writes seal with (shared headers, blind index, sealing key).
+//! - [`guard`]: the create guard, so that a `PUT` of a new id creates once (a keyed lock in the
+//!   process, a lease in the authority's store across replicas).
 //! - [`keys`]: the keyring: callers enrolled in the authority on first use, re-keyed when their
 //!   attributes change, and their per-period decryption keys.
 //! - [`headers`]: the shared RS-HABE headers, stored once each on the upstream as `Basic`
@@ -40,6 +42,7 @@ pub mod config;
 pub mod ctupdate;
 pub mod error;
 pub mod flow;
+pub mod guard;
 pub mod headers;
 pub mod keys;
 pub mod metrics;

@@ -17,6 +17,7 @@ use fhirseal_envelope::HeaderCache;
 
 use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
+use crate::guard::CreateGuards;
 use crate::headers::HeaderStore;
 use crate::keys::Keyring;
 use crate::metrics::Metrics;
@@ -48,6 +49,9 @@ pub struct AppState {
     pub sealing: Arc<Sealing>,
     /// Header keys already opened, per key holder (bounded, zeroized, five minutes).
     pub header_cache: Arc<HeaderCache>,
+    /// The guards of creates by `PUT`: one create at a time of a resource, in this process and
+    /// across the replicas sharing the authority's store.
+    pub creates: Arc<CreateGuards>,
     /// Where the audit lines go (`server.audit_log`, or standard output).
     pub audit: AuditSink,
     /// The process's metrics, served at the admin listener's `/metrics`.
@@ -158,6 +162,7 @@ impl AppState {
         let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
         Ok(Self {
             sealing,
+            creates: Arc::new(CreateGuards::new(Arc::clone(&authority))),
             keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy))
                 .with_metrics(metrics.clone()),
             headers: Arc::new(HeaderStore::new(upstream.clone()).with_metrics(metrics.clone())),

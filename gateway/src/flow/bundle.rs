@@ -15,10 +15,15 @@
 //!   `expression` names the entry). The writes go upstream as one transaction and each answer is
 //!   finished as alone. Reads (`GET`) run after the writes are committed, as FHIR orders them; a
 //!   refused read is that entry's error, since the writes before it are already committed.
+//!   Two entries that write one resource are refused (400), as FHIR says ("if any resource
+//!   identities overlap … the transaction SHALL fail"): before anything is prepared when the
+//!   entries name it (`PUT`, `PATCH`, `DELETE`, a conditional update's body id), else once
+//!   prepared. So a transaction never waits for a create guard it holds itself; the create
+//!   guards its creates by `PUT` take are held until the upstream transaction has answered.
 //!
 //! The answer's URLs are moved to the gateway's base; the audit line lists every entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::{FhirRequest, Interaction, Prefer};
@@ -35,6 +40,7 @@ use crate::flow::query::find_one;
 use crate::flow::respond::Answer;
 use crate::flow::stored::Found;
 use crate::flow::{audit_name, run as run_one};
+use crate::guard::CreateGuard;
 use crate::seal::new_id;
 use crate::state::AppState;
 
@@ -110,8 +116,19 @@ async fn run_transaction(
     let mut answers: Vec<Option<Answer>> = requests.iter().map(|_| None).collect();
     let mut ids: Vec<Option<String>> = requests.iter().map(|_| None).collect();
     let mut mapped: HashMap<String, String> = HashMap::new();
-    // Pass 1: the id of every create, or the one resource its ifNoneExist matches.
+    // Pass 1: no resource written twice; the id of every create, or the one resource its
+    // ifNoneExist matches.
+    let mut written = HashSet::new();
     for (index, request) in requests.iter().enumerate() {
+        if let Some(reference) = written_by(request)
+            && !written.insert(reference)
+        {
+            return Err(refused_entry(
+                index,
+                Some(request),
+                ApiError::DuplicateEntry,
+            ));
+        }
         match &request.interaction {
             Interaction::BatchOrTransaction => {
                 return Err(refused_entry(index, Some(request), ApiError::NestedBundle));
@@ -164,27 +181,41 @@ async fn run_transaction(
     // Pass 2: every write prepared as alone; the first refusal fails the transaction.
     let mut reads = Vec::new();
     let mut sends: Vec<Sent> = Vec::new();
+    let mut targets = HashSet::new();
     for (index, request) in requests.into_iter().enumerate() {
         let id = CreateId(ids[index].take());
         let (interaction, resources) = audit_of(&request);
-        match change::prepare(state, caller, request, id).await {
-            Ok(Planned::Other(request)) => reads.push((index, request)),
-            Ok(Planned::Write(Step::Answered(answer))) => answers[index] = Some(answer),
-            Ok(Planned::Write(Step::Send(prepared))) => sends.push(Sent {
-                index,
-                interaction,
-                resources,
-                prepared,
-            }),
-            Err(error) => {
-                return Err(ApiError::TransactionEntry {
-                    index,
-                    interaction,
-                    resources,
-                    reason: Box::new(error),
-                });
+        let refused = |reason| ApiError::TransactionEntry {
+            index,
+            interaction,
+            resources: resources.clone(),
+            reason: Box::new(reason),
+        };
+        let (prepared, guard) = match change::prepare(state, caller, request, id).await {
+            Ok(Planned::Other(request)) => {
+                reads.push((index, request));
+                continue;
             }
+            Ok(Planned::Write(Step::Answered(answer))) => {
+                answers[index] = Some(answer);
+                continue;
+            }
+            Ok(Planned::Write(Step::Send(prepared))) => (prepared, None),
+            Ok(Planned::Write(Step::SendGuarded(prepared, guard))) => (prepared, Some(guard)),
+            Err(error) => return Err(refused(error)),
+        };
+        // A conditional update's resource is known only now.
+        let (resource_type, id) = prepared.target();
+        if !targets.insert(format!("{resource_type}/{id}")) {
+            return Err(refused(ApiError::DuplicateEntry));
         }
+        sends.push(Sent {
+            index,
+            interaction,
+            resources,
+            prepared,
+            guard,
+        });
     }
     // Pass 3: the writes as one upstream transaction, each answer finished as alone.
     if !sends.is_empty() {
@@ -199,11 +230,16 @@ async fn run_transaction(
         };
         for (
             Sent {
-                index, prepared, ..
+                index,
+                prepared,
+                guard,
+                ..
             },
             response,
         ) in sends.into_iter().zip(responses)
         {
+            // The upstream has answered: a create's guard goes.
+            drop(guard);
             let (status, headers, stored) = entry_response(response)?;
             let answer = change::finish(state, caller, prepared, status, &headers, stored).await?;
             answers[index] = Some(answer);
@@ -241,12 +277,13 @@ fn upstream_entry(state: &AppState, prepared: &Prepared) -> Value {
 }
 
 /// A prepared write of a transaction: its entry's index, what the audit line names of it, the
-/// write.
+/// write, and a create's guard, held until the upstream transaction has answered.
 struct Sent {
     index: usize,
     interaction: &'static str,
     resources: Vec<String>,
     prepared: Prepared,
+    guard: Option<CreateGuard>,
 }
 
 /// Why the upstream transaction gave no answers.
@@ -420,6 +457,21 @@ fn refused_entry(index: usize, what: Option<&FhirRequest>, reason: ApiError) -> 
         interaction,
         resources,
         reason: Box::new(reason),
+    }
+}
+
+/// The resource a transaction entry writes, as far as the entry says (a conditional update's
+/// body id; `None` for a create, which gets an id of its own, and for reads).
+fn written_by(request: &FhirRequest) -> Option<String> {
+    match &request.interaction {
+        Interaction::Update(t, id) | Interaction::Patch(t, id) | Interaction::Delete(t, id) => {
+            Some(format!("{t}/{id}"))
+        }
+        Interaction::ConditionalUpdate(t) => {
+            let id = request.body.as_ref()?.get("id")?.as_str()?;
+            Some(format!("{t}/{id}"))
+        }
+        _ => None,
     }
 }
 

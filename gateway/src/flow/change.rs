@@ -14,6 +14,15 @@
 //! `prepare` of every entry, one upstream transaction, `finish` of every entry. The gateway
 //! assigns every created resource's id (its envelopes are bound to it) and writes it with
 //! `PUT [type]/[id]`, so a retried create cannot create twice.
+//!
+//! A `PUT [type]/[id]` (or a conditional update matching nothing) of an id the upstream does not
+//! hold is a create, and creates once: the writer takes the create guard of `[type]/[id]`
+//! ([`crate::guard`]), reads again, and, still absent, prepares the create holding the guard
+//! ([`Step::SendGuarded`]), which goes only once the upstream has answered the write (alone, in
+//! [`write()`]; in a transaction, once the upstream transaction has). A writer that finds the
+//! resource there once it has the guard lets it go and proceeds as the update it now is, merged
+//! with that version and written under `If-Match` of it: 200, or 412 if another write came in
+//! between, never a second 201.
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use base64::Engine as _;
@@ -34,7 +43,8 @@ use crate::flow::authorize::authorize;
 use crate::flow::protect::open_for;
 use crate::flow::query::find_one;
 use crate::flow::respond::{Answer, note};
-use crate::flow::stored::{Found, check_version, fetch, version_of};
+use crate::flow::stored::{Found, Stored, check_version, fetch, version_of};
+use crate::guard::CreateGuard;
 use crate::seal::new_id;
 use crate::state::AppState;
 
@@ -45,6 +55,9 @@ pub enum Step {
     Answered(Answer),
     /// To send upstream, then [`finish`].
     Send(Prepared),
+    /// A create by `PUT`, to send upstream, then [`finish`], holding the create guard of its
+    /// resource until the upstream has answered (dropping the guard lets it go).
+    SendGuarded(Prepared, CreateGuard),
 }
 
 /// A checked, sealed write: the upstream call, and what [`finish`] needs to answer it.
@@ -346,9 +359,11 @@ pub async fn delete(
 
 /// A single write: `step` sent upstream on its own and finished.
 pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answer, ApiError> {
-    let prepared = match step {
+    // A create's guard is held until the upstream has answered (or failed), then dropped.
+    let (prepared, guard) = match step {
         Step::Answered(answer) => return Ok(answer),
-        Step::Send(prepared) => prepared,
+        Step::Send(prepared) => (prepared, None),
+        Step::SendGuarded(prepared, guard) => (prepared, Some(guard)),
     };
     let call = &prepared.call;
     let mut request = UpstreamRequest::new(call.method.clone(), call.path.clone())
@@ -373,6 +388,7 @@ pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answ
     }
     let (status, headers, body) = response.into_parts();
     let stored: Option<Value> = serde_json::from_slice(&body).ok();
+    drop(guard);
     finish(state, caller, prepared, status, &headers, stored).await
 }
 
@@ -472,7 +488,8 @@ struct Target<'a> {
 }
 
 /// The update of `target` to `resource`, after the stored version (if any) is authorized and
-/// `If-Match` checked against it.
+/// `If-Match` checked against it; with none, the create of it under its guard (see the module
+/// documentation).
 async fn update_resource(
     state: &AppState,
     caller: &Caller,
@@ -482,24 +499,33 @@ async fn update_resource(
     prefer: Prefer,
 ) -> Result<Step, ApiError> {
     let Target { resource_type, id } = target;
-    let (kind, read) = match fetch(state, resource_type, id, format!("{resource_type}/{id}")).await
-    {
-        Ok(stored) => {
+    let key = format!("{resource_type}/{id}");
+    let (stored, guard) = match stored_or_absent(state, target, &key).await? {
+        Some(stored) => (Some(stored), None),
+        None if conditions.if_match.is_some() => {
+            return Err(ApiError::PreconditionFailed(
+                "If-Match names a version of a resource that does not exist",
+            ));
+        }
+        // Absent: read again under the guard, so that of concurrent creates one creates.
+        None => {
+            let guard = state.creates.acquire(&key).await?;
+            match stored_or_absent(state, target, &key).await? {
+                // Created meanwhile: the update it now is; the guard is not needed.
+                Some(stored) => (Some(stored), None),
+                None => (None, Some(guard)),
+            }
+        }
+    };
+    let (kind, read) = match stored {
+        Some(stored) => {
             authorize(state, caller, Interaction::Update, &stored.resource)?;
             check_if_match(conditions, &stored.resource)?;
             let (opened, _) = open_for(state, caller, stored.resource.clone()).await?;
             (Kind::Update, Some((stored.resource, opened)))
         }
-        Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => {
-            if conditions.if_match.is_some() {
-                return Err(ApiError::PreconditionFailed(
-                    "If-Match names a version of a resource that does not exist",
-                ));
-            }
-            // Update as create: answered 201, decided as the update it was asked as.
-            (Kind::Create, None)
-        }
-        Err(e) => return Err(e),
+        // Update as create: answered 201, decided as the update it was asked as.
+        None => (Kind::Create, None),
     };
     // Merged with the version read, so written only over that version: a write in between is a
     // 412 upstream, never overwritten unseen.
@@ -509,7 +535,25 @@ async fn update_resource(
     }
     .or_else(|| conditions.if_match.clone());
     let how = (kind, Interaction::Update);
-    seal(state, caller, how, target, resource, read, if_match, prefer).await
+    let step = seal(state, caller, how, target, resource, read, if_match, prefer).await?;
+    Ok(match (step, guard) {
+        (Step::Send(prepared), Some(guard)) => Step::SendGuarded(prepared, guard),
+        (step, _) => step,
+    })
+}
+
+/// The stored version of `target` (`key` is its `[type]/[id]`), or `None` when the upstream
+/// holds none (never created, or deleted).
+async fn stored_or_absent(
+    state: &AppState,
+    target: Target<'_>,
+    key: &str,
+) -> Result<Option<Stored>, ApiError> {
+    match fetch(state, target.resource_type, target.id, key.to_string()).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The new content merged with the version `read` (the stored upstream form and the caller's

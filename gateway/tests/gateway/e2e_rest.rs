@@ -10,6 +10,7 @@
 
 mod bundle;
 mod compartment;
+mod creates;
 mod forged;
 mod history;
 mod http;

@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Output;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -198,8 +199,39 @@ pub(crate) async fn configured(upstream: &str, overrides: &[(&str, &str)]) -> Co
     env.extend(vars(overrides));
     let config = Config::load(Some(&file), env).unwrap();
     assert_eq!(config.fhir_base, BASE);
-    let state = AppState::build(config, now()).unwrap();
+    // On a blocking thread, as `fhirseal serve` builds it: a PostgreSQL authority's client is
+    // synchronous and may not run on the runtime's threads.
+    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+        .await
+        .unwrap()
+        .unwrap();
     Configured { state, keys, dir }
+}
+
+/// A fresh database of its own, named after `prefix`, on the PostgreSQL server of
+/// `FHIRSEAL_TEST_POSTGRES_URL`, for an authority several gateways share: its URL. Without the
+/// variable the test fails saying what to run (PostgreSQL tests are never skipped). Synchronous:
+/// call it before the runtime's work, or from a blocking thread.
+pub(crate) fn postgres_database(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "FHIRSEAL_TEST_POSTGRES_URL is not set: run the tests with scripts/test, which starts \
+             a PostgreSQL server, or start one with `scripts/pg-throwaway start DIR` and export \
+             the URL it prints (PostgreSQL tests are never skipped)"
+        )
+    });
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
 }
 
 /// The FHIR base of a wiremock server standing in for the upstream: its `/fhir`.

@@ -183,8 +183,13 @@ impl<'a> Call<'a> {
 /// policy, plus the test issuer), a data folder of its own, and the upstream at the run's
 /// sekmet-fhir.
 pub(crate) async fn gateway() -> Gateway {
+    gateway_with(&[]).await
+}
+
+/// The same, with `overrides` as environment variables (`FHIRSEAL__SECTION__KEY`).
+pub(crate) async fn gateway_with(overrides: &[(&str, &str)]) -> Gateway {
     let server = server();
-    let Configured { state, keys, dir } = configured(&server.url, &[]).await;
+    let Configured { state, keys, dir } = configured(&server.url, overrides).await;
     Gateway {
         app: app(state.clone()),
         state,
