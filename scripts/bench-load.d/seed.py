@@ -1,9 +1,11 @@
 """Seeds the benchmark's data through the gateway, so it is stored sealed: one Patient and
 N Observations of hers (heart rate, a value and an interpretation each, the elements the
 policy protects). Writes the Observation that the create benchmark POSTs to OUT_DIR/observation.json
-and prints the Patient's id.
+and prints the Patient's id. The Patient is created with REGISTRAR_TOKEN when given (the
+registration desk may set the SSN; a doctor may not set what she may not read), the Observations
+with TOKEN.
 
-    python seed.py GATEWAY_BASE TOKEN OUT_DIR [N]
+    python seed.py GATEWAY_BASE TOKEN OUT_DIR [N] [REGISTRAR_TOKEN]
 
 Standard library only; one keep-alive connection; any answer other than 201 fails loudly."""
 import http.client
@@ -13,6 +15,7 @@ import urllib.parse
 
 base, token, out_dir = sys.argv[1:4]
 count = int(sys.argv[4]) if len(sys.argv) > 4 else 100
+registrar = sys.argv[5] if len(sys.argv) > 5 else token
 url = urllib.parse.urlsplit(base)
 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
 headers = {
@@ -22,8 +25,9 @@ headers = {
 }
 
 
-def create(resource):
-    conn.request("POST", f"{url.path}/{resource['resourceType']}", json.dumps(resource), headers)
+def create(resource, token=token):
+    conn.request("POST", f"{url.path}/{resource['resourceType']}", json.dumps(resource),
+                 dict(headers, Authorization=f"Bearer {token}"))
     answer = conn.getresponse()
     body = answer.read()
     if answer.status != 201:
@@ -41,7 +45,7 @@ patient = create({
     "birthDate": "1971-02-03",
     "address": [{"line": ["1 Load Street"], "city": "Springfield", "postalCode": "12345"}],
     "telecom": [{"system": "phone", "value": "555-0100", "use": "home"}],
-})
+}, registrar)
 
 
 def observation(i):
