@@ -53,14 +53,19 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
 }
 
 async fn update(config: Config, json: bool) -> Result<String, String> {
-    let state = AppState::build(config, now()).map_err(|e| e.to_string())?;
+    // On a blocking thread, as every authority call: its PostgreSQL client is synchronous.
+    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+        .await
+        .map_err(|_| "the gateway's state could not be built".to_string())?
+        .map_err(|e| e.to_string())?;
     let Some((job, added)) = ctupdate::plan(&state, now())
         .await
         .map_err(|e| e.to_string())?
     else {
-        let latest = state
-            .authority
-            .latest_update_job()
+        let authority = std::sync::Arc::clone(&state.authority);
+        let latest = tokio::task::spawn_blocking(move || authority.latest_update_job())
+            .await
+            .map_err(|_| "the authority could not be read".to_string())?
             .map_err(|e| e.to_string())?;
         let period = latest.map(|(_, p)| p.target_period).unwrap_or_default();
         return Ok(if json {

@@ -75,7 +75,12 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         Some(source) => Some(source.load()?),
         None => None,
     };
-    let state = AppState::build(config, now()).map_err(|e| e.to_string())?;
+    // On a blocking thread: the authority's PostgreSQL client is synchronous and may not block
+    // the runtime's threads (it panics there).
+    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+        .await
+        .map_err(|_| "the gateway's state could not be built".to_string())?
+        .map_err(|e| e.to_string())?;
     let stop_signal = StopSignal::register()?;
 
     // Every listener and the background task stop when `stop` turns true.
@@ -105,7 +110,8 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         admin_tokens.as_ref().map(|(_, from)| from.as_str()),
         json_logs,
     );
-    if let Ok(info) = state.authority.period_info(now()) {
+    let authority = std::sync::Arc::clone(&state.authority);
+    if let Ok(Ok(info)) = tokio::task::spawn_blocking(move || authority.period_info(now())).await {
         log_periods_warning(&info, true);
     }
     tokio::select! {
