@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use fhirseal_auth_server::{RawServerConfig, ServerConfig, ServerError};
 
 use crate::admin::access::{ADMIN_TOKEN_ENV, AdminTokenSource, AdminTokens, DEFAULT_TOKEN_FILE};
+use crate::ctupdate::JobSettings;
+use crate::keys::DEFAULT_CACHE_SECONDS;
 use fhirseal_smart::ClaimNames;
 use fhirseal_smart::verify::{IntrospectionConfig, IssuerConfig, KeySource};
 use fhirseal_upstream::{RawUpstreamConfig, UpstreamConfig};
@@ -84,6 +86,12 @@ pub struct Config {
     pub authority_database: String,
     /// The authority's key-encryption key file; `None`: from `FHIRSEAL_AUTHORITY_KEK`.
     pub authority_kek_file: Option<PathBuf>,
+    /// How long the keyring trusts an identity's registration (and the current period) without
+    /// reading the authority again (`authority.registration_cache_seconds`): the bound within
+    /// which a revocation or a period advance made through another replica is honoured here.
+    pub registration_cache_seconds: u64,
+    /// How the ciphertext-update job runs (`[ciphertext_update]`).
+    pub ct_update: JobSettings,
     /// The policy's files; empty: the embedded general-hospital policy.
     pub policy_files: Vec<PathBuf>,
     /// The authorization servers whose tokens are accepted, besides the embedded one.
@@ -105,6 +113,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     smart: RawSmart,
+    #[serde(default)]
+    ciphertext_update: RawCtUpdate,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +145,16 @@ struct RawAuthority {
     /// `true`: the key-encryption key comes from `FHIRSEAL_AUTHORITY_KEK`, never a file.
     #[serde(default)]
     kek_from_env: bool,
+    /// Absent: [`DEFAULT_CACHE_SECONDS`].
+    registration_cache_seconds: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCtUpdate {
+    interval_seconds: Option<u64>,
+    lease_seconds: Option<u64>,
+    page_size: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -195,6 +215,9 @@ const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 /// The largest request body accepted by default: 16 MiB.
 const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// The longest `authority.registration_cache_seconds` accepted: an hour.
+const MAX_REGISTRATION_CACHE_SECONDS: u64 = 3600;
 
 impl Config {
     /// Reads `file` (or the embedded defaults when `None`), applies the `FHIRSEAL__…` variables
@@ -337,6 +360,20 @@ impl Config {
             (false, Some(path)) => Some(base.join(path)),
             (false, None) => Some(data_dir.join("authority.kek")),
         };
+        let registration_cache_seconds = match raw.authority.registration_cache_seconds {
+            None => DEFAULT_CACHE_SECONDS,
+            Some(n @ 0..=MAX_REGISTRATION_CACHE_SECONDS) => n,
+            Some(_) => {
+                return Err(error(
+                    "authority.registration_cache_seconds",
+                    format!(
+                        "must be from 0 (no cache) to {MAX_REGISTRATION_CACHE_SECONDS}: it is how \
+                         long a revocation made through another replica may go unseen here"
+                    ),
+                ));
+            }
+        };
+        let ct_update = ct_update(&raw.ciphertext_update).map_err(|(k, p)| error(k, p))?;
         let policy_files = raw.policy.files.iter().map(|p| base.join(p)).collect();
         let issuers = raw
             .smart
@@ -381,6 +418,8 @@ impl Config {
             upstream,
             authority_database,
             authority_kek_file,
+            registration_cache_seconds,
+            ct_update,
             policy_files,
             issuers,
             introspection,
@@ -432,6 +471,40 @@ fn override_key(table: &mut Table, path: &str, value: &str) -> Result<String, St
     };
     here.insert(last.clone(), parsed);
     Ok(parts.join("."))
+}
+
+/// `[ciphertext_update]`, each key absent taking [`JobSettings::default`]'s value. Errors: the
+/// key and what is wrong.
+fn ct_update(raw: &RawCtUpdate) -> Result<JobSettings, (&'static str, String)> {
+    let defaults = JobSettings::default();
+    let within = |value: Option<u64>, default: u64, max: u64, key: &'static str| match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err((key, format!("must be from 1 to {max}"))),
+    };
+    let interval = within(
+        raw.interval_seconds,
+        defaults.interval.as_secs(),
+        86_400,
+        "ciphertext_update.interval_seconds",
+    )?;
+    let lease_seconds = within(
+        raw.lease_seconds,
+        defaults.lease_seconds,
+        86_400,
+        "ciphertext_update.lease_seconds",
+    )?;
+    let page_size = within(
+        raw.page_size,
+        defaults.page_size as u64,
+        1000,
+        "ciphertext_update.page_size",
+    )?;
+    Ok(JobSettings {
+        interval: std::time::Duration::from_secs(interval),
+        lease_seconds,
+        page_size: usize::try_from(page_size).unwrap_or(defaults.page_size),
+    })
 }
 
 /// The admin API's address: absent is [`DEFAULT_ADMIN_LISTEN`], `""` is off, anything else a

@@ -55,12 +55,38 @@ use fhirseal_fhir::FHIR_JSON;
 
 /// The key of the marker chunk every job starts with; see the module documentation.
 pub const PLAN_CHUNK: &str = "plan";
-/// How many resources one search page asks for.
+/// How many resources one search page asks for, by default.
 pub const PAGE_SIZE: usize = 100;
-/// How long a claimed chunk is held before another worker may take it over, in seconds.
+/// How long a claimed chunk is held before another worker may take it over, in seconds, by
+/// default.
 pub const LEASE_SECONDS: u64 = 300;
 /// How often the background task looks for work, by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How the job runs: `[ciphertext_update]` in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobSettings {
+    /// How often the background task looks for work (default [`DEFAULT_INTERVAL`]).
+    pub interval: Duration,
+    /// How long a claimed chunk is held before another worker may take it over, in seconds
+    /// (default [`LEASE_SECONDS`]): after a replica dies mid-chunk, the others take its chunk
+    /// over this long after its last claim or renewal. The lease is renewed after a third of it.
+    pub lease_seconds: u64,
+    /// How many resources one search page asks for, and so at most how many one chunk holds
+    /// (default [`PAGE_SIZE`]).
+    pub page_size: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            lease_seconds: LEASE_SECONDS,
+            page_size: PAGE_SIZE,
+        }
+    }
+}
 /// How many times a resource written concurrently is re-read and its update retried.
 pub const WRITE_ATTEMPTS: usize = 4;
 /// The most pages one search is followed for (a guard against a server whose links never end).
@@ -249,9 +275,10 @@ async fn list_all(
     lease: Option<(&str, &str)>,
 ) -> Result<u64, JobError> {
     let mut added = 0;
+    let page_size = state.config.ct_update.page_size;
     for (resource_type, filter) in searches(state) {
         let mut next = Some(format!(
-            "{resource_type}?{filter}&_sort=_id&_elements=id&_count={PAGE_SIZE}"
+            "{resource_type}?{filter}&_sort=_id&_elements=id&_count={page_size}"
         ));
         let mut seen = HashSet::new();
         while let Some(path) = next.take() {
@@ -413,8 +440,9 @@ async fn work_chunks(
 ) -> Result<(), JobError> {
     loop {
         let name = worker.to_string();
+        let lease = state.config.ct_update.lease_seconds;
         let claimed = authority(state, move |a| {
-            a.claim_update_chunk(job, &name, now(), LEASE_SECONDS)
+            a.claim_update_chunk(job, &name, now(), lease)
         })
         .await?;
         let Some(chunk) = claimed else {
@@ -471,8 +499,9 @@ async fn release(state: &AppState, job: JobId, key: &str, worker: &str) -> Resul
 /// Extends the lease on a chunk.
 async fn renew(state: &AppState, job: JobId, key: &str, worker: &str) -> Result<(), JobError> {
     let (key, worker) = (key.to_string(), worker.to_string());
+    let lease = state.config.ct_update.lease_seconds;
     authority(state, move |a| {
-        a.renew_update_lease(job, &key, &worker, now(), LEASE_SECONDS)
+        a.renew_update_lease(job, &key, &worker, now(), lease)
     })
     .await
 }
@@ -513,7 +542,7 @@ async fn run_chunk(
             }
             Err(e) => return Err(e),
         }
-        if renewed.elapsed() > Duration::from_secs(LEASE_SECONDS / 3) {
+        if renewed.elapsed() > Duration::from_secs(state.config.ct_update.lease_seconds / 3) {
             renew(state, job, key, worker).await?;
             renewed = std::time::Instant::now();
         }

@@ -44,11 +44,12 @@
 //! and attributes and the key of the current period; the current period is remembered as long
 //! too (and never past its end). A request of a known identity with the same attributes then
 //! touches no database. So an administrator's revocation made through another process (or
-//! straight on the [`Authority`]) takes effect here within `cache_seconds`; [`Keyring::forget`]
-//! makes it immediate. Authority calls are synchronous database calls and run on
-//! [`tokio::task::spawn_blocking`]; concurrent first requests of one identity in this process
-//! wait on one lock, and a registration lost to another replica (the authority refuses a
-//! duplicate name) is re-read.
+//! straight on the [`Authority`]) takes effect here within `cache_seconds` (the gateway's
+//! `authority.registration_cache_seconds`, [`DEFAULT_CACHE_SECONDS`] by default: the revocation
+//! bound across replicas); [`Keyring::forget`] makes it immediate. Authority calls are
+//! synchronous database calls and run on [`tokio::task::spawn_blocking`]; concurrent first
+//! requests of one identity in this process wait on one lock, and a registration lost to another
+//! replica (the authority refuses a duplicate name) is re-read.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -74,11 +75,17 @@ pub struct Keyring {
     metrics: Metrics,
 }
 
+/// How long the keyring trusts a cached registration by default, in seconds (the gateway's
+/// `authority.registration_cache_seconds`): a revocation or a period advance made through another
+/// replica is honoured within it (a registration read at `t` is trusted until `t` plus this at
+/// most), for about two authority reads per active identity per interval.
+pub const DEFAULT_CACHE_SECONDS: u64 = 5;
+
 /// How long the keyring trusts what it cached, and how often it re-issues.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyringSettings {
     /// How long an identity's registration state and the current period are trusted without
-    /// asking the authority again (default 30 s).
+    /// asking the authority again (default [`DEFAULT_CACHE_SECONDS`]; 0: never cached).
     pub cache_seconds: u64,
     /// The least time between two issues of one identity's key (default 300 s).
     pub reissue_interval_seconds: u64,
@@ -89,7 +96,7 @@ pub struct KeyringSettings {
 impl Default for KeyringSettings {
     fn default() -> Self {
         Self {
-            cache_seconds: 30,
+            cache_seconds: DEFAULT_CACHE_SECONDS,
             reissue_interval_seconds: 300,
             capacity: 10_000,
         }

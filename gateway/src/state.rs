@@ -19,7 +19,7 @@ use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
 use crate::guard::CreateGuards;
 use crate::headers::HeaderStore;
-use crate::keys::Keyring;
+use crate::keys::{Keyring, KeyringSettings};
 use crate::metrics::Metrics;
 use crate::seal::Sealing;
 
@@ -163,8 +163,15 @@ impl AppState {
         Ok(Self {
             sealing,
             creates: Arc::new(CreateGuards::new(Arc::clone(&authority))),
-            keyring: Keyring::new(Arc::clone(&authority), Arc::clone(&policy))
-                .with_metrics(metrics.clone()),
+            keyring: Keyring::with_settings(
+                Arc::clone(&authority),
+                Arc::clone(&policy),
+                KeyringSettings {
+                    cache_seconds: config.registration_cache_seconds,
+                    ..KeyringSettings::default()
+                },
+            )
+            .with_metrics(metrics.clone()),
             headers: Arc::new(HeaderStore::new(upstream.clone()).with_metrics(metrics.clone())),
             header_cache: Arc::new(HeaderCache::new(
                 HEADER_CACHE_ENTRIES,

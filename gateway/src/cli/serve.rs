@@ -101,7 +101,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
     }
     let background = ctupdate::spawn_background(
         state.clone(),
-        ctupdate::DEFAULT_INTERVAL,
+        state.config.ct_update.interval,
         stopped(stopping.clone()),
     );
 

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
+use std::time::Duration;
+
 use fhirseal::config::{Config, ConfigError};
+use fhirseal::ctupdate::JobSettings;
 
 use crate::support::vars;
 
@@ -229,6 +232,63 @@ fn every_error_names_where_and_which_key() {
         ],
     );
     assert_eq!(e.key, "authority.kek_file");
+}
+
+#[test]
+fn replicas_bounds_are_small_by_default_set_in_a_file_and_checked() {
+    // The revocation bound across replicas, and the update job's pace, lease and chunk size.
+    let config = Config::load(None, vars(&[])).unwrap();
+    assert_eq!(config.registration_cache_seconds, 5);
+    assert_eq!(config.ct_update, JobSettings::default());
+    assert_eq!(config.ct_update.interval, Duration::from_secs(30));
+    assert_eq!(config.ct_update.lease_seconds, 300);
+    assert_eq!(config.ct_update.page_size, 100);
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{MINIMAL}\n[authority]\nregistration_cache_seconds = 0\n\
+         [ciphertext_update]\ninterval_seconds = 1\nlease_seconds = 3\npage_size = 1\n"
+    );
+    let file = write(dir.path(), &text);
+    let config = Config::load(Some(&file), vars(&[])).unwrap();
+    assert_eq!(config.registration_cache_seconds, 0, "0: no cache");
+    assert_eq!(config.ct_update.interval, Duration::from_secs(1));
+    assert_eq!(config.ct_update.lease_seconds, 3);
+    assert_eq!(config.ct_update.page_size, 1);
+
+    for (key, value) in [
+        ("authority.registration_cache_seconds", "3601"),
+        ("ciphertext_update.interval_seconds", "0"),
+        ("ciphertext_update.lease_seconds", "0"),
+        ("ciphertext_update.lease_seconds", "86401"),
+        ("ciphertext_update.page_size", "0"),
+        ("ciphertext_update.page_size", "1001"),
+    ] {
+        let (section, name) = key.split_once('.').unwrap();
+        let file = write(
+            dir.path(),
+            &format!("{MINIMAL}\n[{section}]\n{name} = {value}\n"),
+        );
+        let e = fails(Some(&file), &[]);
+        assert_eq!(e.key, key, "{e}");
+        assert_eq!(e.source, file.display().to_string(), "{e}");
+        assert!(e.problem.starts_with("must be from"), "{e}");
+    }
+    let e = fails(
+        None,
+        &[("FHIRSEAL__CIPHERTEXT_UPDATE__LEASE_SECONDS", "-1")],
+    );
+    assert_eq!(
+        e.source,
+        "environment variable FHIRSEAL__CIPHERTEXT_UPDATE__LEASE_SECONDS"
+    );
+    assert_eq!(e.key, "ciphertext_update.lease_seconds", "{e}");
+    let file = write(
+        dir.path(),
+        &format!("{MINIMAL}\n[ciphertext_update]\nlease = 3\n"),
+    );
+    let e = fails(Some(&file), &[]);
+    assert_eq!(e.key, "ciphertext_update.lease", "an unknown key: {e}");
 }
 
 #[test]
