@@ -3,7 +3,8 @@
 //! `cors`, the admin API's guard, `admin`, and its `/metrics`, `metrics`), its parts (`config`, `headers`, `keys`,
 //! `ctupdate`), the built binary run as a process (`cli`, `config_cli`, `policy_cli`, `smart_cli`,
 //! `serve`), and the end-to-end tests against a real FHIR server, sekmet-fhir (`e2e_rest`,
-//! `e2e_r4_examples`, `revocation`). What they share is in [`support`]: the test issuer, its
+//! `e2e_r4_examples`, `revocation`), and two `fhirseal serve` replicas on one PostgreSQL
+//! (`replicas`). What they share is in [`support`]: the test issuer, its
 //! tokens and key set, a gateway configured in a folder of its own, requests through a router,
 //! and the sekmet-fhir harness.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
@@ -25,6 +26,7 @@ mod keys;
 mod metrics;
 mod policy_cli;
 mod read;
+mod replicas;
 mod revocation;
 mod serve;
 mod smart_cli;
