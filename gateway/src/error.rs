@@ -147,6 +147,19 @@ pub enum ApiError {
     /// The body is over `server.max_body_bytes` (413).
     #[error("the body is larger than this gateway accepts")]
     PayloadTooLarge,
+    /// A write whose stored (sealed) form would be larger than the gateway writes: more than it
+    /// could read back under `upstream.max_response_bytes` (413, before anything is stored).
+    /// Names the resource (or the transaction) and the limit, never content.
+    #[error(
+        "{what} is too large to store: sealed, it would exceed {limit} bytes, the largest this \
+         gateway writes (7/8 of upstream.max_response_bytes, so that it can read it back)"
+    )]
+    TooLargeToStore {
+        /// `Patient/123`, or `the transaction`.
+        what: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The request is well-formed but cannot be processed as asked (422); a fixed sentence.
     #[error("the request cannot be processed: {0}")]
     Unprocessable(&'static str),
@@ -444,7 +457,9 @@ impl ApiError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not-supported", None)
             }
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None),
+            Self::PayloadTooLarge | Self::TooLargeToStore { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None)
+            }
             Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
             Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),

@@ -39,7 +39,9 @@ pub struct RawUpstreamConfig {
     /// Longest `Retry-After` honoured, in milliseconds; default 5000. A longer one is not
     /// waited for: the response is returned as it is.
     pub retry_after_max_ms: Option<u64>,
-    /// Largest response body read, in bytes; default 32 MiB.
+    /// Largest response body read, in bytes; default 32 MiB. The gateway also writes no
+    /// resource whose sealed form is larger than 7/8 of it, so that it can read back whatever
+    /// it writes (`docs/gateway-rest.md`, "Size").
     pub max_response_bytes: Option<u64>,
     /// How the gateway authenticates to the upstream; default none.
     #[serde(default)]

@@ -328,7 +328,18 @@ fn refused_transaction(status: StatusCode, mut sends: Vec<Sent>) -> ApiError {
 /// The writes sent upstream as one transaction: its response entries, one per write, in order.
 async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<Value>, Unsent> {
     let count = entries.len();
-    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    let bundle =
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+    // Every entry fits alone (`change::seal`); together they must fit too: the upstream's answer
+    // holds them all.
+    let limit = change::write_limit(state);
+    if u64::try_from(bundle.len()).unwrap_or(u64::MAX) > limit {
+        return Err(ApiError::TooLargeToStore {
+            what: "the transaction".into(),
+            limit,
+        }
+        .into());
+    }
     let request = UpstreamRequest::new(Method::POST, "")
         .with_header(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
         .with_header(header::ACCEPT, HeaderValue::from_static(FHIR_JSON))
@@ -336,7 +347,7 @@ async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<V
             header::HeaderName::from_static("prefer"),
             HeaderValue::from_static("return=representation"),
         )
-        .with_body(bundle.to_string());
+        .with_body(bundle);
     let response = state.upstream.send(request).await?;
     if !response.status().is_success() {
         let refusal = ApiError::from_upstream_response(&response, None);

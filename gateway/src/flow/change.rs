@@ -559,9 +559,17 @@ async fn stored_or_absent(
 /// The new content merged with the version `read` (the stored upstream form and the caller's
 /// opened view of it; `None` for a create: [`fhirseal_seal::merge()`]), authorized for the write
 /// (as `how`'s interaction) and sealed, what the caller cannot read carried across: the upstream
-/// call. Over a stored version, whatever the write newly seals must be readable by the caller
-/// (a caller may set only what it may read), checked by opening the result for it; a create
-/// replaces nothing, and its writer may be one that only writes (a device, a registration desk).
+/// call.
+///
+/// - Size: the sealed resource must fit [`write_limit`], so that the gateway can read back
+///   whatever it writes; else 413 before anything is stored. A body whose own JSON is already
+///   larger is refused before it is sealed.
+/// - "A caller may set only what it may read", for creates as for updates: every element the
+///   write newly seals (not carried across) must open for the caller, checked by opening the
+///   result with its key, unless the rule that seals it names `writers` the caller satisfies
+///   ([`fhirseal_policy::Obligations::writable_paths`]); else 403 naming the element. Changing
+///   or removing a stored element the caller cannot read is refused before this, by the merge,
+///   writer or not: a writer cannot see what it would overwrite.
 #[allow(clippy::too_many_arguments)] // the write's parts, each one value
 async fn seal(
     state: &AppState,
@@ -574,32 +582,43 @@ async fn seal(
     prefer: Prefer,
 ) -> Result<Step, ApiError> {
     let (kind, interaction) = how;
+    let Target { resource_type, id } = target;
+    let too_large = |limit| ApiError::TooLargeToStore {
+        what: format!("{resource_type}/{id}"),
+        limit,
+    };
+    let limit = write_limit(state);
+    if json_len(&resource) > limit {
+        return Err(too_large(limit));
+    }
     let (stored, opened) = match &read {
         Some((stored, opened)) => (Some(stored), Some(opened)),
         None => (None, None),
     };
     let mut merged = fhirseal_seal::merge(stored, opened, &resource)?;
-    let over_stored = read.is_some();
     drop(read);
     let resource = merged.take_resource();
     // The decision carries the rules it was made under: the write is sealed by those.
     let permit = authorize(state, caller, interaction, &resource)?;
+    let writable = permit.writable_paths(&resource);
     let sealed = state
         .sealing
         .seal(&state.headers, resource, None, permit)
         .await?;
     let written = merged.finish(sealed.resource)?;
-    if over_stored && sealed.elements > 0 {
+    if json_len(&written) > limit {
+        return Err(too_large(limit));
+    }
+    if sealed.elements > 0 {
         let (reopened, _) = open_for(state, caller, written.clone()).await?;
         let carried: Vec<&str> = merged.carried_paths().collect();
         if let Some(path) = fhirseal_seal::unreadable_paths(&written, &reopened)
             .into_iter()
-            .find(|p| !carried.contains(&p.as_str()))
+            .find(|p| !carried.contains(&p.as_str()) && !writable.contains(p))
         {
             return Err(fhirseal_seal::MergeError::NotReadable { path }.into());
         }
     }
-    let Target { resource_type, id } = target;
     Ok(Step::Send(Prepared {
         call: Call {
             method: Method::PUT,
@@ -613,6 +632,34 @@ async fn seal(
         sealed: sealed.elements,
         prefer,
     }))
+}
+
+/// The largest upstream write the gateway makes, in bytes of JSON: a sealed resource, or a
+/// transaction's Bundle of them. 7/8 of `upstream.max_response_bytes`, the largest response it
+/// reads, so that whatever it writes it can read back: the eighth left is room for what the
+/// upstream adds when it answers (`meta`, its own formatting, the Bundle of a read by search).
+pub fn write_limit(state: &AppState) -> u64 {
+    state.upstream.max_response_bytes() / 8 * 7
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+pub fn json_len(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail; if it did, count it too large.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => u64::MAX,
+    }
 }
 
 /// A conditional create's one match, checked like a read and opened: the answer (200).

@@ -17,6 +17,7 @@ mod http;
 mod parity;
 mod read;
 mod search;
+mod sizes;
 mod storage;
 mod write;
 mod writes;

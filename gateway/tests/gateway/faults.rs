@@ -19,8 +19,11 @@ use crate::support::{Configured, Reply, Who, configured, fhir_base, searchset, s
 const NAME: &str = "Canary-Faults-Name-3X";
 const SSN: &str = "999-CANARY-FAULT";
 
+/// A physician who is also the registration desk: she may read, so set, every element of the
+/// Patient these tests write (a caller may set only what it may read, its social security
+/// number included).
 fn doctor() -> String {
-    token(&Who::Doctor)
+    token(&Who::FullAccess)
 }
 
 fn patient() -> Value {

@@ -186,7 +186,10 @@ async fn everything_returns_the_patients_record_opened() {
     let pid = unique("pat");
     let c = PatientCanaries::new();
     let original = patient(&pid, &c);
-    expect(&gw.put(&original, &Who::Doctor).await, StatusCode::CREATED);
+    expect(
+        &gw.put(&original, &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
     let (obs, units) = {
         let mut obs = Vec::new();
         let mut units = Vec::new();

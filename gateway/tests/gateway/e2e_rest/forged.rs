@@ -40,7 +40,7 @@ async fn what_the_upstream_forges_replaces_or_moves_is_masked_and_flagged_for_ev
     let mut stored = Vec::new();
     for (id, c) in ids.iter().zip(&canaries) {
         expect(
-            &gw.put(&patient(id, c), &Who::Doctor).await,
+            &gw.put(&patient(id, c), &Who::Registrar).await,
             StatusCode::CREATED,
         );
         let reply = gw.upstream_get(&format!("Patient/{id}")).await;
@@ -150,7 +150,7 @@ async fn plaintext_the_upstream_writes_where_the_policy_seals_is_forged_and_not_
     let id = unique("pat-plain");
     let canaries = PatientCanaries::new();
     expect(
-        &gw.put(&patient(&id, &canaries), &Who::Doctor).await,
+        &gw.put(&patient(&id, &canaries), &Who::Registrar).await,
         StatusCode::CREATED,
     );
     let reply = gw.upstream_get(&format!("Patient/{id}")).await;

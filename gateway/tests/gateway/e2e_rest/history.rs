@@ -17,7 +17,7 @@ async fn history_lists_every_version_opened_at_the_gateways_urls() {
     let second = PatientCanaries::new();
     let v1 = patient(&id, &first);
     let v2 = patient(&id, &second);
-    expect(&gw.put(&v1, &Who::Doctor).await, StatusCode::CREATED);
+    expect(&gw.put(&v1, &Who::Registrar).await, StatusCode::CREATED);
     // Every element replaced: by a writer who reads them all.
     expect(&gw.put(&v2, &Who::FullAccess).await, StatusCode::OK);
 

@@ -54,7 +54,7 @@ async fn world() -> World {
     let (own, other) = (unique("pat-own"), unique("pat-other"));
     for id in [&own, &other] {
         expect(
-            &gw.put(&patient(id, &PatientCanaries::new()), &Who::Doctor)
+            &gw.put(&patient(id, &PatientCanaries::new()), &Who::Registrar)
                 .await,
             StatusCode::CREATED,
         );

@@ -17,7 +17,7 @@ async fn update_as_create_stores_sealed_and_each_reader_sees_what_the_policy_ope
     let c = PatientCanaries::new();
     let original = patient(&id, &c);
 
-    let reply = gw.put(&original, &Who::Doctor).await;
+    let reply = gw.put(&original, &Who::Registrar).await;
     expect(&reply, StatusCode::CREATED);
     assert_eq!(reply.header(header::ETAG), "W/\"1\"");
     assert_no_upstream_url(&gw, &reply);

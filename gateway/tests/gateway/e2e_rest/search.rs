@@ -113,7 +113,10 @@ async fn search_on_sealed_patient_and_result_elements_is_refused_or_exact() {
     let id = unique("pat");
     let c = PatientCanaries::new();
     let original = patient(&id, &c);
-    expect(&gw.put(&original, &Who::Doctor).await, StatusCode::CREATED);
+    expect(
+        &gw.put(&original, &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
 
     // Unsealed parameters: found, opened.
     let found = gw
@@ -179,7 +182,10 @@ async fn include_brings_the_referenced_patient_opened() {
     let pid = unique("pat");
     let c = PatientCanaries::new();
     let original = patient(&pid, &c);
-    expect(&gw.put(&original, &Who::Doctor).await, StatusCode::CREATED);
+    expect(
+        &gw.put(&original, &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
     let oid = unique("obs");
     let unit = canary("unit");
     expect(
@@ -215,7 +221,7 @@ async fn revinclude_leaves_out_what_the_caller_may_not_read() {
     let pid = unique("pat");
     let c = PatientCanaries::new();
     expect(
-        &gw.put(&patient(&pid, &c), &Who::Doctor).await,
+        &gw.put(&patient(&pid, &c), &Who::Registrar).await,
         StatusCode::CREATED,
     );
     let oid = unique("obs");

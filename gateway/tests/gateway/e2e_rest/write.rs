@@ -20,7 +20,7 @@ async fn update_checks_if_match_against_the_current_version() {
     let id = unique("pat");
     let first = PatientCanaries::new();
     expect(
-        &gw.put(&patient(&id, &first), &Who::Nurse).await,
+        &gw.put(&patient(&id, &first), &Who::Registrar).await,
         StatusCode::CREATED,
     );
 
@@ -112,7 +112,7 @@ async fn create_assigns_the_id_and_answers_201_with_the_gateways_location() {
     let c = PatientCanaries::new();
     let client_id = unique("client-chosen");
     let original = patient(&client_id, &c);
-    let reply = gw.post(&original, &Who::Doctor).await;
+    let reply = gw.post(&original, &Who::Registrar).await;
     expect(&reply, StatusCode::CREATED);
     assert_no_upstream_url(&gw, &reply);
     let location = reply.header(header::LOCATION);
@@ -131,8 +131,14 @@ async fn create_assigns_the_id_and_answers_201_with_the_gateways_location() {
     // What create answered, if anything (no `Prefer`: the server chooses), is the resource
     // opened for the caller as a read would.
     if !reply.text.is_empty() {
-        assert_clinician_view(&reply, &expected, &c, &Who::Doctor);
+        assert_opened(&reply.json, &expected);
     }
+    assert_clinician_view(
+        &gw.get(&format!("/fhir/Patient/{id}"), &Who::Doctor).await,
+        &expected,
+        &c,
+        &Who::Doctor,
+    );
 }
 
 #[tokio::test]
@@ -197,11 +203,14 @@ async fn json_patch_changes_an_unsealed_element_and_keeps_the_sealed_ones() {
     expected["status"] = json!("amended");
     assert_opened(&read.json, &expected);
 
-    // A Patient, by a caller who opens all of it.
+    // A Patient, by a caller who opens all of it (so may set all of it).
     let id = unique("pat");
     let c = PatientCanaries::new();
     let original = patient(&id, &c);
-    expect(&gw.put(&original, &Who::Doctor).await, StatusCode::CREATED);
+    expect(
+        &gw.put(&original, &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
     let uri = format!("/fhir/Patient/{id}");
     let patched = gw
         .send(json_patch(&uri, &Who::FullAccess, "/gender", "male"))

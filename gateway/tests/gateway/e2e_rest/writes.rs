@@ -4,14 +4,21 @@
 //! conditional update, transaction entry, a placeholder's `masked` edited to `unknown`), and
 //! what sekmet-fhir stores of them is byte-identical afterwards; she can change what she reads
 //! (her masked copy written back, a JSON Patch, a client model that dropped the masked elements),
-//! and every sealed value stays.
+//! and every sealed value stays. Creates follow the same rule: she cannot create a Patient with
+//! a social security number, unless a policy's `writers` lets her set it unread.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{PatientCanaries, assert_opened, assert_sealed_upstream, expect, patient};
+use super::{
+    PatientCanaries, SSN_SYSTEM, assert_opened, assert_sealed_upstream, diagnostics, expect,
+    patient,
+};
 use crate::support::Who;
-use crate::support::sekmet::{Call, DATA_ABSENT_REASON, Gateway, canary, gateway, unique};
+use crate::support::sekmet::{
+    Call, DATA_ABSENT_REASON, Gateway, canary, canary_date, gateway, gateway_with, is_masked,
+    unique,
+};
 
 /// What sekmet-fhir stores of the elements the nurse cannot read: the SSN's identifier, the
 /// phone, the address and the narrative, sealed (JSON text).
@@ -134,4 +141,113 @@ async fn the_nurse_changes_what_she_reads_and_every_sealed_value_stays() {
 
     assert_eq!(stored_sealed(&gw, &id).await, before);
     assert_sealed_upstream(&gw, &c.all());
+}
+
+/// A Patient the nurse reads all of but its social security number.
+fn registration(id: &str, ssn: &str, family: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id,
+           "identifier": [{"system": SSN_SYSTEM, "value": ssn}],
+           "name": [{"family": family}], "gender": "female", "birthDate": canary_date()})
+}
+
+#[tokio::test]
+async fn the_nurse_cannot_create_what_she_cannot_read() {
+    let gw = gateway().await;
+    let (ssn, family) = (canary("ssn"), canary("family"));
+    // By `PUT` of a new id, and by `POST`.
+    let id = unique("pat");
+    let reply = gw.put(&registration(&id, &ssn, &family), &Who::Nurse).await;
+    expect(&reply, StatusCode::FORBIDDEN);
+    let words = diagnostics(&reply);
+    assert!(
+        words.contains("Patient.identifier[0]") && words.contains("may set only what it may read"),
+        "{words}"
+    );
+    assert!(!reply.text.contains(&ssn) && !reply.text.contains(&family));
+    let reply = gw
+        .post(&registration(&unique("pat"), &ssn, &family), &Who::Nurse)
+        .await;
+    expect(&reply, StatusCode::FORBIDDEN);
+    assert!(diagnostics(&reply).contains("Patient.identifier[0]"));
+    // Nothing stored.
+    expect(
+        &gw.upstream_get(&format!("Patient/{id}")).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_sealed_upstream(&gw, &[&ssn, &family]);
+    // Without the number, hers to create.
+    let mut without = registration(&id, &ssn, &family);
+    without.as_object_mut().unwrap().shift_remove("identifier");
+    expect(&gw.put(&without, &Who::Nurse).await, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_writers_structure_lets_the_nurse_set_a_number_she_cannot_read_and_the_doctor_reads_it() {
+    // The hospital policy, with social security numbers read by physicians too and set, unread,
+    // by nurses.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let hospital = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fhir-profiles/policies/general-hospital.toml"),
+    )
+    .unwrap();
+    let ssn_readers = "readers = \"role:registrar or patient:self\"";
+    assert_eq!(hospital.matches(ssn_readers).count(), 1);
+    let text = hospital.replace(
+        ssn_readers,
+        "readers = \"role:registrar or role:physician or patient:self\"\nwriters = \"role:nurse\"",
+    );
+    std::fs::write(&policy, text).unwrap();
+    let files = format!("[\"{}\"]", policy.display());
+    let gw = gateway_with(&[("FHIRSEAL__POLICY__FILES", &files)]).await;
+
+    let (ssn, family) = (canary("ssn"), canary("family"));
+    let id = unique("pat");
+    let original = registration(&id, &ssn, &family);
+    let reply = gw.put(&original, &Who::Nurse).await;
+    expect(&reply, StatusCode::CREATED);
+    assert!(!reply.text.contains(&ssn), "{}", reply.text);
+    assert_sealed_upstream(&gw, &[&ssn, &family]);
+    let uri = format!("/fhir/Patient/{id}");
+    // The doctor reads it; the nurse does not read it back.
+    let doctor = gw.get(&uri, &Who::Doctor).await;
+    expect(&doctor, StatusCode::OK);
+    assert_eq!(doctor.json["identifier"], original["identifier"]);
+    let nurse = gw.get(&uri, &Who::Nurse).await;
+    assert!(is_masked(&nurse.json["identifier"][0]), "{}", nurse.text);
+    assert_eq!(nurse.json["name"], original["name"]);
+    // Writers add; they do not overwrite what they cannot see. A value in place of the
+    // placeholder is an item added (the unread one keeps its place, `PUT` semantics); a patch
+    // that replaces it is refused.
+    let ops = json!([{"op": "replace", "path": "/identifier/0",
+                      "value": {"system": SSN_SYSTEM, "value": canary("ssn")}}]);
+    let call = Call::new(Method::PATCH, &uri, &Who::Nurse)
+        .body("application/json-patch+json", &ops.to_string());
+    let reply = gw.send(call).await;
+    expect(&reply, StatusCode::FORBIDDEN);
+    assert!(
+        diagnostics(&reply).contains("Patient.identifier[0]"),
+        "{}",
+        reply.text
+    );
+    let second = json!({"system": SSN_SYSTEM, "value": canary("ssn")});
+    let mut added = nurse.json.clone();
+    added["identifier"][0] = second.clone();
+    expect(&gw.put(&added, &Who::Nurse).await, StatusCode::OK);
+    let doctor = gw.get(&uri, &Who::Doctor).await;
+    assert_eq!(
+        doctor.json["identifier"],
+        json!([original["identifier"][0], second])
+    );
+    // Only where a rule names her: contact details have no writers.
+    let mut phoned = registration(&unique("pat"), &canary("ssn"), &family);
+    phoned["telecom"] = json!([{"system": "phone", "value": canary("phone")}]);
+    let reply = gw.put(&phoned, &Who::Nurse).await;
+    expect(&reply, StatusCode::FORBIDDEN);
+    assert!(
+        diagnostics(&reply).contains("Patient.telecom[0]"),
+        "{}",
+        reply.text
+    );
 }
