@@ -103,7 +103,7 @@ pub enum AdminError {
     PeriodsExhausted,
     /// The gateway is not ready: the upstream or the authority does not answer (503).
     #[error("not ready: {0}")]
-    NotReady(&'static str),
+    NotReady(String),
     /// The attribute authority failed (503 when its store is unreachable, 500 otherwise).
     #[error("the attribute authority failed: {0}")]
     Authority(#[source] AuthorityError),
@@ -171,6 +171,10 @@ impl From<JobError> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            // Once per answer, with its cause (resource types and ids at most, never content).
+            tracing::error!(status = self.status().as_u16(), error = %self, "an admin request failed");
+        }
         let mut body = json!({"error": self.to_string()});
         if let Self::AdvancedRecently { next, .. } = &self {
             body["next_advance_at"] = json!(next);
@@ -282,19 +286,27 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AdminError>
     );
     match state.upstream.send(request).await {
         Ok(response) if response.status().is_success() => {}
-        _ => {
-            return Err(AdminError::NotReady(
-                "the upstream FHIR server does not answer",
-            ));
+        Ok(response) => {
+            return Err(AdminError::NotReady(format!(
+                "the upstream FHIR server answers its metadata with {}",
+                response.status()
+            )));
+        }
+        Err(error) => {
+            return Err(AdminError::NotReady(format!(
+                "the upstream FHIR server does not answer: {error}"
+            )));
         }
     }
     let info = blocking(&state, |a| a.period_info(now()))
         .await
         .map_err(|e| match e {
-            AdminError::PeriodsExhausted => {
-                AdminError::NotReady("the authority's periods are exhausted: make a new authority")
+            AdminError::PeriodsExhausted => AdminError::NotReady(
+                "the authority's periods are exhausted: make a new authority".into(),
+            ),
+            other => {
+                AdminError::NotReady(format!("the attribute authority cannot be read: {other}"))
             }
-            _ => AdminError::NotReady("the attribute authority cannot be read"),
         })?;
     let mut body = json!({
         "status": "ready",
@@ -481,7 +493,10 @@ async fn advance(
     let info = match info {
         Ok(info) => info,
         Err(error) => {
-            tracing::warn!(admin = %caller, force, %error, "period advance refused");
+            // A failure (5xx) is logged once, with the answer; a refusal here.
+            if !error.status().is_server_error() {
+                tracing::warn!(admin = %caller, force, %error, "period advance refused");
+            }
             return Err(error);
         }
     };

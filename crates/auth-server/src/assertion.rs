@@ -179,7 +179,7 @@ fn check_claims(server: &AuthServer, jws: &Jws<'_>, client_id: &str) -> Result<(
     state
         .jtis
         .insert(key, exp + LEEWAY, (), now)
-        .map_err(|_| OAuthError::unavailable())
+        .map_err(|_| OAuthError::unavailable("the store of used assertion ids is full"))
 }
 
 /// The key `kid` of `jwks` if it fits `alg`: RSA for RS384, EC P-384 for ES384, and its `alg`

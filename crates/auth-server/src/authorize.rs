@@ -203,7 +203,11 @@ fn show_login(
         .insert(key, now + PENDING_LIFETIME, pending, now)
         .is_err()
     {
-        return redirect_error(redirect_uri, OAuthError::unavailable(), Some(request.state));
+        return redirect_error(
+            redirect_uri,
+            OAuthError::unavailable("the store of pending sign-ins is full"),
+            Some(request.state),
+        );
     }
     response
 }
@@ -415,7 +419,7 @@ fn issue_code(
     {
         return redirect_error(
             &pending.redirect_uri,
-            OAuthError::unavailable(),
+            OAuthError::unavailable("the store of authorization codes is full"),
             Some(&pending.state),
         );
     }

@@ -425,7 +425,7 @@ impl AuthServer {
         }
         self.key
             .sign(&claims)
-            .map_err(|_| oauth::OAuthError::server_error())
+            .map_err(|_| oauth::OAuthError::server_error("signing the access token failed"))
     }
 
     /// An OpenID Connect ID token: `iss`, `sub`, `aud` (the client id), `exp`, `iat`, `nonce` if
@@ -456,7 +456,7 @@ impl AuthServer {
         }
         self.key
             .sign(&claims)
-            .map_err(|_| oauth::OAuthError::server_error())
+            .map_err(|_| oauth::OAuthError::server_error("signing the ID token failed"))
     }
 
     /// The claims of `token` if it is an access token of this server, valid at `now` and not

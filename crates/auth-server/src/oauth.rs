@@ -91,8 +91,14 @@ impl OAuthError {
         )
     }
 
-    /// `temporarily_unavailable` (503): the server's memory for pending state is full.
-    pub(super) const fn unavailable() -> Self {
+    /// `temporarily_unavailable` (503): the server's memory for pending state is full. `cause`
+    /// (what filled up; never a request's content) is logged here, once per answer.
+    pub(super) fn unavailable(cause: &'static str) -> Self {
+        tracing::error!(
+            status = 503,
+            cause,
+            "the authorization server refused a request"
+        );
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -100,8 +106,14 @@ impl OAuthError {
         )
     }
 
-    /// `server_error` (500).
-    pub(super) const fn server_error() -> Self {
+    /// `server_error` (500). `cause` (what failed; never a request's content) is logged here,
+    /// once per answer.
+    pub(super) fn server_error(cause: &'static str) -> Self {
+        tracing::error!(
+            status = 500,
+            cause,
+            "the authorization server failed a request"
+        );
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -166,7 +178,8 @@ pub(super) fn no_store(headers: &mut HeaderMap) {
 pub(super) fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
     let Ok(mut url) = Url::parse(redirect_uri) else {
         // Registered redirect URIs were checked to parse when the server started.
-        return OAuthError::server_error().into_response();
+        return OAuthError::server_error("a registered redirect URI does not parse")
+            .into_response();
     };
     {
         let mut query = url.query_pairs_mut();
@@ -175,7 +188,7 @@ pub(super) fn redirect(redirect_uri: &str, params: &[(&str, &str)]) -> Response 
         }
     }
     let Ok(location) = HeaderValue::from_str(url.as_str()) else {
-        return OAuthError::server_error().into_response();
+        return OAuthError::server_error("a redirect URI is not a header value").into_response();
     };
     let mut response = StatusCode::SEE_OTHER.into_response();
     response.headers_mut().insert(header::LOCATION, location);
@@ -244,3 +257,69 @@ pub(super) fn is_form(headers: &HeaderMap) -> bool {
 }
 
 const MAX_PARAMS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use super::*;
+
+    /// What the subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            buffer.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The answer `make` builds and what it logged.
+    fn logged(make: impl FnOnce() -> OAuthError) -> (Response, String) {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || make().into_response());
+        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        (response, text)
+    }
+
+    /// Every 5xx of the authorization server logs its cause once (issue 17); the answer itself
+    /// says only what OAuth lets it say.
+    #[test]
+    fn a_5xx_logs_its_cause_once() {
+        for (make, status, cause) in [
+            (
+                (|| OAuthError::server_error("signing the access token failed"))
+                    as fn() -> OAuthError,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "signing the access token failed",
+            ),
+            (
+                || OAuthError::unavailable("the store of refresh tokens is full"),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store of refresh tokens is full",
+            ),
+        ] {
+            let (response, log) = logged(make);
+            assert_eq!(response.status(), status);
+            let lines: Vec<&str> = log.lines().collect();
+            assert_eq!(lines.len(), 1, "{log}");
+            assert!(lines[0].contains("ERROR"), "{log}");
+            assert!(lines[0].contains(cause), "{log}");
+        }
+        // A 4xx is the client's: nothing logged.
+        let (response, log) = logged(OAuthError::access_denied);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(log, "");
+    }
+}

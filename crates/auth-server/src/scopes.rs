@@ -132,5 +132,6 @@ fn parse(requested: Option<&str>) -> Result<Scopes, OAuthError> {
 fn collect(scopes: &[&Scope]) -> Result<Scopes, OAuthError> {
     let text: Vec<String> = scopes.iter().map(ToString::to_string).collect();
     // Scopes print back exactly as parsed, so this cannot fail.
-    Scopes::parse(&text.join(" ")).map_err(|_| OAuthError::server_error())
+    Scopes::parse(&text.join(" "))
+        .map_err(|_| OAuthError::server_error("granted scopes do not parse back"))
 }

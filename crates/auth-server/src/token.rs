@@ -266,7 +266,7 @@ fn issue(
             .state()
             .refresh
             .insert(digest(token.as_bytes()), expires, record, now)
-            .map_err(|_| OAuthError::unavailable())?;
+            .map_err(|_| OAuthError::unavailable("the store of refresh tokens is full"))?;
         response.insert("refresh_token".into(), Value::String(token));
     }
     Ok(Value::Object(response))

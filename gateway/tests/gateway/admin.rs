@@ -27,7 +27,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{Configured, Reply, configured, fhir_base, free_port, now, send, vars};
+use crate::support::{
+    Configured, Logged, Reply, configured, fhir_base, free_port, now, send, vars,
+};
 
 /// The admin listener the router is mounted for.
 const LISTENER: &str = "127.0.0.1:9090";
@@ -551,6 +553,39 @@ async fn small_tree(upstream: &MockServer) -> (AppState, tempfile::TempDir) {
     )
     .unwrap();
     (AppState::build(config, now()).unwrap(), dir)
+}
+
+/// "Every 5xx logs its cause once": `/ready` over an upstream whose metadata fails is a 503 that
+/// names the upstream's answer, and it is logged once, as an error, with that cause.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_ready_is_a_503_logged_once_with_its_cause() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fhir/metadata"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&upstream)
+        .await;
+    let setup = configured(&fhir_base(&upstream), &[]).await;
+    let (router, _) = router_over(&setup.state);
+    let bare = good(ALICE);
+    let logged = Logged::default();
+    let ready = {
+        let _default = tracing::subscriber::set_default(logged.subscriber(tracing::Level::WARN));
+        call(&router, "GET", "/ready", &bare, "").await
+    };
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    assert!(ready.text.contains("500"), "{}", ready.text);
+    let log = logged.text();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("ERROR"), "{log}");
+    assert!(lines[0].contains("status=503"), "{log}");
+    assert!(lines[0].contains("metadata with 500"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

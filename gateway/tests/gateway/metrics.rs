@@ -5,7 +5,6 @@
 //! failure logs its cause once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Body;
@@ -17,7 +16,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::read::{NAME, SSN, harness};
-use crate::support::{Reply, now, practitioner, send};
+use crate::support::{Logged, Reply, now, practitioner, send};
 
 /// The admin listener the router is mounted for, and its one token.
 const LISTENER: &str = "127.0.0.1:9090";
@@ -308,22 +307,6 @@ async fn a_scrape_counts_reads_denials_and_upstream_errors_and_needs_the_token()
     assert_eq!(m.gauge("fhirseal_ct_update_job_finished"), 0.0);
 }
 
-/// What the subscriber wrote, shared with the test.
-#[derive(Clone, Default)]
-struct Logged(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logged {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut buffer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        buffer.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The issue's "ten 502s, nothing logged": each 502 of an upstream 500 logs one error line with
 /// the upstream's status, and nothing of the request.
 #[tokio::test(flavor = "current_thread")]
@@ -336,12 +319,7 @@ async fn each_upstream_failure_logs_its_cause_once() {
         .await;
     let doctor = practitioner("Practitioner/dr-grey", "doctor", "user/*.rs");
     let logged = Logged::default();
-    let writer = logged.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .with_writer(move || writer.clone())
-        .finish();
+    let subscriber = logged.subscriber(tracing::Level::WARN);
     {
         // The whole flow runs on this thread (a current-thread runtime): the subscriber sees it.
         let _default = tracing::subscriber::set_default(subscriber);
@@ -352,8 +330,7 @@ async fn each_upstream_failure_logs_its_cause_once() {
             );
         }
     }
-    let bytes = logged.0.lock().unwrap().clone();
-    let log = String::from_utf8(bytes).unwrap();
+    let log = logged.text();
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 10, "{log}");
     for line in lines {

@@ -341,3 +341,50 @@ pub(crate) fn failed(what: &impl Debug, out: Output) -> (i32, String) {
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+/// What a tracing subscriber wrote, shared with the test: [`Logged::subscriber`] writes here
+/// (plain text, no colours), [`Logged::text`] reads it. Install the subscriber with
+/// `tracing::subscriber::set_default` on a current-thread runtime, so the whole flow runs where
+/// it sees it.
+#[derive(Clone, Default)]
+pub(crate) struct Logged(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl Logged {
+    /// A subscriber of events at `level` and above, writing here.
+    pub(crate) fn subscriber(
+        &self,
+        level: tracing::Level,
+    ) -> impl tracing::Subscriber + Send + Sync {
+        let writer = self.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish()
+    }
+
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8(bytes).unwrap()
+    }
+}
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut buffer = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
