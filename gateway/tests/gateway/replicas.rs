@@ -19,7 +19,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use fhirseal::config::DEFAULTS;
@@ -28,9 +27,9 @@ use rand_core::{OsRng, RngCore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::free_port;
 use crate::support::header_in;
 use crate::support::sekmet::{OwnServer, canary, is_masked, unique};
+use crate::support::{free_port, postgres_database};
 
 /// `authority.registration_cache_seconds` of both replicas: the revocation bound under test.
 const CACHE_SECONDS: u64 = 2;
@@ -43,31 +42,6 @@ const LEASE_SECONDS: u64 = 3;
 const PATIENTS: usize = 40;
 /// The shared header search, as the update job pages through it.
 const HEADERS: &str = "Basic?code=https://fhirseal.dev/fhir/CodeSystem/fhirseal%7Csealed-header";
-
-/// A fresh database of the test's own on the server of `FHIRSEAL_TEST_POSTGRES_URL` (the
-/// synchronous client, so not on the test's runtime).
-fn database() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::var("FHIRSEAL_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "FHIRSEAL_TEST_POSTGRES_URL is not set: the replicas test runs two gateways on one \
-             PostgreSQL; run the tests with scripts/test, which starts one, or start one with \
-             `scripts/pg-throwaway start DIR` and export the URL it prints (PostgreSQL tests are \
-             never skipped)"
-        )
-    });
-    let name = format!(
-        "replicas_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let (prefix, _) = base.rsplit_once('/').unwrap();
-    format!("{prefix}/{name}")
-}
 
 /// `sql` on `database`, on a blocking thread (the client is synchronous): its rows.
 async fn query(database: &str, sql: String) -> Vec<postgres::Row> {
@@ -205,6 +179,36 @@ impl Replica {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Stops it as an orchestrator does (SIGTERM) and waits: it must drain and exit 0 without a
+    /// panic (closing the synchronous PostgreSQL client inside the runtime once panicked).
+    async fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        let exited = loop {
+            if let Some(exited) = self.child.try_wait().unwrap() {
+                break exited;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "replica {} did not stop on SIGTERM:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let log = self.log();
+        assert!(
+            exited.success(),
+            "replica {} exited {exited}:\n{log}",
+            self.name
+        );
+        assert!(!log.contains("panicked"), "replica {}:\n{log}", self.name);
     }
 
     /// Its process id (worker names hold it: `host/pid/random`).
@@ -348,7 +352,9 @@ async fn stored_headers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_writes_revocations_and_the_update_job() {
-    let database = tokio::task::spawn_blocking(database).await.unwrap();
+    let database = tokio::task::spawn_blocking(|| postgres_database("replicas"))
+        .await
+        .unwrap();
     let fhir = OwnServer::start();
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -662,6 +668,6 @@ async fn two_replicas_share_writes_revocations_and_the_update_job() {
     assert!(is_masked(&body["telecom"][0]), "{text}");
     let (status, _, text) = get(&client, &b.url, &doctor, &first).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
-    drop(b);
+    b.stop().await;
     drop(fhir);
 }

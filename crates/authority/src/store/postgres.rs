@@ -94,8 +94,20 @@ const MIGRATION_LOCK: i64 = 0x4648_4952_5345_414c; // "FHIRSEAL"
 
 /// The authority's state in a PostgreSQL database.
 pub struct PostgresStore {
-    client: Client,
+    /// `None` only once dropped (see the `Drop` impl).
+    client: Option<Client>,
     location: String,
+}
+
+/// The synchronous client runs a runtime of its own, and closing it inside an async runtime (a
+/// gateway dropping its state on a worker thread at shutdown) panics: it is closed on a thread
+/// of its own, waited for.
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -115,7 +127,17 @@ impl PostgresStore {
             location: location.clone(),
             source,
         })?;
-        Ok(Self { client, location })
+        Ok(Self {
+            client: Some(client),
+            location,
+        })
+    }
+
+    /// The connection (always there until dropped).
+    fn client(&mut self) -> Result<&mut Client, Error> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| Error::Invalid("the PostgreSQL connection is closed".into()))
     }
 
     fn write<T>(
@@ -127,7 +149,7 @@ impl PostgresStore {
             location: location.clone(),
             source,
         };
-        let mut tx = self.client.transaction().map_err(err)?;
+        let mut tx = self.client()?.transaction().map_err(err)?;
         let out = f(&mut tx, &location)?;
         tx.commit().map_err(err)?;
         Ok(out)
@@ -188,7 +210,7 @@ impl Store for PostgresStore {
 
     fn master(&mut self) -> Result<Option<MasterRecord>, Error> {
         let row = self
-            .client
+            .client()?
             .query_opt(
                 "SELECT user_depth, time_depth, period_seconds, epoch, public_params, sealed_secret FROM master",
                 &[],
@@ -238,8 +260,9 @@ impl Store for PostgresStore {
     }
 
     fn key_layout(&mut self) -> Result<Option<u64>, Error> {
-        let err = pg(&self.location);
-        layout_of(&mut self.client, &err)
+        let location = self.location.clone();
+        let err = pg(&location);
+        layout_of(self.client()?, &err)
     }
 
     fn reissue_keys(&mut self, plan: KeyReissue<'_>) -> Result<Option<KeyMigration>, Error> {
@@ -248,7 +271,7 @@ impl Store for PostgresStore {
 
     fn principal(&mut self, kind: Kind, name: &str) -> Result<Option<Principal>, Error> {
         let row = self
-            .client
+            .client()?
             .query_opt(
                 &format!("{SELECT} WHERE kind = $1 AND name = $2"),
                 &[&kind.as_str(), &name],
@@ -260,7 +283,7 @@ impl Store for PostgresStore {
 
     fn principals(&mut self, kind: Kind) -> Result<Vec<Principal>, Error> {
         let rows = self
-            .client
+            .client()?
             .query(
                 &format!("{SELECT} WHERE kind = $1 ORDER BY leaf"),
                 &[&kind.as_str()],
@@ -366,7 +389,7 @@ impl Store for PostgresStore {
 
     fn revoked_leaves(&mut self) -> Result<Vec<(u64, u64)>, Error> {
         let rows = self
-            .client
+            .client()?
             .query("SELECT leaf, revoked_at FROM principals WHERE revoked_at IS NOT NULL ORDER BY leaf", &[])
             .map_err(|e| self.err(e))?;
         let err = pg(&self.location);
@@ -383,7 +406,7 @@ impl Store for PostgresStore {
 
     fn counters(&mut self) -> Result<Counters, Error> {
         let rows = self
-            .client
+            .client()?
             .query("SELECT key, value FROM fhirseal_meta", &[])
             .map_err(|e| self.err(e))?;
         let pairs = rows
@@ -400,7 +423,7 @@ impl Store for PostgresStore {
 
     fn key_update(&mut self, period: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
         let row = self
-            .client
+            .client()?
             .query_opt(
                 "SELECT version, bytes FROM key_updates WHERE period = $1",
                 &[&(period as i64)],
@@ -429,7 +452,7 @@ impl Store for PostgresStore {
 
     fn secret(&mut self, name: &str) -> Result<Option<Vec<u8>>, Error> {
         let row = self
-            .client
+            .client()?
             .query_opt("SELECT bytes FROM secrets WHERE name = $1", &[&name])
             .map_err(|e| self.err(e))?;
         row.map(|r| r.try_get(0))
@@ -561,7 +584,7 @@ impl Store for PostgresStore {
     fn job_progress(&mut self, job: JobId) -> Result<Progress, Error> {
         let id = job.to_db()?;
         let row = self
-            .client
+            .client()?
             .query_opt(PROGRESS, &[&id])
             .map_err(|e| self.err(e))?
             .ok_or(Error::UnknownJob { job: job.get() })?;
@@ -597,7 +620,7 @@ impl Store for PostgresStore {
 
     fn latest_update_job(&mut self) -> Result<Option<(JobId, Progress)>, Error> {
         let row = self
-            .client
+            .client()?
             .query_opt("SELECT id FROM update_jobs ORDER BY id DESC LIMIT 1", &[])
             .map_err(|e| self.err(e))?;
         let Some(row) = row else {
@@ -619,7 +642,7 @@ impl Store for PostgresStore {
         let until = jobs::lease_until(now, lease_seconds)?;
         // A concurrent taker's insert of the same key is waited for, and its row re-checked.
         let taken = self
-            .client
+            .client()?
             .execute(leases::TAKE, &[&key, &holder, &until, &now])
             .map_err(|e| self.err(e))?;
         Ok(taken == 1)
@@ -627,7 +650,7 @@ impl Store for PostgresStore {
 
     fn release_lease(&mut self, key: &str, holder: &str, now: i64) -> Result<(), Error> {
         leases::check(key, holder)?;
-        self.client
+        self.client()?
             .execute(leases::RELEASE, &[&key, &holder, &now])
             .map_err(|e| self.err(e))?;
         Ok(())
