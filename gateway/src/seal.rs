@@ -6,9 +6,11 @@
 //! every replica accepts what another sealed). The sealing key tags and binds every header and
 //! envelope (version 2, `docs/authenticity.md`); readers check it before opening anything. [`Sealing::seal`]
 //! turns a resource into its upstream form under the sealing rules of the decision that permitted
-//! the write (the policy is not looked up a second time: [`Obligations::sealing`]), and makes
-//! sure every shared header the result names is stored on the upstream *before* the resource is
-//! sent: a resource whose header was never stored could never be opened again.
+//! the write (the policy is not looked up a second time: [`Obligations::sealing`]) as an
+//! [`Unstored`] write: the resource is only handed out for sending by [`Unstored::store`], which
+//! stores every shared header it names on the upstream first (a resource whose header was never
+//! stored could never be opened again). A write refused between the two (too large to store)
+//! leaves nothing upstream.
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -98,13 +100,59 @@ pub enum SealingError {
     Headers(#[from] HeaderError),
 }
 
-/// A resource in its upstream form.
+/// A resource in its upstream form, its shared headers stored: what may be sent.
 #[derive(Debug)]
 pub struct SealedWrite {
     /// What to send upstream.
     pub resource: Value,
     /// How many elements were sealed.
     pub elements: usize,
+}
+
+/// A resource sealed, the shared headers it names not stored yet: it can be looked at and
+/// changed (the write merge carries stored envelopes in) but only [`Unstored::store`] hands it
+/// out for sending.
+#[derive(Debug)]
+pub struct Unstored {
+    resource: Value,
+    elements: usize,
+    headers: Vec<Header>,
+}
+
+impl Unstored {
+    /// The sealed resource.
+    pub fn resource(&self) -> &Value {
+        &self.resource
+    }
+
+    /// How many elements were sealed.
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
+    /// The sealed resource changed by `f` (its shared headers stay those it was sealed with).
+    ///
+    /// # Errors
+    /// `f`'s error.
+    pub fn try_map<E>(self, f: impl FnOnce(Value) -> Result<Value, E>) -> Result<Self, E> {
+        Ok(Self {
+            resource: f(self.resource)?,
+            ..self
+        })
+    }
+
+    /// Stores every shared header the resource names that `store` does not hold yet: then the
+    /// resource may be sent.
+    ///
+    /// # Errors
+    /// [`SealingError::Headers`]: a header could not be found or stored.
+    pub async fn store(self, store: &HeaderStore) -> Result<SealedWrite, SealingError> {
+        ensure_stored(store, self.headers).await?;
+        Ok(SealedWrite {
+            resource: self.resource,
+            elements: self.elements,
+        })
+    }
 }
 
 impl Sealing {
@@ -138,30 +186,31 @@ impl Sealing {
 
     /// Seals `resource` (bound to its `id`, or to `binding` when it has none) at the current
     /// period under the sealing rules and labels of `permit`, the obligations of the decision
-    /// that permitted writing it, and stores every shared header it names that the upstream does
-    /// not hold yet.
+    /// that permitted writing it. Nothing is stored yet: [`Unstored::store`].
     ///
     /// # Errors
     /// [`SealingError`]: the resource cannot be sealed as given (masked or forged placeholders,
     /// already sealed content, an element of the wrong shape), the period cannot be read, a
-    /// header cannot be made, found or stored.
+    /// header cannot be made.
     pub async fn seal(
         self: &Arc<Self>,
-        store: &HeaderStore,
         resource: Value,
         binding: Option<String>,
         permit: Obligations,
-    ) -> Result<SealedWrite, SealingError> {
+    ) -> Result<Unstored, SealingError> {
         let this = Arc::clone(self);
-        let (sealed, needed) = tokio::task::spawn_blocking(move || {
+        let (sealed, headers) = tokio::task::spawn_blocking(move || {
             this.seal_blocking(resource, binding.as_deref(), &permit)
         })
         .await
         .map_err(|e| SealingError::Task {
             panicked: e.is_panic(),
         })??;
-        ensure_stored(store, needed).await?;
-        Ok(sealed)
+        Ok(Unstored {
+            resource: sealed.resource,
+            elements: sealed.elements,
+            headers,
+        })
     }
 
     /// The CPU part of [`Sealing::seal`]: the sealed resource and the shared headers it names.

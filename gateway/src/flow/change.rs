@@ -601,14 +601,14 @@ async fn seal(
     // The decision carries the rules it was made under: the write is sealed by those.
     let permit = authorize(state, caller, interaction, &resource)?;
     let writable = permit.writable_paths(&resource);
-    let sealed = state
-        .sealing
-        .seal(&state.headers, resource, None, permit)
-        .await?;
-    let written = merged.finish(sealed.resource)?;
-    if json_len(&written) > limit {
+    let unstored = state.sealing.seal(resource, None, permit).await?;
+    let unstored = unstored.try_map(|sealed| merged.finish(sealed))?;
+    // Before the shared headers are stored: a write refused here leaves nothing upstream.
+    if json_len(unstored.resource()) > limit {
         return Err(too_large(limit));
     }
+    let sealed = unstored.store(&state.headers).await?;
+    let written = sealed.resource;
     if sealed.elements > 0 {
         let (reopened, _) = open_for(state, caller, written.clone()).await?;
         let carried: Vec<&str> = merged.carried_paths().collect();

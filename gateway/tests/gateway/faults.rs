@@ -221,6 +221,29 @@ async fn a_header_that_cannot_be_stored_stops_the_write_before_the_resource() {
     assert_outcome(&reply, StatusCode::SERVICE_UNAVAILABLE);
 }
 
+/// A write too large to store once sealed (the read cap here is 64 KiB, so writes stop at 56 KiB)
+/// is refused before anything reaches the upstream: not the resource, and not the shared headers
+/// it would name either (they were once stored first and left behind).
+#[tokio::test]
+async fn a_write_too_large_once_sealed_sends_nothing_upstream_not_even_its_headers() {
+    let h = harness().await;
+    header_store_works(&h.upstream).await;
+    let mut huge = patient();
+    huge["identifier"] = (0..700)
+        .map(|i| json!({"system": "http://hl7.org/fhir/sid/us-ssn", "value": format!("9{i:08}")}))
+        .collect();
+    assert!(huge.to_string().len() < 56 * 1024, "under the limit as sent");
+    let reply = send(&h.app, create(&huge)).await;
+    assert_outcome(&reply, StatusCode::PAYLOAD_TOO_LARGE);
+    let sent = h.upstream.received_requests().await.unwrap_or_default();
+    let writes: Vec<String> = sent
+        .iter()
+        .filter(|r| r.method.as_str() != "GET")
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert!(writes.is_empty(), "written upstream: {writes:?}");
+}
+
 #[tokio::test]
 async fn a_connection_reset_on_create_is_a_502() {
     // An upstream that reads the request and closes the connection without answering.
