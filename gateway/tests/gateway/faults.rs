@@ -232,7 +232,10 @@ async fn a_write_too_large_once_sealed_sends_nothing_upstream_not_even_its_heade
     huge["identifier"] = (0..700)
         .map(|i| json!({"system": "http://hl7.org/fhir/sid/us-ssn", "value": format!("9{i:08}")}))
         .collect();
-    assert!(huge.to_string().len() < 56 * 1024, "under the limit as sent");
+    assert!(
+        huge.to_string().len() < 56 * 1024,
+        "under the limit as sent"
+    );
     let reply = send(&h.app, create(&huge)).await;
     assert_outcome(&reply, StatusCode::PAYLOAD_TOO_LARGE);
     let sent = h.upstream.received_requests().await.unwrap_or_default();
