@@ -1,5 +1,6 @@
-# Shared by scripts/bench-load and scripts/bench-writes (sourced, not run): processes, tools,
-# the upstream (sekmet-fhir), the test issuer, gateways, wrk runs and their result rows.
+# Shared by scripts/bench-load, scripts/bench-writes and scripts/bench-replicas (sourced, not
+# run): processes, tools, the upstream (sekmet-fhir), the test issuer, gateways, wrk runs and
+# their result rows.
 #
 # The sourcing script sets before it sources this file: bench (its name, for messages), root,
 # here (this folder), work (its run folder), results (the JSONL file of rows), venv_python,
@@ -13,6 +14,8 @@ die() { echo "$bench: $*" >&2; exit 1; }
 
 pids=()
 sekmet_started=0
+# Commands cleanup runs after stopping the processes (e.g. a throwaway PostgreSQL's stop).
+cleanup_hooks=()
 
 stop_pid() {
   local pid=$1 i kept=()
@@ -40,6 +43,9 @@ cleanup() {
   if [ "$sekmet_started" = 1 ]; then
     "$root/scripts/fhir-server" stop "$work/sekmet" || true
   fi
+  for hook in "${cleanup_hooks[@]}"; do
+    eval "$hook" || true
+  done
   [ "$rc" = 0 ] || log "failed; logs are in $work"
   exit "$rc"
 }
@@ -126,22 +132,32 @@ TOML
 gw_count=0
 gw_pid=
 gw=
+gw_log=
 token=
+# Optional, read by start_gateway (replicas behind a load balancer): gw_public_url, the address
+# clients use (server.public_url and the tokens' audience; empty: the gateway's own), and gw_env,
+# more VAR=VALUE words for the gateway's environment (its admin listener, say).
+gw_public_url=
+gw_env=()
 
 # start_gateway UPSTREAM_BASE [BINARY] [DATA_DIR] [CONFIG]: a fresh gateway process (empty caches)
 # on a new port, BINARY ($fhirseal by default) over DATA_DIR ($work/gateway-data) with CONFIG
-# ($work/gateway.toml); sets gw (its FHIR base), gw_pid and token (a doctor's, for that base).
+# ($work/gateway.toml); sets gw (its FHIR base), gw_pid, gw_log and token (a doctor's, for
+# ${gw_public_url:-that base}). Several may run at once: keep each one's gw and gw_pid.
 start_gateway() {
   local upstream=$1 binary=${2:-$fhirseal} data=${3:-$work/gateway-data}
-  local config=${4:-$work/gateway.toml} port
+  local config=${4:-$work/gateway.toml} port public
   gw_count=$((gw_count + 1))
   port=$(free_port)
+  public=${gw_public_url:-http://127.0.0.1:$port}
+  gw_log=$work/gateway-$gw_count.log
   (cd "$work" && exec env RUST_LOG="${RUST_LOG:-warn}" \
     FHIRSEAL__SERVER__LISTEN="127.0.0.1:$port" \
-    FHIRSEAL__SERVER__PUBLIC_URL="http://127.0.0.1:$port" \
+    FHIRSEAL__SERVER__PUBLIC_URL="$public" \
     FHIRSEAL__UPSTREAM__BASE_URL="$upstream" \
     FHIRSEAL__SERVER__DATA_DIR="$data" \
-    "$binary" serve --config "$config" >"$work/gateway-$gw_count.log" 2>&1) &
+    "${gw_env[@]}" \
+    "$binary" serve --config "$config" >"$gw_log" 2>&1) &
   gw_pid=$!
   pids+=("$gw_pid")
   gw=http://127.0.0.1:$port/fhir
@@ -149,8 +165,8 @@ start_gateway() {
     tail -n 20 "$work/gateway-$gw_count.log" >&2 || true
     die "the gateway did not answer $gw/metadata (log $work/gateway-$gw_count.log)"
   fi
-  token=$("$venv_python" "$here/mint_token.py" "$issuer" "$gw" "$root/gateway/tests/keys/issuer.pem")
-  log "gateway #$gw_count at $gw -> $upstream (log $work/gateway-$gw_count.log)"
+  token=$("$venv_python" "$here/mint_token.py" "$issuer" "$public/fhir" "$root/gateway/tests/keys/issuer.pem")
+  log "gateway #$gw_count at $gw -> $upstream (log $gw_log)"
 }
 
 stop_gateway() { stop_pid "$gw_pid"; }
