@@ -6,7 +6,6 @@
 //! The gateway here reads at most 8 MiB from sekmet-fhir, so it writes at most 7 MiB, and takes
 //! bodies of up to 64 MiB: what refuses is the sealed-size check, never the body limit.
 
-use std::path::Path;
 use std::time::Instant;
 
 use axum::http::StatusCode;
@@ -30,49 +29,12 @@ async fn sized_gateway() -> Gateway {
     .await
 }
 
-/// Every row of sekmet-fhir's SQLite store that holds `text` anywhere, as `table: excerpt`.
-fn rows_holding(dir: &Path, text: &str) -> Vec<String> {
-    let db = dir.join("data/sekmet.db");
-    let connection =
-        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    connection
-        .busy_timeout(std::time::Duration::from_secs(30))
-        .unwrap();
-    let tables: Vec<String> = connection
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut found = Vec::new();
-    for table in &tables {
-        let mut statement = connection
-            .prepare(&format!("SELECT * FROM \"{table}\""))
-            .unwrap();
-        let columns = statement.column_count();
-        let mut rows = statement.query([]).unwrap();
-        while let Some(row) = rows.next().unwrap() {
-            for column in 0..columns {
-                if let rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) =
-                    row.get_ref(column).unwrap()
-                    && String::from_utf8_lossy(t).contains(text)
-                {
-                    found.push(format!("row of table {table}"));
-                }
-            }
-        }
-    }
-    found
-}
-
 /// Nothing of `Patient/{id}` is stored: the gateway answers 404 for it, and no row of sekmet's
 /// store names it.
 async fn assert_nothing_stored(gw: &Gateway, id: &str) {
     let read = gw.get(&format!("/fhir/Patient/{id}"), &Who::Doctor).await;
     expect(&read, StatusCode::NOT_FOUND);
-    let rows = rows_holding(&gw.server.dir, id);
+    let rows = gw.canary_scan(&[id]);
     assert!(rows.is_empty(), "{id} is stored: {rows:?}");
 }
 
@@ -169,7 +131,7 @@ async fn a_write_whose_sealed_form_exceeds_the_read_cap_is_a_413_and_nothing_is_
     );
     expect(&gw.put(&fits, &Who::Doctor).await, StatusCode::CREATED);
     // (The check of "nothing stored" would see it.)
-    assert!(!rows_holding(&gw.server.dir, &id).is_empty());
+    assert!(!gw.canary_scan(&[&id]).is_empty());
     let read = gw.get(&format!("/fhir/Patient/{id}"), &Who::Doctor).await;
     expect(&read, StatusCode::OK);
     assert_eq!(read.json["identifier"], fits["identifier"]);
