@@ -284,14 +284,9 @@ fn origin(o: &Origin) -> String {
     format!("{}:{}", o.file, o.line)
 }
 
-fn words(
-    p: &Protection,
-    readers: &AccessStructure,
-    attributes: &Attributes,
-    open: bool,
-    patient: Option<&str>,
-) -> String {
-    let relevant: Vec<String> = readers
+/// The attributes of `structure` that `attributes` hold, each with the roles it comes from.
+fn held_of(structure: &AccessStructure, attributes: &Attributes) -> Vec<String> {
+    structure
         .leaves()
         .iter()
         .filter(|a| attributes.has(a.as_str()))
@@ -302,7 +297,17 @@ fn words(
                 attributes.because(a.as_str()).join(", ")
             )
         })
-        .collect();
+        .collect()
+}
+
+fn words(
+    p: &Protection,
+    readers: &AccessStructure,
+    attributes: &Attributes,
+    open: bool,
+    patient: Option<&str>,
+) -> String {
+    let relevant = held_of(readers, attributes);
     let who = if p.readers != *readers {
         let record = patient.map_or_else(|| "no patient's".to_string(), |p| format!("{p}'s"));
         format!("{} (patient:self is {record} own key here)", p.readers)
@@ -338,18 +343,7 @@ fn writer_words(
     writers: &AccessStructure,
     attributes: &Attributes,
 ) -> (bool, String) {
-    let held: Vec<String> = writers
-        .leaves()
-        .iter()
-        .filter(|a| attributes.has(a.as_str()))
-        .map(|a| {
-            format!(
-                "{} (role {})",
-                a.as_str(),
-                attributes.because(a.as_str()).join(", ")
-            )
-        })
-        .collect();
+    let held = held_of(writers, attributes);
     if attributes.satisfy(writers) {
         let words = format!(
             "may set it without reading it: rule `{}` lets {writers} set it unread, and you hold {}",
