@@ -9,10 +9,13 @@
 //! [`fhirseal_fhir::search`]'s table.
 //!
 //! The check is conservative: a parameter is refused when any path it reads equals, contains or
-//! lies inside a sealed element, whatever the rule's `where` filter (`Patient.telecom` sealed
-//! refuses `phone`, `email` and `telecom`); a parameter R4 does not define for the type is
-//! refused, since it could read anything; chains and `_has` read other resources' elements and
-//! are refused.
+//! lies inside a sealed element (`Patient.telecom` sealed refuses `phone`, `email` and
+//! `telecom`); a parameter R4 does not define for the type is refused, since it could read
+//! anything; chains and `_has` read other resources' elements and are refused. One exception,
+//! judged on the values ([`sealed_search`]): a token search on exactly the element a rule seals
+//! only the items of one system of (`Patient.identifier.where(system='…us-ssn')`), when every
+//! value names another system (`identifier=urn:oid:…|MRN-4711`), reads only items in clear, so the
+//! server answers it as a server holding everything in clear would.
 
 use fhirseal_fhir::search::{ParamName, param, parse_param_name};
 
@@ -80,10 +83,34 @@ pub fn sealed_search_param(
     name: &str,
     rules: &Rules,
 ) -> Result<(), SearchRefusal> {
+    check(resource_type, name, None, rules)
+}
+
+/// [`sealed_search_param`] for one query key and its value (`identifier` and
+/// `urn:oid:…|MRN-4711,urn:oid:…|MRN-4712`): the same refusals, except that a token parameter
+/// without a modifier that reads exactly an element a rule seals only the items of one system of
+/// (`Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn')`) passes when every value
+/// of the list names a system, and not that one: the items it can match are all in clear. A
+/// value without a system, or of the sealed system, or holding an escape (`\`), is refused.
+pub fn sealed_search(
+    resource_type: &str,
+    name: &str,
+    value: &str,
+    rules: &Rules,
+) -> Result<(), SearchRefusal> {
+    check(resource_type, name, Some(value), rules)
+}
+
+fn check(
+    resource_type: &str,
+    name: &str,
+    value: Option<&str>,
+    rules: &Rules,
+) -> Result<(), SearchRefusal> {
     let key = || name.to_string();
-    let code = match parse_param_name(name) {
+    let (code, modifier) = match parse_param_name(name) {
         ParamName::Result { .. } => return Ok(()),
-        ParamName::Search { code, .. } => code,
+        ParamName::Search { code, modifier } => (code, modifier),
         ParamName::Chain { .. } | ParamName::ReverseChain { .. } => {
             return Err(SearchRefusal::Chained { param: key() });
         }
@@ -101,14 +128,53 @@ pub fn sealed_search_param(
     if definition.paths.is_empty() {
         return Err(SearchRefusal::Opaque { param: key() });
     }
-    let sealed: Vec<String> = set.elements().iter().map(|r| r.path().plain()).collect();
+    // A token search without a modifier, by its values: the systems it names.
+    let systems = value
+        .filter(|_| definition.kind == "token" && modifier.is_none())
+        .and_then(systems);
     for path in &definition.paths {
         let path = rebase(path, definition.resource_type, resource_type);
-        if sealed.iter().any(|s| overlaps(&path, s)) {
-            return Err(SearchRefusal::Sealed { param: key() });
+        for rule in set.elements() {
+            let sealed = rule.path().plain();
+            if !overlaps(&path, &sealed) {
+                continue;
+            }
+            // Exactly the element whose items of one system are sealed, and only other systems
+            // asked for: the sealed items cannot match.
+            let other_systems = match (&systems, system_filter(rule.path())) {
+                (Some(systems), Some(filtered)) if path == sealed => {
+                    systems.iter().all(|s| *s != filtered)
+                }
+                _ => false,
+            };
+            if !other_systems {
+                return Err(SearchRefusal::Sealed { param: key() });
+            }
         }
     }
     Ok(())
+}
+
+/// The systems a token search's value names (`a|x,b|y`: `a` and `b`), or `None` when one of its
+/// values names none (`x`, `|x`) or the value holds an escape.
+fn systems(value: &str) -> Option<Vec<&str>> {
+    if value.contains('\\') {
+        return None;
+    }
+    value
+        .split(',')
+        .map(|item| match item.split_once('|') {
+            Some((system, _)) if !system.is_empty() => Some(system),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The system a rule's path keeps the items of, when its last step is `where(system='…')`.
+fn system_filter(path: &fhirseal_fhir::path::ElementPath) -> Option<&str> {
+    let last = path.steps().last()?;
+    let filter = last.filter.as_ref()?;
+    (filter.member == "system").then_some(filter.value.as_str())
 }
 
 /// The check for the value of `_sort` (`birthdate,-name`): each parameter it sorts by must pass

@@ -15,7 +15,7 @@
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{Id, ResourceType, SearchParam};
-use fhirseal_seal::search::sealed_search_param;
+use fhirseal_seal::search::{sealed_search, sealed_search_param};
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;
 use url::form_urlencoded;
@@ -253,7 +253,7 @@ pub fn check_params(
                 }
             }
             name if is_result_param(name) => {}
-            _ => sealed_search_param(resource_type, name, &rules)
+            _ => sealed_search(resource_type, name, value, &rules)
                 .map_err(|e| ApiError::SearchRefused(e.to_string()))?,
         }
     }

@@ -374,3 +374,51 @@ fn refusals_name_the_parameter_and_say_why() {
     );
     assert!(message("Patient", "na$me").is_some_and(|m| m.contains("`na$me`")));
 }
+
+/// Only the SSN items of `Patient.identifier` are sealed: an `identifier` search whose every value
+/// names another system reads only items in clear and passes; one without a system, of the SSN
+/// system, with a modifier or an escape is refused, and so is every other parameter on a sealed
+/// element, whatever its value (issue 16, "Element filters in rules").
+#[test]
+fn an_identifier_search_of_another_system_than_the_sealed_one_passes() {
+    use fhirseal_seal::search::sealed_search;
+    let rules = hospital();
+    let patient = |name: &str, value: &str| sealed_search("Patient", name, value, &rules);
+    let mrn = "urn:oid:2.16.840.1.113883.19.5|MRN-4711";
+    assert_eq!(patient("identifier", mrn), Ok(()));
+    assert_eq!(
+        patient("identifier", &format!("{mrn},urn:oid:1.2.3|X-1")),
+        Ok(())
+    );
+    // The system alone (`system|`) names the system too.
+    assert_eq!(
+        patient("identifier", "urn:oid:2.16.840.1.113883.19.5|"),
+        Ok(())
+    );
+    let ssn = "http://hl7.org/fhir/sid/us-ssn";
+    for (name, value) in [
+        ("identifier", "MRN-4711"),
+        ("identifier", "|MRN-4711"),
+        ("identifier", &format!("{ssn}|999-00-1234") as &str),
+        ("identifier", &format!("{mrn},{ssn}|999-00-1234")),
+        ("identifier", &format!("{mrn},999-00-1234")),
+        ("identifier", "urn:oid:1.2\\|3|x"),
+        ("identifier:of-type", &format!("{ssn}|SS|999")),
+        ("identifier:not", mrn),
+        ("identifier:text", "MRN"),
+        // Sealed without a filter: no value passes.
+        ("telecom", "phone|555-0100"),
+        ("phone", "http://x|555-0100"),
+        ("family", "urn:oid:1.2.3|x"),
+    ] {
+        assert_eq!(
+            patient(name, value),
+            Err(SearchRefusal::Sealed {
+                param: name.to_string()
+            }),
+            "{name}={value}"
+        );
+    }
+    // Without its value the parameter stays refused.
+    assert_eq!(check(&rules, "Patient", "identifier"), sealed("identifier"));
+}

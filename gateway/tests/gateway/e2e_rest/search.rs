@@ -176,6 +176,65 @@ async fn search_on_sealed_patient_and_result_elements_is_refused_or_exact() {
     assert_sealed_upstream(&gw, &canaries);
 }
 
+/// Only the SSN items of `Patient.identifier` are sealed (`where(system=…us-ssn)`): a search by
+/// MRN names another system, so the upstream answers it exactly, with the Patient opened; one
+/// that could match an SSN (no system, or the SSN's) is refused naming `identifier`.
+#[tokio::test]
+async fn an_mrn_search_is_answered_and_an_ssn_search_refused() {
+    let gw = gateway().await;
+    let id = unique("pat");
+    let c = PatientCanaries::new();
+    let original = patient(&id, &c);
+    expect(
+        &gw.put(&original, &Who::Registrar).await,
+        StatusCode::CREATED,
+    );
+    let found = gw
+        .get(
+            &format!("/fhir/Patient?identifier=urn:e2e:mrn%7CMRN-{id}"),
+            &Who::Doctor,
+        )
+        .await;
+    expect(&found, StatusCode::OK);
+    let matches = entries(&found.json, Some("match"));
+    assert_eq!(
+        id_set(&matches),
+        BTreeSet::from([id.clone()]),
+        "{}",
+        found.text
+    );
+    assert_eq!(matches[0]["name"], original["name"]);
+    // What a server holding everything in clear answers: the same, asked directly.
+    let direct = gw
+        .upstream_get(&format!("Patient?identifier=urn:e2e:mrn%7CMRN-{id}"))
+        .await;
+    assert_eq!(
+        id_set(&entries(&direct.json, None)),
+        BTreeSet::from([id.clone()])
+    );
+    for query in [
+        format!("identifier=MRN-{id}"),
+        format!("identifier=http://hl7.org/fhir/sid/us-ssn%7C{}", c.ssn),
+        format!("identifier=urn:e2e:mrn%7CMRN-{id},{}", c.ssn),
+        format!(
+            "identifier:of-type=http://hl7.org/fhir/sid/us-ssn%7CSS%7C{}",
+            c.ssn
+        ),
+    ] {
+        let refused = gw
+            .get(&format!("/fhir/Patient?{query}"), &Who::Doctor)
+            .await;
+        expect(&refused, StatusCode::BAD_REQUEST);
+        assert!(
+            diagnostics(&refused).contains("identifier"),
+            "{query}: {}",
+            refused.text
+        );
+        assert!(!refused.text.contains(&c.ssn), "{query}: {}", refused.text);
+    }
+    assert_sealed_upstream(&gw, &c.all());
+}
+
 #[tokio::test]
 async fn include_brings_the_referenced_patient_opened() {
     let gw = gateway().await;
