@@ -241,7 +241,7 @@ pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
     Router::new()
         .route("/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/ready", get(ready))
-        .route("/metrics", get(crate::metrics::scrape))
+        .route("/metrics", get(metrics))
         .route("/jobs/ct-update", get(job).post(start_job))
         .route("/authority/revoke", post(revoke))
         .route("/authority/period/advance", post(advance))
@@ -273,6 +273,51 @@ fn noted(
     response.extensions_mut().insert(AuditNote {
         interaction,
         resources,
+        ..AuditNote::default()
+    });
+    response
+}
+
+/// `GET /metrics` on the admin listener: the authority's gauges read now, then every metric as
+/// Prometheus text.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let authority = std::sync::Arc::clone(&state.authority);
+    let read = tokio::task::spawn_blocking(move || {
+        let period = match authority.period_info(now()) {
+            Ok(info) => Some(Ok(info)),
+            Err(AuthorityError::PeriodsExhausted { .. }) => Some(Err(())),
+            Err(_) => None,
+        };
+        let job = authority.latest_update_job().ok().flatten();
+        (period, job)
+    })
+    .await;
+    match read {
+        Ok((period, job)) => state
+            .metrics
+            .authority(period, job.as_ref().map(|(_, progress)| progress)),
+        Err(_) => state.metrics.authority(None, None),
+    }
+    let mut response = match state.metrics.render() {
+        Ok(text) => {
+            let mut response = text.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "the metrics could not be written");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "the metrics could not be written"})),
+            )
+                .into_response()
+        }
+    };
+    response.extensions_mut().insert(AuditNote {
+        interaction: "metrics",
         ..AuditNote::default()
     });
     response

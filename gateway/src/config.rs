@@ -14,11 +14,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use fhirseal_auth_server::{RawServerConfig, ServerConfig, ServerError};
 
 use crate::admin::access::{ADMIN_TOKEN_ENV, AdminTokenSource, AdminTokens, DEFAULT_TOKEN_FILE};
-use crate::ctupdate::JobSettings;
 use crate::keys::DEFAULT_CACHE_SECONDS;
 use fhirseal_smart::ClaimNames;
 use fhirseal_smart::verify::{IntrospectionConfig, IssuerConfig, KeySource};
@@ -501,7 +501,7 @@ fn ct_update(raw: &RawCtUpdate) -> Result<JobSettings, (&'static str, String)> {
         "ciphertext_update.page_size",
     )?;
     Ok(JobSettings {
-        interval: std::time::Duration::from_secs(interval),
+        interval: Duration::from_secs(interval),
         lease_seconds,
         page_size: usize::try_from(page_size).unwrap_or(defaults.page_size),
     })
@@ -787,6 +787,41 @@ fn embedded(
         ServerError::InvalidConfig { key, problem } => (format!(".{key}"), problem.to_string()),
         other => (String::new(), other.to_string()),
     })
+}
+
+// === the ciphertext-update job's settings (used by `crate::ctupdate`) ===
+
+/// How many resources one search page asks for, by default.
+pub const PAGE_SIZE: usize = 100;
+/// How long a claimed chunk is held before another worker may take it over, in seconds, by
+/// default.
+pub const LEASE_SECONDS: u64 = 300;
+/// How often the background task looks for work, by default.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How the job runs: `[ciphertext_update]` in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobSettings {
+    /// How often the background task looks for work (default [`DEFAULT_INTERVAL`]).
+    pub interval: Duration,
+    /// How long a claimed chunk is held before another worker may take it over, in seconds
+    /// (default [`LEASE_SECONDS`]): after a replica dies mid-chunk, the others take its chunk
+    /// over this long after its last claim or renewal. The lease is renewed after a third of it.
+    pub lease_seconds: u64,
+    /// How many resources one search page asks for, and so at most how many one chunk holds
+    /// (default [`PAGE_SIZE`]).
+    pub page_size: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            lease_seconds: LEASE_SECONDS,
+            page_size: PAGE_SIZE,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -55,38 +55,6 @@ use fhirseal_fhir::FHIR_JSON;
 
 /// The key of the marker chunk every job starts with; see the module documentation.
 pub const PLAN_CHUNK: &str = "plan";
-/// How many resources one search page asks for, by default.
-pub const PAGE_SIZE: usize = 100;
-/// How long a claimed chunk is held before another worker may take it over, in seconds, by
-/// default.
-pub const LEASE_SECONDS: u64 = 300;
-/// How often the background task looks for work, by default.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
-
-/// How the job runs: `[ciphertext_update]` in the configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct JobSettings {
-    /// How often the background task looks for work (default [`DEFAULT_INTERVAL`]).
-    pub interval: Duration,
-    /// How long a claimed chunk is held before another worker may take it over, in seconds
-    /// (default [`LEASE_SECONDS`]): after a replica dies mid-chunk, the others take its chunk
-    /// over this long after its last claim or renewal. The lease is renewed after a third of it.
-    pub lease_seconds: u64,
-    /// How many resources one search page asks for, and so at most how many one chunk holds
-    /// (default [`PAGE_SIZE`]).
-    pub page_size: usize,
-}
-
-impl Default for JobSettings {
-    fn default() -> Self {
-        Self {
-            interval: DEFAULT_INTERVAL,
-            lease_seconds: LEASE_SECONDS,
-            page_size: PAGE_SIZE,
-        }
-    }
-}
 /// How many times a resource written concurrently is re-read and its update retried.
 pub const WRITE_ATTEMPTS: usize = 4;
 /// The most pages one search is followed for (a guard against a server whose links never end).

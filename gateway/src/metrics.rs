@@ -1,14 +1,15 @@
 //! The gateway's metrics, served as Prometheus text (format 0.0.4) at `GET /metrics` on the admin
 //! listener, behind the admin token like every admin endpoint but `/live` and `/ready`.
 //!
-//! One [`Metrics`] per process, in [`AppState`]: a registry of the Prometheus project's own Rust
+//! One [`Metrics`] per process, in [`AppState`](crate::state::AppState): a registry of the Prometheus project's own Rust
 //! client (`prometheus-client`), a value rather than a global, so that every test has its own.
 //! Each fact is recorded where it is known: a request's interaction, status, time and element
 //! counts by the [`measure`] middleware from the same [`AuditNote`] the audit line is written
 //! from; every call to the upstream by [`fhirseal_upstream::Observe`]; the shared-header cache by
 //! [`crate::headers`]; the key cache and key derivations by [`crate::keys`]; the update job's
 //! chunks by [`crate::ctupdate`]. The authority's period and the latest update job's progress are
-//! read from the authority at each scrape ([`scrape`]), so every replica reports the shared state.
+//! read from the authority at each scrape (`GET /metrics`, served by [`crate::admin`]), so every
+//! replica reports the shared state.
 //!
 //! Label values are bounded: interaction names, HTTP status codes, R4 resource types, methods and
 //! fixed words. Never an id, a user, a path, a query or a value. `docs/metrics.md` lists them all.
@@ -17,13 +18,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use fhirseal_authority::unix_now as now;
-use fhirseal_authority::{Error as AuthorityError, PeriodInfo, Progress};
+use axum::response::Response;
+use fhirseal_authority::{PeriodInfo, Progress};
 use fhirseal_fhir::ResourceType;
 use fhirseal_upstream::{Call, Observe, UpstreamError};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,10 +31,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 use crate::audit::AuditNote;
-use crate::state::AppState;
 
 /// The `Content-Type` of the scrape: the Prometheus text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -407,7 +404,7 @@ impl Metrics {
 
     /// Sets the authority's gauges from `period` (`None`: it could not be read) and the update
     /// job's from `job` (the latest, if any).
-    fn authority(&self, period: Option<Result<PeriodInfo, ()>>, job: Option<&Progress>) {
+    pub fn authority(&self, period: Option<Result<PeriodInfo, ()>>, job: Option<&Progress>) {
         let inner = &self.inner;
         let gauge = |gauge: &Gauge, value: u64| {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -548,49 +545,5 @@ pub async fn measure(State(metrics): State<Metrics>, request: Request, next: Nex
         response.status(),
         started.elapsed(),
     );
-    response
-}
-
-/// `GET /metrics` on the admin listener: the authority's gauges read now, then every metric as
-/// Prometheus text.
-pub async fn scrape(State(state): State<AppState>) -> Response {
-    let authority = Arc::clone(&state.authority);
-    let read = tokio::task::spawn_blocking(move || {
-        let period = match authority.period_info(now()) {
-            Ok(info) => Some(Ok(info)),
-            Err(AuthorityError::PeriodsExhausted { .. }) => Some(Err(())),
-            Err(_) => None,
-        };
-        let job = authority.latest_update_job().ok().flatten();
-        (period, job)
-    })
-    .await;
-    match read {
-        Ok((period, job)) => state
-            .metrics
-            .authority(period, job.as_ref().map(|(_, progress)| progress)),
-        Err(_) => state.metrics.authority(None, None),
-    }
-    let mut response = match state.metrics.render() {
-        Ok(text) => {
-            let mut response = text.into_response();
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-            response
-        }
-        Err(error) => {
-            tracing::error!(%error, "the metrics could not be written");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": "the metrics could not be written"})),
-            )
-                .into_response()
-        }
-    };
-    response.extensions_mut().insert(AuditNote {
-        interaction: "metrics",
-        ..AuditNote::default()
-    });
     response
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use std::time::Duration;
 
+use fhirseal::config::JobSettings;
 use fhirseal::config::{Config, ConfigError};
-use fhirseal::ctupdate::JobSettings;
 
 use crate::support::vars;
 
