@@ -10,7 +10,8 @@
 //! from R4's StructureDefinitions, compiled in from `fhir-profiles/r4/` (see [`structure`]).
 //!
 //! Which elements each R4 search parameter reads comes from R4's SearchParameters the same way
-//! ([`search`]).
+//! ([`search`]); whether one resource matches one search parameter, as a server would decide it
+//! on clear data, is [`matching`].
 //!
 //! # Requests
 //!
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod compartment;
+pub mod matching;
 pub mod path;
 pub mod principal;
 pub mod request;
