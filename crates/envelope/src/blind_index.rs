@@ -1,34 +1,28 @@
 //! Blind-index tokens: equality search on sealed elements without revealing them to the server.
 //!
-//! `token = HMAC-SHA256(K_element, normalise(value))` with
-//! `K_element = HKDF-SHA256(salt = "fhirseal blind index v1", ikm = gateway secret, info = path)`,
-//! so equal values of one element give equal tokens, and tokens of different elements (or
-//! gateways) are unrelated. Like any deterministic index it reveals equality between stored
-//! values, and frequencies; the policy chooses it per element knowing that.
+//! `token = truncate_bits(HMAC-SHA256(K_index, normalised value))` with
+//! `K_index = HKDF-SHA256(salt = "fhirseal blind index v2", ikm = gateway secret, info = index)`,
+//! where `index` names one element and one transform of its values
+//! (`Patient.name.family/prefix`). Equal normalised values of one index give equal tokens; tokens
+//! of different indexes (or gateways) are unrelated. Tokens are truncated to a chosen number of
+//! bits so that unequal values collide on purpose: a token then stands for many values, and the
+//! gateway drops the false positives after opening the candidates. Like any deterministic index
+//! it still reveals equality between stored values' tokens, and their frequencies; what each
+//! transform reveals is written in `docs/search.md`. How values are normalised is the caller's
+//! (`fhirseal_seal::index`): this module only keys, hashes and truncates.
 
 use std::fmt;
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
-/// How a value is normalised before it is tokenised, after FHIR's search matching rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ValueKind<'a> {
-    /// `string` search: NFC, case-folded, white space collapsed and trimmed.
-    String,
-    /// `token` search on a code or identifier: `system|value`, NFC, exact otherwise (codes are
-    /// case-sensitive in most code systems).
-    Token {
-        /// The code system or identifier namespace, if any.
-        system: Option<&'a str>,
-    },
-    /// Anything compared exactly (dates in their canonical form, references): NFC only.
-    Exact,
-}
+/// The fewest bits a token may keep: below this, a token says nearly nothing and every search
+/// fetches most of the resources.
+pub const MIN_TOKEN_BITS: u8 = 4;
+/// The most bits a token may keep.
+pub const MAX_TOKEN_BITS: u8 = 64;
 
 /// Derives blind-index tokens from a gateway secret.
 pub struct BlindIndex {
@@ -43,39 +37,38 @@ impl BlindIndex {
         }
     }
 
-    /// The token of `value` for element `path`, as 64 lower-case hex digits (a FHIR `token`
-    /// search value).
-    pub fn token(&self, path: &str, kind: ValueKind<'_>, value: &str) -> String {
+    /// The token of the already normalised `value` in index `index`, truncated to `bits`
+    /// (clamped to [`MIN_TOKEN_BITS`]..=[`MAX_TOKEN_BITS`]): the top `bits` bits of the MAC, as
+    /// `ceil(bits / 4)` lower-case hex digits (a FHIR `code`).
+    pub fn token(&self, index: &str, value: &str, bits: u8) -> String {
+        let bits = bits.clamp(MIN_TOKEN_BITS, MAX_TOKEN_BITS);
+        let mac = self.mac(index, value.as_bytes());
+        let mut top = [0u8; 8];
+        top.copy_from_slice(&mac[..8]);
+        let top = u64::from_be_bytes(top) >> (64 - u32::from(bits));
+        let digits = usize::from(bits).div_ceil(4);
+        format!("{top:0digits$x}")
+    }
+
+    /// HMAC-SHA256 of `data` under the key of `index`.
+    fn mac(&self, index: &str, data: &[u8]) -> [u8; 32] {
         let mut key = Zeroizing::new([0u8; 32]);
         // 32 bytes is within HKDF-SHA256's output limit, so `expand` cannot fail.
-        let _ = Hkdf::<Sha256>::new(Some(b"fhirseal blind index v1"), &*self.secret)
-            .expand(path.as_bytes(), &mut *key);
+        let _ = Hkdf::<Sha256>::new(Some(b"fhirseal blind index v2"), &*self.secret)
+            .expand(index.as_bytes(), &mut *key);
         // HMAC pads a short key with zeros to the hash's 64-byte block (RFC 2104 §2): padding it
         // here makes the construction infallible.
         let mut block = Zeroizing::new([0u8; 64]);
         block[..32].copy_from_slice(&*key);
         let mut mac = <Hmac<Sha256> as Mac>::new(&(*block).into());
-        mac.update(normalise(kind, value).as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        mac.update(data);
+        mac.finalize().into_bytes().into()
     }
-}
 
-fn normalise(kind: ValueKind<'_>, value: &str) -> String {
-    let nfc: String = value.nfc().collect();
-    match kind {
-        ValueKind::String => nfc
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .flat_map(char::to_lowercase)
-            .collect(),
-        ValueKind::Token { system } => format!("{}|{nfc}", system.unwrap_or("")),
-        ValueKind::Exact => nfc,
+    /// A MAC under a key of its own (`purpose` names it, apart from every index), for the
+    /// gateway's other keyed checks on search (its signed paging cursors).
+    pub fn purpose_mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        self.mac(&format!("\u{0}purpose/{purpose}"), data)
     }
 }
 
@@ -90,25 +83,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn equal_values_match_after_normalisation_and_nothing_else_does() {
+    fn equal_values_match_and_tokens_are_truncated() {
         let index = BlindIndex::new([7; 32]);
-        let s = |v| index.token("Patient.name.family", ValueKind::String, v);
-        assert_eq!(s("  Müller   Lüdenscheidt "), s("müller lüdenscheidt"));
-        assert_eq!(s("Mu\u{308}ller"), s("Müller"), "NFC");
-        assert_ne!(s("Muller"), s("Müller"));
-        let t = |sys, v| index.token("Patient.identifier", ValueKind::Token { system: sys }, v);
-        assert_eq!(
-            t(Some("urn:oid:1.2.3"), "A12"),
-            t(Some("urn:oid:1.2.3"), "A12")
-        );
-        assert_ne!(
-            t(Some("urn:oid:1.2.3"), "A12"),
-            t(Some("urn:oid:1.2.3"), "a12"),
-            "codes are exact"
-        );
-        assert_ne!(t(Some("urn:oid:1.2.3"), "A12"), t(Some("urn:oid:9"), "A12"));
-        assert_ne!(t(None, "a|b"), t(Some("a"), "b").replace('x', "y"));
-        assert_eq!(s("x").len(), 64);
+        let t = |v, bits| index.token("Patient.name.family/prefix", v, bits);
+        assert_eq!(t("smith", 16), t("smith", 16));
+        assert_ne!(t("smith", 64), t("smyth", 64));
+        assert_eq!(t("smith", 16).len(), 4);
+        assert_eq!(t("smith", 13).len(), 4);
+        assert_eq!(t("smith", 64).len(), 16);
+        // Truncation keeps the top bits: a 16-bit token is the start of the 64-bit one.
+        assert!(t("smith", 64).starts_with(&t("smith", 16)));
+        // 13 bits fit in four hex digits, the first at most 1.
+        assert!(u64::from_str_radix(&t("smith", 13), 16).unwrap() < 1 << 13);
+        // Out-of-range widths are clamped, never a panic.
+        assert_eq!(t("smith", 0).len(), 1);
+        assert_eq!(t("smith", 200).len(), 16);
+    }
+
+    #[test]
+    fn truncated_tokens_collide_at_the_planned_rate() {
+        let index = BlindIndex::new([3; 32]);
+        let values: Vec<String> = (0..4096).map(|i| format!("value {i}")).collect();
+        let tokens: std::collections::HashSet<String> = values
+            .iter()
+            .map(|v| index.token("x/exact", v, 8))
+            .collect();
+        // 4096 values into 256 buckets: every bucket is hit.
+        assert_eq!(tokens.len(), 256);
     }
 
     #[test]
@@ -131,18 +132,19 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_keyed_per_element_and_per_gateway() {
+    fn tokens_are_keyed_per_index_and_per_gateway() {
         let a = BlindIndex::new([1; 32]);
         let b = BlindIndex::new([2; 32]);
         let v = "1970-01-01";
         assert_ne!(
-            a.token("Patient.birthDate", ValueKind::Exact, v),
-            a.token("Person.birthDate", ValueKind::Exact, v)
+            a.token("Patient.birthDate/day", v, 64),
+            a.token("Person.birthDate/day", v, 64)
         );
         assert_ne!(
-            a.token("Patient.birthDate", ValueKind::Exact, v),
-            b.token("Patient.birthDate", ValueKind::Exact, v)
+            a.token("Patient.birthDate/day", v, 64),
+            b.token("Patient.birthDate/day", v, 64)
         );
+        assert_ne!(a.purpose_mac("cursor", b"x"), a.purpose_mac("other", b"x"));
         assert!(!format!("{a:?}").contains('1'));
     }
 }

@@ -98,7 +98,7 @@ mod error;
 mod header;
 mod sealing;
 
-pub use blind_index::{BlindIndex, ValueKind};
+pub use blind_index::{BlindIndex, MAX_TOKEN_BITS, MIN_TOKEN_BITS};
 pub use cache::HeaderCache;
 pub use envelope::{
     ElementContext, Envelope, ResourceCipher, ResourceKey, Verified, WrappedKey, open,

@@ -84,6 +84,9 @@ pub(crate) struct RawProtect {
     pub(crate) granularity: Option<RawGranularity>,
     #[serde(default)]
     pub(crate) search: Option<Search>,
+    /// How many bits of each blind-index token are kept (`search = "blind-index"` only).
+    #[serde(default)]
+    pub(crate) index_bits: Option<Spanned<i64>>,
     #[serde(default)]
     pub(crate) labels: Vec<Spanned<String>>,
     #[serde(default)]

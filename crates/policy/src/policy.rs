@@ -11,7 +11,9 @@ use fhirseal_fhir::ElementPath;
 use fhirseal_fhir::principal::Principal;
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::structure::r4;
-use fhirseal_seal::{Displays, ElementRule, Narrative, RuleSet, Rules};
+use fhirseal_seal::{
+    DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode,
+};
 use rshabe::access::Node;
 use rshabe::{AccessStructure, Attribute};
 use toml::Spanned;
@@ -163,29 +165,9 @@ const SENSITIVITY: (&str, &[&str]) = (
     ],
 );
 
-/// Data types whose values an equality search can match through a blind index.
-const EQUALITY_TYPES: &[&str] = &[
-    "string",
-    "code",
-    "id",
-    "uri",
-    "url",
-    "canonical",
-    "oid",
-    "uuid",
-    "date",
-    "dateTime",
-    "instant",
-    "boolean",
-    "integer",
-    "markdown",
-    "Identifier",
-    "Coding",
-    "CodeableConcept",
-    "ContactPoint",
-    "HumanName",
-    "Address",
-];
+/// The fewest bits a policy may keep of a blind-index token: fewer, and most searches would fetch
+/// most of the resources of their type.
+const MIN_INDEX_BITS: u8 = 8;
 
 /// Line (from 1) of byte `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
@@ -1037,6 +1019,30 @@ fn check_protect(
         Some(RawGranularity::Shared) | None => Granularity::Shared,
     };
     let search = rule.search.unwrap_or_default();
+    let index_bits = match &rule.index_bits {
+        None => DEFAULT_INDEX_BITS,
+        Some(bits) if search != Search::BlindIndex => {
+            c.error(
+                bits.span(),
+                format!("protect[{i}].index_bits"),
+                "index_bits applies to search = \"blind-index\" only".into(),
+            );
+            DEFAULT_INDEX_BITS
+        }
+        Some(bits) => match u8::try_from(*bits.get_ref()) {
+            Ok(b @ MIN_INDEX_BITS..=64) => b,
+            _ => {
+                c.error(
+                    bits.span(),
+                    format!("protect[{i}].index_bits"),
+                    format!(
+                        "index_bits must be between {MIN_INDEX_BITS} and 64 (fewer bits: more false positives for the gateway to drop, less for the server to learn)"
+                    ),
+                );
+                DEFAULT_INDEX_BITS
+            }
+        },
+    };
     if rule.elements.is_empty() {
         c.error(
             rule.name.span(),
@@ -1073,24 +1079,25 @@ fn check_protect(
             }
         };
         if search == Search::BlindIndex {
-            let element_def = path.element();
-            if let Some(bad) = element_def
-                .types
-                .iter()
-                .find(|t| !EQUALITY_TYPES.contains(t))
-            {
+            let types = &path.element().types;
+            let indexable = match types.as_slice() {
+                [one] => fhirseal_seal::index::indexable(one),
+                _ => false,
+            };
+            if !indexable {
                 c.error(
                     element.span(),
                     format!("protect[{i}].search"),
-                    format!("type mismatch: `{text}` is {bad}, which an equality search on a blind index cannot match; use search = \"filter\" or \"reject\""),
+                    format!("type mismatch: `{text}` is {}, which a blind index cannot hold (it indexes one of: string, markdown, code, id, uri, url, canonical, oid, uuid, boolean, date, dateTime, instant, Identifier, Coding, CodeableConcept, ContactPoint, HumanName, Address); use search = \"filter\" or \"reject\"", types.join(" | ")),
                 );
                 continue;
             }
         }
-        elements.push(match search {
-            Search::BlindIndex => rule.with_blind_index(),
-            Search::Reject | Search::Filter => rule,
-        });
+        elements.push(rule.with_search(match search {
+            Search::BlindIndex => SearchMode::BlindIndex { bits: index_bits },
+            Search::Filter => SearchMode::Filter,
+            Search::Reject => SearchMode::Reject,
+        }));
     }
     let mut labels = Vec::new();
     for label in &rule.labels {

@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod headers;
+pub mod index;
 pub mod merge;
 mod open;
 mod plaintext;
@@ -66,7 +67,9 @@ mod update;
 pub use headers::shared_header_ids;
 pub use merge::{MergeError, Merged, merge, unreadable_paths};
 pub use open::{MAX_FORGED_LISTED, OpenReport, Reader};
-pub use rules::{Displays, ElementRule, Narrative, RuleError, RuleSet, Rules};
+pub use rules::{
+    DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules, SearchMode,
+};
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};
 pub use update::{HeaderUpdate, UpdateError, update_headers};
 

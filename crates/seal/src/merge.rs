@@ -27,8 +27,9 @@
 //! an array must keep its length.
 //!
 //! Anything of ours in the client's body that is not such a placeholder is refused
-//! ([`MergeError::Foreign`], 422), on every type, protected or not: a `sealed-element`,
-//! `sealed-header` or `blind-index` extension, a `MASKED` label on a resource that was not served
+//! ([`MergeError::Foreign`], 422), on every type, protected or not: a `sealed-element` or
+//! `sealed-header` extension, a blind-index token (a coding of a
+//! `https://fhirseal.dev/fhir/blind-index/` system), a `MASKED` label on a resource that was not served
 //! with one, a `masked` data-absent-reason where no element was masked for this caller.
 //!
 //! Whether a *new* value is one the caller may set (it would be sealed under a structure the
@@ -41,8 +42,9 @@ use base64::Engine as _;
 use fhirseal_envelope::{Envelope, Header, HeaderId};
 use serde_json::{Map, Value, json};
 
+use crate::index::{is_index_tag, tag_leaf};
 use crate::shape::{
-    BLIND_INDEX, BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, NEUTRAL_DIV,
+    BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, NEUTRAL_DIV,
     OBSERVATION_VALUE_SYSTEM, SEALED_ELEMENT, SEALED_HEADER, envelope_of, is_sealed, masked_label,
     tidy_meta,
 };
@@ -163,7 +165,7 @@ struct Carried {
 pub struct Merged {
     resource: Value,
     carried: Vec<Carried>,
-    /// The stored resource's `sealed-header` and `blind-index` extensions.
+    /// The stored resource's `sealed-header` extensions and blind-index `meta.tag` codings.
     headers: Vec<Value>,
     tokens: Vec<Value>,
     masked_label: bool,
@@ -270,21 +272,43 @@ impl Merged {
                 extra.push(header.clone());
             }
         }
-        for token in &self.tokens {
-            let system = token
-                .pointer("/valueIdentifier/system")
-                .and_then(Value::as_str)
-                .and_then(|s| s.strip_prefix(BLIND_INDEX_SYSTEM));
-            if system.is_some_and(|s| plain.contains(s)) && !present.contains(token) {
-                extra.push(token.clone());
-            }
-        }
         if !extra.is_empty() {
             let extensions = object
                 .entry("extension")
                 .or_insert_with(|| Value::Array(Vec::new()));
             if let Some(extensions) = extensions.as_array_mut() {
                 extensions.extend(extra);
+            }
+        }
+        // The stored tokens of each carried element: its values are the stored ones.
+        let carried_tokens: Vec<Value> = self
+            .tokens
+            .iter()
+            .filter(|token| {
+                tag_leaf(token).is_some_and(|leaf| {
+                    plain.iter().any(|p| {
+                        leaf.strip_prefix(p.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                    })
+                })
+            })
+            .cloned()
+            .collect();
+        if !carried_tokens.is_empty() {
+            let meta = object
+                .entry("meta")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                let list = meta
+                    .entry("tag")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = list.as_array_mut() {
+                    for token in carried_tokens {
+                        if !list.contains(&token) {
+                            list.push(token);
+                        }
+                    }
+                }
             }
         }
         if self.masked_label {
@@ -327,12 +351,19 @@ pub fn merge(
             .into_iter()
             .flatten()
         {
-            match extension.get("url").and_then(Value::as_str) {
-                Some(SEALED_HEADER) => merged.headers.push(extension.clone()),
-                Some(BLIND_INDEX) => merged.tokens.push(extension.clone()),
-                _ => {}
+            if extension.get("url").and_then(Value::as_str) == Some(SEALED_HEADER) {
+                merged.headers.push(extension.clone());
             }
         }
+        merged.tokens = stored
+            .get("meta")
+            .and_then(|m| m.get("tag"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|t| is_index_tag(t))
+            .cloned()
+            .collect();
     }
     if let Value::Object(result) = &mut merged.resource {
         if served_label {
@@ -719,7 +750,14 @@ fn foreign(value: &Value, path: &mut String) -> Option<String> {
     match value {
         Value::Object(object) => {
             let url = object.get("url").and_then(Value::as_str);
-            if matches!(url, Some(SEALED_ELEMENT | SEALED_HEADER | BLIND_INDEX)) {
+            if matches!(url, Some(SEALED_ELEMENT | SEALED_HEADER)) {
+                return Some(path.clone());
+            }
+            if object
+                .get("system")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.starts_with(BLIND_INDEX_SYSTEM))
+            {
                 return Some(path.clone());
             }
             if url == Some(DATA_ABSENT_REASON)

@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 use crate::plaintext::withhold_plaintext;
 use crate::seal::contained_loc;
 use crate::shape::{
-    BLIND_INDEX, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, flag_forged, forged_label,
-    insert_at, is_sealed, remove_forged_labels, strip_envelope, strip_envelope_in, tidy_meta,
+    OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, flag_forged, forged_label, insert_at,
+    is_sealed, remove_forged_labels, strip_envelope, strip_envelope_in, tidy_meta,
 };
 use crate::{HeaderLookup, RuleSource};
 
@@ -711,15 +711,13 @@ fn push_index(loc: &mut String, i: usize) {
 /// (decoded only when needed); a malformed one opens nothing (its envelopes stay masked).
 fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, Vec<u8>> {
     let mut headers = HashMap::new();
+    // Search tokens are for the upstream server only.
+    crate::index::take_tags(object);
     let Some(Value::Array(extensions)) = object.get_mut("extension") else {
         return headers;
     };
     extensions.retain(|e| {
         let url = e.get("url").and_then(Value::as_str);
-        if url == Some(BLIND_INDEX) {
-            // Search tokens are for the upstream server only.
-            return false;
-        }
         if url != Some(SEALED_HEADER) {
             return true;
         }

@@ -16,8 +16,30 @@ pub struct ElementRule {
     path: ElementPath,
     policy: AccessStructure,
     granularity: Granularity,
-    blind_index: bool,
+    search: SearchMode,
 }
+
+/// How a search on an element is answered (a policy's `search` and `index_bits`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SearchMode {
+    /// Refused, naming the parameter.
+    #[default]
+    Reject,
+    /// From blind-index tokens written with the sealed resource (`meta.tag`), truncated to
+    /// `bits`; the candidates are opened and checked ([`crate::index`]).
+    BlindIndex {
+        /// How many bits of each token are kept.
+        bits: u8,
+    },
+    /// The parameter is left out of the upstream search, and the gateway checks the opened
+    /// candidates.
+    Filter,
+}
+
+/// The token width a blind index keeps unless the policy says otherwise: 16 bits, so that with
+/// 10,000 resources about one in six searches fetches one false positive per index token.
+pub const DEFAULT_INDEX_BITS: u8 = 16;
 
 /// What happens to the narrative (`text`) of a resource in which something is sealed: it may
 /// repeat any sealed value, so it is never left as it was.
@@ -190,7 +212,7 @@ impl ElementRule {
             path,
             policy,
             granularity,
-            blind_index: false,
+            search: SearchMode::Reject,
         })
     }
 
@@ -198,10 +220,14 @@ impl ElementRule {
     /// (`search = "blind-index"` in a policy), so the gateway can offer equality search on it.
     /// Tokens show the upstream which resources share a value; that is their price.
     pub fn with_blind_index(self) -> Self {
-        Self {
-            blind_index: true,
-            ..self
-        }
+        self.with_search(SearchMode::BlindIndex {
+            bits: DEFAULT_INDEX_BITS,
+        })
+    }
+
+    /// The same rule, its searches answered as `search` says.
+    pub fn with_search(self, search: SearchMode) -> Self {
+        Self { search, ..self }
     }
 
     /// The same rule under another structure (for one patient's records: `patient:self`
@@ -212,13 +238,18 @@ impl ElementRule {
             path: self.path.clone(),
             policy,
             granularity: self.granularity,
-            blind_index: self.blind_index,
+            search: self.search,
         }
     }
 
     /// Whether sealing writes blind-index tokens for it.
     pub fn blind_index(&self) -> bool {
-        self.blind_index
+        matches!(self.search, SearchMode::BlindIndex { .. })
+    }
+
+    /// How searches on it are answered.
+    pub fn search(&self) -> SearchMode {
+        self.search
     }
 
     /// The element path.

@@ -5,18 +5,18 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use fhirseal_envelope::{
     BlindIndex, ElementContext, Granularity, Header, HeaderId, HeaderKey, ResourceKey, SealingKey,
-    ValueKind, WrappedKey,
+    WrappedKey,
 };
 use rand_core::{CryptoRng, RngCore};
 use rshabe::{AccessStructure, PublicParams};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules};
+use crate::index::{Tag, Tokens, add_tags, data_type, indexable};
+use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
 use crate::shape::{
-    BLIND_INDEX, BLIND_INDEX_SYSTEM, NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER,
-    complex_placeholder, holds_sealed, insert_at, masked_concept, masked_label, masked_reason,
-    sealed_extension,
+    NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, complex_placeholder, holds_sealed,
+    insert_at, masked_concept, masked_label, masked_reason, sealed_extension,
 };
 use crate::{HeaderLookup, SealError};
 use fhirseal_fhir::path::Step;
@@ -63,8 +63,8 @@ struct Work {
     /// For each sealed element: its structure and the strings it held (for `Displays`).
     sealed: Vec<(AccessStructure, Vec<String>)>,
     any_resource_granularity: bool,
-    /// Blind-index tokens for the resource: (element path, token).
-    tokens: Vec<(String, String)>,
+    /// Blind-index tokens for the resource's `meta.tag`.
+    tokens: Vec<Tag>,
 }
 
 /// Where a selected element is, in the object that holds it.
@@ -277,16 +277,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         // The label and the headers go on the outer resource (contained resources SHALL NOT
         // carry security labels, dom-5).
         add_masked_label(object);
-        let mut extensions: Vec<Value> = Vec::new();
-        work.tokens.sort();
-        work.tokens.dedup();
-        for (path, token) in &work.tokens {
-            extensions.push(json!({"url": BLIND_INDEX,
-                "valueIdentifier": {"system": format!("{BLIND_INDEX_SYSTEM}{path}"), "value": token}}));
-        }
-        if !extensions.is_empty() {
-            append_extensions(object, extensions)?;
-        }
+        add_tags(object, std::mem::take(&mut work.tokens));
         if !work.resource_headers.is_empty() {
             let extensions: Vec<Value> = work
                 .resource_headers
@@ -377,13 +368,21 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         // Tokens are for searching the resource itself: not for its contained resources.
         let index = match (rule.blind_index(), loc == work.resource_type) {
             (false, _) | (true, false) => None,
-            (true, true) => match self.blind_index {
-                Some(index) => {
-                    let types = &rule.path().element().types;
-                    let strings = types.iter().all(|t| matches!(*t, "string" | "markdown"));
-                    Some((index, rule.path().plain(), strings))
+            (true, true) => match (self.blind_index, rule.search()) {
+                (Some(index), SearchMode::BlindIndex { bits }) => {
+                    let plain = rule.path().plain();
+                    let data_type =
+                        data_type(&plain).filter(|t| indexable(t)).ok_or_else(|| {
+                            SealError::Invalid {
+                                path: rule.path().to_string(),
+                                reason:
+                                    "asks for a blind index, but its data type cannot be indexed"
+                                        .into(),
+                            }
+                        })?;
+                    Some((Tokens::new(index, bits), plain, data_type))
                 }
-                None => {
+                _ => {
                     return Err(SealError::Invalid {
                         path: rule.path().to_string(),
                         reason: "asks for a blind index, but no blind-index secret is configured"
@@ -393,9 +392,9 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             },
         };
         select(object, rule.path().steps(), loc, &mut |holder, slot| {
-            if let Some((index, path, strings)) = &index {
+            if let Some((tokens, path, data_type)) = &index {
                 for value in slot_values(holder, &slot) {
-                    tokens_of(index, path, value, *strings, &mut work.tokens);
+                    tokens.of_value(path, data_type, value, &mut work.tokens);
                 }
             }
             self.seal_slot(holder, slot, policy, granularity, work)
@@ -989,65 +988,6 @@ fn slot_values<'v>(holder: &'v Map<String, Value>, slot: &Slot) -> Vec<&'v Value
                 .filter_map(|i| items.and_then(|items| items.get(*i)))
                 .collect()
         }
-    }
-}
-
-/// The blind-index tokens of one value, as an equality search of its type would compare it:
-/// strings by `string` rules, codes and identifiers as `system|value` tokens, the rest exactly.
-fn tokens_of(
-    index: &BlindIndex,
-    path: &str,
-    value: &Value,
-    strings: bool,
-    out: &mut Vec<(String, String)>,
-) {
-    let mut push = |kind: ValueKind<'_>, text: &str| {
-        out.push((path.to_string(), index.token(path, kind, text)))
-    };
-    match value {
-        Value::String(text) if strings => push(ValueKind::String, text),
-        Value::String(text) => push(ValueKind::Exact, text),
-        Value::Bool(b) => push(ValueKind::Exact, if *b { "true" } else { "false" }),
-        Value::Number(n) => push(ValueKind::Exact, &n.to_string()),
-        Value::Array(items) => items
-            .iter()
-            .for_each(|v| tokens_of(index, path, v, strings, out)),
-        Value::Object(object) => {
-            let system = object.get("system").and_then(Value::as_str);
-            let text = |k: &str| object.get(k).and_then(Value::as_str);
-            if let Some(codings) = object.get("coding").and_then(Value::as_array) {
-                // CodeableConcept
-                codings
-                    .iter()
-                    .for_each(|c| tokens_of(index, path, c, false, out));
-            } else if let Some(code) = text("code")
-                .filter(|_| object.contains_key("system") || !object.contains_key("value"))
-            {
-                // Coding (or a Quantity's unit code, which nobody searches by equality alone)
-                push(ValueKind::Token { system }, code);
-            } else if let Some(value) = text("value") {
-                // Identifier, ContactPoint
-                push(ValueKind::Token { system }, value);
-            } else {
-                // HumanName, Address: each of their strings, by `string` rules.
-                for (key, member) in object {
-                    if matches!(key.as_str(), "use" | "type" | "period" | "extension" | "id") {
-                        continue;
-                    }
-                    match member {
-                        Value::String(s) => push(ValueKind::String, s),
-                        Value::Array(items) => {
-                            items
-                                .iter()
-                                .filter_map(Value::as_str)
-                                .for_each(|s| push(ValueKind::String, s));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-        Value::Null => {}
     }
 }
 

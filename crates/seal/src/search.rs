@@ -17,9 +17,15 @@
 //! value names another system (`identifier=urn:oid:…|MRN-4711`), reads only items in clear, so the
 //! server answers it as a server holding everything in clear would.
 
+use std::collections::BTreeMap;
+
+use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::search::{ParamName, param, parse_param_name};
 
-use crate::rules::Rules;
+use crate::index::{
+    BLIND_INDEX_SYSTEM, LeafKind, QueryRefusal, Tag, Tokens, data_type, date_prefix, leaves,
+};
+use crate::rules::{ElementRule, Rules, SearchMode};
 
 /// Why a query key cannot be passed to the upstream server. Each variant names the key as
 /// given, never a value.
@@ -65,6 +71,187 @@ pub enum SearchRefusal {
         /// The query key.
         param: String,
     },
+    /// The parameter reads a blind-index element, but this value cannot be answered from the
+    /// index.
+    #[error("search parameter `{param}`: {reason}")]
+    Index {
+        /// The query key.
+        param: String,
+        /// Why, in fixed words.
+        reason: QueryRefusal,
+    },
+    /// The parameter reads sealed and clear elements at once (a name whose family alone is
+    /// sealed, an identifier search without a system when one system's identifiers are sealed):
+    /// neither the server nor the index can answer it whole.
+    #[error(
+        "search parameter `{param}` reads sealed and clear elements at once: it cannot be answered; name the system of a token, or search the sealed element alone"
+    )]
+    Partial {
+        /// The query key.
+        param: String,
+    },
+    /// A `_tag` search that could read the gateway's blind-index tokens.
+    #[error(
+        "`{param}` may not name the gateway's blind-index systems, omit the system, or take a modifier on this resource type"
+    )]
+    Tag {
+        /// The query key.
+        param: String,
+    },
+}
+
+/// How one search is served: what the upstream server is asked, and what the gateway checks on
+/// each opened candidate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchPlan {
+    /// The parameters sent to the upstream server: the ones it can answer, as given, then one
+    /// `_tag` for each blind-index parameter (its tokens, OR-ed).
+    pub upstream: Vec<(String, String)>,
+    /// The parameters the gateway checks on each opened candidate: every blind-index and
+    /// filter-mode parameter, as given. Non-empty: the gateway owns `total` and paging.
+    pub checked: Vec<(String, String)>,
+    /// A blind-index parameter asks for no token at all (an empty date range): nothing matches.
+    pub nothing: bool,
+}
+
+impl SearchPlan {
+    /// Whether the gateway filters the candidates, and so owns `total` and paging.
+    pub fn owned(&self) -> bool {
+        !self.checked.is_empty()
+    }
+}
+
+/// Plans a search of `resource_type` with `params` (search parameters only; result parameters
+/// are the caller's to check): each parameter goes to the upstream as it is when it reads no
+/// sealed element, becomes blind-index tokens (`_tag`) plus a check on the opened candidates when
+/// every sealed element it reads is in `blind-index` mode, is only checked on the opened
+/// candidates when one of them is in `filter` mode, and is refused when one is in `reject` mode
+/// or the value cannot be answered (see [`SearchRefusal`]). `index` is the gateway's blind-index
+/// key; without it a blind-index parameter is refused as sealed.
+///
+/// A `ge`/`gt` and an `le`/`lt` value of one date parameter are planned together, as one range.
+///
+/// # Errors
+/// The first refusal, naming its query key.
+pub fn plan_search(
+    resource_type: &str,
+    params: &[(String, String)],
+    rules: &Rules,
+    index: Option<&BlindIndex>,
+) -> Result<SearchPlan, SearchRefusal> {
+    let mut plan = SearchPlan::default();
+    // Date ranges on blind-index elements, by query key: (lower, upper, leaves, bits).
+    let mut ranges: BTreeMap<String, Range> = BTreeMap::new();
+    for (name, value) in params {
+        match serve(resource_type, name, Some(value), rules)? {
+            Served::Upstream => plan.upstream.push((name.clone(), value.clone())),
+            Served::Filter => plan.checked.push((name.clone(), value.clone())),
+            Served::Index { leaves, bits } => {
+                let Some(index) = index else {
+                    return Err(SearchRefusal::Sealed {
+                        param: name.clone(),
+                    });
+                };
+                let refuse = |reason| SearchRefusal::Index {
+                    param: name.clone(),
+                    reason,
+                };
+                let (prefix, rest) = date_prefix(value);
+                let dates = leaves.iter().all(|(_, k)| *k == LeafKind::Date);
+                if dates && matches!(prefix, "ge" | "gt" | "le" | "lt") {
+                    if value.contains(',') {
+                        return Err(refuse(QueryRefusal::DatePrefix));
+                    }
+                    let range = ranges
+                        .entry(name.split(':').next().unwrap_or_default().to_string())
+                        .or_insert_with(|| Range {
+                            lower: None,
+                            upper: None,
+                            leaves: leaves.clone(),
+                            bits,
+                            key: name.clone(),
+                            before: false,
+                        });
+                    let bound = if matches!(prefix, "ge" | "gt") {
+                        &mut range.lower
+                    } else {
+                        &mut range.upper
+                    };
+                    if bound.is_some() {
+                        return Err(refuse(QueryRefusal::DatePrefix));
+                    }
+                    *bound = Some(rest.to_string());
+                    if prefix == "lt" {
+                        range.before = true;
+                    }
+                    plan.checked.push((name.clone(), value.clone()));
+                    continue;
+                }
+                let modifier = match parse_param_name(name) {
+                    ParamName::Search { modifier, .. } => modifier,
+                    _ => None,
+                };
+                let tags = Tokens::new(index, bits)
+                    .of_query(&leaves, modifier, value)
+                    .map_err(refuse)?;
+                plan.push_tags(tags);
+                plan.checked.push((name.clone(), value.clone()));
+            }
+        }
+    }
+    for range in ranges.into_values() {
+        let Some(index) = index else {
+            return Err(SearchRefusal::Sealed { param: range.key });
+        };
+        let tags = Tokens::new(index, range.bits)
+            .of_range(
+                &range.leaves,
+                range.lower.as_deref(),
+                range.upper.as_deref(),
+                range.before,
+            )
+            .map_err(|reason| SearchRefusal::Index {
+                param: range.key.clone(),
+                reason,
+            })?;
+        plan.push_tags(tags);
+    }
+    Ok(plan)
+}
+
+impl SearchPlan {
+    fn push_tags(&mut self, tags: Vec<Tag>) {
+        if tags.is_empty() {
+            self.nothing = true;
+            return;
+        }
+        let value = tags
+            .iter()
+            .map(Tag::search_value)
+            .collect::<Vec<_>>()
+            .join(",");
+        self.upstream.push(("_tag".into(), value));
+    }
+}
+
+struct Range {
+    lower: Option<String>,
+    upper: Option<String>,
+    leaves: Vec<(String, LeafKind)>,
+    bits: u8,
+    key: String,
+    /// The upper bound is `lt`.
+    before: bool,
+}
+
+/// How one parameter is served.
+enum Served {
+    Upstream,
+    Filter,
+    Index {
+        leaves: Vec<(String, LeafKind)>,
+        bits: u8,
+    },
 }
 
 /// The gateway's check for one query key of a search on `resource_type`: `Ok` when the
@@ -107,9 +294,24 @@ fn check(
     value: Option<&str>,
     rules: &Rules,
 ) -> Result<(), SearchRefusal> {
+    match serve(resource_type, name, value, rules)? {
+        Served::Upstream => Ok(()),
+        Served::Filter | Served::Index { .. } => Err(SearchRefusal::Sealed {
+            param: name.to_string(),
+        }),
+    }
+}
+
+/// Where one parameter is answered: see [`plan_search`].
+fn serve(
+    resource_type: &str,
+    name: &str,
+    value: Option<&str>,
+    rules: &Rules,
+) -> Result<Served, SearchRefusal> {
     let key = || name.to_string();
     let (code, modifier) = match parse_param_name(name) {
-        ParamName::Result { .. } => return Ok(()),
+        ParamName::Result { .. } => return Ok(Served::Upstream),
         ParamName::Search { code, modifier } => (code, modifier),
         ParamName::Chain { .. } | ParamName::ReverseChain { .. } => {
             return Err(SearchRefusal::Chained { param: key() });
@@ -120,7 +322,7 @@ fn check(
         return Err(SearchRefusal::Unknown { param: key() });
     };
     let Some(set) = rules.for_type(resource_type) else {
-        return Ok(());
+        return Ok(Served::Upstream);
     };
     if matches!(code, "_text" | "_content") {
         return Err(SearchRefusal::Sealed { param: key() });
@@ -128,10 +330,21 @@ fn check(
     if definition.paths.is_empty() {
         return Err(SearchRefusal::Opaque { param: key() });
     }
+    // `_tag` reads `meta.tag`, where the tokens are: only searches for other systems' tags.
+    if code == "_tag" && set.elements().iter().any(ElementRule::blind_index) {
+        let own = |item: &str| matches!(item.split_once('|'), Some((system, _)) if !system.is_empty() && !system.starts_with(BLIND_INDEX_SYSTEM));
+        let fine =
+            modifier.is_none() && value.is_some_and(|v| !v.contains('\\') && v.split(',').all(own));
+        if !fine {
+            return Err(SearchRefusal::Tag { param: key() });
+        }
+        return Ok(Served::Upstream);
+    }
     // A token search without a modifier, by its values: the systems it names.
     let systems = value
         .filter(|_| definition.kind == "token" && modifier.is_none())
         .and_then(systems);
+    let mut sealing: Vec<&ElementRule> = Vec::new();
     for path in &definition.paths {
         let path = rebase(path, definition.resource_type, resource_type);
         for rule in set.elements() {
@@ -148,11 +361,88 @@ fn check(
                 _ => false,
             };
             if !other_systems {
-                return Err(SearchRefusal::Sealed { param: key() });
+                sealing.push(rule);
             }
         }
     }
-    Ok(())
+    if sealing.is_empty() {
+        return Ok(Served::Upstream);
+    }
+    if sealing.iter().any(|r| r.search() == SearchMode::Reject) {
+        return Err(SearchRefusal::Sealed { param: key() });
+    }
+    if sealing.iter().any(|r| r.search() == SearchMode::Filter) {
+        return Ok(Served::Filter);
+    }
+    // Every sealed element it reads is blind-indexed: each path the parameter reads must lie
+    // within one (or be one), with every item of it sealed.
+    let mut all = Vec::new();
+    let mut bits = None;
+    for path in &definition.paths {
+        let path = rebase(path, definition.resource_type, resource_type);
+        let covering = sealing.iter().find(|r| {
+            let sealed = r.path().plain();
+            path.strip_prefix(sealed.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        });
+        let Some(rule) = covering else {
+            return Err(SearchRefusal::Partial { param: key() });
+        };
+        if let Some(filtered) = system_filter(rule.path()) {
+            // Only the items of one system are sealed: every value must name that system.
+            let only_sealed = systems
+                .as_ref()
+                .is_some_and(|systems| systems.iter().all(|s| *s == filtered));
+            if !only_sealed {
+                return Err(SearchRefusal::Partial { param: key() });
+            }
+        }
+        let SearchMode::BlindIndex { bits: rule_bits } = rule.search() else {
+            return Err(SearchRefusal::Sealed { param: key() });
+        };
+        if bits.is_some_and(|b| b != rule_bits) {
+            return Err(SearchRefusal::Partial { param: key() });
+        }
+        bits = Some(rule_bits);
+        // Only what a write indexed can be asked for (`address-use` reads `Address.use`, which
+        // is not indexed).
+        let sealed = rule.path().plain();
+        let written = data_type(&sealed)
+            .map(|t| leaves(&sealed, t))
+            .unwrap_or_default();
+        let found = data_type(&path)
+            .map(|t| leaves(&path, t))
+            .unwrap_or_default();
+        if found.is_empty() || found.iter().any(|leaf| !written.contains(leaf)) {
+            return Err(SearchRefusal::Index {
+                param: key(),
+                reason: QueryRefusal::Modifier,
+            });
+        }
+        all.extend(found);
+    }
+    // Every leaf must be of the kind of search the parameter does.
+    let want = match definition.kind {
+        "string" => LeafKind::String,
+        "token" => LeafKind::Token,
+        "date" => LeafKind::Date,
+        _ => {
+            return Err(SearchRefusal::Index {
+                param: key(),
+                reason: QueryRefusal::Modifier,
+            });
+        }
+    };
+    if all.iter().any(|(_, k)| *k != want) {
+        return Err(SearchRefusal::Index {
+            param: key(),
+            reason: QueryRefusal::Modifier,
+        });
+    }
+    Ok(Served::Index {
+        leaves: all,
+        bits: bits.unwrap_or(crate::rules::DEFAULT_INDEX_BITS),
+    })
 }
 
 /// The systems a token search's value names (`a|x,b|y`: `a` and `b`), or `None` when one of its

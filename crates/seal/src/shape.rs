@@ -10,10 +10,8 @@ pub const SEALED_ELEMENT: &str = "https://fhirseal.dev/fhir/StructureDefinition/
 /// The sealed-header extension (on the resource, `resource` granularity): `valueBase64Binary`
 /// holds one RS-HABE header.
 pub const SEALED_HEADER: &str = "https://fhirseal.dev/fhir/StructureDefinition/sealed-header";
-/// The blind-index extension (on the resource): `valueIdentifier` holds an equality-search
-/// token, its system [`BLIND_INDEX_SYSTEM`] followed by the element path.
-pub const BLIND_INDEX: &str = "https://fhirseal.dev/fhir/StructureDefinition/blind-index";
-/// The system prefix of blind-index tokens: `https://fhirseal.dev/fhir/blind-index/Patient.identifier`.
+/// The system prefix of blind-index tokens, which are `meta.tag` codings
+/// (`https://fhirseal.dev/fhir/blind-index/Patient.name.family/prefix`; see [`crate::index`]).
 pub const BLIND_INDEX_SYSTEM: &str = "https://fhirseal.dev/fhir/blind-index/";
 /// HL7's data-absent-reason extension.
 pub const DATA_ABSENT_REASON: &str = "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
@@ -286,11 +284,14 @@ pub(crate) fn strip_envelope(value: &mut Value) {
 /// Headers and blind-index tokens are taken from a resource's root before its walk, so any left
 /// wherever this runs are strays, and go too.
 pub(crate) fn strip_envelope_in(object: &mut Map<String, Value>) {
+    if object.contains_key("meta") {
+        crate::index::take_tags(object);
+    }
     if let Some(Value::Array(extensions)) = object.get_mut("extension") {
         extensions.retain(|e| {
             !matches!(
                 e.get("url").and_then(Value::as_str),
-                Some(SEALED_ELEMENT | SEALED_HEADER | BLIND_INDEX)
+                Some(SEALED_ELEMENT | SEALED_HEADER)
             )
         });
         if extensions.is_empty() {
@@ -305,7 +306,13 @@ pub(crate) fn holds_sealed(value: &Value) -> bool {
     match value {
         Value::Object(object) => {
             if let Some(Value::String(url)) = object.get("url")
-                && (url == SEALED_ELEMENT || url == SEALED_HEADER || url == BLIND_INDEX)
+                && (url == SEALED_ELEMENT || url == SEALED_HEADER)
+            {
+                return true;
+            }
+            // A blind-index token (a coding of our system), in `meta.tag` or anywhere else.
+            if let Some(Value::String(system)) = object.get("system")
+                && system.starts_with(BLIND_INDEX_SYSTEM)
             {
                 return true;
             }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use fhirseal_seal::shape::{BLIND_INDEX, CANONICAL, SEALED_ELEMENT, SEALED_HEADER};
+use fhirseal_seal::shape::{CANONICAL, SEALED_ELEMENT, SEALED_HEADER};
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -42,13 +42,6 @@ const EXTENSIONS: &[(&str, &str, &str, &str, &str)] = &[
         "*",
         "base64Binary",
     ),
-    (
-        "StructureDefinition-blind-index.json",
-        BLIND_INDEX,
-        "DomainResource",
-        "*",
-        "Identifier",
-    ),
 ];
 
 #[test]
@@ -75,39 +68,5 @@ fn extension_definitions_match_the_transforms() {
             "{file}"
         );
         assert_eq!(element(&sd, "Extension.value[x]")["min"], 1, "{file}");
-    }
-}
-
-#[test]
-fn the_search_parameter_indexes_the_blind_index_extension() {
-    let sp = load("SearchParameter-blind-index.json");
-    assert_eq!(sp["resourceType"], "SearchParameter");
-    assert_eq!(
-        sp["url"],
-        format!("{CANONICAL}/SearchParameter/blind-index")
-    );
-    assert_eq!(sp["type"], "token");
-    assert_eq!(sp["code"], "blind-index");
-    let expression = sp["expression"].as_str().unwrap();
-    assert!(
-        expression.contains(&format!("extension('{BLIND_INDEX}')")),
-        "{expression}"
-    );
-    assert!(expression.ends_with("ofType(Identifier)"));
-    let bases: Vec<&str> = sp["base"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap())
-        .collect();
-    for needed in [
-        "Patient",
-        "Observation",
-        "Condition",
-        "Encounter",
-        "MedicationRequest",
-        "Practitioner",
-    ] {
-        assert!(bases.contains(&needed), "{needed} missing from base");
     }
 }

@@ -655,8 +655,9 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
 
 #[test]
 fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
-    use fhirseal_envelope::{BlindIndex, ValueKind};
-    use fhirseal_seal::shape::{BLIND_INDEX, BLIND_INDEX_SYSTEM};
+    use fhirseal_envelope::BlindIndex;
+    use fhirseal_seal::index::BLIND_INDEX_SYSTEM;
+    use fhirseal_seal::search::plan_search;
     let mut w = World::new();
     let policy = AccessStructure::parse("role:registrar").unwrap();
     let rules = Rules::new([RuleSet::new(
@@ -686,66 +687,84 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
             .map(|s| s.resource)
     };
     let sealed = seal(&mut w, &patient()).unwrap();
-    let tokens: Vec<(String, String)> = sealed["extension"]
+    let tokens: Vec<String> = sealed["meta"]["tag"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["url"] == BLIND_INDEX)
-        .map(|e| {
-            let id = &e["valueIdentifier"];
-            (
-                id["system"].as_str().unwrap().to_string(),
-                id["value"].as_str().unwrap().to_string(),
+        .filter(|t| {
+            t["system"]
+                .as_str()
+                .unwrap()
+                .starts_with(BLIND_INDEX_SYSTEM)
+        })
+        .map(|t| {
+            format!(
+                "{}|{}",
+                t["system"].as_str().unwrap(),
+                t["code"].as_str().unwrap()
             )
         })
         .collect();
-    // What the gateway computes for `?identifier=urn:oid:1.2.36.146.595.217.0.1|12345`,
-    // `?birthdate=1974-12-25` and `?name=chalmers` is on the resource.
-    let expect = [
-        (
-            "Patient.identifier",
-            index.token(
-                "Patient.identifier",
-                ValueKind::Token {
-                    system: Some("urn:oid:1.2.36.146.595.217.0.1"),
-                },
-                "12345",
-            ),
-        ),
-        (
-            "Patient.birthDate",
-            index.token("Patient.birthDate", ValueKind::Exact, "1974-12-25"),
-        ),
-        (
-            "Patient.name",
-            index.token("Patient.name", ValueKind::String, "  CHALMERS "),
-        ),
-    ];
-    for (path, token) in &expect {
+    assert!(!tokens.is_empty());
+    assert!(
+        sealed
+            .get("extension")
+            .is_none_or(|e| !text(e).contains("blind"))
+    );
+    // What the gateway asks the server for `?identifier=urn:oid:…|12345`, `?birthdate=1974-12-25`,
+    // `?family=chal` and `?given=pet` is on the resource: one of each `_tag` OR list.
+    for (name, value) in [
+        ("identifier", "urn:oid:1.2.36.146.595.217.0.1|12345"),
+        ("identifier", "12345"),
+        ("birthdate", "1974-12-25"),
+        ("birthdate", "1974"),
+        ("family", "chal"),
+        ("family", "CHALMERS"),
+        ("given", "pet"),
+        ("name", "jim"),
+    ] {
+        let plan = plan_search(
+            "Patient",
+            &[(name.to_string(), value.to_string())],
+            &rules,
+            Some(&index),
+        )
+        .unwrap();
+        assert_eq!(plan.checked, vec![(name.to_string(), value.to_string())]);
+        let (key, asked) = &plan.upstream[0];
+        assert_eq!(key, "_tag");
         assert!(
-            tokens.contains(&(format!("{BLIND_INDEX_SYSTEM}{path}"), token.clone())),
-            "{path}"
+            asked.split(',').any(|t| tokens.contains(&t.to_string())),
+            "{name}={value}"
         );
     }
-    assert_eq!(
-        tokens.len(),
-        2 + 1 + 4,
-        "two identifiers, one date, family + three given names"
-    );
     // The same value in another resource gives the same token; another value another one.
     let mut other = patient();
     other["id"] = json!("p2");
     other["birthDate"] = json!("1980-01-01");
     let other = seal(&mut w, &other).unwrap();
-    let text_of = |v: &Value| text(&v["extension"]);
-    assert!(text_of(&other).contains(&expect[0].1));
-    assert!(!text_of(&other).contains(&expect[1].1));
+    let ask = |name: &str, value: &str| {
+        plan_search(
+            "Patient",
+            &[(name.into(), value.into())],
+            &rules,
+            Some(&index),
+        )
+        .unwrap()
+        .upstream[0]
+            .1
+            .clone()
+    };
+    let other_tags = text(&other["meta"]);
+    let code = |asked: String| asked.rsplit('|').next().unwrap().to_string();
+    assert!(other_tags.contains(&code(ask("identifier", "12345"))));
+    assert!(!other_tags.contains(&code(ask("birthdate", "1974-12-25"))));
     // Readers never see tokens, whatever their key.
     let full = w.fx.key(ALL, 0);
     let (opened, _) = w.open(&sealed, "full", Some(&full));
     assert_eq!(opened, patient());
     let (masked, _) = w.open(&sealed, "none", None);
-    assert!(!text(&masked).contains(BLIND_INDEX));
+    assert!(!text(&masked).contains(BLIND_INDEX_SYSTEM));
     // A rule that asks for tokens without a secret is refused; so is input carrying tokens.
     let World { fx, headers } = &mut w;
     let err = Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
@@ -753,7 +772,7 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
         .unwrap_err();
     assert!(err.to_string().contains("no blind-index secret"), "{err}");
     let mut forged = patient();
-    forged["extension"] = json!([{"url": BLIND_INDEX, "valueIdentifier": {"value": "00"}}]);
+    forged["meta"] = json!({"tag": [{"system": format!("{BLIND_INDEX_SYSTEM}Patient.birthDate/day"), "code": "00"}]});
     assert!(matches!(
         seal(&mut w, &forged),
         Err(SealError::AlreadySealed { .. })
