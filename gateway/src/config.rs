@@ -92,6 +92,8 @@ pub struct Config {
     pub registration_cache_seconds: u64,
     /// How the ciphertext-update job runs (`[ciphertext_update]`).
     pub ct_update: JobSettings,
+    /// How searches the gateway filters itself are bounded (`[search]`).
+    pub search: SearchSettings,
     /// The policy's files; empty: the embedded general-hospital policy.
     pub policy_files: Vec<PathBuf>,
     /// The authorization servers whose tokens are accepted, besides the embedded one.
@@ -115,6 +117,15 @@ struct RawConfig {
     smart: RawSmart,
     #[serde(default)]
     ciphertext_update: RawCtUpdate,
+    #[serde(default)]
+    search: RawSearch,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSearch {
+    candidate_cap: Option<u64>,
+    cursor_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +385,7 @@ impl Config {
             }
         };
         let ct_update = ct_update(&raw.ciphertext_update).map_err(|(k, p)| error(k, p))?;
+        let search = search(&raw.search).map_err(|(k, p)| error(k, p))?;
         let policy_files = raw.policy.files.iter().map(|p| base.join(p)).collect();
         let issuers = raw
             .smart
@@ -420,6 +432,7 @@ impl Config {
             authority_kek_file,
             registration_cache_seconds,
             ct_update,
+            search,
             policy_files,
             issuers,
             introspection,
@@ -504,6 +517,30 @@ fn ct_update(raw: &RawCtUpdate) -> Result<JobSettings, (&'static str, String)> {
         interval: Duration::from_secs(interval),
         lease_seconds,
         page_size: usize::try_from(page_size).unwrap_or(defaults.page_size),
+    })
+}
+
+/// `[search]`, each key absent taking [`SearchSettings::default`]'s value.
+fn search(raw: &RawSearch) -> Result<SearchSettings, (&'static str, String)> {
+    let defaults = SearchSettings::default();
+    let candidate_cap = match raw.candidate_cap {
+        None => defaults.candidate_cap,
+        Some(n @ 1..=1000) => usize::try_from(n).unwrap_or(defaults.candidate_cap),
+        Some(_) => {
+            return Err((
+                "search.candidate_cap",
+                "must be from 1 to 1000 (one upstream page)".into(),
+            ));
+        }
+    };
+    let cursor_seconds = match raw.cursor_seconds {
+        None => defaults.cursor_seconds,
+        Some(n @ 1..=86_400) => n,
+        Some(_) => return Err(("search.cursor_seconds", "must be from 1 to 86400".into())),
+    };
+    Ok(SearchSettings {
+        candidate_cap,
+        cursor_seconds,
     })
 }
 
@@ -820,6 +857,28 @@ impl Default for JobSettings {
             interval: DEFAULT_INTERVAL,
             lease_seconds: LEASE_SECONDS,
             page_size: PAGE_SIZE,
+        }
+    }
+}
+
+/// How the searches the gateway filters itself (blind-index and filter modes) are bounded:
+/// `[search]` in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SearchSettings {
+    /// The most candidates one such search opens (default 1000, the upstream's largest page): a
+    /// search with more is refused (422) and must be narrowed.
+    pub candidate_cap: usize,
+    /// How long the gateway's paging links of such a search stay valid, in seconds (default
+    /// 600).
+    pub cursor_seconds: u64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            candidate_cap: 1000,
+            cursor_seconds: 600,
         }
     }
 }

@@ -179,6 +179,11 @@ impl Sealing {
         })
     }
 
+    /// The blind-index key searches ask for tokens under (and sign their paging cursors with).
+    pub fn blind_index(&self) -> &BlindIndex {
+        &self.blind_index
+    }
+
     /// The sealing key every header and envelope is tagged with and checked against.
     pub fn key(&self) -> &SealingKey {
         &self.key

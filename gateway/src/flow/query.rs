@@ -15,7 +15,8 @@
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{Id, ResourceType, SearchParam};
-use fhirseal_seal::search::{sealed_search, sealed_search_param};
+use fhirseal_seal::OpenReport;
+use fhirseal_seal::search::{SearchPlan, plan_search, sealed_search_param};
 use fhirseal_upstream::UpstreamRequest;
 use serde_json::Value;
 use url::form_urlencoded;
@@ -30,6 +31,8 @@ use crate::flow::respond::{Answer, note};
 use crate::flow::stored::{Found, fetch};
 use crate::state::AppState;
 
+mod owned;
+
 /// The most entries a page may ask for.
 const MAX_COUNT: u64 = 1000;
 
@@ -42,8 +45,12 @@ pub async fn search(
     params: Vec<SearchParam>,
 ) -> Result<Answer, ApiError> {
     let resource_type = resource_type.as_str();
-    let mut params = SearchParam::pairs(&params);
-    check_params(state, resource_type, &params)?;
+    let params = SearchParam::pairs(&params);
+    let plan = check_params(state, resource_type, &params)?;
+    if plan.owned() {
+        return owned::search(state, caller, resource_type, &params, plan).await;
+    }
+    let mut params = params;
     let patient = narrow(caller, resource_type, &mut params)?;
     decide(state, caller, Interaction::Search, resource_type, patient)?;
     let path = with_query(resource_type, &params);
@@ -155,7 +162,13 @@ pub async fn find_one(
             "a condition may not hold result parameters",
         ));
     }
-    check_params(state, resource_type, &params)?;
+    if check_params(state, resource_type, &params)?.owned() {
+        return Err(ApiError::SearchRefused(
+            "a condition may not read a sealed element: the server cannot tell which resource \
+             it names"
+                .into(),
+        ));
+    }
     narrow(caller, resource_type, &mut params)?;
     params.push(("_count".into(), "2".into()));
     let bundle = upstream_bundle(state, with_query(resource_type, &params), &["searchset"]).await?;
@@ -177,7 +190,7 @@ pub async fn find_one(
 }
 
 /// `path?…` with `params` form-encoded.
-fn with_query(path: &str, params: &[(String, String)]) -> String {
+pub(super) fn with_query(path: &str, params: &[(String, String)]) -> String {
     if params.is_empty() {
         return path.to_string();
     }
@@ -207,17 +220,22 @@ fn is_result_param(name: &str) -> bool {
     )
 }
 
-/// Every parameter of a search checked; see the module documentation.
+/// Every parameter of a search checked, and the search planned: which parameters the upstream
+/// answers, which become blind-index tokens, which the gateway checks on the opened candidates;
+/// see the module documentation.
 pub fn check_params(
     state: &AppState,
     resource_type: &str,
     params: &[(String, String)],
-) -> Result<(), ApiError> {
+) -> Result<SearchPlan, ApiError> {
     let rules = state.policy.rules_for(None);
+    let mut search = Vec::new();
     for (name, value) in params {
         let base = name.split(':').next().unwrap_or_default();
         match base {
             "_count" | "_offset" => check_paging(base, value)?,
+            // The gateway's own paging link of a search it filters; checked there.
+            owned::CURSOR => {}
             "_format" => {
                 if !value.contains("json") {
                     return Err(ApiError::SearchRefused(
@@ -253,15 +271,27 @@ pub fn check_params(
                 }
             }
             name if is_result_param(name) => {}
-            _ => sealed_search(resource_type, name, value, &rules)
-                .map_err(|e| ApiError::SearchRefused(e.to_string()))?,
+            _ => search.push((name.clone(), value.clone())),
         }
     }
-    Ok(())
+    let plan = plan_search(
+        resource_type,
+        &search,
+        &rules,
+        Some(state.sealing.blind_index()),
+    )
+    .map_err(|e| ApiError::SearchRefused(e.to_string()))?;
+    if !plan.owned() && params.iter().any(|(k, _)| k == owned::CURSOR) {
+        return Err(ApiError::SearchRefused(format!(
+            "{}: only the gateway's paging links of a search on sealed elements carry it",
+            owned::CURSOR
+        )));
+    }
+    Ok(plan)
 }
 
 /// Narrows `params` to what the scopes allow; the patient the search is limited to, if any.
-fn narrow(
+pub(super) fn narrow(
     caller: &Caller,
     resource_type: &str,
     params: &mut Vec<(String, String)>,
@@ -325,7 +355,7 @@ fn check_paging(name: &str, value: &str) -> Result<(), ApiError> {
 /// `GET path` on the upstream, which must answer a Bundle of one of `types`; its refusals mapped
 /// status for status in fixed words ([`ApiError::from_upstream_status`]; a 400 says it was the
 /// search's).
-async fn upstream_bundle(
+pub(super) async fn upstream_bundle(
     state: &AppState,
     path: String,
     types: &[&str],
@@ -364,7 +394,7 @@ async fn upstream_bundle(
     Ok(bundle)
 }
 
-fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
+pub(super) fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
     bundle
         .get("entry")
         .and_then(Value::as_array)
@@ -376,11 +406,32 @@ fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
 async fn filtered_answer(
     state: &AppState,
     caller: &Caller,
-    mut bundle: Value,
+    bundle: Value,
     interaction: Interaction,
     name: &'static str,
     keep_deleted: bool,
 ) -> Result<Answer, ApiError> {
+    let (opened, mut references, report) =
+        filter_and_open(state, caller, bundle, interaction, keep_deleted).await?;
+    references.dedup();
+    Ok(Answer::new(
+        StatusCode::OK,
+        Some(opened),
+        note(name, references, report, 0),
+    ))
+}
+
+/// The entries of `bundle` the caller may see, opened for it, and the `Type/id` of each
+/// resource kept. An entry the caller may not read is left out, and `total` with it (it would
+/// tell how many); an instance history none of whose versions the caller may read is refused
+/// like a read of it (`keep_deleted`: a history, whose deleted versions are kept).
+pub(super) async fn filter_and_open(
+    state: &AppState,
+    caller: &Caller,
+    mut bundle: Value,
+    interaction: Interaction,
+    keep_deleted: bool,
+) -> Result<(Value, Vec<String>, OpenReport), ApiError> {
     let mut kept_resources = 0usize;
     let mut decisions = EntryDecisions::default();
     let mut refused: Option<ApiError> = None;
@@ -415,11 +466,8 @@ async fn filtered_answer(
             if let Err(error) = allowed {
                 refused.get_or_insert(error);
             } else {
-                if let (Some(t), Some(id)) = (
-                    resource.get("resourceType").and_then(Value::as_str),
-                    resource.get("id").and_then(Value::as_str),
-                ) {
-                    references.push(format!("{t}/{id}"));
+                if let Some(reference) = reference_of(resource) {
+                    references.push(reference);
                 }
                 kept_resources += 1;
                 list.push(entry);
@@ -427,8 +475,6 @@ async fn filtered_answer(
         }
     }
     if let Some(error) = refused {
-        // An instance history none of whose versions the caller may read is refused like a
-        // read of it.
         if keep_deleted && kept_resources == 0 {
             return Err(error);
         }
@@ -438,10 +484,12 @@ async fn filtered_answer(
         }
     }
     let (opened, report) = open_for(state, caller, bundle).await?;
-    references.dedup();
-    Ok(Answer::new(
-        StatusCode::OK,
-        Some(opened),
-        note(name, references, report, 0),
-    ))
+    Ok((opened, references, report))
+}
+
+/// `Type/id` of a resource.
+pub(super) fn reference_of(resource: &Value) -> Option<String> {
+    let t = resource.get("resourceType").and_then(Value::as_str)?;
+    let id = resource.get("id").and_then(Value::as_str)?;
+    Some(format!("{t}/{id}"))
 }

@@ -300,26 +300,54 @@ async fn a_huge_or_malformed_search_answer_is_a_502() {
 }
 
 #[tokio::test]
-async fn a_search_on_a_sealed_element_is_refused_naming_it_and_never_sent() {
+async fn a_search_on_a_sealed_element_never_sends_its_value() {
     let h = harness().await;
     Mock::given(method("GET"))
         .and(path("/fhir/Patient"))
-        .respond_with(ResponseTemplate::new(200))
-        .expect(0)
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"resourceType": "Bundle", "type": "searchset", "total": 0})),
+        )
         .mount(&h.upstream)
         .await;
-    for (query, name) in [
-        ("birthdate=1971-02-03", "birthdate"),
-        ("family=Canary-Faults-Name-3X", "family"),
-        ("name:exact=Canary-Faults-Name-3X", "name"),
-    ] {
-        let request = Request::get(format!("/fhir/Patient?{query}"))
+    let ask = |query: String| {
+        Request::get(format!("/fhir/Patient?{query}"))
             .header(header::AUTHORIZATION, format!("Bearer {}", doctor()))
             .body(Body::empty())
-            .unwrap();
-        let reply = send(&h.app, request).await;
+            .unwrap()
+    };
+    // Blind-index searches: the upstream is asked for tokens (`_tag`), never the value.
+    for query in [
+        "birthdate=1971-02-03",
+        "family=Canary-Faults-Name-3X",
+        "name:exact=Canary-Faults-Name-3X",
+    ] {
+        let reply = send(&h.app, ask(query.into())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.json["total"], 0);
+    }
+    // What the index cannot answer is refused naming the parameter, and never sent.
+    for (query, name) in [
+        ("birthdate=ne1971-02-03", "birthdate"),
+        ("family:contains=Canary-Faults-Name-3X", "family"),
+        ("name=C", "name"),
+    ] {
+        let reply = send(&h.app, ask(query.into())).await;
         assert_outcome(&reply, StatusCode::BAD_REQUEST);
         assert!(reply.text.contains(name), "{}", reply.text);
+    }
+    let sent = h.upstream.received_requests().await.unwrap_or_default();
+    let searches: Vec<_> = sent
+        .iter()
+        .filter(|r| r.url.path() == "/fhir/Patient")
+        .collect();
+    assert_eq!(searches.len(), 3);
+    for request in searches {
+        let url = request.url.to_string();
+        assert!(url.contains("_tag="), "{url}");
+        for value in ["Canary-Faults-Name-3X", "canary-faults", "1971-02-03"] {
+            assert!(!url.to_lowercase().contains(&value.to_lowercase()), "{url}");
+        }
     }
 }
 

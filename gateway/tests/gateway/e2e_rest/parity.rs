@@ -291,7 +291,12 @@ async fn a_nurse_and_a_doctor_see_the_same_alone_and_inside_a_bundle() {
                 .await,
             200
         );
-        assert_eq!(w.same(get(&who, "Patient?name=anything".into())).await, 400);
+        assert_eq!(
+            w.same(get(&who, "Patient?name:contains=anything".into()))
+                .await,
+            400
+        );
+        assert_eq!(w.same(get(&who, "Patient?name=anything".into())).await, 200);
         assert_eq!(w.same(get(&who, "Patient/..".into())).await, 400);
         assert_eq!(
             w.same(get(&who, format!("Patient/{own}/_history"))).await,
