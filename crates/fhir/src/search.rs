@@ -145,6 +145,32 @@ pub fn param(resource_type: &str, code: &str) -> Option<&'static SearchParam> {
         .or_else(|| find("Resource"))
 }
 
+/// Every R4 search parameter of `resource_type`: its own, then those of every `DomainResource`
+/// (if it is one) and every `Resource` it does not redefine, by code. Empty for a type that is
+/// not an R4 resource type.
+pub fn params_of(resource_type: &str) -> Vec<&'static SearchParam> {
+    if r4().kind(resource_type) != Some(Kind::Resource) {
+        return Vec::new();
+    }
+    let mut codes: Vec<&'static str> = Vec::new();
+    let mut defining = vec![resource_type];
+    if r4().is_domain_resource(resource_type) {
+        defining.push("DomainResource");
+    }
+    defining.push("Resource");
+    for t in defining {
+        if let Some(params) = PARAMS.get(t) {
+            codes.extend(params.keys().copied());
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    codes
+        .into_iter()
+        .filter_map(|code| param(resource_type, code))
+        .collect()
+}
+
 /// Splits a query key into code, modifier, chain or reverse chain.
 ///
 /// `name:exact` → [`ParamName::Search`] with modifier `exact`; `subject:Patient.name` →

@@ -1024,8 +1024,8 @@ fn check_protect(
         Some(bits) if search != Search::BlindIndex => {
             c.error(
                 bits.span(),
-                format!("protect[{i}].index_bits"),
-                "index_bits applies to search = \"blind-index\" only".into(),
+                format!("protect[{i}].index-bits"),
+                "index-bits applies to search = \"blind-index\" only".into(),
             );
             DEFAULT_INDEX_BITS
         }
@@ -1034,9 +1034,9 @@ fn check_protect(
             _ => {
                 c.error(
                     bits.span(),
-                    format!("protect[{i}].index_bits"),
+                    format!("protect[{i}].index-bits"),
                     format!(
-                        "index_bits must be between {MIN_INDEX_BITS} and 64 (fewer bits: more false positives for the gateway to drop, less for the server to learn)"
+                        "index-bits must be between {MIN_INDEX_BITS} and 64 (fewer bits: more false positives for the gateway to drop, less for the server to learn)"
                     ),
                 );
                 DEFAULT_INDEX_BITS

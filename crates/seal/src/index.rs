@@ -448,6 +448,10 @@ pub enum QueryRefusal {
     /// A range wider than [`MAX_RANGE_YEARS`].
     #[error("a date range on a blind index may span at most 10 years")]
     WideRange,
+    /// The parameter reads a part of the element that is not indexed (`address-use`: an
+    /// address's `use`), or a data type the index does not hold.
+    #[error("it reads a part of a sealed element that is not indexed")]
+    NotIndexed,
     /// An escape in a value (`\,`): not answered from an index.
     #[error("escaped characters cannot be searched on a blind index")]
     Escape,

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use fhirseal_envelope::BlindIndex;
-use fhirseal_fhir::search::{ParamName, param, parse_param_name};
+use fhirseal_fhir::search::{ParamName, param, params_of, parse_param_name};
 
 use crate::index::{
     BLIND_INDEX_SYSTEM, LeafKind, QueryRefusal, Tag, Tokens, data_type, date_prefix, leaves,
@@ -244,6 +244,71 @@ struct Range {
     before: bool,
 }
 
+/// How the search parameters of `resource_type` that read a sealed element are answered under
+/// `rules`, for `policy explain --searches`: each parameter's code and, in fixed words, how.
+/// Parameters that read no sealed element (the upstream answers them) are left out.
+pub fn served_searches(resource_type: &str, rules: &Rules) -> Vec<(&'static str, String)> {
+    let Some(set) = rules.for_type(resource_type) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for definition in params_of(resource_type) {
+        let code = definition.code;
+        // A rule keeping only one system's items: say how a value of that system is answered.
+        let filtered = set.elements().iter().find_map(|r| {
+            let system = system_filter(r.path())?;
+            let plain = r.path().plain();
+            definition
+                .paths
+                .iter()
+                .any(|p| rebase(p, definition.resource_type, resource_type) == plain)
+                .then(|| system.to_string())
+        });
+        let probe = match (definition.kind, &filtered) {
+            ("token", Some(system)) => Some(format!("{system}|x")),
+            _ => None,
+        };
+        // What the gateway's matcher cannot decide exactly is refused when the search comes.
+        let sample = probe.clone().unwrap_or_else(|| {
+            match definition.kind {
+                "date" => "2000-01-01",
+                "number" | "quantity" => "1",
+                "reference" => "Patient/x",
+                _ => "ab",
+            }
+            .to_string()
+        });
+        let checkable = fhirseal_fhir::matching::Criterion::parse(resource_type, code, &sample);
+        let how = match serve(resource_type, code, probe.as_deref(), rules) {
+            Ok(Served::Filter | Served::Index { .. }) if checkable.is_err() => {
+                let reason = checkable.err().map(|e| e.to_string()).unwrap_or_default();
+                format!("refused: the gateway cannot check it on opened resources ({reason})")
+            }
+            Ok(Served::Upstream) => continue,
+            Ok(Served::Filter) => {
+                "filter: left out of the upstream search; the gateway opens the candidates and checks them"
+                    .to_string()
+            }
+            Ok(Served::Index { leaves, bits }) => {
+                let list: Vec<String> = leaves.iter().map(|(leaf, _)| leaf.clone()).collect();
+                let mut how = format!(
+                    "blind-index: `_tag` tokens of {} ({bits} bits), candidates opened and checked",
+                    list.join(", ")
+                );
+                if let Some(system) = &filtered {
+                    how.push_str(&format!(
+                        "; values of system {system} only, other systems go to the upstream as they are"
+                    ));
+                }
+                how
+            }
+            Err(refusal) => format!("refused: {refusal}"),
+        };
+        out.push((code, how));
+    }
+    out
+}
+
 /// How one parameter is served.
 enum Served {
     Upstream,
@@ -416,7 +481,7 @@ fn serve(
         if found.is_empty() || found.iter().any(|leaf| !written.contains(leaf)) {
             return Err(SearchRefusal::Index {
                 param: key(),
-                reason: QueryRefusal::Modifier,
+                reason: QueryRefusal::NotIndexed,
             });
         }
         all.extend(found);
@@ -429,14 +494,14 @@ fn serve(
         _ => {
             return Err(SearchRefusal::Index {
                 param: key(),
-                reason: QueryRefusal::Modifier,
+                reason: QueryRefusal::NotIndexed,
             });
         }
     };
     if all.iter().any(|(_, k)| *k != want) {
         return Err(SearchRefusal::Index {
             param: key(),
-            reason: QueryRefusal::Modifier,
+            reason: QueryRefusal::NotIndexed,
         });
     }
     Ok(Served::Index {

@@ -34,17 +34,22 @@ enum Command {
         #[arg(long)]
         claims: PathBuf,
     },
-    /// Per protected element of a resource: open or masked for the caller, and why.
+    /// Per protected element of a resource: open or masked for the caller, and why. With
+    /// `--searches` instead: per protected resource type, each search parameter that reads a
+    /// protected element and how the gateway answers it.
     Explain {
         /// The policy's files [default: the embedded general-hospital policy].
         #[arg(long = "policy")]
         policy: Vec<PathBuf>,
         /// A JSON file with the token's claims.
-        #[arg(long)]
-        claims: PathBuf,
+        #[arg(long, required_unless_present = "searches")]
+        claims: Option<PathBuf>,
         /// A JSON file with the FHIR resource.
-        #[arg(long)]
-        resource: PathBuf,
+        #[arg(long, required_unless_present = "searches")]
+        resource: Option<PathBuf>,
+        /// Explain the searches on protected elements instead.
+        #[arg(long, conflicts_with_all = ["claims", "resource"])]
+        searches: bool,
     },
 }
 
@@ -54,12 +59,14 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             let policy =
                 Policy::from_paths(&files).map_err(|e| format!("the policy is invalid:\n{e}"))?;
             let protected: usize = policy.protections().iter().map(|p| p.elements.len()).sum();
+            let warnings = warnings(&policy);
             Ok(if args.json {
                 json!({"valid": true, "name": policy.name(), "version": policy.version(),
-                    "roles": policy.roles().len(), "access": policy.access().len(), "protected_elements": protected})
+                    "roles": policy.roles().len(), "access": policy.access().len(), "protected_elements": protected,
+                    "warnings": warnings})
                 .to_string()
             } else {
-                format!(
+                let mut text = format!(
                     "{} (version {}) is valid: {} roles, {} access rules, {} protected elements in {} rules; everything else is denied",
                     policy.name(),
                     policy.version(),
@@ -67,7 +74,12 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                     policy.access().len(),
                     protected,
                     policy.protections().len()
-                )
+                );
+                for warning in &warnings {
+                    text.push_str("\nwarning: ");
+                    text.push_str(warning);
+                }
+                text
             })
         }
         Command::Attributes { policy, claims } => {
@@ -92,9 +104,21 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
         }
         Command::Explain {
             policy,
+            searches: true,
+            ..
+        } => {
+            let policy = load(&policy)?;
+            Ok(explain_searches(&policy, args.json))
+        }
+        Command::Explain {
+            policy,
             claims,
             resource,
+            ..
         } => {
+            let (Some(claims), Some(resource)) = (claims, resource) else {
+                return Err("explain needs --claims and --resource, or --searches".into());
+            };
             let policy = load(&policy)?;
             let principal = principal(&claims)?;
             let resource = read_json(&resource)?;
@@ -129,6 +153,63 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                 explanation.to_string().trim_end().to_string()
             })
         }
+    }
+}
+
+/// Data types with few distinct values: a blind index on one alone tells the server which
+/// resources share a value, and its frequency says which value it is likely to be.
+const LOW_ENTROPY: &[&str] = &["date", "dateTime", "instant", "code", "boolean"];
+
+/// What a valid policy may still get wrong: blind indexes on low-entropy elements.
+fn warnings(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for protection in policy.protections() {
+        for rule in &protection.elements {
+            let low = match rule.path().element().types.as_slice() {
+                [one] => LOW_ENTROPY.contains(one),
+                _ => false,
+            };
+            if rule.blind_index() && low {
+                out.push(format!(
+                    "protect \"{}\": `{}` is indexed alone (search = \"blind-index\") but has few distinct values: the server sees which resources share one, and how many do (docs/search.md, \"Leakage\"); use search = \"filter\" if the searches it serves come with other parameters",
+                    protection.name,
+                    rule.path()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Per protected resource type, the searches that read a protected element and how each is
+/// answered.
+fn explain_searches(policy: &Policy, json: bool) -> String {
+    let rules = policy.rules_for(None);
+    let mut types: Vec<&str> = policy
+        .protections()
+        .iter()
+        .map(|p| p.resource_type.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut rows = Vec::new();
+    for resource_type in types {
+        for (code, how) in fhirseal_seal::search::served_searches(resource_type, &rules) {
+            rows.push((resource_type, code, how));
+        }
+    }
+    if json {
+        Value::Array(
+            rows.iter()
+                .map(|(t, code, how)| json!({"type": t, "parameter": code, "answered": how}))
+                .collect(),
+        )
+        .to_string()
+    } else {
+        rows.iter()
+            .map(|(t, code, how)| format!("{t}?{code}: {how}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

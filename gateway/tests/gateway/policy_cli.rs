@@ -157,3 +157,86 @@ fn attributes_and_explain_answer_for_a_token() {
     let (_, err) = fails(&["explain", "--claims", &nurse, "--resource", &not_json]);
     assert!(err.contains("bad2.json: not JSON"), "{err}");
 }
+
+#[test]
+fn explain_searches_says_how_each_search_on_a_protected_element_is_answered() {
+    let out = ok(&["explain", "--searches"]);
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} in:\n{out}"))
+            .to_string()
+    };
+    assert!(line("Patient?family:").contains("blind-index: `_tag` tokens of Patient.name.family"));
+    assert!(line("Patient?identifier:").contains("other systems go to the upstream"));
+    assert!(line("Patient?address-use:").contains("refused"));
+    assert!(line("Patient?phonetic:").contains("refused"));
+    assert!(line("Observation?value-quantity:").starts_with("Observation?value-quantity: filter"));
+    assert!(line("Observation?code-value-quantity:").contains("refused"));
+    assert!(line("Practitioner?address:").contains("refused"));
+    // What no rule seals is not listed: the upstream answers it.
+    assert!(!out.contains("Patient?gender:"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["--json", "explain", "--searches"])).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["type"] == "Patient"
+                && row["parameter"] == "birthdate"
+                && row["answered"].as_str().unwrap().starts_with("blind-index"))
+    );
+    let (_, err) = fails(&["explain"]);
+    assert!(
+        err.contains("--claims") && err.contains("--resource"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_warns_on_a_low_entropy_element_indexed_alone_and_bounds_index_bits() {
+    let path = policies().join("general-hospital.toml");
+    let out = ok(&["check", path.to_str().unwrap()]);
+    assert!(
+        out.contains("warning: protect \"demographics\": `Patient.birthDate` is indexed alone"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rule = |extra: &str| {
+        format!(
+            "[policy]\nname = \"x\"\nversion = \"1\"\ndefault = \"deny\"\n[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"a\"\n{extra}\n"
+        )
+    };
+    let fine = write(
+        dir.path(),
+        "fine.toml",
+        &rule("search = \"blind-index\"\nindex-bits = 24"),
+    );
+    let out = ok(&["check", &fine]);
+    assert!(!out.contains("warning"), "{out}");
+    for (name, extra, want) in [
+        (
+            "narrow.toml",
+            "search = \"blind-index\"\nindex-bits = 4",
+            "index-bits must be between 8 and 64",
+        ),
+        (
+            "wide.toml",
+            "search = \"blind-index\"\nindex-bits = 65",
+            "index-bits must be between 8 and 64",
+        ),
+        (
+            "filter.toml",
+            "search = \"filter\"\nindex-bits = 16",
+            "applies to search = \"blind-index\" only",
+        ),
+    ] {
+        let bad = write(dir.path(), name, &rule(extra));
+        let (code, err) = fails(&["check", &bad]);
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("protect[0].index-bits") && err.contains(want),
+            "{err}"
+        );
+    }
+}
