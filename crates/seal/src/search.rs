@@ -436,6 +436,11 @@ fn serve(
     if sealing.iter().any(|r| r.search() == SearchMode::Reject) {
         return Err(SearchRefusal::Sealed { param: key() });
     }
+    // Whether an element is absent, or holds no such value, is not decided on what a caller
+    // could not open: refused rather than answered from masked values.
+    if matches!(modifier, Some("missing" | "not")) {
+        return Err(SearchRefusal::Sealed { param: key() });
+    }
     if sealing.iter().any(|r| r.search() == SearchMode::Filter) {
         return Ok(Served::Filter);
     }
