@@ -385,12 +385,17 @@ impl<'a> Tokens<'a> {
         } else {
             upper.local.last_day().plus_days(widen(&upper, 1))
         };
+        // Bounds that cross (`ge1900-09&lt1900-09`) still match a coarser value spanning both
+        // (`1900`): what matches touches the days between them either way.
+        let key = |d: &Day| days_from_civil(d.year, d.month, d.day);
+        let (from, to) = if key(&to) < key(&from) {
+            (to, from)
+        } else {
+            (from, to)
+        };
         let first = from.year * 12 + i64::from(from.month) - 1;
         let last = to.year * 12 + i64::from(to.month) - 1;
         let mut tags = Vec::new();
-        if last < first {
-            return Ok(tags);
-        }
         for (leaf, _) in leaves {
             if last - first < MAX_RANGE_MONTHS {
                 for m in first..=last {

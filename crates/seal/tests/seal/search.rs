@@ -422,3 +422,164 @@ fn an_identifier_search_of_another_system_than_the_sealed_one_passes() {
     // Without its value the parameter stays refused.
     assert_eq!(check(&rules, "Patient", "identifier"), sealed("identifier"));
 }
+
+/// The blind index never misses: whenever the gateway's matcher says a resource matches a search,
+/// every `_tag` parameter the plan sends is satisfied by the tokens that resource was stored with.
+/// (The converse is the point of truncation: tokens match more, and the matcher drops the rest.)
+mod blind_index_never_misses {
+    use fhirseal_envelope::BlindIndex;
+    use fhirseal_fhir::matching::Criterion;
+    use fhirseal_seal::index::Tokens;
+    use fhirseal_seal::search::plan_search;
+    use fhirseal_seal::{ElementRule, Rules, SearchMode};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const BITS: u8 = 8;
+
+    fn rules() -> Rules {
+        let policy = AccessStructure::parse("role:physician").unwrap();
+        let rule = |path: &str| {
+            ElementRule::new(path, policy.clone(), Granularity::Shared)
+                .unwrap()
+                .with_search(SearchMode::BlindIndex { bits: BITS })
+        };
+        Rules::new([RuleSet::new(
+            "Patient",
+            vec![
+                rule("Patient.name"),
+                rule("Patient.birthDate"),
+                rule("Patient.telecom"),
+            ],
+            Narrative::Seal,
+            Displays::Keep,
+        )
+        .unwrap()])
+        .unwrap()
+    }
+
+    /// The `meta.tag` codings a write stores for `patient`, as `system|code`.
+    fn stored(index: &BlindIndex, patient: &Value) -> Vec<String> {
+        let tokens = Tokens::new(index, BITS);
+        let mut out = Vec::new();
+        for (member, path, data_type) in [
+            ("name", "Patient.name", "HumanName"),
+            ("birthDate", "Patient.birthDate", "date"),
+            ("telecom", "Patient.telecom", "ContactPoint"),
+        ] {
+            if let Some(value) = patient.get(member) {
+                tokens.of_value(path, data_type, value, &mut out);
+            }
+        }
+        out.iter().map(|t| t.search_value()).collect()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[A-Za-zÀÉÖüßø' -]{1,14}"
+    }
+
+    /// A date `dy` years from `year`, at a random precision.
+    fn date_near(year: i32, dy: i32, m: u32, d: u32, p: u8) -> String {
+        let y = year + dy;
+        match p {
+            0 => format!("{y:04}"),
+            1 => format!("{y:04}-{m:02}"),
+            _ => format!("{y:04}-{m:02}-{d:02}"),
+        }
+    }
+
+    fn date_parts() -> impl Strategy<Value = (i32, u32, u32, u8)> {
+        (-2i32..=2, 1u32..=12, 1u32..=28, 0u8..3)
+    }
+
+    /// A query close to `value`: a prefix of it, case changed, or another value.
+    fn near(value: &str, cut: usize, upper: bool) -> String {
+        let prefix: String = value.chars().take(cut.max(1)).collect();
+        if upper { prefix.to_uppercase() } else { prefix }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn whatever_matches_carries_the_asked_tokens(
+            family in text(),
+            given in text(),
+            phone in "[0-9-]{3,10}",
+            year in 1900i32..2030,
+            birth_parts in date_parts(),
+            cut in 1usize..16,
+            upper in any::<bool>(),
+            asked_parts in date_parts(),
+            other_parts in date_parts(),
+            which in 0u8..9,
+        ) {
+            let date = |(dy, m, d, p): (i32, u32, u32, u8), shift: bool| {
+                date_near(year, if shift { dy } else { 0 }, m, d, p)
+            };
+            let birth = date(birth_parts, false);
+            let asked_date = date(asked_parts, asked_parts.0.abs() < 1);
+            let other_date = date(other_parts, true);
+            let index = BlindIndex::new([4; 32]);
+            let patient = json!({"resourceType": "Patient", "id": "p",
+                "name": [{"family": family, "given": [given]}],
+                "telecom": [{"system": "phone", "value": phone}],
+                "birthDate": birth});
+            let (lo, hi) = if asked_date <= other_date {
+                (asked_date.clone(), other_date)
+            } else {
+                (other_date, asked_date.clone())
+            };
+            let query: Vec<(String, String)> = match which {
+                0 => vec![("family".into(), near(&family, cut, upper))],
+                1 => vec![("given".into(), near(&given, cut, upper))],
+                2 => vec![("name".into(), near(&given, cut, upper))],
+                3 => vec![("family:exact".into(), if upper { family.to_uppercase() } else { family })],
+                4 => vec![("birthdate".into(), birth.chars().take(cut.max(4)).collect())],
+                5 => vec![("birthdate".into(), asked_date)],
+                6 => vec![("birthdate".into(), format!("ge{lo}")), ("birthdate".into(), format!("lt{hi}"))],
+                7 => vec![("birthdate".into(), format!("gt{lo}")), ("birthdate".into(), format!("le{hi}"))],
+                _ => vec![("phone".into(), phone), ("family".into(), near(&family, cut, upper))],
+            };
+            let Ok(plan) = plan_search("Patient", &query, &rules(), Some(&index)) else {
+                return Ok(());
+            };
+            let criteria: Result<Vec<Criterion>, _> = plan
+                .checked
+                .iter()
+                .map(|(k, v)| Criterion::parse("Patient", k, v))
+                .collect();
+            let Ok(criteria) = criteria else { return Ok(()) };
+            if !criteria.iter().all(|c| c.matches(&patient)) {
+                return Ok(());
+            }
+            prop_assert!(!plan.nothing, "{query:?}: planned as matching nothing");
+            let stored = stored(&index, &patient);
+            for (key, asked) in &plan.upstream {
+                prop_assert_eq!(key, "_tag");
+                prop_assert!(
+                    asked.split(',').any(|t| stored.contains(&t.to_string())),
+                    "{:?} matches {} but its tokens miss", query, patient
+                );
+            }
+        }
+    }
+
+    /// The property above is not vacuous: the queries it makes do match, often.
+    #[test]
+    fn prefix_queries_of_the_stored_value_match() {
+        let patient = json!({"resourceType": "Patient", "id": "p",
+            "name": [{"family": "Müller-Lüdenscheidt", "given": ["Zoë"]}], "birthDate": "1974-12-25"});
+        for (key, value) in [
+            ("family", "mull"),
+            ("family", "MÜLLER-LÜDENSCHEIDT"),
+            ("given", "zo"),
+            ("birthdate", "1974-12"),
+        ] {
+            let c = Criterion::parse("Patient", key, value).unwrap();
+            assert!(c.matches(&patient), "{key}={value}");
+        }
+    }
+}

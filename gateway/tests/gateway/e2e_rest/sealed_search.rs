@@ -331,6 +331,34 @@ async fn searches_on_sealed_elements_answer_what_a_clear_server_answers() {
         c.same(&gw, all, "Observation", query).await;
     }
 
+    // Inside a batch, the same search gives the same answer (one flow for both).
+    let query = format!(
+        "Patient?family={}&birthdate=1974&_tag={COHORT}%7C{}",
+        enc(stem),
+        c.tag(true)
+    );
+    let alone = gw.get(&format!("/fhir/{query}"), all).await;
+    expect(&alone, StatusCode::OK);
+    let batch = json!({"resourceType": "Bundle", "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": query}}]});
+    let answered = gw.bundle(&batch, all).await;
+    expect(&answered, StatusCode::OK);
+    let inner = &answered.json["entry"][0];
+    assert!(
+        inner["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("200"),
+        "{}",
+        answered.text
+    );
+    assert_eq!(
+        Cohort::twins(&inner["resource"]),
+        Cohort::twins(&alone.json)
+    );
+    assert_eq!(inner["resource"]["total"], alone.json["total"]);
+    assert!(!Cohort::twins(&alone.json).is_empty());
+
     // Paging through the gateway's signed cursors: every match once, over several pages.
     let (twins, pages) = c
         .gateway_answer(
