@@ -457,6 +457,11 @@ pub enum QueryRefusal {
     /// address's `use`), or a data type the index does not hold.
     #[error("it reads a part of a sealed element that is not indexed")]
     NotIndexed,
+    /// The search asks for more tokens than one upstream URL holds.
+    #[error(
+        "the search asks for too many blind-index tokens (more than 256): ask for fewer values at once"
+    )]
+    TooMany,
     /// An escape in a value (`\,`): not answered from an index.
     #[error("escaped characters cannot be searched on a blind index")]
     Escape,

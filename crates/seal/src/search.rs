@@ -216,8 +216,28 @@ pub fn plan_search(
             })?;
         plan.push_tags(tags);
     }
+    let asked: usize = plan
+        .upstream
+        .iter()
+        .filter(|(k, _)| k == "_tag")
+        .map(|(_, v)| v.split(',').count())
+        .sum();
+    if asked > MAX_TOKENS {
+        let key = plan
+            .checked
+            .first()
+            .map_or_else(String::new, |(k, _)| k.clone());
+        return Err(SearchRefusal::Index {
+            param: key,
+            reason: QueryRefusal::TooMany,
+        });
+    }
     Ok(plan)
 }
+
+/// The most tokens one search may ask for: more would make an upstream URL longer than servers
+/// take (each is about 90 characters).
+pub const MAX_TOKENS: usize = 256;
 
 impl SearchPlan {
     fn push_tags(&mut self, tags: Vec<Tag>) {

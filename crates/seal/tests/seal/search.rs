@@ -567,6 +567,20 @@ mod blind_index_never_misses {
         }
     }
 
+    /// A search asking for more tokens than an upstream URL holds is refused by name.
+    #[test]
+    fn too_many_tokens_are_refused_naming_the_parameter() {
+        let index = BlindIndex::new([4; 32]);
+        let many: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
+        // `name` asks for the tokens of five leaves per value (at 8 bits, at most 256 each).
+        let query = vec![("name".to_string(), many.join(","))];
+        let refused = plan_search("Patient", &query, &rules(), Some(&index)).unwrap_err();
+        assert!(refused.to_string().contains("`name`"), "{refused}");
+        assert!(refused.to_string().contains("too many"), "{refused}");
+        let few = vec![("name".to_string(), many[..40].join(","))];
+        assert!(plan_search("Patient", &few, &rules(), Some(&index)).is_ok());
+    }
+
     /// The property above is not vacuous: the queries it makes do match, often.
     #[test]
     fn prefix_queries_of_the_stored_value_match() {

@@ -126,8 +126,8 @@ pub(super) async fn search(
             let previous = paging.offset.saturating_sub(paging.count);
             links.push(json!({"relation": "previous", "url": paging.link(state, previous)}));
         }
-        if paging.offset + paging.count < total {
-            let next = paging.offset + paging.count;
+        let next = paging.offset.saturating_add(paging.count);
+        if next < total {
             links.push(json!({"relation": "next", "url": paging.link(state, next)}));
         }
     }
