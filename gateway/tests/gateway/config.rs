@@ -247,10 +247,13 @@ fn replicas_bounds_are_small_by_default_set_in_a_file_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "{MINIMAL}\n[authority]\nregistration_cache_seconds = 0\n\
-         [ciphertext_update]\ninterval_seconds = 1\nlease_seconds = 3\npage_size = 1\n"
+         [ciphertext_update]\ninterval_seconds = 1\nlease_seconds = 3\npage_size = 1\n\
+         [search]\ncandidate_cap = 50\ncursor_seconds = 30\n"
     );
     let file = write(dir.path(), &text);
     let config = Config::load(Some(&file), vars(&[])).unwrap();
+    assert_eq!(config.search.candidate_cap, 50);
+    assert_eq!(config.search.cursor_seconds, 30);
     assert_eq!(config.registration_cache_seconds, 0, "0: no cache");
     assert_eq!(config.ct_update.interval, Duration::from_secs(1));
     assert_eq!(config.ct_update.lease_seconds, 3);
@@ -263,6 +266,9 @@ fn replicas_bounds_are_small_by_default_set_in_a_file_and_checked() {
         ("ciphertext_update.lease_seconds", "86401"),
         ("ciphertext_update.page_size", "0"),
         ("ciphertext_update.page_size", "1001"),
+        ("search.candidate_cap", "0"),
+        ("search.candidate_cap", "1001"),
+        ("search.cursor_seconds", "0"),
     ] {
         let (section, name) = key.split_once('.').unwrap();
         let file = write(
