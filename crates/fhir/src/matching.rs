@@ -136,6 +136,21 @@ use unicode_normalization::char::canonical_combining_class;
 use crate::search::{self, ParamName};
 use crate::structure::{Kind, r4};
 
+/// The members of a `HumanName` a string search reads (R4: the parameter's expression names the
+/// element; servers search its strings).
+pub const NAME_MEMBERS: &[&str] = &["family", "given", "text", "prefix", "suffix"];
+
+/// The members of an `Address` a string search reads.
+pub const ADDRESS_MEMBERS: &[&str] = &[
+    "line",
+    "city",
+    "district",
+    "state",
+    "postalCode",
+    "country",
+    "text",
+];
+
 /// Why a parameter cannot be evaluated by the gateway. Each names the query key as given
 /// (`name:contains`) and says why in fixed words: never a value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -1125,16 +1140,8 @@ fn string_accepts(mode: StringMode, values: &[String], target: Target, value: &V
     let members: &[&str] = match target {
         Target::Text => return value.as_str().is_some_and(check),
         Target::ConceptText => &["text"],
-        Target::HumanName => &["text", "family", "given", "prefix", "suffix"],
-        Target::Address => &[
-            "text",
-            "line",
-            "city",
-            "district",
-            "state",
-            "postalCode",
-            "country",
-        ],
+        Target::HumanName => NAME_MEMBERS,
+        Target::Address => ADDRESS_MEMBERS,
         _ => return false,
     };
     members.iter().any(|member| {

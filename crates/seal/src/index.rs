@@ -114,16 +114,9 @@ pub enum LeafKind {
     Date,
 }
 
-const NAME_MEMBERS: &[&str] = &["family", "given", "text", "prefix", "suffix"];
-const ADDRESS_MEMBERS: &[&str] = &[
-    "line",
-    "city",
-    "district",
-    "state",
-    "postalCode",
-    "country",
-    "text",
-];
+// The members a string search reads of a name and an address: the matcher's, so that the index
+// holds every member the exact check looks at.
+use fhirseal_fhir::matching::{ADDRESS_MEMBERS, NAME_MEMBERS};
 
 /// The leaves of an element of R4 data type `data_type` at `path` (plain, no filters): each
 /// indexed member path and how it is indexed. Empty for a type that cannot be indexed.
@@ -720,11 +713,21 @@ pub fn is_index_tag(tag: &Value) -> bool {
 
 /// Adds `tags` to the resource's `meta.tag`, sorted and without duplicates.
 pub(crate) fn add_tags(object: &mut Map<String, Value>, mut tags: Vec<Tag>) {
-    if tags.is_empty() {
-        return;
-    }
     tags.sort();
     tags.dedup();
+    add_tag_codings(
+        object,
+        tags.into_iter()
+            .map(|t| json!({"system": t.system, "code": t.code}))
+            .collect(),
+    );
+}
+
+/// Adds `codings` to the resource's `meta.tag`, each one not already there.
+pub(crate) fn add_tag_codings(object: &mut Map<String, Value>, codings: Vec<Value>) {
+    if codings.is_empty() {
+        return;
+    }
     let meta = object
         .entry("meta")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -735,10 +738,11 @@ pub(crate) fn add_tags(object: &mut Map<String, Value>, mut tags: Vec<Tag>) {
         .entry("tag")
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Some(list) = list.as_array_mut() {
-        list.extend(
-            tags.into_iter()
-                .map(|t| json!({"system": t.system, "code": t.code})),
-        );
+        for coding in codings {
+            if !list.contains(&coding) {
+                list.push(coding);
+            }
+        }
     }
 }
 

@@ -42,7 +42,7 @@ use base64::Engine as _;
 use fhirseal_envelope::{Envelope, Header, HeaderId};
 use serde_json::{Map, Value, json};
 
-use crate::index::{is_index_tag, tag_leaf};
+use crate::index::{add_tag_codings, is_index_tag, tag_leaf};
 use crate::shape::{
     BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, NEUTRAL_DIV,
     OBSERVATION_VALUE_SYSTEM, SEALED_ELEMENT, SEALED_HEADER, envelope_of, is_sealed, masked_label,
@@ -294,23 +294,7 @@ impl Merged {
             })
             .cloned()
             .collect();
-        if !carried_tokens.is_empty() {
-            let meta = object
-                .entry("meta")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Some(meta) = meta.as_object_mut() {
-                let list = meta
-                    .entry("tag")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(list) = list.as_array_mut() {
-                    for token in carried_tokens {
-                        if !list.contains(&token) {
-                            list.push(token);
-                        }
-                    }
-                }
-            }
-        }
+        add_tag_codings(object, carried_tokens);
         if self.masked_label {
             add_masked_label(object);
         }
