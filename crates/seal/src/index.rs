@@ -738,8 +738,16 @@ pub(crate) fn add_tag_codings(object: &mut Map<String, Value>, codings: Vec<Valu
         .entry("tag")
         .or_insert_with(|| Value::Array(Vec::new()));
     if let Some(list) = list.as_array_mut() {
+        // A resource may carry many thousands of tokens (one per identifier): a set, not a scan.
+        let key = |c: &Value| {
+            (
+                c.get("system").and_then(Value::as_str).map(str::to_string),
+                c.get("code").and_then(Value::as_str).map(str::to_string),
+            )
+        };
+        let mut present: std::collections::HashSet<_> = list.iter().map(key).collect();
         for coding in codings {
-            if !list.contains(&coding) {
+            if present.insert(key(&coding)) {
                 list.push(coding);
             }
         }
