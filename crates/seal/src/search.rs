@@ -1,21 +1,21 @@
-//! Whether a search reads a sealed element, so that the gateway can refuse a search the upstream
-//! server cannot answer.
+//! How a search that may read sealed elements is answered: [`plan_search`] decides, parameter by
+//! parameter, whether the upstream server answers it as it is, whether it becomes blind-index
+//! tokens (`_tag`) that the gateway then checks on the opened candidates, whether the gateway
+//! filters the candidates itself, or whether it is refused naming the parameter
+//! ([`SearchRefusal`]), as the policy's rule for each element it reads says (`docs/search.md`).
 //!
 //! A sealed element is absent from what the server stores (it holds a masked placeholder and an
-//! envelope), so a search on it would silently find nothing, or everything with `:missing`.
-//! [`sealed_search_param`] tells the gateway, for one query key, whether the parameter reads an
-//! element that a rule seals; the gateway then answers 400 naming the parameter, or serves it
-//! another way (blind index, filtering), as the policy says. What each R4 parameter reads is
-//! [`fhirseal_fhir::search`]'s table.
-//!
-//! The check is conservative: a parameter is refused when any path it reads equals, contains or
-//! lies inside a sealed element (`Patient.telecom` sealed refuses `phone`, `email` and
-//! `telecom`); a parameter R4 does not define for the type is refused, since it could read
-//! anything; chains and `_has` read other resources' elements and are refused. One exception,
-//! judged on the values ([`sealed_search`]): a token search on exactly the element a rule seals
-//! only the items of one system of (`Patient.identifier.where(system='…us-ssn')`), when every
-//! value names another system (`identifier=urn:oid:…|MRN-4711`), reads only items in clear, so the
-//! server answers it as a server holding everything in clear would.
+//! envelope), so a search on it sent as it is would silently find nothing, or everything with
+//! `:missing`. What each R4 parameter reads is [`fhirseal_fhir::search`]'s table, and the check
+//! is conservative: a parameter reads a sealed element when any path it reads equals, contains or
+//! lies inside one (`Patient.telecom` sealed covers `phone`, `email` and `telecom`); a parameter
+//! R4 does not define for the type is refused, since it could read anything; chains and `_has`
+//! read other resources' elements and are refused. One exception, judged on the values: a token
+//! search on exactly the element a rule seals only the items of one system of
+//! (`Patient.identifier.where(system='…us-ssn')`), when every value names another system
+//! (`identifier=urn:oid:…|MRN-4711`), reads only items in clear, so the server answers it as a
+//! server holding everything in clear would. [`sealed_search_param`] is the same question for a
+//! key without a value (`_sort`): only a parameter that reads no sealed element passes.
 
 use std::collections::BTreeMap;
 
@@ -355,31 +355,7 @@ pub fn sealed_search_param(
     name: &str,
     rules: &Rules,
 ) -> Result<(), SearchRefusal> {
-    check(resource_type, name, None, rules)
-}
-
-/// [`sealed_search_param`] for one query key and its value (`identifier` and
-/// `urn:oid:…|MRN-4711,urn:oid:…|MRN-4712`): the same refusals, except that a token parameter
-/// without a modifier that reads exactly an element a rule seals only the items of one system of
-/// (`Patient.identifier.where(system='http://hl7.org/fhir/sid/us-ssn')`) passes when every value
-/// of the list names a system, and not that one: the items it can match are all in clear. A
-/// value without a system, or of the sealed system, or holding an escape (`\`), is refused.
-pub fn sealed_search(
-    resource_type: &str,
-    name: &str,
-    value: &str,
-    rules: &Rules,
-) -> Result<(), SearchRefusal> {
-    check(resource_type, name, Some(value), rules)
-}
-
-fn check(
-    resource_type: &str,
-    name: &str,
-    value: Option<&str>,
-    rules: &Rules,
-) -> Result<(), SearchRefusal> {
-    match serve(resource_type, name, value, rules)? {
+    match serve(resource_type, name, None, rules)? {
         Served::Upstream => Ok(()),
         Served::Filter | Served::Index { .. } => Err(SearchRefusal::Sealed {
             param: name.to_string(),

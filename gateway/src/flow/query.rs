@@ -1,16 +1,18 @@
 //! Searches and histories: `GET [type]?…`, `POST [type]/_search`, `GET [type]/[id]/_history`,
 //! `GET [type]/_history` and `GET Patient/[id]/$everything`.
 //!
-//! The query is checked before anything goes upstream: a parameter that reads a sealed element
-//! (the upstream holds only its ciphertext, so the search could not be answered, and a wrong
-//! answer would leak through which resources match) is a 400 naming it; so is a parameter the
-//! type does not have (the gateway cannot know what an unknown parameter reads: fail closed),
-//! a chain or `_has` (they read other resources' elements), and a malformed `_count` or
-//! `_offset`. The caller's scopes narrow the search to the compartment they allow, and the
-//! policy must permit searching the type. Every resource in the answer, `_include`d and
-//! `_revinclude`d ones too, then goes through the same checks as a read, one by one: an entry
-//! the caller may not read is left out. What is left is opened for the caller, and the paging
-//! links are moved to the gateway's base (a followed link is checked again like any search).
+//! The query is checked and planned before anything goes upstream ([`check_params`]): a parameter
+//! that reads a sealed element is answered from the blind index or by filtering, as the policy's
+//! rule says, by its `owned` module (`docs/search.md`); or it is a 400 naming it (`reject` mode, or
+//! a value no index or check answers exactly: the upstream holds only ciphertext, and a wrong
+//! answer would leak through which resources match); so is a parameter the type does not have (the
+//! gateway cannot know what an unknown parameter reads: fail closed), a chain or `_has` (they read
+//! other resources' elements), and a malformed `_count` or `_offset`. The caller's scopes narrow
+//! the search to the compartment they allow, and the policy must permit searching the type. Every
+//! resource in the answer, `_include`d and `_revinclude`d ones too, then goes through the same
+//! checks as a read, one by one: an entry the caller may not read is left out. What is left is
+//! opened for the caller, and the paging links are moved to the gateway's base (a followed link is
+//! checked again like any search).
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use fhirseal_fhir::rest::Interaction;
