@@ -87,6 +87,13 @@ pub(crate) struct RawProtect {
     /// How many bits of each blind-index token are kept (`search = "blind-index"` only).
     #[serde(default)]
     pub(crate) index_bits: Option<Spanned<i64>>,
+    /// Compound blind indexes: pairs of leaves of these elements (`["Patient.name.family",
+    /// "Patient.birthDate"]`), one token per pair of values.
+    #[serde(default)]
+    pub(crate) compound_indexes: Vec<Spanned<Vec<Spanned<String>>>>,
+    /// Elements of few distinct values that are still indexed alone, the leakage accepted.
+    #[serde(default)]
+    pub(crate) index_alone: Vec<Spanned<String>>,
     #[serde(default)]
     pub(crate) labels: Vec<Spanned<String>>,
     #[serde(default)]

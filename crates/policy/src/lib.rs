@@ -33,8 +33,8 @@ pub use decide::{
 };
 pub use document::Search;
 pub use policy::{
-    Access, Attributes, Label, NO_PATIENT, Origin, PATIENT_SELF, Policy, PolicyError, PolicyErrors,
-    Protection, Role, SealingRules,
+    Access, Attributes, LOW_ENTROPY_TYPES, Label, NO_PATIENT, Origin, PATIENT_SELF, Policy,
+    PolicyError, PolicyErrors, Protection, Role, SealingRules, low_entropy,
 };
 
 /// The policy the gateway runs with when none is configured: `fhir-profiles/policies/general-hospital.toml`.

@@ -98,6 +98,8 @@ pub struct Protection {
     pub granularity: Granularity,
     /// How searches on them are answered.
     pub search: Search,
+    /// Compound blind indexes over pairs of leaves of these elements.
+    pub compound_indexes: Vec<[String; 2]>,
     /// Security labels the gateway sets on resources it seals under this rule.
     pub labels: Vec<Label>,
     /// Where it was written.
@@ -164,6 +166,17 @@ const SENSITIVITY: (&str, &[&str]) = (
         "HIV", "PSY", "ETH", "SDV", "SEX", "STD", "BH", "SUD", "MH", "GDIS", "SICKLE", "TBOO",
     ],
 );
+
+/// R4 data types with few distinct values: a blind index on an element of one of these alone
+/// tells the server which resources share a value, and its frequency says which value it is
+/// likely to be. Such an element is indexed only in a compound index unless the policy lists it
+/// in `index-alone`.
+pub const LOW_ENTROPY_TYPES: &[&str] = &["date", "dateTime", "instant", "code", "boolean"];
+
+/// Whether `rule`'s element is of a [`LOW_ENTROPY_TYPES`] type.
+pub fn low_entropy(rule: &ElementRule) -> bool {
+    matches!(rule.path().element().types.as_slice(), [one] if LOW_ENTROPY_TYPES.contains(one))
+}
 
 /// The fewest bits a policy may keep of a blind-index token: fewer, and most searches would fetch
 /// most of the resources of their type.
@@ -429,20 +442,27 @@ fn rules_for(protections: &[Protection], patient: Option<&str>) -> Rules {
         for rule in &protection.elements {
             entry.0.push(rule.with_policy(readers.clone()));
         }
+        entry.3.extend(protection.compound_indexes.iter().cloned());
         entry.1 = entry.1.or(protection.narrative);
         entry.2 = entry.2.or(protection.displays);
     }
-    let sets = by_type
-        .into_iter()
-        .filter_map(|(rtype, (rules, narrative, displays))| {
-            RuleSet::new(
-                rtype,
-                rules,
-                narrative.unwrap_or_default(),
-                displays.unwrap_or_default(),
-            )
-            .ok()
-        });
+    let sets =
+        by_type
+            .into_iter()
+            .filter_map(|(rtype, (rules, narrative, displays, compounds))| {
+                let set = RuleSet::new(
+                    rtype,
+                    rules,
+                    narrative.unwrap_or_default(),
+                    displays.unwrap_or_default(),
+                )
+                .ok()?;
+                // Checked when the policy loaded ([`check_protect`]).
+                compounds
+                    .iter()
+                    .try_fold(set, |set, [a, b]| set.with_compound(a, b))
+                    .ok()
+            });
     Rules::new(sets).unwrap_or_default()
 }
 
@@ -512,6 +532,15 @@ fn rules_for_resource(
         existing.map(RuleSet::narrative).unwrap_or_default(),
         existing.map(RuleSet::displays).unwrap_or_default(),
     )?;
+    // The display rules join the type's rules; its compound indexes stay.
+    let set = existing
+        .map(RuleSet::compounds)
+        .unwrap_or_default()
+        .iter()
+        .try_fold(set, |set, c| {
+            let [(a, _), (b, _)] = c.parts();
+            set.with_compound(a, b)
+        })?;
     let others = rules
         .sets()
         .filter(|s| s.resource_type() != resource_type)
@@ -732,7 +761,12 @@ impl fmt::Debug for SealingRules {
 }
 
 /// One resource type's element rules and its narrative and display settings, while building.
-type TypeRules = (Vec<ElementRule>, Option<Narrative>, Option<Displays>);
+type TypeRules = (
+    Vec<ElementRule>,
+    Option<Narrative>,
+    Option<Displays>,
+    Vec<[String; 2]>,
+);
 
 /// `structure` with `patient:self` replaced by `patient`.
 pub(crate) fn substitute(structure: &AccessStructure, patient: &str) -> AccessStructure {
@@ -1050,6 +1084,58 @@ fn check_protect(
             "a protection rule needs elements".into(),
         );
     }
+    // Compound indexes and elements indexed alone (`search = "blind-index"` only).
+    let mut compounds: Vec<(usize, Range<usize>, [String; 2])> = Vec::new();
+    for (k, pair) in rule.compound_indexes.iter().enumerate() {
+        let key = format!("protect[{i}].compound-indexes[{k}]");
+        if search != Search::BlindIndex {
+            c.error(
+                pair.span(),
+                key,
+                "compound-indexes applies to search = \"blind-index\" only".into(),
+            );
+            continue;
+        }
+        if rule.writers.is_some() {
+            c.error(
+                pair.span(),
+                key,
+                "compound-indexes cannot be combined with writers: a writer who cannot read one element of a pair could set the other, and no token could pair the new value with the one it cannot read".into(),
+            );
+            continue;
+        }
+        match pair.get_ref().as_slice() {
+            [a, b] => compounds.push((k, pair.span(), [a.get_ref().clone(), b.get_ref().clone()])),
+            _ => c.error(
+                pair.span(),
+                key,
+                "a compound index pairs exactly two leaves, such as [\"Patient.name.family\", \"Patient.birthDate\"]".into(),
+            ),
+        }
+    }
+    let mut alone_listed: Vec<&str> = Vec::new();
+    for listed in &rule.index_alone {
+        let key = format!("protect[{i}].index-alone");
+        if search != Search::BlindIndex {
+            c.error(
+                listed.span(),
+                key,
+                "index-alone applies to search = \"blind-index\" only".into(),
+            );
+        } else if !rule
+            .elements
+            .iter()
+            .any(|e| e.get_ref() == listed.get_ref())
+        {
+            c.error(
+                listed.span(),
+                key,
+                format!("`{}` is not one of this rule's elements", listed.get_ref()),
+            );
+        } else {
+            alone_listed.push(listed.get_ref());
+        }
+    }
     let mut elements = Vec::new();
     for element in &rule.elements {
         let text = element.get_ref();
@@ -1093,11 +1179,58 @@ fn check_protect(
                 continue;
             }
         }
-        elements.push(rule.with_search(match search {
+        let mut rule = rule.with_search(match search {
             Search::BlindIndex => SearchMode::BlindIndex { bits: index_bits },
             Search::Filter => SearchMode::Filter,
             Search::Reject => SearchMode::Reject,
-        }));
+        });
+        // An element of few distinct values is indexed only in its compound indexes, unless
+        // the policy accepts what its tokens alone would show.
+        if search == Search::BlindIndex
+            && low_entropy(&rule)
+            && !alone_listed.contains(&text.as_str())
+        {
+            let plain = rule.path().plain();
+            let paired = compounds
+                .iter()
+                .flat_map(|(_, _, parts)| parts)
+                .any(|leaf| {
+                    leaf.strip_prefix(plain.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                });
+            if !paired {
+                c.error(
+                    element.span(),
+                    key,
+                    format!("`{text}` has few distinct values ({}): indexed alone, its blind-index tokens would tell the server which resources share a value and how many do; pair it with another element in `compound-indexes`, or list it in `index-alone` to accept that (docs/search.md, \"Leakage\")", rule.path().element().types.join(" | ")),
+                );
+                continue;
+            }
+            rule = rule.with_index_alone(false);
+        }
+        elements.push(rule);
+    }
+    // Each compound index must pair two leaves of this rule's blind-index elements.
+    if c.errors.len() == before
+        && !compounds.is_empty()
+        && let Ok(set) = RuleSet::new(
+            resource_type,
+            elements.clone(),
+            Narrative::default(),
+            Displays::default(),
+        )
+    {
+        let mut set = set;
+        for (k, span, [a, b]) in &compounds {
+            match set.clone().with_compound(a, b) {
+                Ok(with) => set = with,
+                Err(e) => c.error(
+                    span.clone(),
+                    format!("protect[{i}].compound-indexes[{k}]"),
+                    format!("`{}`: {}", e.path, e.reason),
+                ),
+            }
+        }
     }
     let mut labels = Vec::new();
     for label in &rule.labels {
@@ -1123,6 +1256,7 @@ fn check_protect(
         writers,
         granularity,
         search,
+        compound_indexes: compounds.into_iter().map(|(_, _, parts)| parts).collect(),
         labels,
         origin,
         narrative: rule.narrative.as_ref().map(|n| match n.get_ref() {

@@ -384,6 +384,56 @@ fn writers_may_set_what_they_cannot_read_and_only_where_their_rule_says() {
     );
 }
 
+/// A compound index pairs two leaves of one rule; the low-entropy element in it is indexed only
+/// there, unless `index-alone` lists it (issue 16).
+#[test]
+fn compound_indexes_and_index_alone_reach_the_sealing_rules() {
+    let base = format!(
+        "{HEADER}[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\", \"Patient.gender\"]\nreaders = \"x\"\nsearch = \"blind-index\"\n"
+    );
+    let compound = format!(
+        "{base}compound-indexes = [[\"Patient.name.family\", \"Patient.birthDate\"], [\"Patient.name.given\", \"Patient.gender\"]]\n"
+    );
+    let policy = Policy::load(&[("c.toml".into(), compound)]).unwrap();
+    let rules = policy.rules_for(Some("Patient/p1"));
+    let set = rules.for_type("Patient").unwrap();
+    let names: Vec<String> = set.compounds().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "Patient.name.family+Patient.birthDate",
+            "Patient.name.given+Patient.gender"
+        ]
+    );
+    let alone = |path: &str| {
+        set.elements()
+            .iter()
+            .find(|e| e.path().plain() == path)
+            .unwrap()
+            .index_alone()
+    };
+    assert!(alone("Patient.name"));
+    assert!(!alone("Patient.birthDate"));
+    assert!(!alone("Patient.gender"));
+    // Listed in index-alone: indexed alone, the leakage accepted, still paired where named.
+    let accepted = format!(
+        "{base}compound-indexes = [[\"Patient.name.family\", \"Patient.birthDate\"]]\nindex-alone = [\"Patient.birthDate\", \"Patient.gender\"]\n"
+    );
+    let policy = Policy::load(&[("a.toml".into(), accepted)]).unwrap();
+    let rules = policy.rules_for(None);
+    let set = rules.for_type("Patient").unwrap();
+    assert_eq!(set.compounds().len(), 1);
+    assert!(set.elements().iter().all(|e| e.index_alone()));
+    // The shipped policies pair the birth date with the family name.
+    let hospital = Policy::embedded_default().unwrap();
+    let rules = hospital.rules_for(None);
+    let set = rules.for_type("Patient").unwrap();
+    assert_eq!(
+        set.compounds()[0].name(),
+        "Patient.name.family+Patient.birthDate"
+    );
+}
+
 fn load_error(text: &str) -> String {
     Policy::load(&[("broken.toml".to_string(), text.to_string())])
         .unwrap_err()
@@ -463,6 +513,40 @@ fn each_broken_policy_yields_its_error_message() {
         (
             "[[protect]]\nname = \"p\"\nresource = \"Observation\"\nelements = [\"Observation.value[x]\"]\nreaders = \"x\"\nsearch = \"blind-index\"\n",
             "protect[0].search: type mismatch: `Observation.value[x]` is Quantity",
+        ),
+        // Compound indexes (issue 16): a low-entropy element is never indexed alone unless the
+        // policy says so.
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\n",
+            "broken.toml:4: protect[0].elements: `Patient.birthDate` has few distinct values (date): indexed alone",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"filter\"\ncompound-indexes = [[\"Patient.name.family\", \"Patient.birthDate\"]]\n",
+            "broken.toml:7: protect[0].compound-indexes[0]: compound-indexes applies to search = \"blind-index\" only",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\ncompound-indexes = [[\"Patient.name.family\"]]\n",
+            "protect[0].compound-indexes[0]: a compound index pairs exactly two leaves",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\ncompound-indexes = [[\"Patient.name.family\", \"Patient.birthDate\"], [\"Patient.name.use\", \"Patient.birthDate\"]]\n",
+            "protect[0].compound-indexes[1]: `Patient.name.use`: a compound index part must be a leaf",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\ncompound-indexes = [[\"Patient.gender\", \"Patient.birthDate\"]]\n",
+            "protect[0].compound-indexes[0]: `Patient.gender`: a compound index part must be a leaf",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\ncompound-indexes = [[\"Patient.birthDate\", \"Patient.birthDate\"]]\n",
+            "protect[0].compound-indexes[0]: `Patient.birthDate`: a compound index needs two different leaves",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\nwriters = \"role:desk\"\ncompound-indexes = [[\"Patient.name.family\", \"Patient.birthDate\"]]\n",
+            "protect[0].compound-indexes[0]: compound-indexes cannot be combined with writers",
+        ),
+        (
+            "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"x\"\nsearch = \"blind-index\"\nindex-alone = [\"Patient.gender\"]\n",
+            "protect[0].index-alone: `Patient.gender` is not one of this rule's elements",
         ),
         (
             "[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"x\"\nwriters = \"role:desk or\"\n",

@@ -40,12 +40,15 @@
 //! year matches more than the search asked for. The gateway opens every candidate and keeps only
 //! the resources that match the search exactly (`fhirseal_fhir::matching`).
 
+use std::collections::BTreeMap;
+
 use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::path::ElementPath;
 use serde_json::{Map, Value, json};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
+use crate::rules::{RuleSet, SearchMode};
 pub use crate::shape::BLIND_INDEX_SYSTEM;
 
 /// The shortest string a default (prefix) string search may give: shorter prefixes are not
@@ -76,7 +79,7 @@ impl Tag {
 }
 
 /// The transforms a leaf is indexed under; see the module documentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Transform {
     Prefix,
     Exact,
@@ -112,6 +115,31 @@ pub enum LeafKind {
     Token,
     /// A date, dateTime or instant: `year`, `month`, `day`, `year-only`.
     Date,
+}
+
+/// One indexed value before it becomes a token: the leaf, the transform, and the value as that
+/// transform normalises it. A write and a search both produce keys; [`Tokens`] turns them into
+/// tags, alone ([`Tokens::tags`]) or paired across a compound index ([`Tokens::compound`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    leaf: String,
+    transform: Transform,
+    text: String,
+}
+
+impl Key {
+    fn new(leaf: &str, transform: Transform, text: String) -> Self {
+        Self {
+            leaf: leaf.to_string(),
+            transform,
+            text,
+        }
+    }
+
+    /// The leaf path (`Patient.name.family`).
+    pub fn leaf(&self) -> &str {
+        &self.leaf
+    }
 }
 
 // The members a string search reads of a name and an address: the matcher's, so that the index
@@ -158,8 +186,7 @@ impl<'a> Tokens<'a> {
         Self { index, bits }
     }
 
-    fn tag(&self, leaf: &str, transform: Transform, normalised: &str) -> Tag {
-        let name = format!("{leaf}/{}", transform.name());
+    fn tag(&self, name: String, normalised: &str) -> Tag {
         let code = self.index.token(&name, normalised, self.bits);
         Tag {
             system: format!("{BLIND_INDEX_SYSTEM}{name}"),
@@ -167,194 +194,67 @@ impl<'a> Tokens<'a> {
         }
     }
 
-    /// The tags of one value of a sealed element at `path` (plain) of R4 type `data_type`, as it
-    /// is sealed: every leaf, every transform.
+    /// The tags of `keys`, each alone: index `leaf/transform`. Sorted, without duplicates.
+    pub fn tags(&self, keys: &[Key]) -> Vec<Tag> {
+        let mut tags: Vec<Tag> = keys
+            .iter()
+            .map(|k| self.tag(format!("{}/{}", k.leaf, k.transform.name()), &k.text))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// The tags of a compound index over two leaves: one per pair of a key of `a` and a key of
+    /// `b`, in index `leafA+leafB/transformA+transformB`, over both texts (the first
+    /// length-prefixed, so that no two pairs share an input). Sorted, without duplicates.
+    pub fn compound(&self, a: &[Key], b: &[Key]) -> Vec<Tag> {
+        let mut tags = Vec::with_capacity(a.len() * b.len());
+        for ka in a {
+            for kb in b {
+                let name = format!(
+                    "{}+{}/{}+{}",
+                    ka.leaf,
+                    kb.leaf,
+                    ka.transform.name(),
+                    kb.transform.name()
+                );
+                let text = format!("{}:{}{}", ka.text.len(), ka.text, kb.text);
+                tags.push(self.tag(name, &text));
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// The tags of one value of a sealed element indexed alone ([`keys_of_value`], then
+    /// [`Tokens::tags`]).
     pub fn of_value(&self, path: &str, data_type: &str, value: &Value, out: &mut Vec<Tag>) {
-        if let Value::Array(items) = value {
-            for item in items {
-                self.of_value(path, data_type, item, out);
-            }
-            return;
-        }
-        for (leaf, kind) in leaves(path, data_type) {
-            let member = leaf.strip_prefix(path).and_then(|m| m.strip_prefix('.'));
-            let target = match member {
-                Some(member) => value.get(member),
-                None => Some(value),
-            };
-            let Some(target) = target else { continue };
-            let items: Vec<&Value> = match target {
-                Value::Array(items) => items.iter().collect(),
-                other => vec![other],
-            };
-            for item in items {
-                match kind {
-                    LeafKind::String => {
-                        if let Some(text) = item.as_str() {
-                            self.of_string(&leaf, text, out);
-                        }
-                    }
-                    LeafKind::Token => self.of_token(&leaf, item, out),
-                    LeafKind::Date => {
-                        if let Some(text) = item.as_str() {
-                            self.of_date(&leaf, text, out);
-                        }
-                    }
-                }
-            }
-        }
+        let mut keys = Vec::new();
+        keys_of_value(path, data_type, value, &mut keys);
+        out.extend(self.tags(&keys));
     }
 
-    fn of_string(&self, leaf: &str, text: &str, out: &mut Vec<Tag>) {
-        let folded: Vec<char> = fold(text).chars().collect();
-        for n in MIN_PREFIX..=MAX_PREFIX.min(folded.len()) {
-            let prefix: String = folded[..n].iter().collect();
-            out.push(self.tag(leaf, Transform::Prefix, &prefix));
-        }
-        // A value shorter than the shortest prefix is still found by a search for all of it.
-        if !folded.is_empty() && folded.len() < MIN_PREFIX {
-            out.push(self.tag(leaf, Transform::Prefix, &folded.iter().collect::<String>()));
-        }
-        out.push(self.tag(leaf, Transform::Exact, &text.nfc().collect::<String>()));
-    }
-
-    fn of_token(&self, leaf: &str, value: &Value, out: &mut Vec<Tag>) {
-        let mut code = |system: Option<&str>, code: &str| {
-            let code: String = code.nfc().collect();
-            out.push(self.tag(
-                leaf,
-                Transform::SystemCode,
-                &format!("{}|{code}", system.unwrap_or("")),
-            ));
-            out.push(self.tag(leaf, Transform::Code, &code));
-        };
-        match value {
-            Value::String(text) => code(None, text),
-            Value::Bool(b) => code(None, if *b { "true" } else { "false" }),
-            Value::Object(object) => {
-                let text = |k: &str| object.get(k).and_then(Value::as_str);
-                if let Some(codings) = object.get("coding").and_then(Value::as_array) {
-                    // CodeableConcept: each coding.
-                    for coding in codings {
-                        if let Some(c) = coding.get("code").and_then(Value::as_str) {
-                            code(coding.get("system").and_then(Value::as_str), c);
-                        }
-                    }
-                } else if let Some(c) = text("code") {
-                    // Coding
-                    code(text("system"), c);
-                } else if let Some(v) = text("value") {
-                    // Identifier, ContactPoint
-                    code(text("system"), v);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn of_date(&self, leaf: &str, text: &str, out: &mut Vec<Tag>) {
-        let Some(date) = FhirDate::parse(text) else {
-            return;
-        };
-        let mut days = vec![date.local];
-        if let Some(utc) = date.utc_day()
-            && utc != date.local
-        {
-            days.push(utc);
-        }
-        for day in days {
-            out.push(self.tag(leaf, Transform::Year, &day.year_text()));
-            if day.precision == Precision::Year {
-                out.push(self.tag(leaf, Transform::YearOnly, &day.year_text()));
-            }
-            if day.precision >= Precision::Month {
-                out.push(self.tag(leaf, Transform::Month, &day.month_text()));
-            }
-            if day.precision >= Precision::Day {
-                out.push(self.tag(leaf, Transform::Day, &day.day_text()));
-            }
-        }
-    }
-
-    /// The tags a search value asks for on `leaves` (one OR group): `Ok(None)` when the value
-    /// cannot be answered from the index, with the reason.
+    /// The tags a search value asks for on `leaves` indexed alone ([`keys_of_query`], then
+    /// [`Tokens::tags`]).
+    ///
+    /// # Errors
+    /// Why the value cannot be answered from the index.
     pub fn of_query(
         &self,
         leaves: &[(String, LeafKind)],
         modifier: Option<&str>,
         value: &str,
     ) -> Result<Vec<Tag>, QueryRefusal> {
-        let mut tags = Vec::new();
-        for item in split_or(value)? {
-            for (leaf, kind) in leaves {
-                match (kind, modifier) {
-                    (LeafKind::String, None) => {
-                        let folded: Vec<char> = fold(&item).chars().collect();
-                        if folded.is_empty() {
-                            return Err(QueryRefusal::Empty);
-                        }
-                        if folded.len() < MIN_PREFIX {
-                            // Only values of exactly this length were indexed so short.
-                            return Err(QueryRefusal::TooShort);
-                        }
-                        let n = folded.len().min(MAX_PREFIX);
-                        let prefix: String = folded[..n].iter().collect();
-                        tags.push(self.tag(leaf, Transform::Prefix, &prefix));
-                    }
-                    (LeafKind::String, Some("exact")) => {
-                        tags.push(self.tag(
-                            leaf,
-                            Transform::Exact,
-                            &item.nfc().collect::<String>(),
-                        ));
-                    }
-                    (LeafKind::Token, None) => match item.split_once('|') {
-                        None => tags.push(self.tag(
-                            leaf,
-                            Transform::Code,
-                            &item.nfc().collect::<String>(),
-                        )),
-                        Some((_, "")) => return Err(QueryRefusal::SystemOnly),
-                        Some((system, code)) => {
-                            let code: String = code.nfc().collect();
-                            tags.push(self.tag(
-                                leaf,
-                                Transform::SystemCode,
-                                &format!("{system}|{code}"),
-                            ));
-                        }
-                    },
-                    (LeafKind::Date, None) => {
-                        let (prefix, rest) = date_prefix(&item);
-                        if prefix != "eq" {
-                            return Err(QueryRefusal::DatePrefix);
-                        }
-                        let date = FhirDate::parse(rest).ok_or(QueryRefusal::BadDate)?;
-                        let mut days = vec![date.local];
-                        if let Some(utc) = date.utc_day() {
-                            days.push(utc);
-                        }
-                        for day in days {
-                            let (transform, text) = match day.precision {
-                                Precision::Year => (Transform::Year, day.year_text()),
-                                Precision::Month => (Transform::Month, day.month_text()),
-                                Precision::Day => (Transform::Day, day.day_text()),
-                            };
-                            tags.push(self.tag(leaf, transform, &text));
-                        }
-                    }
-                    _ => return Err(QueryRefusal::Modifier),
-                }
-            }
-        }
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
+        Ok(self.tags(&keys_of_query(leaves, modifier, value)?))
     }
 
-    /// The tags of a date range on `leaves`: the bounds are the dates of `ge`/`gt` and `le`/`lt`
-    /// values (`None`: open on that side, refused); `before` when the upper one is `lt` (what
-    /// matches starts before the bound's start: `lt1980` reaches 1979, not 1980).
+    /// The tags of a date range on `leaves` indexed alone ([`keys_of_range`], then
+    /// [`Tokens::tags`]).
+    ///
+    /// # Errors
+    /// Why the range cannot be answered from the index.
     pub fn of_range(
         &self,
         leaves: &[(String, LeafKind)],
@@ -362,54 +262,282 @@ impl<'a> Tokens<'a> {
         upper: Option<&str>,
         before: bool,
     ) -> Result<Vec<Tag>, QueryRefusal> {
-        let (Some(lower), Some(upper)) = (lower, upper) else {
-            return Err(QueryRefusal::OpenRange);
+        Ok(self.tags(&keys_of_range(leaves, lower, upper, before)?))
+    }
+}
+
+/// The keys of one value of a sealed element at `path` (plain) of R4 type `data_type`, as it is
+/// sealed: every leaf, every transform.
+pub fn keys_of_value(path: &str, data_type: &str, value: &Value, out: &mut Vec<Key>) {
+    if let Value::Array(items) = value {
+        for item in items {
+            keys_of_value(path, data_type, item, out);
+        }
+        return;
+    }
+    for (leaf, kind) in leaves(path, data_type) {
+        let member = leaf.strip_prefix(path).and_then(|m| m.strip_prefix('.'));
+        let target = match member {
+            Some(member) => value.get(member),
+            None => Some(value),
         };
-        let lower = FhirDate::parse(lower).ok_or(QueryRefusal::BadDate)?;
-        let upper = FhirDate::parse(upper).ok_or(QueryRefusal::BadDate)?;
-        // A bound with a time: a day either side covers every time zone's idea of its date.
-        let widen = |date: &FhirDate, days: i64| i64::from(date.time.is_some()) * days;
-        let from = lower.local.first_day().plus_days(widen(&lower, -1));
-        let to = if before {
-            // Strictly before the bound's first instant: its day before, or the day itself
-            // when the bound has a time.
-            let start = upper.local.first_day();
-            start.plus_days(if upper.time.is_some() { 1 } else { -1 })
-        } else {
-            upper.local.last_day().plus_days(widen(&upper, 1))
+        let Some(target) = target else { continue };
+        let items: Vec<&Value> = match target {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
         };
-        // Bounds that cross (`ge1900-09&lt1900-09`) still match a coarser value spanning both
-        // (`1900`): what matches touches the days between them either way.
-        let key = |d: &Day| days_from_civil(d.year, d.month, d.day);
-        let (from, to) = if key(&to) < key(&from) {
-            (to, from)
-        } else {
-            (from, to)
-        };
-        let first = from.year * 12 + i64::from(from.month) - 1;
-        let last = to.year * 12 + i64::from(to.month) - 1;
-        let mut tags = Vec::new();
-        for (leaf, _) in leaves {
-            if last - first < MAX_RANGE_MONTHS {
-                for m in first..=last {
-                    let text = format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1);
-                    tags.push(self.tag(leaf, Transform::Month, &text));
+        for item in items {
+            match kind {
+                LeafKind::String => {
+                    if let Some(text) = item.as_str() {
+                        keys_of_string(&leaf, text, out);
+                    }
                 }
-                for year in from.year..=to.year {
-                    tags.push(self.tag(leaf, Transform::YearOnly, &format!("{year:04}")));
+                LeafKind::Token => keys_of_token(&leaf, item, out),
+                LeafKind::Date => {
+                    if let Some(text) = item.as_str() {
+                        keys_of_date(&leaf, text, out);
+                    }
                 }
-            } else if to.year - from.year < MAX_RANGE_YEARS {
-                for year in from.year..=to.year {
-                    tags.push(self.tag(leaf, Transform::Year, &format!("{year:04}")));
-                }
-            } else {
-                return Err(QueryRefusal::WideRange);
             }
         }
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
     }
+}
+
+fn keys_of_string(leaf: &str, text: &str, out: &mut Vec<Key>) {
+    let folded: Vec<char> = fold(text).chars().collect();
+    for n in MIN_PREFIX..=MAX_PREFIX.min(folded.len()) {
+        out.push(Key::new(
+            leaf,
+            Transform::Prefix,
+            folded[..n].iter().collect(),
+        ));
+    }
+    // A value shorter than the shortest prefix is still found by a search for all of it.
+    if !folded.is_empty() && folded.len() < MIN_PREFIX {
+        out.push(Key::new(leaf, Transform::Prefix, folded.iter().collect()));
+    }
+    out.push(Key::new(leaf, Transform::Exact, text.nfc().collect()));
+}
+
+fn keys_of_token(leaf: &str, value: &Value, out: &mut Vec<Key>) {
+    let mut code = |system: Option<&str>, code: &str| {
+        let code: String = code.nfc().collect();
+        out.push(Key::new(
+            leaf,
+            Transform::SystemCode,
+            format!("{}|{code}", system.unwrap_or("")),
+        ));
+        out.push(Key::new(leaf, Transform::Code, code));
+    };
+    match value {
+        Value::String(text) => code(None, text),
+        Value::Bool(b) => code(None, if *b { "true" } else { "false" }),
+        Value::Object(object) => {
+            let text = |k: &str| object.get(k).and_then(Value::as_str);
+            if let Some(codings) = object.get("coding").and_then(Value::as_array) {
+                // CodeableConcept: each coding.
+                for coding in codings {
+                    if let Some(c) = coding.get("code").and_then(Value::as_str) {
+                        code(coding.get("system").and_then(Value::as_str), c);
+                    }
+                }
+            } else if let Some(c) = text("code") {
+                // Coding
+                code(text("system"), c);
+            } else if let Some(v) = text("value") {
+                // Identifier, ContactPoint
+                code(text("system"), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn keys_of_date(leaf: &str, text: &str, out: &mut Vec<Key>) {
+    let Some(date) = FhirDate::parse(text) else {
+        return;
+    };
+    let mut days = vec![date.local];
+    if let Some(utc) = date.utc_day()
+        && utc != date.local
+    {
+        days.push(utc);
+    }
+    for day in days {
+        out.push(Key::new(leaf, Transform::Year, day.year_text()));
+        if day.precision == Precision::Year {
+            out.push(Key::new(leaf, Transform::YearOnly, day.year_text()));
+        }
+        if day.precision >= Precision::Month {
+            out.push(Key::new(leaf, Transform::Month, day.month_text()));
+        }
+        if day.precision >= Precision::Day {
+            out.push(Key::new(leaf, Transform::Day, day.day_text()));
+        }
+    }
+}
+
+/// The keys a search value asks for on `leaves` (one OR group), sorted and without duplicates.
+///
+/// # Errors
+/// Why the value cannot be answered from the index.
+pub fn keys_of_query(
+    leaves: &[(String, LeafKind)],
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Vec<Key>, QueryRefusal> {
+    let mut keys = Vec::new();
+    for item in split_or(value)? {
+        for (leaf, kind) in leaves {
+            match (kind, modifier) {
+                (LeafKind::String, None) => {
+                    let folded: Vec<char> = fold(&item).chars().collect();
+                    if folded.is_empty() {
+                        return Err(QueryRefusal::Empty);
+                    }
+                    if folded.len() < MIN_PREFIX {
+                        // Only values of exactly this length were indexed so short.
+                        return Err(QueryRefusal::TooShort);
+                    }
+                    let n = folded.len().min(MAX_PREFIX);
+                    keys.push(Key::new(
+                        leaf,
+                        Transform::Prefix,
+                        folded[..n].iter().collect(),
+                    ));
+                }
+                (LeafKind::String, Some("exact")) => {
+                    keys.push(Key::new(leaf, Transform::Exact, item.nfc().collect()));
+                }
+                (LeafKind::Token, None) => match item.split_once('|') {
+                    None => keys.push(Key::new(leaf, Transform::Code, item.nfc().collect())),
+                    Some((_, "")) => return Err(QueryRefusal::SystemOnly),
+                    Some((system, code)) => {
+                        let code: String = code.nfc().collect();
+                        keys.push(Key::new(
+                            leaf,
+                            Transform::SystemCode,
+                            format!("{system}|{code}"),
+                        ));
+                    }
+                },
+                (LeafKind::Date, None) => {
+                    let (prefix, rest) = date_prefix(&item);
+                    if prefix != "eq" {
+                        return Err(QueryRefusal::DatePrefix);
+                    }
+                    let date = FhirDate::parse(rest).ok_or(QueryRefusal::BadDate)?;
+                    let mut days = vec![date.local];
+                    if let Some(utc) = date.utc_day() {
+                        days.push(utc);
+                    }
+                    for day in days {
+                        let (transform, text) = match day.precision {
+                            Precision::Year => (Transform::Year, day.year_text()),
+                            Precision::Month => (Transform::Month, day.month_text()),
+                            Precision::Day => (Transform::Day, day.day_text()),
+                        };
+                        keys.push(Key::new(leaf, transform, text));
+                    }
+                }
+                _ => return Err(QueryRefusal::Modifier),
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// The keys of a date range on `leaves`: the bounds are the dates of `ge`/`gt` and `le`/`lt`
+/// values (`None`: open on that side, refused); `before` when the upper one is `lt` (what
+/// matches starts before the bound's start: `lt1980` reaches 1979, not 1980).
+///
+/// # Errors
+/// Why the range cannot be answered from the index.
+pub fn keys_of_range(
+    leaves: &[(String, LeafKind)],
+    lower: Option<&str>,
+    upper: Option<&str>,
+    before: bool,
+) -> Result<Vec<Key>, QueryRefusal> {
+    let (Some(lower), Some(upper)) = (lower, upper) else {
+        return Err(QueryRefusal::OpenRange);
+    };
+    let lower = FhirDate::parse(lower).ok_or(QueryRefusal::BadDate)?;
+    let upper = FhirDate::parse(upper).ok_or(QueryRefusal::BadDate)?;
+    // A bound with a time: a day either side covers every time zone's idea of its date.
+    let widen = |date: &FhirDate, days: i64| i64::from(date.time.is_some()) * days;
+    let from = lower.local.first_day().plus_days(widen(&lower, -1));
+    let to = if before {
+        // Strictly before the bound's first instant: its day before, or the day itself when the
+        // bound has a time.
+        let start = upper.local.first_day();
+        start.plus_days(if upper.time.is_some() { 1 } else { -1 })
+    } else {
+        upper.local.last_day().plus_days(widen(&upper, 1))
+    };
+    // Bounds that cross (`ge1900-09&lt1900-09`) still match a coarser value spanning both
+    // (`1900`): what matches touches the days between them either way.
+    let key = |d: &Day| days_from_civil(d.year, d.month, d.day);
+    let (from, to) = if key(&to) < key(&from) {
+        (to, from)
+    } else {
+        (from, to)
+    };
+    let first = from.year * 12 + i64::from(from.month) - 1;
+    let last = to.year * 12 + i64::from(to.month) - 1;
+    let mut keys = Vec::new();
+    for (leaf, _) in leaves {
+        if last - first < MAX_RANGE_MONTHS {
+            for m in first..=last {
+                let text = format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1);
+                keys.push(Key::new(leaf, Transform::Month, text));
+            }
+            for year in from.year..=to.year {
+                keys.push(Key::new(leaf, Transform::YearOnly, format!("{year:04}")));
+            }
+        } else if to.year - from.year < MAX_RANGE_YEARS {
+            for year in from.year..=to.year {
+                keys.push(Key::new(leaf, Transform::Year, format!("{year:04}")));
+            }
+        } else {
+            return Err(QueryRefusal::WideRange);
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// The tags a resource of `set`'s type is stored with, from the keys of its sealed values (every
+/// blind-index rule's, [`keys_of_value`]): the keys of each leaf whose rule is indexed alone
+/// ([`crate::ElementRule::index_alone`]), at that rule's width, and every pair of each compound index
+/// ([`RuleSet::compounds`]). Sorted, without duplicates.
+pub fn resource_tags(index: &BlindIndex, set: &RuleSet, keys: &[Key]) -> Vec<Tag> {
+    let mut by_leaf: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+    for key in keys {
+        by_leaf.entry(key.leaf()).or_default().push(key.clone());
+    }
+    let mut tags = Vec::new();
+    for (leaf, keys) in &by_leaf {
+        if let Some((rule, _)) = set.index_leaf(leaf)
+            && rule.index_alone()
+            && let SearchMode::BlindIndex { bits } = rule.search()
+        {
+            tags.extend(Tokens::new(index, bits).tags(keys));
+        }
+    }
+    for compound in set.compounds() {
+        let [(a, _), (b, _)] = compound.parts();
+        if let (Some(a), Some(b)) = (by_leaf.get(a.as_str()), by_leaf.get(b.as_str())) {
+            tags.extend(Tokens::new(index, compound.bits()).compound(a, b));
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 /// Why a search value cannot be answered from a blind index. The words are fixed: never a value.
@@ -818,6 +946,93 @@ mod tests {
 
     fn finds(stored: &[Tag], asked: &[Tag]) -> bool {
         asked.iter().any(|t| stored.contains(t))
+    }
+
+    /// A compound index pairs every key of one leaf with every key of the other, keyed apart
+    /// from both leaves' own indexes; a resource stores the pairs, and the leaf indexed only in
+    /// the compound stores nothing alone.
+    #[test]
+    fn compound_tokens_pair_the_two_leaves_and_replace_a_lone_index() {
+        use crate::rules::{Displays, ElementRule, Narrative};
+        use rshabe::AccessStructure;
+        let (index, bits) = tokens();
+        let policy = AccessStructure::parse("role:a").unwrap();
+        let rule = |path: &str| {
+            ElementRule::new(path, policy.clone(), fhirseal_envelope::Granularity::Shared)
+                .unwrap()
+                .with_search(SearchMode::BlindIndex { bits })
+        };
+        let set = RuleSet::new(
+            "Patient",
+            vec![
+                rule("Patient.name"),
+                rule("Patient.birthDate").with_index_alone(false),
+            ],
+            Narrative::Seal,
+            Displays::Keep,
+        )
+        .unwrap()
+        .with_compound("Patient.name.family", "Patient.birthDate")
+        .unwrap();
+        let mut keys = Vec::new();
+        keys_of_value(
+            "Patient.name",
+            "HumanName",
+            &json!([{"family": "Smith"}, {"family": "Jones"}]),
+            &mut keys,
+        );
+        keys_of_value("Patient.birthDate", "date", &json!("1974-12-25"), &mut keys);
+        let stored = resource_tags(&index, &set, &keys);
+        // Two names × (4 prefixes + exact) × (year, month, day), and each name's own tokens.
+        let compound: Vec<&Tag> = stored.iter().filter(|t| t.system.contains('+')).collect();
+        assert_eq!(compound.len(), 2 * 5 * 3);
+        assert!(
+            !stored
+                .iter()
+                .any(|t| t.system.ends_with("Patient.birthDate/day")),
+            "the birth date alone is not indexed"
+        );
+        let family = leaves("Patient.name.family", "string");
+        let birth = leaves("Patient.birthDate", "date");
+        let t = Tokens::new(&index, bits);
+        let pair = |f: &str, d: &str| {
+            t.compound(
+                &keys_of_query(&family, None, f).unwrap(),
+                &keys_of_query(&birth, None, d).unwrap(),
+            )
+        };
+        assert!(finds(&stored, &pair("smi", "1974")));
+        assert!(finds(&stored, &pair("jones", "1974-12-25")));
+        assert!(!finds(&stored, &pair("smi", "1975")));
+        assert!(!finds(&stored, &pair("brown", "1974-12")));
+        let range = keys_of_range(&birth, Some("1974-06"), Some("1975-01"), false).unwrap();
+        assert!(finds(
+            &stored,
+            &t.compound(&keys_of_query(&family, None, "jo").unwrap(), &range)
+        ));
+        // The pair's inputs are length-prefixed: shifting a character between the parts gives
+        // another token (at full width, where a collision would be a bug).
+        let full = Tokens::new(&index, 64);
+        let k = |leaf: &str, tr: Transform, text: &str| Key::new(leaf, tr, text.to_string());
+        assert_ne!(
+            full.compound(
+                &[k("a", Transform::Exact, "ab")],
+                &[k("b", Transform::Exact, "c")]
+            ),
+            full.compound(
+                &[k("a", Transform::Exact, "a")],
+                &[k("b", Transform::Exact, "bc")]
+            )
+        );
+        // A resource without a birth date stores no pair, and still its names alone.
+        let names_only: Vec<Key> = keys
+            .iter()
+            .filter(|k| k.leaf() != "Patient.birthDate")
+            .cloned()
+            .collect();
+        let stored = resource_tags(&index, &set, &names_only);
+        assert!(!stored.is_empty());
+        assert!(stored.iter().all(|t| !t.system.contains('+')));
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub use headers::shared_header_ids;
 pub use merge::{MergeError, Merged, merge, unreadable_paths};
 pub use open::{MAX_FORGED_LISTED, OpenReport, Reader};
 pub use rules::{
-    DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules, SearchMode,
+    Compound, DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules,
+    SearchMode,
 };
 pub use seal::{Sealed, Sealer, SharedHeaders, locate};
 pub use update::{HeaderUpdate, UpdateError, update_headers};

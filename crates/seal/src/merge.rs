@@ -107,6 +107,16 @@ pub enum MergeError {
         /// Where it is.
         path: String,
     },
+    /// The element shares a compound blind index with an element this write carries across
+    /// unread: no token can pair the new value with the stored one. 422.
+    #[error(
+        "{path} shares a compound blind index with an element this write leaves as stored without \
+         reading it: set both in one write, or neither"
+    )]
+    Compound {
+        /// The element's path (a leaf: `Patient.name.family`).
+        path: String,
+    },
     /// An element holding an unreadable one has another JSON shape in the client's body (an
     /// object where an array was). 422.
     #[error("{path} does not have the shape of the stored element")]
@@ -122,7 +132,7 @@ impl MergeError {
         match self {
             Self::Changed { .. } | Self::Removed { .. } | Self::NotReadable { .. } => 403,
             Self::Moved { .. } => 409,
-            Self::Foreign { .. } | Self::Shape { .. } => 422,
+            Self::Foreign { .. } | Self::Shape { .. } | Self::Compound { .. } => 422,
         }
     }
 }
@@ -280,20 +290,34 @@ impl Merged {
                 extensions.extend(extra);
             }
         }
-        // The stored tokens of each carried element: its values are the stored ones.
-        let carried_tokens: Vec<Value> = self
-            .tokens
-            .iter()
-            .filter(|token| {
-                tag_leaf(token).is_some_and(|leaf| {
-                    plain.iter().any(|p| {
-                        leaf.strip_prefix(p.as_str())
-                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
-                    })
-                })
+        // The stored tokens of each carried element: its values are the stored ones. A compound
+        // token (`leafA+leafB`) pairs two elements' values: it is carried when both are. When
+        // only one is (a `writers` caller sets one element and leaves the other, which it cannot
+        // read, as stored), no token can pair the new value with the carried one, and the
+        // resource would drop out of searches on both: refused.
+        let is_carried = |leaf: &str| {
+            plain.iter().any(|p| {
+                leaf.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
             })
-            .cloned()
-            .collect();
+        };
+        let mut carried_tokens: Vec<Value> = Vec::new();
+        for token in &self.tokens {
+            let Some(leaves) = tag_leaf(token) else {
+                continue;
+            };
+            let carried = leaves.split('+').filter(|l| is_carried(l)).count();
+            if carried == leaves.split('+').count() {
+                carried_tokens.push(token.clone());
+            } else if carried > 0 {
+                let path = leaves
+                    .split('+')
+                    .find(|l| !is_carried(l))
+                    .unwrap_or(leaves)
+                    .to_string();
+                return Err(MergeError::Compound { path });
+            }
+        }
         add_tag_codings(object, carried_tokens);
         if self.masked_label {
             add_masked_label(object);

@@ -10,6 +10,8 @@ use rshabe::AccessStructure;
 use fhirseal_fhir::path::ElementPath;
 use fhirseal_fhir::structure::r4;
 
+use crate::index::LeafKind;
+
 /// One element to seal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElementRule {
@@ -17,6 +19,9 @@ pub struct ElementRule {
     policy: AccessStructure,
     granularity: Granularity,
     search: SearchMode,
+    /// Whether its blind-index tokens are written alone (`true`), or only paired with another
+    /// element's in a compound index of its rule set.
+    index_alone: bool,
 }
 
 /// How a search on an element is answered (a policy's `search` and `index_bits`).
@@ -76,6 +81,34 @@ pub struct RuleSet {
     elements: Vec<ElementRule>,
     narrative: Narrative,
     displays: Displays,
+    compounds: Vec<Compound>,
+}
+
+/// A compound blind index: one token per pair of values of two leaves of blind-index elements
+/// of one resource (`Patient.name.family` and `Patient.birthDate`), so that a search giving both
+/// asks for one selective token, and a low-entropy element need not be indexed alone
+/// ([`crate::index::Tokens::compound`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compound {
+    parts: [(String, LeafKind); 2],
+    bits: u8,
+}
+
+impl Compound {
+    /// Its two leaves, and how each is indexed.
+    pub fn parts(&self) -> &[(String, LeafKind); 2] {
+        &self.parts
+    }
+
+    /// How many bits of each token are kept (the first part's rule's).
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// `leafA+leafB`, as in its tags' index names.
+    pub fn name(&self) -> String {
+        format!("{}+{}", self.parts[0].0, self.parts[1].0)
+    }
 }
 
 /// The rules for every resource type that has any.
@@ -213,6 +246,7 @@ impl ElementRule {
             policy,
             granularity,
             search: SearchMode::Reject,
+            index_alone: true,
         })
     }
 
@@ -230,6 +264,17 @@ impl ElementRule {
         Self { search, ..self }
     }
 
+    /// The same rule, its blind-index tokens written alone or not: `false` keeps them only in
+    /// the compound indexes of its rule set ([`RuleSet::with_compound`]), for an element with few
+    /// distinct values (a birth date) whose tokens alone would tell the server which resources
+    /// share one.
+    pub fn with_index_alone(self, index_alone: bool) -> Self {
+        Self {
+            index_alone,
+            ..self
+        }
+    }
+
     /// The same rule under another structure (for one patient's records: `patient:self`
     /// resolved). The checks of [`ElementRule::new`] do not depend on the structure, so none is
     /// run again.
@@ -239,12 +284,18 @@ impl ElementRule {
             policy,
             granularity: self.granularity,
             search: self.search,
+            index_alone: self.index_alone,
         }
     }
 
     /// Whether sealing writes blind-index tokens for it.
     pub fn blind_index(&self) -> bool {
         matches!(self.search, SearchMode::BlindIndex { .. })
+    }
+
+    /// Whether its blind-index tokens are written alone ([`ElementRule::with_index_alone`]).
+    pub fn index_alone(&self) -> bool {
+        self.index_alone
     }
 
     /// How searches on it are answered.
@@ -307,7 +358,78 @@ impl RuleSet {
             elements,
             narrative,
             displays,
+            compounds: Vec::new(),
         })
+    }
+
+    /// The same rules with a compound index over the leaves `a` and `b`: each a leaf
+    /// ([`crate::index::leaves`]) of a blind-index rule of this set without a `where` filter,
+    /// the two different.
+    ///
+    /// # Errors
+    /// A [`RuleError`] naming the leaf that is not one.
+    pub fn with_compound(mut self, a: &str, b: &str) -> Result<Self, RuleError> {
+        let part = |leaf: &str| -> Result<(String, LeafKind, u8), RuleError> {
+            let fail = |reason: &str| RuleError {
+                path: leaf.to_string(),
+                reason: reason.to_string(),
+            };
+            let (rule, kind) = self
+                .index_leaf(leaf)
+                .ok_or_else(|| fail("a compound index part must be a leaf (a member a search reads, such as `Patient.name.family`) of an element sealed with search = \"blind-index\""))?;
+            if rule.path().steps().iter().any(|s| s.filter.is_some()) {
+                return Err(fail(
+                    "a compound index part cannot be an element kept only in part (`where(…)`)",
+                ));
+            }
+            let SearchMode::BlindIndex { bits } = rule.search() else {
+                return Err(fail("its element is not in blind-index mode"));
+            };
+            Ok((leaf.to_string(), kind, bits))
+        };
+        let (a, kind_a, bits) = part(a)?;
+        let (b, kind_b, _) = part(b)?;
+        if a == b {
+            return Err(RuleError {
+                path: a,
+                reason: "a compound index needs two different leaves".into(),
+            });
+        }
+        let compound = Compound {
+            parts: [(a, kind_a), (b, kind_b)],
+            bits,
+        };
+        if !self.compounds.contains(&compound) {
+            self.compounds.push(compound);
+        }
+        Ok(self)
+    }
+
+    /// The compound indexes ([`RuleSet::with_compound`]).
+    pub fn compounds(&self) -> &[Compound] {
+        &self.compounds
+    }
+
+    /// The blind-index rule whose element holds `leaf` (`Patient.name.family` is a leaf of
+    /// `Patient.name`), and how that leaf is indexed.
+    pub fn index_leaf(&self, leaf: &str) -> Option<(&ElementRule, LeafKind)> {
+        self.elements
+            .iter()
+            .filter(|r| r.blind_index())
+            .find_map(|rule| {
+                let plain = rule.path().plain();
+                let inside = leaf
+                    .strip_prefix(plain.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+                if !inside {
+                    return None;
+                }
+                let data_type = crate::index::data_type(&plain)?;
+                crate::index::leaves(&plain, data_type)
+                    .into_iter()
+                    .find(|(l, _)| l == leaf)
+                    .map(|(_, kind)| (rule, kind))
+            })
     }
 
     /// The resource type.

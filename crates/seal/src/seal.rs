@@ -12,7 +12,7 @@ use rshabe::{AccessStructure, PublicParams};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::index::{Tag, Tokens, add_tags, data_type, indexable};
+use crate::index::{Key, add_tags, data_type, indexable, keys_of_value, resource_tags};
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
 use crate::shape::{
     NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, complex_placeholder, holds_sealed,
@@ -63,8 +63,9 @@ struct Work {
     /// For each sealed element: its structure and the strings it held (for `Displays`).
     sealed: Vec<(AccessStructure, Vec<String>)>,
     any_resource_granularity: bool,
-    /// Blind-index tokens for the resource's `meta.tag`.
-    tokens: Vec<Tag>,
+    /// The blind-index keys of the resource's sealed values, which become its `meta.tag` tokens
+    /// once every rule has run (compound indexes pair the values of two rules).
+    index_keys: Vec<Key>,
 }
 
 /// Where a selected element is, in the object that holds it.
@@ -262,7 +263,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             resource_headers: Vec::new(),
             sealed: Vec::new(),
             any_resource_granularity: false,
-            tokens: Vec::new(),
+            index_keys: Vec::new(),
         };
         let set = rules.for_type(&resource_type);
         self.seal_object(object, rules, &resource_type, &mut work)?;
@@ -277,7 +278,9 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         // The label and the headers go on the outer resource (contained resources SHALL NOT
         // carry security labels, dom-5).
         add_masked_label(object);
-        add_tags(object, std::mem::take(&mut work.tokens));
+        if let (Some(index), Some(set)) = (self.blind_index, set) {
+            add_tags(object, resource_tags(index, set, &work.index_keys));
+        }
         if !work.resource_headers.is_empty() {
             let extensions: Vec<Value> = work
                 .resource_headers
@@ -369,7 +372,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let index = match (rule.blind_index(), loc == work.resource_type) {
             (false, _) | (true, false) => None,
             (true, true) => match (self.blind_index, rule.search()) {
-                (Some(index), SearchMode::BlindIndex { bits }) => {
+                (Some(_), SearchMode::BlindIndex { .. }) => {
                     let plain = rule.path().plain();
                     let data_type =
                         data_type(&plain).filter(|t| indexable(t)).ok_or_else(|| {
@@ -380,7 +383,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                                         .into(),
                             }
                         })?;
-                    Some((Tokens::new(index, bits), plain, data_type))
+                    Some((plain, data_type))
                 }
                 _ => {
                     return Err(SealError::Invalid {
@@ -392,9 +395,9 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             },
         };
         select(object, rule.path().steps(), loc, &mut |holder, slot| {
-            if let Some((tokens, path, data_type)) = &index {
+            if let Some((path, data_type)) = &index {
                 for value in slot_values(holder, &slot) {
-                    tokens.of_value(path, data_type, value, &mut work.tokens);
+                    keys_of_value(path, data_type, value, &mut work.index_keys);
                 }
             }
             self.seal_slot(holder, slot, policy, granularity, work)

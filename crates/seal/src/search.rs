@@ -23,9 +23,38 @@ use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::search::{ParamName, param, params_of, parse_param_name};
 
 use crate::index::{
-    BLIND_INDEX_SYSTEM, LeafKind, QueryRefusal, Tag, Tokens, data_type, date_prefix, leaves,
+    BLIND_INDEX_SYSTEM, Key, LeafKind, QueryRefusal, Tag, Tokens, data_type, date_prefix,
+    keys_of_query, keys_of_range, leaves,
 };
-use crate::rules::{ElementRule, Rules, SearchMode};
+use crate::rules::{ElementRule, RuleSet, Rules, SearchMode};
+
+/// The search parameters that read, alone, a leaf paired with `leaf` in a compound index of
+/// `resource_type`.
+fn compound_partners(resource_type: &str, leaf: &str, rules: &Rules) -> Vec<String> {
+    let Some(set) = rules.for_type(resource_type) else {
+        return Vec::new();
+    };
+    let others: Vec<&str> = set
+        .compounds()
+        .iter()
+        .filter_map(|c| {
+            let [(a, _), (b, _)] = c.parts();
+            match (a == leaf, b == leaf) {
+                (true, _) => Some(b.as_str()),
+                (_, true) => Some(a.as_str()),
+                _ => None,
+            }
+        })
+        .collect();
+    params_of(resource_type)
+        .iter()
+        .filter(|d| {
+            matches!(serve(resource_type, d.code, None, rules),
+                Ok(Served::Index { leaves, .. }) if matches!(leaves.as_slice(), [(l, _)] if others.contains(&l.as_str())))
+        })
+        .map(|d| d.code.to_string())
+        .collect()
+}
 
 /// Why a query key cannot be passed to the upstream server. Each variant names the key as
 /// given, never a value.
@@ -90,6 +119,18 @@ pub enum SearchRefusal {
         /// The query key.
         param: String,
     },
+    /// The parameter reads an element whose blind-index tokens are written only paired with
+    /// another element's (a compound index): it is answered only together with a search on
+    /// that element.
+    #[error(
+        "search parameter `{param}` reads an element indexed only together with another (a compound blind index): search it together with `{with}`"
+    )]
+    CompoundOnly {
+        /// The query key.
+        param: String,
+        /// The parameters it would pair with, joined.
+        with: String,
+    },
     /// A `_tag` search that could read the gateway's blind-index tokens.
     #[error(
         "`{param}` may not name the gateway's blind-index systems, omit the system, or take a modifier on this resource type"
@@ -142,16 +183,18 @@ pub fn plan_search(
     let mut plan = SearchPlan::default();
     // Date ranges on blind-index elements, by query key: (lower, upper, leaves, bits).
     let mut ranges: BTreeMap<String, Range> = BTreeMap::new();
+    // What each blind-index parameter asks for, before it becomes tokens alone or in a compound.
+    let mut asked: Vec<Asked> = Vec::new();
     for (name, value) in params {
         match serve(resource_type, name, Some(value), rules)? {
             Served::Upstream => plan.upstream.push((name.clone(), value.clone())),
             Served::Filter => plan.checked.push((name.clone(), value.clone())),
             Served::Index { leaves, bits } => {
-                let Some(index) = index else {
+                if index.is_none() {
                     return Err(SearchRefusal::Sealed {
                         param: name.clone(),
                     });
-                };
+                }
                 let refuse = |reason| SearchRefusal::Index {
                     param: name.clone(),
                     reason,
@@ -191,30 +234,37 @@ pub fn plan_search(
                     ParamName::Search { modifier, .. } => modifier,
                     _ => None,
                 };
-                let tags = Tokens::new(index, bits)
-                    .of_query(&leaves, modifier, value)
-                    .map_err(refuse)?;
-                plan.push_tags(tags);
+                let keys = keys_of_query(&leaves, modifier, value).map_err(refuse)?;
+                asked.push(Asked {
+                    param: name.clone(),
+                    leaves,
+                    bits,
+                    keys,
+                });
                 plan.checked.push((name.clone(), value.clone()));
             }
         }
     }
     for range in ranges.into_values() {
-        let Some(index) = index else {
-            return Err(SearchRefusal::Sealed { param: range.key });
-        };
-        let tags = Tokens::new(index, range.bits)
-            .of_range(
-                &range.leaves,
-                range.lower.as_deref(),
-                range.upper.as_deref(),
-                range.before,
-            )
-            .map_err(|reason| SearchRefusal::Index {
-                param: range.key.clone(),
-                reason,
-            })?;
-        plan.push_tags(tags);
+        let keys = keys_of_range(
+            &range.leaves,
+            range.lower.as_deref(),
+            range.upper.as_deref(),
+            range.before,
+        )
+        .map_err(|reason| SearchRefusal::Index {
+            param: range.key.clone(),
+            reason,
+        })?;
+        asked.push(Asked {
+            param: range.key,
+            leaves: range.leaves,
+            bits: range.bits,
+            keys,
+        });
+    }
+    if let (Some(index), Some(set)) = (index, rules.for_type(resource_type)) {
+        plan.push_asked(resource_type, &asked, set, rules, index)?;
     }
     let asked: usize = plan
         .upstream
@@ -239,7 +289,60 @@ pub fn plan_search(
 /// take (each is about 90 characters).
 pub const MAX_TOKENS: usize = 256;
 
+/// What one blind-index parameter (or one date range) asks for.
+struct Asked {
+    /// The query key, for a refusal.
+    param: String,
+    leaves: Vec<(String, LeafKind)>,
+    bits: u8,
+    keys: Vec<Key>,
+}
+
 impl SearchPlan {
+    /// One `_tag` per compound index whose two leaves are each what one parameter reads (the
+    /// pairs of their keys), then one per remaining parameter (its keys alone). A remaining
+    /// parameter that reads a leaf not indexed alone is refused, naming the parameters that
+    /// would pair with it.
+    fn push_asked(
+        &mut self,
+        resource_type: &str,
+        asked: &[Asked],
+        set: &RuleSet,
+        rules: &Rules,
+        index: &BlindIndex,
+    ) -> Result<(), SearchRefusal> {
+        let mut paired = vec![false; asked.len()];
+        for compound in set.compounds() {
+            let [(a, _), (b, _)] = compound.parts();
+            let alone_on = |leaf: &str, paired: &[bool]| {
+                asked.iter().enumerate().position(|(i, q)| {
+                    !paired[i] && matches!(q.leaves.as_slice(), [(l, _)] if l == leaf)
+                })
+            };
+            if let (Some(i), Some(j)) = (alone_on(a, &paired), alone_on(b, &paired)) {
+                paired[i] = true;
+                paired[j] = true;
+                self.push_tags(
+                    Tokens::new(index, compound.bits()).compound(&asked[i].keys, &asked[j].keys),
+                );
+            }
+        }
+        for (q, _) in asked.iter().zip(&paired).filter(|(_, paired)| !**paired) {
+            let lone = q
+                .leaves
+                .iter()
+                .find(|(leaf, _)| !set.index_leaf(leaf).is_some_and(|(r, _)| r.index_alone()));
+            if let Some((leaf, _)) = lone {
+                return Err(SearchRefusal::CompoundOnly {
+                    param: q.param.clone(),
+                    with: compound_partners(resource_type, leaf, rules).join("`, `"),
+                });
+            }
+            self.push_tags(Tokens::new(index, q.bits).tags(&q.keys));
+        }
+        Ok(())
+    }
+
     fn push_tags(&mut self, tags: Vec<Tag>) {
         if tags.is_empty() {
             self.nothing = true;
@@ -319,6 +422,21 @@ pub fn served_searches(resource_type: &str, rules: &Rules) -> Vec<(&'static str,
                     how.push_str(&format!(
                         "; values of system {system} only, other systems go to the upstream as they are"
                     ));
+                }
+                if let [(leaf, _)] = leaves.as_slice() {
+                    let partners = compound_partners(resource_type, leaf, rules);
+                    let alone = set.index_leaf(leaf).is_some_and(|(r, _)| r.index_alone());
+                    if !alone {
+                        how = format!(
+                            "blind-index only together with `{}`: one compound `_tag` token per pair ({bits} bits), candidates opened and checked; alone: refused (the element is not indexed alone)",
+                            partners.join("`, `")
+                        );
+                    } else if !partners.is_empty() {
+                        how.push_str(&format!(
+                            "; together with `{}`: one compound token per pair instead",
+                            partners.join("`, `")
+                        ));
+                    }
                 }
                 how
             }

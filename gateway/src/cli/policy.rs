@@ -156,22 +156,15 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
     }
 }
 
-/// Data types with few distinct values: a blind index on one alone tells the server which
-/// resources share a value, and its frequency says which value it is likely to be.
-const LOW_ENTROPY: &[&str] = &["date", "dateTime", "instant", "code", "boolean"];
-
-/// What a valid policy may still get wrong: blind indexes on low-entropy elements.
+/// What a valid policy may still get wrong: blind indexes on low-entropy elements that the
+/// policy chose to index alone (`index-alone`).
 fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for protection in policy.protections() {
         for rule in &protection.elements {
-            let low = match rule.path().element().types.as_slice() {
-                [one] => LOW_ENTROPY.contains(one),
-                _ => false,
-            };
-            if rule.blind_index() && low {
+            if rule.blind_index() && rule.index_alone() && fhirseal_policy::low_entropy(rule) {
                 out.push(format!(
-                    "protect \"{}\": `{}` is indexed alone (search = \"blind-index\") but has few distinct values: the server sees which resources share one, and how many do (docs/search.md, \"Leakage\"); use search = \"filter\" if the searches it serves come with other parameters",
+                    "protect \"{}\": `{}` is indexed alone (index-alone) but has few distinct values: the server sees which resources share one, and how many do (docs/search.md, \"Leakage\"); pair it in `compound-indexes` instead if the searches it serves come with another parameter",
                     protection.name,
                     rule.path()
                 ));

@@ -168,6 +168,8 @@ fn explain_searches_says_how_each_search_on_a_protected_element_is_answered() {
             .to_string()
     };
     assert!(line("Patient?family:").contains("blind-index: `_tag` tokens of Patient.name.family"));
+    assert!(line("Patient?family:").contains("together with `birthdate`: one compound token"));
+    assert!(line("Patient?birthdate:").contains("blind-index only together with `family`"));
     assert!(line("Patient?identifier:").contains("other systems go to the upstream"));
     assert!(line("Patient?address-use:").contains("refused"));
     assert!(line("Patient?phonetic:").contains("refused"));
@@ -195,13 +197,22 @@ fn explain_searches_says_how_each_search_on_a_protected_element_is_answered() {
 
 #[test]
 fn check_warns_on_a_low_entropy_element_indexed_alone_and_bounds_index_bits() {
+    // The shipped policy pairs the birth date with the family name: nothing to warn about.
     let path = policies().join("general-hospital.toml");
     let out = ok(&["check", path.to_str().unwrap()]);
+    assert!(!out.contains("warning"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    // Indexed alone because the policy says so: valid, with a warning.
+    let alone = write(
+        dir.path(),
+        "alone.toml",
+        "[policy]\nname = \"x\"\nversion = \"1\"\ndefault = \"deny\"\n[[protect]]\nname = \"demographics\"\nresource = \"Patient\"\nelements = [\"Patient.name\", \"Patient.birthDate\"]\nreaders = \"a\"\nsearch = \"blind-index\"\nindex-alone = [\"Patient.birthDate\"]\n",
+    );
+    let out = ok(&["check", &alone]);
     assert!(
         out.contains("warning: protect \"demographics\": `Patient.birthDate` is indexed alone"),
         "{out}"
     );
-    let dir = tempfile::tempdir().unwrap();
     let rule = |extra: &str| {
         format!(
             "[policy]\nname = \"x\"\nversion = \"1\"\ndefault = \"deny\"\n[[protect]]\nname = \"p\"\nresource = \"Patient\"\nelements = [\"Patient.name\"]\nreaders = \"a\"\n{extra}\n"

@@ -536,3 +536,79 @@ fn locate(path: &str) -> (&str, Option<usize>) {
         None => (rest, None),
     }
 }
+
+/// A compound blind index pairs two elements' values (issue 16). A write that re-seals one of
+/// them while carrying the other unread cannot pair the new value with the stored one, so it is
+/// refused naming the element (policies rule this out: both parts of a pair share one rule's
+/// readers, and such a rule may not name writers); a writer who reads both gets fresh pairs.
+#[test]
+fn a_compound_index_is_never_left_pairing_a_new_value_with_an_unread_one() {
+    use fhirseal_envelope::BlindIndex;
+    use fhirseal_seal::SearchMode;
+    use fhirseal_seal::index::{Tokens, keys_of_query, leaves};
+    let index = BlindIndex::new([9; 32]);
+    let indexed = |path: &str, policy: &str| {
+        rule(path, policy, Granularity::Shared).with_search(SearchMode::BlindIndex { bits: 64 })
+    };
+    let rules = Rules::new([RuleSet::new(
+        "Patient",
+        vec![
+            indexed("Patient.name", BOTH),
+            indexed("Patient.birthDate", DOCTOR).with_index_alone(false),
+        ],
+        Narrative::Seal,
+        Displays::Keep,
+    )
+    .unwrap()
+    .with_compound("Patient.name.family", "Patient.birthDate")
+    .unwrap()])
+    .unwrap();
+    let mut world = World::new();
+    let seal = |world: &mut World, resource: &Value| {
+        let World { fx, headers, .. } = world;
+        Sealer::new(&fx.pp, &fx.sealing, 0, headers, &mut fx.rng)
+            .with_blind_index(&index)
+            .seal(resource, &rules)
+            .unwrap()
+            .resource
+    };
+    let pair = |family: &str| {
+        Tokens::new(&index, 64)
+            .compound(
+                &keys_of_query(&leaves("Patient.name.family", "string"), None, family).unwrap(),
+                &keys_of_query(&leaves("Patient.birthDate", "date"), None, "1974-12-25").unwrap(),
+            )
+            .iter()
+            .map(|t| json!({"system": t.system, "code": t.code}))
+            .collect::<Vec<_>>()
+    };
+    let stored = seal(
+        &mut world,
+        &json!({"resourceType": "Patient", "id": "p1",
+            "name": [{"family": "Chalmers"}], "birthDate": "1974-12-25"}),
+    );
+    let tags = |v: &Value| v["meta"]["tag"].as_array().cloned().unwrap_or_default();
+    assert!(pair("chal").iter().all(|t| tags(&stored).contains(t)));
+    // The nurse reads the name but not the birth date: renaming would pair "Brown" with a date
+    // she cannot read.
+    let mut client = world.nurse_view(&stored);
+    client["name"][0]["family"] = json!("Brown");
+    let opened = world.nurse_view(&stored);
+    let merged = merge(Some(&stored), Some(&opened), &client).unwrap();
+    let sealed = seal(&mut world, merged.resource());
+    assert_eq!(
+        merged.finish(sealed).unwrap_err(),
+        MergeError::Compound {
+            path: "Patient.name.family".into()
+        }
+    );
+    // The doctor reads both: the pairs are made afresh, the old ones gone.
+    let mut client = world.doctor_view(&stored);
+    client["name"][0]["family"] = json!("Brown");
+    let opened = world.doctor_view(&stored);
+    let merged = merge(Some(&stored), Some(&opened), &client).unwrap();
+    let sealed = seal(&mut world, merged.resource());
+    let written = merged.finish(sealed).unwrap();
+    assert!(pair("brow").iter().all(|t| tags(&written).contains(t)));
+    assert!(!pair("chal").iter().any(|t| tags(&written).contains(t)));
+}

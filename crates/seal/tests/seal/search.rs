@@ -436,7 +436,7 @@ fn an_identifier_search_of_another_system_than_the_sealed_one_passes() {
 mod blind_index_never_misses {
     use fhirseal_envelope::BlindIndex;
     use fhirseal_fhir::matching::Criterion;
-    use fhirseal_seal::index::Tokens;
+    use fhirseal_seal::index::{keys_of_value, resource_tags};
     use fhirseal_seal::search::plan_search;
     use fhirseal_seal::{ElementRule, Rules, SearchMode};
     use proptest::prelude::*;
@@ -446,41 +446,53 @@ mod blind_index_never_misses {
 
     const BITS: u8 = 8;
 
-    fn rules() -> Rules {
+    /// Name, birth date and telecom in blind-index mode; `compound`: the birth date indexed
+    /// only paired with the family name, as the shipped policies have it.
+    fn rules(compound: bool) -> Rules {
         let policy = AccessStructure::parse("role:physician").unwrap();
         let rule = |path: &str| {
             ElementRule::new(path, policy.clone(), Granularity::Shared)
                 .unwrap()
                 .with_search(SearchMode::BlindIndex { bits: BITS })
         };
-        Rules::new([RuleSet::new(
+        let set = RuleSet::new(
             "Patient",
             vec![
                 rule("Patient.name"),
-                rule("Patient.birthDate"),
+                rule("Patient.birthDate").with_index_alone(!compound),
                 rule("Patient.telecom"),
             ],
             Narrative::Seal,
             Displays::Keep,
         )
-        .unwrap()])
-        .unwrap()
+        .unwrap();
+        let set = if compound {
+            set.with_compound("Patient.name.family", "Patient.birthDate")
+                .unwrap()
+        } else {
+            set
+        };
+        Rules::new([set]).unwrap()
     }
 
-    /// The `meta.tag` codings a write stores for `patient`, as `system|code`.
-    fn stored(index: &BlindIndex, patient: &Value) -> Vec<String> {
-        let tokens = Tokens::new(index, BITS);
-        let mut out = Vec::new();
+    /// The `meta.tag` codings a write stores for `patient`, as `system|code`: the sealer's own
+    /// two steps, the keys of each sealed value and then the resource's tags.
+    fn stored(index: &BlindIndex, rules: &Rules, patient: &Value) -> Vec<String> {
+        let mut keys = Vec::new();
         for (member, path, data_type) in [
             ("name", "Patient.name", "HumanName"),
             ("birthDate", "Patient.birthDate", "date"),
             ("telecom", "Patient.telecom", "ContactPoint"),
         ] {
             if let Some(value) = patient.get(member) {
-                tokens.of_value(path, data_type, value, &mut out);
+                keys_of_value(path, data_type, value, &mut keys);
             }
         }
-        out.iter().map(|t| t.search_value()).collect()
+        let set = rules.for_type("Patient").unwrap();
+        resource_tags(index, set, &keys)
+            .iter()
+            .map(|t| t.search_value())
+            .collect()
     }
 
     fn text() -> impl Strategy<Value = String> {
@@ -521,7 +533,8 @@ mod blind_index_never_misses {
             upper in any::<bool>(),
             asked_parts in date_parts(),
             other_parts in date_parts(),
-            which in 0u8..9,
+            which in 0u8..12,
+            compound in any::<bool>(),
         ) {
             let date = |(dy, m, d, p): (i32, u32, u32, u8), shift: bool| {
                 date_near(year, if shift { dy } else { 0 }, m, d, p)
@@ -548,9 +561,28 @@ mod blind_index_never_misses {
                 5 => vec![("birthdate".into(), asked_date)],
                 6 => vec![("birthdate".into(), format!("ge{lo}")), ("birthdate".into(), format!("lt{hi}"))],
                 7 => vec![("birthdate".into(), format!("gt{lo}")), ("birthdate".into(), format!("le{hi}"))],
-                _ => vec![("phone".into(), phone), ("family".into(), near(&family, cut, upper))],
+                8 => vec![("phone".into(), phone), ("family".into(), near(&family, cut, upper))],
+                // The compound index's searches: the family with a date, a range, or `:exact`.
+                9 => vec![("family".into(), near(&family, cut, upper)), ("birthdate".into(), asked_date)],
+                10 => vec![("birthdate".into(), format!("ge{lo}")), ("family".into(), near(&family, cut, upper)), ("birthdate".into(), format!("lt{hi}"))],
+                _ => vec![("family:exact".into(), family), ("birthdate".into(), birth.chars().take(cut.max(4)).collect())],
             };
-            let Ok(plan) = plan_search("Patient", &query, &rules(), Some(&index)) else {
+            let rules = rules(compound);
+            let planned = plan_search("Patient", &query, &rules, Some(&index));
+            // With the compound, a birth date is answered only beside a family search.
+            let dated = query.iter().any(|(k, _)| k == "birthdate");
+            let named = query.iter().any(|(k, _)| k.starts_with("family"));
+            if compound && dated && !named {
+                // Refused; by the compound rule wherever the index alone would have answered.
+                let alone = plan_search("Patient", &query, &self::rules(false), Some(&index));
+                prop_assert!(
+                    alone.is_err() || matches!(planned, Err(SearchRefusal::CompoundOnly { ref param, ref with }) if param == "birthdate" && with == "family"),
+                    "{:?}: {:?}", query, planned
+                );
+                prop_assert!(planned.is_err(), "{:?}: {:?}", query, planned);
+                return Ok(());
+            }
+            let Ok(plan) = planned else {
                 return Ok(());
             };
             let criteria: Result<Vec<Criterion>, _> = plan
@@ -563,7 +595,7 @@ mod blind_index_never_misses {
                 return Ok(());
             }
             prop_assert!(!plan.nothing, "{query:?}: planned as matching nothing");
-            let stored = stored(&index, &patient);
+            let stored = stored(&index, &rules, &patient);
             for (key, asked) in &plan.upstream {
                 prop_assert_eq!(key, "_tag");
                 prop_assert!(
@@ -581,11 +613,11 @@ mod blind_index_never_misses {
         let many: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
         // `name` asks for the tokens of five leaves per value (at 8 bits, at most 256 each).
         let query = vec![("name".to_string(), many.join(","))];
-        let refused = plan_search("Patient", &query, &rules(), Some(&index)).unwrap_err();
+        let refused = plan_search("Patient", &query, &rules(false), Some(&index)).unwrap_err();
         assert!(refused.to_string().contains("`name`"), "{refused}");
         assert!(refused.to_string().contains("too many"), "{refused}");
         let few = vec![("name".to_string(), many[..40].join(","))];
-        assert!(plan_search("Patient", &few, &rules(), Some(&index)).is_ok());
+        assert!(plan_search("Patient", &few, &rules(false), Some(&index)).is_ok());
     }
 
     /// The property above is not vacuous: the queries it makes do match, often.
