@@ -1221,8 +1221,9 @@ fn reference_accepts(
 
 /// A literal reference's type and id, as sekmet's `parse_reference` reads it:
 /// `[base/]Type/id[/_history/version]` with `Type` an R4 resource type and `id` of FHIR's id
-/// syntax; `None` for `#contained`, `urn:…` and anything else.
-fn parse_reference(text: &str) -> Option<(&'static str, &str)> {
+/// syntax; `None` for `#contained`, `urn:…` and anything else. (The blind index reads references
+/// with it too, so that its tokens hold what this matcher compares.)
+pub fn parse_reference(text: &str) -> Option<(&'static str, &str)> {
     if text.is_empty() || text.starts_with("urn:") || text.starts_with('#') {
         return None;
     }

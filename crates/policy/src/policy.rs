@@ -1174,7 +1174,7 @@ fn check_protect(
                 c.error(
                     element.span(),
                     format!("protect[{i}].search"),
-                    format!("type mismatch: `{text}` is {}, which a blind index cannot hold (it indexes one of: string, markdown, code, id, uri, url, canonical, oid, uuid, boolean, date, dateTime, instant, Identifier, Coding, CodeableConcept, ContactPoint, HumanName, Address); use search = \"filter\" or \"reject\"", types.join(" | ")),
+                    format!("type mismatch: `{text}` is {}, which a blind index cannot hold (it indexes one of: string, markdown, code, id, uri, url, canonical, oid, uuid, boolean, date, dateTime, instant, Identifier, Coding, CodeableConcept, ContactPoint, HumanName, Address, Reference); use search = \"filter\" or \"reject\"", types.join(" | ")),
                 );
                 continue;
             }

@@ -18,7 +18,7 @@
 //! are its primitive members a search parameter reads: a `HumanName`'s `family`, `given`, `text`,
 //! `prefix` and `suffix`, an `Address`'s `line`, `city`, `district`, `state`, `postalCode`,
 //! `country` and `text`, or the element itself for a primitive, `Identifier`, `Coding`,
-//! `CodeableConcept` or `ContactPoint`. The transforms, by the search type that reads the leaf:
+//! `CodeableConcept`, `ContactPoint` or `Reference`. The transforms, by the search type that reads the leaf:
 //!
 //! | leaf | transform | token of | serves |
 //! |---|---|---|---|
@@ -28,6 +28,8 @@
 //! | token | `code` | the code or value alone | `code=c`, `telecom=555-1234` |
 //! | date | `year`, `month`, `day` | `1974`, `1974-12`, `1974-12-25`, each at or above the value's precision; a time's date in its own zone and in UTC | `birthdate=1974`, `=1974-12`, `=1974-12-25` |
 //! | date | `year-only` | `1974`, for a value given to the year only | date ranges |
+//! | reference | `type-id` | `Type/id` of a literal reference (`[base/]Type/id[/_history/v]`, read as the matcher reads it) | `general-practitioner=Practitioner/1`, `:Practitioner=1`, a URL ending so |
+//! | reference | `id` | its id | `general-practitioner=1` |
 //!
 //! "Folded" is NFKD, combining marks dropped, lower-cased character by character, white space
 //! collapsed and trimmed: a superset of R4's and sekmet-fhir's case-insensitive match, so the
@@ -89,6 +91,8 @@ enum Transform {
     Month,
     Day,
     YearOnly,
+    TypeId,
+    Id,
 }
 
 impl Transform {
@@ -102,6 +106,8 @@ impl Transform {
             Self::Month => "month",
             Self::Day => "day",
             Self::YearOnly => "year-only",
+            Self::TypeId => "type-id",
+            Self::Id => "id",
         }
     }
 }
@@ -115,6 +121,8 @@ pub enum LeafKind {
     Token,
     /// A date, dateTime or instant: `year`, `month`, `day`, `year-only`.
     Date,
+    /// A Reference: `type-id` and `id`.
+    Reference,
 }
 
 /// One indexed value before it becomes a token: the leaf, the transform, and the value as that
@@ -144,7 +152,7 @@ impl Key {
 
 // The members a string search reads of a name and an address: the matcher's, so that the index
 // holds every member the exact check looks at.
-use fhirseal_fhir::matching::{ADDRESS_MEMBERS, NAME_MEMBERS};
+use fhirseal_fhir::matching::{ADDRESS_MEMBERS, NAME_MEMBERS, parse_reference};
 
 /// The leaves of an element of R4 data type `data_type` at `path` (plain, no filters): each
 /// indexed member path and how it is indexed. Empty for a type that cannot be indexed.
@@ -164,6 +172,7 @@ pub fn leaves(path: &str, data_type: &str) -> Vec<(String, LeafKind)> {
             vec![(path.to_string(), LeafKind::Token)]
         }
         "date" | "dateTime" | "instant" => vec![(path.to_string(), LeafKind::Date)],
+        "Reference" => vec![(path.to_string(), LeafKind::Reference)],
         _ => Vec::new(),
     }
 }
@@ -294,6 +303,7 @@ pub fn keys_of_value(path: &str, data_type: &str, value: &Value, out: &mut Vec<K
                     }
                 }
                 LeafKind::Token => keys_of_token(&leaf, item, out),
+                LeafKind::Reference => keys_of_reference(&leaf, item, out),
                 LeafKind::Date => {
                     if let Some(text) = item.as_str() {
                         keys_of_date(&leaf, text, out);
@@ -352,6 +362,21 @@ fn keys_of_token(leaf: &str, value: &Value, out: &mut Vec<Key>) {
         }
         _ => {}
     }
+}
+
+/// A literal reference as the search matcher reads it (`[base/]Type/id[/_history/v]`): its
+/// `Type/id` and its id. Contained, `urn:` and logical references give none (no reference search
+/// matches them).
+fn keys_of_reference(leaf: &str, value: &Value, out: &mut Vec<Key>) {
+    let Some((ty, id)) = value
+        .get("reference")
+        .and_then(Value::as_str)
+        .and_then(parse_reference)
+    else {
+        return;
+    };
+    out.push(Key::new(leaf, Transform::TypeId, format!("{ty}/{id}")));
+    out.push(Key::new(leaf, Transform::Id, id.to_string()));
 }
 
 fn keys_of_date(leaf: &str, text: &str, out: &mut Vec<Key>) {
@@ -422,6 +447,25 @@ pub fn keys_of_query(
                         ));
                     }
                 },
+                // `Type/id` (or a URL ending so) asks for that type and id, a bare id for the id
+                // of any type; `:Type` with an id for that type and id.
+                (LeafKind::Reference, modifier) => {
+                    let typed =
+                        modifier.filter(|m| m.starts_with(|c: char| c.is_ascii_uppercase()));
+                    if modifier.is_some() && typed.is_none() {
+                        return Err(QueryRefusal::Modifier);
+                    }
+                    let key = match (parse_reference(&item), typed) {
+                        (Some((ty, id)), _) => {
+                            Key::new(leaf, Transform::TypeId, format!("{ty}/{id}"))
+                        }
+                        (None, Some(ty)) => {
+                            Key::new(leaf, Transform::TypeId, format!("{ty}/{item}"))
+                        }
+                        (None, None) => Key::new(leaf, Transform::Id, item.clone()),
+                    };
+                    keys.push(key);
+                }
                 (LeafKind::Date, None) => {
                     let (prefix, rest) = date_prefix(&item);
                     if prefix != "eq" {
@@ -1033,6 +1077,34 @@ mod tests {
         let stored = resource_tags(&index, &set, &names_only);
         assert!(!stored.is_empty());
         assert!(stored.iter().all(|t| !t.system.contains('+')));
+    }
+
+    #[test]
+    fn references_are_found_by_type_and_id_or_by_id() {
+        let gp = leaves("Patient.generalPractitioner", "Reference");
+        let stored = written(
+            "Patient.generalPractitioner",
+            "Reference",
+            json!([{"reference": "https://other.example/fhir/Practitioner/dr-1/_history/3"},
+                   {"reference": "#contained"}, {"identifier": {"value": "x"}}]),
+        );
+        // Two keys of the one literal reference; none of the contained or logical one.
+        assert_eq!(stored.len(), 2);
+        assert!(finds(&stored, &asked(&gp, None, "Practitioner/dr-1")));
+        assert!(finds(
+            &stored,
+            &asked(&gp, None, "http://here/fhir/Practitioner/dr-1")
+        ));
+        assert!(finds(&stored, &asked(&gp, None, "dr-1")));
+        assert!(finds(&stored, &asked(&gp, Some("Practitioner"), "dr-1")));
+        assert!(!finds(&stored, &asked(&gp, Some("Organization"), "dr-1")));
+        assert!(!finds(&stored, &asked(&gp, None, "Organization/dr-1")));
+        assert!(!finds(&stored, &asked(&gp, None, "dr-2")));
+        let (index, bits) = tokens();
+        assert_eq!(
+            Tokens::new(&index, bits).of_query(&gp, Some("identifier"), "x"),
+            Err(QueryRefusal::Modifier)
+        );
     }
 
     #[test]

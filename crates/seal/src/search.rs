@@ -610,6 +610,7 @@ fn serve(
         "string" => LeafKind::String,
         "token" => LeafKind::Token,
         "date" => LeafKind::Date,
+        "reference" => LeafKind::Reference,
         _ => {
             return Err(SearchRefusal::Index {
                 param: key(),

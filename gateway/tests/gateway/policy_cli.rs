@@ -251,3 +251,27 @@ fn check_warns_on_a_low_entropy_element_indexed_alone_and_bounds_index_bits() {
         );
     }
 }
+
+/// A sealed Reference can be blind-indexed (its `Type/id` and its id): `check` accepts it and
+/// `explain --searches` says how its parameter is answered.
+#[test]
+fn a_blind_indexed_reference_is_valid_and_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "gp.toml",
+        "[policy]\nname = \"x\"\nversion = \"1\"\ndefault = \"deny\"\n[[protect]]\nname = \"care team\"\nresource = \"Patient\"\nelements = [\"Patient.generalPractitioner\"]\nreaders = \"a\"\nsearch = \"blind-index\"\n",
+    );
+    let out = ok(&["check", &policy]);
+    assert!(
+        out.contains("is valid") && !out.contains("warning"),
+        "{out}"
+    );
+    let out = ok(&["explain", "--searches", "--policy", &policy]);
+    assert!(
+        out.contains(
+            "Patient?general-practitioner: blind-index: `_tag` tokens of Patient.generalPractitioner"
+        ),
+        "{out}"
+    );
+}

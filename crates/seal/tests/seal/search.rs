@@ -461,6 +461,7 @@ mod blind_index_never_misses {
                 rule("Patient.name"),
                 rule("Patient.birthDate").with_index_alone(!compound),
                 rule("Patient.telecom"),
+                rule("Patient.generalPractitioner"),
             ],
             Narrative::Seal,
             Displays::Keep,
@@ -483,6 +484,11 @@ mod blind_index_never_misses {
             ("name", "Patient.name", "HumanName"),
             ("birthDate", "Patient.birthDate", "date"),
             ("telecom", "Patient.telecom", "ContactPoint"),
+            (
+                "generalPractitioner",
+                "Patient.generalPractitioner",
+                "Reference",
+            ),
         ] {
             if let Some(value) = patient.get(member) {
                 keys_of_value(path, data_type, value, &mut keys);
@@ -533,7 +539,10 @@ mod blind_index_never_misses {
             upper in any::<bool>(),
             asked_parts in date_parts(),
             other_parts in date_parts(),
-            which in 0u8..12,
+            which in 0u8..14,
+            gp in "[a-c]{1,2}",
+            gp_type in prop::sample::select(vec!["Practitioner", "Organization", "PractitionerRole"]),
+            gp_base in prop::sample::select(vec!["", "http://other.example/fhir/", "#", "urn:uuid:"]),
             compound in any::<bool>(),
         ) {
             let date = |(dy, m, d, p): (i32, u32, u32, u8), shift: bool| {
@@ -546,7 +555,8 @@ mod blind_index_never_misses {
             let patient = json!({"resourceType": "Patient", "id": "p",
                 "name": [{"family": family, "given": [given]}],
                 "telecom": [{"system": "phone", "value": phone}],
-                "birthDate": birth});
+                "birthDate": birth,
+                "generalPractitioner": [{"reference": format!("{gp_base}{gp_type}/{gp}")}]});
             let (lo, hi) = if asked_date <= other_date {
                 (asked_date.clone(), other_date)
             } else {
@@ -565,7 +575,10 @@ mod blind_index_never_misses {
                 // The compound index's searches: the family with a date, a range, or `:exact`.
                 9 => vec![("family".into(), near(&family, cut, upper)), ("birthdate".into(), asked_date)],
                 10 => vec![("birthdate".into(), format!("ge{lo}")), ("family".into(), near(&family, cut, upper)), ("birthdate".into(), format!("lt{hi}"))],
-                _ => vec![("family:exact".into(), family), ("birthdate".into(), birth.chars().take(cut.max(4)).collect())],
+                11 => vec![("family:exact".into(), family), ("birthdate".into(), birth.chars().take(cut.max(4)).collect())],
+                // References: `Type/id`, a URL ending so, a bare id, `:Type` with an id.
+                12 => vec![("general-practitioner".into(), if upper { format!("http://x/fhir/{gp_type}/{gp}") } else { gp })],
+                _ => vec![(format!("general-practitioner:{}", if upper { "Practitioner" } else { gp_type }), gp)],
             };
             let rules = rules(compound);
             let planned = plan_search("Patient", &query, &rules, Some(&index));
@@ -624,8 +637,12 @@ mod blind_index_never_misses {
     #[test]
     fn prefix_queries_of_the_stored_value_match() {
         let patient = json!({"resourceType": "Patient", "id": "p",
-            "name": [{"family": "Müller-Lüdenscheidt", "given": ["Zoë"]}], "birthDate": "1974-12-25"});
+            "name": [{"family": "Müller-Lüdenscheidt", "given": ["Zoë"]}], "birthDate": "1974-12-25",
+            "generalPractitioner": [{"reference": "http://other.example/fhir/Practitioner/ab"}]});
         for (key, value) in [
+            ("general-practitioner", "ab"),
+            ("general-practitioner", "http://x/fhir/Practitioner/ab"),
+            ("general-practitioner:Practitioner", "ab"),
             ("family", "mull"),
             ("family", "MÜLLER-LÜDENSCHEIDT"),
             ("given", "zo"),
