@@ -300,7 +300,8 @@ struct Asked {
 
 impl SearchPlan {
     /// One `_tag` per compound index whose two leaves are each what one parameter reads (the
-    /// pairs of their keys), then one per remaining parameter (its keys alone). A remaining
+    /// pairs of their keys, and beside it the keys alone of a part also indexed alone), then one
+    /// per remaining parameter (its keys alone). A remaining
     /// parameter that reads a leaf not indexed alone is refused, naming the parameters that
     /// would pair with it.
     fn push_asked(
@@ -325,6 +326,17 @@ impl SearchPlan {
                 self.push_tags(
                     Tokens::new(index, compound.bits()).compound(&asked[i].keys, &asked[j].keys),
                 );
+                // A part also indexed alone asks for its own tokens too: a pair token is one of
+                // many a resource stores, so at the same width it collides more often than two
+                // tokens ANDed; both together keep the candidates few.
+                for q in [&asked[i], &asked[j]] {
+                    if q.leaves
+                        .iter()
+                        .all(|(leaf, _)| set.index_leaf(leaf).is_some_and(|(r, _)| r.index_alone()))
+                    {
+                        self.push_tags(Tokens::new(index, q.bits).tags(&q.keys));
+                    }
+                }
             }
         }
         for (q, _) in asked.iter().zip(&paired).filter(|(_, paired)| !**paired) {

@@ -619,6 +619,29 @@ mod blind_index_never_misses {
         }
     }
 
+    /// With the compound index, `family` and `birthdate` ask for their pair tokens and, beside
+    /// them (ANDed), the family's own tokens: the date alone is never asked for.
+    #[test]
+    fn a_family_and_a_birth_date_ask_for_pairs_and_the_family_alone() {
+        let index = BlindIndex::new([4; 32]);
+        let query = vec![
+            ("family".to_string(), "smi".to_string()),
+            ("birthdate".to_string(), "1974-12".to_string()),
+        ];
+        let plan = plan_search("Patient", &query, &rules(true), Some(&index)).unwrap();
+        let tags: Vec<&str> = plan
+            .upstream
+            .iter()
+            .filter(|(k, _)| k == "_tag")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(tags.len(), 2, "{tags:?}");
+        assert!(tags[0].contains("/Patient.name.family+Patient.birthDate/prefix+month|"));
+        assert!(tags[1].contains("/Patient.name.family/prefix|"));
+        assert!(!tags.iter().any(|t| t.contains("/Patient.birthDate/")));
+        assert_eq!(plan.checked, query);
+    }
+
     /// A search asking for more tokens than an upstream URL holds is refused by name.
     #[test]
     fn too_many_tokens_are_refused_naming_the_parameter() {
