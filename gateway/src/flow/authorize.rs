@@ -4,7 +4,7 @@
 //! A search is decided before it is sent ([`decide`], on the type and the compartment it is
 //! narrowed to) and every resource it returns again like a read ([`authorize`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_policy::record_patient;
@@ -53,9 +53,17 @@ fn scoped<'r>(
 /// times (a decision builds the caller's attributes and every element obligation). The scopes
 /// are checked on every entry; a denial is never remembered, so each refused entry keeps its
 /// own reason.
+///
+/// Most permits do not depend on the patient at all (a physician may read any patient's
+/// Observations), yet in a search across patients (`Patient?family=…`) no two entries share one,
+/// and a decision per entry cost 100 to 250 µs. So each interaction and type is first decided once
+/// for a record of no patient: a permit there is a permit for every patient's record, because
+/// access structures are monotone and `patient:self` then stands for `patient:none`, which nobody
+/// holds. Only when that is a denial is each patient decided on its own.
 #[derive(Debug, Default)]
 pub struct EntryDecisions {
     permitted: HashSet<(Interaction, String, Option<String>)>,
+    any_patient: HashMap<(Interaction, String), bool>,
 }
 
 impl EntryDecisions {
@@ -71,6 +79,13 @@ impl EntryDecisions {
         resource: &Value,
     ) -> Result<(), ApiError> {
         let (resource_type, patient) = scoped(state, caller, interaction, resource)?;
+        let any = *self
+            .any_patient
+            .entry((interaction, resource_type.to_string()))
+            .or_insert_with(|| decide(state, caller, interaction, resource_type, None).is_ok());
+        if any {
+            return Ok(());
+        }
         let key = (interaction, resource_type.to_string(), patient);
         if self.permitted.contains(&key) {
             return Ok(());
