@@ -227,6 +227,14 @@ pub enum Error {
         /// The driver's error.
         source: postgres::Error,
     },
+    /// The audit chain fails verification at record `seq` ([`crate::audit::verify`]).
+    #[error("the audit chain is broken at record {seq}: {problem}")]
+    AuditTampered {
+        /// The first bad record's sequence number.
+        seq: u64,
+        /// What is wrong with it.
+        problem: crate::audit::Tamper,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -17,6 +17,8 @@
 //!   ([`Authority::secret_or_create`]): the embedded authorization server's signing key.
 //! - The ciphertext-update job's work queue lives there too ([`jobs`]): chunks claimed under
 //!   leases, so that several replicas sharing PostgreSQL split the work and a restart resumes it.
+//! - The gateway's audit lines are kept there as a hash chain with signed checkpoints
+//!   ([`audit`]): `fhirseal audit verify` finds an edit, a deletion, a reorder or a truncation.
 //! - Every key is in the per-node layout ([`KEY_LAYOUT`], RS-HABE.md §4 as corrected on
 //!   2026-12-02). An authority whose keys are in the retired layout is refused
 //!   ([`Error::RetiredKeyLayout`]) until [`Authority::migrate_keys`] has re-issued them
@@ -60,6 +62,7 @@
 //! authenticate its callers: whoever can run it with the key-encryption key is the authority.
 #![warn(missing_docs)]
 
+pub mod audit;
 mod authority;
 mod cache;
 mod error;
@@ -69,6 +72,7 @@ pub mod leases;
 mod periods;
 pub mod store;
 
+pub use audit::{AuditChain, CheckpointPolicy, CheckpointSigner};
 pub use authority::{Authority, InitOptions, PeriodInfo};
 pub use error::Error;
 pub use jobs::{Chunk, JobId, Progress};

@@ -11,7 +11,11 @@
 //! signing key, each sealed under the key-encryption key; schema version 2), and the
 //! ciphertext-update job's work queue, `update_jobs` and `update_chunks` (schema version 3; see
 //! [`crate::jobs`]), and `leases`, short named leases shared by the processes on one store (the
-//! gateway's create guard; schema version 5; see [`crate::leases`]).
+//! gateway's create guard; schema version 5; see [`crate::leases`]), and the tamper-evident audit
+//! trail, `audit_chain` and `audit_checkpoints` (schema version 6; see [`crate::audit`]): an
+//! append-only hash chain of audit lines and its signed checkpoints, appended under the same
+//! write lock as the registry's writers take (SQLite `BEGIN IMMEDIATE`, PostgreSQL an advisory
+//! lock of its own).
 //!
 //! Schema version 4 records the layout of the stored keys, `key_layout` in `fhirseal_meta`
 //! ([`KEY_LAYOUT`]): an authority created by this build is in layout 2 from `init`; upgrading an
@@ -23,6 +27,7 @@
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
 
 use crate::Error;
+use crate::audit::{AuditEntry, ChainTail};
 use crate::jobs::{Chunk, JobId, Progress};
 
 mod postgres;
@@ -32,7 +37,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The layout of the long-term keys this build issues: 2, an independent RW13 key for every node
 /// of the user's path (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)").
@@ -362,6 +367,55 @@ pub trait Store: Send {
     /// Lets the lease `key` go if `holder` has it (nothing otherwise), and deletes every lease
     /// that ended at or before `now`.
     fn release_lease(&mut self, key: &str, holder: &str, now: i64) -> Result<(), Error>;
+    /// Appends `entries` to the audit chain after its tail, in order, in one transaction that
+    /// excludes every other appender (in this process or another), and then calls `checkpoint`
+    /// with the new tail and the last stored checkpoint: a signature it returns is stored as a
+    /// checkpoint at the tail, in the same transaction. Returns the tail (sequence number 0 for
+    /// an empty chain). See [`crate::audit`].
+    fn append_audit(
+        &mut self,
+        entries: &[AuditEntry<'_>],
+        checkpoint: &mut SignCheckpoint<'_>,
+    ) -> Result<ChainTail, Error>;
+    /// Up to `limit` records of the audit chain with a sequence number above `after`, in order,
+    /// as stored.
+    fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error>;
+    /// Every checkpoint of the audit chain, by sequence number, as stored.
+    fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error>;
+}
+
+/// The callback of [`Store::append_audit`]: given the new tail and the last checkpoint (if any),
+/// the signature of a checkpoint at the tail, or `None` when none is due.
+pub type SignCheckpoint<'a> =
+    dyn FnMut(&ChainTail, Option<&ChainTail>) -> Result<Option<Vec<u8>>, Error> + 'a;
+
+/// A record of the audit chain as stored, before its fields are checked
+/// ([`crate::audit::verify`] says which is malformed, by sequence number).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawAuditRecord {
+    /// Sequence number.
+    pub seq: i64,
+    /// Unix time in milliseconds.
+    pub time: i64,
+    /// The audit line's bytes (UTF-8 JSON when intact).
+    pub record: Vec<u8>,
+    /// The previous record's hash (32 bytes when intact).
+    pub prev: Vec<u8>,
+    /// This record's hash (32 bytes when intact).
+    pub hash: Vec<u8>,
+}
+
+/// A checkpoint of the audit chain as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawCheckpoint {
+    /// The sequence number of the record it signs.
+    pub seq: i64,
+    /// That record's hash (32 bytes when intact).
+    pub hash: Vec<u8>,
+    /// Unix time in milliseconds.
+    pub time: i64,
+    /// The Ed25519 signature of [`crate::audit::checkpoint_message`].
+    pub signature: Vec<u8>,
 }
 
 /// The principal `kind`/`name` and, for a sub-authority, every principal issued below it,

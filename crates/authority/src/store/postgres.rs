@@ -5,10 +5,11 @@ use postgres::{Client, GenericClient, NoTls, Transaction};
 
 use super::{
     Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
-    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, check_advance_pace,
-    corrupt, counters_from, subtree,
+    RawAuditRecord, RawCheckpoint, RawPrincipal, ReissueKey, SCHEMA_VERSION, SignCheckpoint, Store,
+    attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::audit::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
 
@@ -84,10 +85,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS leases_until ON leases (lease_until);
 ",
+    // The audit trail (see `crate::audit`): append-only, `seq` dense from 1. `IF NOT EXISTS`, as
+    // above.
+    "
+    CREATE TABLE IF NOT EXISTS audit_chain (
+        seq BIGINT PRIMARY KEY CHECK (seq > 0),
+        time BIGINT NOT NULL,
+        record TEXT NOT NULL,
+        prev BYTEA NOT NULL,
+        hash BYTEA NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        seq BIGINT PRIMARY KEY,
+        hash BYTEA NOT NULL,
+        time BIGINT NOT NULL,
+        signature BYTEA NOT NULL
+    );
+",
 ];
 
 /// An advisory-lock key that serialises registry writers (issuance and revocation).
 const REGISTRY_LOCK: i64 = 0x4648_4952_5245_4749; // "FHIRREGI"
+
+/// An advisory-lock key that serialises appenders to the audit chain.
+const AUDIT_LOCK: i64 = 0x4648_4952_4155_4454; // "FHIRAUDT"
+
+/// How many times an append that met a duplicate sequence number is tried again.
+const AUDIT_RETRIES: usize = 3;
 
 /// An advisory-lock key that serialises migrations across processes.
 const MIGRATION_LOCK: i64 = 0x4648_4952_5345_414c; // "FHIRSEAL"
@@ -655,6 +679,126 @@ impl Store for PostgresStore {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+
+    fn append_audit(
+        &mut self,
+        entries: &[AuditEntry<'_>],
+        checkpoint: &mut SignCheckpoint<'_>,
+    ) -> Result<ChainTail, Error> {
+        // The advisory lock makes appenders take turns; the `seq` primary key stands behind it,
+        // and an append that still meets a taken sequence number (a writer that does not take
+        // the lock) is tried again on the new tail.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write(|tx, location| append_audit_in(tx, location, entries, checkpoint)) {
+                Err(Error::Postgres { source, .. })
+                    if attempt < AUDIT_RETRIES
+                        && source.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self
+            .client()?
+            .query(
+                "SELECT seq, time, record, prev, hash FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+            .map_err(|e| self.err(e))?;
+        let err = pg(&self.location);
+        rows.iter()
+            .map(|r| {
+                Ok(RawAuditRecord {
+                    seq: r.try_get(0).map_err(&err)?,
+                    time: r.try_get(1).map_err(&err)?,
+                    record: r.try_get::<_, String>(2).map_err(&err)?.into_bytes(),
+                    prev: r.try_get(3).map_err(&err)?,
+                    hash: r.try_get(4).map_err(&err)?,
+                })
+            })
+            .collect()
+    }
+
+    fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {
+        let rows = self
+            .client()?
+            .query(
+                "SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq",
+                &[],
+            )
+            .map_err(|e| self.err(e))?;
+        let err = pg(&self.location);
+        rows.iter()
+            .map(|r| {
+                Ok(RawCheckpoint {
+                    seq: r.try_get(0).map_err(&err)?,
+                    hash: r.try_get(1).map_err(&err)?,
+                    time: r.try_get(2).map_err(&err)?,
+                    signature: r.try_get(3).map_err(&err)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// [`Store::append_audit`] inside its transaction, under [`AUDIT_LOCK`].
+fn append_audit_in(
+    tx: &mut Transaction<'_>,
+    location: &str,
+    entries: &[AuditEntry<'_>],
+    checkpoint: &mut SignCheckpoint<'_>,
+) -> Result<ChainTail, Error> {
+    let err = pg(location);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .map_err(&err)?;
+    let tail = tx
+        .query_opt(
+            "SELECT seq, hash, time FROM audit_chain ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .map_err(&err)?
+        .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .transpose()
+        .map_err(&err)?;
+    let (tail, records) = audit::link(tail, entries)?;
+    let full = || Error::Invalid("the audit chain is full".into());
+    if !records.is_empty() {
+        let insert = tx
+            .prepare("INSERT INTO audit_chain (seq, time, record, prev, hash) VALUES ($1, $2, $3, $4, $5)")
+            .map_err(&err)?;
+        for r in &records {
+            let seq = i64::try_from(r.seq).map_err(|_| full())?;
+            tx.execute(
+                &insert,
+                &[&seq, &r.time, &r.record, &&r.prev[..], &&r.hash[..]],
+            )
+            .map_err(&err)?;
+        }
+    }
+    let last = tx
+        .query_opt(
+            "SELECT seq, hash, time FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .map_err(&err)?
+        .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .transpose()
+        .map_err(&err)?;
+    let last = audit::last_checkpoint(last)?;
+    if let Some(signature) = checkpoint(&tail, last.as_ref())? {
+        let seq = i64::try_from(tail.seq).map_err(|_| full())?;
+        tx.execute(
+            "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (seq) DO NOTHING",
+            &[&seq, &&tail.hash[..], &tail.time, &signature],
+        )
+        .map_err(&err)?;
+    }
+    Ok(tail)
 }
 
 impl PostgresStore {

@@ -7,10 +7,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Counters, KEY_LAYOUT, KeyMigration, KeyReissue, Kind, MakePrincipal, MasterRecord, Principal,
-    RawPrincipal, ReissueKey, SCHEMA_VERSION, Store, attributes_to_text, check_advance_pace,
-    corrupt, counters_from, subtree,
+    RawAuditRecord, RawCheckpoint, RawPrincipal, ReissueKey, SCHEMA_VERSION, SignCheckpoint, Store,
+    attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::audit::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
 
@@ -86,6 +87,23 @@ const MIGRATIONS: &[&str] = &[
         lease_until INTEGER NOT NULL
     );
     CREATE INDEX IF NOT EXISTS leases_until ON leases (lease_until);
+",
+    // The audit trail (see `crate::audit`): append-only, `seq` dense from 1. `IF NOT EXISTS`, as
+    // above.
+    "
+    CREATE TABLE IF NOT EXISTS audit_chain (
+        seq INTEGER PRIMARY KEY CHECK (seq > 0),
+        time INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        prev BLOB NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL,
+        time INTEGER NOT NULL,
+        signature BLOB NOT NULL
+    );
 ",
 ];
 
@@ -669,6 +687,98 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         Ok(())
     }
+
+    fn append_audit(
+        &mut self,
+        entries: &[AuditEntry<'_>],
+        checkpoint: &mut SignCheckpoint<'_>,
+    ) -> Result<ChainTail, Error> {
+        let location = self.location.clone();
+        // `BEGIN IMMEDIATE`: the tail is read and extended under the database's write lock.
+        self.write(|tx| {
+            let err = sq(&location);
+            let tail = tx
+                .query_row(
+                    "SELECT seq, hash, time FROM audit_chain ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            let (tail, records) = audit::link(tail, entries)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO audit_chain (seq, time, record, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(&err)?;
+            for r in &records {
+                let seq = i64::try_from(r.seq).map_err(|_| Error::Invalid("the audit chain is full".into()))?;
+                insert
+                    .execute(params![seq, r.time, r.record, &r.prev[..], &r.hash[..]])
+                    .map_err(&err)?;
+            }
+            let last = tx
+                .query_row(
+                    "SELECT seq, hash, time FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            let last = audit::last_checkpoint(last)?;
+            if let Some(signature) = checkpoint(&tail, last.as_ref())? {
+                let seq = i64::try_from(tail.seq).map_err(|_| Error::Invalid("the audit chain is full".into()))?;
+                tx.execute(
+                    "INSERT INTO audit_checkpoints (seq, hash, time, signature) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (seq) DO NOTHING",
+                    params![seq, &tail.hash[..], tail.time, signature],
+                )
+                .map_err(&err)?;
+            }
+            Ok(tail)
+        })
+    }
+
+    fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.query_all(
+            "SELECT seq, time, record, prev, hash FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            params![after, limit],
+            |r| {
+                Ok(RawAuditRecord {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    record: bytes(r, 2)?,
+                    prev: bytes(r, 3)?,
+                    hash: bytes(r, 4)?,
+                })
+            },
+        )
+    }
+
+    fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {
+        self.query_all(
+            "SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq",
+            [],
+            |r| {
+                Ok(RawCheckpoint {
+                    seq: r.get(0)?,
+                    hash: bytes(r, 1)?,
+                    time: r.get(2)?,
+                    signature: bytes(r, 3)?,
+                })
+            },
+        )
+    }
+}
+
+/// Column `i` as bytes, whether SQLite stored it as text or a blob (a tampered row may be
+/// either); anything else is empty, which the chain's checks refuse by sequence number.
+fn bytes(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
+    Ok(match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+        _ => Vec::new(),
+    })
 }
 
 impl SqliteStore {

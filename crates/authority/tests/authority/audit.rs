@@ -1,0 +1,309 @@
+//! The audit chain on both backends: appends link and verify, each kind of tampering is found
+//! and named by sequence number (an edited record, a deleted one, two swapped, a truncated tail,
+//! a forged checkpoint, a record edited and re-hashed), processes appending at once extend one
+//! chain, and a store at schema version 5 gains the tables. Appends per second are printed
+//! (`--nocapture`).
+
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use fhirseal_authority::audit::{self, AuditEntry, Tamper};
+use fhirseal_authority::{AuditChain, CheckpointPolicy, CheckpointSigner, Error, store};
+
+use crate::support::{Db, backends};
+
+/// The tests' checkpoint key.
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::from_seed(&[3; 32]).unwrap()
+}
+
+/// A chain writer on `db`, checkpointing every 5 records.
+fn writer(db: &Db) -> AuditChain {
+    AuditChain::new(db.open(), signer(), CheckpointPolicy::new(5, 3600).unwrap())
+}
+
+/// `db` with 10 records (`{"n":1}` … `{"n":10}`, by `dr.grey`), checkpoints at 1, 6 and 10.
+fn ten(db: &Db) {
+    let mut chain = writer(db);
+    for n in 1..=10 {
+        let line = format!(r#"{{"n":{n},"who":{{"sub":"dr.grey"}}}}"#);
+        chain
+            .append(&[AuditEntry {
+                time: 1_800_000_000_000 + n,
+                record: &line,
+            }])
+            .unwrap();
+    }
+    chain.checkpoint().unwrap();
+}
+
+/// What `verify` says about `db`.
+fn verify(db: &Db) -> Result<audit::Intact, Error> {
+    audit::verify(db.open().as_mut(), &signer().public_key(), &[])
+}
+
+/// The sequence number and problem `verify` names.
+fn broken(db: &Db) -> (u64, Tamper) {
+    match verify(db) {
+        Err(Error::AuditTampered { seq, problem }) => (seq, problem),
+        other => panic!("{}: not tampered: {other:?}", db.backend),
+    }
+}
+
+/// A bytes literal for `db`'s SQL.
+fn bytes_literal(db: &Db, bytes: &[u8]) -> String {
+    match db.backend {
+        "sqlite" => format!("X'{}'", audit::hex(bytes)),
+        _ => format!("'\\x{}'::bytea", audit::hex(bytes)),
+    }
+}
+
+#[test]
+fn an_intact_chain_verifies_on_both_backends() {
+    for db in backends() {
+        let b = db.backend;
+        ten(&db);
+        let intact = verify(&db).unwrap();
+        assert_eq!(intact.records, 10, "{b}");
+        assert_eq!(intact.checkpoints, 3, "{b}");
+        assert_eq!(intact.last_checkpoint, Some(10), "{b}");
+        let records = audit::records(db.open().as_mut(), 0, 100).unwrap();
+        assert_eq!(records.len(), 10, "{b}");
+        assert_eq!(
+            records[9].record, r#"{"n":10,"who":{"sub":"dr.grey"}}"#,
+            "{b}"
+        );
+        assert!(records.windows(2).all(|w| w[1].prev == w[0].hash), "{b}");
+    }
+}
+
+#[test]
+fn an_edited_record_is_named() {
+    for db in backends() {
+        ten(&db);
+        db.execute(
+            "UPDATE audit_chain SET record = replace(record, 'dr.grey', 'dr.gray') WHERE seq = 5",
+        );
+        assert_eq!(broken(&db), (5, Tamper::Edited), "{}", db.backend);
+    }
+}
+
+#[test]
+fn an_edited_time_is_named() {
+    for db in backends() {
+        ten(&db);
+        db.execute("UPDATE audit_chain SET time = time + 1 WHERE seq = 7");
+        assert_eq!(broken(&db), (7, Tamper::Edited), "{}", db.backend);
+    }
+}
+
+#[test]
+fn a_deleted_record_is_named() {
+    for db in backends() {
+        ten(&db);
+        db.execute("DELETE FROM audit_chain WHERE seq = 4");
+        assert_eq!(
+            broken(&db),
+            (4, Tamper::Missing { to: 4 }),
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[test]
+fn two_swapped_records_are_named() {
+    for db in backends() {
+        ten(&db);
+        db.execute(
+            "UPDATE audit_chain SET seq = 1003 WHERE seq = 3;
+             UPDATE audit_chain SET seq = 3 WHERE seq = 4;
+             UPDATE audit_chain SET seq = 4 WHERE seq = 1003;",
+        );
+        assert_eq!(
+            broken(&db),
+            (3, Tamper::OutOfOrder { follows: 4 }),
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[test]
+fn a_truncated_tail_is_found_against_the_last_checkpoint() {
+    for db in backends() {
+        ten(&db);
+        db.execute("DELETE FROM audit_chain WHERE seq > 8");
+        assert_eq!(
+            broken(&db),
+            (9, Tamper::Truncated { checkpoint: 10 }),
+            "{}",
+            db.backend
+        );
+    }
+}
+
+#[test]
+fn a_forged_checkpoint_is_named() {
+    for db in backends() {
+        ten(&db);
+        // Any 64 bytes that are not the authority's signature: here the record's hash, twice.
+        db.execute("UPDATE audit_checkpoints SET signature = hash || hash WHERE seq = 6");
+        assert_eq!(broken(&db), (6, Tamper::BadSignature), "{}", db.backend);
+    }
+}
+
+/// An attacker who edits a record and writes its new hash breaks the next link, and the
+/// checkpoint over the edited record.
+#[test]
+fn an_edited_and_rehashed_record_breaks_the_link_after_it() {
+    for db in backends() {
+        let b = db.backend;
+        ten(&db);
+        let records = audit::records(db.open().as_mut(), 0, 100).unwrap();
+        let edit = |seq: u64, checkpointed: bool| {
+            let r = &records[seq as usize - 1];
+            let forged = r.record.replace("dr.grey", "dr.gray");
+            let hash = audit::link_hash(r.seq, r.time, &r.prev, &forged);
+            db.execute(&format!(
+                "UPDATE audit_chain SET record = '{forged}', hash = {} WHERE seq = {seq}",
+                bytes_literal(&db, &hash)
+            ));
+            let expected = if checkpointed {
+                (seq, Tamper::CheckpointMismatch)
+            } else {
+                (seq + 1, Tamper::Unlinked)
+            };
+            assert_eq!(broken(&db), expected, "{b}");
+        };
+        edit(8, false);
+        edit(6, true);
+    }
+}
+
+/// Rows the database holds but the chain's checks refuse: named by sequence number, no panic.
+#[test]
+fn a_malformed_row_is_named() {
+    for db in backends() {
+        ten(&db);
+        db.execute(&format!(
+            "UPDATE audit_chain SET prev = {} WHERE seq = 2",
+            bytes_literal(&db, b"short")
+        ));
+        assert!(
+            matches!(broken(&db), (2, Tamper::Malformed(_))),
+            "{}",
+            db.backend
+        );
+        let err = audit::records(db.open().as_mut(), 0, 100).unwrap_err();
+        assert!(err.to_string().contains("audit record 2"), "{err}");
+    }
+}
+
+/// Two processes' writers (each its own connection) appending at once extend one chain: dense
+/// sequence numbers, every link good, every record there. Without the lock, both read the same
+/// tail: a duplicate `seq` fails or a fork appears.
+#[test]
+fn concurrent_appenders_extend_one_chain() {
+    const EACH: usize = 150;
+    for db in backends() {
+        let b = db.backend;
+        db.open(); // the schema, before the writers race
+        let barrier = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|name| {
+                let barrier = Arc::clone(&barrier);
+                let mut chain = AuditChain::new(
+                    store::open(&db.url).unwrap(),
+                    signer(),
+                    CheckpointPolicy::new(7, 3600).unwrap(),
+                );
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..EACH {
+                        let line = format!(r#"{{"writer":"{name}","i":{i}}}"#);
+                        chain
+                            .append(&[AuditEntry {
+                                time: i as i64,
+                                record: &line,
+                            }])
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let intact = verify(&db).unwrap();
+        assert_eq!(intact.records, 2 * EACH as u64, "{b}");
+        let records = audit::records(db.open().as_mut(), 0, 1000).unwrap();
+        for name in ["a", "b"] {
+            let mine = records
+                .iter()
+                .filter(|r| r.record.contains(&format!("\"{name}\"")))
+                .count();
+            assert_eq!(mine, EACH, "{b}: writer {name}");
+        }
+    }
+}
+
+/// A store at schema version 5 (before the audit trail) gains the tables and a chain.
+#[test]
+fn a_store_at_version_5_migrates_to_6() {
+    for db in backends() {
+        let b = db.backend;
+        db.open();
+        db.execute(
+            "DROP TABLE audit_chain; DROP TABLE audit_checkpoints;
+             UPDATE fhirseal_meta SET value = 5 WHERE key = 'schema_version';",
+        );
+        assert_eq!(db.schema_version(), 5, "{b}");
+        ten(&db);
+        assert_eq!(db.schema_version(), store::SCHEMA_VERSION, "{b}");
+        assert_eq!(store::SCHEMA_VERSION, 6);
+        assert_eq!(verify(&db).unwrap().records, 10, "{b}");
+    }
+}
+
+/// Appends per second, one record per transaction and 100 per transaction (printed; run with
+/// `--nocapture`). Not a pass/fail threshold beyond a floor that only a lock-up would miss.
+#[test]
+fn append_throughput() {
+    for db in backends() {
+        let mut chain = writer(&db);
+        let line = r#"{"ts":"2026-12-03T21:00:00.000Z","request_id":"02e1ffd69e2414bdbbfe2c6414e0ecdc","method":"GET","path":"/fhir/Patient/pat-smith","status":200,"outcome":"success","who":{"sub":"dr.grey","fhir_user":"Practitioner/dr-grey","client_id":"demo-app","iss":"http://127.0.0.1:8080/auth"},"interaction":"read","resources":["Patient/pat-smith"],"opened":4,"masked":1,"forged":0,"sealed":0,"duration_ms":3.734}"#;
+        let single = 300;
+        let started = Instant::now();
+        for i in 0..single {
+            chain
+                .append(&[AuditEntry {
+                    time: i,
+                    record: line,
+                }])
+                .unwrap();
+        }
+        let one = single as f64 / started.elapsed().as_secs_f64();
+        let batch: Vec<_> = (0..100)
+            .map(|i| AuditEntry {
+                time: i,
+                record: line,
+            })
+            .collect();
+        let started = Instant::now();
+        for _ in 0..20 {
+            chain.append(&batch).unwrap();
+        }
+        let hundred = 2000.0 / started.elapsed().as_secs_f64();
+        let verified = Instant::now();
+        assert_eq!(verify(&db).unwrap().records, 2300);
+        let verify_rate = 2300.0 / verified.elapsed().as_secs_f64();
+        eprintln!(
+            "audit chain on {}: {one:.0} appends/s one per transaction, {hundred:.0} records/s \
+             100 per transaction, verify {verify_rate:.0} records/s",
+            db.backend
+        );
+        assert!(one > 10.0 && hundred > 100.0, "{}", db.backend);
+    }
+}
