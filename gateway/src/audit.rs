@@ -30,7 +30,9 @@
 //! source), `throttled` (refused during a back-off) or `locked` (refused during a lockout), and
 //! `by` `user` or `source` for the last three; the user name as typed (at most 128 characters),
 //! never the password. The line goes to an [`AuditSink`]: standard output by default, or a file
-//! (`server.audit_log`), appended and flushed line by line.
+//! (`server.audit_log`), appended and flushed line by line; and, with `server.audit_chain` (on by
+//! default), also to the authority's tamper-evident hash chain ([`chain`]), committed before the
+//! response leaves: a line that cannot be chained withholds its response (503, fail closed).
 
 use std::fmt;
 use std::fs::File;
@@ -43,12 +45,19 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use fhirseal_auth_server::LoginAudit;
 use fhirseal_smart::verify::Verified;
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use tracing::Instrument;
+
+use crate::error::ApiError;
+
+pub mod chain;
+pub mod event;
+
+use self::chain::ChainWriter;
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,6 +130,14 @@ pub enum AuditSink {
     File(Arc<Mutex<File>>),
     /// Memory, for tests: each line (without its newline) pushed to the vector.
     Memory(Arc<Mutex<Vec<String>>>),
+    /// `lines`, and the authority's hash chain (`server.audit_chain`): each line is written to
+    /// `lines`, then appended to the chain before its response leaves ([`chain`]).
+    Chained {
+        /// Where the lines go too.
+        lines: Box<Self>,
+        /// The chain's writer.
+        chain: ChainWriter,
+    },
 }
 
 /// Why the audit sink cannot be opened.
@@ -135,6 +152,9 @@ pub enum AuditError {
         /// Why.
         source: std::io::Error,
     },
+    /// The audit chain's writer thread cannot be started.
+    #[error("the audit chain's writer cannot start: {0}")]
+    Chain(std::io::Error),
 }
 
 // === impl AuditSink ===
@@ -164,6 +184,22 @@ impl AuditSink {
         Ok(Self::File(Arc::new(Mutex::new(file))))
     }
 
+    /// This sink, with every line also appended to the audit chain by `chain`.
+    pub fn with_chain(self, chain: ChainWriter) -> Self {
+        Self::Chained {
+            lines: Box::new(self),
+            chain,
+        }
+    }
+
+    /// The chain's writer, if lines are chained.
+    pub fn chain(&self) -> Option<&ChainWriter> {
+        match self {
+            Self::Chained { chain, .. } => Some(chain),
+            _ => None,
+        }
+    }
+
     /// A sink that keeps its lines in memory, and the lines, for tests.
     pub fn memory() -> (Self, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -191,6 +227,7 @@ impl AuditSink {
                     .push(line.to_string());
                 Ok(())
             }
+            Self::Chained { lines, .. } => lines.write(line),
         }
     }
 }
@@ -201,6 +238,7 @@ impl fmt::Debug for AuditSink {
             Self::Stdout => "stdout",
             Self::File(_) => "file",
             Self::Memory(_) => "memory",
+            Self::Chained { .. } => "chained",
         };
         f.debug_struct("AuditSink")
             .field("kind", &kind)
@@ -281,10 +319,24 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     if let (Some(login), Value::Object(object)) = (login, &mut line) {
         object.insert("login".into(), login);
     }
-    if let Err(error) = sink.write(&line.to_string()) {
+    let line = line.to_string();
+    if let Err(error) = sink.write(&line) {
         tracing::error!(request_id = %id, %error, "the audit line could not be written");
     }
-    response
+    let Some(chain) = sink.chain() else {
+        return response;
+    };
+    let Err(error) = chain.append(line.clone()).await else {
+        return response;
+    };
+    // Fail closed: the response is withheld, and its line is kept in the log.
+    tracing::error!(request_id = %id, %error, audit_line = %line,
+        "the audit record could not be chained: the response is withheld");
+    let mut withheld = ApiError::AuditUnavailable.into_response();
+    if let Some(value) = response.headers().get(REQUEST_ID).cloned() {
+        withheld.headers_mut().insert(REQUEST_ID, value);
+    }
+    withheld
 }
 
 /// A sign-in at the embedded authorization server, in the audit line: the user name typed, the

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod authority;
 mod ciphertexts;
 mod config;
@@ -35,6 +36,8 @@ enum Command {
     Config(config::Args),
     /// Stored sealed headers: move them all to the current period (the ciphertext-update job).
     Ciphertexts(ciphertexts::Args),
+    /// The tamper-evident audit trail: verify it, export it as FHIR AuditEvents, its public key.
+    Audit(audit::Args),
 }
 
 /// Exit status for a usage error (`EX_USAGE`).
@@ -59,6 +62,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Smart(args) => smart::run(args),
         Command::Config(args) => config::run(args),
         Command::Ciphertexts(args) => ciphertexts::run(args),
+        Command::Audit(args) => audit::run(args),
     };
     match result {
         Ok(output) => {

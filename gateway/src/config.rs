@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fhirseal_auth_server::{RawServerConfig, ServerConfig, ServerError};
+use fhirseal_authority::CheckpointPolicy;
 
 use crate::admin::access::{ADMIN_TOKEN_ENV, AdminTokenSource, AdminTokens, DEFAULT_TOKEN_FILE};
 use crate::keys::DEFAULT_CACHE_SECONDS;
@@ -70,6 +71,10 @@ pub struct Config {
     pub admin_tokens: Option<AdminTokenSource>,
     /// The audit log file (one JSON line per request, appended); `None`: standard output.
     pub audit_log: Option<PathBuf>,
+    /// Whether every audit line is also appended to the authority's hash chain, and when its
+    /// checkpoints are signed (`server.audit_chain`, `server.audit_checkpoint_records`,
+    /// `server.audit_checkpoint_seconds`); `None`: off.
+    pub audit_chain: Option<CheckpointPolicy>,
     /// The gateway's public URL, without a trailing slash (`https://fhir.hospital.example`).
     pub public_url: String,
     /// The FHIR base URL clients use: `{public_url}/fhir`. Tokens must name it as `aud`.
@@ -143,6 +148,12 @@ struct RawServer {
     #[serde(default)]
     admin_token_from_env: bool,
     audit_log: Option<PathBuf>,
+    /// Absent: `true`.
+    audit_chain: Option<bool>,
+    /// Absent: [`CheckpointPolicy::DEFAULT`]'s.
+    audit_checkpoint_records: Option<u64>,
+    /// Absent: [`CheckpointPolicy::DEFAULT`]'s.
+    audit_checkpoint_seconds: Option<u64>,
     /// Origins allowed to call from a browser; `["*"]`: any; absent or empty: none.
     #[serde(default)]
     cors_origins: Vec<String>,
@@ -311,6 +322,12 @@ impl Config {
             }
             path => path.map(|p| base.join(p)),
         };
+        let audit_chain = audit_chain(
+            raw.server.audit_chain,
+            raw.server.audit_checkpoint_records,
+            raw.server.audit_checkpoint_seconds,
+        )
+        .map_err(|(key, p)| error(key, p))?;
         let public_url =
             absolute_url(&raw.server.public_url).map_err(|p| error("server.public_url", p))?;
         let fhir_base = format!("{public_url}/fhir");
@@ -422,6 +439,7 @@ impl Config {
             admin_listen,
             admin_tokens,
             audit_log,
+            audit_chain,
             public_url,
             fhir_base,
             max_body_bytes,
@@ -547,6 +565,35 @@ fn search(raw: &RawSearch) -> Result<SearchSettings, (&'static str, String)> {
 /// The admin API's address: absent is [`DEFAULT_ADMIN_LISTEN`], `""` is off, anything else a
 /// loopback address and port (tokens are bearer secrets sent in clear over plain HTTP, so the
 /// listener is never exposed beyond the machine).
+/// `server.audit_chain` (on unless `false`) and its checkpoint interval, or the key at fault and
+/// why.
+fn audit_chain(
+    on: Option<bool>,
+    records: Option<u64>,
+    seconds: Option<u64>,
+) -> Result<Option<CheckpointPolicy>, (&'static str, String)> {
+    if on == Some(false) {
+        return Ok(None);
+    }
+    let records = records.unwrap_or(CheckpointPolicy::DEFAULT.every_records());
+    let seconds = seconds.unwrap_or(CheckpointPolicy::DEFAULT.every_seconds());
+    let default_seconds = CheckpointPolicy::DEFAULT.every_seconds();
+    CheckpointPolicy::new(records, default_seconds).map_err(|_| {
+        (
+            "server.audit_checkpoint_records",
+            "must be 1 to 1000000".to_string(),
+        )
+    })?;
+    CheckpointPolicy::new(records, seconds)
+        .map(Some)
+        .map_err(|_| {
+            (
+                "server.audit_checkpoint_seconds",
+                "must be 1 to 86400".to_string(),
+            )
+        })
+}
+
 fn admin_listen(text: Option<&str>) -> Result<Option<SocketAddr>, String> {
     let text = match text {
         None => DEFAULT_ADMIN_LISTEN,

@@ -170,6 +170,11 @@ pub enum ApiError {
     /// The external authorization server's discovery document cannot be fetched (502).
     #[error("the authorization server's discovery document is not available")]
     DiscoveryUnavailable,
+    /// The request's audit record could not be appended to the audit chain
+    /// (`server.audit_chain`; [`crate::audit::chain`]): its response is withheld (503, fail
+    /// closed), the line and the cause logged by the audit middleware.
+    #[error("the audit trail cannot record this request for now; try again later")]
+    AuditUnavailable,
     /// The upstream server refused a write as conflicting with what it holds (409).
     #[error("the FHIR server refused the write as conflicting with what it holds")]
     UpstreamConflict,
@@ -464,6 +469,7 @@ impl ApiError {
             Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),
+            Self::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "transient", None),
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
             Self::CreateGuard(e) => {
                 let (status, code) = match e {

@@ -4,9 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fhirseal_auth_server::{AuthServer, SigningKey};
-use fhirseal_authority::{Authority, InitOptions, KEK_ENV, Kek, store};
+use fhirseal_authority::{
+    AuditChain, Authority, CheckpointPolicy, CheckpointSigner, InitOptions, KEK_ENV, Kek, store,
+};
 use fhirseal_policy::Policy;
 use fhirseal_smart::discovery::Discovery;
 use fhirseal_smart::verify::{Verifier, VerifierConfig};
@@ -15,6 +18,7 @@ use rand_core::OsRng;
 
 use fhirseal_envelope::HeaderCache;
 
+use crate::audit::chain::ChainWriter;
 use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
 use crate::guard::CreateGuards;
@@ -115,8 +119,12 @@ impl AppState {
     /// Builds the state for `config` at time `now` (seconds since the Unix epoch), creating the
     /// data folder, the key-encryption key and the authority on first start.
     pub fn build(config: Config, now: i64) -> Result<Self, StartupError> {
-        let audit = AuditSink::open(config.audit_log.as_deref())?;
         let authority = Arc::new(open_authority(&config, now)?);
+        let audit = AuditSink::open(config.audit_log.as_deref())?;
+        let audit = match config.audit_chain {
+            None => audit,
+            Some(policy) => audit.with_chain(chain_writer(&config, &authority, policy)?),
+        };
         let policy = Arc::new(if config.policy_files.is_empty() {
             Policy::embedded_default()?
         } else {
@@ -126,7 +134,7 @@ impl AppState {
         let upstream =
             Upstream::new(config.upstream.clone())?.with_observer(Arc::new(metrics.clone()));
         let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| StartupError::Http(e.to_string()))?;
         let auth_server = match &config.embedded {
@@ -175,7 +183,7 @@ impl AppState {
             headers: Arc::new(HeaderStore::new(upstream.clone()).with_metrics(metrics.clone())),
             header_cache: Arc::new(HeaderCache::new(
                 HEADER_CACHE_ENTRIES,
-                std::time::Duration::from_secs(300),
+                Duration::from_secs(300),
             )),
             config: Arc::new(config),
             authority,
@@ -188,6 +196,19 @@ impl AppState {
             metrics,
         })
     }
+}
+
+/// The audit chain's writer: its own connection to the authority's store, the checkpoint key
+/// (made on first start), its thread.
+fn chain_writer(
+    config: &Config,
+    authority: &Authority,
+    policy: CheckpointPolicy,
+) -> Result<ChainWriter, StartupError> {
+    let signer = CheckpointSigner::load_or_create(authority, &mut OsRng)?;
+    let chain = AuditChain::new(store::open(&config.authority_database)?, signer, policy);
+    ChainWriter::start(chain, Duration::from_secs(policy.every_seconds()))
+        .map_err(|e| StartupError::Audit(AuditError::Chain(e)))
 }
 
 /// Opens the authority, or creates it (and its key-encryption key file) on first start.

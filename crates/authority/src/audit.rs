@@ -221,6 +221,16 @@ impl CheckpointPolicy {
         })
     }
 
+    /// The most records between two checkpoints.
+    pub fn every_records(&self) -> u64 {
+        self.every_records
+    }
+
+    /// The most seconds between two checkpoints (while records come).
+    pub fn every_seconds(&self) -> u64 {
+        self.every_seconds
+    }
+
     /// Whether a checkpoint at `tail` is due after the `last` one.
     fn due(&self, tail: &ChainTail, last: Option<&ChainTail>) -> bool {
         match last {

@@ -377,3 +377,52 @@ fn the_audit_log_goes_to_stdout_or_a_file_beside_the_configuration() {
     let e = fails(None, &[("FHIRSEAL__SERVER__AUDIT_LOG", "")]);
     assert_eq!(e.key, "server.audit_log");
 }
+
+/// The audit chain is on by default (docs/audit.md says why), with checkpoints every 1000
+/// records or 60 seconds; both bounds are checked, each error naming its key.
+#[test]
+fn the_audit_chain_is_on_by_default_and_its_checkpoints_bounded() {
+    use fhirseal_authority::CheckpointPolicy;
+
+    let config = Config::load(None, vars(&[])).unwrap();
+    assert_eq!(config.audit_chain, Some(CheckpointPolicy::DEFAULT));
+    let config = Config::load(None, vars(&[("FHIRSEAL__SERVER__AUDIT_CHAIN", "false")])).unwrap();
+    assert_eq!(config.audit_chain, None);
+    let config = Config::load(
+        None,
+        vars(&[
+            ("FHIRSEAL__SERVER__AUDIT_CHECKPOINT_RECORDS", "10"),
+            ("FHIRSEAL__SERVER__AUDIT_CHECKPOINT_SECONDS", "5"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.audit_chain,
+        Some(CheckpointPolicy::new(10, 5).unwrap())
+    );
+    for (variable, value, key) in [
+        (
+            "FHIRSEAL__SERVER__AUDIT_CHECKPOINT_RECORDS",
+            "0",
+            "server.audit_checkpoint_records",
+        ),
+        (
+            "FHIRSEAL__SERVER__AUDIT_CHECKPOINT_RECORDS",
+            "1000001",
+            "server.audit_checkpoint_records",
+        ),
+        (
+            "FHIRSEAL__SERVER__AUDIT_CHECKPOINT_SECONDS",
+            "0",
+            "server.audit_checkpoint_seconds",
+        ),
+        (
+            "FHIRSEAL__SERVER__AUDIT_CHECKPOINT_SECONDS",
+            "86401",
+            "server.audit_checkpoint_seconds",
+        ),
+    ] {
+        let e = fails(None, &[(variable, value)]);
+        assert_eq!(e.key, key, "{variable}={value}: {e}");
+    }
+}

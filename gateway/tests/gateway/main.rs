@@ -12,6 +12,7 @@
 mod admin;
 mod app;
 mod audit;
+mod audit_chain;
 mod auth;
 mod cli;
 mod config;

@@ -1,0 +1,164 @@
+//! The audit sink's hash chain (`server.audit_chain`): every audit line appended to the
+//! authority's tamper-evident chain ([`fhirseal_authority::audit`]) before its response leaves.
+//!
+//! A dedicated writer thread owns the chain (its own connection to the authority's store, so
+//! appends never wait for the authority's other work and never block the async runtime). The
+//! middleware hands it the line through a bounded queue of [`QUEUE`] lines and awaits the commit;
+//! the thread takes every line waiting (up to [`BATCH`]) and appends them in one transaction, so
+//! requests arriving together share one commit. When no line has come for the checkpoint
+//! interval, and when the gateway stops, the thread signs a checkpoint over the tail.
+//!
+//! **Fail closed.** A line that cannot be committed (the store is unreachable, the queue is
+//! full, the thread is gone) is not lost silently: the error and the whole line are logged at
+//! `error` (the line holds no protected value), and the client gets a 503 instead of its
+//! response, so no data leaves the gateway without its access being on the chain. A write the
+//! upstream already applied stays applied: its client sees the 503, the log has its line.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fhirseal_authority::AuditChain;
+use fhirseal_authority::audit::AuditEntry;
+use tokio::sync::oneshot;
+
+/// How many lines may wait for the writer; beyond, requests fail closed.
+pub const QUEUE: usize = 8192;
+
+/// The most lines appended in one transaction.
+pub const BATCH: usize = 512;
+
+/// The handle of the chain's writer thread. Cheap to clone; the thread stops (signing a last
+/// checkpoint) once every clone is dropped.
+#[derive(Clone, Debug)]
+pub struct ChainWriter {
+    queue: SyncSender<Job>,
+}
+
+/// Why a line is not on the chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// More than [`QUEUE`] lines are waiting: the store is too slow or unreachable.
+    #[error("the audit chain's queue is full ({QUEUE} lines waiting)")]
+    QueueFull,
+    /// The writer thread is gone.
+    #[error("the audit chain's writer has stopped")]
+    Stopped,
+    /// The append failed (the store's error).
+    #[error("the audit chain could not be appended to: {0}")]
+    Append(String),
+}
+
+struct Job {
+    line: String,
+    time: i64,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+// === impl ChainWriter ===
+
+impl ChainWriter {
+    /// Starts the writer thread on `chain`, signing a checkpoint over an idle tail every
+    /// `idle` (the checkpoint interval).
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn start(chain: AuditChain, idle: Duration) -> std::io::Result<Self> {
+        let (queue, jobs) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("fhirseal-audit-chain".into())
+            .spawn(move || run(chain, &jobs, idle))?;
+        Ok(Self { queue })
+    }
+
+    /// Appends `line` and waits (without blocking the runtime) until it is committed; its
+    /// sequence number.
+    ///
+    /// # Errors
+    /// [`ChainError`]: the caller must not let the response go as if audited.
+    pub async fn append(&self, line: String) -> Result<u64, ChainError> {
+        let (done, committed) = oneshot::channel();
+        let job = Job {
+            line,
+            time: now_ms(),
+            done,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => ChainError::QueueFull,
+            TrySendError::Disconnected(_) => ChainError::Stopped,
+        })?;
+        committed
+            .await
+            .map_err(|_| ChainError::Stopped)?
+            .map_err(ChainError::Append)
+    }
+}
+
+/// The writer thread: batches of waiting lines, one transaction each; a checkpoint when idle
+/// and at the end.
+fn run(mut chain: AuditChain, jobs: &Receiver<Job>, idle: Duration) {
+    let mut unsigned = false;
+    loop {
+        match jobs.recv_timeout(idle) {
+            Ok(first) => {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                append(&mut chain, batch);
+                unsigned = true;
+            }
+            Err(RecvTimeoutError::Timeout) if unsigned => {
+                unsigned = !checkpoint(&mut chain);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if unsigned {
+                    checkpoint(&mut chain);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Appends `batch` in one transaction and answers each line's waiter.
+fn append(chain: &mut AuditChain, batch: Vec<Job>) {
+    let entries: Vec<_> = batch
+        .iter()
+        .map(|job| AuditEntry {
+            time: job.time,
+            record: &job.line,
+        })
+        .collect();
+    let result = chain.append(&entries).map_err(|e| e.to_string());
+    let first = match &result {
+        Ok(tail) => Ok(tail.seq + 1 - batch.len() as u64),
+        Err(error) => Err(error.clone()),
+    };
+    for (i, job) in batch.into_iter().enumerate() {
+        // A waiter that went away (its request was cancelled) still had its line appended.
+        let _ = job.done.send(first.clone().map(|seq| seq + i as u64));
+    }
+}
+
+/// Signs a checkpoint over the tail; whether it is signed.
+fn checkpoint(chain: &mut AuditChain) -> bool {
+    match chain.checkpoint() {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(%error, "the audit chain's checkpoint could not be signed");
+            false
+        }
+    }
+}
+
+/// Unix time in milliseconds.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
