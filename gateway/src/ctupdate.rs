@@ -141,6 +141,10 @@ pub enum JobError {
         /// `type/id`.
         resource: String,
     },
+    /// The re-index job's key could not be had, or a resource could not be opened with it
+    /// ([`crate::reindex`]).
+    #[error("the re-index job's key, or opening a resource with it: {0}")]
+    ServiceKey(String),
     /// A resource kept being written by others during its update.
     #[error("{resource} kept changing during its update ({WRITE_ATTEMPTS} attempts)")]
     Contended {
@@ -296,7 +300,7 @@ fn chunk_keys(resource_type: &str, ids: &[String]) -> Vec<String> {
 
 /// The relative path of the Bundle's `next` link, if any; a link off the upstream's base is
 /// refused.
-fn next_link(state: &AppState, bundle: &Value) -> Result<Option<String>, JobError> {
+pub(crate) fn next_link(state: &AppState, bundle: &Value) -> Result<Option<String>, JobError> {
     let Some(url) = bundle
         .get("link")
         .and_then(Value::as_array)
@@ -322,7 +326,7 @@ fn next_link(state: &AppState, bundle: &Value) -> Result<Option<String>, JobErro
 }
 
 /// `GET path` with `Prefer: handling=strict`: the searchset Bundle.
-async fn search(state: &AppState, path: &str) -> Result<Value, JobError> {
+pub(crate) async fn search(state: &AppState, path: &str) -> Result<Value, JobError> {
     let request = UpstreamRequest::new(Method::GET, path)
         .with_header(ACCEPT, HeaderValue::from_static(FHIR_JSON))
         .with_header(PREFER, HeaderValue::from_static("handling=strict"));
@@ -344,7 +348,10 @@ async fn search(state: &AppState, path: &str) -> Result<Value, JobError> {
 
 /// The matched resources of type `resource_type` in a searchset (not included resources, not
 /// outcome entries).
-fn matches<'a>(bundle: &'a Value, resource_type: &'a str) -> impl Iterator<Item = &'a Value> {
+pub(crate) fn matches<'a>(
+    bundle: &'a Value,
+    resource_type: &'a str,
+) -> impl Iterator<Item = &'a Value> {
     bundle
         .get("entry")
         .and_then(Value::as_array)
@@ -571,53 +578,72 @@ async fn update_resource(
         if report.moved == 0 {
             return Ok(0);
         }
-        let version = updated
-            .pointer("/meta/versionId")
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty() && !v.contains('"'))
-            .ok_or_else(|| JobError::NoVersion {
-                resource: name.clone(),
-            })?;
-        let if_match = HeaderValue::from_str(&format!("W/\"{version}\"")).map_err(|_| {
-            JobError::NoVersion {
-                resource: name.clone(),
-            }
-        })?;
-        let request = UpstreamRequest::new(Method::PUT, name.clone())
-            .with_header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
-            .with_header(ACCEPT, HeaderValue::from_static(FHIR_JSON))
-            .with_header(IF_MATCH, if_match)
-            .with_header(PREFER, HeaderValue::from_static("return=minimal"))
-            .with_body(updated.to_string());
-        let response = state.upstream.send(request).await?;
-        match response.status() {
-            StatusCode::OK | StatusCode::CREATED => {
+        match put_if_match(state, &name, &updated).await? {
+            Written::Stored => {
                 for header in header_ids(&updated) {
                     state.headers.forget(header);
                 }
                 return Ok(u64::try_from(report.moved).unwrap_or(u64::MAX));
             }
-            StatusCode::NOT_FOUND | StatusCode::GONE => return Ok(0),
-            StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => {
+            Written::Gone => return Ok(0),
+            Written::Conflict => {
                 // Written (or deleted) meanwhile: read it again and redo it.
                 match read(state, &name).await? {
                     Some(fresh) => resource = fresh,
                     None => return Ok(0),
                 }
             }
-            status => {
-                return Err(JobError::UpstreamStatus {
-                    status,
-                    what: format!("an update of {name}"),
-                });
-            }
         }
     }
     Err(JobError::Contended { resource: name })
 }
 
+/// How a conditional write-back ended.
+pub(crate) enum Written {
+    /// Stored.
+    Stored,
+    /// The resource is gone (404, 410).
+    Gone,
+    /// It was written (or deleted) meanwhile: 409 or 412.
+    Conflict,
+}
+
+/// `PUT name` with `updated`, on condition that the stored version is still `updated`'s
+/// `meta.versionId` (`If-Match`), so that a write made meanwhile is never lost.
+pub(crate) async fn put_if_match(
+    state: &AppState,
+    name: &str,
+    updated: &Value,
+) -> Result<Written, JobError> {
+    let no_version = || JobError::NoVersion {
+        resource: name.to_string(),
+    };
+    let version = updated
+        .pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty() && !v.contains('"'))
+        .ok_or_else(no_version)?;
+    let if_match = HeaderValue::from_str(&format!("W/\"{version}\"")).map_err(|_| no_version())?;
+    let request = UpstreamRequest::new(Method::PUT, name.to_string())
+        .with_header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
+        .with_header(ACCEPT, HeaderValue::from_static(FHIR_JSON))
+        .with_header(IF_MATCH, if_match)
+        .with_header(PREFER, HeaderValue::from_static("return=minimal"))
+        .with_body(updated.to_string());
+    let response = state.upstream.send(request).await?;
+    match response.status() {
+        StatusCode::OK | StatusCode::CREATED => Ok(Written::Stored),
+        StatusCode::NOT_FOUND | StatusCode::GONE => Ok(Written::Gone),
+        StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED => Ok(Written::Conflict),
+        status => Err(JobError::UpstreamStatus {
+            status,
+            what: format!("an update of {name}"),
+        }),
+    }
+}
+
 /// `GET type/id`: the resource, or `None` when it is gone.
-async fn read(state: &AppState, name: &str) -> Result<Option<Value>, JobError> {
+pub(crate) async fn read(state: &AppState, name: &str) -> Result<Option<Value>, JobError> {
     let request = UpstreamRequest::new(Method::GET, name)
         .with_header(ACCEPT, HeaderValue::from_static(FHIR_JSON));
     let response = state.upstream.send(request).await?;

@@ -287,15 +287,46 @@ impl Keyring {
             return Ok(None);
         }
         let identity = key_identity(principal)?;
+        self.grant(identity, attributes, now).await.map(Some)
+    }
+
+    /// The key of one of the gateway's own service identities ([`REINDEX_IDENTITY`]: a
+    /// `service:` name, which no token maps to) holding exactly `attributes`: registered on first
+    /// use and re-issued when they change, as [`Keyring::grant_for`] does for a caller, and
+    /// revocable like any registration.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Identity`] for a name outside `service:`, and as [`Keyring::grant_for`].
+    pub async fn grant_for_service(
+        &self,
+        identity: &str,
+        attributes: &[String],
+        now: i64,
+    ) -> Result<KeyGrant, KeyError> {
+        if !identity.starts_with(SERVICE_PREFIX) || identity.len() > MAX_IDENTITY_BYTES {
+            return Err(KeyError::Identity);
+        }
+        let attributes = canonical(attributes.iter().map(String::as_str))?;
+        self.grant(identity.to_string(), attributes, now).await
+    }
+
+    /// [`Keyring::grant_for`] once the identity and its attributes are known.
+    async fn grant(
+        &self,
+        identity: String,
+        attributes: BTreeSet<String>,
+        now: i64,
+    ) -> Result<KeyGrant, KeyError> {
         let period = self.period(now).await?;
         if let Some(grant) = self.cached(&identity, &attributes, period, now).await? {
-            return Ok(Some(grant));
+            return Ok(grant);
         }
         // One lookup per identity at a time in this process: concurrent first requests wait
         // here and then find the registration the first one made.
         let _turn = self.inner.lock_for(&identity).lock().await;
         if let Some(grant) = self.cached(&identity, &attributes, period, now).await? {
-            return Ok(Some(grant));
+            return Ok(grant);
         }
         let inner = self.inner.clone();
         let (id, attrs) = (identity.clone(), attributes.clone());
@@ -312,13 +343,13 @@ impl Keyring {
                 key: Some((period, key.clone())),
             },
         );
-        Ok(Some(KeyGrant {
+        Ok(KeyGrant {
             key,
             identity,
             registration,
             period,
             change,
-        }))
+        })
     }
 
     /// Drops what the keyring cached about `identity` (say, right after an administrator revoked
@@ -706,7 +737,11 @@ fn seconds(s: u64) -> i64 {
 }
 
 /// `fhirUser` prefixes reserved for the other kinds of identity.
-const RESERVED_PREFIXES: [&str; 2] = ["client:", "sub:"];
+const RESERVED_PREFIXES: [&str; 3] = ["client:", "sub:", SERVICE_PREFIX];
+/// The prefix of the gateway's own service identities.
+const SERVICE_PREFIX: &str = "service:";
+/// The identity the re-index job's key is registered under ([`crate::reindex`]).
+pub const REINDEX_IDENTITY: &str = "service:reindex";
 /// How many times a registration lost to another process is re-read.
 const RACE_RETRIES: usize = 4;
 /// How many locks serialise lookups per identity.

@@ -46,6 +46,7 @@ pub mod guard;
 pub mod headers;
 pub mod keys;
 pub mod metrics;
+pub mod reindex;
 pub mod request;
 pub mod seal;
 pub mod state;

@@ -416,6 +416,27 @@ impl Policy {
         Attributes { held }
     }
 
+    /// Every attribute a role of this policy gives, with each hierarchical attribute's ancestors,
+    /// `patient:self` left out: what the gateway's own re-index identity holds, so that it opens
+    /// every element some role may read (an element only `patient:self` may read stays closed to
+    /// it). Sorted.
+    pub fn role_attributes(&self) -> Vec<String> {
+        let mut held = BTreeSet::new();
+        for role in &self.roles {
+            for attribute in role.attributes.iter().filter(|a| *a != PATIENT_SELF) {
+                let mut prefix = String::new();
+                for (i, part) in attribute.split('/').enumerate() {
+                    if i > 0 {
+                        prefix.push('/');
+                    }
+                    prefix.push_str(part);
+                    held.insert(prefix.clone());
+                }
+            }
+        }
+        held.into_iter().collect()
+    }
+
     /// The sealing rules for records of `patient` (`Patient/456`; `None`: a record in no
     /// patient's compartment): each structure's `patient:self` becomes that patient's
     /// attribute.

@@ -926,6 +926,38 @@ pub(crate) fn add_tag_codings(object: &mut Map<String, Value>, codings: Vec<Valu
     }
 }
 
+/// Makes `tags` the resource's blind-index tokens (its other `meta.tag` codings kept): `false`,
+/// and the resource untouched, when it already holds exactly these.
+pub fn replace_index_tags(resource: &mut Value, tags: Vec<Tag>) -> bool {
+    let Some(object) = resource.as_object_mut() else {
+        return false;
+    };
+    let held: std::collections::BTreeSet<(String, String)> = object
+        .get("meta")
+        .and_then(|m| m.get("tag"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| is_index_tag(t))
+        .filter_map(|t| {
+            Some((
+                t.get("system")?.as_str()?.to_string(),
+                t.get("code")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let wanted: std::collections::BTreeSet<(String, String)> = tags
+        .iter()
+        .map(|t| (t.system.clone(), t.code.clone()))
+        .collect();
+    if held == wanted {
+        return false;
+    }
+    take_tags(object);
+    add_tags(object, tags);
+    true
+}
+
 /// Takes the blind-index tokens off a resource's `meta.tag` (and an emptied `tag` or `meta`
 /// with them), returning them.
 pub(crate) fn take_tags(object: &mut Map<String, Value>) -> Vec<Value> {

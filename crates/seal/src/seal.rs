@@ -12,7 +12,7 @@ use rshabe::{AccessStructure, PublicParams};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::index::{Key, add_tags, data_type, indexable, keys_of_value, resource_tags};
+use crate::index::{Key, Tag, add_tags, data_type, indexable, keys_of_value, resource_tags};
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
 use crate::shape::{
     NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, complex_placeholder, holds_sealed,
@@ -862,6 +862,35 @@ pub fn locate(resource: &Value, rule: &ElementRule) -> Vec<String> {
         Ok(())
     });
     found
+}
+
+/// The blind-index tags a resource of `set`'s type is stored with, recomputed from its opened
+/// form (`opened`: the resource as a reader who opens every blind-index element sees it, so the
+/// same values sealing saw): the keys of each blind-index rule's values, then
+/// [`crate::index::resource_tags`], exactly as [`Sealer::seal`] makes them. For the re-index job,
+/// which refreshes the tokens of stored resources after the policy's indexes changed. A value
+/// still masked in `opened` gives no key: the caller must check that every blind-index element
+/// opened first.
+pub fn reindex_tags(index: &BlindIndex, set: &RuleSet, opened: &Value) -> Vec<Tag> {
+    let mut copy = opened.clone();
+    let mut keys = Vec::new();
+    let Some(object) = copy.as_object_mut() else {
+        return Vec::new();
+    };
+    let loc = set.resource_type().to_string();
+    for rule in set.elements().iter().filter(|r| r.blind_index()) {
+        let plain = rule.path().plain();
+        let Some(data_type) = data_type(&plain).filter(|t| indexable(t)) else {
+            continue;
+        };
+        let _ = select(object, rule.path().steps(), &loc, &mut |holder, slot| {
+            for value in slot_values(holder, &slot) {
+                keys_of_value(&plain, data_type, value, &mut keys);
+            }
+            Ok(())
+        });
+    }
+    resource_tags(index, set, &keys)
 }
 
 /// What `select` calls for each element it selects.

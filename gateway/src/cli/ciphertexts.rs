@@ -2,6 +2,9 @@
 //! the foreground, to the end: plans the job for the current period and works on it, with a
 //! progress bar on standard error when it is a terminal and plain progress lines otherwise.
 //! Several runs (and gateway replicas) sharing the authority's store split the work.
+//!
+//! `fhirseal ciphertexts reindex`: runs the re-index job ([`fhirseal::reindex`]) in the
+//! foreground, to the end.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -34,6 +37,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute the blind-index tokens of every sealed resource stored on the upstream, after
+    /// the policy's indexes changed (index-bits, a new blind-index element or compound index).
+    /// Runs under the gateway's re-index service identity. Idempotent: run it again to resume.
+    Reindex {
+        /// The configuration file [default: the embedded defaults].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(crate) fn run(args: Args) -> Result<String, String> {
@@ -49,7 +63,70 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             runtime.shutdown_timeout(Duration::from_secs(1));
             result
         }
+        Command::Reindex { config, json } => {
+            let config =
+                Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("the async runtime cannot start: {e}"))?;
+            let result = runtime.block_on(reindex(config, json));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
     }
+}
+
+async fn reindex(config: Config, json: bool) -> Result<String, String> {
+    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+        .await
+        .map_err(|_| "the gateway's state could not be built".to_string())?
+        .map_err(|e| e.to_string())?;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = Instant::now();
+    let summary = fhirseal::reindex::reindex(&state, now(), |s| {
+        if terminal || last.elapsed() >= Duration::from_secs(5) {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "progress: {} resources checked, {} re-indexed",
+                s.checked,
+                s.rewritten
+            );
+            last = Instant::now();
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let text = if json {
+        json!({
+            "checked": summary.checked,
+            "rewritten": summary.rewritten,
+            "unchanged": summary.unchanged,
+            "unreadable": summary.unreadable,
+            "failed": summary.failed.iter().map(|(name, e)| json!({"resource": name, "error": e.to_string()})).collect::<Vec<_>>(),
+        })
+        .to_string()
+    } else {
+        let mut text = format!(
+            "{} sealed resources checked: {} re-indexed, {} already up to date",
+            summary.checked, summary.rewritten, summary.unchanged
+        );
+        if !summary.unreadable.is_empty() {
+            text.push_str(&format!(
+                "\n{} left as they were: a blind-index element does not open with the re-index key (only patient:self may read it): {}",
+                summary.unreadable.len(),
+                summary.unreadable.join(", ")
+            ));
+        }
+        text
+    };
+    if let Some((name, error)) = summary.failed.first() {
+        return Err(format!(
+            "{text}\n{} resource(s) failed and keep their old tokens; run again. First: {name}: {error}",
+            summary.failed.len()
+        ));
+    }
+    Ok(text)
 }
 
 async fn update(config: Config, json: bool) -> Result<String, String> {

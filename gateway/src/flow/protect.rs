@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::keys::KeyGrant;
 use crate::state::AppState;
 use fhirseal_authority::unix_now as now;
 
@@ -20,11 +21,21 @@ pub async fn open_for(
     caller: &Caller,
     value: Value,
 ) -> Result<(Value, OpenReport), ApiError> {
-    let ids = shared_header_ids(&value);
     let grant = state
         .keyring
         .grant_for(&caller.0.context.principal, now())
         .await?;
+    open_with(state, grant, value).await
+}
+
+/// [`open_for`] with a key already granted (`None`: everything stays masked): the caller's, or
+/// one of the gateway's own service identities' (the re-index job's).
+pub async fn open_with(
+    state: &AppState,
+    grant: Option<KeyGrant>,
+    value: Value,
+) -> Result<(Value, OpenReport), ApiError> {
+    let ids = shared_header_ids(&value);
     let headers = state.headers.lookup(&ids).await?;
     let cache = Arc::clone(&state.header_cache);
     let sealing = Arc::clone(&state.sealing);

@@ -742,3 +742,170 @@ async fn the_background_task_notices_a_new_period_and_stops_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+/// The blind-index tokens of a stored resource, as `system|code`, sorted.
+fn index_tags(resource: &Value) -> Vec<String> {
+    let mut tags: Vec<String> = resource["meta"]["tag"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["system"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(fhirseal_seal::index::BLIND_INDEX_SYSTEM))
+        })
+        .map(|t| {
+            format!(
+                "{}|{}",
+                t["system"].as_str().unwrap(),
+                t["code"].as_str().unwrap()
+            )
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// The re-index job (issue 16): the stored Patient's tokens were made under another secret (as
+/// after a policy change, they no longer are what a write stores now); one run makes them what
+/// sealing makes, changing nothing else byte for byte; a second run writes nothing; a Patient
+/// whose name only she may read keeps its tokens and is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
+    use fhirseal::reindex;
+    use fhirseal_envelope::Granularity;
+    use fhirseal_seal::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
+    let h = harness(Duration::ZERO).await;
+    let before = h.fake.get("Patient/p1");
+    let plain = json!({"resourceType": "Patient", "id": "p1",
+        "name": [{"family": "Canary"}], "birthDate": "1970-01-01",
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": "1"}]});
+    let rules = h.state.policy.rules_for(None);
+    let set = rules.for_type("Patient").unwrap();
+    let wanted: Vec<String> = {
+        let mut tags: Vec<String> =
+            fhirseal_seal::reindex_tags(h.state.sealing.blind_index(), set, &plain)
+                .iter()
+                .map(|t| t.search_value())
+                .collect();
+        tags.sort();
+        tags
+    };
+    assert!(!wanted.is_empty());
+    assert_ne!(index_tags(&before), wanted, "sealed under another secret");
+
+    // A Patient whose name is sealed for herself alone: the re-index key does not open it.
+    let own = Rules::new([RuleSet::new(
+        "Patient",
+        vec![
+            ElementRule::new(
+                "Patient.name",
+                rshabe::AccessStructure::parse("patient:Patient/p2").unwrap(),
+                Granularity::Shared,
+            )
+            .unwrap()
+            .with_search(SearchMode::BlindIndex { bits: 16 }),
+        ],
+        Narrative::Seal,
+        Displays::Keep,
+    )
+    .unwrap()])
+    .unwrap();
+    let mut shared = SharedHeaders::new();
+    let sealed = Sealer::new(
+        h.state.authority.public_params(),
+        h.state.sealing.key(),
+        0,
+        &mut shared,
+        &mut OsRng,
+    )
+    .with_blind_index(h.state.sealing.blind_index())
+    .seal(
+        &json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Private"}]}),
+        &own,
+    )
+    .unwrap()
+    .resource;
+    for header in shared.take_created() {
+        h.fake.insert(HeaderStore::resource(&header));
+    }
+    h.fake.insert(sealed);
+    let p2 = h.fake.get("Patient/p2");
+
+    let summary = reindex::reindex(&h.state, now(), |_| {}).await.unwrap();
+    assert_eq!(
+        (summary.checked, summary.rewritten, summary.unchanged),
+        (2, 1, 0),
+        "{summary:?}"
+    );
+    assert_eq!(summary.unreadable, ["Patient/p2"]);
+    assert!(summary.failed.is_empty());
+    let after = h.fake.get("Patient/p1");
+    assert_eq!(index_tags(&after), wanted);
+    // Everything but the tokens (and the version the server bumps) is what was stored.
+    let without_meta = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().shift_remove("meta");
+        v
+    };
+    assert_eq!(without_meta(&after), without_meta(&before));
+    assert_eq!(after["meta"]["security"], before["meta"]["security"]);
+    assert_eq!(h.fake.get("Patient/p2"), p2, "left as it was");
+    assert_eq!(h.fake.puts("Patient/p1"), 1);
+
+    let again = reindex::reindex(&h.state, now(), |_| {}).await.unwrap();
+    assert_eq!((again.rewritten, again.unchanged), (0, 1), "{again:?}");
+    assert_eq!(h.fake.total_puts(), 1);
+}
+
+/// `fhirseal ciphertexts reindex`: the same job from the command line, JSON or text, and one
+/// line and exit 1 when the upstream is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reindex_command_rewrites_once_and_says_so() {
+    let h = harness(Duration::ZERO).await;
+    let config = h.gateway.file();
+    let run = move |base: String, json: bool| {
+        let config = config.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fhirseal"));
+                command
+                    .args(["ciphertexts", "reindex", "--config"])
+                    .arg(&config)
+                    .env("FHIRSEAL__UPSTREAM__BASE_URL", base);
+                if json {
+                    command.arg("--json");
+                }
+                command.output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let before = index_tags(&h.fake.get("Patient/p1"));
+    let out = run(h.fake.base.clone(), true).await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["checked"], 1, "{stdout}");
+    assert_eq!(summary["rewritten"], 1, "{stdout}");
+    assert_ne!(index_tags(&h.fake.get("Patient/p1")), before);
+
+    let out = run(h.fake.base.clone(), false).await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(
+        stdout.contains("1 sealed resources checked: 0 re-indexed, 1 already up to date"),
+        "{stdout}"
+    );
+
+    let out = run("http://127.0.0.1:9/fhir".to_string(), false).await;
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: the upstream FHIR server did not answer"),
+        "{stderr}"
+    );
+}
