@@ -96,6 +96,29 @@ async fn every_request_is_chained_verified_and_exported_as_audit_events() {
         "the first record is checkpointed"
     );
 
+    // The tail it prints pins the chain: verified against it, and a rewritten one fails.
+    let pin = out.rsplit("--expect ").next().unwrap().trim().to_string();
+    assert!(pin.starts_with("2:"), "{out}");
+    succeeded(
+        &"verify --expect",
+        fhirseal(&config, &["verify", "--expect", &pin]),
+    );
+    let other = format!("2:{}", "0".repeat(64));
+    let (code, error) = failed(
+        &"verify --expect",
+        fhirseal(&config, &["verify", "--expect", &other]),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        error.contains("record 2: its hash is not the one expected"),
+        "{error}"
+    );
+    let (_, error) = failed(
+        &"verify --expect",
+        fhirseal(&config, &["verify", "--expect", "2:xyz"]),
+    );
+    assert!(error.contains("SEQ:HASH"), "{error}");
+
     // Export: one AuditEvent per record, with the line's fields.
     let export = setup.dir.path().join("audit.ndjson");
     let export_arg = export.to_str().unwrap();
