@@ -926,19 +926,24 @@ pub(crate) fn add_tag_codings(object: &mut Map<String, Value>, codings: Vec<Valu
     }
 }
 
-/// Makes `tags` the resource's blind-index tokens (its other `meta.tag` codings kept): `false`,
-/// and the resource untouched, when it already holds exactly these.
-pub fn replace_index_tags(resource: &mut Value, tags: Vec<Tag>) -> bool {
-    let Some(object) = resource.as_object_mut() else {
-        return false;
-    };
-    let held: std::collections::BTreeSet<(String, String)> = object
+/// The blind-index token codings of a resource's `meta.tag`.
+pub(crate) fn index_tag_codings(object: &Map<String, Value>) -> impl Iterator<Item = &Value> {
+    object
         .get("meta")
         .and_then(|m| m.get("tag"))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter(|t| is_index_tag(t))
+}
+
+/// Makes `tags` the resource's blind-index tokens (its other `meta.tag` codings kept): `false`,
+/// and the resource untouched, when it already holds exactly these.
+pub fn replace_index_tags(resource: &mut Value, tags: Vec<Tag>) -> bool {
+    let Some(object) = resource.as_object_mut() else {
+        return false;
+    };
+    let held: std::collections::BTreeSet<(String, String)> = index_tag_codings(object)
         .filter_map(|t| {
             Some((
                 t.get("system")?.as_str()?.to_string(),

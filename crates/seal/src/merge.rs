@@ -42,7 +42,7 @@ use base64::Engine as _;
 use fhirseal_envelope::{Envelope, Header, HeaderId};
 use serde_json::{Map, Value, json};
 
-use crate::index::{add_tag_codings, is_index_tag, tag_leaf};
+use crate::index::{add_tag_codings, index_tag_codings, tag_leaf};
 use crate::shape::{
     BLIND_INDEX_SYSTEM, DATA_ABSENT_REASON, DATA_ABSENT_REASON_SYSTEM, NEUTRAL_DIV,
     OBSERVATION_VALUE_SYSTEM, SEALED_ELEMENT, SEALED_HEADER, envelope_of, is_sealed, masked_label,
@@ -363,15 +363,7 @@ pub fn merge(
                 merged.headers.push(extension.clone());
             }
         }
-        merged.tokens = stored
-            .get("meta")
-            .and_then(|m| m.get("tag"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|t| is_index_tag(t))
-            .cloned()
-            .collect();
+        merged.tokens = index_tag_codings(stored).cloned().collect();
     }
     if let Value::Object(result) = &mut merged.resource {
         if served_label {

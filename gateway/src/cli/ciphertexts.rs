@@ -6,6 +6,7 @@
 //! `fhirseal ciphertexts reindex`: runs the re-index job ([`fhirseal::reindex`]) in the
 //! foreground, to the end.
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -52,36 +53,28 @@ enum Command {
 
 pub(crate) fn run(args: Args) -> Result<String, String> {
     match args.command {
-        Command::Update { config, json } => {
-            let config =
-                Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("the async runtime cannot start: {e}"))?;
-            let result = runtime.block_on(update(config, json));
-            runtime.shutdown_timeout(Duration::from_secs(1));
-            result
-        }
-        Command::Reindex { config, json } => {
-            let config =
-                Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("the async runtime cannot start: {e}"))?;
-            let result = runtime.block_on(reindex(config, json));
-            runtime.shutdown_timeout(Duration::from_secs(1));
-            result
-        }
+        Command::Update { config, json } => on_runtime(config, |config| update(config, json)),
+        Command::Reindex { config, json } => on_runtime(config, |config| reindex(config, json)),
     }
 }
 
+/// Loads the configuration and runs `job` with it to the end on a runtime of its own.
+fn on_runtime<F: Future<Output = Result<String, String>>>(
+    config: Option<PathBuf>,
+    job: impl FnOnce(Config) -> F,
+) -> Result<String, String> {
+    let config = Config::load(config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("the async runtime cannot start: {e}"))?;
+    let result = runtime.block_on(job(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
 async fn reindex(config: Config, json: bool) -> Result<String, String> {
-    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
-        .await
-        .map_err(|_| "the gateway's state could not be built".to_string())?
-        .map_err(|e| e.to_string())?;
+    let state = build(config).await?;
     let terminal = std::io::stderr().is_terminal();
     let mut last = Instant::now();
     let summary = fhirseal::reindex::reindex(&state, now(), |s| {
@@ -129,12 +122,17 @@ async fn reindex(config: Config, json: bool) -> Result<String, String> {
     Ok(text)
 }
 
-async fn update(config: Config, json: bool) -> Result<String, String> {
-    // On a blocking thread, as every authority call: its PostgreSQL client is synchronous.
-    let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+/// The gateway's state, built on a blocking thread, as every authority call: its PostgreSQL
+/// client is synchronous.
+async fn build(config: Config) -> Result<AppState, String> {
+    tokio::task::spawn_blocking(move || AppState::build(config, now()))
         .await
         .map_err(|_| "the gateway's state could not be built".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+async fn update(config: Config, json: bool) -> Result<String, String> {
+    let state = build(config).await?;
     let Some((job, added)) = ctupdate::plan(&state, now())
         .await
         .map_err(|e| e.to_string())?

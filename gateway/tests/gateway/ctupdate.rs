@@ -294,6 +294,29 @@ impl Harness {
     }
 }
 
+/// `fhirseal ciphertexts <command> --config <the harness's> [--json]` against the upstream at
+/// `base`, on a blocking thread: its output.
+async fn ciphertexts(
+    h: &Harness,
+    command: &'static str,
+    base: String,
+    json: bool,
+) -> std::process::Output {
+    let config = h.gateway.file();
+    tokio::task::spawn_blocking(move || {
+        let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_fhirseal"));
+        run.args(["ciphertexts", command, "--config"])
+            .arg(&config)
+            .env("FHIRSEAL__UPSTREAM__BASE_URL", base);
+        if json {
+            run.arg("--json");
+        }
+        run.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// The periods of every sealed header in `value`.
 fn periods(value: &Value) -> Vec<u64> {
     let mut out = Vec::new();
@@ -599,26 +622,8 @@ async fn the_command_moves_the_headers_and_says_so() {
     let h = harness(Duration::ZERO).await;
     h.observations(3, |i| format!("o{i}"));
     h.advance();
-    let config = h.gateway.file();
     let base = h.fake.base.clone();
-    let run = move |base: String, json: bool| {
-        let config = config.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fhirseal"));
-                command
-                    .args(["ciphertexts", "update", "--config"])
-                    .arg(&config)
-                    .env("FHIRSEAL__UPSTREAM__BASE_URL", base);
-                if json {
-                    command.arg("--json");
-                }
-                command.output().unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let run = |base: String, json: bool| ciphertexts(&h, "update", base, json);
     let out = run(base.clone(), true).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -863,25 +868,7 @@ async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reindex_command_rewrites_once_and_says_so() {
     let h = harness(Duration::ZERO).await;
-    let config = h.gateway.file();
-    let run = move |base: String, json: bool| {
-        let config = config.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_fhirseal"));
-                command
-                    .args(["ciphertexts", "reindex", "--config"])
-                    .arg(&config)
-                    .env("FHIRSEAL__UPSTREAM__BASE_URL", base);
-                if json {
-                    command.arg("--json");
-                }
-                command.output().unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    };
+    let run = |base: String, json: bool| ciphertexts(&h, "reindex", base, json);
     let before = index_tags(&h.fake.get("Patient/p1"));
     let out = run(h.fake.base.clone(), true).await;
     let stdout = String::from_utf8(out.stdout).unwrap();
