@@ -17,13 +17,15 @@
 //! - [`verify`] recomputes the chain and checks every checkpoint; the first problem, by sequence
 //!   number, is [`Error::AuditTampered`] naming the record and the kind of [`Tamper`].
 //!
-//! What this proves and what not: an edit, a deletion, a reorder or a truncation made by someone
-//! who cannot sign is found. Someone with write access to the database *and* the key-encryption
-//! key can rewrite the whole chain and sign fresh checkpoints; someone with write access alone
-//! can still drop every record after the last checkpoint together with nothing else (found:
-//! [`Tamper::Truncated`]) but can also delete the checkpoints themselves. Only a checkpoint copied
-//! out of the database (`fhirseal audit verify --expect SEQ:HASH`, see `docs/audit.md`) binds the
-//! chain against its own operator.
+//! What this proves and what not: an edit, a deletion, a reorder or a truncation is found, named
+//! by sequence number; one made to look consistent (the records after it re-hashed) is found
+//! unless every checkpoint from the tampered record on is deleted too. So
+//! someone with write access to the database can rewrite the chain after any point by re-hashing
+//! the records and deleting the checkpoints from there (or drop the tail with its checkpoints);
+//! with the key-encryption key too, they can sign fresh checkpoints over a rewritten chain. Only
+//! checkpoints copied out of the database (`fhirseal audit verify --expect SEQ:HASH`, see
+//! `docs/audit.md`) bind the chain against its own operator: a change at or before a copied
+//! checkpoint is found whatever else is done to the database.
 
 use std::collections::BTreeMap;
 
