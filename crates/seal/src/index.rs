@@ -42,15 +42,12 @@
 //! year matches more than the search asked for. The gateway opens every candidate and keeps only
 //! the resources that match the search exactly (`fhirseal_fhir::matching`).
 
-use std::collections::BTreeMap;
-
 use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::path::ElementPath;
 use serde_json::{Map, Value, json};
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
 
-use crate::rules::{RuleSet, SearchMode};
 pub use crate::shape::BLIND_INDEX_SYSTEM;
 
 /// The shortest string a default (prefix) string search may give: shorter prefixes are not
@@ -555,35 +552,6 @@ pub fn keys_of_range(
     Ok(keys)
 }
 
-/// The tags a resource of `set`'s type is stored with, from the keys of its sealed values (every
-/// blind-index rule's, [`keys_of_value`]): the keys of each leaf whose rule is indexed alone
-/// ([`crate::ElementRule::index_alone`]), at that rule's width, and every pair of each compound index
-/// ([`RuleSet::compounds`]). Sorted, without duplicates.
-pub fn resource_tags(index: &BlindIndex, set: &RuleSet, keys: &[Key]) -> Vec<Tag> {
-    let mut by_leaf: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
-    for key in keys {
-        by_leaf.entry(key.leaf()).or_default().push(key.clone());
-    }
-    let mut tags = Vec::new();
-    for (leaf, keys) in &by_leaf {
-        if let Some((rule, _)) = set.index_leaf(leaf)
-            && rule.index_alone()
-            && let SearchMode::BlindIndex { bits } = rule.search()
-        {
-            tags.extend(Tokens::new(index, bits).tags(keys));
-        }
-    }
-    for compound in set.compounds() {
-        let [(a, _), (b, _)] = compound.parts();
-        if let (Some(a), Some(b)) = (by_leaf.get(a.as_str()), by_leaf.get(b.as_str())) {
-            tags.extend(Tokens::new(index, compound.bits()).compound(a, b));
-        }
-    }
-    tags.sort();
-    tags.dedup();
-    tags
-}
-
 /// Why a search value cannot be answered from a blind index. The words are fixed: never a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -1027,93 +995,6 @@ mod tests {
 
     fn finds(stored: &[Tag], asked: &[Tag]) -> bool {
         asked.iter().any(|t| stored.contains(t))
-    }
-
-    /// A compound index pairs every key of one leaf with every key of the other, keyed apart
-    /// from both leaves' own indexes; a resource stores the pairs, and the leaf indexed only in
-    /// the compound stores nothing alone.
-    #[test]
-    fn compound_tokens_pair_the_two_leaves_and_replace_a_lone_index() {
-        use crate::rules::{Displays, ElementRule, Narrative};
-        use rshabe::AccessStructure;
-        let (index, bits) = tokens();
-        let policy = AccessStructure::parse("role:a").unwrap();
-        let rule = |path: &str| {
-            ElementRule::new(path, policy.clone(), fhirseal_envelope::Granularity::Shared)
-                .unwrap()
-                .with_search(SearchMode::BlindIndex { bits })
-        };
-        let set = RuleSet::new(
-            "Patient",
-            vec![
-                rule("Patient.name"),
-                rule("Patient.birthDate").with_index_alone(false),
-            ],
-            Narrative::Seal,
-            Displays::Keep,
-        )
-        .unwrap()
-        .with_compound("Patient.name.family", "Patient.birthDate")
-        .unwrap();
-        let mut keys = Vec::new();
-        keys_of_value(
-            "Patient.name",
-            "HumanName",
-            &json!([{"family": "Smith"}, {"family": "Jones"}]),
-            &mut keys,
-        );
-        keys_of_value("Patient.birthDate", "date", &json!("1974-12-25"), &mut keys);
-        let stored = resource_tags(&index, &set, &keys);
-        // Two names × (4 prefixes + exact) × (year, month, day), and each name's own tokens.
-        let compound: Vec<&Tag> = stored.iter().filter(|t| t.system.contains('+')).collect();
-        assert_eq!(compound.len(), 2 * 5 * 3);
-        assert!(
-            !stored
-                .iter()
-                .any(|t| t.system.ends_with("Patient.birthDate/day")),
-            "the birth date alone is not indexed"
-        );
-        let family = leaves("Patient.name.family", "string");
-        let birth = leaves("Patient.birthDate", "date");
-        let t = Tokens::new(&index, bits);
-        let pair = |f: &str, d: &str| {
-            t.compound(
-                &keys_of_query(&family, None, f).unwrap(),
-                &keys_of_query(&birth, None, d).unwrap(),
-            )
-        };
-        assert!(finds(&stored, &pair("smi", "1974")));
-        assert!(finds(&stored, &pair("jones", "1974-12-25")));
-        assert!(!finds(&stored, &pair("smi", "1975")));
-        assert!(!finds(&stored, &pair("brown", "1974-12")));
-        let range = keys_of_range(&birth, Some("1974-06"), Some("1975-01"), false).unwrap();
-        assert!(finds(
-            &stored,
-            &t.compound(&keys_of_query(&family, None, "jo").unwrap(), &range)
-        ));
-        // The pair's inputs are length-prefixed: shifting a character between the parts gives
-        // another token (at full width, where a collision would be a bug).
-        let full = Tokens::new(&index, 64);
-        let k = |leaf: &str, tr: Transform, text: &str| Key::new(leaf, tr, text.to_string());
-        assert_ne!(
-            full.compound(
-                &[k("a", Transform::Exact, "ab")],
-                &[k("b", Transform::Exact, "c")]
-            ),
-            full.compound(
-                &[k("a", Transform::Exact, "a")],
-                &[k("b", Transform::Exact, "bc")]
-            )
-        );
-        // A resource without a birth date stores no pair, and still its names alone.
-        let names_only: Vec<Key> = keys
-            .iter()
-            .filter(|k| k.leaf() != "Patient.birthDate")
-            .cloned()
-            .collect();
-        let stored = resource_tags(&index, &set, &names_only);
-        assert!(!stored.is_empty());
-        assert!(stored.iter().all(|t| !t.system.contains('+')));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub use rules::{
     Compound, DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules,
     SearchMode,
 };
-pub use seal::{Sealed, Sealer, SharedHeaders, locate, reindex_tags};
+pub use seal::{Sealed, Sealer, SharedHeaders, locate, reindex_tags, resource_tags};
 pub use update::{HeaderUpdate, UpdateError, update_headers};
 
 use std::borrow::Cow;

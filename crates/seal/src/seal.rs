@@ -1,6 +1,6 @@
 //! Sealing: a resource or Bundle and its rules → the form the upstream server stores.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use fhirseal_envelope::{
@@ -12,7 +12,7 @@ use rshabe::{AccessStructure, PublicParams};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-use crate::index::{Key, Tag, add_tags, data_type, indexable, keys_of_value, resource_tags};
+use crate::index::{Key, Tag, Tokens, add_tags, data_type, indexable, keys_of_value};
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
 use crate::shape::{
     NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, complex_placeholder, holds_sealed,
@@ -864,10 +864,39 @@ pub fn locate(resource: &Value, rule: &ElementRule) -> Vec<String> {
     found
 }
 
+/// The tags a resource of `set`'s type is stored with, from the keys of its sealed values (every
+/// blind-index rule's, [`keys_of_value`]): the keys of each leaf whose rule is indexed alone
+/// ([`crate::ElementRule::index_alone`]), at that rule's width, and every pair of each compound index
+/// ([`RuleSet::compounds`]). Sorted, without duplicates.
+pub fn resource_tags(index: &BlindIndex, set: &RuleSet, keys: &[Key]) -> Vec<Tag> {
+    let mut by_leaf: BTreeMap<&str, Vec<Key>> = BTreeMap::new();
+    for key in keys {
+        by_leaf.entry(key.leaf()).or_default().push(key.clone());
+    }
+    let mut tags = Vec::new();
+    for (leaf, keys) in &by_leaf {
+        if let Some((rule, _)) = set.index_leaf(leaf)
+            && rule.index_alone()
+            && let SearchMode::BlindIndex { bits } = rule.search()
+        {
+            tags.extend(Tokens::new(index, bits).tags(keys));
+        }
+    }
+    for compound in set.compounds() {
+        let [(a, _), (b, _)] = compound.parts();
+        if let (Some(a), Some(b)) = (by_leaf.get(a.as_str()), by_leaf.get(b.as_str())) {
+            tags.extend(Tokens::new(index, compound.bits()).compound(a, b));
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
 /// The blind-index tags a resource of `set`'s type is stored with, recomputed from its opened
 /// form (`opened`: the resource as a reader who opens every blind-index element sees it, so the
 /// same values sealing saw): the keys of each blind-index rule's values, then
-/// [`crate::index::resource_tags`], exactly as [`Sealer::seal`] makes them. For the re-index job,
+/// [`resource_tags`], exactly as [`Sealer::seal`] makes them. For the re-index job,
 /// which refreshes the tokens of stored resources after the policy's indexes changed. A value
 /// still masked in `opened` gives no key: the caller must check that every blind-index element
 /// opened first.
@@ -1121,4 +1150,94 @@ fn append_extensions(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{keys_of_query, keys_of_range, leaves};
+    use rshabe::AccessStructure;
+    use serde_json::json;
+
+    /// A compound index pairs every key of one leaf with every key of the other, keyed apart
+    /// from both leaves' own indexes; a resource stores the pairs, and the leaf indexed only in
+    /// the compound stores nothing alone.
+    #[test]
+    fn compound_tokens_pair_the_two_leaves_and_replace_a_lone_index() {
+        let index = BlindIndex::new([5; 32]);
+        let bits = 16;
+        let policy = AccessStructure::parse("role:a").unwrap();
+        let rule = |path: &str| {
+            ElementRule::new(path, policy.clone(), Granularity::Shared)
+                .unwrap()
+                .with_search(SearchMode::BlindIndex { bits })
+        };
+        let set = RuleSet::new(
+            "Patient",
+            vec![
+                rule("Patient.name"),
+                rule("Patient.birthDate").with_index_alone(false),
+            ],
+            Narrative::Seal,
+            Displays::Keep,
+        )
+        .unwrap()
+        .with_compound("Patient.name.family", "Patient.birthDate")
+        .unwrap();
+        let mut keys = Vec::new();
+        keys_of_value(
+            "Patient.name",
+            "HumanName",
+            &json!([{"family": "Smith"}, {"family": "Jones"}]),
+            &mut keys,
+        );
+        keys_of_value("Patient.birthDate", "date", &json!("1974-12-25"), &mut keys);
+        let stored = resource_tags(&index, &set, &keys);
+        let finds = |stored: &[Tag], asked: &[Tag]| asked.iter().any(|t| stored.contains(t));
+        // Two names × (4 prefixes + exact) × (year, month, day), and each name's own tokens.
+        let compound: Vec<&Tag> = stored.iter().filter(|t| t.system.contains('+')).collect();
+        assert_eq!(compound.len(), 2 * 5 * 3);
+        assert!(
+            !stored
+                .iter()
+                .any(|t| t.system.ends_with("Patient.birthDate/day")),
+            "the birth date alone is not indexed"
+        );
+        let family = leaves("Patient.name.family", "string");
+        let birth = leaves("Patient.birthDate", "date");
+        let t = Tokens::new(&index, bits);
+        let pair = |f: &str, d: &str| {
+            t.compound(
+                &keys_of_query(&family, None, f).unwrap(),
+                &keys_of_query(&birth, None, d).unwrap(),
+            )
+        };
+        assert!(finds(&stored, &pair("smi", "1974")));
+        assert!(finds(&stored, &pair("jones", "1974-12-25")));
+        assert!(!finds(&stored, &pair("smi", "1975")));
+        assert!(!finds(&stored, &pair("brown", "1974-12")));
+        let range = keys_of_range(&birth, Some("1974-06"), Some("1975-01"), false).unwrap();
+        assert!(finds(
+            &stored,
+            &t.compound(&keys_of_query(&family, None, "jo").unwrap(), &range)
+        ));
+        // The pair's inputs are length-prefixed: shifting a character between the parts gives
+        // another token (at full width, where a collision would be a bug).
+        let full = Tokens::new(&index, 64);
+        let text = leaves("X.a", "string");
+        let exact = |v: &str| keys_of_query(&text, Some("exact"), v).unwrap();
+        assert_ne!(
+            full.compound(&exact("ab"), &exact("c")),
+            full.compound(&exact("a"), &exact("bc"))
+        );
+        // A resource without a birth date stores no pair, and still its names alone.
+        let names_only: Vec<Key> = keys
+            .iter()
+            .filter(|k| k.leaf() != "Patient.birthDate")
+            .cloned()
+            .collect();
+        let stored = resource_tags(&index, &set, &names_only);
+        assert!(!stored.is_empty());
+        assert!(stored.iter().all(|t| !t.system.contains('+')));
+    }
 }

@@ -436,7 +436,8 @@ fn an_identifier_search_of_another_system_than_the_sealed_one_passes() {
 mod blind_index_never_misses {
     use fhirseal_envelope::BlindIndex;
     use fhirseal_fhir::matching::Criterion;
-    use fhirseal_seal::index::{keys_of_value, resource_tags};
+    use fhirseal_seal::index::keys_of_value;
+    use fhirseal_seal::resource_tags;
     use fhirseal_seal::search::plan_search;
     use fhirseal_seal::{ElementRule, Rules, SearchMode};
     use proptest::prelude::*;
