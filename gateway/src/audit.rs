@@ -56,38 +56,14 @@ use crate::error::ApiError;
 
 pub mod chain;
 pub mod event;
+pub mod note;
+
+pub use note::AuditNote;
 
 use self::chain::ChainWriter;
 
 /// The header that carries the request id, in and out.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What a handler did, for the audit line: references and counts, never content.
-#[derive(Clone, Debug, Default)]
-pub struct AuditNote {
-    /// The FHIR interaction (`read`, `search-type`, `create`, `transaction`…).
-    pub interaction: &'static str,
-    /// The resources touched, as `Type/id` references (ids are not protected values).
-    pub resources: Vec<String>,
-    /// Elements opened for the caller.
-    pub opened: usize,
-    /// Elements left masked for the caller.
-    pub masked: usize,
-    /// Elements masked and flagged because they are not what FHIRseal sealed there (forged,
-    /// modified or moved upstream; `docs/authenticity.md`).
-    pub forged: usize,
-    /// Elements sealed before the write went upstream.
-    pub sealed: usize,
-    /// The status answered, where it is not the HTTP response's own (a Bundle entry's).
-    pub status: Option<u16>,
-    /// Why the compliance policy refused the request, in its words (rules, roles and
-    /// attributes; never resource content). The client gets a fixed sentence; this is for the
-    /// audit trail.
-    pub reason: Option<String>,
-    /// A batch's or transaction's entries, each with its own note, in order (for a transaction
-    /// refused because of one entry, that entry's).
-    pub entries: Vec<Self>,
-}
 
 /// Who made a request, as the audit line names them: identifiers only, never the token or its
 /// other claims. Put in the response's extensions by [`crate::auth::authenticate`].

@@ -31,14 +31,15 @@ use std::collections::BTreeMap;
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use rand_core::{CryptoRng, RngCore};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::store::{RawAuditRecord, RawCheckpoint, Store};
 use crate::{Authority, Error};
 
-/// The domain-separation tag of a chain link's hash.
-pub const CHAIN_DST: &[u8] = b"FHIRSEAL-AUDIT-CHAIN-V1";
+pub mod link;
+
+pub use link::{AuditEntry, AuditRecord, CHAIN_DST, ChainTail, GENESIS, link_hash};
+use link::{corrupt, to_hash};
 
 /// The domain-separation tag of a checkpoint's signed message.
 pub const CHECKPOINT_DST: &[u8] = b"FHIRSEAL-AUDIT-CHECKPOINT-V1";
@@ -46,49 +47,11 @@ pub const CHECKPOINT_DST: &[u8] = b"FHIRSEAL-AUDIT-CHECKPOINT-V1";
 /// The authority's named secret holding the checkpoint key's 32-byte Ed25519 seed.
 pub const CHECKPOINT_KEY: &str = "audit/checkpoint-key/ed25519";
 
-/// The `prev` of record 1.
-pub const GENESIS: [u8; 32] = [0; 32];
-
 /// The longest audit line accepted into the chain, in bytes.
 pub const MAX_RECORD: usize = 1 << 20;
 
 /// How many records [`verify`] and [`records`] read at a time.
 const PAGE: u32 = 1000;
-
-/// One audit line to append, with its time.
-#[derive(Clone, Copy, Debug)]
-pub struct AuditEntry<'a> {
-    /// Unix time in milliseconds.
-    pub time: i64,
-    /// The audit line, as written (no newline).
-    pub record: &'a str,
-}
-
-/// The position of the chain's last record (or of a checkpoint): sequence number, hash, time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChainTail {
-    /// Sequence number, from 1.
-    pub seq: u64,
-    /// The record's hash.
-    pub hash: [u8; 32],
-    /// Unix time in milliseconds.
-    pub time: i64,
-}
-
-/// One record of the chain, checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Sequence number, from 1.
-    pub seq: u64,
-    /// Unix time in milliseconds.
-    pub time: i64,
-    /// The audit line as written.
-    pub record: String,
-    /// The previous record's hash.
-    pub prev: [u8; 32],
-    /// This record's hash.
-    pub hash: [u8; 32],
-}
 
 /// When a checkpoint is due: after `every_records` records or `every_seconds` seconds since the
 /// last one, whichever comes first (checked on each append).
@@ -371,24 +334,6 @@ impl std::fmt::Debug for AuditChain {
 
 // === the chain's arithmetic ===
 
-/// A link's hash: SHA-256 over [`CHAIN_DST`], then `seq` (8 bytes, big-endian), `time` (8
-/// bytes, big-endian, two's complement), `prev` (32 bytes) and `record` (UTF-8), each field
-/// preceded by its length as 8 bytes big-endian (the tag too).
-pub fn link_hash(seq: u64, time: i64, prev: &[u8; 32], record: &str) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    for field in [
-        CHAIN_DST,
-        &seq.to_be_bytes(),
-        &time.to_be_bytes(),
-        prev,
-        record.as_bytes(),
-    ] {
-        hasher.update((field.len() as u64).to_be_bytes());
-        hasher.update(field);
-    }
-    hasher.finalize().into()
-}
-
 /// What a checkpoint signs: [`CHECKPOINT_DST`], `seq`, `hash` and `time`, encoded as in
 /// [`link_hash`] (each length-prefixed).
 pub fn checkpoint_message(tail: &ChainTail) -> Vec<u8> {
@@ -403,56 +348,6 @@ pub fn checkpoint_message(tail: &ChainTail) -> Vec<u8> {
         message.extend_from_slice(field);
     }
     message
-}
-
-/// The records to insert after `tail` (`None`: the chain is empty), linked: sequence numbers
-/// and hashes. For the backends, inside their append transaction.
-pub(crate) fn link(
-    tail: Option<(i64, Vec<u8>, i64)>,
-    entries: &[AuditEntry<'_>],
-) -> Result<(ChainTail, Vec<AuditRecord>), Error> {
-    let (mut seq, mut prev, mut time) = match tail {
-        None => (0, GENESIS, 0),
-        Some((seq, hash, time)) => {
-            let seq = u64::try_from(seq).map_err(|_| corrupt(seq, "a negative sequence number"))?;
-            let hash = to_hash(&hash).ok_or_else(|| corrupt(seq, "a hash that is not 32 bytes"))?;
-            (seq, hash, time)
-        }
-    };
-    let mut records = Vec::with_capacity(entries.len());
-    for entry in entries {
-        seq += 1;
-        let hash = link_hash(seq, entry.time, &prev, entry.record);
-        records.push(AuditRecord {
-            seq,
-            time: entry.time,
-            record: entry.record.to_string(),
-            prev,
-            hash,
-        });
-        (prev, time) = (hash, entry.time);
-    }
-    Ok((
-        ChainTail {
-            seq,
-            hash: prev,
-            time,
-        },
-        records,
-    ))
-}
-
-/// The last checkpoint as stored, checked, for the backends.
-pub(crate) fn last_checkpoint(
-    raw: Option<(i64, Vec<u8>, i64)>,
-) -> Result<Option<ChainTail>, Error> {
-    raw.map(|(seq, hash, time)| {
-        let hash =
-            to_hash(&hash).ok_or_else(|| corrupt(seq, "a checkpoint hash that is not 32 bytes"))?;
-        let seq = u64::try_from(seq).map_err(|_| corrupt(seq, "a negative checkpoint"))?;
-        Ok(ChainTail { seq, hash, time })
-    })
-    .transpose()
 }
 
 // === reading and verifying ===
@@ -605,10 +500,6 @@ fn check_record(raw: RawAuditRecord) -> Result<AuditRecord, (u64, &'static str)>
     })
 }
 
-fn to_hash(bytes: &[u8]) -> Option<[u8; 32]> {
-    bytes.try_into().ok()
-}
-
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -629,13 +520,6 @@ pub fn from_hex(text: &str) -> Option<[u8; 32]> {
 
 fn tampered(seq: u64, problem: Tamper) -> Error {
     Error::AuditTampered { seq, problem }
-}
-
-fn corrupt(seq: impl std::fmt::Display, what: &str) -> Error {
-    Error::Corrupt {
-        what: format!("audit record {seq}"),
-        reason: what.to_string(),
-    }
 }
 
 #[cfg(test)]

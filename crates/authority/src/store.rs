@@ -27,7 +27,7 @@
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
 
 use crate::Error;
-use crate::audit::{AuditEntry, ChainTail};
+use crate::audit::link::{AuditEntry, ChainTail};
 use crate::jobs::{Chunk, JobId, Progress};
 
 mod postgres;

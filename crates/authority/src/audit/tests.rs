@@ -1,5 +1,6 @@
 use super::*;
 use crate::SqliteStore;
+use sha2::{Digest, Sha256};
 
 /// A chain in a fresh SQLite file, with a fixed checkpoint key, and the folder that holds it.
 fn chain(policy: CheckpointPolicy) -> (AuditChain, tempfile::TempDir) {

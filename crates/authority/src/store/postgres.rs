@@ -9,7 +9,7 @@ use super::{
     attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
-use crate::audit::{self, AuditEntry, ChainTail};
+use crate::audit::link::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
 
@@ -764,7 +764,7 @@ fn append_audit_in(
         .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .transpose()
         .map_err(&err)?;
-    let (tail, records) = audit::link(tail, entries)?;
+    let (tail, records) = link::link(tail, entries)?;
     let full = || Error::Invalid("the audit chain is full".into());
     if !records.is_empty() {
         let insert = tx
@@ -788,7 +788,7 @@ fn append_audit_in(
         .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .transpose()
         .map_err(&err)?;
-    let last = audit::last_checkpoint(last)?;
+    let last = link::last_checkpoint(last)?;
     if let Some(signature) = checkpoint(&tail, last.as_ref())? {
         let seq = i64::try_from(tail.seq).map_err(|_| full())?;
         tx.execute(

@@ -11,7 +11,7 @@ use super::{
     attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
-use crate::audit::{self, AuditEntry, ChainTail};
+use crate::audit::link::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
 
@@ -705,7 +705,7 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(&err)?;
-            let (tail, records) = audit::link(tail, entries)?;
+            let (tail, records) = link::link(tail, entries)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO audit_chain (seq, time, record, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -725,7 +725,7 @@ impl Store for SqliteStore {
                 )
                 .optional()
                 .map_err(&err)?;
-            let last = audit::last_checkpoint(last)?;
+            let last = link::last_checkpoint(last)?;
             if let Some(signature) = checkpoint(&tail, last.as_ref())? {
                 let seq = i64::try_from(tail.seq).map_err(|_| Error::Invalid("the audit chain is full".into()))?;
                 tx.execute(
