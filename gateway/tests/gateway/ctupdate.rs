@@ -317,6 +317,17 @@ async fn ciphertexts(
     .unwrap()
 }
 
+/// A `fhirseal ciphertexts` command whose upstream is gone: one line, exit 1.
+fn upstream_gone(out: std::process::Output) {
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: the upstream FHIR server did not answer"),
+        "{stderr}"
+    );
+}
+
 /// The periods of every sealed header in `value`.
 fn periods(value: &Value) -> Vec<u64> {
     let mut out = Vec::new();
@@ -654,14 +665,7 @@ async fn the_command_moves_the_headers_and_says_so() {
 
     // A period later, with the upstream gone: one line, exit 1.
     h.advance();
-    let out = run("http://127.0.0.1:9/fhir".to_string(), false).await;
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: the upstream FHIR server did not answer"),
-        "{stderr}"
-    );
+    upstream_gone(run("http://127.0.0.1:9/fhir".to_string(), false).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,12 +891,5 @@ async fn the_reindex_command_rewrites_once_and_says_so() {
         "{stdout}"
     );
 
-    let out = run("http://127.0.0.1:9/fhir".to_string(), false).await;
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with("error: the upstream FHIR server did not answer"),
-        "{stderr}"
-    );
+    upstream_gone(run("http://127.0.0.1:9/fhir".to_string(), false).await);
 }
