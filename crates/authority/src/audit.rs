@@ -14,6 +14,9 @@
 //!   signed with Ed25519 ([`checkpoint_message`]) by a [`CheckpointSigner`] whose seed is the
 //!   authority's named secret [`CHECKPOINT_KEY`], sealed under the key-encryption key. Its
 //!   public key ([`CheckpointSigner::public_key`]) verifies checkpoints without that secret.
+//! - [`search`] finds records through the chain's index ([`index`], schema version 7: terms
+//!   for patients, agents and outcomes, and the time recorded, written in the same transaction
+//!   as each record) and reads them from the chain, each hash recomputed.
 //! - [`verify`] recomputes the chain and checks every checkpoint; the first problem, by sequence
 //!   number, is [`Error::AuditTampered`] naming the record and the kind of [`Tamper`].
 //!
@@ -36,8 +39,10 @@ use zeroize::Zeroizing;
 use crate::store::{RawAuditRecord, RawCheckpoint, Store};
 use crate::{Authority, Error};
 
+pub mod index;
 pub mod link;
 
+pub use index::AuditQuery;
 pub use link::{AuditEntry, AuditRecord, CHAIN_DST, ChainTail, GENESIS, link_hash};
 use link::{corrupt, to_hash};
 
@@ -362,6 +367,43 @@ pub fn records(store: &mut dyn Store, after: u64, limit: u32) -> Result<Vec<Audi
         .into_iter()
         .map(|raw| check_record(raw).map_err(|(seq, what)| corrupt(seq, what)))
         .collect()
+}
+
+/// The records `query` finds through the chain's index ([`index`]), newest first, each read
+/// from the chain itself and its hash recomputed: what a search shows is what [`verify`] covers.
+///
+/// # Errors
+/// The store's errors; [`Error::Corrupt`] for a malformed row; [`Error::AuditTampered`]
+/// ([`Tamper::Edited`]) for a record that no longer hashes to its stored hash (run [`verify`]).
+pub fn search(store: &mut dyn Store, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error> {
+    store
+        .audit_search(query)?
+        .into_iter()
+        .map(|raw| {
+            let record = check_record(raw).map_err(|(seq, what)| corrupt(seq, what))?;
+            if link_hash(record.seq, record.time, &record.prev, &record.record) != record.hash {
+                return Err(tampered(record.seq, Tamper::Edited));
+            }
+            Ok(record)
+        })
+        .collect()
+}
+
+/// Record `seq` of the chain, its hash recomputed, if there is one.
+///
+/// # Errors
+/// As [`search`].
+pub fn record(store: &mut dyn Store, seq: u64) -> Result<Option<AuditRecord>, Error> {
+    let Some(after) = seq.checked_sub(1) else {
+        return Ok(None);
+    };
+    let Some(record) = records(store, after, 1)?.pop().filter(|r| r.seq == seq) else {
+        return Ok(None);
+    };
+    if link_hash(record.seq, record.time, &record.prev, &record.record) != record.hash {
+        return Err(tampered(record.seq, Tamper::Edited));
+    }
+    Ok(Some(record))
 }
 
 /// Every record of the chain, page by page, to `each` (for export).

@@ -15,7 +15,8 @@
 //! trail, `audit_chain` and `audit_checkpoints` (schema version 6; see [`crate::audit`]): an
 //! append-only hash chain of audit lines and its signed checkpoints, appended under the same
 //! write lock as the registry's writers take (SQLite `BEGIN IMMEDIATE`, PostgreSQL an advisory
-//! lock of its own).
+//! lock of its own), with its search index `audit_index` (schema version 7; see
+//! [`crate::audit::index`]), written in the same transaction as each record.
 //!
 //! Schema version 4 records the layout of the stored keys, `key_layout` in `fhirseal_meta`
 //! ([`KEY_LAYOUT`]): an authority created by this build is in layout 2 from `init`; upgrading an
@@ -27,6 +28,7 @@
 //! constraint behind it: concurrent issuers never lose or duplicate a leaf.
 
 use crate::Error;
+use crate::audit::index::AuditQuery;
 use crate::audit::link::{AuditEntry, ChainTail};
 use crate::jobs::{Chunk, JobId, Progress};
 
@@ -37,7 +39,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// The layout of the long-term keys this build issues: 2, an independent RW13 key for every node
 /// of the user's path (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)").
@@ -382,6 +384,9 @@ pub trait Store: Send {
     fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error>;
     /// Every checkpoint of the audit chain, by sequence number, as stored.
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error>;
+    /// The records of the audit chain that `query` finds in its index ([`crate::audit::index`]),
+    /// newest first, as stored.
+    fn audit_search(&mut self, query: &AuditQuery) -> Result<Vec<RawAuditRecord>, Error>;
 }
 
 /// The callback of [`Store::append_audit`]: given the new tail and the last checkpoint (if any),

@@ -9,6 +9,7 @@ use super::{
     attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::audit::index::{self, AuditQuery, Bound};
 use crate::audit::link::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
@@ -102,7 +103,22 @@ const MIGRATIONS: &[&str] = &[
         signature BYTEA NOT NULL
     );
 ",
+    // The audit chain's search index (see `crate::audit::index`); the records chained before
+    // are indexed by `migrate` in the same transaction.
+    "
+    CREATE TABLE IF NOT EXISTS audit_index (
+        term TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        recorded BIGINT NOT NULL,
+        PRIMARY KEY (term, seq)
+    );
+    CREATE INDEX IF NOT EXISTS audit_index_recorded ON audit_index (term, recorded);
+",
 ];
+
+/// The schema version that brought the audit index: a store upgraded past it from below has its
+/// chained records indexed.
+const AUDIT_INDEX_VERSION: i64 = 7;
 
 /// An advisory-lock key that serialises registry writers (issuance and revocation).
 const REGISTRY_LOCK: i64 = 0x4648_4952_5245_4749; // "FHIRREGI"
@@ -221,6 +237,9 @@ impl Store for PostgresStore {
             }
             for migration in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
                 tx.batch_execute(migration).map_err(&err)?;
+            }
+            if found < AUDIT_INDEX_VERSION {
+                index_chain(tx, location)?;
             }
             tx.execute(
                 "INSERT INTO fhirseal_meta (key, value) VALUES ('schema_version', $1)
@@ -723,6 +742,36 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    fn audit_search(&mut self, query: &AuditQuery) -> Result<Vec<RawAuditRecord>, Error> {
+        let (sql, values) = index::search_sql(query, |i| format!("${i}"));
+        let values: Vec<Box<dyn ToSql + Sync>> = values
+            .into_iter()
+            .map(|v| -> Box<dyn ToSql + Sync> {
+                match v {
+                    Bound::Text(t) => Box::new(t),
+                    Bound::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v).collect();
+        let rows = self
+            .client()?
+            .query(&sql, &params)
+            .map_err(|e| self.err(e))?;
+        let err = pg(&self.location);
+        rows.iter()
+            .map(|r| {
+                Ok(RawAuditRecord {
+                    seq: r.try_get(0).map_err(&err)?,
+                    time: r.try_get(1).map_err(&err)?,
+                    record: r.try_get::<_, String>(2).map_err(&err)?.into_bytes(),
+                    prev: r.try_get(3).map_err(&err)?,
+                    hash: r.try_get(4).map_err(&err)?,
+                })
+            })
+            .collect()
+    }
+
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {
         let rows = self
             .client()?
@@ -777,6 +826,7 @@ fn append_audit_in(
                 &[&seq, &r.time, &r.record, &&r.prev[..], &&r.hash[..]],
             )
             .map_err(&err)?;
+            index_record(tx, seq, r.time, &r.record, location)?;
         }
     }
     let last = tx
@@ -799,6 +849,56 @@ fn append_audit_in(
         .map_err(&err)?;
     }
     Ok(tail)
+}
+
+/// Writes the index rows of record `seq` ([`index::index_of`]).
+fn index_record(
+    tx: &mut Transaction<'_>,
+    seq: i64,
+    time: i64,
+    record: &str,
+    location: &str,
+) -> Result<(), Error> {
+    let entry = index::index_of(record, time);
+    let insert = tx
+        .prepare("INSERT INTO audit_index (term, seq, recorded) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .map_err(pg(location))?;
+    for term in &entry.terms {
+        tx.execute(&insert, &[term, &seq, &entry.recorded])
+            .map_err(pg(location))?;
+    }
+    Ok(())
+}
+
+/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
+fn index_chain(tx: &mut Transaction<'_>, location: &str) -> Result<(), Error> {
+    let mut after = 0i64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT seq, time, record FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT 1000",
+                &[&after],
+            )
+            .map_err(pg(location))?;
+        let page = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<_, i64>(0)?,
+                    r.try_get::<_, i64>(1)?,
+                    r.try_get::<_, String>(2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map_err(pg(location))?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        for (seq, time, record) in &page {
+            index_record(tx, *seq, *time, record, location)?;
+        }
+    }
 }
 
 impl PostgresStore {

@@ -11,6 +11,7 @@ use super::{
     attributes_to_text, check_advance_pace, corrupt, counters_from, subtree,
 };
 use crate::Error;
+use crate::audit::index::{self, AuditQuery, Bound};
 use crate::audit::link::{self, AuditEntry, ChainTail};
 use crate::jobs::{self, Chunk, ChunkHolder, JobId, Progress, RawProgress};
 use crate::leases;
@@ -105,7 +106,22 @@ const MIGRATIONS: &[&str] = &[
         signature BLOB NOT NULL
     );
 ",
+    // The audit chain's search index (see `crate::audit::index`); the records chained before
+    // are indexed by `migrate` in the same transaction.
+    "
+    CREATE TABLE IF NOT EXISTS audit_index (
+        term TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        recorded INTEGER NOT NULL,
+        PRIMARY KEY (term, seq)
+    );
+    CREATE INDEX IF NOT EXISTS audit_index_recorded ON audit_index (term, recorded);
+",
 ];
+
+/// The schema version that brought the audit index: a store upgraded past it from below has its
+/// chained records indexed.
+const AUDIT_INDEX_VERSION: i64 = 7;
 
 /// The authority's state in one SQLite file.
 #[derive(Debug)]
@@ -198,6 +214,9 @@ impl Store for SqliteStore {
             }
             for migration in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
                 tx.execute_batch(migration).map_err(err)?;
+            }
+            if found < AUDIT_INDEX_VERSION {
+                index_chain(tx, &location)?;
             }
             tx.execute(
                 "INSERT INTO fhirseal_meta (key, value) VALUES ('schema_version', ?1)
@@ -716,6 +735,7 @@ impl Store for SqliteStore {
                 insert
                     .execute(params![seq, r.time, r.record, &r.prev[..], &r.hash[..]])
                     .map_err(&err)?;
+                index_record(tx, seq, r.time, &r.record, &location)?;
             }
             let last = tx
                 .query_row(
@@ -756,6 +776,23 @@ impl Store for SqliteStore {
         )
     }
 
+    fn audit_search(&mut self, query: &AuditQuery) -> Result<Vec<RawAuditRecord>, Error> {
+        let (sql, values) = index::search_sql(query, |i| format!("?{i}"));
+        let values = values.into_iter().map(|v| match v {
+            Bound::Text(t) => rusqlite::types::Value::Text(t),
+            Bound::Int(i) => rusqlite::types::Value::Integer(i),
+        });
+        self.query_all(&sql, rusqlite::params_from_iter(values), |r| {
+            Ok(RawAuditRecord {
+                seq: r.get(0)?,
+                time: r.get(1)?,
+                record: bytes(r, 2)?,
+                prev: bytes(r, 3)?,
+                hash: bytes(r, 4)?,
+            })
+        })
+    }
+
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {
         self.query_all(
             "SELECT seq, hash, time, signature FROM audit_checkpoints ORDER BY seq",
@@ -769,6 +806,51 @@ impl Store for SqliteStore {
                 })
             },
         )
+    }
+}
+
+/// Writes the index rows of record `seq` ([`index::index_of`]).
+fn index_record(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    time: i64,
+    record: &str,
+    location: &str,
+) -> Result<(), Error> {
+    let entry = index::index_of(record, time);
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_index (term, seq, recorded) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )
+        .map_err(sq(location))?;
+    for term in &entry.terms {
+        insert
+            .execute(params![term, seq, entry.recorded])
+            .map_err(sq(location))?;
+    }
+    Ok(())
+}
+
+/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
+fn index_chain(tx: &rusqlite::Transaction<'_>, location: &str) -> Result<(), Error> {
+    let mut after = 0i64;
+    loop {
+        let page: Vec<(i64, i64, Vec<u8>)> = tx
+            .prepare(
+                "SELECT seq, time, record FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT 1000",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?, bytes(r, 2)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sq(location))?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        for (seq, time, record) in &page {
+            index_record(tx, *seq, *time, &String::from_utf8_lossy(record), location)?;
+        }
     }
 }
 

@@ -1,13 +1,14 @@
 //! The audit chain on both backends: appends link and verify, each kind of tampering is found
 //! and named by sequence number (an edited record, a deleted one, two swapped, a truncated tail,
 //! a forged checkpoint, a record edited and re-hashed), processes appending at once extend one
-//! chain, and a store at schema version 5 gains the tables. Appends per second are printed
-//! (`--nocapture`).
+//! chain, and a store at schema version 5 gains the tables. The chain's index finds records by
+//! patient, agent, outcome and time, newest first, page by page, and a store at version 6 has its
+//! chained records indexed on the upgrade. Appends per second are printed (`--nocapture`).
 
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use fhirseal_authority::audit::{self, AuditEntry, Tamper};
+use fhirseal_authority::audit::{self, AuditEntry, AuditQuery, Tamper};
 use fhirseal_authority::{AuditChain, CheckpointPolicy, CheckpointSigner, Error, store};
 
 use crate::support::{Db, backends};
@@ -262,7 +263,7 @@ fn a_store_at_version_5_migrates_to_6() {
         assert_eq!(db.schema_version(), 5, "{b}");
         ten(&db);
         assert_eq!(db.schema_version(), store::SCHEMA_VERSION, "{b}");
-        assert_eq!(store::SCHEMA_VERSION, 6);
+        assert_eq!(store::SCHEMA_VERSION, 7);
         assert_eq!(verify(&db).unwrap().records, 10, "{b}");
     }
 }
@@ -305,5 +306,183 @@ fn append_throughput() {
             db.backend
         );
         assert!(one > 10.0 && hundred > 100.0, "{}", db.backend);
+    }
+}
+
+/// Lines of three callers about two patients, a minute apart from 2026-12-04T05:00:00Z.
+fn searchable(db: &Db) {
+    let mut chain = writer(db);
+    let lines = [
+        // 1: the doctor reads p1's Observation.
+        (r#""who":{"sub":"u-dr","fhir_user":"Practitioner/dr","iss":"https://i"},"outcome":"success","resources":["Observation/o1"],"patients":["Patient/p1"]"#),
+        // 2: the nurse is refused p2's Patient.
+        (r#""who":{"sub":"u-nu","fhir_user":"Practitioner/nu","iss":"https://i"},"outcome":"denied","resources":["Patient/p2"]"#),
+        // 3: a batch of the doctor's, touching both.
+        (r#""who":{"sub":"u-dr","fhir_user":"Practitioner/dr","iss":"https://i"},"outcome":"success","entries":[{"resources":["Observation/o2"],"patients":["Patient/p2"]},{"resources":["Patient/p1"]}]"#),
+        // 4: p1 reads her own record.
+        (r#""who":{"sub":"u-p1","fhir_user":"Patient/p1","iss":"https://i"},"outcome":"success","resources":["Condition/c1"]"#),
+        // 5: no token.
+        (r#""who":null,"outcome":"denied","resources":[]"#),
+    ];
+    for (i, fields) in lines.iter().enumerate() {
+        let line = format!(r#"{{"ts":"2026-12-04T05:0{i}:00.000Z",{fields}}}"#);
+        chain
+            .append(&[AuditEntry {
+                time: 1_796_360_400_000 + i as i64 * 60_000,
+                record: &line,
+            }])
+            .unwrap();
+    }
+}
+
+fn found(db: &Db, query: AuditQuery) -> Vec<u64> {
+    let limit = if query.limit == 0 { 100 } else { query.limit };
+    audit::search(db.open().as_mut(), &AuditQuery { limit, ..query })
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+fn terms(terms: &[&str]) -> Vec<String> {
+    terms.iter().map(|t| (*t).to_string()).collect()
+}
+
+/// The index finds exactly the records of a patient, an agent, an outcome and a time range,
+/// newest first, a page at a time; and the records come from the chain, hashes checked.
+#[test]
+fn the_index_finds_records_by_patient_agent_outcome_and_time() {
+    for db in backends() {
+        let b = db.backend;
+        searchable(&db);
+        let by = |groups: &[&[&str]]| {
+            found(
+                &db,
+                AuditQuery {
+                    groups: groups.iter().map(|g| terms(g)).collect(),
+                    ..AuditQuery::default()
+                },
+            )
+        };
+        assert_eq!(by(&[]), [5, 4, 3, 2, 1], "{b}");
+        assert_eq!(by(&[&["patient:Patient/p1"]]), [4, 3, 1], "{b}");
+        assert_eq!(by(&[&["patient:Patient/p2"]]), [3, 2], "{b}");
+        assert_eq!(
+            by(&[&["patient:Patient/p1", "patient:Patient/p2"]]),
+            [4, 3, 2, 1],
+            "{b}"
+        );
+        assert_eq!(by(&[&["agent:Practitioner/dr"]]), [3, 1], "{b}");
+        assert_eq!(by(&[&["agent-id:https://i|u-nu"]]), [2], "{b}");
+        assert_eq!(by(&[&["agent-id:u-p1"]]), [4], "{b}");
+        assert_eq!(by(&[&["outcome:denied"]]), [5, 2], "{b}");
+        assert_eq!(
+            by(&[&["patient:Patient/p2"], &["agent:Practitioner/dr"]]),
+            [3],
+            "{b}"
+        );
+        assert_eq!(by(&[&["patient:Patient/p3"]]), Vec::<u64>::new(), "{b}");
+        // 05:01 to before 05:03: records 2 and 3.
+        let minute = 60_000;
+        let from = 1_796_360_400_000 + minute;
+        let range = AuditQuery {
+            from: Some(from),
+            to: Some(from + 2 * minute),
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, range.clone()), [3, 2], "{b}");
+        let p1_range = AuditQuery {
+            groups: vec![terms(&["patient:Patient/p1"])],
+            ..range
+        };
+        assert_eq!(found(&db, p1_range), [3], "{b}");
+        // Pages of two, newest first.
+        let page = |before| {
+            found(
+                &db,
+                AuditQuery {
+                    before,
+                    limit: 2,
+                    ..AuditQuery::default()
+                },
+            )
+        };
+        assert_eq!(page(None), [5, 4], "{b}");
+        assert_eq!(page(Some(4)), [3, 2], "{b}");
+        assert_eq!(page(Some(2)), [1], "{b}");
+        assert_eq!(page(Some(1)), Vec::<u64>::new(), "{b}");
+        // Record 3 read alone; none past the tail or at 0.
+        let three = audit::record(db.open().as_mut(), 3).unwrap().unwrap();
+        assert!(three.record.contains("Observation/o2"), "{b}");
+        assert!(audit::record(db.open().as_mut(), 6).unwrap().is_none());
+        assert!(audit::record(db.open().as_mut(), 0).unwrap().is_none());
+
+        // A record edited in the database is refused by the search that would show it.
+        db.execute("UPDATE audit_chain SET record = replace(record, 'o1', 'o9') WHERE seq = 1");
+        let edited = audit::search(
+            db.open().as_mut(),
+            &AuditQuery {
+                groups: vec![terms(&["agent:Practitioner/dr"])],
+                limit: 10,
+                ..AuditQuery::default()
+            },
+        );
+        assert!(
+            matches!(
+                edited,
+                Err(Error::AuditTampered {
+                    seq: 1,
+                    problem: Tamper::Edited
+                })
+            ),
+            "{b}: {edited:?}"
+        );
+        assert!(matches!(
+            audit::record(db.open().as_mut(), 1),
+            Err(Error::AuditTampered { seq: 1, .. })
+        ));
+    }
+}
+
+/// A store at schema version 6 (a chain without an index) has its records indexed on the
+/// upgrade, once.
+#[test]
+fn a_store_at_version_6_has_its_chain_indexed_on_the_upgrade() {
+    for db in backends() {
+        let b = db.backend;
+        db.open();
+        db.execute(
+            "DROP TABLE audit_index; UPDATE fhirseal_meta SET value = 6 WHERE key = 'schema_version';",
+        );
+        // Written by a build of version 6: no index table, so the lines go in raw.
+        let mut prev = audit::GENESIS;
+        for (seq, patient) in [(1u64, "p1"), (2, "p2"), (3, "p1")] {
+            let line = format!(
+                r#"{{"ts":"2026-12-04T05:00:0{seq}.000Z","outcome":"success","resources":["Patient/{patient}"]}}"#
+            );
+            let hash = audit::link_hash(seq, 7, &prev, &line);
+            db.execute(&format!(
+                "INSERT INTO audit_chain (seq, time, record, prev, hash) VALUES ({seq}, 7, '{line}', {}, {})",
+                bytes_literal(&db, &prev),
+                bytes_literal(&db, &hash)
+            ));
+            prev = hash;
+        }
+        assert_eq!(db.schema_version(), 6, "{b}");
+        let p1 = AuditQuery {
+            groups: vec![terms(&["patient:Patient/p1"])],
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, p1.clone()), [3, 1], "{b}");
+        assert_eq!(db.schema_version(), store::SCHEMA_VERSION, "{b}");
+        assert_eq!(
+            db.number("SELECT COUNT(*) FROM audit_index WHERE term = '*'"),
+            3,
+            "{b}"
+        );
+        // Opened again: nothing indexed twice, and new records are indexed as they come.
+        searchable(&db);
+        assert_eq!(found(&db, p1), [7, 6, 4, 3, 1], "{b}");
+        assert_eq!(verify(&db).unwrap().records, 8, "{b}");
     }
 }
