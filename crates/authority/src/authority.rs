@@ -552,6 +552,16 @@ impl Authority {
         self.kek.open(&record, &stored)
     }
 
+    /// The named secret `name`, unsealed, if one is stored; never made. A stored secret that
+    /// does not open with this key-encryption key is [`Error::Unseal`].
+    pub fn secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+        let name = checked_secret_name(name)?;
+        let stored = self.store().secret(name)?;
+        stored
+            .map(|sealed| self.kek.open(&sealed_secret_name(name), &sealed))
+            .transpose()
+    }
+
     /// The ciphertext-update job moving headers to `target_period`: the existing one, or a new
     /// one started at `now` (see [`Store::start_update_job`]). [`Error::PeriodsExhausted`] for a
     /// period past the time tree.

@@ -10,8 +10,13 @@
 //! it still reveals equality between stored values' tokens, and their frequencies; what each
 //! transform reveals is written in `docs/search.md`. How values are normalised is the caller's
 //! (`fhirseal_seal::index`): this module only keys, hashes and truncates.
+//!
+//! The secret has generations (`docs/search.md`, "Rotating the secret"): each [`BlindIndex`]
+//! knows which one it is keyed by, so that the tokens of two generations can live side by side
+//! upstream while a rotation re-indexes, each under a system of its own.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -24,17 +29,29 @@ pub const MIN_TOKEN_BITS: u8 = 4;
 /// The most bits a token may keep.
 pub const MAX_TOKEN_BITS: u8 = 64;
 
-/// Derives blind-index tokens from a gateway secret.
+/// Derives blind-index tokens from one generation of a gateway secret.
 pub struct BlindIndex {
     secret: Zeroizing<[u8; 32]>,
+    generation: NonZeroU32,
 }
 
 impl BlindIndex {
-    /// An index keyed by the gateway's 32-byte secret.
+    /// An index keyed by the gateway's 32-byte secret, generation 1 (the first).
     pub fn new(secret: [u8; 32]) -> Self {
+        Self::of_generation(secret, NonZeroU32::MIN)
+    }
+
+    /// An index keyed by generation `generation` of the gateway's secret.
+    pub fn of_generation(secret: [u8; 32], generation: NonZeroU32) -> Self {
         Self {
             secret: Zeroizing::new(secret),
+            generation,
         }
+    }
+
+    /// Which generation of the secret this index is keyed by.
+    pub fn generation(&self) -> NonZeroU32 {
+        self.generation
     }
 
     /// The token of the already normalised `value` in index `index`, truncated to `bits`
@@ -74,7 +91,7 @@ impl BlindIndex {
 
 impl fmt::Debug for BlindIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BlindIndex(..)")
+        write!(f, "BlindIndex(generation {}, ..)", self.generation)
     }
 }
 
@@ -145,6 +162,10 @@ mod tests {
             b.token("Patient.birthDate/day", v, 64)
         );
         assert_ne!(a.purpose_mac("cursor", b"x"), a.purpose_mac("other", b"x"));
-        assert!(!format!("{a:?}").contains('1'));
+        // The generation shows, never the secret.
+        assert_eq!(format!("{a:?}"), "BlindIndex(generation 1, ..)");
+        let later = BlindIndex::of_generation([7; 32], NonZeroU32::new(3).unwrap());
+        assert_eq!(format!("{later:?}"), "BlindIndex(generation 3, ..)");
+        assert_eq!(later.generation().get(), 3);
     }
 }

@@ -11,6 +11,8 @@
 //! "3fa2"}`). Every R4 server searches `meta.tag` with `_tag` (`_tag=system|code,system|code`
 //! is an OR, repeated `_tag` an AND), so an unmodified server needs no custom SearchParameter and
 //! no reindex. Tokens are taken off every answer, and a client's write holding one is refused.
+//! Tokens made under a later generation of the secret (after a rotation) carry it in the system:
+//! `…/blind-index/g2/Patient.name.family/prefix` ([`index_system`]).
 //!
 //! # Indexes
 //!
@@ -41,6 +43,8 @@
 //! Tokens are candidates, not answers: they are truncated so that they collide, and a prefix or a
 //! year matches more than the search asked for. The gateway opens every candidate and keeps only
 //! the resources that match the search exactly (`fhirseal_fhir::matching`).
+
+use std::num::NonZeroU32;
 
 use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::path::ElementPath;
@@ -195,7 +199,7 @@ impl<'a> Tokens<'a> {
     fn tag(&self, name: String, normalised: &str) -> Tag {
         let code = self.index.token(&name, normalised, self.bits);
         Tag {
-            system: format!("{BLIND_INDEX_SYSTEM}{name}"),
+            system: index_system(self.index.generation(), &name),
             code,
         }
     }
@@ -844,6 +848,34 @@ fn civil_from_days(z: i64) -> Day {
     }
 }
 
+/// The `meta.tag` system of index `name` (`Patient.name.family/prefix`) under generation
+/// `generation` of the blind-index secret: [`BLIND_INDEX_SYSTEM`] and the name for generation 1
+/// (what every token written before rotation existed holds), [`BLIND_INDEX_SYSTEM`], `g<n>/` and
+/// the name for a later one. While a rotation re-indexes, a resource may hold the tokens of two
+/// generations; each is searched under its own system.
+pub fn index_system(generation: NonZeroU32, name: &str) -> String {
+    if generation == NonZeroU32::MIN {
+        format!("{BLIND_INDEX_SYSTEM}{name}")
+    } else {
+        format!("{BLIND_INDEX_SYSTEM}g{generation}/{name}")
+    }
+}
+
+/// The generation of the blind-index secret a tag's system was made under (see
+/// [`index_system`]), and the index name in it; `None` for a system that is not a blind-index
+/// one.
+pub fn index_generation(system: &str) -> Option<(NonZeroU32, &str)> {
+    let rest = system.strip_prefix(BLIND_INDEX_SYSTEM)?;
+    let later = rest.strip_prefix('g').and_then(|r| r.split_once('/'));
+    if let Some((digits, name)) = later
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some((digits.parse().ok()?, name));
+    }
+    Some((NonZeroU32::MIN, rest))
+}
+
 /// Whether `tag` (a `meta.tag` coding) is a blind-index token.
 pub fn is_index_tag(tag: &Value) -> bool {
     tag.get("system")
@@ -955,10 +987,7 @@ pub(crate) fn take_tags(object: &mut Map<String, Value>) -> Vec<Value> {
 
 /// The index name a tag's system names (`Patient.name.family/prefix`), and the leaf path in it.
 pub(crate) fn tag_leaf(tag: &Value) -> Option<&str> {
-    let name = tag
-        .get("system")
-        .and_then(Value::as_str)?
-        .strip_prefix(BLIND_INDEX_SYSTEM)?;
+    let (_, name) = index_generation(tag.get("system").and_then(Value::as_str)?)?;
     Some(name.rsplit_once('/').map_or(name, |(leaf, _)| leaf))
 }
 
@@ -974,6 +1003,45 @@ pub fn data_type(path: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_generation_has_its_own_systems_and_reads_back() {
+        let two = NonZeroU32::new(2).unwrap();
+        let name = "Patient.name.family/prefix";
+        let first = index_system(NonZeroU32::MIN, name);
+        let second = index_system(two, name);
+        assert_eq!(first, format!("{BLIND_INDEX_SYSTEM}{name}"));
+        assert_eq!(second, format!("{BLIND_INDEX_SYSTEM}g2/{name}"));
+        assert_eq!(index_generation(&first), Some((NonZeroU32::MIN, name)));
+        assert_eq!(index_generation(&second), Some((two, name)));
+        assert_eq!(index_generation("http://example.org/x"), None);
+        // Not a generation: read as a generation-1 name, never a panic.
+        for odd in ["g/x", "g0/x", "g99999999999/x", "gx/y", "g"] {
+            let system = format!("{BLIND_INDEX_SYSTEM}{odd}");
+            let parsed = index_generation(&system);
+            assert!(parsed.is_none_or(|(g, _)| g == NonZeroU32::MIN), "{odd}");
+        }
+        for generation in [NonZeroU32::MIN, two] {
+            let tag = json!({"system": index_system(generation, name), "code": "ab"});
+            assert!(is_index_tag(&tag));
+            assert_eq!(tag_leaf(&tag), Some("Patient.name.family"));
+        }
+        // The same value under two generations: unrelated tokens, under their own systems.
+        let a = BlindIndex::new([1; 32]);
+        let b = BlindIndex::of_generation([2; 32], two);
+        let key = [Key::new(
+            "Patient.name.family",
+            Transform::Exact,
+            "smith".into(),
+        )];
+        let (ta, tb) = (
+            Tokens::new(&a, 64).tags(&key),
+            Tokens::new(&b, 64).tags(&key),
+        );
+        assert_ne!(ta[0].code, tb[0].code);
+        assert!(tb[0].system.contains("/g2/"));
+        assert!(!ta[0].system.contains("/g"));
+    }
 
     fn tokens() -> (BlindIndex, u8) {
         (BlindIndex::new([5; 32]), 64)

@@ -167,8 +167,10 @@ impl SearchPlan {
 /// sealed element, becomes blind-index tokens (`_tag`) plus a check on the opened candidates when
 /// every sealed element it reads is in `blind-index` mode, is only checked on the opened
 /// candidates when one of them is in `filter` mode, and is refused when one is in `reject` mode
-/// or the value cannot be answered (see [`SearchRefusal`]). `index` is the gateway's blind-index
-/// key; without it a blind-index parameter is refused as sealed.
+/// or the value cannot be answered (see [`SearchRefusal`]). `indexes` are the gateway's
+/// blind-index keys, one per generation of its secret still searched (two while a rotation
+/// re-indexes: each `_tag` then asks for the tokens of both, OR-ed); without any, a blind-index
+/// parameter is refused as sealed.
 ///
 /// A `ge`/`gt` and an `le`/`lt` value of one date parameter are planned together, as one range.
 ///
@@ -178,7 +180,7 @@ pub fn plan_search(
     resource_type: &str,
     params: &[(String, String)],
     rules: &Rules,
-    index: Option<&BlindIndex>,
+    indexes: &[BlindIndex],
 ) -> Result<SearchPlan, SearchRefusal> {
     let mut plan = SearchPlan::default();
     // Date ranges on blind-index elements, by query key: (lower, upper, leaves, bits).
@@ -190,7 +192,7 @@ pub fn plan_search(
             Served::Upstream => plan.upstream.push((name.clone(), value.clone())),
             Served::Filter => plan.checked.push((name.clone(), value.clone())),
             Served::Index { leaves, bits } => {
-                if index.is_none() {
+                if indexes.is_empty() {
                     return Err(SearchRefusal::Sealed {
                         param: name.clone(),
                     });
@@ -263,8 +265,10 @@ pub fn plan_search(
             keys,
         });
     }
-    if let (Some(index), Some(set)) = (index, rules.for_type(resource_type)) {
-        plan.push_asked(resource_type, &asked, set, rules, index)?;
+    if let Some(set) = rules.for_type(resource_type)
+        && !indexes.is_empty()
+    {
+        plan.push_asked(resource_type, &asked, set, rules, indexes)?;
     }
     let asked: usize = plan
         .upstream
@@ -310,8 +314,15 @@ impl SearchPlan {
         asked: &[Asked],
         set: &RuleSet,
         rules: &Rules,
-        index: &BlindIndex,
+        indexes: &[BlindIndex],
     ) -> Result<(), SearchRefusal> {
+        // The tags `make` gives under every generation searched, for one `_tag` (an OR).
+        let under_each = |bits: u8, make: &dyn Fn(Tokens<'_>) -> Vec<Tag>| -> Vec<Tag> {
+            indexes
+                .iter()
+                .flat_map(|index| make(Tokens::new(index, bits)))
+                .collect()
+        };
         let mut paired = vec![false; asked.len()];
         for compound in set.compounds() {
             let [(a, _), (b, _)] = compound.parts();
@@ -323,9 +334,9 @@ impl SearchPlan {
             if let (Some(i), Some(j)) = (alone_on(a, &paired), alone_on(b, &paired)) {
                 paired[i] = true;
                 paired[j] = true;
-                self.push_tags(
-                    Tokens::new(index, compound.bits()).compound(&asked[i].keys, &asked[j].keys),
-                );
+                self.push_tags(under_each(compound.bits(), &|t| {
+                    t.compound(&asked[i].keys, &asked[j].keys)
+                }));
                 // A part also indexed alone asks for its own tokens too: a pair token is one of
                 // many a resource stores, so at the same width it collides more often than two
                 // tokens ANDed; both together keep the candidates few.
@@ -334,7 +345,7 @@ impl SearchPlan {
                         .iter()
                         .all(|(leaf, _)| set.index_leaf(leaf).is_some_and(|(r, _)| r.index_alone()))
                     {
-                        self.push_tags(Tokens::new(index, q.bits).tags(&q.keys));
+                        self.push_tags(under_each(q.bits, &|t| t.tags(&q.keys)));
                     }
                 }
             }
@@ -350,7 +361,7 @@ impl SearchPlan {
                     with: compound_partners(resource_type, leaf, rules).join("`, `"),
                 });
             }
-            self.push_tags(Tokens::new(index, q.bits).tags(&q.keys));
+            self.push_tags(under_each(q.bits, &|t| t.tags(&q.keys)));
         }
         Ok(())
     }

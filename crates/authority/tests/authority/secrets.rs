@@ -52,6 +52,25 @@ fn a_secret_is_created_once_then_read_back_sealed() {
     }
 }
 
+/// `secret` reads what is stored and never makes anything: absent is `None`, and stays absent.
+#[test]
+fn a_secret_is_read_without_being_made() {
+    for db in backends() {
+        let backend = db.backend;
+        let a = init(&db, KEK);
+        assert!(a.secret(NAME).unwrap().is_none(), "{backend}");
+        assert!(a.secret(NAME).unwrap().is_none(), "{backend}: still absent");
+        a.secret_or_create(NAME, || value(b"key one"), &mut OsRng)
+            .unwrap();
+        assert_eq!(
+            a.secret(NAME).unwrap().as_deref().map(Vec::as_slice),
+            Some(&b"key one"[..]),
+            "{backend}"
+        );
+        assert!(a.secret("").is_err(), "{backend}: an invalid name");
+    }
+}
+
 #[test]
 fn the_first_writer_wins() {
     for db in backends() {

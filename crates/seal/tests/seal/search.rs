@@ -384,7 +384,7 @@ fn an_identifier_search_of_another_system_than_the_sealed_one_passes() {
     use fhirseal_seal::search::plan_search;
     let rules = hospital();
     let patient = |name: &str, value: &str| {
-        plan_search("Patient", &[(name.into(), value.into())], &rules, None).map(|plan| {
+        plan_search("Patient", &[(name.into(), value.into())], &rules, &[]).map(|plan| {
             assert!(
                 !plan.owned(),
                 "{name}={value}: the upstream answers it unchanged"
@@ -582,13 +582,13 @@ mod blind_index_never_misses {
                 _ => vec![(format!("general-practitioner:{}", if upper { "Practitioner" } else { gp_type }), gp)],
             };
             let rules = rules(compound);
-            let planned = plan_search("Patient", &query, &rules, Some(&index));
+            let planned = plan_search("Patient", &query, &rules, std::slice::from_ref(&index));
             // With the compound, a birth date is answered only beside a family search.
             let dated = query.iter().any(|(k, _)| k == "birthdate");
             let named = query.iter().any(|(k, _)| k.starts_with("family"));
             if compound && dated && !named {
                 // Refused; by the compound rule wherever the index alone would have answered.
-                let alone = plan_search("Patient", &query, &self::rules(false), Some(&index));
+                let alone = plan_search("Patient", &query, &self::rules(false), std::slice::from_ref(&index));
                 prop_assert!(
                     alone.is_err() || matches!(planned, Err(SearchRefusal::CompoundOnly { ref param, ref with }) if param == "birthdate" && with == "family"),
                     "{:?}: {:?}", query, planned
@@ -629,7 +629,13 @@ mod blind_index_never_misses {
             ("family".to_string(), "smi".to_string()),
             ("birthdate".to_string(), "1974-12".to_string()),
         ];
-        let plan = plan_search("Patient", &query, &rules(true), Some(&index)).unwrap();
+        let plan = plan_search(
+            "Patient",
+            &query,
+            &rules(true),
+            std::slice::from_ref(&index),
+        )
+        .unwrap();
         let tags: Vec<&str> = plan
             .upstream
             .iter()
@@ -643,6 +649,46 @@ mod blind_index_never_misses {
         assert_eq!(plan.checked, query);
     }
 
+    /// While a rotation re-indexes, two generations of the secret are searched: each `_tag`
+    /// asks for the tokens of both (an OR), so a resource still under the old generation and one
+    /// already under the new are both found; each generation's tokens live under a system of
+    /// their own.
+    #[test]
+    fn two_generations_are_asked_for_in_one_tag_each() {
+        let old = BlindIndex::new([4; 32]);
+        let new = BlindIndex::of_generation([9; 32], std::num::NonZeroU32::new(2).unwrap());
+        let query = vec![
+            ("family".to_string(), "smi".to_string()),
+            ("birthdate".to_string(), "1974-12".to_string()),
+        ];
+        let rules = rules(true);
+        let both = [new, old];
+        let plan = plan_search("Patient", &query, &rules, &both).unwrap();
+        let alone = plan_search("Patient", &query, &rules, &both[1..]).unwrap();
+        assert_eq!(plan.upstream.len(), alone.upstream.len());
+        let patient = json!({"resourceType": "Patient", "id": "p",
+            "name": [{"family": "Smith"}], "birthDate": "1974-12-25"});
+        for index in &both {
+            let stored = stored(index, &rules, &patient);
+            assert!(!stored.is_empty());
+            for (key, asked) in &plan.upstream {
+                assert_eq!(key, "_tag");
+                assert!(
+                    asked.split(',').any(|t| stored.contains(&t.to_string())),
+                    "generation {}: {asked} misses {stored:?}",
+                    index.generation()
+                );
+            }
+        }
+        for ((_, asked), (_, only_old)) in plan.upstream.iter().zip(&alone.upstream) {
+            let (new_tags, old_tags): (Vec<&str>, Vec<&str>) = asked
+                .split(',')
+                .partition(|t| t.starts_with("https://fhirseal.dev/fhir/blind-index/g2/Patient."));
+            assert_eq!(old_tags.join(","), *only_old);
+            assert_eq!(new_tags.len(), old_tags.len(), "{asked}");
+        }
+    }
+
     /// A search asking for more tokens than an upstream URL holds is refused by name.
     #[test]
     fn too_many_tokens_are_refused_naming_the_parameter() {
@@ -650,11 +696,17 @@ mod blind_index_never_misses {
         let many: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
         // `name` asks for the tokens of five leaves per value (at 8 bits, at most 256 each).
         let query = vec![("name".to_string(), many.join(","))];
-        let refused = plan_search("Patient", &query, &rules(false), Some(&index)).unwrap_err();
+        let refused = plan_search(
+            "Patient",
+            &query,
+            &rules(false),
+            std::slice::from_ref(&index),
+        )
+        .unwrap_err();
         assert!(refused.to_string().contains("`name`"), "{refused}");
         assert!(refused.to_string().contains("too many"), "{refused}");
         let few = vec![("name".to_string(), many[..40].join(","))];
-        assert!(plan_search("Patient", &few, &rules(false), Some(&index)).is_ok());
+        assert!(plan_search("Patient", &few, &rules(false), std::slice::from_ref(&index)).is_ok());
     }
 
     /// The property above is not vacuous: the queries it makes do match, often.

@@ -727,7 +727,7 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
             "Patient",
             &[(name.to_string(), value.to_string())],
             &rules,
-            Some(&index),
+            std::slice::from_ref(&index),
         )
         .unwrap();
         assert_eq!(plan.checked, vec![(name.to_string(), value.to_string())]);
@@ -748,7 +748,7 @@ fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
             "Patient",
             &[(name.into(), value.into())],
             &rules,
-            Some(&index),
+            std::slice::from_ref(&index),
         )
         .unwrap()
         .upstream[0]
