@@ -44,6 +44,7 @@ pub mod error;
 pub mod flow;
 pub mod guard;
 pub mod headers;
+pub mod index_secret;
 pub mod keys;
 pub mod metrics;
 pub mod reindex;

@@ -22,18 +22,26 @@
 //! headers are carried byte for byte. Running it twice changes nothing the second time; an
 //! interrupted run is finished by running it again.
 //!
+//! The same walk finishes a rotation of the blind-index secret ([`retire_older_generations`],
+//! [`crate::index_secret`]): under a new generation every resource's tokens differ, so the walk
+//! rewrites them all, and only then are the older generations' tokens no longer searched.
+//!
 //! Nothing here logs or reports resource content: only types, ids and counts.
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
+use fhirseal_seal::index::{index_generation, replace_index_tags};
 use fhirseal_seal::shape::OBSERVATION_VALUE_SYSTEM;
-use fhirseal_seal::{RuleSet, index::replace_index_tags, reindex_tags, unreadable_paths};
+use fhirseal_seal::{RuleSet, reindex_tags, unreadable_paths};
 use serde_json::Value;
 
 use crate::ctupdate::{
     JobError, MAX_PAGES, WRITE_ATTEMPTS, Written, matches, next_link, put_if_match, read, search,
 };
 use crate::flow::protect::open_with;
+use crate::index_secret::{self, IndexKeys, RotationError};
 use crate::keys::{KeyGrant, REINDEX_IDENTITY};
 use crate::state::AppState;
 
@@ -53,6 +61,9 @@ pub struct ReindexSummary {
     /// Resources that failed on their content (no version to write back with, kept changing),
     /// with why; the run goes on with the others.
     pub failed: Vec<(String, JobError)>,
+    /// `type/id` of each resource (among `unreadable` and `failed`) left holding tokens of a
+    /// generation of the blind-index secret older than the current one.
+    pub older: Vec<String>,
 }
 
 /// Re-indexes every sealed resource of a type with a blind-index rule; `progress` is called
@@ -79,6 +90,7 @@ pub async fn reindex(
     )
     .collect::<String>();
     let page_size = state.config.ct_update.page_size;
+    let current = state.sealing.index_keys().current().generation();
     let mut summary = ReindexSummary::default();
     for set in rules
         .sets()
@@ -104,12 +116,21 @@ pub async fn reindex(
                         .and_then(Value::as_str)
                         .unwrap_or_default()
                 );
+                let older = holds_older_tokens(&resource, current);
                 match reindex_resource(state, &grant, set, &name, resource).await {
                     Ok(Outcome::Rewritten) => summary.rewritten += 1,
                     Ok(Outcome::Unchanged) => summary.unchanged += 1,
-                    Ok(Outcome::Unreadable) => summary.unreadable.push(name),
+                    Ok(Outcome::Unreadable) => {
+                        if older {
+                            summary.older.push(name.clone());
+                        }
+                        summary.unreadable.push(name);
+                    }
                     Err(error @ (JobError::NoVersion { .. } | JobError::Contended { .. })) => {
                         tracing::warn!(resource = %name, %error, "re-index of a resource failed");
+                        if older {
+                            summary.older.push(name.clone());
+                        }
                         summary.failed.push((name, error));
                     }
                     Err(error) => return Err(error),
@@ -120,6 +141,136 @@ pub async fn reindex(
         }
     }
     Ok(summary)
+}
+
+/// Whether a stored resource holds a blind-index token of a generation other than `current`.
+fn holds_older_tokens(resource: &Value, current: NonZeroU32) -> bool {
+    resource
+        .pointer("/meta/tag")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|tag| tag.get("system").and_then(Value::as_str))
+        .filter_map(index_generation)
+        .any(|(generation, _)| generation != current)
+}
+
+/// What finishing a rotation did ([`retire_older_generations`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RetireSummary {
+    /// The walk that moved every resource it could open to the current generation.
+    pub reindex: ReindexSummary,
+    /// The generation every write now uses, and searches alone ask for.
+    pub current: NonZeroU32,
+    /// The generations retired.
+    pub retired: Vec<NonZeroU32>,
+}
+
+/// Why a rotation could not be finished. Nothing was retired.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetireError {
+    /// Not now: no rotation, or one too recent ([`index_secret::ready_to_retire`]).
+    #[error(transparent)]
+    Rotation(#[from] RotationError),
+    /// The walk stopped ([`reindex`]'s error).
+    #[error("the re-index walk stopped: {0}")]
+    Job(#[from] JobError),
+    /// Resources the walk could not move hold older tokens: they would drop out of searches on
+    /// their blind-index elements.
+    #[error(
+        "{} sealed resource(s) still hold tokens of an older generation (the re-index key cannot \
+         open their blind-index elements, or writing them back failed): {}. Run again; for those \
+         only patient:self may read, `--force` retires anyway, and they drop out of searches on \
+         those elements until they are next written",
+        .resources.len(),
+        listed(.resources)
+    )]
+    HeldBack {
+        /// `type/id` of each.
+        resources: Vec<String>,
+        /// The walk's summary.
+        summary: ReindexSummary,
+    },
+}
+
+/// The first few of `names`, and how many more.
+fn listed(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
+/// Finishes a rotation of the blind-index secret at `now`: checks that the current generation
+/// is old enough that every running gateway writes it ([`index_secret::ready_to_retire`]), walks
+/// every sealed resource as [`reindex`] does (moving each to the current generation), and then,
+/// when no resource is left holding older tokens (or `force`, for those the re-index key cannot
+/// open), retires every older generation: searches stop asking for their tokens.
+///
+/// # Errors
+/// [`RetireError`]; nothing is retired.
+pub async fn retire_older_generations(
+    state: &AppState,
+    now: i64,
+    force: bool,
+    progress: impl FnMut(&ReindexSummary),
+) -> Result<RetireSummary, RetireError> {
+    // The generations as the authority holds them now (not as this process last read them).
+    let sealing = Arc::clone(&state.sealing);
+    let keys = blocking(state, move |a| {
+        sealing.refresh_index_keys()?;
+        let keys = IndexKeys::load(a)?;
+        index_secret::ready_to_retire(a, &keys, now)?;
+        Ok(keys)
+    })
+    .await?;
+    let current = keys.current().generation();
+    let reindex = reindex(state, now, progress).await?;
+    if !reindex.failed.is_empty() || (!force && !reindex.older.is_empty()) {
+        let mut resources = reindex.older.clone();
+        for (name, _) in &reindex.failed {
+            if !resources.contains(name) {
+                resources.push(name.clone());
+            }
+        }
+        return Err(RetireError::HeldBack {
+            resources,
+            summary: reindex,
+        });
+    }
+    let sealing = Arc::clone(&state.sealing);
+    let retired = blocking(state, move |a| {
+        let retired = index_secret::retire(a, &keys, now)?;
+        sealing.refresh_index_keys()?;
+        Ok(retired)
+    })
+    .await?;
+    Ok(RetireSummary {
+        reindex,
+        current,
+        retired,
+    })
+}
+
+/// Runs `call` with the authority on a blocking thread (its PostgreSQL client is synchronous).
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&fhirseal_authority::Authority) -> Result<T, RotationError> + Send + 'static,
+) -> Result<T, RetireError> {
+    let authority = Arc::clone(&state.authority);
+    tokio::task::spawn_blocking(move || call(&authority))
+        .await
+        .map_err(|_| RetireError::Job(JobError::Task))?
+        .map_err(RetireError::Rotation)
 }
 
 enum Outcome {
@@ -161,7 +312,7 @@ async fn reindex_resource(
         }) {
             return Ok(Outcome::Unreadable);
         }
-        let tags = reindex_tags(state.sealing.blind_index(), set, &opened);
+        let tags = reindex_tags(state.sealing.index_keys().current(), set, &opened);
         let mut updated = stored.clone();
         if !replace_index_tags(&mut updated, tags) {
             return Ok(Outcome::Unchanged);

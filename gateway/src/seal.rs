@@ -1,9 +1,10 @@
 //! The "seal the request" step of the request flow: what a write sends upstream.
 //!
 //! [`Sealing`] holds what every write seals with: the book of shared headers this process seals
-//! under (one per access structure and period, made on first use), the blind-index key and the
-//! sealing key (named secrets of the authority, so every replica writes the same tokens and
-//! every replica accepts what another sealed). The sealing key tags and binds every header and
+//! under (one per access structure and period, made on first use), the blind-index keys (the
+//! generations of a named secret of the authority, [`crate::index_secret`], read again every
+//! [`REFRESH`]) and the sealing key (a named secret too), so every replica writes the same tokens
+//! and every replica accepts what another sealed. The sealing key tags and binds every header and
 //! envelope (version 2, `docs/authenticity.md`); readers check it before opening anything. [`Sealing::seal`]
 //! turns a resource into its upstream form under the sealing rules of the decision that permitted
 //! the write (the policy is not looked up a second time: [`Obligations::sealing`]) as an
@@ -13,10 +14,11 @@
 //! leaves nothing upstream.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use fhirseal_authority::Authority;
-use fhirseal_envelope::{BlindIndex, Header, HeaderId, SealingKey};
+use fhirseal_envelope::{Header, HeaderId, SealingKey};
 use fhirseal_policy::{Label, Obligations, Policy};
 use fhirseal_seal::shape::{
     DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
@@ -24,12 +26,11 @@ use fhirseal_seal::shape::{
 use fhirseal_seal::{HeaderLookup, RuleSource, Rules, Sealer, SharedHeaders, shared_header_ids};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
-use zeroize::Zeroizing;
+use tokio::task::JoinHandle;
 
 use crate::headers::{HeaderError, HeaderStore};
-
-/// The authority's named secret the blind-index key is derived from.
-pub const BLIND_INDEX_SECRET: &str = "fhir/blind-index";
+pub use crate::index_secret::BLIND_INDEX_SECRET;
+use crate::index_secret::{IndexKeys, REFRESH, secret_or_create_32};
 /// The authority's named secret the sealing key is derived from: what makes sealed data
 /// authentic against the upstream (`docs/authenticity.md`).
 pub const SEALING_SECRET: &str = "fhir/sealing-key";
@@ -40,7 +41,8 @@ pub struct Sealing {
     /// The policy, for the read path's check only: writes seal under their decision's rules.
     policy: Arc<Policy>,
     book: Mutex<SharedHeaders>,
-    blind_index: BlindIndex,
+    /// The blind-index secret's generations, as last read from the authority.
+    index: RwLock<Arc<IndexKeys>>,
     key: SealingKey,
     /// The policy's rules resolved once, for the read path's check (paths only).
     read_rules: Rules,
@@ -156,9 +158,9 @@ impl Unstored {
 }
 
 impl Sealing {
-    /// Sealing for `authority`, checking what it reads against `policy`; the blind-index key and
-    /// the sealing key are the authority's named secrets [`BLIND_INDEX_SECRET`] and
-    /// [`SEALING_SECRET`], made on first start.
+    /// Sealing for `authority`, checking what it reads against `policy`; the blind-index keys
+    /// and the sealing key are the authority's named secrets ([`BLIND_INDEX_SECRET`] and its
+    /// later generations, [`SEALING_SECRET`]), made on first start.
     ///
     /// # Errors
     /// The authority's error when a secret cannot be read or stored, or is not 32 bytes.
@@ -166,22 +168,81 @@ impl Sealing {
         authority: Arc<Authority>,
         policy: Arc<Policy>,
     ) -> Result<Self, fhirseal_authority::Error> {
-        let blind_index = named_secret(&authority, BLIND_INDEX_SECRET)?;
-        let sealing = named_secret(&authority, SEALING_SECRET)?;
+        let index = IndexKeys::load(&authority)?;
+        let sealing = secret_or_create_32(&authority, SEALING_SECRET)?;
         let read_rules = policy.rules_for(None);
         Ok(Self {
             authority,
             policy,
             read_rules,
             book: Mutex::new(SharedHeaders::new()),
-            blind_index: BlindIndex::new(*blind_index),
+            index: RwLock::new(Arc::new(index)),
             key: SealingKey::new(&sealing),
         })
     }
 
-    /// The blind-index key searches ask for tokens under (and sign their paging cursors with).
-    pub fn blind_index(&self) -> &BlindIndex {
-        &self.blind_index
+    /// The blind-index secret's generations as last read: writes make tokens under the current
+    /// one, searches ask for those of every one searched (and paging cursors are signed under
+    /// the current one, checked under each).
+    pub fn index_keys(&self) -> Arc<IndexKeys> {
+        Arc::clone(&self.index.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads the blind-index secret's generations from the authority again (a blocking call):
+    /// what they are now when they changed, `None` when not.
+    ///
+    /// # Errors
+    /// The authority's error; the generations last read stay in use.
+    pub fn refresh_index_keys(&self) -> Result<Option<String>, fhirseal_authority::Error> {
+        let fresh = IndexKeys::load(&self.authority)?;
+        let generations = |keys: &IndexKeys| -> Vec<u32> {
+            keys.searched()
+                .iter()
+                .map(|i| i.generation().get())
+                .collect()
+        };
+        let mut held = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        if generations(&fresh) == generations(held.as_ref()) {
+            return Ok(None);
+        }
+        let text = fresh.describe();
+        *held = Arc::new(fresh);
+        Ok(Some(text))
+    }
+
+    /// Reads the generations again every [`REFRESH`] until `shutdown` completes, logging a
+    /// change (the generation numbers only) and a failure (the generations last read stay).
+    pub fn spawn_index_refresh(
+        self: &Arc<Self>,
+        shutdown: impl Future + Send + 'static,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let rounds = async {
+                loop {
+                    tokio::time::sleep(REFRESH).await;
+                    let sealing = Arc::clone(&this);
+                    match tokio::task::spawn_blocking(move || sealing.refresh_index_keys()).await {
+                        Ok(Ok(Some(generations))) => tracing::info!(
+                            %generations,
+                            "blind-index secret: new generations read from the authority"
+                        ),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(error)) => tracing::warn!(
+                            %error,
+                            "blind-index secret: the generations could not be read again; the last ones read stay in use"
+                        ),
+                        Err(_) => tracing::warn!(
+                            "blind-index secret: reading the generations did not complete"
+                        ),
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                () = rounds => {}
+            }
+        })
     }
 
     /// The sealing key every header and envelope is tagged with and checked against.
@@ -249,6 +310,7 @@ impl Sealing {
             .for_resource(&resource)
             .map_err(SealingError::DisplayRule)?;
         add_labels(&mut resource, &permit.labels);
+        let index = self.index_keys();
         let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
         let mut rng = OsRng;
         let sealed = Sealer::new(
@@ -258,7 +320,7 @@ impl Sealing {
             &mut book,
             &mut rng,
         )
-        .with_blind_index(&self.blind_index)
+        .with_blind_index(index.current())
         .seal_resource(&resource, &rules, binding)
         .map_err(SealingError::Resource)?;
         // The ones made now are among those named; the list of created ones is only drained.
@@ -290,31 +352,6 @@ impl std::fmt::Debug for Sealing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealing").finish_non_exhaustive()
     }
-}
-
-/// The authority's 32-byte named secret `name`, made on first use.
-fn named_secret(
-    authority: &Authority,
-    name: &str,
-) -> Result<Zeroizing<[u8; 32]>, fhirseal_authority::Error> {
-    let secret = authority.secret_or_create(
-        name,
-        || {
-            let mut bytes = Zeroizing::new(vec![0u8; 32]);
-            OsRng.fill_bytes(&mut bytes);
-            Ok(bytes)
-        },
-        &mut OsRng,
-    )?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    if secret.len() != key.len() {
-        return Err(fhirseal_authority::Error::Corrupt {
-            what: format!("the authority's secret `{name}`"),
-            reason: "it is not 32 bytes".into(),
-        });
-    }
-    key.copy_from_slice(&secret);
-    Ok(key)
 }
 
 /// Stores those of `headers` the upstream does not hold. A header already there is never

@@ -1,6 +1,7 @@
 //! `fhirseal serve`: the gateway itself. Loads the configuration, starts logging, binds the FHIR
 //! address and the admin API's (loopback only, `server.admin_listen`), builds the state, starts
-//! the background ciphertext-update task, serves until SIGTERM or Ctrl-C, then drains: new
+//! the background tasks (the ciphertext-update job, re-reading the blind-index secret's
+//! generations), serves until SIGTERM or Ctrl-C, then drains: new
 //! connections are refused, requests in flight get up to [`DRAIN`] to finish.
 //!
 //! Logs go to standard error (human-readable, or JSON with `FHIRSEAL_LOG_FORMAT=json`; the level
@@ -83,7 +84,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         .map_err(|e| e.to_string())?;
     let stop_signal = StopSignal::register()?;
 
-    // Every listener and the background task stop when `stop` turns true.
+    // Every listener and the background tasks stop when `stop` turns true.
     let (stop, stopping) = watch::channel(false);
     let mut servers = JoinSet::new();
     spawn_server(&mut servers, listener, app(state.clone()), &stopping);
@@ -104,6 +105,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         state.config.ct_update.interval,
         stopped(stopping.clone()),
     );
+    let index_refresh = state.sealing.spawn_index_refresh(stopped(stopping.clone()));
 
     announce(
         &state,
@@ -135,6 +137,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
             }
         }
         let _ = background.await;
+        let _ = index_refresh.await;
     })
     .await;
     if drained.is_err() {

@@ -276,13 +276,9 @@ pub fn check_params(
             _ => search.push((name.clone(), value.clone())),
         }
     }
-    let plan = plan_search(
-        resource_type,
-        &search,
-        &rules,
-        Some(state.sealing.blind_index()),
-    )
-    .map_err(|e| ApiError::SearchRefused(e.to_string()))?;
+    let index = state.sealing.index_keys();
+    let plan = plan_search(resource_type, &search, &rules, index.searched())
+        .map_err(|e| ApiError::SearchRefused(e.to_string()))?;
     if !plan.owned() && params.iter().any(|(k, _)| k == owned::CURSOR) {
         return Err(ApiError::SearchRefused(format!(
             "{}: only the gateway's paging links of a search on sealed elements carry it",

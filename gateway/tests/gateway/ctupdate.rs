@@ -305,7 +305,9 @@ async fn ciphertexts(
     let config = h.gateway.file();
     tokio::task::spawn_blocking(move || {
         let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_fhirseal"));
-        run.args(["ciphertexts", command, "--config"])
+        run.arg("ciphertexts")
+            .args(command.split(' '))
+            .arg("--config")
             .arg(&config)
             .env("FHIRSEAL__UPSTREAM__BASE_URL", base);
         if json {
@@ -793,7 +795,7 @@ async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
     let set = rules.for_type("Patient").unwrap();
     let wanted: Vec<String> = {
         let mut tags: Vec<String> =
-            fhirseal_seal::reindex_tags(h.state.sealing.blind_index(), set, &plain)
+            fhirseal_seal::reindex_tags(h.state.sealing.index_keys().current(), set, &plain)
                 .iter()
                 .map(|t| t.search_value())
                 .collect();
@@ -821,6 +823,7 @@ async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
     .unwrap()])
     .unwrap();
     let mut shared = SharedHeaders::new();
+    let index = h.state.sealing.index_keys();
     let sealed = Sealer::new(
         h.state.authority.public_params(),
         h.state.sealing.key(),
@@ -828,7 +831,7 @@ async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
         &mut shared,
         &mut OsRng,
     )
-    .with_blind_index(h.state.sealing.blind_index())
+    .with_blind_index(index.current())
     .seal(
         &json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "Private"}]}),
         &own,
@@ -865,6 +868,77 @@ async fn the_reindex_job_recomputes_tokens_and_carries_everything_else() {
     let again = reindex::reindex(&h.state, now(), |_| {}).await.unwrap();
     assert_eq!((again.rewritten, again.unchanged), (0, 1), "{again:?}");
     assert_eq!(h.fake.total_puts(), 1);
+}
+
+/// `fhirseal ciphertexts index-secret`: the generations as JSON; a rotation, then a second one
+/// refused while the first is unfinished; retiring refused when there is nothing to retire and
+/// when the rotation is too recent (the walk and the retirement themselves: the end-to-end test
+/// `e2e_rest::rotation`). The gateway already running reads the new generation when it refreshes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_secret_commands_rotate_and_refuse_what_is_unsafe() {
+    let h = harness(Duration::ZERO).await;
+    let run =
+        |command: &'static str, json: bool| ciphertexts(&h, command, h.fake.base.clone(), json);
+    let ok = |out: std::process::Output| {
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        stdout
+    };
+    let refused = |out: std::process::Output| {
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let status: Value = serde_json::from_str(&ok(run("index-secret status", true).await)).unwrap();
+    assert_eq!(status["current"], 1, "{status}");
+    assert_eq!(status["searched"], json!([1]), "{status}");
+    assert!(status["retire_after"].is_null(), "{status}");
+    let text = ok(run("index-secret status", false).await);
+    assert_eq!(text.trim(), "blind-index secret: generation 1", "{text}");
+
+    let stderr = refused(run("index-secret retire", false).await);
+    assert!(stderr.contains("nothing to retire"), "{stderr}");
+
+    let rotated: Value = serde_json::from_str(&ok(run("index-secret rotate", true).await)).unwrap();
+    assert_eq!(rotated["current"], 2, "{rotated}");
+    assert_eq!(rotated["searched"], json!([2, 1]), "{rotated}");
+    let since = rotated["since"].as_i64().unwrap();
+    assert_eq!(
+        rotated["retire_after"].as_i64(),
+        Some(since + 60),
+        "{rotated}"
+    );
+
+    let stderr = refused(run("index-secret rotate", false).await);
+    assert!(
+        stderr.contains("generation 1 of the blind-index secret is still searched"),
+        "{stderr}"
+    );
+    let stderr = refused(run("index-secret retire", false).await);
+    assert!(stderr.contains("wait"), "{stderr}");
+    assert_eq!(h.fake.total_puts(), 0, "nothing re-indexed before the wait");
+    let text = ok(run("index-secret status", false).await);
+    assert!(
+        text.contains("generation 2; generation 1 still searched"),
+        "{text}"
+    );
+
+    // The running gateway: generation 1 until it reads the authority again.
+    assert_eq!(h.state.sealing.index_keys().current().generation().get(), 1);
+    let sealing = Arc::clone(&h.state.sealing);
+    let changed = tokio::task::spawn_blocking(move || sealing.refresh_index_keys())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.as_deref(), Some("2 (searching 1 too)"));
+    let sealing = Arc::clone(&h.state.sealing);
+    let unchanged = tokio::task::spawn_blocking(move || sealing.refresh_index_keys())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unchanged, None);
 }
 
 /// `fhirseal ciphertexts reindex`: the same job from the command line, JSON or text, and one

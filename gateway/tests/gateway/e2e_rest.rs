@@ -16,6 +16,7 @@ mod history;
 mod http;
 mod parity;
 mod read;
+mod rotation;
 mod sealed_search;
 mod search;
 mod sizes;

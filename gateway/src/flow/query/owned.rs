@@ -13,6 +13,7 @@
 //! each page runs the search again, with every check.
 
 use axum::http::StatusCode;
+use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::matching::Criterion;
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_seal::search::SearchPlan;
@@ -204,17 +205,16 @@ impl Paging {
         Ok(paging)
     }
 
-    /// The MAC of a cursor for this search, `offset` and `expires`.
-    fn mac(&self, state: &AppState, offset: usize, expires: u64) -> String {
+    /// The MAC of a cursor for this search, `offset` and `expires`, under `key` (a generation
+    /// of the blind-index secret: cursors are signed under the current one and accepted under any
+    /// still searched, so that a rotation does not break paging in progress).
+    fn mac(&self, key: &BlindIndex, offset: usize, expires: u64) -> String {
         let signed = format!(
             "{}\n{}\n{offset}\n{expires}",
             with_query(&self.resource_type, &self.query),
             self.query.len()
         );
-        state
-            .sealing
-            .blind_index()
-            .purpose_mac("search cursor v1", signed.as_bytes())
+        key.purpose_mac("search cursor v1", signed.as_bytes())
             .iter()
             .take(16)
             .map(|b| format!("{b:02x}"))
@@ -238,13 +238,16 @@ impl Paging {
         };
         let offset: usize = offset.parse().map_err(|_| invalid())?;
         let expires: u64 = expires.parse().map_err(|_| invalid())?;
-        let expected = self.mac(state, offset, expires);
-        let same = expected.len() == mac.len()
-            && expected
-                .bytes()
-                .zip(mac.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
+        let keys = state.sealing.index_keys();
+        let same = keys.searched().iter().any(|key| {
+            let expected = self.mac(key, offset, expires);
+            expected.len() == mac.len()
+                && expected
+                    .bytes()
+                    .zip(mac.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
         if !same || expires < now() {
             return Err(invalid());
         }
@@ -258,7 +261,7 @@ impl Paging {
         let cursor = format!(
             "{offset}.{}.{}",
             self.expires,
-            self.mac(state, offset, self.expires)
+            self.mac(state.sealing.index_keys().current(), offset, self.expires)
         );
         query.push((CURSOR.into(), cursor));
         format!(

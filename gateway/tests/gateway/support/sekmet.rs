@@ -199,6 +199,23 @@ pub(crate) async fn gateway_with(overrides: &[(&str, &str)]) -> Gateway {
     }
 }
 
+/// The gateway in front of `own`, a sekmet-fhir of the test's own (which must outlive it), for
+/// a test that changes what every stored resource holds.
+pub(crate) async fn gateway_over(own: &OwnServer, overrides: &[(&str, &str)]) -> Gateway {
+    let server = Server {
+        url: own.url.clone(),
+        dir: own.dir.path().to_path_buf(),
+    };
+    let Configured { state, keys, dir } = configured(&server.url, overrides).await;
+    Gateway {
+        app: app(state.clone()),
+        state,
+        server,
+        _keys: keys,
+        _dir: dir,
+    }
+}
+
 impl Gateway {
     /// Sends `call` through the router.
     pub(crate) async fn send(&self, call: Call<'_>) -> Reply {
