@@ -188,15 +188,7 @@ pub(crate) async fn gateway() -> Gateway {
 
 /// The same, with `overrides` as environment variables (`FHIRSEAL__SECTION__KEY`).
 pub(crate) async fn gateway_with(overrides: &[(&str, &str)]) -> Gateway {
-    let server = server();
-    let Configured { state, keys, dir } = configured(&server.url, overrides).await;
-    Gateway {
-        app: app(state.clone()),
-        state,
-        server,
-        _keys: keys,
-        _dir: dir,
-    }
+    gateway_on(server(), overrides).await
 }
 
 /// The gateway in front of `own`, a sekmet-fhir of the test's own (which must outlive it), for
@@ -206,6 +198,11 @@ pub(crate) async fn gateway_over(own: &OwnServer, overrides: &[(&str, &str)]) ->
         url: own.url.clone(),
         dir: own.dir.path().to_path_buf(),
     };
+    gateway_on(server, overrides).await
+}
+
+/// The gateway in front of `server`, with `overrides`.
+async fn gateway_on(server: Server, overrides: &[(&str, &str)]) -> Gateway {
     let Configured { state, keys, dir } = configured(&server.url, overrides).await;
     Gateway {
         app: app(state.clone()),
