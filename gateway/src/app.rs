@@ -17,15 +17,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Router, middleware};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::audit::{AuditNote, REQUEST_ID, audited};
+use crate::audit::note::concerning;
+use crate::audit::{AuditNote, REQUEST_ID, RequestId, audited};
 use crate::auth::{Caller, authenticate};
+use crate::break_glass;
 use crate::config::Cors;
 use crate::error::ApiError;
 use crate::flow::{self, audit_name};
@@ -102,6 +104,7 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
                 HeaderName::from_static("if-none-exist"),
                 HeaderName::from_static("prefer"),
                 REQUEST_ID,
+                break_glass::REASON_HEADER,
             ])
             .expose_headers([
                 header::LOCATION,
@@ -119,14 +122,37 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
 pub async fn fhir(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
+    request_id: Option<Extension<RequestId>>,
     Parsed(request): Parsed,
 ) -> Response {
     let name = audit_name(&request.interaction);
     let resources: Vec<String> = request.reference().into_iter().collect();
-    match flow::run(&state, &caller, request).await {
+    // An emergency asserted (docs/break-glass.md): refused here, or in force for the flow.
+    let id = request_id.map(|Extension(RequestId(id))| id).unwrap_or_default();
+    let emergency = match break_glass::assert(&state, &caller, &headers, &request.interaction, &id)
+    {
+        Ok(emergency) => emergency,
+        Err(refused) => {
+            let break_glass::Refused { error, event } = *refused;
+            let mut response = refusal(error, name, resources);
+            break_glass::refused(&state, event, &mut response);
+            return response;
+        }
+    };
+    let run = break_glass::during(emergency.as_ref(), flow::run(&state, &caller, request));
+    let (result, patients) = concerning(run).await;
+    let mut response = match result {
         Ok(answer) => answer.into_response(&state),
         Err(error) => refusal(error, name, resources),
+    };
+    if let Some(note) = response.extensions_mut().get_mut::<AuditNote>() {
+        note.patients = patients;
     }
+    if let Some(active) = emergency {
+        break_glass::finish(&state, &active, &mut response);
+    }
+    response
 }
 
 /// An error response with the audit note of the refused interaction (for a transaction refused

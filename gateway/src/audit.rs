@@ -11,14 +11,16 @@
 //!  "path":"/fhir/Patient/pat-smith","status":200,"outcome":"success",
 //!  "who":{"sub":"dr.grey","fhir_user":"Practitioner/dr-grey","client_id":"demo-app",
 //!         "iss":"http://127.0.0.1:8080/auth"},
-//!  "interaction":"read","resources":["Patient/pat-smith"],"opened":4,"masked":1,"forged":0,
-//!  "sealed":0,"duration_ms":12.408}
+//!  "interaction":"read","resources":["Patient/pat-smith"],"patients":["Patient/pat-smith"],
+//!  "opened":4,"masked":1,"forged":0,"sealed":0,"duration_ms":12.408}
 //! ```
 //!
-//! (on one line). A request the compliance policy denied also has `reason`: the policy's words
+//! (on one line). `patients` names the patients whose records the request concerns
+//! ([`note`]: every record read, written or deleted, refused ones included, and every entry a
+//! search returned). A request the compliance policy denied also has `reason`: the policy's words
 //! (which rules, which attributes were needed and held), which the client does not get. A
 //! batch's or transaction's line also has `entries`, one object per entry with the same
-//! `interaction`, `resources`, `opened`, `masked`, `forged`, `sealed` and `reason` as the
+//! `interaction`, `resources`, `patients`, `opened`, `masked`, `forged`, `sealed` and `reason` as the
 //! request alone would have, and the entry's `status`; its own counts are their sums. What
 //! never goes in: the query string (search parameters may hold the very
 //! values the gateway protects), any header (tokens), any body, any claim beyond the four
@@ -58,7 +60,7 @@ pub mod chain;
 pub mod event;
 pub mod note;
 
-pub use note::AuditNote;
+pub use note::{AuditNote, BreakGlassNote};
 
 use self::chain::ChainWriter;
 
@@ -263,6 +265,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     });
     let note = response.extensions().get::<AuditNote>();
     let login = response.extensions().get::<LoginAudit>().map(login_json);
+    let break_glass = response.extensions().get::<BreakGlassNote>().map(|n| n.0.clone());
     let elapsed = started.elapsed();
     let mut line = json!({
         "ts": ts,
@@ -274,6 +277,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         "who": who,
         "interaction": note.map(|n| n.interaction).filter(|i| !i.is_empty()),
         "resources": note.map(|n| n.resources.as_slice()).unwrap_or_default(),
+        "patients": note.map(|n| n.patients.as_slice()).unwrap_or_default(),
         "opened": note.map_or(0, |n| n.opened),
         "masked": note.map_or(0, |n| n.masked),
         "forged": note.map_or(0, |n| n.forged),
@@ -294,6 +298,9 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     }
     if let (Some(login), Value::Object(object)) = (login, &mut line) {
         object.insert("login".into(), login);
+    }
+    if let (Some(break_glass), Value::Object(object)) = (break_glass, &mut line) {
+        object.insert("break_glass".into(), break_glass);
     }
     let line = line.to_string();
     if let Err(error) = sink.write(&line) {
@@ -331,6 +338,7 @@ fn entry_json(note: &AuditNote) -> Value {
     let mut entry = json!({
         "interaction": Some(note.interaction).filter(|i| !i.is_empty()),
         "resources": note.resources,
+        "patients": note.patients,
         "status": note.status,
         "opened": note.opened,
         "masked": note.masked,
@@ -378,6 +386,12 @@ fn fresh_id() -> String {
 }
 
 /// `time` as an RFC 3339 UTC timestamp with milliseconds (`2026-11-28T05:10:57.123Z`).
+/// `secs` since the Unix epoch as the audit line writes times (RFC 3339, UTC, milliseconds).
+pub fn timestamp(secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();

@@ -8,7 +8,9 @@
 //! | `outcome`, `status` | `outcome` `0` success, `4` client error or denied, `8` server error; `outcomeDesc` the policy's reason of a denial, else `HTTP <status>` |
 //! | `who` | `agent[0]`, the requestor: `who.reference` the `fhirUser`, `who.identifier` the token's issuer and subject; `agent[1]` the client (`who.identifier` issuer and client id, type DICOM `110150` Application); no verified caller: `who.display` `unauthenticated` (a sign-in: the user name typed, and the source address as `network`) |
 //! | — | `source.observer`: the gateway (its FHIR base), `source.type` `3` Web Server |
-//! | `resources` (and each entry's) | one `entity` each, `what.reference` `Type/id` |
+//! | `patients` (and each entry's), and every `Patient/id` of `resources` | one `entity` each, as the Basic Audit Log Patterns' patient entity: `what.reference` `Patient/id`, `type` `1` Person (audit-entity-type), `role` `1` Patient (object-role) |
+//! | `resources` (and each entry's) | one `entity` each, `what.reference` `Type/id`, `type` `2` System Object (a `Patient/id` is the patient entity above) |
+//! | `break_glass` with `outcome` `granted` | `purposeOfEvent` v3-ActReason `BTG` |
 //! | `request_id`, counts | an `entity` whose `what.identifier` is the request id (system [`REQUEST_ID_SYSTEM`]), with `detail` `method`, `path`, `opened`, `masked`, `forged`, `sealed` |
 //!
 //! The `AuditEvent`'s id is `chain-<seq>`, the record's sequence number. Nothing goes in that the
@@ -24,6 +26,8 @@ const INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
 const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 
 /// The `AuditEvent` of chain record `seq` holding `line`, observed by the gateway at
 /// `observer` (its FHIR base URL).
@@ -69,6 +73,18 @@ pub fn audit_event(seq: u64, line: &str, observer: &str) -> Result<Value, String
     });
     if let (Some(subtype), Value::Object(object)) = (subtype, &mut event) {
         object.insert("subtype".into(), json!([subtype]));
+    }
+    // Break-glass, asserted and granted: the purpose of use (docs/break-glass.md).
+    let granted = line
+        .get("break_glass")
+        .and_then(|b| b.get("outcome"))
+        .and_then(Value::as_str)
+        == Some("granted");
+    if let (true, Value::Object(object)) = (granted, &mut event) {
+        object.insert(
+            "purposeOfEvent".into(),
+            json!([{"coding": [coding(ACT_REASON, "BTG", "break the glass")]}]),
+        );
     }
     Ok(event)
 }
@@ -132,23 +148,52 @@ fn agents(who: Option<&Value>, login: Option<&Value>) -> Value {
     Value::Array(agents)
 }
 
-/// One entity per resource named (the request's and its entries'), and the request itself.
-fn entities(line: &Map<String, Value>) -> Value {
+/// The patients a line concerns: its `patients` and its entries', and every `Patient/id` it
+/// names as a resource (a line written before `patients` existed names them only so).
+pub fn patients_of(line: &Map<String, Value>) -> Vec<&str> {
+    let mut patients: Vec<&str> = Vec::new();
+    for key in ["patients", "resources"] {
+        for p in listed(line, key) {
+            if (key == "patients" || p.starts_with("Patient/")) && !patients.contains(&p) {
+                patients.push(p);
+            }
+        }
+    }
+    patients
+}
+
+/// The strings of the list `key` of the line and of each of its entries, in order.
+fn listed<'a>(line: &'a Map<String, Value>, key: &str) -> Vec<&'a str> {
     let entries = line.get("entries").and_then(Value::as_array);
-    let lists = std::iter::once(line.get("resources"))
-        .chain(entries.into_iter().flatten().map(|e| e.get("resources")));
+    std::iter::once(line.get(key))
+        .chain(entries.into_iter().flatten().map(|e| e.get(key)))
+        .flatten()
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// One entity per patient concerned (the Basic Audit Log Patterns' patient entity), one per
+/// other resource named (the request's and its entries'), and the request itself.
+fn entities(line: &Map<String, Value>) -> Value {
+    let patients = patients_of(line);
     let mut references: Vec<&str> = Vec::new();
-    for r in lists.flatten().filter_map(Value::as_array).flatten() {
-        if let Some(r) = r.as_str().filter(|r| !references.contains(r)) {
+    for r in listed(line, "resources") {
+        if !references.contains(&r) && !patients.contains(&r) {
             references.push(r);
         }
     }
-    let mut entities: Vec<Value> = references
+    let mut entities: Vec<Value> = patients
         .into_iter()
-        .map(|r| {
-            json!({"what": {"reference": r}, "type": coding(ENTITY_TYPE, "2", "System Object")})
+        .map(|p| {
+            json!({"what": {"reference": p}, "type": coding(ENTITY_TYPE, "1", "Person"),
+                   "role": coding(OBJECT_ROLE, "1", "Patient")})
         })
         .collect();
+    entities.extend(references.into_iter().map(
+        |r| json!({"what": {"reference": r}, "type": coding(ENTITY_TYPE, "2", "System Object")}),
+    ));
     let detail: Vec<Value> = ["method", "path", "opened", "masked", "forged", "sealed"]
         .into_iter()
         .filter_map(|key| {
@@ -188,7 +233,29 @@ mod tests {
         assert_eq!(e["agent"][0]["who"]["identifier"]["value"], "dr.grey");
         assert_eq!(e["agent"][1]["who"]["identifier"]["value"], "demo-app");
         assert_eq!(e["entity"][0]["what"]["reference"], "Patient/p");
+        assert_eq!(e["entity"][0]["role"]["code"], "1");
         assert_eq!(e["entity"][1]["what"]["identifier"]["value"], "r1");
+    }
+
+    /// The patients of the line and of its entries are the patient entities; the other
+    /// resources are system objects; nothing is named twice.
+    #[test]
+    fn patients_are_patient_entities() {
+        let line = r#"{"ts":"2026-11-28T05:33:49.139Z","request_id":"r3","status":200,"outcome":"success","who":null,"interaction":"batch","resources":["Observation/o1","Patient/p2"],"patients":["Patient/p1"],"entries":[{"resources":["Observation/o1"],"patients":["Patient/p1"]},{"resources":["Patient/p2"],"patients":["Patient/p2"]}]}"#;
+        let e = audit_event(3, line, "http://gw/fhir").unwrap();
+        let entities = e["entity"].as_array().unwrap();
+        let what: Vec<&str> = entities
+            .iter()
+            .filter_map(|e| e["what"]["reference"].as_str())
+            .collect();
+        assert_eq!(what, ["Patient/p1", "Patient/p2", "Observation/o1"]);
+        for patient in &entities[..2] {
+            assert_eq!(patient["type"]["code"], "1");
+            assert_eq!(patient["role"]["system"], OBJECT_ROLE);
+            assert_eq!(patient["role"]["code"], "1");
+        }
+        assert_eq!(entities[2]["type"]["code"], "2");
+        assert!(entities[2].get("role").is_none());
     }
 
     #[test]

@@ -1,5 +1,46 @@
 //! What a handler did, for the audit line ([`AuditNote`]): its own module, below everything that
 //! counts or logs requests (the metrics read notes too), so that it imports nothing of theirs.
+//!
+//! **Which patients a request concerns.** The authorize step knows the patient of every record
+//! it decides on; it says so with [`concerns`], and [`concerning`] collects what a request (or a
+//! Bundle entry) said while it ran, for its note's [`AuditNote::patients`]: the patient of every
+//! record read, written or deleted (refused ones included: an attempt on a patient's record
+//! concerns her), and of every entry a search, a history or `$everything` returned (entries left
+//! out are not the caller's access).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+tokio::task_local! {
+    /// The patients of the request being answered, while [`concerning`] collects them.
+    static CONCERNS: Arc<Mutex<Vec<String>>>;
+}
+
+/// Says that the request being answered concerns `patient`'s record (`Patient/123`); nothing
+/// when no [`concerning`] is collecting (a background job).
+pub fn concerns(patient: Option<&str>) {
+    let Some(patient) = patient else {
+        return;
+    };
+    let _ = CONCERNS.try_with(|seen| {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if !seen.iter().any(|p| p == patient) {
+            seen.push(patient.to_string());
+        }
+    });
+}
+
+/// Runs `future` and returns its output with the patients it said it [`concerns`], in order;
+/// they also count for an enclosing [`concerning`] (a Bundle's, around its entries').
+pub async fn concerning<F: Future>(future: F) -> (F::Output, Vec<String>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = CONCERNS.scope(Arc::clone(&seen), future).await;
+    let patients = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
+    for patient in &patients {
+        concerns(Some(patient));
+    }
+    (out, patients)
+}
 
 /// What a handler did, for the audit line: references and counts, never content.
 #[derive(Clone, Debug, Default)]
@@ -8,6 +49,9 @@ pub struct AuditNote {
     pub interaction: &'static str,
     /// The resources touched, as `Type/id` references (ids are not protected values).
     pub resources: Vec<String>,
+    /// The patients whose records it concerns, as `Patient/id` references (see the module
+    /// documentation); a batch's or transaction's, those of all its entries.
+    pub patients: Vec<String>,
     /// Elements opened for the caller.
     pub opened: usize,
     /// Elements left masked for the caller.
@@ -27,3 +71,32 @@ pub struct AuditNote {
     /// refused because of one entry, that entry's).
     pub entries: Vec<Self>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn patients_are_collected_per_scope_and_count_for_the_enclosing_one() {
+        concerns(Some("Patient/none")); // nobody collecting: nothing happens
+        let ((), outer) = concerning(async {
+            concerns(Some("Patient/a"));
+            let ((), inner) = concerning(async {
+                concerns(Some("Patient/b"));
+                concerns(None);
+                concerns(Some("Patient/b"));
+            })
+            .await;
+            assert_eq!(inner, ["Patient/b"]);
+            concerns(Some("Patient/a"));
+        })
+        .await;
+        assert_eq!(outer, ["Patient/a", "Patient/b"]);
+    }
+}
+
+/// What break-glass did in a request, for the audit line's `break_glass` (`docs/break-glass.md`):
+/// the outcome, the rules, the reason, the grant, the resources and element paths it opened;
+/// never a value. A response extension of its own, beside the [`AuditNote`].
+#[derive(Clone, Debug)]
+pub struct BreakGlassNote(pub serde_json::Value);

@@ -24,6 +24,8 @@ pub fn authorize(
     resource: &Value,
 ) -> Result<Obligations, ApiError> {
     let (resource_type, patient) = scoped(state, caller, interaction, resource)?;
+    // An attempt on a patient's record concerns her, permitted or not.
+    crate::audit::note::concerns(patient.as_deref());
     decide(state, caller, interaction, resource_type, patient)
 }
 
@@ -79,6 +81,23 @@ impl EntryDecisions {
         resource: &Value,
     ) -> Result<(), ApiError> {
         let (resource_type, patient) = scoped(state, caller, interaction, resource)?;
+        // An entry the caller gets concerns its patient; one left out is not the caller's access.
+        let permitted = self.permit(state, caller, interaction, resource_type, patient.clone());
+        if permitted.is_ok() {
+            crate::audit::note::concerns(patient.as_deref());
+        }
+        permitted
+    }
+
+    /// The decision of [`EntryDecisions::authorize`] once the scopes let the entry through.
+    fn permit(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        interaction: Interaction,
+        resource_type: &str,
+        patient: Option<String>,
+    ) -> Result<(), ApiError> {
         let any = *self
             .any_patient
             .entry((interaction, resource_type.to_string()))

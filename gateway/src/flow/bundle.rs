@@ -31,6 +31,7 @@ use fhirseal_upstream::UpstreamRequest;
 use serde_json::{Map, Value, json};
 
 use crate::audit::AuditNote;
+use crate::audit::note::concerning;
 use crate::auth::Caller;
 use fhirseal_fhir::FHIR_JSON;
 
@@ -100,10 +101,13 @@ async fn run_entry(
     if request.interaction == Interaction::BatchOrTransaction {
         return Answer::refused(&ApiError::NestedBundle, name, resources);
     }
-    match run_one(state, caller, request).await {
+    let (result, patients) = concerning(run_one(state, caller, request)).await;
+    let mut answer = match result {
         Ok(answer) => answer,
         Err(error) => Answer::refused(&error, name, resources),
-    }
+    };
+    answer.note.patients = patients;
+    answer
 }
 
 /// A transaction: references mapped, writes prepared, sent as one, finished; then the reads.
@@ -191,12 +195,14 @@ async fn run_transaction(
             resources: resources.clone(),
             reason: Box::new(reason),
         };
-        let (prepared, guard) = match change::prepare(state, caller, request, id).await {
+        let (planned, patients) = concerning(change::prepare(state, caller, request, id)).await;
+        let (prepared, guard) = match planned {
             Ok(Planned::Other(request)) => {
                 reads.push((index, request));
                 continue;
             }
-            Ok(Planned::Write(Step::Answered(answer))) => {
+            Ok(Planned::Write(Step::Answered(mut answer))) => {
+                answer.note.patients = patients;
                 answers[index] = Some(answer);
                 continue;
             }
@@ -213,6 +219,7 @@ async fn run_transaction(
             index,
             interaction,
             resources,
+            patients,
             prepared,
             guard,
         });
@@ -233,6 +240,7 @@ async fn run_transaction(
                 index,
                 prepared,
                 guard,
+                mut patients,
                 ..
             },
             response,
@@ -241,7 +249,17 @@ async fn run_transaction(
             // The upstream has answered: a create's guard goes.
             drop(guard);
             let (status, headers, stored) = entry_response(response)?;
-            let answer = change::finish(state, caller, prepared, status, &headers, stored).await?;
+            let (answer, finished) = concerning(change::finish(
+                state, caller, prepared, status, &headers, stored,
+            ))
+            .await;
+            let mut answer = answer?;
+            for patient in finished {
+                if !patients.contains(&patient) {
+                    patients.push(patient);
+                }
+            }
+            answer.note.patients = patients;
             answers[index] = Some(answer);
         }
     }
@@ -276,12 +294,13 @@ fn upstream_entry(state: &AppState, prepared: &Prepared) -> Value {
     Value::Object(entry)
 }
 
-/// A prepared write of a transaction: its entry's index, what the audit line names of it, the
-/// write, and a create's guard, held until the upstream transaction has answered.
+/// A prepared write of a transaction: its entry's index, what the audit line names of it (its
+/// patients too), the write, and a create's guard, held until the upstream transaction has answered.
 struct Sent {
     index: usize,
     interaction: &'static str,
     resources: Vec<String>,
+    patients: Vec<String>,
     prepared: Prepared,
     guard: Option<CreateGuard>,
 }
@@ -443,6 +462,11 @@ fn bundle_answer(transaction: bool, answers: Vec<Answer>) -> Answer {
         let status = answer.status;
         let (entry, mut entry_note) = answer.into_entry();
         note.resources.extend(entry_note.resources.iter().cloned());
+        for patient in &entry_note.patients {
+            if !note.patients.contains(patient) {
+                note.patients.push(patient.clone());
+            }
+        }
         note.opened += entry_note.opened;
         note.masked += entry_note.masked;
         note.forged += entry_note.forged;
