@@ -11,7 +11,9 @@ use rshabe::AccessStructure;
 use serde_json::Value;
 
 use crate::document::Search;
-use crate::policy::{Attributes, Label, Origin, Policy, Protection, SealingRules, substitute};
+use crate::policy::{
+    Attributes, BreakGlass, Label, Origin, Policy, Protection, SealingRules, substitute,
+};
 
 /// A request, as far as the policy needs to know it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +88,19 @@ pub struct Explanation {
     pub elements: Vec<ElementExplanation>,
 }
 
+/// What break-glass gives a caller who asserts an emergency ([`Policy::emergency`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Emergency {
+    /// The break-glass rules whose `who` the caller satisfies, by name.
+    pub rules: Vec<String>,
+    /// The caller's own attributes and every rule's grants: what the emergency key holds.
+    pub attributes: Attributes,
+    /// The granted attributes the caller did not hold already (sorted).
+    pub added: Vec<String>,
+    /// How long the grant lasts from its first assertion: the shortest of the rules'.
+    pub max_seconds: u64,
+}
+
 /// One element's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElementExplanation {
@@ -93,6 +108,8 @@ pub struct ElementExplanation {
     pub path: String,
     /// Open (true) or masked.
     pub open: bool,
+    /// The break-glass rules that opened it, when only the emergency did (empty otherwise).
+    pub break_glass: Vec<String>,
     /// In words.
     pub why: String,
     /// When its rule names `writers`: whether the caller may set it without reading it, in
@@ -245,6 +262,7 @@ impl Policy {
                     elements.push(ElementExplanation {
                         path: concrete,
                         open,
+                        break_glass: Vec::new(),
                         why,
                         write: write.clone(),
                     });
@@ -259,6 +277,120 @@ impl Policy {
             access,
             elements,
         }
+    }
+}
+
+impl Policy {
+    /// Whether `principal` may break the glass: every `[[break-glass]]` rule whose `who` its
+    /// own attributes satisfy, and what they add to them. Deny by default: with no such rule the
+    /// answer is the reason, in words (which rule needs what, what the caller holds).
+    ///
+    /// # Errors
+    /// The reason the emergency is refused.
+    pub fn emergency(&self, principal: &Principal) -> Result<Emergency, String> {
+        let own = self.attributes(principal);
+        let permitted: Vec<&BreakGlass> = self
+            .break_glass()
+            .iter()
+            .filter(|rule| own.satisfy(&rule.who))
+            .collect();
+        if permitted.is_empty() {
+            return Err(if self.break_glass().is_empty() {
+                "the policy has no break-glass rule: nobody may break the glass".to_string()
+            } else {
+                let needs: Vec<String> = self
+                    .break_glass()
+                    .iter()
+                    .map(|rule| format!("`{}` needs {}", rule.name, rule.who))
+                    .collect();
+                format!(
+                    "no break-glass rule lets you break the glass: {}; you hold {}",
+                    needs.join("; "),
+                    held(&own)
+                )
+            });
+        }
+        let mut attributes = own.clone();
+        for rule in &permitted {
+            for attribute in &rule.grants {
+                attributes.grant(attribute, &format!("break-glass {}", rule.name));
+            }
+        }
+        let added = attributes
+            .names()
+            .filter(|a| !own.has(a))
+            .map(str::to_string)
+            .collect();
+        Ok(Emergency {
+            rules: permitted.iter().map(|r| r.name.clone()).collect(),
+            attributes,
+            added,
+            max_seconds: permitted
+                .iter()
+                .map(|r| r.max_seconds)
+                .min()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// [`Policy::explain`] for `principal` breaking the glass: each element the emergency
+    /// opens, and the caller's own attributes do not, is open with the break-glass rules that
+    /// opened it and their grants named (`ElementExplanation::break_glass`).
+    ///
+    /// # Errors
+    /// The reason the emergency is refused ([`Policy::emergency`]).
+    pub fn explain_emergency(
+        &self,
+        principal: &Principal,
+        resource: &Value,
+    ) -> Result<Explanation, String> {
+        let emergency = self.emergency(principal)?;
+        let mut explanation = self.explain(principal, resource);
+        let patient = explanation.patient.clone();
+        for element in explanation.elements.iter_mut().filter(|e| !e.open) {
+            let Some(protection) = self.protections().iter().find(|p| {
+                p.resource_type
+                    == resource
+                        .get("resourceType")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                    && p.elements
+                        .iter()
+                        .any(|rule| locate(resource, rule).contains(&element.path))
+            }) else {
+                continue;
+            };
+            let readers = protection.readers_for(patient.as_deref());
+            if !emergency.attributes.satisfy(&readers) {
+                element.why = format!("{} (break-glass does not open it either)", element.why);
+                continue;
+            }
+            let opened_by: Vec<&BreakGlass> = self
+                .break_glass()
+                .iter()
+                .filter(|rule| emergency.rules.contains(&rule.name))
+                .collect();
+            element.open = true;
+            element.break_glass = opened_by.iter().map(|r| r.name.clone()).collect();
+            element.why = format!(
+                "open by break-glass: emergency rule {} grants {}; {}",
+                opened_by
+                    .iter()
+                    .map(|r| format!("`{}` ({})", r.name, origin(&r.origin)))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                emergency.added.join(", "),
+                words(
+                    protection,
+                    &readers,
+                    &emergency.attributes,
+                    true,
+                    patient.as_deref()
+                )
+            );
+        }
+        explanation.attributes = emergency.attributes;
+        Ok(explanation)
     }
 }
 

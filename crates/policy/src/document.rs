@@ -18,6 +18,21 @@ pub(crate) struct RawFile {
     pub(crate) access: Vec<Spanned<RawAccess>>,
     #[serde(default)]
     pub(crate) protect: Vec<Spanned<RawProtect>>,
+    #[serde(default)]
+    pub(crate) break_glass: Vec<Spanned<RawBreakGlass>>,
+}
+
+/// `[[break-glass]]`: who may assert an emergency, what it adds to their attributes, for how long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawBreakGlass {
+    pub(crate) name: Spanned<String>,
+    /// An access structure over the caller's own attributes.
+    pub(crate) who: Spanned<String>,
+    /// The attributes added to the caller's for the emergency.
+    pub(crate) grants: Vec<Spanned<String>>,
+    /// How long a grant lasts from its first assertion.
+    pub(crate) max_minutes: Spanned<i64>,
 }
 
 /// `[policy]`

@@ -15,6 +15,9 @@
 //!   Deny is the default. Pure: no I/O, no clock, no randomness.
 //! - [`Policy::explain`] says, per protected element of a resource, open or masked, and which
 //!   rule and which attribute made it so.
+//! - [`Policy::emergency`] says whether a caller may break the glass (a `[[break-glass]]` rule
+//!   whose `who` its attributes satisfy) and what the emergency adds to its attributes, for how
+//!   long; [`Policy::explain_emergency`] says which emergency rule opened which element.
 //! - [`Policy::rules_for`] gives the sealing rules for one patient's records: `patient:self` in
 //!   a structure becomes that patient's own attribute, so the record owner's key opens what the
 //!   policy lets patients see.
@@ -28,13 +31,14 @@ mod document;
 mod policy;
 
 pub use decide::{
-    Decision, ElementExplanation, ElementObligation, Explanation, Obligations, Request,
+    Decision, ElementExplanation, ElementObligation, Emergency, Explanation, Obligations, Request,
     record_patient,
 };
 pub use document::Search;
 pub use policy::{
-    Access, Attributes, LOW_ENTROPY_TYPES, Label, NO_PATIENT, Origin, PATIENT_SELF, Policy,
-    PolicyError, PolicyErrors, Protection, Role, SealingRules, low_entropy,
+    Access, Attributes, BreakGlass, LOW_ENTROPY_TYPES, Label, MAX_BREAK_GLASS_MINUTES, NO_PATIENT,
+    Origin, PATIENT_SELF, Policy, PolicyError, PolicyErrors, Protection, Role, SealingRules,
+    low_entropy,
 };
 
 /// The policy the gateway runs with when none is configured: `fhir-profiles/policies/general-hospital.toml`.

@@ -18,7 +18,7 @@ use rshabe::access::Node;
 use rshabe::{AccessStructure, Attribute};
 use toml::Spanned;
 
-use crate::document::{RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
+use crate::document::{RawBreakGlass, RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
 
 /// The attribute a structure uses for "the patient the record belongs to".
 pub const PATIENT_SELF: &str = "patient:self";
@@ -35,7 +35,27 @@ pub struct Policy {
     access: Vec<Access>,
     /// Shared with every [`SealingRules`] a decision hands out: a snapshot costs a count.
     protections: Arc<[Protection]>,
+    break_glass: Vec<BreakGlass>,
 }
+
+/// A break-glass rule: who may assert an emergency, which attributes the emergency adds to
+/// theirs, and for how long (`fhir-profiles/README.md`, "Break-glass").
+#[derive(Clone, Debug)]
+pub struct BreakGlass {
+    /// Its name.
+    pub name: String,
+    /// Who may assert it: a structure over the caller's own attributes (never `patient:self`).
+    pub who: AccessStructure,
+    /// The attributes added to the caller's for the emergency, as written.
+    pub grants: Vec<String>,
+    /// How long a grant lasts from its first assertion, in seconds.
+    pub max_seconds: u64,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+/// The longest grant a break-glass rule may give, in minutes: one day.
+pub const MAX_BREAK_GLASS_MINUTES: i64 = 24 * 60;
 
 /// Where something was written.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -255,6 +275,7 @@ impl Policy {
         let mut roles = Vec::new();
         let mut access = Vec::new();
         let mut protections: Vec<Protection> = Vec::new();
+        let mut break_glass: Vec<(BreakGlass, String)> = Vec::new();
         for (file, text) in files {
             let raw: RawFile = match toml::from_str(text) {
                 Ok(raw) => raw,
@@ -301,6 +322,11 @@ impl Policy {
                     protections.push(rule);
                 }
             }
+            for (i, rule) in raw.break_glass.iter().enumerate() {
+                if let Some(rule) = check_break_glass(&mut c, i, rule) {
+                    break_glass.push((rule, format!("break-glass[{i}].grants")));
+                }
+            }
             errors.extend(c.errors);
         }
         // Across files: names are unique per kind, and protections must not contradict.
@@ -320,6 +346,27 @@ impl Policy {
             "protect",
         );
         contradictions(&mut errors, &protections);
+        unique(
+            &mut errors,
+            break_glass.iter().map(|(r, _)| (&r.name, &r.origin)),
+            "break-glass",
+        );
+        for (rule, key) in &break_glass {
+            if rule.opens(&protections).is_empty() {
+                errors.push(PolicyError {
+                    file: rule.origin.file.clone(),
+                    line: rule.origin.line,
+                    key: key.clone(),
+                    message: format!(
+                        "break-glass rule `{}` opens no protected element: with {} its grants satisfy no protection rule's readers that {} alone does not",
+                        rule.name,
+                        rule.grants.join(", "),
+                        rule.who
+                    ),
+                });
+            }
+        }
+        let mut break_glass: Vec<BreakGlass> = break_glass.into_iter().map(|(r, _)| r).collect();
         let Some((name, version, description)) = header else {
             if errors.is_empty() {
                 errors.push(PolicyError {
@@ -341,6 +388,7 @@ impl Policy {
         roles.sort_by(|a, b| a.name.cmp(&b.name));
         access.sort_by(|a, b| a.name.cmp(&b.name));
         protections.sort_by(|a, b| a.name.cmp(&b.name));
+        break_glass.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self {
             name,
             version,
@@ -348,7 +396,13 @@ impl Policy {
             roles,
             access,
             protections: protections.into(),
+            break_glass,
         })
+    }
+
+    /// Its break-glass rules, by name.
+    pub fn break_glass(&self) -> &[BreakGlass] {
+        &self.break_glass
     }
 
     /// Its name.
@@ -841,6 +895,58 @@ impl Attributes {
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
+
+    /// Adds `attribute`, with each hierarchical attribute's ancestors, given by `because`.
+    pub(crate) fn grant(&mut self, attribute: &str, because: &str) {
+        for prefix in with_ancestors(attribute) {
+            let why = self.held.entry(prefix).or_default();
+            if !why.iter().any(|w| w == because) {
+                why.push(because.to_string());
+            }
+        }
+    }
+}
+
+/// `attribute` and each of its hierarchical ancestors (`org:a/dept:b` → `org:a`, `org:a/dept:b`).
+fn with_ancestors(attribute: &str) -> Vec<String> {
+    let mut prefix = String::new();
+    let mut out = Vec::new();
+    for (i, part) in attribute.split('/').enumerate() {
+        if i > 0 {
+            prefix.push('/');
+        }
+        prefix.push_str(part);
+        out.push(prefix.clone());
+    }
+    out
+}
+
+impl BreakGlass {
+    /// The protection rules of `protections` (names, sorted) whose readers, for a record of no
+    /// patient, a caller holding the attributes of `who` and the grants satisfies and one
+    /// holding only those of `who` does not: what this rule is there to open. (A caller holds
+    /// some of `who`'s attributes, maybe not all: `explain` says what opens for one caller.)
+    pub fn opens<'p>(&self, protections: &'p [Protection]) -> Vec<&'p str> {
+        let mut own = Attributes::default();
+        for leaf in self.who.leaves() {
+            own.grant(leaf.as_str(), "who");
+        }
+        let mut granted = own.clone();
+        for attribute in &self.grants {
+            granted.grant(attribute, &self.name);
+        }
+        let mut names: Vec<&str> = protections
+            .iter()
+            .filter(|p| {
+                let readers = p.readers_for(None);
+                granted.satisfy(&readers) && !own.satisfy(&readers)
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 fn sorted(mut errors: Vec<PolicyError>) -> PolicyErrors {
@@ -997,6 +1103,84 @@ fn check_role(
             .iter()
             .map(|a| a.get_ref().clone())
             .collect(),
+        origin,
+    })
+}
+
+/// Why `text` cannot be an attribute a policy gives, if it cannot.
+fn attribute_problem(text: &str) -> Option<String> {
+    if text != PATIENT_SELF && text.starts_with("patient:") {
+        Some(format!(
+            "`{text}`: `patient:` attributes are given only through `{PATIENT_SELF}`"
+        ))
+    } else if let Err(e) = Attribute::new(text) {
+        Some(format!("`{text}` is not an attribute name: {e}"))
+    } else if !text
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || "_:./@#+-".contains(ch))
+    {
+        Some(format!(
+            "`{text}` is not an attribute name: use letters, digits and _ : . / @ # + - only"
+        ))
+    } else {
+        None
+    }
+}
+
+fn check_break_glass(
+    c: &mut Checker<'_>,
+    i: usize,
+    rule: &Spanned<RawBreakGlass>,
+) -> Option<BreakGlass> {
+    let origin = c.origin(&rule.span());
+    let rule = rule.get_ref();
+    let before = c.errors.len();
+    let who = c.structure(&rule.who, format!("break-glass[{i}].who"), false);
+    if rule.grants.is_empty() {
+        c.error(
+            rule.name.span(),
+            format!("break-glass[{i}].grants"),
+            format!(
+                "break-glass rule `{}` grants no attributes",
+                rule.name.get_ref()
+            ),
+        );
+    }
+    for attribute in &rule.grants {
+        let text = attribute.get_ref();
+        let problem = if text == PATIENT_SELF {
+            Some(format!(
+                "`{PATIENT_SELF}` cannot be granted: an emergency never makes a caller the patient"
+            ))
+        } else {
+            attribute_problem(text)
+        };
+        if let Some(problem) = problem {
+            c.error(
+                attribute.span(),
+                format!("break-glass[{i}].grants"),
+                problem,
+            );
+        }
+    }
+    let minutes = *rule.max_minutes.get_ref();
+    if !(1..=MAX_BREAK_GLASS_MINUTES).contains(&minutes) {
+        c.error(
+            rule.max_minutes.span(),
+            format!("break-glass[{i}].max-minutes"),
+            format!(
+                "max-minutes must be between 1 and {MAX_BREAK_GLASS_MINUTES} (one day): an emergency grant is bounded"
+            ),
+        );
+    }
+    if c.errors.len() != before {
+        return None;
+    }
+    Some(BreakGlass {
+        name: rule.name.get_ref().clone(),
+        who: who?,
+        grants: rule.grants.iter().map(|g| g.get_ref().clone()).collect(),
+        max_seconds: u64::try_from(minutes).ok()?.saturating_mul(60),
         origin,
     })
 }
