@@ -112,6 +112,7 @@ async fn one_line_per_request_with_who_what_and_outcome() {
     );
     assert_eq!(value["interaction"], "read");
     assert_eq!(value["resources"], json!(["Patient/p1"]));
+    assert_eq!(value["patients"], json!(["Patient/p1"]));
     assert_eq!(
         (
             &value["opened"],
@@ -151,6 +152,7 @@ async fn one_line_per_request_with_who_what_and_outcome() {
             "who",
             "interaction",
             "resources",
+            "patients",
             "opened",
             "masked",
             "forged",
