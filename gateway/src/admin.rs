@@ -247,6 +247,8 @@ pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
         .route("/authority/period/advance", post(advance))
         .route("/authorization/unlock", post(unlock))
         .route("/authorization/login-stats", get(login_stats))
+        .route("/break-glass", get(crate::break_glass::admin::list))
+        .route("/break-glass/renew", post(crate::break_glass::admin::renew))
         .with_state(state)
         .fallback(|| async {
             (

@@ -107,6 +107,8 @@ pub struct Config {
     pub introspection: Option<IntrospectionConfig>,
     /// The embedded authorization server, if on; its issuer is `{public_url}/auth`.
     pub embedded: Option<ServerConfig>,
+    /// Where break-glass alerts go (`[break_glass]`).
+    pub break_glass: crate::break_glass::settings::Settings,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +126,8 @@ struct RawConfig {
     ciphertext_update: RawCtUpdate,
     #[serde(default)]
     search: RawSearch,
+    #[serde(default)]
+    break_glass: crate::break_glass::settings::RawBreakGlass,
 }
 
 #[derive(Default, Deserialize)]
@@ -403,6 +407,8 @@ impl Config {
         };
         let ct_update = ct_update(&raw.ciphertext_update).map_err(|(k, p)| error(k, p))?;
         let search = search(&raw.search).map_err(|(k, p)| error(k, p))?;
+        let break_glass = crate::break_glass::settings::settings(&raw.break_glass)
+            .map_err(|(k, p)| error(k, p))?;
         let policy_files = raw.policy.files.iter().map(|p| base.join(p)).collect();
         let issuers = raw
             .smart
@@ -455,6 +461,7 @@ impl Config {
             issuers,
             introspection,
             embedded,
+            break_glass,
         })
     }
 }

@@ -27,6 +27,8 @@
 //!   `OperationOutcome` with the right status (and `WWW-Authenticate` for 401 and 403).
 //! - [`auth`]: the authentication step (bearer token verified, the caller put in the request).
 //! - [`audit`]: one audit line per request.
+//! - [`break_glass`]: emergency access: asserted, bounded in time, opened with an emergency key,
+//!   labelled, audited and alerted.
 //! - [`ctupdate`]: the ciphertext-update job that moves every stored header to the current period
 //!   after a revocation (planner, workers, background task).
 //! - [`admin`]: the admin API for the loopback admin listener (health, the update job,
@@ -38,6 +40,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod break_glass;
 pub mod config;
 pub mod ctupdate;
 pub mod error;

@@ -60,6 +60,8 @@ pub struct AppState {
     pub audit: AuditSink,
     /// The process's metrics, served at the admin listener's `/metrics`.
     pub metrics: Metrics,
+    /// Break-glass grants in force and alerts.
+    pub break_glass: Arc<crate::break_glass::BreakGlass>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -168,6 +170,13 @@ impl AppState {
             http,
         )?;
         let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
+        let config_break_glass = config.break_glass.clone();
+        if !policy.break_glass().is_empty() && config_break_glass.webhook_url.is_none() {
+            tracing::warn!(
+                "the policy has break-glass rules but break_glass.webhook_url is not set: \
+                 emergencies are logged and listed by the admin API only"
+            );
+        }
         Ok(Self {
             sealing,
             creates: Arc::new(CreateGuards::new(Arc::clone(&authority))),
@@ -194,6 +203,7 @@ impl AppState {
             discovery,
             audit,
             metrics,
+            break_glass: Arc::new(crate::break_glass::BreakGlass::new(config_break_glass)),
         })
     }
 }

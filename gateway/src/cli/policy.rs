@@ -50,6 +50,10 @@ enum Command {
         /// Explain the searches on protected elements instead.
         #[arg(long, conflicts_with_all = ["claims", "resource"])]
         searches: bool,
+        /// As if the caller broke the glass: which emergency rule opens which element (or why
+        /// the caller may not break it).
+        #[arg(long, conflicts_with = "searches")]
+        break_glass: bool,
     },
 }
 
@@ -63,6 +67,8 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             Ok(if args.json {
                 json!({"valid": true, "name": policy.name(), "version": policy.version(),
                     "roles": policy.roles().len(), "access": policy.access().len(), "protected_elements": protected,
+                    "break_glass": policy.break_glass().iter().map(|r| json!({"name": r.name, "who": r.who.to_string(),
+                        "grants": r.grants, "max_minutes": r.max_seconds / 60, "opens": r.opens(policy.protections())})).collect::<Vec<_>>(),
                     "warnings": warnings})
                 .to_string()
             } else {
@@ -75,6 +81,16 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                     protected,
                     policy.protections().len()
                 );
+                for rule in policy.break_glass() {
+                    text.push_str(&format!(
+                        "\nbreak-glass `{}`: {} may, for at most {} minutes; grants {}; opens rules {}",
+                        rule.name,
+                        rule.who,
+                        rule.max_seconds / 60,
+                        rule.grants.join(", "),
+                        rule.opens(policy.protections()).join(", ")
+                    ));
+                }
                 for warning in &warnings {
                     text.push_str("\nwarning: ");
                     text.push_str(warning);
@@ -114,6 +130,7 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             policy,
             claims,
             resource,
+            break_glass,
             ..
         } => {
             let (Some(claims), Some(resource)) = (claims, resource) else {
@@ -129,7 +146,13 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             {
                 return Err("the resource file holds no FHIR resource (no resourceType)".into());
             }
-            let explanation = policy.explain(&principal, &resource);
+            let explanation = if break_glass {
+                policy
+                    .explain_emergency(&principal, &resource)
+                    .map_err(|why| format!("break-glass refused: {why}"))?
+            } else {
+                policy.explain(&principal, &resource)
+            };
             Ok(if args.json {
                 json!({
                     "resource": explanation.resource,
@@ -141,6 +164,9 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                     },
                     "elements": explanation.elements.iter().map(|e| {
                         let mut element = json!({"path": e.path, "open": e.open, "why": e.why});
+                        if !e.break_glass.is_empty() {
+                            element["break_glass"] = json!(e.break_glass);
+                        }
                         if let Some((write, words)) = &e.write {
                             element["write"] = json!(write);
                             element["write_why"] = json!(words);

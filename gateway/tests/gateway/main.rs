@@ -14,6 +14,7 @@ mod app;
 mod audit;
 mod audit_chain;
 mod auth;
+mod break_glass;
 mod cli;
 mod config;
 mod config_cli;
