@@ -275,3 +275,64 @@ fn a_blind_indexed_reference_is_valid_and_explained() {
         "{out}"
     );
 }
+
+#[test]
+fn check_lists_break_glass_rules_and_explain_names_the_one_that_opened_an_element() {
+    let hiv = policies().join("hiv-behavioural-health.toml");
+    let hiv = hiv.to_str().unwrap();
+    let out = ok(&["check", hiv]);
+    assert!(
+        out.contains("break-glass `emergency physicians`: role:physician may, for at most 60 minutes; grants org:st-mary/dept:infectious-disease; opens rules HIV and psychiatric diagnoses, antiretroviral and psychiatric medication, viral loads and CD4 counts"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let condition = write(
+        dir.path(),
+        "condition.json",
+        r#"{"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+            "code": {"text": "x"}}"#,
+    );
+    let doctor = write(
+        dir.path(),
+        "doctor.json",
+        r#"{"sub": "d", "fhirUser": "Practitioner/d", "practitioner_roles": [{"code": ["doctor"]}]}"#,
+    );
+    let nurse = write(
+        dir.path(),
+        "nurse.json",
+        r#"{"sub": "n", "fhirUser": "Practitioner/n", "practitioner_roles": [{"code": ["nurse"]}]}"#,
+    );
+    let args = |claims: &str, break_glass: bool| {
+        let mut args = vec![
+            "explain".to_string(),
+            "--policy".into(),
+            hiv.into(),
+            "--claims".into(),
+            claims.into(),
+            "--resource".into(),
+            condition.clone(),
+        ];
+        if break_glass {
+            args.push("--break-glass".into());
+        }
+        args
+    };
+    let plain = args(&doctor, false);
+    let plain = ok(&plain.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(plain.contains("Condition.code: masked"), "{plain}");
+    let broken = args(&doctor, true);
+    let broken = ok(&broken.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        broken.contains(
+            "Condition.code: open by break-glass: emergency rule `emergency physicians` ("
+        ) && broken.contains("grants org:st-mary/dept:infectious-disease"),
+        "{broken}"
+    );
+    let refused = args(&nurse, true);
+    let (code, err) = fails(&refused.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("break-glass refused: no break-glass rule lets you break the glass"),
+        "{err}"
+    );
+}
