@@ -28,6 +28,7 @@ async fn reader(Extension(id): Extension<RequestId>) -> Response {
     response.extensions_mut().insert(AuditNote {
         interaction: "read",
         resources: vec!["Patient/p1".into()],
+        patients: vec!["Patient/p1".into()],
         opened: 4,
         masked: 1,
         forged: 2,
