@@ -2,7 +2,7 @@
 //! policy's `[[break-glass]]` rules open for them are opened on their reads, labelled, audited and
 //! alerted (`docs/break-glass.md`).
 //!
-//! - **Assertion** ([`assert`]): the request header [`REASON_HEADER`] with the reason (1 to
+//! - **Assertion** ([`assert()`]): the request header [`REASON_HEADER`] with the reason (1 to
 //!   [`MAX_REASON_CHARS`] characters, no control characters), or the token's
 //!   [`PURPOSE_CLAIM`] holding the HL7 v3 ActReason `BTG`, which then needs the header's reason
 //!   too. A malformed reason, or a `BTG` token without one, is a 400; a caller no rule lets
@@ -10,7 +10,7 @@
 //! - **Time** ([`grants`]): a grant lasts the policy's `max-minutes` from the first assertion of
 //!   the caller's identity, then refuses (403) until an administrator renews it
 //!   (`POST /break-glass/renew` on the admin API). Per process.
-//! - **Opening** ([`reopen`], from [`crate::flow::protect::open_for`]): a read the caller's own
+//! - **Opening** (`reopen`, from [`crate::flow::protect::open_for`]): a read the caller's own
 //!   key leaves partly masked is opened again with the key of the service identity
 //!   `service:break-glass <identity>`, registered with the authority like any caller and holding
 //!   the caller's attributes plus the rules' grants. Only reads (read, vread, searches,
