@@ -17,7 +17,7 @@
 //!
 //! (on one line). `patients` names the patients whose records the request concerns
 //! ([`note`]: every record read, written or deleted, refused ones included, and every entry a
-//! search returned). A request the compliance policy denied also has `reason`: the policy's words
+//! search returned), for `GET /fhir/AuditEvent?patient=…` ([`search`]). A request the compliance policy denied also has `reason`: the policy's words
 //! (which rules, which attributes were needed and held), which the client does not get. A
 //! batch's or transaction's line also has `entries`, one object per entry with the same
 //! `interaction`, `resources`, `patients`, `opened`, `masked`, `forged`, `sealed` and `reason` as the
@@ -59,6 +59,7 @@ use crate::error::ApiError;
 pub mod chain;
 pub mod event;
 pub mod note;
+pub mod search;
 
 pub use note::{AuditNote, BreakGlassNote};
 

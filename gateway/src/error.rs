@@ -167,6 +167,11 @@ pub enum ApiError {
     /// (fail closed) or is a chain or `_has`. The message names the parameter, never its value.
     #[error("{0}")]
     SearchRefused(String),
+    /// The audit trail cannot be read (`GET /fhir/AuditEvent`): its store is unreachable (503),
+    /// or a record is malformed or no longer hashes to its stored hash (500: run
+    /// `fhirseal audit verify`).
+    #[error("the audit trail cannot be read")]
+    AuditTrail(#[source] fhirseal_authority::Error),
     /// The external authorization server's discovery document cannot be fetched (502).
     #[error("the authorization server's discovery document is not available")]
     DiscoveryUnavailable,
@@ -470,6 +475,10 @@ impl ApiError {
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),
             Self::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "transient", None),
+            Self::AuditTrail(error) => {
+                let (status, code) = authority_failure(error);
+                (status, code, None)
+            }
             Self::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "conflict", None),
             Self::CreateGuard(e) => {
                 let (status, code) = match e {

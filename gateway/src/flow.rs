@@ -49,6 +49,10 @@ pub async fn run(
     request: FhirRequest,
 ) -> Result<Answer, ApiError> {
     use Interaction as I;
+    // AuditEvents come from the gateway's own audit trail, never from the upstream.
+    if crate::audit::search::serves(&request.interaction) {
+        return crate::audit::search::run(state, caller, request).await;
+    }
     // Writes: prepared, sent, finished by the steps a transaction uses too.
     let request = match change::prepare(state, caller, request, change::CreateId::default()).await?
     {

@@ -208,8 +208,8 @@ impl AppState {
     }
 }
 
-/// The audit chain's writer: its own connection to the authority's store, the checkpoint key
-/// (made on first start), its thread.
+/// The audit chain's writer: its own connection to the authority's store (and another for
+/// searches), the checkpoint key (made on first start), its thread.
 fn chain_writer(
     config: &Config,
     authority: &Authority,
@@ -217,7 +217,8 @@ fn chain_writer(
 ) -> Result<ChainWriter, StartupError> {
     let signer = CheckpointSigner::load_or_create(authority, &mut OsRng)?;
     let chain = AuditChain::new(store::open(&config.authority_database)?, signer, policy);
-    ChainWriter::start(chain, Duration::from_secs(policy.every_seconds()))
+    let reader = store::open(&config.authority_database)?;
+    ChainWriter::start(chain, reader, Duration::from_secs(policy.every_seconds()))
         .map_err(|e| StartupError::Audit(AuditError::Chain(e)))
 }
 

@@ -17,8 +17,10 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fhirseal_authority::AuditChain;
+use std::sync::{Arc, Mutex};
+
 use fhirseal_authority::audit::AuditEntry;
+use fhirseal_authority::{AuditChain, Store};
 use tokio::sync::oneshot;
 
 /// How many lines may wait for the writer; beyond, requests fail closed.
@@ -27,11 +29,19 @@ pub const QUEUE: usize = 8192;
 /// The most lines appended in one transaction.
 pub const BATCH: usize = 512;
 
-/// The handle of the chain's writer thread. Cheap to clone; the thread stops (signing a last
+/// The handle of the chain's writer thread, and a connection of its own for reading the chain
+/// (`GET /fhir/AuditEvent`, [`super::search`]). Cheap to clone; the thread stops (signing a last
 /// checkpoint) once every clone is dropped.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ChainWriter {
     queue: SyncSender<Job>,
+    reader: Arc<Mutex<Box<dyn Store>>>,
+}
+
+impl std::fmt::Debug for ChainWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainWriter").finish_non_exhaustive()
+    }
 }
 
 /// Why a line is not on the chain.
@@ -59,16 +69,30 @@ struct Job {
 
 impl ChainWriter {
     /// Starts the writer thread on `chain`, signing a checkpoint over an idle tail every
-    /// `idle` (the checkpoint interval).
+    /// `idle` (the checkpoint interval); `reader` is another connection to the same store, for
+    /// searches.
     ///
     /// # Errors
     /// The thread cannot be spawned.
-    pub fn start(chain: AuditChain, idle: Duration) -> std::io::Result<Self> {
+    pub fn start(
+        chain: AuditChain,
+        reader: Box<dyn Store>,
+        idle: Duration,
+    ) -> std::io::Result<Self> {
         let (queue, jobs) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("fhirseal-audit-chain".into())
             .spawn(move || run(chain, &jobs, idle))?;
-        Ok(Self { queue })
+        Ok(Self {
+            queue,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    /// The connection for reading the chain: a blocking store, to use off the async threads
+    /// (`spawn_blocking`), one search at a time.
+    pub fn reader(&self) -> Arc<Mutex<Box<dyn Store>>> {
+        Arc::clone(&self.reader)
     }
 
     /// Appends `line` and waits (without blocking the runtime) until it is committed; its
@@ -166,11 +190,10 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::sync::Arc;
     use std::time::Instant;
 
     use fhirseal_authority::audit;
-    use fhirseal_authority::{CheckpointPolicy, CheckpointSigner, Store, store};
+    use fhirseal_authority::{CheckpointPolicy, CheckpointSigner, store};
 
     use super::*;
 
@@ -190,7 +213,8 @@ mod tests {
             signer,
             CheckpointPolicy::DEFAULT,
         );
-        let writer = Arc::new(ChainWriter::start(chain, Duration::from_secs(60)).unwrap());
+        let reader = store::open(&url).unwrap();
+        let writer = Arc::new(ChainWriter::start(chain, reader, Duration::from_secs(60)).unwrap());
         let started = Instant::now();
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
@@ -219,7 +243,10 @@ mod tests {
         // The writer's queue closed: refused, not lost silently.
         let (queue, jobs) = sync_channel(1);
         drop(jobs);
-        let gone = ChainWriter { queue };
+        let gone = ChainWriter {
+            queue,
+            reader: writer.reader(),
+        };
         assert!(matches!(
             gone.append("{}".into()).await,
             Err(ChainError::Stopped)

@@ -1,5 +1,7 @@
 //! `GET [base]/metadata`: the upstream's CapabilityStatement, moved to the gateway's base, with
-//! the gateway's security section (SMART on FHIR, the embedded server's OAuth endpoints).
+//! the gateway's security section (SMART on FHIR, the embedded server's OAuth endpoints), and
+//! AuditEvent as the gateway serves it (read and search of its own audit trail,
+//! [`crate::audit::search`]), not as the upstream would.
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use fhirseal_upstream::{UpstreamRequest, rewrite_base};
@@ -31,11 +33,51 @@ pub async fn capabilities(state: &AppState) -> Result<Answer, ApiError> {
         return Err(ApiError::UpstreamMalformed);
     }
     secure(&mut statement, state);
+    audit_events(&mut statement, state);
     let note = AuditNote {
         interaction: "capabilities",
         ..AuditNote::default()
     };
     Ok(Answer::new(StatusCode::OK, Some(statement), note))
+}
+
+/// AuditEvent in every server `rest`: the gateway's read and search of its audit trail when it
+/// is chained, nothing when it is not (the upstream's AuditEvents are never served).
+fn audit_events(statement: &mut Value, state: &AppState) {
+    let ours = json!({
+        "type": "AuditEvent",
+        "documentation": "Served by the gateway from its tamper-evident audit trail, newest \
+            first; never forwarded upstream. A patient sees the events concerning her own \
+            record; the policy names who may search them all.",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "searchParam": [
+            {"name": "patient", "type": "reference"},
+            {"name": "agent", "type": "reference"},
+            {"name": "date", "type": "date"},
+            {"name": "outcome", "type": "token"},
+        ],
+    });
+    let chained = state.audit.chain().is_some();
+    let Some(Value::Array(rest)) = statement.get_mut("rest") else {
+        return;
+    };
+    for entry in rest
+        .iter_mut()
+        .filter(|r| r.get("mode").and_then(Value::as_str) == Some("server"))
+    {
+        let Value::Object(entry) = entry else {
+            continue;
+        };
+        let resources = entry
+            .entry("resource")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(resources) = resources {
+            resources.retain(|r| r.get("type").and_then(Value::as_str) != Some("AuditEvent"));
+            if chained {
+                resources.push(ours.clone());
+            }
+        }
+    }
 }
 
 fn secure(statement: &mut Value, state: &AppState) {

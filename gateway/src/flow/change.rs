@@ -136,6 +136,16 @@ pub async fn prepare(
     id: CreateId,
 ) -> Result<Planned, ApiError> {
     use FhirInteraction as I;
+    // The audit trail is written by the gateway alone (a transaction's entries come here
+    // without `flow::run`).
+    if crate::audit::search::serves(&request.interaction)
+        && matches!(
+            request.interaction,
+            I::Create(_) | I::Update(..) | I::ConditionalUpdate(_) | I::Patch(..) | I::Delete(..)
+        )
+    {
+        return Err(ApiError::MethodNotAllowed);
+    }
     let FhirRequest {
         interaction,
         params,

@@ -222,7 +222,7 @@ async fn every_request_is_chained_verified_and_exported_as_audit_events() {
 /// The R4 `AuditEvent`'s required elements and their shapes: `type` a Coding, `recorded` an
 /// instant, `agent` (1..*) each with `requestor`, `source.observer` a Reference; `outcome` of the
 /// R4 codes; `entity.what` a Reference.
-fn assert_r4_audit_event(event: &Value) {
+pub(crate) fn assert_r4_audit_event(event: &Value) {
     assert!(event["type"]["system"].is_string() && event["type"]["code"].is_string());
     assert!(event["recorded"].as_str().unwrap().len() >= 20);
     assert!(["0", "4", "8", "12"].contains(&event["outcome"].as_str().unwrap()));

@@ -13,6 +13,7 @@ mod admin;
 mod app;
 mod audit;
 mod audit_chain;
+mod audit_search;
 mod auth;
 mod break_glass;
 mod cli;
