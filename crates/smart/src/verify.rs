@@ -261,6 +261,19 @@ impl Verifier {
             .await
     }
 
+    /// Fetches the keys of every issuer whose keys come from a `jwks_uri` and are not at hand
+    /// yet (at start-up, so that the first token of each does not wait for them): each issuer,
+    /// in configuration order, with whether its keys are at hand now. A failure is not final:
+    /// the first token of that issuer fetches again.
+    pub async fn prefetch_keys(&self) -> Vec<(String, bool)> {
+        let mut out = Vec::with_capacity(self.inner.issuers.len());
+        for issuer in &self.inner.issuers {
+            let ready = issuer.keys.prefetch(&self.inner.http).await;
+            out.push((issuer.config.issuer.clone(), ready));
+        }
+        out
+    }
+
     /// Verifies a bearer token.
     ///
     /// # Errors

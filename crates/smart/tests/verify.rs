@@ -637,6 +637,52 @@ async fn a_cache_hit_returns_the_same_verified_token_without_fetching() {
     assert!(!debug.contains("Patient/123") && !debug.contains(&token[..40]));
 }
 
+/// Keys fetched at start-up serve the first token without a fetch of its own; a static key set
+/// needs none; a prefetch that failed does not hold the first token back (it fetches again,
+/// inside the refetch interval).
+#[tokio::test]
+async fn prefetched_keys_serve_the_first_token_and_a_failed_prefetch_does_not_block_it() {
+    let k = keys();
+    let server = jwks_server(&jwks(&[&k.rsa.jwk])).await;
+    let v = Verifier::new(
+        remote_config(&server, Duration::from_secs(30)),
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    assert_eq!(v.prefetch_keys().await, [(ISS.to_string(), true)]);
+    assert_eq!(requests(&server).await, 1);
+    assert_eq!(v.prefetch_keys().await, [(ISS.to_string(), true)]);
+    v.verify(&sign(&k.rsa, &claims())).await.unwrap();
+    assert_eq!(
+        requests(&server).await,
+        1,
+        "the token used the prefetched keys"
+    );
+
+    assert_eq!(
+        all_keys().prefetch_keys().await,
+        [(ISS.to_string(), true)],
+        "a static key set is at hand"
+    );
+
+    let down = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&down)
+        .await;
+    mount_jwks(&down, &jwks(&[&k.rsa.jwk])).await;
+    let v = Verifier::new(
+        remote_config(&down, Duration::from_secs(30)),
+        reqwest::Client::new(),
+    )
+    .unwrap();
+    assert_eq!(v.prefetch_keys().await, [(ISS.to_string(), false)]);
+    v.verify(&sign(&k.rsa, &claims())).await.unwrap();
+    assert_eq!(requests(&down).await, 2);
+}
+
 #[tokio::test]
 async fn a_token_that_expires_in_the_cache_is_refused() {
     let k = keys();

@@ -133,6 +133,26 @@ impl IssuerKeys {
         }
     }
 
+    /// Fetches the key set now unless keys are at hand (a static set, or fetched before), so
+    /// that the first token does not wait for them: whether keys are at hand afterwards. A failed
+    /// attempt does not count against the refetch interval: the first token fetches again.
+    pub(super) async fn prefetch(&self, http: &reqwest::Client) -> bool {
+        let Some(uri) = &self.jwks_uri else {
+            return true;
+        };
+        let mut last_fetch = self.last_fetch.lock().await;
+        if self.current().is_some() {
+            return true;
+        }
+        let fetched = fetch::json(http.get(uri), JWKS_BODY_LIMIT).await;
+        let Some(set) = fetched.and_then(|jwks| KeySet::from_jwks(&jwks, &self.allowed)) else {
+            return false;
+        };
+        *last_fetch = Some(Instant::now());
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
+        true
+    }
+
     fn current(&self) -> Option<Arc<KeySet>> {
         self.current
             .read()
