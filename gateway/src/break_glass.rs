@@ -63,14 +63,16 @@ pub struct BreakGlass {
     pub grants: grants::Grants,
     /// Alerts and the recent events.
     pub alerts: alert::Alerts,
+    metrics: crate::metrics::Metrics,
 }
 
 impl BreakGlass {
-    /// The state for `settings`.
-    pub fn new(settings: settings::Settings) -> Self {
+    /// The state for `settings`, counted in `metrics`.
+    pub fn new(settings: settings::Settings, metrics: crate::metrics::Metrics) -> Self {
         Self {
             grants: grants::Grants::default(),
-            alerts: alert::Alerts::new(settings),
+            alerts: alert::Alerts::new(settings, metrics.clone()),
+            metrics,
         }
     }
 }
@@ -231,6 +233,12 @@ fn raise(state: &AppState, event: Value, response: &mut Response) {
         }
     }
     response.extensions_mut().insert(BreakGlassNote(note));
+    let outcome = if event.get("outcome").and_then(Value::as_str) == Some("granted") {
+        "granted"
+    } else {
+        "refused"
+    };
+    state.break_glass.metrics.break_glass(outcome);
     state.break_glass.alerts.raise(event);
 }
 

@@ -67,6 +67,8 @@ struct Inner {
     key_derivations: Family<OutcomeLabels, Counter>,
     ct_chunks: Family<OutcomeLabels, Counter>,
     ct_headers_moved: Counter,
+    break_glass: Family<OutcomeLabels, Counter>,
+    break_glass_alerts: Family<ResultLabels, Counter>,
     job_chunks: Family<StateLabels, Gauge>,
     job_headers_moved: Gauge,
     job_target_period: Gauge,
@@ -219,6 +221,19 @@ impl Metrics {
             "Shared headers this process moved to a later period",
             ct_headers_moved.clone(),
         );
+        let break_glass = Family::default();
+        registry.register(
+            "fhirseal_break_glass",
+            "Break-glass assertions, by outcome (granted, refused)",
+            break_glass.clone(),
+        );
+        let break_glass_alerts = Family::default();
+        registry.register(
+            "fhirseal_break_glass_alerts",
+            "Break-glass alerts for the webhook, by result (sent; failed: every attempt failed; \
+             dropped: too many in flight)",
+            break_glass_alerts.clone(),
+        );
         let job_chunks = Family::default();
         registry.register(
             "fhirseal_ct_update_job_chunks",
@@ -286,6 +301,8 @@ impl Metrics {
                 key_derivations,
                 ct_chunks,
                 ct_headers_moved,
+                break_glass,
+                break_glass_alerts,
                 job_chunks,
                 job_headers_moved,
                 job_target_period,
@@ -391,6 +408,22 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         inner.ct_headers_moved.inc_by(moved);
+    }
+
+    /// Records one break-glass assertion, `granted` or `refused`.
+    pub fn break_glass(&self, outcome: &'static str) {
+        self.inner
+            .break_glass
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Records what became of one break-glass alert: `sent`, `failed` or `dropped`.
+    pub fn break_glass_alert(&self, result: &'static str) {
+        self.inner
+            .break_glass_alerts
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Records one ciphertext-update chunk that failed on its content.

@@ -170,13 +170,16 @@ impl AppState {
             http,
         )?;
         let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
-        let config_break_glass = config.break_glass.clone();
-        if !policy.break_glass().is_empty() && config_break_glass.webhook_url.is_none() {
+        if !policy.break_glass().is_empty() && config.break_glass.webhook_url.is_none() {
             tracing::warn!(
                 "the policy has break-glass rules but break_glass.webhook_url is not set: \
                  emergencies are logged and listed by the admin API only"
             );
         }
+        let break_glass = Arc::new(crate::break_glass::BreakGlass::new(
+            config.break_glass.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             sealing,
             creates: Arc::new(CreateGuards::new(Arc::clone(&authority))),
@@ -203,7 +206,7 @@ impl AppState {
             discovery,
             audit,
             metrics,
-            break_glass: Arc::new(crate::break_glass::BreakGlass::new(config_break_glass)),
+            break_glass,
         })
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::settings::Settings;
+use crate::metrics::Metrics;
 
 /// How many recent events the admin API lists.
 pub const RECENT: usize = 1000;
@@ -29,6 +30,7 @@ pub struct Alerts {
     recent: Mutex<VecDeque<Value>>,
     in_flight: Arc<Semaphore>,
     counts: Arc<Counts>,
+    metrics: Metrics,
 }
 
 #[derive(Default)]
@@ -47,8 +49,8 @@ impl std::fmt::Debug for Alerts {
 }
 
 impl Alerts {
-    /// Alerts under `settings`.
-    pub fn new(settings: Settings) -> Self {
+    /// Alerts under `settings`, counted in `metrics`.
+    pub fn new(settings: Settings, metrics: Metrics) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.webhook_timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
@@ -60,6 +62,7 @@ impl Alerts {
             recent: Mutex::new(VecDeque::new()),
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
             counts: Arc::new(Counts::default()),
+            metrics,
         }
     }
 
@@ -82,12 +85,14 @@ impl Alerts {
             self.client.clone(),
         ) else {
             self.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.break_glass_alert("dropped");
             tracing::error!(
                 "a break-glass alert was dropped: too many in flight, or no HTTP client"
             );
             return;
         };
         let counts = Arc::clone(&self.counts);
+        let metrics = self.metrics.clone();
         let attempts = self.settings.webhook_attempts;
         runtime.spawn(async move {
             let _permit = permit;
@@ -96,6 +101,7 @@ impl Alerts {
                 match sent {
                     Ok(response) if response.status().is_success() => {
                         counts.sent.fetch_add(1, Ordering::Relaxed);
+                        metrics.break_glass_alert("sent");
                         return;
                     }
                     Ok(response) => tracing::warn!(
@@ -113,6 +119,7 @@ impl Alerts {
                 }
             }
             counts.failed.fetch_add(1, Ordering::Relaxed);
+            metrics.break_glass_alert("failed");
             tracing::error!(
                 attempts,
                 "a break-glass alert could not be delivered to the webhook"

@@ -297,11 +297,7 @@ async fn a_permitted_physician_opens_is_labelled_alerted_and_audited_and_anyone_
         lines_of(&lines).pop().unwrap()["break_glass"]["outcome"],
         "refused"
     );
-    for bad in [
-        " ".to_string(),
-        "x".repeat(501),
-        "two\tlines".to_string(),
-    ] {
+    for bad in [" ".to_string(), "x".repeat(501), "two\tlines".to_string()] {
         let reply = call(&gw, Method::GET, &uri, &callers.er_doctor, Some(&bad), None).await;
         assert_eq!(
             reply.status,
@@ -476,6 +472,16 @@ async fn a_grant_ends_after_its_time_and_an_administrator_renews_it() {
         "{}",
         again.text
     );
-    // Every alert reached the webhook: two grants, one refusal, the new grant.
+    // Every alert reached the webhook: two grants, one refusal, the new grant; and each is
+    // counted.
     assert_eq!(alerts(&hook, 4).await.len(), 4);
+    let metrics = gw.state.metrics.render().unwrap();
+    assert!(
+        metrics.contains("fhirseal_break_glass_total{outcome=\"granted\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fhirseal_break_glass_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
 }
