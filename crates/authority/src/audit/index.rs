@@ -290,8 +290,11 @@ pub(crate) fn search_sql(
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // A record is found once per term of the first group it has: DISTINCT only when there are
+    // several (it costs PostgreSQL a sort of every row the group holds).
+    let distinct = if first.len() > 1 { "DISTINCT " } else { "" };
     let mut sql = format!(
-        "SELECT DISTINCT i.seq FROM audit_index i WHERE i.term IN ({})",
+        "SELECT {distinct}i.seq FROM audit_index i WHERE i.term IN ({})",
         list(first, &mut values, &mut bind)
     );
     if let Some(before) = query.before {

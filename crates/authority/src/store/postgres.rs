@@ -112,7 +112,6 @@ const MIGRATIONS: &[&str] = &[
         recorded BIGINT NOT NULL,
         PRIMARY KEY (term, seq)
     );
-    CREATE INDEX IF NOT EXISTS audit_index_recorded ON audit_index (term, recorded);
 ",
 ];
 
@@ -826,8 +825,18 @@ fn append_audit_in(
                 &[&seq, &r.time, &r.record, &&r.prev[..], &&r.hash[..]],
             )
             .map_err(&err)?;
-            index_record(tx, seq, r.time, &r.record, location)?;
         }
+        let indexed = records
+            .iter()
+            .map(|r| {
+                Ok((
+                    i64::try_from(r.seq).map_err(|_| full())?,
+                    r.time,
+                    r.record.as_str(),
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        index_records(tx, indexed, location)?;
     }
     let last = tx
         .query_opt(
@@ -851,22 +860,31 @@ fn append_audit_in(
     Ok(tail)
 }
 
-/// Writes the index rows of record `seq` ([`index::index_of`]).
-fn index_record(
+/// Writes the index rows of `records` (`(seq, time, line)`, [`index::index_of`]) in one
+/// statement: one round trip per append, however many terms.
+fn index_records<'a>(
     tx: &mut Transaction<'_>,
-    seq: i64,
-    time: i64,
-    record: &str,
+    records: impl IntoIterator<Item = (i64, i64, &'a str)>,
     location: &str,
 ) -> Result<(), Error> {
-    let entry = index::index_of(record, time);
-    let insert = tx
-        .prepare("INSERT INTO audit_index (term, seq, recorded) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .map_err(pg(location))?;
-    for term in &entry.terms {
-        tx.execute(&insert, &[term, &seq, &entry.recorded])
-            .map_err(pg(location))?;
+    let (mut terms, mut seqs, mut recorded) = (Vec::new(), Vec::new(), Vec::new());
+    for (seq, time, record) in records {
+        let entry = index::index_of(record, time);
+        for term in entry.terms {
+            terms.push(term);
+            seqs.push(seq);
+            recorded.push(entry.recorded);
+        }
     }
+    if terms.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO audit_index (term, seq, recorded)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING",
+        &[&terms, &seqs, &recorded],
+    )
+    .map_err(pg(location))?;
     Ok(())
 }
 
@@ -895,9 +913,12 @@ fn index_chain(tx: &mut Transaction<'_>, location: &str) -> Result<(), Error> {
             return Ok(());
         };
         after = last.0;
-        for (seq, time, record) in &page {
-            index_record(tx, *seq, *time, record, location)?;
-        }
+        index_records(
+            tx,
+            page.iter()
+                .map(|(seq, time, record)| (*seq, *time, record.as_str())),
+            location,
+        )?;
     }
 }
 

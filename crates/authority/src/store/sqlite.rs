@@ -114,8 +114,7 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL,
         recorded INTEGER NOT NULL,
         PRIMARY KEY (term, seq)
-    );
-    CREATE INDEX IF NOT EXISTS audit_index_recorded ON audit_index (term, recorded);
+    ) WITHOUT ROWID;
 ",
 ];
 
