@@ -13,7 +13,7 @@
 //! | Endpoint | What |
 //! |---|---|
 //! | `GET /live` | 200 while the process runs (no token) |
-//! | `GET /ready` | 200 when the upstream's `metadata` answers and the authority is readable, else 503 (no token); says the period, how many are left and, below [`PERIODS_LEFT_WARNING`], a `warning` |
+//! | `GET /ready` | 200 when the warm-up after the start has ended ([`crate::warm`], at most its budget), the upstream's `metadata` answers and the authority is readable, else 503 (no token); says the period, how many are left and, below [`PERIODS_LEFT_WARNING`], a `warning` |
 //! | `GET /metrics` | the gateway's metrics in the Prometheus text format 0.0.4 ([`crate::metrics`], `docs/metrics.md`); the gauges of the authority's period and of the latest update job are read at each scrape |
 //! | `GET /jobs/ct-update` | the latest ciphertext-update job's progress (404 when none ran) |
 //! | `POST /jobs/ct-update` | `{}` plans the job for the current period and runs it in a task (202); `{"wait": true}` works inline and returns the final progress (200) |
@@ -327,6 +327,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 /// `GET /ready`.
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, AdminError> {
+    if !state.warmth.is_warm() {
+        return Err(AdminError::NotReady(
+            "warming up after the start (the caches the first requests need); at most a few seconds"
+                .into(),
+        ));
+    }
     let request = UpstreamRequest::new(Method::GET, "metadata").with_header(
         header::ACCEPT,
         HeaderValue::from_static("application/fhir+json"),

@@ -75,6 +75,10 @@ pub struct Config {
     /// checkpoints are signed (`server.audit_chain`, `server.audit_checkpoint_records`,
     /// `server.audit_checkpoint_seconds`); `None`: off.
     pub audit_chain: Option<CheckpointPolicy>,
+    /// The longest `/ready` waits for the warm-up after a start, in seconds (`server.
+    /// warm_up_seconds`; 0: no warm-up), and how many recent callers' keys it derives
+    /// (`server.warm_up_callers`): `fhirseal::warm`.
+    pub warm_up: (u64, usize),
     /// The gateway's public URL, without a trailing slash (`https://fhir.hospital.example`).
     pub public_url: String,
     /// The FHIR base URL clients use: `{public_url}/fhir`. Tokens must name it as `aud`.
@@ -161,6 +165,10 @@ struct RawServer {
     /// Origins allowed to call from a browser; `["*"]`: any; absent or empty: none.
     #[serde(default)]
     cors_origins: Vec<String>,
+    /// Absent: [`DEFAULT_WARM_UP_SECONDS`]; 0: no warm-up.
+    warm_up_seconds: Option<u64>,
+    /// Absent: [`DEFAULT_WARM_UP_CALLERS`].
+    warm_up_callers: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]
@@ -235,6 +243,11 @@ struct RawClaims {
     fhir_user: Option<Vec<String>>,
     scope: Option<Vec<String>>,
 }
+
+/// How long `/ready` waits for the warm-up after a start by default, in seconds.
+pub const DEFAULT_WARM_UP_SECONDS: u64 = 5;
+/// How many recent callers' keys the warm-up derives by default.
+pub const DEFAULT_WARM_UP_CALLERS: usize = 32;
 
 /// Where the admin API listens when `server.admin_listen` is not set.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -332,6 +345,26 @@ impl Config {
             raw.server.audit_checkpoint_seconds,
         )
         .map_err(|(key, p)| error(key, p))?;
+        let warm_up_seconds = match raw.server.warm_up_seconds {
+            None => DEFAULT_WARM_UP_SECONDS,
+            Some(n @ 0..=300) => n,
+            Some(_) => {
+                return Err(error(
+                    "server.warm_up_seconds",
+                    "must be from 0 (no warm-up) to 300".into(),
+                ));
+            }
+        };
+        let warm_up_callers = match raw.server.warm_up_callers {
+            None => DEFAULT_WARM_UP_CALLERS,
+            Some(n @ 0..=1000) => usize::try_from(n).unwrap_or(0),
+            Some(_) => {
+                return Err(error(
+                    "server.warm_up_callers",
+                    "must be from 0 to 1000".into(),
+                ));
+            }
+        };
         let public_url =
             absolute_url(&raw.server.public_url).map_err(|p| error("server.public_url", p))?;
         let fhir_base = format!("{public_url}/fhir");
@@ -446,6 +479,7 @@ impl Config {
             admin_tokens,
             audit_log,
             audit_chain,
+            warm_up: (warm_up_seconds, warm_up_callers),
             public_url,
             fhir_base,
             max_body_bytes,

@@ -352,6 +352,57 @@ impl Keyring {
         })
     }
 
+    /// Derives, ahead of its next request, the key of `identity` for the period at `now`, with the
+    /// attributes its latest registration holds: how its next request finds it when its roles
+    /// have not changed (that request still checks them, and re-issues if they did). Used to
+    /// warm up after a start ([`crate::warm`]). Read-only in the registry: never enrols,
+    /// re-issues or revokes, so `None` (nothing cached) for an identity never enrolled, revoked,
+    /// with an unfinished re-issue (its next request finishes it), or a service identity.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Authority`] and [`KeyError::Task`] (the authority failed).
+    pub async fn warm(&self, identity: &str, now: i64) -> Result<Option<KeyGrant>, KeyError> {
+        if identity.starts_with(SERVICE_PREFIX) {
+            return Ok(None);
+        }
+        let period = self.period(now).await?;
+        let _turn = self.inner.lock_for(identity).lock().await;
+        let inner = self.inner.clone();
+        let id = identity.to_string();
+        let versions = blocking(move || registrations(&inner.authority, &id)).await?;
+        let Some((latest, earlier)) = versions.split_last() else {
+            return Ok(None);
+        };
+        if latest.revoked_at.is_some() || earlier.iter().any(|v| v.revoked_at.is_none()) {
+            return Ok(None);
+        }
+        let attributes: BTreeSet<String> = latest.attributes.iter().cloned().collect();
+        if let Some(grant) = self.cached(identity, &attributes, period, now).await? {
+            return Ok(Some(grant));
+        }
+        let key = match self.derive(identity, &latest.name, period).await {
+            Err(KeyError::Revoked) => return Ok(None),
+            other => other?,
+        };
+        self.inner.remember(
+            identity,
+            Entry {
+                registration: latest.name.clone(),
+                attributes,
+                checked_at: now,
+                key: Some((period, key.clone())),
+            },
+        );
+        Ok(Some(KeyGrant {
+            key,
+            identity: identity.to_string(),
+            registration: latest.name.clone(),
+            period,
+            change: None,
+        }))
+    }
+
     /// Drops what the keyring cached about `identity` (say, right after an administrator revoked
     /// it through the authority), so that its next request asks the authority.
     pub fn forget(&self, identity: &str) {

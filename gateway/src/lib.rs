@@ -54,3 +54,4 @@ pub mod reindex;
 pub mod request;
 pub mod seal;
 pub mod state;
+pub mod warm;

@@ -62,6 +62,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Break-glass grants in force and alerts.
     pub break_glass: Arc<crate::break_glass::BreakGlass>,
+    /// Whether the warm-up after a start has ended ([`crate::warm`]), for `/ready`.
+    pub warmth: Arc<crate::warm::Warmth>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -207,6 +209,7 @@ impl AppState {
             audit,
             metrics,
             break_glass,
+            warmth: Arc::default(),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `fhirseal serve`: the gateway itself. Loads the configuration, starts logging, binds the FHIR
 //! address and the admin API's (loopback only, `server.admin_listen`), builds the state, starts
 //! the background tasks (the ciphertext-update job, re-reading the blind-index secret's
-//! generations), serves until SIGTERM or Ctrl-C, then drains: new
+//! generations, the warm-up of the caches), serves until SIGTERM or Ctrl-C, then drains: new
 //! connections are refused, requests in flight get up to [`DRAIN`] to finish.
 //!
 //! Logs go to standard error (human-readable, or JSON with `FHIRSEAL_LOG_FORMAT=json`; the level
@@ -106,6 +106,15 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         stopped(stopping.clone()),
     );
     let index_refresh = state.sealing.spawn_index_refresh(stopped(stopping.clone()));
+    // Served meanwhile; `/ready` says ready once it ends (at most its budget).
+    let (warm_seconds, warm_callers) = state.config.warm_up;
+    if warm_seconds > 0 {
+        let settings = fhirseal::warm::WarmSettings {
+            callers: warm_callers,
+            budget: Duration::from_secs(warm_seconds),
+        };
+        fhirseal::warm::spawn(&state, now(), settings);
+    }
 
     announce(
         &state,

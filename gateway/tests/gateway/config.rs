@@ -297,6 +297,29 @@ fn replicas_bounds_are_small_by_default_set_in_a_file_and_checked() {
     assert_eq!(e.key, "ciphertext_update.lease", "an unknown key: {e}");
 }
 
+/// The warm-up after a start: on for 5 s and 32 callers by default, 0 turns it (or its caller
+/// step) off, and a value out of range names its key.
+#[test]
+fn the_warm_up_is_bounded_and_can_be_turned_off() {
+    let config = Config::load(None, vars(&[])).unwrap();
+    assert_eq!(config.warm_up, (5, 32));
+    let config = Config::load(
+        None,
+        vars(&[
+            ("FHIRSEAL__SERVER__WARM_UP_SECONDS", "0"),
+            ("FHIRSEAL__SERVER__WARM_UP_CALLERS", "0"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.warm_up, (0, 0));
+    for (key, value) in [("warm_up_seconds", "301"), ("warm_up_callers", "1001")] {
+        let var = format!("FHIRSEAL__SERVER__{}", key.to_uppercase());
+        let e = fails(None, &[(var.as_str(), value)]);
+        assert_eq!(e.key, format!("server.{key}"), "{e}");
+        assert!(e.problem.starts_with("must be from 0"), "{e}");
+    }
+}
+
 #[test]
 fn the_defaults_as_a_file_resolve_paths_beside_it() {
     let dir = tempfile::tempdir().unwrap();

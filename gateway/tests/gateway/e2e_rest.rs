@@ -21,6 +21,7 @@ mod sealed_search;
 mod search;
 mod sizes;
 mod storage;
+mod warm;
 mod write;
 mod writes;
 

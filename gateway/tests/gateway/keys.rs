@@ -312,6 +312,85 @@ async fn an_administrators_revocation_stands() {
     assert!(users[0].revoked_at.is_some());
 }
 
+/// Warming a key after a restart (another keyring on the same authority): the latest
+/// registration's key, then found by the caller's next request without a derivation or any
+/// registry change; nothing for an identity never enrolled, revoked, a service identity, or one
+/// whose re-issue is unfinished (its next request finishes it).
+#[tokio::test]
+async fn warming_derives_the_latest_registrations_key_and_changes_nothing() {
+    let f = fixture();
+    let first = f
+        .keyring()
+        .grant_for(&cardiologist(), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let restarted = f.keyring();
+    assert!(
+        restarted
+            .warm("Practitioner/99", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        restarted
+            .warm("service:reindex", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let warmed = restarted
+        .warm("Practitioner/7", NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(warmed.registration, first.registration);
+    assert_eq!(warmed.period, first.period);
+    assert!(warmed.change.is_none());
+    assert!(f.opens(&warmed.key, CARDIOLOGY, warmed.period));
+    // The caller's next request gets the warmed key itself: nothing derived again.
+    let next = restarted
+        .grant_for(&cardiologist(), NOW + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(Arc::ptr_eq(&next.key, &warmed.key));
+    assert!(next.change.is_none());
+    assert_eq!(f.users().len(), 1, "no registration made");
+
+    // An unfinished re-issue (a second version registered, the first still active): left to
+    // the next request.
+    f.authority
+        .add_user(
+            "Practitioner/7#2",
+            &["role:physician".to_string()],
+            None,
+            NOW + 3,
+            &mut OsRng,
+        )
+        .unwrap();
+    assert!(
+        f.keyring()
+            .warm("Practitioner/7", NOW + 4)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Revoked: nothing.
+    for user in ["Practitioner/7", "Practitioner/7#2"] {
+        f.authority.revoke(Kind::User, user, NOW + 5).unwrap();
+    }
+    assert!(
+        f.keyring()
+            .warm("Practitioner/7", NOW + 6)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(f.users().len(), 2);
+}
+
 #[tokio::test]
 async fn forget_makes_a_revocation_immediate() {
     let f = fixture();

@@ -22,13 +22,14 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use fhirseal::app::app;
 use fhirseal::audit::AuditSink;
+use fhirseal::config::Config;
 use fhirseal::state::AppState;
 use fhirseal_upstream::UpstreamRequest;
 use rand_core::{OsRng, RngCore};
 use serde_json::Value;
 use wiremock::MockServer;
 
-use super::{Configured, Reply, Who, configured, send, token};
+use super::{Configured, Reply, Who, configured, now, send, token, vars};
 
 /// The FHIR data-absent-reason extension the gateway leaves on a masked element.
 pub(crate) const DATA_ABSENT_REASON: &str =
@@ -127,8 +128,12 @@ pub(crate) struct Gateway {
     pub(crate) state: AppState,
     /// The FHIR server.
     pub(crate) server: Server,
-    _keys: MockServer,
-    _dir: tempfile::TempDir,
+    /// Its configuration file, and the overrides it was configured with.
+    config: (PathBuf, Vec<(String, String)>),
+    /// The test issuer's key set and the data folder, owned by the first of a restarted pair
+    /// (which must outlive the other).
+    _keys: Option<MockServer>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A request to the gateway.
@@ -208,12 +213,38 @@ async fn gateway_on(server: Server, overrides: &[(&str, &str)]) -> Gateway {
         app: app(state.clone()),
         state,
         server,
-        _keys: keys,
-        _dir: dir,
+        config: (dir.path().join("gateway.toml"), vars(overrides)),
+        _keys: Some(keys),
+        _dir: Some(dir),
     }
 }
 
 impl Gateway {
+    /// The same gateway after a restart: its state built again from the same configuration
+    /// file and data folder (so the same authority and audit trail), every cache empty. It must
+    /// not outlive `self`, which owns the folder.
+    pub(crate) async fn restarted(&self) -> Self {
+        let (file, overrides) = &self.config;
+        let mut env = vars(&[("FHIRSEAL__UPSTREAM__BASE_URL", &self.server.url)]);
+        env.extend(overrides.iter().cloned());
+        let config = Config::load(Some(file), env).unwrap();
+        let state = tokio::task::spawn_blocking(move || AppState::build(config, now()))
+            .await
+            .unwrap()
+            .unwrap();
+        Self {
+            app: app(state.clone()),
+            state,
+            server: Server {
+                url: self.server.url.clone(),
+                dir: self.server.dir.clone(),
+            },
+            config: self.config.clone(),
+            _keys: None,
+            _dir: None,
+        }
+    }
+
     /// Sends `call` through the router.
     pub(crate) async fn send(&self, call: Call<'_>) -> Reply {
         let mut request = Request::builder().method(call.method).uri(&call.uri);
