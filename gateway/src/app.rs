@@ -147,6 +147,14 @@ pub async fn fhir(
         Err(error) => refusal(error, name, resources),
     };
     if let Some(note) = response.extensions_mut().get_mut::<AuditNote>() {
+        // A transaction refused because of an entry lists that entry alone: it names every
+        // patient the refused transaction touched (it wrote nothing).
+        if note.interaction == "transaction"
+            && let [entry] = note.entries.as_mut_slice()
+            && entry.patients.is_empty()
+        {
+            entry.patients = patients.clone();
+        }
         note.patients = patients;
     }
     if let Some(active) = emergency {

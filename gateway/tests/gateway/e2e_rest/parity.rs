@@ -34,6 +34,7 @@ struct Seen {
 struct Audited {
     interaction: Value,
     resources: Value,
+    patients: Value,
     opened: Value,
     masked: Value,
     status: u16,
@@ -177,6 +178,7 @@ fn audited(line: &Value, entry: &Value) -> Audited {
     Audited {
         interaction: entry["interaction"].clone(),
         resources: entry["resources"].clone(),
+        patients: entry["patients"].clone(),
         opened: entry["opened"].clone(),
         masked: entry["masked"].clone(),
         status,
