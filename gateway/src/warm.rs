@@ -15,7 +15,8 @@
 //!    [`WarmSettings::callers`], `server.warm_up_callers`, looked for in the last [`LOOKBACK_SECONDS`]; needs
 //!    `server.audit_chain`), their decryption keys for the period ([`Keyring::warm`]: with the
 //!    attributes of their latest registration, never enrolling or re-issuing anyone), then the
-//!    header keys of up to [`RESOURCES_PER_CALLER`] resources each read: each resource is read
+//!    header keys of up to [`RESOURCES_PER_CALLER`] resources each read, one per resource type
+//!    (headers are shared per access structure, which follows the type): each resource is read
 //!    from the upstream, the headers it names are fetched, and those the caller's key opens are
 //!    opened into the header-key cache. No element is opened and nothing is sent anywhere: what
 //!    is cached is what those callers' next requests would have cached, and they are checked as
@@ -50,8 +51,9 @@ use crate::state::AppState;
 pub const LOOKBACK_SECONDS: i64 = 24 * 3600;
 /// How many audit records are read for recent callers, newest first.
 const RECORDS_READ: u32 = 2000;
-/// How many resources of each caller's recent reads are read for their header keys.
-pub const RESOURCES_PER_CALLER: usize = 4;
+/// How many resources of each caller's recent reads are read for their header keys, one per
+/// resource type.
+pub const RESOURCES_PER_CALLER: usize = 8;
 
 /// How much the warm-up does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,8 +235,8 @@ async fn steps(state: &AppState, now: i64, settings: WarmSettings, report: &mut 
 }
 
 /// The identities of the callers of the most recent successful reads in the audit trail, newest
-/// first, at most `limit`, each with the resources (`Type/id`) it read, newest first, at most
-/// [`RESOURCES_PER_CALLER`]. Empty without the audit chain.
+/// first, at most `limit`, each with the resources (`Type/id`) it read, newest first, one per
+/// type, at most [`RESOURCES_PER_CALLER`]. Empty without the audit chain.
 async fn recent_callers(
     state: &AppState,
     now: i64,
@@ -279,12 +281,15 @@ async fn recent_callers(
             }
             None => continue,
         };
+        // One resource per type: headers are shared per access structure, which the policy
+        // gives per type, so one of each type read covers most of what the caller opens.
         let list = &mut callers[at].1;
         for resource in resources {
             if list.len() >= RESOURCES_PER_CALLER {
                 break;
             }
-            if !list.iter().any(|r| r == resource) {
+            let kind = resource.split('/').next();
+            if !list.iter().any(|r| r.split('/').next() == kind) {
                 list.push(resource.to_string());
             }
         }
@@ -442,10 +447,7 @@ mod tests {
             reader_identity(&line("read", "failure", doctor.clone())),
             None
         );
-        assert_eq!(
-            reader_identity(&line("create", "success", doctor)),
-            None
-        );
+        assert_eq!(reader_identity(&line("create", "success", doctor)), None);
         assert_eq!(reader_identity(&line("read", "success", Value::Null)), None);
         let reserved = json!({"sub": "x", "fhir_user": "service:reindex", "iss": "https://idp"});
         assert_eq!(reader_identity(&line("read", "success", reserved)), None);
