@@ -326,8 +326,6 @@ struct Criteria {
     patients: Vec<Vec<String>>,
     /// Agent terms (`agent:…`, `agent-id:…`), per parameter.
     agents: Vec<Vec<String>>,
-    /// The `date` parameters as given (prefix and value), for the links.
-    dates: Vec<String>,
     /// Recorded at or after, and before (Unix ms).
     from: Option<i64>,
     to: Option<i64>,
@@ -393,7 +391,6 @@ impl Criteria {
                     if let Some(to) = to {
                         criteria.to = Some(criteria.to.map_or(to, |t| t.min(to)));
                     }
-                    criteria.dates.push(value.to_string());
                 }
                 ("outcome", None) => {
                     let mut outcomes = Vec::new();
