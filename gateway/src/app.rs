@@ -129,7 +129,9 @@ pub async fn fhir(
     let name = audit_name(&request.interaction);
     let resources: Vec<String> = request.reference().into_iter().collect();
     // An emergency asserted (docs/break-glass.md): refused here, or in force for the flow.
-    let id = request_id.map(|Extension(RequestId(id))| id).unwrap_or_default();
+    let id = request_id
+        .map(|Extension(RequestId(id))| id)
+        .unwrap_or_default();
     let emergency = match break_glass::assert(&state, &caller, &headers, &request.interaction, &id)
     {
         Ok(emergency) => emergency,

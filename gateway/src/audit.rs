@@ -266,7 +266,10 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     });
     let note = response.extensions().get::<AuditNote>();
     let login = response.extensions().get::<LoginAudit>().map(login_json);
-    let break_glass = response.extensions().get::<BreakGlassNote>().map(|n| n.0.clone());
+    let break_glass = response
+        .extensions()
+        .get::<BreakGlassNote>()
+        .map(|n| n.0.clone());
     let elapsed = started.elapsed();
     let mut line = json!({
         "ts": ts,
