@@ -10,7 +10,7 @@
 //! - **Time** ([`grants`]): a grant lasts the policy's `max-minutes` from the first assertion of
 //!   the caller's identity, then refuses (403) until an administrator renews it
 //!   (`POST /break-glass/renew` on the admin API). Per process.
-//! - **Opening** (`reopen`, from [`crate::flow::protect::open_for`]): a read the caller's own
+//! - **Opening** ([`crate::flow::protect::open_for`], with [`Active`]'s identity): a read the caller's own
 //!   key leaves partly masked is opened again with the key of the service identity
 //!   `service:break-glass <identity>`, registered with the authority like any caller and holding
 //!   the caller's attributes plus the rules' grants. Only reads (read, vread, searches,
@@ -27,6 +27,9 @@ pub mod admin;
 pub mod alert;
 pub mod grants;
 pub mod settings;
+pub mod shared;
+
+pub use shared::BreakGlass;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,27 +58,6 @@ pub const PURPOSE_CLAIM: &str = "purpose_of_use";
 pub const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
 /// The prefix of the service identities emergency keys are registered under.
 pub const SERVICE_PREFIX: &str = "service:break-glass ";
-
-/// The gateway's break-glass state: grants in force and the alerts.
-#[derive(Debug)]
-pub struct BreakGlass {
-    /// Grants, by caller identity.
-    pub grants: grants::Grants,
-    /// Alerts and the recent events.
-    pub alerts: alert::Alerts,
-    metrics: crate::metrics::Metrics,
-}
-
-impl BreakGlass {
-    /// The state for `settings`, counted in `metrics`.
-    pub fn new(settings: settings::Settings, metrics: crate::metrics::Metrics) -> Self {
-        Self {
-            grants: grants::Grants::default(),
-            alerts: alert::Alerts::new(settings, metrics.clone()),
-            metrics,
-        }
-    }
-}
 
 tokio::task_local! {
     /// The emergency in force for the request being answered (reads only).
@@ -238,7 +220,7 @@ fn raise(state: &AppState, event: Value, response: &mut Response) {
     } else {
         "refused"
     };
-    state.break_glass.metrics.break_glass(outcome);
+    state.break_glass.metrics().break_glass(outcome);
     state.break_glass.alerts.raise(event);
 }
 
@@ -247,44 +229,41 @@ pub(crate) fn active() -> Option<Arc<Active>> {
     ACTIVE.try_with(Arc::clone).ok()
 }
 
-/// Opens `stored` again with the emergency key of `active` when the caller's own opening
-/// (`own`, `report`) left something masked; every resource that opened more is labelled `BTG`
-/// and recorded. Without anything more opened, the caller's own view is kept.
-///
-/// # Errors
-/// The emergency key cannot be had, or opening fails.
-pub(crate) async fn reopen(
-    state: &AppState,
-    active: &Active,
-    stored: Value,
-    own: Value,
-    report: OpenReport,
-) -> Result<(Value, OpenReport), ApiError> {
-    if report.masked == 0 {
-        return Ok((own, report));
+impl Active {
+    /// The service identity the emergency key is registered under, and the attributes it holds
+    /// (the caller's plus the rules' grants): what [`crate::flow::protect::open_for`] opens a
+    /// partly masked read again with.
+    pub(crate) fn emergency_identity(&self) -> (&str, Vec<String>) {
+        let attributes = self
+            .emergency
+            .attributes
+            .names()
+            .map(str::to_string)
+            .collect();
+        (&self.service, attributes)
     }
-    let attributes: Vec<String> = active
-        .emergency
-        .attributes
-        .names()
-        .map(str::to_string)
-        .collect();
-    let grant = state
-        .keyring
-        .grant_for_service(&active.service, &attributes, fhirseal_authority::unix_now())
-        .await?;
-    let (mut opened, emergency_report) =
-        crate::flow::protect::open_with(state, Some(grant), stored.clone()).await?;
-    let marked = mark(&stored, &own, &mut opened, &active.emergency.rules);
-    if marked.is_empty() {
-        return Ok((own, report));
+
+    /// Of `stored` opened twice, with the caller's own key (`own`, `report`) and with the
+    /// emergency key (`opened`, `emergency_report`), the answer: when the emergency key opened
+    /// more, `opened`, each resource that opened more labelled `BTG` and recorded; else the
+    /// caller's own view.
+    pub(crate) fn keep(
+        &self,
+        stored: &Value,
+        own: (Value, OpenReport),
+        mut opened: Value,
+        emergency_report: OpenReport,
+    ) -> (Value, OpenReport) {
+        let marked = mark(stored, &own.0, &mut opened, &self.emergency.rules);
+        if marked.is_empty() {
+            return own;
+        }
+        self.opened
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(marked);
+        (opened, emergency_report)
     }
-    active
-        .opened
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .extend(marked);
-    Ok((opened, emergency_report))
 }
 
 /// Labels each resource of `opened` (a resource, or a Bundle's entries) that opened more than

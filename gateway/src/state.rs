@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fhirseal_auth_server::{AuthServer, SigningKey};
@@ -61,9 +62,9 @@ pub struct AppState {
     /// The process's metrics, served at the admin listener's `/metrics`.
     pub metrics: Metrics,
     /// Break-glass grants in force and alerts.
-    pub break_glass: Arc<crate::break_glass::BreakGlass>,
+    pub break_glass: Arc<crate::break_glass::shared::BreakGlass>,
     /// Whether the warm-up after a start has ended ([`crate::warm`]), for `/ready`.
-    pub warmth: Arc<crate::warm::Warmth>,
+    pub warmth: Arc<Warmth>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -178,7 +179,7 @@ impl AppState {
                  emergencies are logged and listed by the admin API only"
             );
         }
-        let break_glass = Arc::new(crate::break_glass::BreakGlass::new(
+        let break_glass = Arc::new(crate::break_glass::shared::BreakGlass::new(
             config.break_glass.clone(),
             metrics.clone(),
         ));
@@ -293,4 +294,37 @@ fn create_dir(path: &Path) -> Result<(), StartupError> {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// Whether the warm-up after a start has ended ([`crate::warm`]), for `/ready`. Its own type
+/// here, so that the state imports nothing of the warm-up, which uses the state. A gateway that
+/// never starts one (tests, the command-line jobs) counts as warm.
+#[derive(Debug)]
+pub struct Warmth {
+    warm: AtomicBool,
+}
+
+impl Default for Warmth {
+    fn default() -> Self {
+        Self {
+            warm: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Warmth {
+    /// Whether `/ready` may say ready.
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Acquire)
+    }
+
+    /// A warm-up began: not ready until it ends.
+    pub(crate) fn begin(&self) {
+        self.warm.store(false, Ordering::Release);
+    }
+
+    /// The warm-up ended.
+    pub(crate) fn end(&self) {
+        self.warm.store(true, Ordering::Release);
+    }
 }

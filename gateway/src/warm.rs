@@ -30,8 +30,7 @@
 //! [`Keyring::warm`]: crate::keys::Keyring::warm
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, header};
@@ -98,47 +97,6 @@ pub struct WarmReport {
     pub elapsed: Duration,
 }
 
-/// Whether the warm-up has ended, for `/ready`. A gateway that never starts one (tests, the
-/// command-line jobs) counts as warm.
-#[derive(Debug)]
-pub struct Warmth {
-    warm: AtomicBool,
-    report: Mutex<Option<WarmReport>>,
-}
-
-impl Default for Warmth {
-    fn default() -> Self {
-        Self {
-            warm: AtomicBool::new(true),
-            report: Mutex::new(None),
-        }
-    }
-}
-
-impl Warmth {
-    /// Whether `/ready` may say ready.
-    pub fn is_warm(&self) -> bool {
-        self.warm.load(Ordering::Acquire)
-    }
-
-    /// What the last warm-up did, once it ended.
-    pub fn report(&self) -> Option<WarmReport> {
-        self.report
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn begin(&self) {
-        self.warm.store(false, Ordering::Release);
-    }
-
-    fn end(&self, report: WarmReport) {
-        *self.report.lock().unwrap_or_else(PoisonError::into_inner) = Some(report);
-        self.warm.store(true, Ordering::Release);
-    }
-}
-
 /// Starts the warm-up in the background: `/ready` answers 503 until it ends (at most
 /// `settings.budget`), then the report is logged.
 pub fn spawn(state: &AppState, now: i64, settings: WarmSettings) -> tokio::task::JoinHandle<()> {
@@ -158,7 +116,7 @@ pub fn spawn(state: &AppState, now: i64, settings: WarmSettings) -> tokio::task:
             elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
             "warm-up ended"
         );
-        state.warmth.end(report);
+        state.warmth.end();
     })
 }
 
@@ -398,20 +356,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::state::Warmth;
 
     #[test]
     fn ready_waits_for_a_warm_up_once_one_began() {
         let warmth = Warmth::default();
         assert!(warmth.is_warm(), "nothing to wait for without a warm-up");
-        assert!(warmth.report().is_none());
         warmth.begin();
         assert!(!warmth.is_warm());
-        warmth.end(WarmReport {
-            keys: 3,
-            ..WarmReport::default()
-        });
+        warmth.end();
         assert!(warmth.is_warm());
-        assert_eq!(warmth.report().map(|r| r.keys), Some(3));
     }
 
     #[test]
