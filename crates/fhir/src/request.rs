@@ -62,6 +62,27 @@ pub enum Interaction {
     Capabilities,
 }
 
+impl Interaction {
+    /// The resource type the interaction is on, if any (none for a batch, a transaction or
+    /// `metadata`).
+    pub fn resource_type(&self) -> Option<&ResourceType> {
+        match self {
+            Self::Read(t, _)
+            | Self::Vread(t, _, _)
+            | Self::Update(t, _)
+            | Self::ConditionalUpdate(t)
+            | Self::Patch(t, _)
+            | Self::Delete(t, _)
+            | Self::Create(t)
+            | Self::Search(t)
+            | Self::HistoryInstance(t, _)
+            | Self::HistoryType(t)
+            | Self::Operation(t, _, _) => Some(t),
+            Self::BatchOrTransaction | Self::Capabilities => None,
+        }
+    }
+}
+
 /// A resource type that FHIR R4 defines (`Patient`, `Observation`, …).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceType(String);
@@ -233,21 +254,7 @@ impl FhirRequest {
 
     /// The resource type the request is about, if any.
     pub fn resource_type(&self) -> Option<&ResourceType> {
-        use Interaction as I;
-        match &self.interaction {
-            I::Read(t, _)
-            | I::Vread(t, _, _)
-            | I::Update(t, _)
-            | I::ConditionalUpdate(t)
-            | I::Patch(t, _)
-            | I::Delete(t, _)
-            | I::Create(t)
-            | I::Search(t)
-            | I::HistoryInstance(t, _)
-            | I::HistoryType(t)
-            | I::Operation(t, _, _) => Some(t),
-            I::BatchOrTransaction | I::Capabilities => None,
-        }
+        self.interaction.resource_type()
     }
 
     /// The `[type]/[id]` the request names, if it names one.

@@ -65,21 +65,9 @@ const OUTCOME_SYSTEM: &str = "http://hl7.org/fhir/audit-event-outcome";
 
 /// Whether `interaction` is on AuditEvent, which only this module answers.
 pub fn serves(interaction: &Interaction) -> bool {
-    use Interaction as I;
-    match interaction {
-        I::Read(t, _)
-        | I::Vread(t, ..)
-        | I::Update(t, _)
-        | I::ConditionalUpdate(t)
-        | I::Patch(t, _)
-        | I::Delete(t, _)
-        | I::Create(t)
-        | I::Search(t)
-        | I::HistoryInstance(t, _)
-        | I::HistoryType(t)
-        | I::Operation(t, ..) => t.as_str() == AUDIT_EVENT,
-        _ => false,
-    }
+    interaction
+        .resource_type()
+        .is_some_and(|t| t.as_str() == AUDIT_EVENT)
 }
 
 /// Answers an interaction on AuditEvent for `caller`; see the module documentation.
