@@ -41,7 +41,7 @@ use crate::ctupdate::{
     JobError, MAX_PAGES, WRITE_ATTEMPTS, Written, matches, next_link, put_if_match, read, search,
 };
 use crate::flow::protect::open_with;
-use crate::index_secret::{self, IndexKeys, RotationError};
+use crate::index_secret::{self, RotationError};
 use crate::keys::{KeyGrant, REINDEX_IDENTITY};
 use crate::state::AppState;
 
@@ -228,7 +228,7 @@ pub async fn retire_older_generations(
     let sealing = Arc::clone(&state.sealing);
     let keys = blocking(state, move |a| {
         sealing.refresh_index_keys()?;
-        let keys = IndexKeys::load(a)?;
+        let keys = sealing.index_keys();
         index_secret::ready_to_retire(a, &keys, now)?;
         Ok(keys)
     })
