@@ -209,6 +209,20 @@ fn pg(location: &str) -> impl Fn(postgres::Error) -> Error + '_ {
     }
 }
 
+/// A row of `seq, time, record, prev, hash` of the audit chain, as both its reads select it.
+fn audit_row(
+    r: &postgres::Row,
+    err: &impl Fn(postgres::Error) -> Error,
+) -> Result<RawAuditRecord, Error> {
+    Ok(RawAuditRecord {
+        seq: r.try_get(0).map_err(err)?,
+        time: r.try_get(1).map_err(err)?,
+        record: r.try_get::<_, String>(2).map_err(err)?.into_bytes(),
+        prev: r.try_get(3).map_err(err)?,
+        hash: r.try_get(4).map_err(err)?,
+    })
+}
+
 impl Store for PostgresStore {
     fn location(&self) -> &str {
         &self.location
@@ -728,17 +742,7 @@ impl Store for PostgresStore {
             )
             .map_err(|e| self.err(e))?;
         let err = pg(&self.location);
-        rows.iter()
-            .map(|r| {
-                Ok(RawAuditRecord {
-                    seq: r.try_get(0).map_err(&err)?,
-                    time: r.try_get(1).map_err(&err)?,
-                    record: r.try_get::<_, String>(2).map_err(&err)?.into_bytes(),
-                    prev: r.try_get(3).map_err(&err)?,
-                    hash: r.try_get(4).map_err(&err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| audit_row(r, &err)).collect()
     }
 
     fn audit_search(&mut self, query: &AuditQuery) -> Result<Vec<RawAuditRecord>, Error> {
@@ -758,17 +762,7 @@ impl Store for PostgresStore {
             .query(&sql, &params)
             .map_err(|e| self.err(e))?;
         let err = pg(&self.location);
-        rows.iter()
-            .map(|r| {
-                Ok(RawAuditRecord {
-                    seq: r.try_get(0).map_err(&err)?,
-                    time: r.try_get(1).map_err(&err)?,
-                    record: r.try_get::<_, String>(2).map_err(&err)?.into_bytes(),
-                    prev: r.try_get(3).map_err(&err)?,
-                    hash: r.try_get(4).map_err(&err)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| audit_row(r, &err)).collect()
     }
 
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {

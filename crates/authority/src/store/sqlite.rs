@@ -763,15 +763,7 @@ impl Store for SqliteStore {
         self.query_all(
             "SELECT seq, time, record, prev, hash FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             params![after, limit],
-            |r| {
-                Ok(RawAuditRecord {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    record: bytes(r, 2)?,
-                    prev: bytes(r, 3)?,
-                    hash: bytes(r, 4)?,
-                })
-            },
+            audit_row,
         )
     }
 
@@ -781,15 +773,7 @@ impl Store for SqliteStore {
             Bound::Text(t) => rusqlite::types::Value::Text(t),
             Bound::Int(i) => rusqlite::types::Value::Integer(i),
         });
-        self.query_all(&sql, rusqlite::params_from_iter(values), |r| {
-            Ok(RawAuditRecord {
-                seq: r.get(0)?,
-                time: r.get(1)?,
-                record: bytes(r, 2)?,
-                prev: bytes(r, 3)?,
-                hash: bytes(r, 4)?,
-            })
-        })
+        self.query_all(&sql, rusqlite::params_from_iter(values), audit_row)
     }
 
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error> {
@@ -855,6 +839,17 @@ fn index_chain(tx: &rusqlite::Transaction<'_>, location: &str) -> Result<(), Err
 
 /// Column `i` as bytes, whether SQLite stored it as text or a blob (a tampered row may be
 /// either); anything else is empty, which the chain's checks refuse by sequence number.
+/// A row of `seq, time, record, prev, hash` of the audit chain, as both its reads select it.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawAuditRecord> {
+    Ok(RawAuditRecord {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        record: bytes(r, 2)?,
+        prev: bytes(r, 3)?,
+        hash: bytes(r, 4)?,
+    })
+}
+
 fn bytes(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Vec<u8>> {
     Ok(match r.get_ref(i)? {
         rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
