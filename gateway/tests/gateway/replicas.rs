@@ -181,14 +181,19 @@ impl Replica {
         }
     }
 
+    /// Sends it a signal by name (`TERM`, `STOP`, `CONT`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
     /// Stops it as an orchestrator does (SIGTERM) and waits: it must drain and exit 0 without a
     /// panic (closing the synchronous PostgreSQL client inside the runtime once panicked).
     async fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("TERM");
         let started = Instant::now();
         let exited = loop {
             if let Some(exited) = self.child.try_wait().unwrap() {
@@ -552,9 +557,11 @@ async fn two_replicas_share_writes_revocations_and_the_update_job() {
         let (done_a, pending, held_a): (i64, i64, i64) =
             (rows[0].get(0), rows[0].get(1), rows[0].get(2));
         if done_a >= 1 && pending >= 2 && held_a >= 1 {
-            a.child.kill().unwrap(); // SIGKILL
-            a.child.wait().unwrap();
-            break query(
+            // A may finish that chunk between the count and the kill: freeze it first, read
+            // what it holds while it cannot move, and kill it only if that is still a chunk of
+            // headers (otherwise let it go on and look again).
+            a.signal("STOP");
+            let held = query(
                 &database,
                 format!(
                     "SELECT key FROM update_chunks WHERE job_id = {job} AND state = 'claimed' \
@@ -566,6 +573,12 @@ async fn two_replicas_share_writes_revocations_and_the_update_job() {
             .iter()
             .map(|row| row.get::<_, String>(0))
             .collect::<Vec<_>>();
+            if held.iter().any(|key| key.starts_with("Basic?")) {
+                a.child.kill().unwrap(); // SIGKILL, which also ends a stopped process
+                a.child.wait().unwrap();
+                break held;
+            }
+            a.signal("CONT");
         }
         assert!(
             started.elapsed() < Duration::from_secs(120) && pending + held_a > 0,
