@@ -1295,6 +1295,13 @@ const QUERY_UNTIL: i64 = 8_520_336_000_000_000;
 /// The range of a date, dateTime or instant, as sekmet's `date_range` reads it (see the module
 /// documentation); `None` for what it does not read, or cannot (a year 9999 whose end would be
 /// in 10000).
+/// The instants a FHIR `date`, `dateTime` or `instant` covers, in microseconds since
+/// 1970-01-01T00:00:00Z: `[start, end)` (`2026-12-04` covers that whole UTC day; a time without an
+/// offset is read as UTC). `None` for anything that is not one, as the matcher reads dates.
+pub fn date_range_micros(text: &str) -> Option<(i64, i64)> {
+    date_span(text).map(|span| (span.lo, span.hi))
+}
+
 fn date_span(text: &str) -> Option<Span> {
     let text = text.trim_matches(is_python_space);
     let mut p = Cursor {

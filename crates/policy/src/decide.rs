@@ -10,6 +10,7 @@ use fhirseal_seal::locate;
 use rshabe::AccessStructure;
 use serde_json::Value;
 
+use crate::consent::ConsentView;
 use crate::document::Search;
 use crate::policy::{
     Attributes, BreakGlass, Label, Origin, Policy, Protection, SealingRules, substitute,
@@ -24,6 +25,9 @@ pub struct Request {
     pub resource_type: String,
     /// The patient whose compartment the target is in (`Patient/456`), when known.
     pub patient: Option<String>,
+    /// The consents in force for that patient, and who any consent denies
+    /// ([`crate::ConsentBook::view`]; the default: none).
+    pub consent: ConsentView,
 }
 
 /// The answer.
@@ -152,7 +156,7 @@ impl Policy {
                 request.resource_type
             ));
         }
-        let attributes = self.attributes(principal);
+        let attributes = self.attributes_in(principal, &request.consent);
         let patient = request.patient.as_deref();
         let covering: Vec<_> = self
             .access()
@@ -191,7 +195,7 @@ impl Policy {
             .iter()
             .filter(|p| p.resource_type == request.resource_type)
         {
-            let readers = protection.readers_for(patient);
+            let readers = self.readers_under(protection, patient, &request.consent);
             let open = attributes.satisfy(&readers);
             let writers = protection.writers_for(patient);
             let write = writers.as_ref().is_some_and(|w| attributes.satisfy(w));
@@ -218,7 +222,7 @@ impl Policy {
             access: permitting.name.clone(),
             elements,
             labels,
-            sealing: self.sealing_rules(request.patient.clone()),
+            sealing: self.sealing_rules(request.patient.clone(), request.consent.clone()),
         })
     }
 
@@ -243,6 +247,7 @@ impl Policy {
                 interaction: Interaction::Read,
                 resource_type: resource_type.clone(),
                 patient: patient.clone(),
+                consent: ConsentView::default(),
             },
         );
         let mut elements = Vec::new();
@@ -648,6 +653,7 @@ readers = "{readers}"
             interaction: Interaction::Create,
             resource_type: "Patient".into(),
             patient: Some("Patient/p1".into()),
+            consent: Default::default(),
         };
         match policy.decide(&physician, &request) {
             Decision::Permit(obligations) => obligations,

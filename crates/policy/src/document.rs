@@ -20,6 +20,23 @@ pub(crate) struct RawFile {
     pub(crate) protect: Vec<Spanned<RawProtect>>,
     #[serde(default)]
     pub(crate) break_glass: Vec<Spanned<RawBreakGlass>>,
+    #[serde(default)]
+    pub(crate) consent: Vec<Spanned<RawConsent>>,
+}
+
+/// `[[consent]]`: which protection rules a patient's `Consent` may widen or narrow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawConsent {
+    pub(crate) name: Spanned<String>,
+    /// The protection rules it governs, by name.
+    pub(crate) rules: Vec<Spanned<String>>,
+    /// What an actor a permit names must also satisfy; absent: permits do not widen.
+    #[serde(default)]
+    pub(crate) permit: Option<Spanned<String>>,
+    /// Whether deny provisions narrow the rules.
+    #[serde(default)]
+    pub(crate) deny: Option<Spanned<bool>>,
 }
 
 /// `[[break-glass]]`: who may assert an emergency, what it adds to their attributes, for how long.

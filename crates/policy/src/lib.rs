@@ -18,6 +18,9 @@
 //! - [`Policy::emergency`] says whether a caller may break the glass (a `[[break-glass]]` rule
 //!   whose `who` its attributes satisfy) and what the emergency adds to its attributes, for how
 //!   long; [`Policy::explain_emergency`] says which emergency rule opened which element.
+//! - [`ConsentRecord::from_fhir`] reads a patient's FHIR `Consent`; [`Policy::rules_under`] and
+//!   [`Policy::attributes_in`] say what the consents in force ([`ConsentBook::view`]) do to a
+//!   record's structures and a caller's attributes (`docs/consent.md`).
 //! - [`Policy::rules_for`] gives the sealing rules for one patient's records: `patient:self` in
 //!   a structure becomes that patient's own attribute, so the record owner's key opens what the
 //!   policy lets patients see.
@@ -26,10 +29,12 @@
 //! policies are in `fhir-profiles/policies/`.
 #![warn(missing_docs)]
 
+pub mod consent;
 mod decide;
 mod document;
 mod policy;
 
+pub use consent::{ConsentBook, ConsentError, ConsentRecord, ConsentRule, ConsentView};
 pub use decide::{
     Decision, ElementExplanation, ElementObligation, Emergency, Explanation, Obligations, Request,
     record_patient,

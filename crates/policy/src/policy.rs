@@ -18,7 +18,12 @@ use rshabe::access::Node;
 use rshabe::{AccessStructure, Attribute};
 use toml::Spanned;
 
-use crate::document::{RawBreakGlass, RawDisplays, RawFile, RawGranularity, RawNarrative, Search};
+use crate::consent::{
+    ACTOR, CONSENT_NAMESPACE, ConsentRule, ConsentView, UNRESTRICTED, actor_attributes, consented,
+};
+use crate::document::{
+    RawBreakGlass, RawConsent, RawDisplays, RawFile, RawGranularity, RawNarrative, Search,
+};
 
 /// The attribute a structure uses for "the patient the record belongs to".
 pub const PATIENT_SELF: &str = "patient:self";
@@ -36,6 +41,8 @@ pub struct Policy {
     /// Shared with every [`SealingRules`] a decision hands out: a snapshot costs a count.
     protections: Arc<[Protection]>,
     break_glass: Vec<BreakGlass>,
+    /// Shared like `protections`.
+    consent: Arc<[ConsentRule]>,
 }
 
 /// A break-glass rule: who may assert an emergency, which attributes the emergency adds to
@@ -239,6 +246,11 @@ impl Checker<'_> {
     ) -> Option<AccessStructure> {
         match AccessStructure::parse(readers.get_ref()) {
             Ok(structure) => {
+                if let Some(problem) = structure.leaves().iter().find_map(|a| reserved(a.as_str()))
+                {
+                    self.error(readers.span(), key, problem);
+                    return None;
+                }
                 if !allow_self
                     && structure
                         .leaves()
@@ -276,6 +288,7 @@ impl Policy {
         let mut access = Vec::new();
         let mut protections: Vec<Protection> = Vec::new();
         let mut break_glass: Vec<(BreakGlass, String)> = Vec::new();
+        let mut consent: Vec<(ConsentRule, Vec<(String, String)>)> = Vec::new();
         for (file, text) in files {
             let raw: RawFile = match toml::from_str(text) {
                 Ok(raw) => raw,
@@ -327,6 +340,11 @@ impl Policy {
                     break_glass.push((rule, format!("break-glass[{i}].grants")));
                 }
             }
+            for (i, rule) in raw.consent.iter().enumerate() {
+                if let Some(rule) = check_consent(&mut c, i, rule) {
+                    consent.push(rule);
+                }
+            }
             errors.extend(c.errors);
         }
         // Across files: names are unique per kind, and protections must not contradict.
@@ -367,6 +385,41 @@ impl Policy {
             }
         }
         let mut break_glass: Vec<BreakGlass> = break_glass.into_iter().map(|(r, _)| r).collect();
+        unique(
+            &mut errors,
+            consent.iter().map(|(r, _)| (&r.name, &r.origin)),
+            "consent",
+        );
+        // A consent rule names protection rules that exist; a rule is governed by one at most.
+        let mut governed: BTreeMap<&str, &str> = BTreeMap::new();
+        for (rule, names) in &consent {
+            for (name, key) in names {
+                let error = if !protections.iter().any(|p| &p.name == name) {
+                    Some(format!(
+                        "consent rule `{}` names `{name}`, which is no protection rule",
+                        rule.name
+                    ))
+                } else if let Some(other) = governed.insert(name, &rule.name)
+                    && other != rule.name
+                {
+                    Some(format!(
+                        "protection rule `{name}` is governed by consent rules `{other}` and `{}`: one at most",
+                        rule.name
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = error {
+                    errors.push(PolicyError {
+                        file: rule.origin.file.clone(),
+                        line: rule.origin.line,
+                        key: key.clone(),
+                        message,
+                    });
+                }
+            }
+        }
+        let mut consent: Vec<ConsentRule> = consent.into_iter().map(|(r, _)| r).collect();
         let Some((name, version, description)) = header else {
             if errors.is_empty() {
                 errors.push(PolicyError {
@@ -389,6 +442,7 @@ impl Policy {
         access.sort_by(|a, b| a.name.cmp(&b.name));
         protections.sort_by(|a, b| a.name.cmp(&b.name));
         break_glass.sort_by(|a, b| a.name.cmp(&b.name));
+        consent.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Self {
             name,
             version,
@@ -397,6 +451,7 @@ impl Policy {
             access,
             protections: protections.into(),
             break_glass,
+            consent: consent.into(),
         })
     }
 
@@ -467,11 +522,46 @@ impl Policy {
                 }
             }
         }
+        // Under consent, who the caller is (never a hierarchy: `actor:Practitioner/7` is one
+        // attribute). Only for a caller some role matched: the rest hold nothing.
+        if !self.consent.is_empty() && !held.is_empty() {
+            let organizations = principal
+                .practitioner_roles
+                .iter()
+                .filter_map(|r| r.organization.clone());
+            for actor in actor_attributes(principal.fhir_user.as_deref(), organizations) {
+                held.entry(actor).or_default().push("consent".to_string());
+            }
+        }
         Attributes { held }
     }
 
+    /// [`Policy::attributes`] under the consents in force: with [`UNRESTRICTED`] unless one of
+    /// the caller's `actor:` attributes is a practitioner some patient's consent denies (the key
+    /// a caller is given holds exactly these). Without a `[[consent]]` rule, the same as
+    /// [`Policy::attributes`].
+    pub fn attributes_in(&self, principal: &Principal, view: &ConsentView) -> Attributes {
+        let mut attributes = self.attributes(principal);
+        if self.consent.is_empty() || attributes.is_empty() {
+            return attributes;
+        }
+        let restricted = attributes.names().any(|a| {
+            a.strip_prefix(ACTOR)
+                .is_some_and(|actor| view.restricted.contains(actor))
+        });
+        if !restricted {
+            attributes.grant(UNRESTRICTED, "consent");
+        }
+        attributes
+    }
+
+    /// Its consent rules, by name.
+    pub fn consent_rules(&self) -> &[ConsentRule] {
+        &self.consent
+    }
+
     /// Every attribute a role of this policy gives, with each hierarchical attribute's ancestors,
-    /// `patient:self` left out: what the gateway's own re-index identity holds, so that it opens
+    /// and [`UNRESTRICTED`] under consent, `patient:self` left out: what the gateway's own re-index identity holds, so that it opens
     /// every element some role may read (an element only `patient:self` may read stays closed to
     /// it). Sorted.
     pub fn role_attributes(&self) -> Vec<String> {
@@ -488,6 +578,9 @@ impl Policy {
                 }
             }
         }
+        if !self.consent.is_empty() {
+            held.insert(UNRESTRICTED.to_string());
+        }
         held.into_iter().collect()
     }
 
@@ -495,25 +588,55 @@ impl Policy {
     /// patient's compartment): each structure's `patient:self` becomes that patient's
     /// attribute.
     pub fn rules_for(&self, patient: Option<&str>) -> Rules {
-        rules_for(&self.protections, patient)
+        rules_for(&self.protections, &[], patient, &ConsentView::default())
+    }
+
+    /// [`Policy::rules_for`] under the consents in force for that patient (`view`,
+    /// [`crate::ConsentBook::view`]): the structures of the rules a `[[consent]]` rule governs
+    /// widened by the patient's permits and narrowed by their denials.
+    pub fn rules_under(&self, patient: Option<&str>, view: &ConsentView) -> Rules {
+        rules_for(&self.protections, &self.consent, patient, view)
+    }
+
+    /// The structure `protection` seals under for a record of `patient` under `view`.
+    pub fn readers_under(
+        &self,
+        protection: &Protection,
+        patient: Option<&str>,
+        view: &ConsentView,
+    ) -> AccessStructure {
+        consented(
+            protection.readers_for(patient),
+            protection,
+            &self.consent,
+            view,
+        )
     }
 
     /// The sealing rules of a decision for a record of `patient`: this policy's protection
-    /// rules as they stand now, shared, not copied.
-    pub(crate) fn sealing_rules(&self, patient: Option<String>) -> SealingRules {
+    /// rules as they stand now, shared, not copied, under the consents of the decision.
+    pub(crate) fn sealing_rules(&self, patient: Option<String>, view: ConsentView) -> SealingRules {
         SealingRules {
             protections: Arc::clone(&self.protections),
+            consent: Arc::clone(&self.consent),
+            view,
             patient,
         }
     }
 }
 
-/// The sealing rules `protections` give records of `patient` ([`Policy::rules_for`]).
-fn rules_for(protections: &[Protection], patient: Option<&str>) -> Rules {
+/// The sealing rules `protections` give records of `patient` under `consent` and `view`
+/// ([`Policy::rules_under`]).
+fn rules_for(
+    protections: &[Protection],
+    consent: &[ConsentRule],
+    patient: Option<&str>,
+    view: &ConsentView,
+) -> Rules {
     let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
     for protection in protections {
         let entry = by_type.entry(&protection.resource_type).or_default();
-        let readers = protection.readers_for(patient);
+        let readers = consented(protection.readers_for(patient), protection, consent, view);
         for rule in &protection.elements {
             entry.0.push(rule.with_policy(readers.clone()));
         }
@@ -560,17 +683,25 @@ impl Policy {
         resource: &serde_json::Value,
         patient: Option<&str>,
     ) -> Result<Rules, fhirseal_seal::RuleError> {
-        rules_for_resource(&self.protections, resource, patient)
+        rules_for_resource(
+            &self.protections,
+            &[],
+            resource,
+            patient,
+            &ConsentView::default(),
+        )
     }
 }
 
-/// [`Policy::rules_for_resource`] under `protections`.
+/// [`Policy::rules_for_resource`] under `protections`, `consent` and `view`.
 fn rules_for_resource(
     protections: &[Protection],
+    consent: &[ConsentRule],
     resource: &serde_json::Value,
     patient: Option<&str>,
+    view: &ConsentView,
 ) -> Result<Rules, fhirseal_seal::RuleError> {
-    let rules = rules_for(protections, patient);
+    let rules = rules_for(protections, consent, patient, view);
     let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
         return Ok(rules);
     };
@@ -785,6 +916,8 @@ impl Protection {
 #[derive(Clone)]
 pub struct SealingRules {
     protections: Arc<[Protection]>,
+    consent: Arc<[ConsentRule]>,
+    view: ConsentView,
     patient: Option<String>,
 }
 
@@ -808,7 +941,13 @@ impl SealingRules {
         &self,
         resource: &serde_json::Value,
     ) -> Result<Rules, fhirseal_seal::RuleError> {
-        rules_for_resource(&self.protections, resource, self.patient.as_deref())
+        rules_for_resource(
+            &self.protections,
+            &self.consent,
+            resource,
+            self.patient.as_deref(),
+            &self.view,
+        )
     }
 }
 
@@ -817,6 +956,13 @@ impl PartialEq for SealingRules {
     /// two decisions whose writes would be sealed the same way.
     fn eq(&self, other: &Self) -> bool {
         self.patient == other.patient
+            && self.view == other.view
+            && self.consent.len() == other.consent.len()
+            && self
+                .consent
+                .iter()
+                .zip(other.consent.iter())
+                .all(|(a, b)| a.governs_like(b))
             && self.protections.len() == other.protections.len()
             && self
                 .protections
@@ -1062,28 +1208,8 @@ fn check_role(
         );
     }
     for attribute in &role.attributes {
-        let text = attribute.get_ref();
-        if text != PATIENT_SELF && text.starts_with("patient:") {
-            c.error(
-                attribute.span(),
-                format!("roles[{i}].attributes"),
-                format!("`{text}`: `patient:` attributes are given only through `{PATIENT_SELF}`"),
-            );
-        } else if let Err(e) = Attribute::new(text) {
-            c.error(
-                attribute.span(),
-                format!("roles[{i}].attributes"),
-                format!("`{text}` is not an attribute name: {e}"),
-            );
-        } else if !text
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "_:./@#+-".contains(ch))
-        {
-            c.error(
-                attribute.span(),
-                format!("roles[{i}].attributes"),
-                format!("`{text}` is not an attribute name: use letters, digits and _ : . / @ # + - only"),
-            );
+        if let Some(problem) = attribute_problem(attribute.get_ref()) {
+            c.error(attribute.span(), format!("roles[{i}].attributes"), problem);
         }
     }
     (c.errors.len() == before).then(|| Role {
@@ -1107,9 +1233,22 @@ fn check_role(
     })
 }
 
+/// Why `text` is not the policy's to give or name: the consent attributes are the gateway's own
+/// (`docs/consent.md`).
+fn reserved(text: &str) -> Option<String> {
+    (text.starts_with(ACTOR) || text.starts_with(CONSENT_NAMESPACE)).then(|| {
+        format!(
+            "`{text}`: `{ACTOR}` and `{CONSENT_NAMESPACE}` attributes are the gateway's own \
+             (patient consent, docs/consent.md): a policy neither gives nor names them"
+        )
+    })
+}
+
 /// Why `text` cannot be an attribute a policy gives, if it cannot.
 fn attribute_problem(text: &str) -> Option<String> {
-    if text != PATIENT_SELF && text.starts_with("patient:") {
+    if let Some(problem) = reserved(text) {
+        Some(problem)
+    } else if text != PATIENT_SELF && text.starts_with("patient:") {
         Some(format!(
             "`{text}`: `patient:` attributes are given only through `{PATIENT_SELF}`"
         ))
@@ -1125,6 +1264,56 @@ fn attribute_problem(text: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+fn check_consent(
+    c: &mut Checker<'_>,
+    i: usize,
+    rule: &Spanned<RawConsent>,
+) -> Option<(ConsentRule, Vec<(String, String)>)> {
+    let before = c.errors.len();
+    let origin = c.origin(&rule.span());
+    let raw = rule.get_ref();
+    if raw.rules.is_empty() {
+        c.error(
+            raw.name.span(),
+            format!("consent[{i}].rules"),
+            format!(
+                "consent rule `{}` governs no protection rule",
+                raw.name.get_ref()
+            ),
+        );
+    }
+    let permit = raw
+        .permit
+        .as_ref()
+        .and_then(|p| c.structure(p, format!("consent[{i}].permit"), false));
+    let deny = raw.deny.as_ref().is_some_and(|d| *d.get_ref());
+    if raw.permit.is_none() && !deny {
+        c.error(
+            raw.name.span(),
+            format!("consent[{i}]"),
+            format!(
+                "consent rule `{}` neither widens (`permit = \"…\"`) nor narrows (`deny = true`)",
+                raw.name.get_ref()
+            ),
+        );
+    }
+    (c.errors.len() == before).then(|| {
+        (
+            ConsentRule {
+                name: raw.name.get_ref().clone(),
+                rules: raw.rules.iter().map(|r| r.get_ref().clone()).collect(),
+                permit,
+                deny,
+                origin,
+            },
+            raw.rules
+                .iter()
+                .map(|r| (r.get_ref().clone(), format!("consent[{i}].rules")))
+                .collect(),
+        )
+    })
 }
 
 fn check_break_glass(

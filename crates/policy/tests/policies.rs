@@ -42,6 +42,7 @@ fn request(interaction: Interaction, resource_type: &str, patient: Option<&str>)
         interaction,
         resource_type: resource_type.into(),
         patient: patient.map(str::to_string),
+        consent: Default::default(),
     }
 }
 
@@ -728,7 +729,7 @@ fn shuffled(text: &str, seed: u64, files: usize) -> Vec<(String, String)> {
     };
     let mut out: Vec<toml::Table> = (0..files).map(|_| toml::Table::new()).collect();
     out[(next() as usize) % files].insert("policy".into(), table["policy"].clone());
-    for kind in ["roles", "access", "protect"] {
+    for kind in ["roles", "access", "protect", "break-glass", "consent"] {
         let mut items = table
             .get(kind)
             .and_then(|v| v.as_array())
@@ -827,4 +828,155 @@ proptest! {
             let _ = policy.decide(&who, &request(Interaction::Read, "Patient", None));
         }
     }
+}
+
+/// Under the Part 2 policy's `[[consent]]` rule: a permit widens the governed rules' structures
+/// for that patient only, a deny narrows them, keys carry identity attributes of bounded number,
+/// and a denied practitioner loses `consent:unrestricted`.
+#[test]
+fn consent_widens_and_narrows_only_the_rules_it_governs() {
+    use fhirseal_policy::{ConsentBook, ConsentRecord};
+    let policy = shipped("part2-substance-use.toml");
+    let consent = |id: &str, patient: &str, provision: Value| {
+        let resource = json!({
+            "resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "patient": {"reference": patient},
+            "provision": provision,
+        });
+        ConsentRecord::from_fhir(&resource, id, &[]).unwrap()
+    };
+    let mut book = ConsentBook::new();
+    book.insert(consent(
+        "c1",
+        "Patient/p1",
+        json!({"type": "deny", "provision": [{"type": "permit",
+            "actor": [{"reference": {"reference": "Organization/east-clinic"}}]}]}),
+    ));
+    book.insert(consent(
+        "c2",
+        "Patient/p2",
+        json!({"type": "deny", "actor": [{"reference": {"reference": "Practitioner/dr-a"}}]}),
+    ));
+    let now = 1_800_000_000_000_000;
+    let east = Principal::from_claims(&json!({"sub": "e", "fhirUser": "Practitioner/dr-e",
+        "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/east-clinic"}]}))
+    .unwrap();
+    let dr_a = Principal::from_claims(&json!({"sub": "a", "fhirUser": "Practitioner/dr-a",
+        "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary-sud-programme"}]}))
+    .unwrap();
+    let structure = |patient: &str, rule: &str| {
+        let protection = policy
+            .protections()
+            .iter()
+            .find(|p| p.name == rule)
+            .unwrap();
+        policy.readers_under(protection, Some(patient), &book.view(Some(patient), now))
+    };
+    let opens = |who: &Principal, patient: &str, rule: &str| {
+        policy
+            .attributes_in(who, &book.view(Some(patient), now))
+            .satisfy(&structure(patient, rule))
+    };
+    // The clinic's clinician opens p1's SUD diagnoses (governed), not p2's, and not p1's
+    // contact details (not governed).
+    assert!(opens(&east, "Patient/p1", "SUD diagnoses"));
+    assert!(!opens(&east, "Patient/p2", "SUD diagnoses"));
+    assert!(!opens(
+        &east,
+        "Patient/p1",
+        "programme patients' contact details"
+    ));
+    assert!(
+        structure("Patient/p1", "SUD diagnoses")
+            .to_string()
+            .contains("actor:Organization/east-clinic")
+    );
+    // The programme physician opens p1's, not p2's (who denies her), and her key lacks the
+    // unrestricted attribute.
+    assert!(opens(&dr_a, "Patient/p1", "SUD diagnoses"));
+    assert!(!opens(&dr_a, "Patient/p2", "SUD diagnoses"));
+    let held = policy.attributes_in(&dr_a, &book.view(None, now));
+    assert!(held.has("actor:Practitioner/dr-a"));
+    assert!(!held.has("consent:unrestricted"));
+    let held = policy.attributes_in(&east, &book.view(None, now));
+    assert!(held.has("consent:unrestricted") && held.has("actor:Organization/east-clinic"));
+    // Bounded keys: a hundred more consenting patients add nothing to a clinician's attributes.
+    let before = held.names().count();
+    for i in 0..100 {
+        book.insert(consent(
+            &format!("m{i}"),
+            &format!("Patient/m{i}"),
+            json!({"type": "permit", "actor": [{"reference": {"reference": "Organization/east-clinic"}}]}),
+        ));
+    }
+    assert_eq!(
+        policy
+            .attributes_in(&east, &book.view(None, now))
+            .names()
+            .count(),
+        before
+    );
+    // Decisions follow: the obligation says open for the consented clinic's clinician.
+    let decision = policy.decide(
+        &east,
+        &Request {
+            interaction: Interaction::Read,
+            resource_type: "Condition".into(),
+            patient: Some("Patient/p1".into()),
+            consent: book.view(Some("Patient/p1"), now),
+        },
+    );
+    let Decision::Permit(obligations) = decision else {
+        panic!("{decision:?}")
+    };
+    assert!(obligations.elements.iter().all(|e| e.open));
+    // Without consent rules nothing changes: no identity attributes.
+    let hospital = shipped("general-hospital.toml");
+    assert!(
+        hospital
+            .attributes_in(&east, &book.view(None, now))
+            .names()
+            .all(|a| !a.starts_with("actor:") && !a.starts_with("consent:"))
+    );
+}
+
+#[test]
+fn consent_rules_are_checked_and_the_consent_attributes_reserved() {
+    let load = |body: &str| {
+        Policy::load(&[("c.toml".into(), format!("{HEADER}{body}"))])
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let protect = "[[roles]]\nname = \"r\"\nattributes = [\"role:x\"]\n\
+                   [[protect]]\nname = \"p\"\nresource = \"Condition\"\nelements = [\"Condition.code\"]\nreaders = \"role:x\"\n";
+    let error = load(&format!(
+        "{protect}[[consent]]\nname = \"c\"\nrules = [\"nope\"]\ndeny = true\n"
+    ));
+    assert!(
+        error.contains("consent[0].rules") && error.contains("no protection rule"),
+        "{error}"
+    );
+    let error = load(&format!(
+        "{protect}[[consent]]\nname = \"c\"\nrules = [\"p\"]\n"
+    ));
+    assert!(error.contains("neither widens"), "{error}");
+    let error = load(&format!(
+        "{protect}[[consent]]\nname = \"c\"\nrules = [\"p\"]\npermit = \"consent:unrestricted\"\n"
+    ));
+    assert!(
+        error.contains("consent[0].permit") && error.contains("gateway's own"),
+        "{error}"
+    );
+    let error = load("[[roles]]\nname = \"r\"\nattributes = [\"actor:Practitioner/x\"]\n");
+    assert!(
+        error.contains("roles[0].attributes") && error.contains("gateway's own"),
+        "{error}"
+    );
+    let error = load(&format!(
+        "{protect}[[consent]]\nname = \"a\"\nrules = [\"p\"]\ndeny = true\n[[consent]]\nname = \"b\"\nrules = [\"p\"]\ndeny = true\n"
+    ));
+    assert!(error.contains("one at most"), "{error}");
 }
