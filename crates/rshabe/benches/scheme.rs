@@ -7,6 +7,9 @@
 //!
 //! rshabe runs with the default parameters (L = 20, ℓ = 10) at period 341, whose cover has 6
 //! nodes, the average for ℓ = 10.
+//!
+//! The `consent` group (issue 19) measures patient consent's cost on its own:
+//! `cargo bench -p rshabe --bench scheme -- consent`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -17,7 +20,10 @@ use rabe::schemes::ac17;
 use rabe::utils::policy::pest::PolicyLanguage;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use rshabe::{AccessStructure, Attribute, Params, RevocationList, UpdateMode};
+use rshabe::{
+    AccessStructure, Attribute, DecryptionKey, KeyUpdate, MasterSecret, Params, PublicParams,
+    RevocationList, UpdateMode,
+};
 
 const PERIOD: u64 = 341;
 
@@ -208,12 +214,127 @@ fn scheme(c: &mut Criterion) {
         });
 }
 
+/// The structure every consent below widens or narrows: the rule's own, before any consent.
+const CONSENT_BASE: &str = "(org:st-mary/programme:sud and role:physician) or patient:Patient/p1";
+
+/// One period's decryption key for a key issued at `leaf` with `names`.
+fn consent_key(
+    pp: &PublicParams,
+    msk: &MasterSecret,
+    ku: &KeyUpdate,
+    leaf: u64,
+    names: &[String],
+    rng: &mut ChaCha20Rng,
+) -> DecryptionKey {
+    let attributes: Vec<Attribute> = names.iter().map(|a| Attribute::new(a).unwrap()).collect();
+    let sk = rshabe::keygen(pp, msk, leaf, &attributes, rng).unwrap();
+    rshabe::decrypt_key(pp, &sk, ku, rng).unwrap()
+}
+
+/// Patient consent (issue 19) against n, the actors named in ONE patient's consent.
+///
+/// A permit widens that patient's structure to `(base) or (role:clinician and (actor:… or …))`;
+/// a deny narrows it to `(base) and (consent:unrestricted or actor:Practitioner/r1 or …)`. A
+/// clinician's key holds its identity attributes and `consent:unrestricted` whatever the number
+/// of patients who consent to it, so its size cannot depend on n; the ciphertext grows with n.
+/// The permit's actors are `actor:Organization/c1 … c(n−1)` and last the clinician's own
+/// organisation, so the key satisfies the OR only through its last child (the worst case). The
+/// deny form is opened by a SUD-programme physician (who satisfies the base) holding
+/// `consent:unrestricted`. n = 64 is well inside the crate's limits (`access::MAX_CHILDREN` 256
+/// children per gate, `MAX_LEAVES` 1024 leaves, `MAX_POLICY_BYTES` 16 KiB of formula).
+///
+/// Also printed: the rejected alternative, one attribute per consenting patient in the
+/// clinician's key (`consent:Patient/p1 … pn`), whose key grows with the patients.
+fn consent(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(19);
+    let (pp, msk) = rshabe::setup(Params::DEFAULT, &mut rng);
+    let ku = rshabe::key_update(&pp, &msk, PERIOD, &RevocationList::new(), &mut rng).unwrap();
+    let clinician_names: Vec<String> = [
+        "role:clinician",
+        "org:st-mary",
+        "actor:Practitioner/c1",
+        "actor:Organization/east-clinic",
+        "consent:unrestricted",
+    ]
+    .map(String::from)
+    .to_vec();
+    let clinician = consent_key(&pp, &msk, &ku, 7, &clinician_names, &mut rng);
+    let physician_names = [
+        "org:st-mary/programme:sud",
+        "role:physician",
+        "actor:Practitioner/d1",
+        "actor:Organization/st-mary",
+        "consent:unrestricted",
+    ]
+    .map(String::from);
+    let physician = consent_key(&pp, &msk, &ku, 8, &physician_names, &mut rng);
+    let key_bytes = clinician.to_bytes().len();
+
+    let mut g = c.benchmark_group("consent");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for n in [1usize, 4, 16, 64] {
+        let actors: Vec<String> = (1..n)
+            .map(|i| format!("actor:Organization/c{i}"))
+            .chain(std::iter::once("actor:Organization/east-clinic".to_owned()))
+            .collect();
+        let permit = AccessStructure::parse(&format!(
+            "({CONSENT_BASE}) or (role:clinician and ({}))",
+            actors.join(" or ")
+        ))
+        .unwrap();
+        let restricted: Vec<String> = (1..=n)
+            .map(|i| format!("actor:Practitioner/r{i}"))
+            .collect();
+        let deny = AccessStructure::parse(&format!(
+            "({CONSENT_BASE}) and (consent:unrestricted or {})",
+            restricted.join(" or ")
+        ))
+        .unwrap();
+        let (permit_ct, permit_key) = rshabe::encrypt(&pp, &permit, PERIOD, &mut rng).unwrap();
+        let (deny_ct, deny_key) = rshabe::encrypt(&pp, &deny, PERIOD, &mut rng).unwrap();
+        assert_eq!(rshabe::decrypt(&clinician, &permit_ct).unwrap(), permit_key);
+        assert_eq!(rshabe::decrypt(&physician, &deny_ct).unwrap(), deny_key);
+        assert!(rshabe::decrypt(&clinician, &deny_ct).is_err());
+
+        // The clinician consented to by n patients holds the very same attributes: keygen again
+        // to show the bytes do not move. The rejected design adds one attribute per patient.
+        let consented = consent_key(&pp, &msk, &ku, 9, &clinician_names, &mut rng);
+        let per_patient: Vec<String> = clinician_names
+            .iter()
+            .cloned()
+            .chain((1..=n).map(|i| format!("consent:Patient/p{i}")))
+            .collect();
+        let rejected = consent_key(&pp, &msk, &ku, 10, &per_patient, &mut rng);
+        eprintln!(
+            "consent: n={n} key {key_bytes} B (consented by {n} patients: {} B; rejected \
+             one attribute per patient: {} B), ciphertext {} B, deny ciphertext {} B",
+            consented.to_bytes().len(),
+            rejected.to_bytes().len(),
+            permit_ct.to_bytes().len(),
+            deny_ct.to_bytes().len()
+        );
+
+        g.bench_function(BenchmarkId::new("encrypt", n), |b| {
+            b.iter(|| rshabe::encrypt(&pp, black_box(&permit), PERIOD, &mut rng).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("decrypt-permit", n), |b| {
+            b.iter(|| rshabe::decrypt(black_box(&clinician), black_box(&permit_ct)).unwrap())
+        });
+        g.bench_function(BenchmarkId::new("decrypt-deny", n), |b| {
+            b.iter(|| rshabe::decrypt(black_box(&physician), black_box(&deny_ct)).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = scheme
+    targets = scheme, consent
 }
 criterion_main!(benches);
