@@ -613,6 +613,13 @@ impl Policy {
         )
     }
 
+    /// What a write of a record of `patient` is sealed under under the consents `view`, for the
+    /// gateway's own writes that no caller's decision stands behind (sealing a patient's records
+    /// again after their consent changed).
+    pub fn sealing_rules_under(&self, patient: Option<&str>, view: ConsentView) -> SealingRules {
+        self.sealing_rules(patient.map(str::to_string), view)
+    }
+
     /// The sealing rules of a decision for a record of `patient`: this policy's protection
     /// rules as they stand now, shared, not copied, under the consents of the decision.
     pub(crate) fn sealing_rules(&self, patient: Option<String>, view: ConsentView) -> SealingRules {
