@@ -249,6 +249,7 @@ pub fn admin_router(state: AppState, access: AdminAccess) -> Router {
         .route("/authorization/login-stats", get(login_stats))
         .route("/break-glass", get(crate::break_glass::admin::list))
         .route("/break-glass/renew", post(crate::break_glass::admin::renew))
+        .route("/consent/reseal", post(crate::consent::reseal_endpoint))
         .with_state(state)
         .fallback(|| async {
             (

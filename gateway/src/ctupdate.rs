@@ -145,6 +145,15 @@ pub enum JobError {
     /// ([`crate::reindex`]).
     #[error("the re-index job's key, or opening a resource with it: {0}")]
     ServiceKey(String),
+    /// A resource could not be sealed again under the consents in force
+    /// ([`crate::consent::reseal_patient`]): it keeps its former structures.
+    #[error("{resource} could not be sealed again: {reason}")]
+    Reseal {
+        /// `type/id`.
+        resource: String,
+        /// Why (element paths, never values).
+        reason: String,
+    },
     /// A resource kept being written by others during its update.
     #[error("{resource} kept changing during its update ({WRITE_ATTEMPTS} attempts)")]
     Contended {

@@ -163,6 +163,16 @@ pub enum ApiError {
     /// The request is well-formed but cannot be processed as asked (422); a fixed sentence.
     #[error("the request cannot be processed: {0}")]
     Unprocessable(&'static str),
+    /// A `Consent` the gateway cannot enforce as written (422): where and why, codes and
+    /// references only (`docs/consent.md`).
+    #[error("this Consent cannot be enforced: {0}")]
+    Consent(#[from] fhirseal_policy::ConsentError),
+    /// A `Consent` was written upstream but could not be recorded in the authority's consent
+    /// log (503): it is not in force; write it again.
+    #[error(
+        "the Consent was stored by the FHIR server but the gateway could not put it in force; write it again"
+    )]
+    ConsentLog(#[source] crate::consent::ConsentLogError),
     /// A search parameter is refused (400): it reads a sealed element, is unknown for the type
     /// (fail closed) or is a chain or `_has`. The message names the parameter, never its value.
     #[error("{0}")]
@@ -470,7 +480,10 @@ impl ApiError {
             Self::PayloadTooLarge | Self::TooLargeToStore { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too-costly", None)
             }
-            Self::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing", None),
+            Self::Unprocessable(_) | Self::Consent(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "processing", None)
+            }
+            Self::ConsentLog(_) => (StatusCode::SERVICE_UNAVAILABLE, "transient", None),
             Self::SearchRefused(_) => (StatusCode::BAD_REQUEST, "not-supported", None),
             Self::UpstreamConflict => (StatusCode::CONFLICT, "conflict", None),
             Self::DiscoveryUnavailable => (StatusCode::BAD_GATEWAY, "transient", None),

@@ -62,6 +62,7 @@ use fhirseal_policy::Policy;
 use rand_core::OsRng;
 use rshabe::{Attribute, DecryptionKey};
 
+use crate::consent::Consents;
 use crate::metrics::{Derivation, Metrics};
 
 /// The longest identity the keyring binds keys to, in bytes (the authority allows 256 per name,
@@ -241,8 +242,31 @@ impl Keyring {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
                 hasher: RandomState::new(),
+                consents: Arc::default(),
             }),
             metrics: Metrics::default(),
+        }
+    }
+
+    /// This keyring, giving keys under the consents in force in `consents`: a practitioner some
+    /// patient's consent denies gets no `consent:unrestricted` ([`Policy::attributes_in`]).
+    #[must_use]
+    pub fn with_consents(self, consents: Arc<Consents>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            authority: Arc::clone(&shared.authority),
+            policy: Arc::clone(&shared.policy),
+            settings: shared.settings,
+            entries: Mutex::new(HashMap::new()),
+            period: Mutex::new(None),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+            consents: Arc::default(),
+        });
+        Self {
+            inner: Arc::new(Inner { consents, ..inner }),
+            metrics: self.metrics,
         }
     }
 
@@ -282,7 +306,8 @@ impl Keyring {
         principal: &Principal,
         now: i64,
     ) -> Result<Option<KeyGrant>, KeyError> {
-        let attributes = canonical(self.inner.policy.attributes(principal).names())?;
+        let view = self.inner.consents.view(None, now);
+        let attributes = canonical(self.inner.policy.attributes_in(principal, &view).names())?;
         if attributes.is_empty() {
             return Ok(None);
         }
@@ -350,6 +375,57 @@ impl Keyring {
             period,
             change,
         })
+    }
+
+    /// Re-issues now, without `consent:unrestricted`, the key of every identity whose latest
+    /// registration holds `actor:<practitioner>` and that attribute (a practitioner a consent
+    /// has just denied), revoking the former registration, rather than at its next request: a
+    /// copy of the former key is then revoked from the next period on, whether or not the
+    /// practitioner calls again. Returns the registrations revoked.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Authority`] and [`KeyError::Task`] (the authority failed).
+    pub async fn restrict(&self, practitioner: &str, now: i64) -> Result<Vec<String>, KeyError> {
+        use fhirseal_policy::consent::{ACTOR, UNRESTRICTED};
+        let actor = format!("{ACTOR}{practitioner}");
+        let inner = self.inner.clone();
+        let revoked = blocking(move || {
+            let mut revoked = Vec::new();
+            let users = inner
+                .authority
+                .principals(Kind::User)
+                .map_err(KeyError::Authority)?;
+            let identities: BTreeSet<String> = users
+                .iter()
+                .filter(|p| p.revoked_at.is_none())
+                .filter(|p| {
+                    p.attributes.contains(&actor) && p.attributes.iter().any(|a| a == UNRESTRICTED)
+                })
+                .map(|p| identity_of(&p.name).to_string())
+                .collect();
+            for identity in identities {
+                let versions = registrations(&inner.authority, &identity)?;
+                let Some(latest) = versions.last() else {
+                    continue;
+                };
+                let mut wanted: BTreeSet<String> = latest.attributes.iter().cloned().collect();
+                if latest.revoked_at.is_some() || !wanted.remove(UNRESTRICTED) {
+                    continue;
+                }
+                let (_, change) =
+                    resolve(&inner.authority, &identity, &wanted, &inner.settings, now)?;
+                if let Some(KeyChange::Reissued { previous, .. }) = change {
+                    revoked.push(previous);
+                }
+            }
+            Ok(revoked)
+        })
+        .await?;
+        for registration in &revoked {
+            self.forget(identity_of(registration));
+        }
+        Ok(revoked)
     }
 
     /// Derives, ahead of its next request, the key of `identity` for the period at `now`, with the
@@ -585,6 +661,8 @@ struct Inner {
     period: Mutex<Option<PeriodEntry>>,
     locks: Vec<tokio::sync::Mutex<()>>,
     hasher: RandomState,
+    /// The consents keys are given under ([`Keyring::with_consents`]; none by default).
+    consents: Arc<Consents>,
 }
 
 /// What the keyring knows about one identity.
@@ -660,7 +738,14 @@ fn resolve(
             retire(authority, earlier, now)?;
             return Ok((latest.name.clone(), None));
         }
-        if now.saturating_sub(latest.created_at) < seconds(settings.reissue_interval_seconds) {
+        // A change of `consent:unrestricted` alone follows the consents, not the caller's token
+        // (it cannot alternate between two tokens): it is never throttled.
+        let consent_only = held
+            .symmetric_difference(wanted)
+            .all(|a| a == fhirseal_policy::consent::UNRESTRICTED);
+        if !consent_only
+            && now.saturating_sub(latest.created_at) < seconds(settings.reissue_interval_seconds)
+        {
             return Err(KeyError::ReissueThrottled);
         }
         let name = versioned(identity, versions.len() + 1);

@@ -42,6 +42,7 @@ pub mod audit;
 pub mod auth;
 pub mod break_glass;
 pub mod config;
+pub mod consent;
 pub mod ctupdate;
 pub mod error;
 pub mod flow;

@@ -22,6 +22,7 @@ use fhirseal_envelope::HeaderCache;
 use crate::audit::chain::ChainWriter;
 use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
+use crate::consent::Consents;
 use crate::guard::CreateGuards;
 use crate::headers::HeaderStore;
 use crate::keys::{Keyring, KeyringSettings};
@@ -65,6 +66,8 @@ pub struct AppState {
     pub break_glass: Arc<crate::break_glass::shared::BreakGlass>,
     /// Whether the warm-up after a start has ended ([`crate::warm`]), for `/ready`.
     pub warmth: Arc<Warmth>,
+    /// The patients' consents in force ([`crate::consent`]).
+    pub consents: Arc<Consents>,
 }
 
 /// Why the gateway cannot start. Each names what is at fault.
@@ -100,6 +103,9 @@ pub enum StartupError {
     /// The authority cannot be opened or created.
     #[error("the attribute authority: {0}")]
     Authority(#[from] fhirseal_authority::Error),
+    /// The consent log in the authority does not read.
+    #[error("the attribute authority's consent log: {0}")]
+    Consent(#[from] crate::consent::ConsentLogError),
     /// The policy does not load; each problem names its file, line and key.
     #[error("the policy:\n{0}")]
     Policy(#[from] fhirseal_policy::PolicyErrors),
@@ -173,6 +179,7 @@ impl AppState {
             http,
         )?;
         let sealing = Arc::new(Sealing::new(Arc::clone(&authority), Arc::clone(&policy))?);
+        let consents = Arc::new(Consents::load(&authority)?);
         if !policy.break_glass().is_empty() && config.break_glass.webhook_url.is_none() {
             tracing::warn!(
                 "the policy has break-glass rules but break_glass.webhook_url is not set: \
@@ -194,7 +201,8 @@ impl AppState {
                     ..KeyringSettings::default()
                 },
             )
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_consents(Arc::clone(&consents)),
             headers: Arc::new(HeaderStore::new(upstream.clone()).with_metrics(metrics.clone())),
             header_cache: Arc::new(HeaderCache::new(
                 HEADER_CACHE_ENTRIES,
@@ -211,6 +219,7 @@ impl AppState {
             metrics,
             break_glass,
             warmth: Arc::default(),
+            consents,
         })
     }
 }

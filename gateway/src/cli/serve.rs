@@ -106,6 +106,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         stopped(stopping.clone()),
     );
     let index_refresh = state.sealing.spawn_index_refresh(stopped(stopping.clone()));
+    let consent_refresh = fhirseal::consent::spawn_background(&state, stopped(stopping.clone()));
     // Served meanwhile; `/ready` says ready once it ends (at most its budget).
     let (warm_seconds, warm_callers) = state.config.warm_up;
     if warm_seconds > 0 {
@@ -147,6 +148,7 @@ async fn serve_until_stopped(config: Config, json_logs: bool) -> Result<(), Stri
         }
         let _ = background.await;
         let _ = index_refresh.await;
+        let _ = consent_refresh.await;
     })
     .await;
     if drained.is_err() {

@@ -128,6 +128,9 @@ pub fn decide(
         &PolicyRequest {
             interaction,
             resource_type: resource_type.to_string(),
+            consent: state
+                .consents
+                .view(patient.as_deref(), fhirseal_authority::unix_now()),
             patient,
         },
     );

@@ -70,6 +70,8 @@ pub struct Prepared {
     id: String,
     sealed: usize,
     prefer: Prefer,
+    /// A `Consent` written: what goes into force once the upstream has stored it.
+    consent: Option<fhirseal_policy::ConsentRecord>,
 }
 
 impl Prepared {
@@ -350,6 +352,12 @@ pub async fn delete(
     let stored = fetch(state, resource_type, id, format!("{resource_type}/{id}")).await?;
     authorize(state, caller, Interaction::Delete, &stored.resource)?;
     check_if_match(conditions, &stored.resource)?;
+    // Deleting a Consent withdraws it: nothing of it stays in force.
+    let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
+    let consent = (resource_type == "Consent")
+        .then(|| fhirseal_policy::record_patient(&stored.resource, &bases))
+        .flatten()
+        .map(|patient| fhirseal_policy::ConsentRecord::withdrawn(id, &patient));
     Ok(Step::Send(Prepared {
         call: Call {
             method: Method::DELETE,
@@ -362,6 +370,7 @@ pub async fn delete(
         id: id.to_string(),
         sealed: 0,
         prefer: Prefer::Unspecified,
+        consent,
     }))
 }
 
@@ -419,8 +428,12 @@ pub async fn finish(
         id,
         sealed,
         prefer,
+        consent,
         ..
     } = prepared;
+    if let Some(record) = consent {
+        crate::consent::put_in_force(state, record).await?;
+    }
     let refs = vec![format!("{resource_type}/{id}")];
     if kind == Kind::Delete {
         let note = note("delete", refs, OpenReport::default(), 0);
@@ -608,6 +621,13 @@ async fn seal(
     let mut merged = fhirseal_seal::merge(stored, opened, &resource)?;
     drop(read);
     let resource = merged.take_resource();
+    // A Consent the gateway cannot enforce is refused before anything goes upstream.
+    let consent = (resource_type == "Consent")
+        .then(|| {
+            let bases = [state.config.fhir_base.as_str(), state.upstream.base()];
+            fhirseal_policy::ConsentRecord::from_fhir(&resource, id, &bases)
+        })
+        .transpose()?;
     // The decision carries the rules it was made under: the write is sealed by those.
     let permit = authorize(state, caller, interaction, &resource)?;
     let writable = permit.writable_paths(&resource);
@@ -641,6 +661,7 @@ async fn seal(
         id: id.to_string(),
         sealed: sealed.elements,
         prefer,
+        consent,
     }))
 }
 
