@@ -19,6 +19,7 @@ mod break_glass;
 mod cli;
 mod config;
 mod config_cli;
+mod consent;
 mod cors;
 mod ctupdate;
 mod e2e_r4_examples;

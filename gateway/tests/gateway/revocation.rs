@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use fhirseal::admin::{AdminAccess, AdminTokens, admin_router};
 use fhirseal::app::app;
 use fhirseal::state::AppState;
 use fhirseal_envelope::{BlindIndex, Header, HeaderCache, HeaderId};
@@ -20,7 +19,7 @@ use rand_core::OsRng;
 use serde_json::{Value, json};
 
 use crate::support::sekmet::{OwnServer, upstream_get, upstream_put};
-use crate::support::{configured, header_in, now, practitioner, send};
+use crate::support::{admin_api, configured, header_in, now, practitioner, send};
 
 const NAME: &str = "Canary-Name-R8";
 const SSN: &str = "999-CANARY-R8";
@@ -69,27 +68,6 @@ async fn call(
     };
     let reply = send(app, request.body(body).unwrap()).await;
     (reply.status, reply.text)
-}
-
-/// The admin API as `fhirseal serve` mounts it on 127.0.0.1:9090, each request sent to that host
-/// with its one token (the admin API's own refusals: tests/gateway/admin.rs).
-fn admin_api(state: &AppState) -> Router {
-    const TOKEN: &str = "revocation-test-admin-token-0123456789";
-    let access = AdminAccess::new(
-        "127.0.0.1:9090".parse().unwrap(),
-        AdminTokens::parse(&format!("revocation-test {TOKEN}")).unwrap(),
-    );
-    admin_router(state.clone(), access).layer(axum::middleware::map_request(
-        |mut request: Request<Body>| async move {
-            let headers = request.headers_mut();
-            headers.insert(header::HOST, "127.0.0.1:9090".parse().unwrap());
-            headers.insert(
-                header::AUTHORIZATION,
-                format!("Bearer {TOKEN}").parse().unwrap(),
-            );
-            request
-        },
-    ))
 }
 
 /// `GET path` straight from the FHIR server, not through the gateway.

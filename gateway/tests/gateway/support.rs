@@ -18,6 +18,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use fhirseal::admin::{AdminAccess, AdminTokens, admin_router};
 use fhirseal::config::{Config, DEFAULTS};
 use fhirseal::state::AppState;
 pub(crate) use fhirseal_authority::unix_now as now;
@@ -387,4 +388,25 @@ impl std::io::Write for Logged {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The admin API as `fhirseal serve` mounts it on 127.0.0.1:9090, each request sent to that host
+/// with its one token (the admin API's own refusals: tests/gateway/admin.rs).
+pub(crate) fn admin_api(state: &AppState) -> Router {
+    const TOKEN: &str = "support-test-admin-token-0123456789";
+    let access = AdminAccess::new(
+        "127.0.0.1:9090".parse().unwrap(),
+        AdminTokens::parse(&format!("support-test {TOKEN}")).unwrap(),
+    );
+    admin_router(state.clone(), access).layer(axum::middleware::map_request(
+        |mut request: Request<Body>| async move {
+            let headers = request.headers_mut();
+            headers.insert(header::HOST, "127.0.0.1:9090".parse().unwrap());
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {TOKEN}").parse().unwrap(),
+            );
+            request
+        },
+    ))
 }
