@@ -10,7 +10,7 @@ use fhirseal_seal::locate;
 use rshabe::AccessStructure;
 use serde_json::Value;
 
-use crate::consent::ConsentView;
+use crate::consent::{ConsentView, Kind};
 use crate::document::Search;
 use crate::policy::{
     Attributes, BreakGlass, Label, Origin, Policy, Protection, SealingRules, substitute,
@@ -114,6 +114,9 @@ pub struct ElementExplanation {
     pub open: bool,
     /// The break-glass rules that opened it, when only the emergency did (empty otherwise).
     pub break_glass: Vec<String>,
+    /// The `Consent`s that opened or masked it, when the policy's rules alone would have
+    /// decided otherwise (empty otherwise).
+    pub consent: Vec<String>,
     /// In words.
     pub why: String,
     /// When its rule names `writers`: whether the caller may set it without reading it, in
@@ -229,6 +232,18 @@ impl Policy {
     /// Per protected element present in `resource`: open or masked for `principal`, which rule
     /// and which attributes made it so.
     pub fn explain(&self, principal: &Principal, resource: &Value) -> Explanation {
+        self.explain_under(principal, resource, &ConsentView::default())
+    }
+
+    /// [`Policy::explain`] under the consents `view` of the record's patient: an element a
+    /// Consent opens or masks, where the policy's rules alone would not, says which Consent and
+    /// which consent rule ([`ElementExplanation::consent`]).
+    pub fn explain_under(
+        &self,
+        principal: &Principal,
+        resource: &Value,
+        view: &ConsentView,
+    ) -> Explanation {
         let resource_type = resource
             .get("resourceType")
             .and_then(Value::as_str)
@@ -240,14 +255,14 @@ impl Policy {
             .unwrap_or("(no id)");
         // Offline: no base is known, so only relative references name a patient.
         let patient = record_patient(resource, &[]);
-        let attributes = self.attributes(principal);
+        let attributes = self.attributes_in(principal, view);
         let access = self.decide(
             principal,
             &Request {
                 interaction: Interaction::Read,
                 resource_type: resource_type.clone(),
                 patient: patient.clone(),
-                consent: ConsentView::default(),
+                consent: view.clone(),
             },
         );
         let mut elements = Vec::new();
@@ -256,18 +271,29 @@ impl Policy {
             .iter()
             .filter(|p| p.resource_type == resource_type)
         {
-            let readers = protection.readers_for(patient.as_deref());
+            let base = protection.readers_for(patient.as_deref());
+            let readers = self.readers_under(protection, patient.as_deref(), view);
             let open = attributes.satisfy(&readers);
+            let (consent, consent_words) = if open == attributes.satisfy(&base) {
+                (Vec::new(), None)
+            } else {
+                let (ids, said) = self.consent_words(protection, view, &attributes, open);
+                (ids, Some(said))
+            };
             let write = protection
                 .writers_for(patient.as_deref())
                 .map(|writers| writer_words(protection, &writers, &attributes));
             for rule in &protection.elements {
                 for concrete in locate(resource, rule) {
-                    let why = words(protection, &readers, &attributes, open, patient.as_deref());
+                    let why = match &consent_words {
+                        Some(said) => said.clone(),
+                        None => words(protection, &readers, &attributes, open, patient.as_deref()),
+                    };
                     elements.push(ElementExplanation {
                         path: concrete,
                         open,
                         break_glass: Vec::new(),
+                        consent: consent.clone(),
                         why,
                         write: write.clone(),
                     });
@@ -396,6 +422,66 @@ impl Policy {
         }
         explanation.attributes = emergency.attributes;
         Ok(explanation)
+    }
+}
+
+impl Policy {
+    /// Which Consents of `view` opened (`open`) or masked `protection`'s elements for a caller
+    /// holding `attributes`, and why in words.
+    fn consent_words(
+        &self,
+        protection: &Protection,
+        view: &ConsentView,
+        attributes: &Attributes,
+        open: bool,
+    ) -> (Vec<String>, String) {
+        let rule = self
+            .consent_rules()
+            .iter()
+            .find(|r| r.rules.contains(&protection.name));
+        let kind = if open { Kind::Permit } else { Kind::Deny };
+        let mut ids = Vec::new();
+        let mut named = Vec::new();
+        for (id, provision) in view.patient.iter() {
+            if provision.kind != kind || !provision.covers(protection) {
+                continue;
+            }
+            let held: Vec<&String> = provision
+                .actors
+                .iter()
+                .filter(|a| attributes.has(&format!("{}{a}", crate::consent::ACTOR)))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+            named.extend(
+                held.into_iter()
+                    .map(|a| format!("{id} {} {a}", if open { "permits" } else { "denies" })),
+            );
+        }
+        let under = rule.map_or_else(String::new, |r| {
+            format!(" under consent rule `{}` ({})", r.name, origin(&r.origin))
+        });
+        let said = if open {
+            format!(
+                "open by consent: {}{under}; rule `{}` ({}) alone lets only {} read it",
+                named.join(", "),
+                protection.name,
+                origin(&protection.origin),
+                protection.readers
+            )
+        } else {
+            format!(
+                "masked by consent: {}{under}; rule `{}` ({}) alone would open it",
+                named.join(", "),
+                protection.name,
+                origin(&protection.origin)
+            )
+        };
+        (ids, said)
     }
 }
 

@@ -54,6 +54,10 @@ enum Command {
         /// the caller may not break it).
         #[arg(long, conflicts_with = "searches")]
         break_glass: bool,
+        /// A JSON file with a FHIR `Consent` of the record's patient, as if written through the
+        /// gateway (repeatable): which Consent opens or masks which element.
+        #[arg(long = "consent", conflicts_with_all = ["searches", "break_glass"])]
+        consent: Vec<PathBuf>,
     },
 }
 
@@ -69,6 +73,8 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                     "roles": policy.roles().len(), "access": policy.access().len(), "protected_elements": protected,
                     "break_glass": policy.break_glass().iter().map(|r| json!({"name": r.name, "who": r.who.to_string(),
                         "grants": r.grants, "max_minutes": r.max_seconds / 60, "opens": r.opens(policy.protections())})).collect::<Vec<_>>(),
+                    "consent": policy.consent_rules().iter().map(|r| json!({"name": r.name, "rules": r.rules,
+                        "permit": r.permit.as_ref().map(ToString::to_string), "deny": r.deny})).collect::<Vec<_>>(),
                     "warnings": warnings})
                 .to_string()
             } else {
@@ -89,6 +95,21 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                         rule.max_seconds / 60,
                         rule.grants.join(", "),
                         rule.opens(policy.protections()).join(", ")
+                    ));
+                }
+                for rule in policy.consent_rules() {
+                    text.push_str(&format!(
+                        "\nconsent `{}`: a patient's Consent {} rules {}",
+                        rule.name,
+                        match (&rule.permit, rule.deny) {
+                            (Some(permit), true) => format!(
+                                "may widen (to named actors who also satisfy {permit}) and narrow"
+                            ),
+                            (Some(permit), false) =>
+                                format!("may widen (to named actors who also satisfy {permit})"),
+                            (None, _) => "may narrow".to_string(),
+                        },
+                        rule.rules.iter().cloned().collect::<Vec<_>>().join(", ")
                     ));
                 }
                 for warning in &warnings {
@@ -131,6 +152,7 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
             claims,
             resource,
             break_glass,
+            consent,
             ..
         } => {
             let (Some(claims), Some(resource)) = (claims, resource) else {
@@ -150,8 +172,16 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                 policy
                     .explain_emergency(&principal, &resource)
                     .map_err(|why| format!("break-glass refused: {why}"))?
-            } else {
+            } else if consent.is_empty() {
                 policy.explain(&principal, &resource)
+            } else {
+                let book = consent_book(&consent)?;
+                let patient = fhirseal_policy::record_patient(&resource, &[]);
+                let view = book.view(
+                    patient.as_deref(),
+                    fhirseal_authority::unix_now().saturating_mul(1_000_000),
+                );
+                policy.explain_under(&principal, &resource, &view)
             };
             Ok(if args.json {
                 json!({
@@ -166,6 +196,9 @@ pub(crate) fn run(args: Args) -> Result<String, String> {
                         let mut element = json!({"path": e.path, "open": e.open, "why": e.why});
                         if !e.break_glass.is_empty() {
                             element["break_glass"] = json!(e.break_glass);
+                        }
+                        if !e.consent.is_empty() {
+                            element["consent"] = json!(e.consent);
                         }
                         if let Some((write, words)) = &e.write {
                             element["write"] = json!(write);
@@ -248,4 +281,24 @@ fn read_json(path: &Path) -> Result<Value, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot be read: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
+}
+
+/// The Consents in `files`, each read as the gateway reads one written to it (its `id`, or the
+/// file's name without its extension); a file that is not an enforceable Consent is an error
+/// naming it and the path in it.
+fn consent_book(files: &[PathBuf]) -> Result<fhirseal_policy::ConsentBook, String> {
+    let mut book = fhirseal_policy::ConsentBook::new();
+    for file in files {
+        let resource = read_json(file)?;
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        let record = fhirseal_policy::ConsentRecord::from_fhir(&resource, &id, &[])
+            .map_err(|e| format!("{}: this Consent cannot be enforced: {e}", file.display()))?;
+        book.insert(record);
+    }
+    Ok(book)
 }

@@ -336,3 +336,89 @@ fn check_lists_break_glass_rules_and_explain_names_the_one_that_opened_an_elemen
         "{err}"
     );
 }
+
+#[test]
+fn explain_names_the_consent_that_opened_or_masked_an_element() {
+    let part2 = policies().join("part2-substance-use.toml");
+    let part2 = part2.to_str().unwrap();
+    let out = ok(&["check", part2]);
+    assert!(out.contains("consent `Part 2 written consent`"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let condition = write(
+        dir.path(),
+        "condition.json",
+        r#"{"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+            "code": {"text": "x"}}"#,
+    );
+    let consent = |name: &str, kind: &str, actor: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                r#"{{"resourceType": "Consent", "id": "{name}", "status": "active",
+                "scope": {{"coding": [{{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}}]}},
+                "patient": {{"reference": "Patient/p1"}},
+                "provision": {{"type": "{kind}", "actor": [{{"reference": {{"reference": "{actor}"}}}}]}}}}"#
+            ),
+        )
+    };
+    let permit = consent("k1", "permit", "Organization/east-clinic");
+    let deny = consent("k2", "deny", "Practitioner/dr-a");
+    let team = consent("k3", "permit", "CareTeam/t");
+    let east = write(
+        dir.path(),
+        "east.json",
+        r#"{"sub": "e", "fhirUser": "Practitioner/dr-east",
+            "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/east-clinic"}]}"#,
+    );
+    let dr_a = write(
+        dir.path(),
+        "dr-a.json",
+        r#"{"sub": "a", "fhirUser": "Practitioner/dr-a",
+            "practitioner_roles": [{"code": ["doctor"], "organization": "Organization/st-mary-sud-programme"}]}"#,
+    );
+    let explain = |claims: &str, consents: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--policy",
+            part2,
+            "--claims",
+            claims,
+            "--resource",
+            &condition,
+        ];
+        for c in consents {
+            args.push("--consent");
+            args.push(c);
+        }
+        ok(&args)
+    };
+    assert!(explain(&east, &[]).contains("Condition.code: masked"));
+    let opened = explain(&east, &[&permit]);
+    assert!(
+        opened.contains("Condition.code: open by consent: Consent/k1 permits Organization/east-clinic under consent rule `Part 2 written consent` ("),
+        "{opened}"
+    );
+    assert!(explain(&dr_a, &[]).contains("Condition.code: open"));
+    let masked = explain(&dr_a, &[&permit, &deny]);
+    assert!(
+        masked.contains("Condition.code: masked by consent: Consent/k2 denies Practitioner/dr-a"),
+        "{masked}"
+    );
+    let (code, err) = fails(&[
+        "explain",
+        "--policy",
+        part2,
+        "--claims",
+        &east,
+        "--resource",
+        &condition,
+        "--consent",
+        &team,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("this Consent cannot be enforced: Consent.provision.actor[0].reference"),
+        "{err}"
+    );
+}
