@@ -143,7 +143,7 @@ pub async fn fhir(
         }
     };
     let run = break_glass::during(emergency.as_ref(), flow::run(&state, &caller, request));
-    let (result, patients) = concerning(run).await;
+    let ((result, patients), consents) = crate::audit::note::consenting(concerning(run)).await;
     let mut response = match result {
         Ok(answer) => answer.into_response(&state),
         Err(error) => refusal(error, name, resources),
@@ -158,6 +158,7 @@ pub async fn fhir(
             entry.patients = patients.clone();
         }
         note.patients = patients;
+        note.consents = consents;
     }
     if let Some(active) = emergency {
         break_glass::finish(&state, &active, &mut response);

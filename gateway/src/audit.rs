@@ -295,6 +295,9 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         if let Some(reason) = &note.reason {
             object.insert("reason".into(), json!(reason));
         }
+        if !note.consents.is_empty() {
+            object.insert("consents".into(), json!(note.consents));
+        }
         if !note.entries.is_empty() {
             let entries = note.entries.iter().map(entry_json).collect();
             object.insert("entries".into(), Value::Array(entries));

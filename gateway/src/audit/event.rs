@@ -11,6 +11,7 @@
 //! | `patients` (and each entry's), and every `Patient/id` of `resources` | one `entity` each, as the Basic Audit Log Patterns' patient entity: `what.reference` `Patient/id`, `type` `1` Person (audit-entity-type), `role` `1` Patient (object-role) |
 //! | `resources` (and each entry's) | one `entity` each, `what.reference` `Type/id`, `type` `2` System Object (a `Patient/id` is the patient entity above) |
 //! | `break_glass` with `outcome` `granted` | `purposeOfEvent` v3-ActReason `BTG` |
+//! | `consents` | one `entity` each, `what.reference` `Consent/id`, `type` `2` System Object, described as the Consent the decision followed |
 //! | `request_id`, counts | an `entity` whose `what.identifier` is the request id (system [`REQUEST_ID_SYSTEM`]), with `detail` `method`, `path`, `opened`, `masked`, `forged`, `sealed` |
 //!
 //! The `AuditEvent`'s id is `chain-<seq>`, the record's sequence number. Nothing goes in that the
@@ -194,6 +195,11 @@ fn entities(line: &Map<String, Value>) -> Value {
     entities.extend(references.into_iter().map(
         |r| json!({"what": {"reference": r}, "type": coding(ENTITY_TYPE, "2", "System Object")}),
     ));
+    // Why: the patients' Consents the decisions were made under (docs/consent.md).
+    entities.extend(listed(line, "consents").into_iter().map(|c| {
+        json!({"what": {"reference": c}, "type": coding(ENTITY_TYPE, "2", "System Object"),
+               "description": "a patient's Consent in force, which the access decision followed"})
+    }));
     let detail: Vec<Value> = ["method", "path", "opened", "masked", "forged", "sealed"]
         .into_iter()
         .filter_map(|key| {

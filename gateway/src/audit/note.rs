@@ -14,6 +14,32 @@ use std::sync::{Arc, Mutex, PoisonError};
 tokio::task_local! {
     /// The patients of the request being answered, while [`concerning`] collects them.
     static CONCERNS: Arc<Mutex<Vec<String>>>;
+    /// The Consents the decisions of the request being answered were made under, while
+    /// [`consenting`] collects them.
+    static CONSENTED: Arc<Mutex<Vec<String>>>;
+}
+
+/// Says that a decision of the request being answered was made under `consents` (`Consent/k1`:
+/// a patient's Consent in force changed the structures of the record's type); nothing when no
+/// [`consenting`] is collecting.
+pub fn consented<'a>(consents: impl IntoIterator<Item = &'a str>) {
+    let _ = CONSENTED.try_with(|seen| {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        for consent in consents {
+            if !seen.iter().any(|c| c == consent) {
+                seen.push(consent.to_string());
+            }
+        }
+    });
+}
+
+/// Runs `future` and returns its output with the Consents it said it was [`consented`] under
+/// (a whole request's, Bundle entries included), in order.
+pub async fn consenting<F: Future>(future: F) -> (F::Output, Vec<String>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = CONSENTED.scope(Arc::clone(&seen), future).await;
+    let consents = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
+    (out, consents)
 }
 
 /// Says that the request being answered concerns `patient`'s record (`Patient/123`); nothing
@@ -52,6 +78,9 @@ pub struct AuditNote {
     /// The patients whose records it concerns, as `Patient/id` references (see the module
     /// documentation); a batch's or transaction's, those of all its entries.
     pub patients: Vec<String>,
+    /// The Consents its decisions were made under (`Consent/k1`: docs/consent.md), a whole
+    /// request's.
+    pub consents: Vec<String>,
     /// Elements opened for the caller.
     pub opened: usize,
     /// Elements left masked for the caller.

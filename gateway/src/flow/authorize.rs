@@ -123,14 +123,28 @@ pub fn decide(
     resource_type: &str,
     patient: Option<String>,
 ) -> Result<Obligations, ApiError> {
+    let consent = state
+        .consents
+        .view(patient.as_deref(), fhirseal_authority::unix_now());
+    // The audit trail's "why": the Consents that change this type's structures for the record.
+    if !consent.patient.is_empty()
+        && state.policy.protections().iter().any(|p| {
+            p.resource_type == resource_type
+                && state
+                    .policy
+                    .consent_rules()
+                    .iter()
+                    .any(|r| r.rules.contains(&p.name))
+        })
+    {
+        crate::audit::note::consented(consent.patient.iter().map(|(id, _)| id.as_str()));
+    }
     let decision = state.policy.decide(
         &caller.0.context.principal,
         &PolicyRequest {
             interaction,
             resource_type: resource_type.to_string(),
-            consent: state
-                .consents
-                .view(patient.as_deref(), fhirseal_authority::unix_now()),
+            consent,
             patient,
         },
     );

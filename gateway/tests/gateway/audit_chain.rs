@@ -132,18 +132,7 @@ async fn every_request_is_chained_verified_and_exported_as_audit_events() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(events.len(), 2);
-    // scripts/test validates these with the real R4 validator (scripts/fhir-validate).
-    if let Some(dir) = std::env::var_os("FHIRSEAL_AUDIT_EVENTS_OUT") {
-        let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (i, event) in events.iter().enumerate() {
-            std::fs::write(
-                dir.join(format!("auditevent-{i}.json")),
-                serde_json::to_vec_pretty(event).unwrap(),
-            )
-            .unwrap();
-        }
-    }
+    crate::support::write_audit_events("auditevent", &events);
     let read_event = &events[0];
     assert_eq!(read_event["resourceType"], "AuditEvent");
     assert_eq!(read_event["type"]["code"], "rest");

@@ -559,18 +559,7 @@ async fn scenario(gw: Gateway, backend: &'static str) {
             .await;
     }
     assert_eq!(seen, expected, "{backend}");
-    // scripts/test validates these with the real R4 validator (scripts/fhir-validate).
-    if let Some(dir) = std::env::var_os("FHIRSEAL_AUDIT_EVENTS_OUT") {
-        let dir = std::path::PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (i, event) in events.iter().enumerate() {
-            std::fs::write(
-                dir.join(format!("auditevent-search-{backend}-{i}.json")),
-                serde_json::to_vec_pretty(event).unwrap(),
-            )
-            .unwrap();
-        }
-    }
+    crate::support::write_audit_events(&format!("auditevent-search-{backend}"), &events);
 
     // A date range: from the recorded time of the fourth access to that of the ninth.
     let recorded = |id: &str| -> String {

@@ -141,7 +141,9 @@ async fn consent_is_enforced_by_the_encryption() {
         .join("../fhir-profiles/policies/part2-substance-use.toml");
     let files = format!("[\"{}\"]", policy.display());
     let setup = configured(&server.url, &[("FHIRSEAL__POLICY__FILES", &files)]).await;
-    let state = setup.state.clone();
+    let mut state = setup.state.clone();
+    let (sink, lines) = fhirseal::audit::AuditSink::memory();
+    state.audit = sink;
     let gateway = app(state.clone());
     let admin = admin_api(&state);
 
@@ -194,6 +196,20 @@ async fn consent_is_enforced_by_the_encryption() {
         opens(&gateway, &east, "c1").await,
         "the consented clinic's clinician opens it"
     );
+    // The audit line says why: the Consent the decision followed; its AuditEvent names it.
+    let line = lines.lock().unwrap().last().unwrap().clone();
+    let parsed: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed["consents"], json!(["Consent/k1"]), "{line}");
+    let event = fhirseal::audit::event::audit_event(1, &line, BASE).unwrap();
+    assert!(
+        event["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["what"]["reference"] == "Consent/k1"),
+        "{event}"
+    );
+    crate::support::write_audit_events("auditevent-consent", &[event]);
     assert!(
         !opens(&gateway, &west, "c1").await,
         "another clinic's does not"

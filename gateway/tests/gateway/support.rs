@@ -410,3 +410,20 @@ pub(crate) fn admin_api(state: &AppState) -> Router {
         },
     ))
 }
+
+/// Writes `events` (AuditEvents) as `<prefix>-<i>.json` into `$FHIRSEAL_AUDIT_EVENTS_OUT`, which
+/// scripts/test validates with the real R4 validator (scripts/fhir-validate); nothing without it.
+pub(crate) fn write_audit_events(prefix: &str, events: &[Value]) {
+    let Some(dir) = std::env::var_os("FHIRSEAL_AUDIT_EVENTS_OUT") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, event) in events.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("{prefix}-{i}.json")),
+            serde_json::to_vec_pretty(event).unwrap(),
+        )
+        .unwrap();
+    }
+}
