@@ -683,6 +683,85 @@ async fn prefetched_keys_serve_the_first_token_and_a_failed_prefetch_does_not_bl
     assert_eq!(requests(&down).await, 2);
 }
 
+/// A token whose signature fails is refused every time it is shown: it is never kept as verified.
+#[tokio::test]
+async fn a_token_whose_signature_fails_is_never_cached() {
+    let k = keys();
+    let v = all_keys();
+    // Signed by another RSA key under rsa-1's kid.
+    let token = sign_as(&jws_header(&k.rsa, Algorithm::RS256), &k.rsa2, &claims());
+    for _ in 0..3 {
+        assert_eq!(refused(&v, &token).await, AuthError::BadSignature);
+    }
+    // Nor through the header the gateway reads.
+    assert_eq!(
+        v.authenticate(Some(&format!("Bearer {token}")))
+            .await
+            .unwrap_err(),
+        AuthError::BadSignature
+    );
+}
+
+/// The cache is keyed by the whole token, signature included: the same header and claims under
+/// another signature are not a hit for the verified token, and are refused.
+#[tokio::test]
+async fn the_same_claims_under_another_signature_are_not_a_cache_hit() {
+    let k = keys();
+    let v = all_keys();
+    let claims = claims();
+    let good = sign(&k.rsa, &claims);
+    let verified = v.verify(&good).await.unwrap();
+    let (signed, _) = good.rsplit_once('.').unwrap();
+    // The signature of another key over the same header and payload.
+    let other = sign_as(&jws_header(&k.rsa, Algorithm::RS256), &k.rsa2, &claims);
+    let (other_signed, other_signature) = other.rsplit_once('.').unwrap();
+    assert_eq!(signed, other_signed, "the same header and claims");
+    assert_eq!(
+        refused(&v, &format!("{signed}.{other_signature}")).await,
+        AuthError::BadSignature
+    );
+    // The verified signature with one character changed.
+    let (_, signature) = good.rsplit_once('.').unwrap();
+    let mut changed = signature.as_bytes().to_vec();
+    changed[10] = if changed[10] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).unwrap();
+    assert_eq!(
+        refused(&v, &format!("{signed}.{changed}")).await,
+        AuthError::BadSignature
+    );
+    // The verified token is still the cached one.
+    assert!(Arc::ptr_eq(&verified, &v.verify(&good).await.unwrap()));
+}
+
+/// A verifier keeping at most two tokens still verifies a third, and the first again after it
+/// was pushed out; with no cache at all, every token is checked each time and still accepted.
+#[tokio::test]
+async fn a_bounded_cache_verifies_past_its_bound() {
+    let k = keys();
+    for entries in [0, 2] {
+        let v = Verifier::new(
+            VerifierConfig {
+                cache_entries: entries,
+                ..VerifierConfig::new(vec![static_issuer(&[&k.rsa])])
+            },
+            reqwest::Client::new(),
+        )
+        .unwrap();
+        let tokens: Vec<String> = (0..5)
+            .map(|i| sign(&k.rsa, &with(claims(), json!({"jti": i}))))
+            .collect();
+        for _ in 0..2 {
+            for token in &tokens {
+                v.verify(token).await.unwrap();
+            }
+        }
+        let first = v.verify(&tokens[0]).await.unwrap();
+        let again = v.verify(&tokens[0]).await.unwrap();
+        // Kept when there is room, a new check each time when there is none.
+        assert_eq!(Arc::ptr_eq(&first, &again), entries > 0, "{entries}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_that_expires_in_the_cache_is_refused() {
     let k = keys();
