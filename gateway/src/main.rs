@@ -6,6 +6,13 @@ use std::process::ExitCode;
 
 mod cli;
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees thousands of small blocks
+/// (the JSON trees, the opened elements), often on another thread than the one that allocated
+/// them, and glibc's arenas made that about a fifth of the gateway's CPU, with lock contention
+/// (BENCHMARKS.md, "The hot path, before and after (issue 18)").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     cli::main()
 }
