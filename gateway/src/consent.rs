@@ -51,6 +51,19 @@ pub struct Consents {
     book: RwLock<Arc<ConsentBook>>,
     /// The log entries read so far (the next one to read is `read + 1`).
     read: Mutex<u64>,
+    /// The restricted set of the current book, and until when (microseconds; `None`: for
+    /// good) it holds: decisions do not walk every consent.
+    restricted: RwLock<Option<Restricted>>,
+}
+
+/// A cached restricted set ([`ConsentBook::restricted_until`]).
+#[derive(Debug)]
+struct Restricted {
+    /// The book it was computed from: a cache of another book is no cache.
+    book: Arc<ConsentBook>,
+    set: Arc<BTreeSet<String>>,
+    from: i64,
+    until: Option<i64>,
 }
 
 /// Why the log could not be read or written.
@@ -90,7 +103,32 @@ impl Consents {
 
     /// What a decision on a record of `patient` needs at `now` (seconds since the epoch).
     pub fn view(&self, patient: Option<&str>, now: i64) -> ConsentView {
-        self.book().view(patient, now.saturating_mul(1_000_000))
+        let book = self.book();
+        if book.is_empty() {
+            return ConsentView::default();
+        }
+        let now = now.saturating_mul(1_000_000);
+        book.view_with(patient, now, self.restricted(&book, now))
+    }
+
+    /// The restricted set at `now` (microseconds), from the cache while it holds.
+    fn restricted(&self, book: &Arc<ConsentBook>, now: i64) -> Arc<BTreeSet<String>> {
+        if let Some(cached) = &*self.restricted.read().unwrap_or_else(|e| e.into_inner())
+            && Arc::ptr_eq(&cached.book, book)
+            && cached.from <= now
+            && cached.until.is_none_or(|until| now < until)
+        {
+            return Arc::clone(&cached.set);
+        }
+        let (set, until) = book.restricted_until(now);
+        let set = Arc::new(set);
+        *self.restricted.write().unwrap_or_else(|e| e.into_inner()) = Some(Restricted {
+            book: Arc::clone(book),
+            set: Arc::clone(&set),
+            from: now,
+            until,
+        });
+        set
     }
 
     /// Reads the entries appended since the last read; how many were new.
@@ -393,6 +431,12 @@ pub async fn put_in_force(state: &AppState, record: ConsentRecord) -> Result<(),
         .restricted(now.saturating_mul(1_000_000));
     let (consents, authority) = (Arc::clone(&state.consents), Arc::clone(&state.authority));
     let patient = record.patient.clone();
+    // A Consent moved to another patient leaves the first one's records too.
+    let previous = state
+        .consents
+        .book()
+        .get(&record.id)
+        .map(|r| r.patient.clone());
     tokio::task::spawn_blocking(move || consents.record(&authority, &record))
         .await
         .map_err(|e| ApiError::Task {
@@ -401,7 +445,7 @@ pub async fn put_in_force(state: &AppState, record: ConsentRecord) -> Result<(),
         .map_err(ApiError::ConsentLog)?;
     let book = state.consents.book();
     let micros = now.saturating_mul(1_000_000);
-    let mut patients = BTreeSet::from([patient]);
+    let mut patients: BTreeSet<String> = std::iter::once(patient).chain(previous).collect();
     let after = book.restricted(micros);
     if after != before {
         patients.extend(book.denying(micros));

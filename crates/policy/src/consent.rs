@@ -428,6 +428,8 @@ impl Provision {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConsentBook {
     records: BTreeMap<String, ConsentRecord>,
+    /// The ids of each patient's records: a decision looks at its patient's only.
+    by_patient: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What one decision needs of the consents: the practitioners some patient's consent in force
@@ -451,6 +453,18 @@ impl ConsentBook {
         if self.records.get(&record.id) == Some(&record) {
             return false;
         }
+        if let Some(before) = self.records.get(&record.id)
+            && let Some(ids) = self.by_patient.get_mut(&before.patient)
+        {
+            ids.remove(&record.id);
+            if ids.is_empty() {
+                self.by_patient.remove(&before.patient);
+            }
+        }
+        self.by_patient
+            .entry(record.patient.clone())
+            .or_default()
+            .insert(record.id.clone());
         self.records.insert(record.id.clone(), record);
         true
     }
@@ -480,7 +494,7 @@ impl ConsentBook {
 
     /// Every patient a recorded consent is about.
     pub fn patients(&self) -> BTreeSet<String> {
-        self.records.values().map(|r| r.patient.clone()).collect()
+        self.by_patient.keys().cloned().collect()
     }
 
     /// The practitioners a consent in force denies at `now`.
@@ -491,18 +505,48 @@ impl ConsentBook {
             .collect()
     }
 
+    /// [`ConsentBook::restricted`] at `now`, and the first instant after `now` at which a deny
+    /// provision begins or ends (until then the set holds; `None`: for good). A caller caches
+    /// the set that long rather than walking every consent per decision.
+    pub fn restricted_until(&self, now: i64) -> (BTreeSet<String>, Option<i64>) {
+        let next = self
+            .records
+            .values()
+            .filter(|r| r.active)
+            .flat_map(|r| r.provisions.iter())
+            .filter(|p| p.kind == Kind::Deny)
+            .flat_map(|p| [p.start, p.end])
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
+        (self.restricted(now), next)
+    }
+
     /// What a decision on a record of `patient` needs at `now`.
     pub fn view(&self, patient: Option<&str>, now: i64) -> ConsentView {
-        let provisions = patient
-            .map(|patient| {
-                self.in_force(now)
-                    .filter(|(r, _)| r.patient == patient)
-                    .map(|(r, p)| (r.id.clone(), p.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.view_with(patient, now, Arc::new(self.restricted(now)))
+    }
+
+    /// [`ConsentBook::view`] with the restricted set already known (cached by the caller,
+    /// [`ConsentBook::restricted_until`]): looks at `patient`'s consents only.
+    pub fn view_with(
+        &self,
+        patient: Option<&str>,
+        now: i64,
+        restricted: Arc<BTreeSet<String>>,
+    ) -> ConsentView {
+        let provisions: Vec<(String, Provision)> = patient
+            .and_then(|patient| self.by_patient.get(patient))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.records.get(id))
+            .filter(|r| r.active)
+            .flat_map(|r| r.provisions.iter().map(move |p| (r, p)))
+            .filter(|(_, p)| p.in_force(now) && p.honoured())
+            .map(|(r, p)| (r.id.clone(), p.clone()))
+            .collect();
         ConsentView {
-            restricted: Arc::new(self.restricted(now)),
+            restricted,
             patient: Arc::new(provisions),
         }
     }
@@ -798,6 +842,28 @@ mod tests {
         book.insert(ConsentRecord::withdrawn("c1", "Patient/p1"));
         assert!(book.restricted(start).is_empty());
         assert!(book.denying(start).is_empty());
+    }
+
+    #[test]
+    fn a_consent_moved_to_another_patient_leaves_the_first_and_the_set_says_how_long_it_holds() {
+        let mut book = ConsentBook::new();
+        let (start, _) = date_range_micros("2026-01-01").unwrap();
+        let (_, end) = date_range_micros("2026-12-31").unwrap();
+        let deny = consent(json!({"type": "deny", "actor": [actor("Practitioner/d")],
+            "period": {"start": "2026-01-01", "end": "2026-12-31"}}));
+        book.insert(ConsentRecord::from_fhir(&deny, "c1", &[]).unwrap());
+        assert_eq!(book.restricted_until(start - 1).1, Some(start));
+        assert_eq!(book.restricted_until(start).1, Some(end));
+        assert_eq!(book.restricted_until(end).1, None);
+        let mut moved = deny.clone();
+        moved["patient"] = json!({"reference": "Patient/p2"});
+        book.insert(ConsentRecord::from_fhir(&moved, "c1", &[]).unwrap());
+        assert_eq!(
+            book.patients().into_iter().collect::<Vec<_>>(),
+            ["Patient/p2"]
+        );
+        assert!(book.view(Some("Patient/p1"), start).patient.is_empty());
+        assert_eq!(book.view(Some("Patient/p2"), start).patient.len(), 1);
     }
 
     #[test]

@@ -621,6 +621,8 @@ async fn seal(
     let mut merged = fhirseal_seal::merge(stored, opened, &resource)?;
     drop(read);
     let resource = merged.take_resource();
+    // The decision carries the rules it was made under: the write is sealed by those.
+    let permit = authorize(state, caller, interaction, &resource)?;
     // A Consent the gateway cannot enforce is refused before anything goes upstream.
     let consent = (resource_type == "Consent")
         .then(|| {
@@ -628,8 +630,6 @@ async fn seal(
             fhirseal_policy::ConsentRecord::from_fhir(&resource, id, &bases)
         })
         .transpose()?;
-    // The decision carries the rules it was made under: the write is sealed by those.
-    let permit = authorize(state, caller, interaction, &resource)?;
     let writable = permit.writable_paths(&resource);
     let unstored = state.sealing.seal(resource, None, permit).await?;
     let unstored = unstored.try_map(|sealed| merged.finish(sealed))?;
