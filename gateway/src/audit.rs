@@ -298,6 +298,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
         if !note.consents.is_empty() {
             object.insert("consents".into(), json!(note.consents));
         }
+        paths_json(note, object);
         if !note.entries.is_empty() {
             let entries = note.entries.iter().map(entry_json).collect();
             object.insert("entries".into(), Value::Array(entries));
@@ -352,10 +353,25 @@ fn entry_json(note: &AuditNote) -> Value {
         "forged": note.forged,
         "sealed": note.sealed,
     });
-    if let (Some(reason), Value::Object(object)) = (&note.reason, &mut entry) {
-        object.insert("reason".into(), json!(reason));
+    if let Value::Object(object) = &mut entry {
+        if let Some(reason) = &note.reason {
+            object.insert("reason".into(), json!(reason));
+        }
+        paths_json(note, object);
     }
     entry
+}
+
+/// The element paths opened and masked, when there are any (`opened_paths`, `masked_paths`).
+fn paths_json(note: &AuditNote, object: &mut serde_json::Map<String, Value>) {
+    for (key, paths) in [
+        ("opened_paths", &note.opened_paths),
+        ("masked_paths", &note.masked_paths),
+    ] {
+        if !paths.is_empty() {
+            object.insert(key.into(), json!(paths));
+        }
+    }
 }
 
 /// The audit line's `outcome` for `status`.

@@ -66,7 +66,7 @@ mod update;
 
 pub use headers::shared_header_ids;
 pub use merge::{MergeError, Merged, merge, unreadable_paths};
-pub use open::{MAX_FORGED_LISTED, OpenReport, Reader};
+pub use open::{MAX_FORGED_LISTED, MAX_PATHS_LISTED, OpenReport, Reader};
 pub use rules::{
     Compound, DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules,
     SearchMode,

@@ -59,10 +59,44 @@ pub struct OpenReport {
     /// Where the first [`MAX_FORGED_LISTED`] forged elements were, as `Type/id Path`
     /// (`Patient/p1 Patient.birthDate`): references and element paths, never values.
     pub forged_elements: Vec<String>,
+    /// The distinct element paths opened (`Condition.code`, `Patient.telecom`: indices left
+    /// out), at most [`MAX_PATHS_LISTED`], in the order first met: what the audit trail says was
+    /// read, never a value.
+    pub opened_paths: Vec<String>,
+    /// The distinct element paths left masked, likewise.
+    pub masked_paths: Vec<String>,
 }
 
 /// How many forged elements an [`OpenReport`] lists by path (all are counted).
 pub const MAX_FORGED_LISTED: usize = 32;
+
+/// How many distinct element paths an [`OpenReport`] lists as opened, and as masked.
+pub const MAX_PATHS_LISTED: usize = 64;
+
+/// Adds `path` without its indices (`Patient.telecom[2].value` → `Patient.telecom.value`) to
+/// `list` unless it is there or the list is full; allocates only for a path not yet listed.
+pub(crate) fn list_path(list: &mut Vec<String>, path: &str) {
+    if list.len() >= MAX_PATHS_LISTED || list.iter().any(|l| l.chars().eq(without_indices(path))) {
+        return;
+    }
+    list.push(without_indices(path).collect());
+}
+
+/// The characters of `path` outside its `[…]` indices.
+fn without_indices(path: &str) -> impl Iterator<Item = char> + '_ {
+    let mut depth = 0usize;
+    path.chars().filter(move |c| match c {
+        '[' => {
+            depth += 1;
+            false
+        }
+        ']' => {
+            depth = depth.saturating_sub(1);
+            false
+        }
+        _ => depth == 0,
+    })
+}
 
 /// The state of one `open` call: which headers were tried, for whom.
 struct Session<'r, 'a> {
@@ -466,10 +500,11 @@ impl Walk<'_, '_, '_> {
                 Some(value) if restored.is_empty() => {
                     *item = value;
                     self.session.report.opened += 1;
+                    list_path(&mut self.session.report.opened_paths, path);
                 }
-                _ => self.mask(item),
+                _ => self.mask(item, path),
             },
-            Unsealed::Masked => self.mask(item),
+            Unsealed::Masked => self.mask(item, path),
             Unsealed::Forged => self.forge(item, path, false),
         }
     }
@@ -521,10 +556,11 @@ impl Walk<'_, '_, '_> {
                     insert_at(object, index + offset, k, v);
                 }
                 self.session.report.opened += 1;
+                list_path(&mut self.session.report.opened_paths, path);
             }
             None => {
                 if let Some(placeholder) = object.get_mut(key) {
-                    self.mask(placeholder);
+                    self.mask(placeholder, path);
                 }
             }
         }
@@ -560,7 +596,7 @@ impl Walk<'_, '_, '_> {
                         if forged {
                             self.forge(placeholder, &item_path, false);
                         } else {
-                            self.mask(placeholder);
+                            self.mask(placeholder, &item_path);
                         }
                     }
                     continue;
@@ -592,6 +628,7 @@ impl Walk<'_, '_, '_> {
                 companions[i] = extra;
             }
             self.session.report.opened += 1;
+            list_path(&mut self.session.report.opened_paths, path);
         }
         if !any {
             return;
@@ -660,7 +697,7 @@ impl Walk<'_, '_, '_> {
     fn stray(&mut self, value: &mut Value) {
         match value {
             Value::Array(items) => items.iter_mut().for_each(|item| self.stray(item)),
-            Value::Object(_) if is_sealed(value) => self.mask(value),
+            Value::Object(_) if is_sealed(value) => self.mask(value, "(stray)"),
             Value::Object(inner) => {
                 let mut nowhere = String::from("(stray)");
                 self.object(inner, &mut nowhere);
@@ -672,8 +709,9 @@ impl Walk<'_, '_, '_> {
     /// Leaves a placeholder masked: its envelope goes, its data-absent-reason stays. Anything
     /// else in it came from the upstream, so it is walked too, under a path no envelope is bound
     /// to: a sealed-element extension hidden inside is removed, never opened.
-    fn mask(&mut self, placeholder: &mut Value) {
+    fn mask(&mut self, placeholder: &mut Value, path: &str) {
         self.session.report.masked += 1;
+        list_path(&mut self.session.report.masked_paths, path);
         self.withhold(placeholder);
     }
 
@@ -776,5 +814,31 @@ fn add_label(object: &mut Map<String, Value>, label: Value) {
     }
     if let Some(labels) = security.as_array_mut() {
         labels.push(label);
+    }
+}
+
+#[cfg(test)]
+mod listed_paths {
+    use super::*;
+
+    #[test]
+    fn paths_are_listed_once_without_indices_and_bounded() {
+        let mut list = Vec::new();
+        list_path(&mut list, "Patient.telecom[2].value");
+        list_path(&mut list, "Patient.telecom[0].value");
+        list_path(&mut list, "Patient.telecom");
+        list_path(&mut list, "Patient.contact[1].telecom[3]");
+        assert_eq!(
+            list,
+            [
+                "Patient.telecom.value",
+                "Patient.telecom",
+                "Patient.contact.telecom"
+            ]
+        );
+        for i in 0..2 * MAX_PATHS_LISTED {
+            list_path(&mut list, &format!("Patient.x{i}"));
+        }
+        assert_eq!(list.len(), MAX_PATHS_LISTED);
     }
 }

@@ -12,7 +12,7 @@
 //! | `resources` (and each entry's) | one `entity` each, `what.reference` `Type/id`, `type` `2` System Object (a `Patient/id` is the patient entity above) |
 //! | `break_glass` with `outcome` `granted` | `purposeOfEvent` v3-ActReason `BTG` |
 //! | `consents` | one `entity` each, `what.reference` `Consent/id`, `type` `2` System Object, described as the Consent the decision followed |
-//! | `request_id`, counts | an `entity` whose `what.identifier` is the request id (system [`REQUEST_ID_SYSTEM`]), with `detail` `method`, `path`, `opened`, `masked`, `forged`, `sealed` |
+//! | `request_id`, counts | an `entity` whose `what.identifier` is the request id (system [`REQUEST_ID_SYSTEM`]), with `detail` `method`, `path`, `opened`, `masked`, `forged`, `sealed`, and `opened_paths` and `masked_paths` (the element paths, comma-separated) when there are any |
 //!
 //! The `AuditEvent`'s id is `chain-<seq>`, the record's sequence number. Nothing goes in that the
 //! line does not hold, and the line holds no protected value.
@@ -200,17 +200,31 @@ fn entities(line: &Map<String, Value>) -> Value {
         json!({"what": {"reference": c}, "type": coding(ENTITY_TYPE, "2", "System Object"),
                "description": "a patient's Consent in force, which the access decision followed"})
     }));
-    let detail: Vec<Value> = ["method", "path", "opened", "masked", "forged", "sealed"]
-        .into_iter()
-        .filter_map(|key| {
-            let value = match line.get(key)? {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => return None,
-            };
-            Some(json!({"type": key, "valueString": value}))
-        })
-        .collect();
+    let detail: Vec<Value> = [
+        "method",
+        "path",
+        "opened",
+        "masked",
+        "forged",
+        "sealed",
+        "opened_paths",
+        "masked_paths",
+    ]
+    .into_iter()
+    .filter_map(|key| {
+        let value = match line.get(key)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => return None,
+        };
+        Some(json!({"type": key, "valueString": value}))
+    })
+    .collect();
     if let Some(id) = line.get("request_id").and_then(Value::as_str) {
         entities.push(json!({
             "what": {"identifier": {"system": REQUEST_ID_SYSTEM, "value": id}},

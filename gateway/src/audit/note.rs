@@ -85,6 +85,11 @@ pub struct AuditNote {
     pub opened: usize,
     /// Elements left masked for the caller.
     pub masked: usize,
+    /// The distinct element paths opened (`Condition.code`; at most
+    /// [`fhirseal_seal::MAX_PATHS_LISTED`]): what was read, never a value.
+    pub opened_paths: Vec<String>,
+    /// The distinct element paths left masked, likewise.
+    pub masked_paths: Vec<String>,
     /// Elements masked and flagged because they are not what FHIRseal sealed there (forged,
     /// modified or moved upstream; `docs/authenticity.md`).
     pub forged: usize,

@@ -469,6 +469,16 @@ fn bundle_answer(transaction: bool, answers: Vec<Answer>) -> Answer {
         }
         note.opened += entry_note.opened;
         note.masked += entry_note.masked;
+        for (all, of_entry) in [
+            (&mut note.opened_paths, &entry_note.opened_paths),
+            (&mut note.masked_paths, &entry_note.masked_paths),
+        ] {
+            for path in of_entry {
+                if !all.contains(path) && all.len() < fhirseal_seal::MAX_PATHS_LISTED {
+                    all.push(path.clone());
+                }
+            }
+        }
         note.forged += entry_note.forged;
         note.sealed += entry_note.sealed;
         entry_note.status = Some(status.as_u16());

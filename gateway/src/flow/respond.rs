@@ -154,6 +154,8 @@ pub fn note(
         opened: report.opened,
         masked: report.masked,
         forged: report.forged,
+        opened_paths: report.opened_paths,
+        masked_paths: report.masked_paths,
         sealed,
         ..AuditNote::default()
     }

@@ -200,6 +200,7 @@ async fn consent_is_enforced_by_the_encryption() {
     let line = lines.lock().unwrap().last().unwrap().clone();
     let parsed: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(parsed["consents"], json!(["Consent/k1"]), "{line}");
+    assert_eq!(parsed["opened_paths"], json!(["Condition.code"]), "{line}");
     let event = fhirseal::audit::event::audit_event(1, &line, BASE).unwrap();
     assert!(
         event["entity"]
@@ -214,6 +215,9 @@ async fn consent_is_enforced_by_the_encryption() {
         !opens(&gateway, &west, "c1").await,
         "another clinic's does not"
     );
+    let line: Value = serde_json::from_str(lines.lock().unwrap().last().unwrap()).unwrap();
+    assert_eq!(line["masked_paths"], json!(["Condition.code"]), "{line}");
+    assert!(line.get("opened_paths").is_none(), "{line}");
     assert!(
         !opens(&gateway, &east, "c2").await,
         "nor another patient's record"
