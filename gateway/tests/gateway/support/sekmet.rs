@@ -219,6 +219,53 @@ async fn gateway_on(server: Server, overrides: &[(&str, &str)]) -> Gateway {
     }
 }
 
+/// Every gateway of the end-to-end tests leaves its audit trail's records, as FHIR AuditEvents,
+/// in `$FHIRSEAL_AUDIT_EVENTS_OUT`, which scripts/test validates with the real R4 validator: every
+/// interaction of the suite, refused ones and Bundle entries included, must map to a conformant
+/// AuditEvent. (Only the gateway owning the data folder exports; a restarted one shares its trail.)
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            || self._dir.is_none()
+            || std::env::var_os("FHIRSEAL_AUDIT_EVENTS_OUT").is_none()
+        {
+            return;
+        }
+        // On a thread of its own: the PostgreSQL store's synchronous client starts a runtime,
+        // which it may not do on one of the test's.
+        let (database, base) = (
+            self.state.config.authority_database.clone(),
+            self.state.config.fhir_base.clone(),
+        );
+        let exported = std::thread::spawn(move || {
+            let mut store =
+                fhirseal_authority::store::open(&database).map_err(|e| e.to_string())?;
+            let mut events = Vec::new();
+            fhirseal_authority::audit::for_each_record(store.as_mut(), |record| {
+                let event = fhirseal::audit::event::audit_event(record.seq, &record.record, &base)
+                    .map_err(fhirseal_authority::Error::Invalid)?;
+                events.push(event);
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+            Ok::<_, String>(events)
+        })
+        .join();
+        // A record that does not map is a failure of the suite, not a skip.
+        let events = match exported {
+            Ok(Ok(events)) => events,
+            Ok(Err(error)) => {
+                panic!("the audit trail of an end-to-end gateway does not export: {error}")
+            }
+            Err(_) => panic!("exporting the audit trail of an end-to-end gateway panicked"),
+        };
+        let mut tag = [0u8; 6];
+        OsRng.fill_bytes(&mut tag);
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        super::write_audit_events(&format!("auditevent-e2e-{tag}"), &events);
+    }
+}
+
 impl Gateway {
     /// The same gateway after a restart: its state built again from the same configuration
     /// file and data folder (so the same authority and audit trail), every cache empty. It must
