@@ -855,7 +855,7 @@ mod tests {
         assert_eq!(book.restricted_until(start - 1).1, Some(start));
         assert_eq!(book.restricted_until(start).1, Some(end));
         assert_eq!(book.restricted_until(end).1, None);
-        let mut moved = deny.clone();
+        let mut moved = deny;
         moved["patient"] = json!({"reference": "Patient/p2"});
         book.insert(ConsentRecord::from_fhir(&moved, "c1", &[]).unwrap());
         assert_eq!(
