@@ -8,8 +8,8 @@
 //! `consent/log/1`, `consent/log/2`, … (insert-only, each sealed under the authority's KEK and
 //! bound to its name). The log, not the upstream copy, is what the gateway enforces: the upstream
 //! cannot grant anyone anything by writing a Consent of its own. Every replica reads the log at
-//! start and every [`REFRESH`] after ([`Consents::spawn_refresh`]); the latest entry per
-//! `Consent` id wins.
+//! start and every [`REFRESH`] after ([`spawn_background`], which also sweeps period bounds);
+//! the latest entry per `Consent` id wins.
 //!
 //! # What a decision sees
 //!
