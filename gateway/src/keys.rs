@@ -232,40 +232,24 @@ impl Keyring {
         settings: KeyringSettings,
     ) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                authority,
-                policy,
-                settings,
-                entries: Mutex::new(HashMap::new()),
-                period: Mutex::new(None),
-                locks: (0..LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-                hasher: RandomState::new(),
-                consents: Arc::default(),
-            }),
+            inner: Arc::new(Inner::new(authority, policy, settings, Arc::default())),
             metrics: Metrics::default(),
         }
     }
 
     /// This keyring, giving keys under the consents in force in `consents`: a practitioner some
-    /// patient's consent denies gets no `consent:unrestricted` ([`Policy::attributes_in`]).
+    /// patient's consent denies gets no `consent:unrestricted` ([`Policy::attributes_in`]). The
+    /// caches start empty (a key cached under other consents is never given).
     #[must_use]
     pub fn with_consents(self, consents: Arc<Consents>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
-            authority: Arc::clone(&shared.authority),
-            policy: Arc::clone(&shared.policy),
-            settings: shared.settings,
-            entries: Mutex::new(HashMap::new()),
-            period: Mutex::new(None),
-            locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            hasher: RandomState::new(),
-            consents: Arc::default(),
-        });
+        let inner = Inner::new(
+            Arc::clone(&self.inner.authority),
+            Arc::clone(&self.inner.policy),
+            self.inner.settings,
+            consents,
+        );
         Self {
-            inner: Arc::new(Inner { consents, ..inner }),
+            inner: Arc::new(inner),
             metrics: self.metrics,
         }
     }
@@ -682,6 +666,26 @@ struct PeriodEntry {
 }
 
 impl Inner {
+    fn new(
+        authority: Arc<Authority>,
+        policy: Arc<Policy>,
+        settings: KeyringSettings,
+        consents: Arc<Consents>,
+    ) -> Self {
+        Self {
+            authority,
+            policy,
+            settings,
+            entries: Mutex::new(HashMap::new()),
+            period: Mutex::new(None),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: RandomState::new(),
+            consents,
+        }
+    }
+
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
