@@ -146,7 +146,7 @@ pub enum JobError {
     #[error("the re-index job's key, or opening a resource with it: {0}")]
     ServiceKey(String),
     /// A resource could not be sealed again under the consents in force
-    /// ([`crate::consent::reseal_patient`]): it keeps its former structures.
+    /// (the consent re-seal, `consent::reseal_patient`): it keeps its former structures.
     #[error("{resource} could not be sealed again: {reason}")]
     Reseal {
         /// `type/id`.

@@ -172,7 +172,7 @@ pub enum ApiError {
     #[error(
         "the Consent was stored by the FHIR server but the gateway could not put it in force; write it again"
     )]
-    ConsentLog(#[source] crate::consent::ConsentLogError),
+    ConsentLog(#[source] crate::consent::log::ConsentLogError),
     /// A search parameter is refused (400): it reads a sealed element, is unknown for the type
     /// (fail closed) or is a chain or `_has`. The message names the parameter, never its value.
     #[error("{0}")]

@@ -62,7 +62,7 @@ use fhirseal_policy::Policy;
 use rand_core::OsRng;
 use rshabe::{Attribute, DecryptionKey};
 
-use crate::consent::Consents;
+use crate::consent::log::Consents;
 use crate::metrics::{Derivation, Metrics};
 
 /// The longest identity the keyring binds keys to, in bytes (the authority allows 256 per name,

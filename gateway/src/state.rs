@@ -22,7 +22,7 @@ use fhirseal_envelope::HeaderCache;
 use crate::audit::chain::ChainWriter;
 use crate::audit::{AuditError, AuditSink};
 use crate::config::Config;
-use crate::consent::Consents;
+use crate::consent::log::Consents;
 use crate::guard::CreateGuards;
 use crate::headers::HeaderStore;
 use crate::keys::{Keyring, KeyringSettings};
@@ -105,7 +105,7 @@ pub enum StartupError {
     Authority(#[from] fhirseal_authority::Error),
     /// The consent log in the authority does not read.
     #[error("the attribute authority's consent log: {0}")]
-    Consent(#[from] crate::consent::ConsentLogError),
+    Consent(#[from] crate::consent::log::ConsentLogError),
     /// The policy does not load; each problem names its file, line and key.
     #[error("the policy:\n{0}")]
     Policy(#[from] fhirseal_policy::PolicyErrors),

@@ -30,7 +30,7 @@ use rshabe::{AccessStructure, Attribute};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::policy::{Origin, Protection};
+use crate::document::Origin;
 
 /// The namespace of the identity attributes consent is written over.
 pub const ACTOR: &str = "actor:";
@@ -408,14 +408,11 @@ impl Provision {
         self.start.is_none_or(|s| s <= now) && self.end.is_none_or(|e| now < e)
     }
 
-    /// Whether it is about `protection`'s elements (its classes and labels).
-    pub fn covers(&self, protection: &Protection) -> bool {
-        (self.classes.is_empty() || self.classes.contains(&protection.resource_type))
-            && (self.labels.is_empty()
-                || protection
-                    .labels
-                    .iter()
-                    .any(|label| self.labels.contains(&label.code)))
+    /// Whether it is about the elements of a protection rule on `resource_type` whose security
+    /// labels' codes are `labels` (its classes and labels).
+    pub fn covers(&self, resource_type: &str, labels: &[&str]) -> bool {
+        (self.classes.is_empty() || self.classes.iter().any(|c| c == resource_type))
+            && (self.labels.is_empty() || labels.iter().any(|l| self.labels.iter().any(|s| s == l)))
     }
 
     /// Whether the gateway honours it: a permit limited to purposes of use is not.
@@ -615,14 +612,11 @@ pub(crate) fn actor_attributes(
 /// `… and consent:unrestricted`.
 pub(crate) fn consented(
     readers: AccessStructure,
-    protection: &Protection,
+    (name, resource_type, labels): (&str, &str, &[&str]),
     rules: &[ConsentRule],
     view: &ConsentView,
 ) -> AccessStructure {
-    let governing: Vec<&ConsentRule> = rules
-        .iter()
-        .filter(|r| r.rules.contains(&protection.name))
-        .collect();
+    let governing: Vec<&ConsentRule> = rules.iter().filter(|r| r.rules.contains(name)).collect();
     if governing.is_empty() || view.patient.is_empty() {
         return readers;
     }
@@ -630,7 +624,7 @@ pub(crate) fn consented(
         view.patient
             .iter()
             .map(|(_, p)| p)
-            .filter(|p| p.kind == kind && p.covers(protection))
+            .filter(|p| p.kind == kind && p.covers(resource_type, labels))
             .flat_map(|p| p.actors.iter().map(String::as_str))
             .collect()
     };

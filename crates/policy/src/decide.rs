@@ -443,7 +443,9 @@ impl Policy {
         let mut ids = Vec::new();
         let mut named = Vec::new();
         for (id, provision) in view.patient.iter() {
-            if provision.kind != kind || !provision.covers(protection) {
+            if provision.kind != kind
+                || !provision.covers(&protection.resource_type, &protection.label_codes())
+            {
                 continue;
             }
             let held: Vec<&String> = provision

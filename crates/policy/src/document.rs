@@ -7,6 +7,15 @@ use fhirseal_fhir::rest::Interaction;
 use serde::Deserialize;
 use toml::Spanned;
 
+/// Where something was written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    /// The file.
+    pub file: String,
+    /// Its line, from 1.
+    pub line: usize,
+}
+
 /// One policy file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -21,6 +21,7 @@ use toml::Spanned;
 use crate::consent::{
     ACTOR, CONSENT_NAMESPACE, ConsentRule, ConsentView, UNRESTRICTED, actor_attributes, consented,
 };
+pub use crate::document::Origin;
 use crate::document::{
     RawBreakGlass, RawConsent, RawDisplays, RawFile, RawGranularity, RawNarrative, Search,
 };
@@ -63,15 +64,6 @@ pub struct BreakGlass {
 
 /// The longest grant a break-glass rule may give, in minutes: one day.
 pub const MAX_BREAK_GLASS_MINUTES: i64 = 24 * 60;
-
-/// Where something was written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Origin {
-    /// The file.
-    pub file: String,
-    /// Its line, from 1.
-    pub line: usize,
-}
 
 /// A role: conditions on the caller's token facts, and the attributes they give.
 #[derive(Clone, Debug)]
@@ -605,12 +597,7 @@ impl Policy {
         patient: Option<&str>,
         view: &ConsentView,
     ) -> AccessStructure {
-        consented(
-            protection.readers_for(patient),
-            protection,
-            &self.consent,
-            view,
-        )
+        protection.consented(protection.readers_for(patient), &self.consent, view)
     }
 
     /// What a write of a record of `patient` is sealed under under the consents `view`, for the
@@ -643,7 +630,7 @@ fn rules_for(
     let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
     for protection in protections {
         let entry = by_type.entry(&protection.resource_type).or_default();
-        let readers = consented(protection.readers_for(patient), protection, consent, view);
+        let readers = protection.consented(protection.readers_for(patient), consent, view);
         for rule in &protection.elements {
             entry.0.push(rule.with_policy(readers.clone()));
         }
@@ -888,6 +875,31 @@ impl Role {
 }
 
 impl Protection {
+    /// The codes of its security labels.
+    pub fn label_codes(&self) -> Vec<&str> {
+        self.labels.iter().map(|l| l.code.as_str()).collect()
+    }
+
+    /// `readers` (its structure for a record) under the consents `view` of that record's
+    /// patient, for the consent `rules` governing it.
+    fn consented(
+        &self,
+        readers: AccessStructure,
+        rules: &[ConsentRule],
+        view: &ConsentView,
+    ) -> AccessStructure {
+        if view.patient.is_empty() {
+            return readers;
+        }
+        let labels = self.label_codes();
+        consented(
+            readers,
+            (&self.name, &self.resource_type, &labels),
+            rules,
+            view,
+        )
+    }
+
     /// Its structure for a record of `patient`.
     pub fn readers_for(&self, patient: Option<&str>) -> AccessStructure {
         let patient = patient.map_or_else(|| NO_PATIENT.to_string(), |p| format!("patient:{p}"));
