@@ -209,10 +209,19 @@ wrk_row() {
   [ "$c" -lt "$t" ] && t=$c
   out=$work/wrk-$phase-$state-$scenario-$target-c$c.txt
   cpu_before=$(cpu_ticks "${front_pids[@]}")
+  # BENCH_PERF (bench-load): a call-graph profile of the gateway while the static responder's
+  # rows run at full concurrency; perf's sampling costs the gateway a few per cent of its CPU.
+  local perf_pid=''
+  if [ -n "${BENCH_PERF:-}" ] && [ "$phase" = static ] && [ "$target" = gateway ] && [ "$c" -gt 1 ]; then
+    perf record -q -F 997 -g -p "${front_pids[0]}" -o "$work/perf-$scenario.data" -- sleep "$secs" \
+      >"$work/perf-$scenario.log" 2>&1 &
+    perf_pid=$!
+  fi
   BENCH_METHOD=$method BENCH_BODY_FILE=$body BENCH_TOKEN=$auth BENCH_THREADS_USED=$t \
     wrk -t"$t" -c"$c" -d"${secs}s" --timeout 30s -s "$here/report.lua" "$url" >"$out" 2>&1 \
     || die "wrk failed: $out"
   cpu_after=$(cpu_ticks "${front_pids[@]}")
+  [ -z "$perf_pid" ] || wait "$perf_pid" || log "perf record failed: $work/perf-$scenario.log"
   line=$(sed -n 's/^BENCH //p' "$out")
   [ -n "$line" ] || die "no figures in $out"
   python3 -c '
