@@ -75,10 +75,25 @@ pub struct Child<'a> {
 /// The R4 facts. Obtain them with [`r4`].
 #[derive(Debug)]
 pub struct R4 {
-    elements: HashMap<&'static str, Element>,
+    /// Every element definition, once per path.
+    elements: Vec<Element>,
+    /// Path → index in `elements`.
+    paths: HashMap<&'static str, usize>,
+    /// Definition context (the path up to the last `.`) → member name → the elements there, so
+    /// that [`R4::child`] looks up borrowed names instead of building paths.
+    members: HashMap<&'static str, HashMap<&'static str, Member>>,
     kinds: HashMap<&'static str, Kind>,
     compartment: HashMap<&'static str, Vec<&'static str>>,
     compartment_params: HashMap<&'static str, Vec<&'static str>>,
+}
+
+/// The elements a member name of one definition context names.
+#[derive(Clone, Copy, Debug, Default)]
+struct Member {
+    /// The element whose last path segment is the name itself (`value[x]` included).
+    exact: Option<usize>,
+    /// For a base name (`value`), the choice element `value[x]`.
+    choice: Option<usize>,
 }
 
 /// The R4 facts, parsed on first use (about 7,600 elements).
@@ -89,7 +104,8 @@ pub fn r4() -> &'static R4 {
 
 impl R4 {
     fn load() -> Self {
-        let mut elements = HashMap::new();
+        let mut elements: Vec<Element> = Vec::new();
+        let mut paths: HashMap<&'static str, usize> = HashMap::new();
         for line in rows(ELEMENTS) {
             let mut cols = line.split('\t');
             let (Some(path), Some(min), Some(max), Some(types), flags) = (
@@ -114,7 +130,25 @@ impl R4 {
                 modifier: flags.contains('M'),
                 summary: flags.contains('S'),
             };
-            elements.insert(path, element);
+            // A repeated path replaces the earlier definition.
+            match paths.get(path) {
+                Some(&at) => elements[at] = element,
+                None => {
+                    paths.insert(path, elements.len());
+                    elements.push(element);
+                }
+            }
+        }
+        let mut members: HashMap<&'static str, HashMap<&'static str, Member>> = HashMap::new();
+        for (at, element) in elements.iter().enumerate() {
+            let Some((context, name)) = element.path.rsplit_once('.') else {
+                continue;
+            };
+            let names = members.entry(context).or_default();
+            names.entry(name).or_default().exact = Some(at);
+            if let Some(base) = name.strip_suffix("[x]") {
+                names.entry(base).or_default().choice = Some(at);
+            }
         }
         let mut kinds = HashMap::new();
         for line in rows(KINDS) {
@@ -141,6 +175,8 @@ impl R4 {
         }
         Self {
             elements,
+            paths,
+            members,
             kinds,
             compartment,
             compartment_params,
@@ -150,7 +186,7 @@ impl R4 {
     /// The definition of the element at `path` (`Patient.birthDate`, `Observation.value[x]`,
     /// `HumanName.given`).
     pub fn element(&self, path: &str) -> Option<&Element> {
-        self.elements.get(path)
+        self.paths.get(path).map(|&at| &self.elements[at])
     }
 
     /// What `name` is, if it is an R4 type or resource.
@@ -166,7 +202,7 @@ impl R4 {
     /// Whether `name` is a resource type that can carry extensions (a `DomainResource`).
     pub fn is_domain_resource(&self, name: &str) -> bool {
         self.kind(name) == Some(Kind::Resource)
-            && self.elements.contains_key(&*format!("{name}.extension"))
+            && self.paths.contains_key(&*format!("{name}.extension"))
     }
 
     /// The references of resource type `resource_type` that put it in a Patient compartment
@@ -190,7 +226,7 @@ impl R4 {
     pub fn required_members(&self, context: &str) -> Vec<&Element> {
         let mut found: Vec<&Element> = self
             .elements
-            .values()
+            .iter()
             .filter(|e| {
                 e.min >= 1
                     && e.path
@@ -206,27 +242,42 @@ impl R4 {
     /// The member `name` of a value whose definition context is `context` (a type name or a
     /// backbone path): `child("Patient", "birthDate")`, `child("Observation", "valueQuantity")`,
     /// `child("HumanName", "given")`.
+    ///
+    /// It allocates nothing: it is called for every member of every resource the gateway passes.
     pub fn child(&self, context: &str, name: &str) -> Option<Child<'_>> {
-        if let Some(element) = self.elements.get(&*format!("{context}.{name}")) {
-            return self.resolve(element, None);
+        if name.contains('.') {
+            // Not a member name, but the path it spells from `context` may be an element's.
+            return self.child_by_path(context, name);
+        }
+        // Without a `.` in `name`, `{context}.{name}` is an element's path exactly when
+        // `context` is the path up to that element's last `.` and `name` the rest.
+        let members = self.members.get(context)?;
+        if let Some(at) = members.get(name).and_then(|m| m.exact) {
+            return self.resolve(&self.elements[at], None);
         }
         // A choice: `valueQuantity` is `value[x]` with type `Quantity`.
-        let split = name
-            .char_indices()
-            .skip(1)
-            .filter(|(_, c)| c.is_ascii_uppercase())
-            .map(|(i, _)| i);
-        for at in split {
-            let (base, suffix) = name.split_at(at);
-            let Some(element) = self.elements.get(&*format!("{context}.{base}[x]")) else {
+        for (base, suffix) in choice_splits(name) {
+            let Some(at) = members.get(base).and_then(|m| m.choice) else {
                 continue;
             };
-            let chosen = element
-                .types
-                .iter()
-                .copied()
-                .find(|t| type_suffix_matches(t, suffix));
-            if let Some(chosen) = chosen {
+            let element = &self.elements[at];
+            if let Some(chosen) = chosen_type(element, suffix) {
+                return self.resolve(element, Some(chosen));
+            }
+        }
+        None
+    }
+
+    /// [`R4::child`] by whole paths, for a `name` holding a `.`.
+    fn child_by_path(&self, context: &str, name: &str) -> Option<Child<'_>> {
+        if let Some(element) = self.element(&format!("{context}.{name}")) {
+            return self.resolve(element, None);
+        }
+        for (base, suffix) in choice_splits(name) {
+            let Some(element) = self.element(&format!("{context}.{base}[x]")) else {
+                continue;
+            };
+            if let Some(chosen) = chosen_type(element, suffix) {
                 return self.resolve(element, Some(chosen));
             }
         }
@@ -260,6 +311,24 @@ impl R4 {
             primitive,
         })
     }
+}
+
+/// The ways `name` may be a choice's base name and a type suffix, split before each ASCII
+/// uppercase letter after the first character: `valueQuantity` is (`value`, `Quantity`).
+fn choice_splits(name: &str) -> impl Iterator<Item = (&str, &str)> {
+    name.char_indices()
+        .skip(1)
+        .filter(|(_, c)| c.is_ascii_uppercase())
+        .map(|(at, _)| name.split_at(at))
+}
+
+/// The type of choice `element` that `suffix` names.
+fn chosen_type(element: &Element, suffix: &str) -> Option<&'static str> {
+    element
+        .types
+        .iter()
+        .copied()
+        .find(|t| type_suffix_matches(t, suffix))
 }
 
 /// `Quantity` matches suffix `Quantity`; `dateTime` matches `DateTime`.
@@ -329,5 +398,138 @@ mod tests {
         assert!(r4.child("Patient", "valueQuantity").is_none());
         assert!(r4.child("Observation", "valueFoo").is_none());
         assert!(r4.child("Patient", "nonsense").is_none());
+    }
+
+    // `child_by_path` is how `child` answered before its index (whole paths `{context}.{name}`,
+    // then `{context}.{base}[x]`): the reference it must still agree with.
+    #[test]
+    fn children_by_index_answer_as_by_paths() {
+        let r4 = r4();
+        let summary = |c: Option<Child<'_>>| c.map(|c| (c.element.path, c.chosen, c.context));
+        // (context, name, (element, chosen type, context of the value))
+        type Case = (&'static str, &'static str, Option<Answer>);
+        type Answer = (&'static str, Option<&'static str>, &'static str);
+        let cases: &[Case] = &[
+            (
+                "Observation",
+                "valueQuantity",
+                Some(("Observation.value[x]", Some("Quantity"), "Quantity")),
+            ),
+            (
+                "Observation.component",
+                "valueCodeableConcept",
+                Some((
+                    "Observation.component.value[x]",
+                    Some("CodeableConcept"),
+                    "CodeableConcept",
+                )),
+            ),
+            (
+                "Patient",
+                "contact",
+                Some(("Patient.contact", None, "Patient.contact")),
+            ),
+            (
+                "Patient.contact",
+                "name",
+                Some(("Patient.contact.name", None, "HumanName")),
+            ),
+            // Uppercase letters, not a choice.
+            (
+                "Patient",
+                "birthDate",
+                Some(("Patient.birthDate", None, "date")),
+            ),
+            (
+                "Patient",
+                "managingOrganization",
+                Some(("Patient.managingOrganization", None, "Reference")),
+            ),
+            // `deceased[x]` is a choice, `deceasedFoo` none of its types.
+            ("Patient", "deceasedFoo", None),
+            (
+                "Patient",
+                "deceasedBoolean",
+                Some(("Patient.deceased[x]", Some("boolean"), "boolean")),
+            ),
+            // Unknown names and contexts.
+            ("Patient", "nonsense", None),
+            ("Patient", "", None),
+            ("Patient", "contactName", None),
+            ("Nonsense", "id", None),
+            ("", "Patient", None),
+            // A choice's own element name: found, but with no single type.
+            ("Observation", "value[x]", None),
+            // Not a member name, but a path from the context.
+            (
+                "Patient",
+                "contact.name",
+                Some(("Patient.contact.name", None, "HumanName")),
+            ),
+            (
+                "Observation",
+                "component.valueQuantity",
+                Some((
+                    "Observation.component.value[x]",
+                    Some("Quantity"),
+                    "Quantity",
+                )),
+            ),
+        ];
+        for &(context, name, expected) in cases {
+            assert_eq!(
+                summary(r4.child(context, name)),
+                expected,
+                "{context} {name}"
+            );
+            assert_eq!(
+                r4.child(context, name),
+                r4.child_by_path(context, name),
+                "{context} {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_element_is_the_same_child_by_index_and_by_paths() {
+        let r4 = r4();
+        let mut names = 0;
+        for element in &r4.elements {
+            let Some((context, name)) = element.path.rsplit_once('.') else {
+                continue;
+            };
+            let mut tried = vec![name.to_string(), format!("{name}Nonsense")];
+            if let Some(base) = name.strip_suffix("[x]") {
+                tried.push(base.to_string());
+                for ty in &element.types {
+                    let mut chars = ty.chars();
+                    if let Some(first) = chars.next() {
+                        tried.push(format!(
+                            "{base}{}{}",
+                            first.to_ascii_uppercase(),
+                            chars.as_str()
+                        ));
+                    }
+                }
+            }
+            for name in &tried {
+                assert_eq!(
+                    r4.child(context, name),
+                    r4.child_by_path(context, name),
+                    "{context} {name}"
+                );
+                names += 1;
+            }
+            // And from the context's own parent, a name with a `.`.
+            if let Some((outer, last)) = context.rsplit_once('.') {
+                let dotted = format!("{last}.{name}");
+                assert_eq!(
+                    r4.child(outer, &dotted),
+                    r4.child_by_path(outer, &dotted),
+                    "{outer} {dotted}"
+                );
+            }
+        }
+        assert!(names > 7_000, "{names}");
     }
 }
