@@ -1,5 +1,6 @@
 //! Sealing: a resource or Bundle and its rules → the form the upstream server stores.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
@@ -737,10 +738,30 @@ fn applies(object: &Map<String, Value>, rules: &Rules) -> bool {
 
 /// `Observation.contained(#p1)`, or by position for a contained resource without an id.
 pub(crate) fn contained_loc(loc: &str, inner: &Map<String, Value>, index: usize) -> String {
+    let mut at = loc.to_string();
+    push_contained_loc(&mut at, inner, index);
+    at
+}
+
+/// Appends to `loc` what [`contained_loc`] appends to it.
+fn push_contained_loc(loc: &mut String, inner: &Map<String, Value>, index: usize) {
     match inner.get("id").and_then(Value::as_str) {
-        Some(id) => format!("{loc}.contained(#{id})"),
-        None => format!("{loc}.contained[{index}]"),
+        Some(id) => {
+            loc.push_str(".contained(#");
+            loc.push_str(id);
+            loc.push(')');
+        }
+        None => {
+            loc.push_str(".contained");
+            push_index(loc, index);
+        }
     }
+}
+
+/// Appends `[index]` to `loc`.
+fn push_index(loc: &mut String, index: usize) {
+    use std::fmt::Write as _;
+    let _ = write!(loc, "[{index}]");
 }
 
 /// The placeholder of a sealed complex element ([`complex_placeholder`]).
@@ -766,30 +787,50 @@ pub(crate) fn each_display(
     loc: &str,
     found: &mut DisplayFound<'_>,
 ) -> Result<(), SealError> {
+    // One buffer for every path of the walk: each step appends its part and truncates it away.
+    let mut at = String::with_capacity(loc.len() + 64);
+    at.push_str(loc);
+    walk_displays(object, context, &mut at, found)
+}
+
+/// [`each_display`] with `loc` the path of `object`, extended and restored as it descends: an
+/// element that holds no display costs no allocation.
+fn walk_displays(
+    object: &mut Map<String, Value>,
+    context: &str,
+    loc: &mut String,
+    found: &mut DisplayFound<'_>,
+) -> Result<(), SealError> {
     let r4 = r4();
-    let keys: Vec<String> = object
-        .keys()
-        .filter(|k| !k.starts_with('_') && *k != "resourceType")
-        .cloned()
-        .collect();
-    for key in keys {
+    // On an error the walk ends and the buffer with it: only success restores `loc`.
+    let len = loc.len();
+    for (key, value) in object.iter_mut() {
+        if key.starts_with('_') || key == "resourceType" {
+            continue;
+        }
         if key == "contained" {
-            if let Some(Value::Array(items)) = object.get_mut("contained") {
+            if let Value::Array(items) = value {
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Some(inner) = item.as_object_mut() {
                         let inner_type = inner
                             .get("resourceType")
                             .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string();
-                        let inner_loc = contained_loc(loc, inner, i);
-                        each_display(inner, &inner_type, &inner_loc, found)?;
+                            .unwrap_or_default();
+                        // The walk holds `inner` mutably: the type by its interned name (a copy
+                        // only for a type R4 does not know).
+                        let inner_type: Cow<'static, str> = match r4.type_name(inner_type) {
+                            Some(name) => Cow::Borrowed(name),
+                            None => Cow::Owned(inner_type.to_string()),
+                        };
+                        push_contained_loc(loc, inner, i);
+                        walk_displays(inner, &inner_type, loc, found)?;
+                        loc.truncate(len);
                     }
                 }
             }
             continue;
         }
-        let Some(child) = r4.child(context, &key) else {
+        let Some(child) = r4.child(context, key) else {
             continue;
         };
         if child.primitive {
@@ -800,18 +841,25 @@ pub(crate) fn each_display(
             .or_else(|| child.element.types.first().copied())
             .unwrap_or_default();
         let child_context = child.context;
-        let child_loc = format!("{loc}.{key}");
-        match object.get_mut(&key) {
-            Some(Value::Object(inner)) => {
-                display_or_descend(inner, ty, child_context, &child_loc, found)?;
+        match value {
+            Value::Object(inner) => {
+                loc.push('.');
+                loc.push_str(key);
+                display_or_descend(inner, ty, child_context, loc, found)?;
+                loc.truncate(len);
             }
-            Some(Value::Array(items)) => {
+            Value::Array(items) => {
+                loc.push('.');
+                loc.push_str(key);
+                let child_len = loc.len();
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Some(inner) = item.as_object_mut() {
-                        let item_loc = format!("{child_loc}[{i}]");
-                        display_or_descend(inner, ty, child_context, &item_loc, found)?;
+                        push_index(loc, i);
+                        display_or_descend(inner, ty, child_context, loc, found)?;
+                        loc.truncate(child_len);
                     }
                 }
+                loc.truncate(len);
             }
             _ => {}
         }
@@ -823,7 +871,7 @@ fn display_or_descend(
     inner: &mut Map<String, Value>,
     ty: &str,
     context: &str,
-    loc: &str,
+    loc: &mut String,
     found: &mut DisplayFound<'_>,
 ) -> Result<(), SealError> {
     if ty == "Reference"
@@ -835,7 +883,7 @@ fn display_or_descend(
     if ty == "Resource" {
         return Ok(());
     }
-    each_display(inner, context, loc, found)
+    walk_displays(inner, context, loc, found)
 }
 
 /// The concrete paths (as envelopes bind them: `Patient.name[1]`, `Observation.value[x]`) of
