@@ -480,6 +480,42 @@ impl Envelope {
         Self::from_vec(bytes)
     }
 
+    /// The header id of the envelope that `text` ([`Envelope::to_base64`]'s output) encodes,
+    /// read from its first 24 characters only: the version and the id, nothing verified, the
+    /// rest neither decoded nor checked. For finding which headers a response needs before
+    /// opening it; [`Envelope::from_base64`] (when opening) still refuses a malformed envelope.
+    ///
+    /// # Errors
+    /// [`Malformed`] when `text` is shorter than the smallest envelope's encoding, its prefix is
+    /// not base64, or the version is unknown.
+    pub fn header_of_base64(text: &str) -> Result<HeaderId, Error> {
+        // Canonical base64 is whole quanta; the bytes it holds must make at least the smallest
+        // envelope (version 1, an empty ciphertext and its tag).
+        if !text.len().is_multiple_of(4) {
+            return Err(Malformed::Base64.into());
+        }
+        let padding = text.bytes().rev().take_while(|&b| b == b'=').count();
+        if (text.len() / 4 * 3).saturating_sub(padding) < HEADER_1 + TAG {
+            return Err(Malformed::Truncated.into());
+        }
+        // 24 characters are 18 whole bytes: the version and the 16-byte id, and one more.
+        let prefix = text.get(..24).ok_or(Malformed::Base64)?;
+        let mut bytes = [0u8; 18];
+        let n = base64::engine::general_purpose::STANDARD
+            .decode_slice(prefix, &mut bytes)
+            .map_err(|_| Malformed::Base64)?;
+        if n != bytes.len() {
+            return Err(Malformed::Base64.into());
+        }
+        match bytes[0] {
+            VERSION | VERSION_1 => {}
+            other => return Err(Malformed::UnknownVersion(other).into()),
+        }
+        let mut header = [0u8; 16];
+        header.copy_from_slice(&bytes[1..17]);
+        Ok(HeaderId::from_bytes(header))
+    }
+
     /// [`Envelope::from_bytes`] reusing the buffer for the ciphertext.
     fn from_vec(mut bytes: Vec<u8>) -> Result<Self, Error> {
         let (fixed, len) = Self::fixed(&bytes)?;

@@ -572,3 +572,48 @@ fn an_updated_header_keeps_its_tag_and_still_verifies_and_opens() {
         );
     }
 }
+
+#[test]
+fn the_header_id_read_from_the_prefix_is_the_one_parsing_reads() {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut w = World::new();
+    let (header, key) = w.header("a", Granularity::Shared);
+    let c = ctx("p1", "Patient.name", "a");
+    let (envelope, _) = w.seal(&header, &key, &c, "p1");
+    let text = envelope.to_base64();
+    assert_eq!(Envelope::header_of_base64(&text), Ok(header.id()));
+    // Version 1 (no tag) reads the same id.
+    let bytes = envelope.to_bytes();
+    let v1 = [&[1u8][..], &bytes[1..105], &bytes[121..]].concat();
+    assert_eq!(Envelope::header_of_base64(&b64(&v1)), Ok(header.id()));
+    // Only the prefix is read: a tail that does not decode still names the id (opening refuses
+    // it), while anything too short, an unknown version or a prefix that is not base64 does not.
+    let broken = format!("{}!!!!", &text[..text.len() - 4]);
+    assert_eq!(Envelope::header_of_base64(&broken), Ok(header.id()));
+    assert!(Envelope::from_base64(&broken).is_err());
+    let mut v3 = bytes.clone();
+    v3[0] = 3;
+    assert_eq!(
+        Envelope::header_of_base64(&b64(&v3)),
+        Err(Error::Malformed(Malformed::UnknownVersion(3)))
+    );
+    for short in [&bytes[..0], &bytes[..17], &bytes[..104]] {
+        assert_eq!(
+            Envelope::header_of_base64(&b64(short)),
+            Err(Error::Malformed(Malformed::Truncated)),
+            "{}",
+            short.len()
+        );
+    }
+    let not_base64 = format!("é{}", &text[2..]);
+    assert_eq!(
+        Envelope::header_of_base64(&not_base64),
+        Err(Error::Malformed(Malformed::Base64))
+    );
+    let not_base64 = format!("!!!!{}", &text[4..]);
+    assert_eq!(
+        Envelope::header_of_base64(&not_base64),
+        Err(Error::Malformed(Malformed::Base64))
+    );
+}

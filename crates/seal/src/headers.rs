@@ -21,11 +21,13 @@ use crate::shape::{SEALED_ELEMENT, SEALED_HEADER};
 /// Left out, as [`Reader::open`](crate::Reader::open) does not look them up:
 /// - ids whose header travels in the resource itself (a well-formed `sealed-header` extension on
 ///   its root, `resource` granularity);
-/// - malformed envelopes (they stay masked whatever is found);
+/// - envelopes too short to be one, or whose version is unknown (they stay masked whatever is
+///   found); an envelope is otherwise not decoded here, only its id (the reader refuses a
+///   malformed one when it opens it, and fetching its header is then harmless);
 /// - envelopes in a Bundle's own members or an entry's `search`, `request` or `response`, where
 ///   sealing never writes (they are masked, never opened).
 ///
-/// Nothing is decrypted: an id is read from each envelope's fixed prefix.
+/// Nothing is decrypted or decoded beyond each envelope's first 24 characters, where its id is.
 pub fn shared_header_ids(resource: &Value) -> Vec<HeaderId> {
     let mut found = Found::default();
     found.any(resource);
@@ -69,9 +71,8 @@ impl Found {
             Value::Object(object) => {
                 if object.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
                     && let Some(text) = object.get("valueBase64Binary").and_then(Value::as_str)
-                    && let Ok(envelope) = Envelope::from_base64(text)
+                    && let Ok(id) = Envelope::header_of_base64(text)
                 {
-                    let id = envelope.header();
                     if !local.contains(&id) && self.seen.insert(id) {
                         self.ids.push(id);
                     }
