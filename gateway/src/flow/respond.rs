@@ -165,21 +165,31 @@ pub fn note(
 }
 
 /// Moves every absolute URL under `from` in the string values of `value` under `to`, in place,
-/// as [`rewrite_base`] would in each string (object keys are element names, never URLs). A
-/// string without `from` in it is neither copied nor rewritten.
+/// as [`rewrite_base`] would in each string (object keys are element names, never URLs). One
+/// searcher for `from` serves every string; a string without `from` is neither copied nor
+/// rewritten.
 fn rewrite_strings(value: &mut Value, from: &str, to: &str) {
+    if from.is_empty() {
+        return;
+    }
+    rewrite_found(value, &memchr::memmem::Finder::new(from), from, to);
+}
+
+fn rewrite_found(value: &mut Value, finder: &memchr::memmem::Finder<'_>, from: &str, to: &str) {
     match value {
         Value::String(text) => {
-            if let std::borrow::Cow::Owned(moved) = rewrite_base(text, from, to) {
+            if finder.find(text.as_bytes()).is_some()
+                && let std::borrow::Cow::Owned(moved) = rewrite_base(text, from, to)
+            {
                 *text = moved;
             }
         }
         Value::Array(items) => items
             .iter_mut()
-            .for_each(|item| rewrite_strings(item, from, to)),
+            .for_each(|item| rewrite_found(item, finder, from, to)),
         Value::Object(members) => members
             .values_mut()
-            .for_each(|member| rewrite_strings(member, from, to)),
+            .for_each(|member| rewrite_found(member, finder, from, to)),
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
