@@ -72,10 +72,10 @@ impl Found {
                 if object.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
                     && let Some(text) = object.get("valueBase64Binary").and_then(Value::as_str)
                     && let Ok(id) = Envelope::header_of_base64(text)
+                    && !local.contains(&id)
+                    && self.seen.insert(id)
                 {
-                    if !local.contains(&id) && self.seen.insert(id) {
-                        self.ids.push(id);
-                    }
+                    self.ids.push(id);
                 }
                 object.values().for_each(|v| self.envelopes(v, local));
             }
