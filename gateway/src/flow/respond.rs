@@ -238,7 +238,7 @@ mod tests {
             }]
         });
         let text = rewrite_base(&bundle.to_string(), FROM, TO).into_owned();
-        let mut tree = bundle.clone();
+        let mut tree = bundle;
         rewrite_strings(&mut tree, FROM, TO);
         assert_eq!(serde_json::to_string(&tree).unwrap(), text);
         assert!(text.contains(&format!("{TO}/Patient/p1")), "{text}");
