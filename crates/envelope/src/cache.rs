@@ -9,6 +9,13 @@ use crate::header::{HeaderId, HeaderKey};
 /// Opened header keys, keyed by (key holder, header). Entries expire after `ttl` and the oldest
 /// are evicted past `capacity`; an evicted key is zeroized when dropped. After a holder is
 /// revoked, [`HeaderCache::forget_holder`] drops everything it had opened.
+///
+/// It also remembers the headers a holder's key of one period could not open
+/// ([`HeaderCache::insert_unopenable`]), so that an element its reader may not see is masked
+/// without trying attribute-based decryption again on every read. That answer holds only for
+/// the same key period: a header's structure never changes and its period only moves forward,
+/// so what a key of period `p` did not open it never will; a holder whose attributes change is
+/// registered under another name (another holder here).
 pub struct HeaderCache {
     capacity: usize,
     ttl: Duration,
@@ -17,8 +24,16 @@ pub struct HeaderCache {
 
 #[derive(Default)]
 struct Inner {
-    keys: HashMap<(String, HeaderId), (HeaderKey, Instant)>,
+    keys: HashMap<(String, HeaderId), (Slot, Instant)>,
     order: VecDeque<(String, HeaderId)>,
+}
+
+/// What a holder got from a header.
+enum Slot {
+    /// Its key.
+    Opened(HeaderKey),
+    /// Nothing, with its key of this period.
+    Unopenable { key_period: u64 },
 }
 
 impl HeaderCache {
@@ -33,10 +48,57 @@ impl HeaderCache {
 
     /// The key `holder` opened for `header`, if cached and younger than the ttl at `now`.
     pub fn get(&self, holder: &str, header: HeaderId, now: Instant) -> Option<HeaderKey> {
+        match self.slot(holder, header, now, |slot| match slot {
+            Slot::Opened(key) => Some(key.clone()),
+            Slot::Unopenable { .. } => None,
+        }) {
+            Some(Some(key)) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Whether `holder`'s key of `key_period` was found unable to open `header`, younger than
+    /// the ttl at `now` ([`HeaderCache::insert_unopenable`]).
+    pub fn is_unopenable(
+        &self,
+        holder: &str,
+        header: HeaderId,
+        key_period: u64,
+        now: Instant,
+    ) -> bool {
+        self.slot(
+            holder,
+            header,
+            now,
+            |slot| matches!(slot, Slot::Unopenable { key_period: p } if *p == key_period),
+        )
+        .unwrap_or(false)
+    }
+
+    /// Caches the key `holder` opened for `header` at `now`.
+    pub fn insert(&self, holder: &str, header: HeaderId, key: HeaderKey, now: Instant) {
+        self.put(holder, header, Slot::Opened(key), now);
+    }
+
+    /// Remembers that `holder`'s key of `key_period` does not open `header` (its attributes do
+    /// not satisfy the structure, or the header is of a later period), at `now`. A key `holder`
+    /// opened for it before is replaced.
+    pub fn insert_unopenable(&self, holder: &str, header: HeaderId, key_period: u64, now: Instant) {
+        self.put(holder, header, Slot::Unopenable { key_period }, now);
+    }
+
+    /// `read` of the live slot of (`holder`, `header`), if any; an expired one is dropped.
+    fn slot<T>(
+        &self,
+        holder: &str,
+        header: HeaderId,
+        now: Instant,
+        read: impl FnOnce(&Slot) -> T,
+    ) -> Option<T> {
         let mut inner = self.lock();
         let id = (holder.to_string(), header);
         match inner.keys.get(&id) {
-            Some((key, at)) if now.saturating_duration_since(*at) < self.ttl => Some(key.clone()),
+            Some((slot, at)) if now.saturating_duration_since(*at) < self.ttl => Some(read(slot)),
             Some(_) => {
                 inner.keys.remove(&id);
                 inner.order.retain(|k| k != &id);
@@ -46,11 +108,10 @@ impl HeaderCache {
         }
     }
 
-    /// Caches the key `holder` opened for `header` at `now`.
-    pub fn insert(&self, holder: &str, header: HeaderId, key: HeaderKey, now: Instant) {
+    fn put(&self, holder: &str, header: HeaderId, slot: Slot, now: Instant) {
         let mut inner = self.lock();
         let id = (holder.to_string(), header);
-        if inner.keys.insert(id.clone(), (key, now)).is_none() {
+        if inner.keys.insert(id.clone(), (slot, now)).is_none() {
             inner.order.push_back(id);
         }
         while inner.keys.len() > self.capacity {
@@ -68,7 +129,7 @@ impl HeaderCache {
         inner.order.retain(|(h, _)| h != holder);
     }
 
-    /// How many keys are cached.
+    /// How many entries are cached (keys, and headers found unopenable).
     pub fn len(&self) -> usize {
         self.lock().keys.len()
     }

@@ -617,3 +617,32 @@ fn the_header_id_read_from_the_prefix_is_the_one_parsing_reads() {
         Err(Error::Malformed(Malformed::Base64))
     );
 }
+
+#[test]
+fn the_header_cache_remembers_what_a_key_of_one_period_could_not_open() {
+    let mut w = World::new();
+    let cache = HeaderCache::new(2, Duration::from_secs(60));
+    let t0 = Instant::now();
+    let (header, key) = w.header("a", Granularity::Shared);
+    let id = header.id();
+    cache.insert_unopenable("P/1", id, 3, t0);
+    assert!(cache.is_unopenable("P/1", id, 3, t0));
+    assert!(!cache.is_unopenable("P/1", id, 4, t0), "another period");
+    assert!(!cache.is_unopenable("P/2", id, 3, t0), "another holder");
+    assert_eq!(cache.get("P/1", id, t0), None, "no key for it");
+    assert!(!cache.is_unopenable("P/1", id, 3, t0 + Duration::from_secs(61)));
+    // A key opened later replaces it, and the other way round.
+    cache.insert_unopenable("P/1", id, 3, t0);
+    cache.insert("P/1", id, key.clone(), t0);
+    assert_eq!(cache.get("P/1", id, t0), Some(key));
+    assert!(!cache.is_unopenable("P/1", id, 3, t0));
+    cache.insert_unopenable("P/1", id, 4, t0);
+    assert_eq!(cache.get("P/1", id, t0), None);
+    // Both kinds count towards the bound, and a revoked holder's go with its keys.
+    let (other, _) = w.header("a", Granularity::Shared);
+    cache.insert_unopenable("P/1", other.id(), 4, t0);
+    cache.insert_unopenable("P/3", id, 4, t0);
+    assert_eq!(cache.len(), 2);
+    cache.forget_holder("P/1");
+    assert_eq!(cache.len(), 1);
+}

@@ -366,13 +366,32 @@ impl Session<'_, '_> {
         (header_period <= key_period).then_some(cached)
     }
 
+    /// Opens `header` with the reader's key by attribute-based decryption, and caches what came
+    /// of it: the key, or that this key (of its period) does not open it, so that the next read
+    /// masks at once instead of trying again (HeaderCache's docs say why that stays true).
     fn decrypt_header(&self, header: &Header) -> Option<HeaderKey> {
         let reader = self.reader;
-        let key = header.open(reader.key?, reader.sealing).ok()?;
-        reader
-            .cache
-            .insert(reader.holder, header.id(), key.clone(), reader.now);
-        Some(key)
+        let key = reader.key?;
+        let (holder, id, now) = (reader.holder, header.id(), reader.now);
+        if reader.cache.is_unopenable(holder, id, key.period(), now) {
+            return None;
+        }
+        match header.open(key, reader.sealing) {
+            Ok(opened) => {
+                reader.cache.insert(holder, id, opened.clone(), now);
+                Some(opened)
+            }
+            // The structure is not satisfied or the header is of a later period: the same key
+            // will not open it on the next read either. (A header that does not verify was
+            // turned away before this.)
+            Err(fhirseal_envelope::Error::Scheme(_)) => {
+                reader
+                    .cache
+                    .insert_unopenable(holder, id, key.period(), now);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Counts a forged element at `path` of the resource `resource_type/id`.

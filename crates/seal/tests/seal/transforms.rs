@@ -653,6 +653,67 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
     assert_eq!(report.opened, 0, "no key, no cache");
 }
 
+/// A header a key could not open is remembered for that key's period only: the next read masks
+/// without attribute-based decryption, and the same holder's key of a later period opens it.
+#[test]
+fn a_header_a_key_could_not_open_is_remembered_for_that_period_only() {
+    let mut w = World::new();
+    let rules = patient_rules(Granularity::Shared);
+    let sealed = w.seal(&patient(), &rules);
+    let ids = fhirseal_seal::shared_header_ids(&sealed);
+    assert!(!ids.is_empty());
+    let updated: Vec<_> = w
+        .headers
+        .take_created()
+        .into_iter()
+        .map(|h| {
+            h.update(&w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng)
+                .unwrap()
+        })
+        .collect();
+    let mut moved_on = SharedHeaders::new();
+    for header in updated {
+        moved_on.insert(header, None);
+    }
+    let (now, next) = (w.fx.key(ALL, 0), w.fx.key(ALL, 1));
+    let cache = cache();
+    let at = std::time::Instant::now();
+    let open = |key: &DecryptionKey| {
+        let mut out = sealed.clone();
+        let report = Reader::new("u", Some(key), &cache, &moved_on, &w.fx.sealing).open(&mut out);
+        (report.opened, report.masked, out)
+    };
+    // Period 0 against headers of period 1: nothing opens, and the cache says so, for period 0.
+    let (opened, masked, _) = open(&now);
+    assert_eq!(opened, 0);
+    assert!(masked > 0);
+    for id in &ids {
+        assert!(cache.is_unopenable("u", *id, 0, at), "{id:?}");
+        assert!(!cache.is_unopenable("u", *id, 1, at));
+        assert!(cache.get("u", *id, at).is_none());
+    }
+    assert_eq!(open(&now).0, 0, "still nothing, from the cache");
+    // The same holder's key of period 1 is not turned away by what period 0 could not do.
+    let (opened, masked, out) = open(&next);
+    assert_eq!((opened > 0, masked, out), (true, 0, patient()));
+    for id in &ids {
+        assert!(cache.get("u", *id, at).is_some());
+        assert!(!cache.is_unopenable("u", *id, 0, at));
+    }
+    // A key whose attributes do not satisfy the structures: remembered, and masked again.
+    let nobody = w.fx.key(&["role:nobody"], 1);
+    let mut out = sealed.clone();
+    let first = Reader::new("n", Some(&nobody), &cache, &moved_on, &w.fx.sealing).open(&mut out);
+    assert_eq!(first.opened, 0);
+    assert!(ids.iter().all(|id| cache.is_unopenable("n", *id, 1, at)));
+    let mut again = sealed.clone();
+    let second = Reader::new("n", Some(&nobody), &cache, &moved_on, &w.fx.sealing).open(&mut again);
+    assert_eq!(
+        (second.opened, second.masked, &again),
+        (0, first.masked, &out)
+    );
+}
+
 #[test]
 fn blind_index_tokens_let_the_gateway_search_and_never_reach_readers() {
     use fhirseal_envelope::BlindIndex;
