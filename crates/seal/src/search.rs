@@ -170,7 +170,10 @@ impl SearchPlan {
 /// or the value cannot be answered (see [`SearchRefusal`]). `indexes` are the gateway's
 /// blind-index keys, one per generation of its secret still searched (two while a rotation
 /// re-indexes: each `_tag` then asks for the tokens of both, OR-ed); without any, a blind-index
-/// parameter is refused as sealed.
+/// parameter is refused as sealed. The gateway plans under all of them to check a search, then,
+/// unless it sorts, once more under each generation alone, and asks the upstream one query per
+/// generation: some upstreams answer OR-ed tokens far more slowly than one (`docs/search.md`,
+/// "Rotating the secret").
 ///
 /// A `ge`/`gt` and an `le`/`lt` value of one date parameter are planned together, as one range.
 ///

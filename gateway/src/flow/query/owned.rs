@@ -4,22 +4,28 @@
 //! The upstream is asked for candidates: the parameters it can answer, the blind-index tokens
 //! (`_tag`) of the others, and the scopes' narrowing, in one page of at most
 //! `search.candidate_cap` resources (more is a 400 asking to narrow the search: a partial answer
-//! would be a wrong one). Every candidate goes through the same checks as a read, is opened for
-//! the caller, and is kept only if it matches every blind-index and filter parameter exactly on
-//! its opened values (`fhirseal_fhir::matching`): a value the caller cannot open matches nothing,
+//! would be a wrong one). While a rotation searches two generations of the blind-index secret,
+//! the upstream is asked once per generation, oldest first, each query with that generation's
+//! tokens alone (an upstream may answer OR-ed generations far more slowly, `super::checked`);
+//! each query and their union are held to the cap, and a resource found by both is kept once,
+//! where first found (with `_sort`, one OR-ed query as before: merged answers would not be
+//! sorted). Every candidate goes through the same checks as a read, is opened for the caller,
+//! and is kept only if it matches every blind-index and filter parameter exactly on its opened
+//! values (`fhirseal_fhir::matching`): a value the caller cannot open matches nothing,
 //! so the answer is the one a server holding the data in clear would give this caller, and the
 //! tokens' deliberate collisions never show. The gateway then owns `total` and paging: its links
 //! carry a cursor (`_cursor`) that it signs and that expires after `search.cursor_seconds`;
 //! each page runs the search again, with every check.
 
+use std::collections::HashSet;
+
 use axum::http::StatusCode;
 use fhirseal_envelope::BlindIndex;
 use fhirseal_fhir::matching::Criterion;
 use fhirseal_fhir::rest::Interaction;
-use fhirseal_seal::search::SearchPlan;
 use serde_json::{Value, json};
 
-use super::{entries, filter_and_open, narrow, reference_of, upstream_bundle, with_query};
+use super::{Checked, entries, filter_and_open, narrow, reference_of, upstream_bundle, with_query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::flow::authorize::decide;
@@ -48,8 +54,12 @@ pub(super) async fn search(
     caller: &Caller,
     resource_type: &str,
     params: &[(String, String)],
-    plan: SearchPlan,
+    checked: Checked,
 ) -> Result<Answer, ApiError> {
+    let Checked {
+        plan,
+        per_generation,
+    } = checked;
     let criteria = plan
         .checked
         .iter()
@@ -59,33 +69,20 @@ pub(super) async fn search(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let paging = Paging::of(state, resource_type, params)?;
-    let mut upstream = plan.upstream.clone();
-    let patient = narrow(caller, resource_type, &mut upstream)?;
+    let mut scope = Vec::new();
+    let patient = narrow(caller, resource_type, &mut scope)?;
     decide(state, caller, Interaction::Search, resource_type, patient)?;
     let cap = state.config.search.candidate_cap;
     let mut kept: Vec<Value> = Vec::new();
     let mut references = Vec::new();
     let mut report = fhirseal_seal::OpenReport::default();
     if !plan.nothing {
-        for (name, value) in params {
-            if name == "_sort" {
-                upstream.push((name.clone(), value.clone()));
-            }
-        }
-        upstream.push(("_count".into(), cap.to_string()));
-        let bundle =
-            upstream_bundle(state, with_query(resource_type, &upstream), &["searchset"]).await?;
-        let more = bundle
-            .get("link")
-            .and_then(Value::as_array)
-            .is_some_and(|links| links.iter().any(|l| l["relation"] == "next"));
-        let total = bundle.get("total").and_then(Value::as_u64);
-        if more || total.is_some_and(|t| t > cap as u64) {
-            return Err(ApiError::SearchRefused(format!(
-                "the search reads sealed elements and has more than {cap} candidates for the \
-                 gateway to check: narrow it with more parameters"
-            )));
-        }
+        let queries = if per_generation.is_empty() {
+            vec![plan.upstream]
+        } else {
+            per_generation
+        };
+        let bundle = candidates(state, resource_type, params, queries, &scope, cap).await?;
         let (opened, _, opened_report) =
             filter_and_open(state, caller, bundle, Interaction::Search, false).await?;
         report = opened_report;
@@ -93,12 +90,7 @@ pub(super) async fn search(
             let Some(resource) = entry.get("resource") else {
                 continue;
             };
-            let matched = entry
-                .get("search")
-                .and_then(|s| s.get("mode"))
-                .and_then(Value::as_str)
-                .is_none_or(|m| m == "match");
-            if matched
+            if is_match(entry)
                 && resource.get("resourceType").and_then(Value::as_str) == Some(resource_type)
                 && criteria.iter().all(|c| c.matches(resource))
             {
@@ -146,6 +138,74 @@ pub(super) async fn search(
         Some(bundle),
         note("search-type", references, report, 0),
     ))
+}
+
+/// Whether a searchset entry is a match (not an included resource or an outcome).
+fn is_match(entry: &Value) -> bool {
+    entry
+        .get("search")
+        .and_then(|s| s.get("mode"))
+        .and_then(Value::as_str)
+        .is_none_or(|m| m == "match")
+}
+
+/// The candidates, as one `searchset` Bundle: the upstream asked each of `queries` in turn (one,
+/// or one per generation of the blind-index secret searched, oldest first), each with the
+/// scopes' narrowing `scope`, the search's `_sort` and `_count` = `cap`; their entries in that
+/// order, a resource found by several queries kept once, where first found (a resource
+/// re-indexed between two queries is in both). More than `cap` candidates in one query, or in
+/// all of them together, is a refusal.
+async fn candidates(
+    state: &AppState,
+    resource_type: &str,
+    params: &[(String, String)],
+    queries: Vec<Vec<(String, String)>>,
+    scope: &[(String, String)],
+    cap: usize,
+) -> Result<Value, ApiError> {
+    let too_many = || {
+        ApiError::SearchRefused(format!(
+            "the search reads sealed elements and has more than {cap} candidates for the \
+             gateway to check: narrow it with more parameters"
+        ))
+    };
+    let mut merged: Vec<Value> = Vec::new();
+    let mut seen = HashSet::new();
+    // One after the other, in order: see `super::checked` on why the oldest generation first.
+    for mut query in queries {
+        query.extend_from_slice(scope);
+        for (name, value) in params {
+            if name == "_sort" {
+                query.push((name.clone(), value.clone()));
+            }
+        }
+        query.push(("_count".into(), cap.to_string()));
+        let mut bundle =
+            upstream_bundle(state, with_query(resource_type, &query), &["searchset"]).await?;
+        let more = bundle
+            .get("link")
+            .and_then(Value::as_array)
+            .is_some_and(|links| links.iter().any(|l| l["relation"] == "next"));
+        let total = bundle.get("total").and_then(Value::as_u64);
+        if more || total.is_some_and(|t| t > cap as u64) {
+            return Err(too_many());
+        }
+        if let Some(Value::Array(list)) = bundle.get_mut("entry") {
+            for entry in std::mem::take(list) {
+                let first = entry
+                    .get("resource")
+                    .and_then(reference_of)
+                    .is_none_or(|reference| seen.insert(reference));
+                if first {
+                    merged.push(entry);
+                }
+            }
+        }
+    }
+    if merged.iter().filter(|e| is_match(e)).count() > cap {
+        return Err(too_many());
+    }
+    Ok(json!({"resourceType": "Bundle", "type": "searchset", "entry": merged}))
 }
 
 /// Where a page starts, how long it is, and how to link to another.
