@@ -1,6 +1,7 @@
 //! The gateway's tests, one binary. Each module is what was once a test binary of its own, named
 //! as it was: the router with a wiremock upstream (`app`, `read`, `faults`, `audit`, `auth`,
-//! `cors`, the admin API's guard, `admin`, and its `/metrics`, `metrics`), its parts (`config`, `headers`, `keys`,
+//! `cors`, the admin API's guard, `admin`, and its `/metrics`, `metrics`, searches on sealed
+//! elements during a rotation of the blind-index secret, `rotation_search`), its parts (`config`, `headers`, `keys`,
 //! `ctupdate`), the built binary run as a process (`cli`, `config_cli`, `policy_cli`, `smart_cli`,
 //! `serve`), and the end-to-end tests against a real FHIR server, sekmet-fhir (`e2e_rest`,
 //! `e2e_r4_examples`, `revocation`), and two `fhirseal serve` replicas on one PostgreSQL
@@ -32,6 +33,7 @@ mod policy_cli;
 mod read;
 mod replicas;
 mod revocation;
+mod rotation_search;
 mod serve;
 mod smart_cli;
 mod support;

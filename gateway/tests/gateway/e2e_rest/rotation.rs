@@ -1,7 +1,9 @@
 //! Rotating the blind-index secret (`docs/search.md`, "Rotating the secret") against a real
 //! sekmet-fhir of the test's own (the retire walk rewrites every sealed Patient it stores, which
 //! the run's shared server must not see): searches find every Patient before, during and after
-//! the rotation; what is written during it carries the new generation's tokens; retiring is
+//! the rotation (the gateway then asks the upstream once per generation, each query with that
+//! generation's tokens alone, and each such query finds just that generation's Patients); what is
+//! written during it carries the new generation's tokens; retiring is
 //! refused too early, then moves every stored token to the new generation, after which a search
 //! under the old secret (a copy of it) finds nothing upstream.
 
@@ -10,9 +12,10 @@ use std::collections::BTreeSet;
 use axum::http::StatusCode;
 use std::sync::Arc;
 
-use fhirseal::index_secret::{self, IndexKeys, SWITCH};
+use fhirseal::index_secret::{self, SWITCH};
 use fhirseal::reindex::{RetireError, retire_older_generations};
 use fhirseal_authority::unix_now as now;
+use fhirseal_envelope::BlindIndex;
 use fhirseal_seal::index::index_generation;
 use fhirseal_seal::search::plan_search;
 use serde_json::{Value, json};
@@ -81,14 +84,15 @@ async fn stored_generations(gw: &Gateway, ids: &[String]) -> BTreeSet<u32> {
 }
 
 /// How many Patients the upstream finds, asked directly with the `_tag`s a search for `stem`
-/// makes under `keys` (a copy of the secret's generations, as someone holding it could).
-async fn found_upstream_under(gw: &Gateway, keys: &IndexKeys, stem: &str) -> usize {
+/// makes under `keys` (a copy of the secret's generations, as someone holding it could; one
+/// generation alone, as the gateway asks during a rotation).
+async fn found_upstream_under(gw: &Gateway, keys: &[BlindIndex], stem: &str) -> usize {
     let rules = gw.state.policy.rules_for(None);
     let query = [
         ("family".to_string(), stem.to_string()),
         ("birthdate".to_string(), "1974".to_string()),
     ];
-    let plan = plan_search("Patient", &query, &rules, keys.searched()).unwrap();
+    let plan = plan_search("Patient", &query, &rules, keys).unwrap();
     let mut path = "Patient?_count=100".to_string();
     for (key, value) in &plan.upstream {
         path.push_str(&format!("&{key}={}", enc(value)));
@@ -161,7 +165,21 @@ async fn rotating_the_index_secret_moves_every_token_and_retires_the_old() {
     ids.push(id);
     let all: BTreeSet<String> = (0..4).map(|k| k.to_string()).collect();
     assert_eq!(found(&gw, &stem).await, all);
-    assert_eq!(found_upstream_under(&gw, &first, &stem).await, 3);
+    assert_eq!(found_upstream_under(&gw, first.searched(), &stem).await, 3);
+    // What the gateway asks meanwhile: one query per generation, each finding its own.
+    let during = gw.state.sealing.index_keys();
+    let [current, old] = during.searched() else {
+        panic!("{}", during.describe());
+    };
+    assert_eq!((old.generation().get(), current.generation().get()), (1, 2));
+    assert_eq!(
+        found_upstream_under(&gw, std::slice::from_ref(old), &stem).await,
+        3
+    );
+    assert_eq!(
+        found_upstream_under(&gw, std::slice::from_ref(current), &stem).await,
+        1
+    );
 
     // Too early: refused, nothing retired.
     let early = retire_older_generations(&gw.state, now(), false, |_| {})
@@ -192,8 +210,8 @@ async fn rotating_the_index_secret_moves_every_token_and_retires_the_old() {
     assert_eq!(stored_generations(&gw, &ids).await, BTreeSet::from([2]));
     // Every search still answers; a copy of the retired secret finds nothing upstream.
     assert_eq!(found(&gw, &stem).await, all);
-    assert_eq!(found_upstream_under(&gw, &first, &stem).await, 0);
-    assert_eq!(found_upstream_under(&gw, &keys, &stem).await, 4);
+    assert_eq!(found_upstream_under(&gw, first.searched(), &stem).await, 0);
+    assert_eq!(found_upstream_under(&gw, keys.searched(), &stem).await, 4);
 
     // Finished: retiring again is refused (nothing to retire), a next rotation is allowed.
     let nothing = retire_older_generations(&gw.state, later, false, |_| {})
