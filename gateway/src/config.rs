@@ -75,6 +75,9 @@ pub struct Config {
     /// checkpoints are signed (`server.audit_chain`, `server.audit_checkpoint_records`,
     /// `server.audit_checkpoint_seconds`); `None`: off.
     pub audit_chain: Option<CheckpointPolicy>,
+    /// How the chain's writer commits (`server.audit_commit`): [`AuditCommit::Durable`] unless
+    /// the operator chose speed.
+    pub audit_commit: AuditCommit,
     /// The longest `/ready` waits for the warm-up after a start, in seconds (`server.
     /// warm_up_seconds`; 0: no warm-up), and how many recent callers' keys it derives
     /// (`server.warm_up_callers`): `fhirseal::warm`.
@@ -162,6 +165,8 @@ struct RawServer {
     audit_checkpoint_records: Option<u64>,
     /// Absent: [`CheckpointPolicy::DEFAULT`]'s.
     audit_checkpoint_seconds: Option<u64>,
+    /// `"durable"` (absent) or `"fast"`.
+    audit_commit: Option<String>,
     /// Origins allowed to call from a browser; `["*"]`: any; absent or empty: none.
     #[serde(default)]
     cors_origins: Vec<String>,
@@ -345,6 +350,18 @@ impl Config {
             raw.server.audit_checkpoint_seconds,
         )
         .map_err(|(key, p)| error(key, p))?;
+        let audit_commit = match raw.server.audit_commit.as_deref() {
+            None | Some("durable") => AuditCommit::Durable,
+            Some("fast") => AuditCommit::Fast,
+            Some(_) => {
+                return Err(error(
+                    "server.audit_commit",
+                    "must be \"durable\" (every chained record on disk before its response) or \
+                     \"fast\" (written to the database, synced later: docs/audit.md)"
+                        .into(),
+                ));
+            }
+        };
         let warm_up_seconds = match raw.server.warm_up_seconds {
             None => DEFAULT_WARM_UP_SECONDS,
             Some(n @ 0..=300) => n,
@@ -479,6 +496,7 @@ impl Config {
             admin_tokens,
             audit_log,
             audit_chain,
+            audit_commit,
             warm_up: (warm_up_seconds, warm_up_callers),
             public_url,
             fhir_base,
@@ -601,6 +619,20 @@ fn search(raw: &RawSearch) -> Result<SearchSettings, (&'static str, String)> {
         candidate_cap,
         cursor_seconds,
     })
+}
+
+/// How the audit chain's writer commits (`server.audit_commit`; docs/audit.md, "Commits").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditCommit {
+    /// Every commit is on disk before the responses it holds leave (`"durable"`, the default):
+    /// SQLite syncs its write-ahead log, PostgreSQL waits for its WAL flush.
+    #[default]
+    Durable,
+    /// Commits return once the database has them, synced to disk later (`"fast"`): an
+    /// operating-system crash or power loss (PostgreSQL: a server crash) may lose the last
+    /// records, whose responses have left ([`fhirseal_authority::Store::relax_commits`]).
+    Fast,
 }
 
 /// The admin API's address: absent is [`DEFAULT_ADMIN_LISTEN`], `""` is off, anything else a

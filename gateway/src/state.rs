@@ -21,7 +21,7 @@ use fhirseal_envelope::HeaderCache;
 
 use crate::audit::chain::ChainWriter;
 use crate::audit::{AuditError, AuditSink};
-use crate::config::Config;
+use crate::config::{AuditCommit, Config};
 use crate::consent::log::Consents;
 use crate::guard::CreateGuards;
 use crate::headers::HeaderStore;
@@ -232,7 +232,11 @@ fn chain_writer(
     policy: CheckpointPolicy,
 ) -> Result<ChainWriter, StartupError> {
     let signer = CheckpointSigner::load_or_create(authority, &mut OsRng)?;
-    let chain = AuditChain::new(store::open(&config.authority_database)?, signer, policy);
+    let mut writer = store::open(&config.authority_database)?;
+    if config.audit_commit == AuditCommit::Fast {
+        writer.relax_commits()?;
+    }
+    let chain = AuditChain::new(writer, signer, policy);
     let reader = store::open(&config.authority_database)?;
     ChainWriter::start(chain, reader, Duration::from_secs(policy.every_seconds()))
         .map_err(|e| StartupError::Audit(AuditError::Chain(e)))

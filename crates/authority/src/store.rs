@@ -238,6 +238,14 @@ pub struct Counters {
 pub trait Store: Send {
     /// A name for the database in messages (a path, or a URL without password).
     fn location(&self) -> &str;
+    /// From now on, this connection's commits return once the database has written them, not
+    /// once they are on disk: SQLite's `synchronous = NORMAL` in WAL mode (no fsync per commit;
+    /// an operating-system crash or power loss may roll back the last commits, never corrupt
+    /// the file), PostgreSQL's `synchronous_commit = off` (a server crash may lose the last
+    /// commits of roughly three `wal_writer_delay`s, 600 ms by default). Read back, so that a
+    /// setting the database ignored is an error. For the audit chain's writer, when its
+    /// operator chooses speed over the last records (`server.audit_commit = "fast"`).
+    fn relax_commits(&mut self) -> Result<(), Error>;
     /// Creates or upgrades the schema; refuses a newer one with [`Error::SchemaTooNew`].
     fn migrate(&mut self) -> Result<(), Error>;
     /// The master record, if the authority was initialised.

@@ -244,3 +244,32 @@ pub(crate) fn assert_r4_audit_event(event: &Value) {
         assert!(allowed.contains(&key.as_str()), "unexpected {key}");
     }
 }
+
+/// With `server.audit_commit = "fast"` the gateway starts (the setting is applied and read back
+/// on the writer's connection) and chains every request the same way.
+#[tokio::test]
+async fn fast_commits_chain_the_same() {
+    let upstream = MockServer::start().await;
+    let setup = configured(
+        &fhir_base(&upstream),
+        &[
+            ("FHIRSEAL__UPSTREAM__MAX_RETRIES", "0"),
+            ("FHIRSEAL__SERVER__AUDIT_COMMIT", "fast"),
+        ],
+    )
+    .await;
+    assert!(setup.state.audit.chain().is_some());
+    let gateway = app(setup.state.clone());
+    for _ in 0..3 {
+        let anonymous = send(
+            &gateway,
+            Request::get("/fhir/Patient/p1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    }
+    let out = succeeded(&"verify", fhirseal(&setup.file(), &["verify"]));
+    assert!(out.starts_with("audit chain intact: 3 records"), "{out}");
+}

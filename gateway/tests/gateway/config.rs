@@ -401,6 +401,29 @@ fn the_audit_log_goes_to_stdout_or_a_file_beside_the_configuration() {
     assert_eq!(e.key, "server.audit_log");
 }
 
+/// The chain's commits are durable unless `server.audit_commit = "fast"`; anything else is a
+/// start-up error naming the key.
+#[test]
+fn audit_commits_are_durable_unless_the_operator_chooses_fast() {
+    use fhirseal::config::AuditCommit;
+
+    let config = Config::load(None, vars(&[])).unwrap();
+    assert_eq!(config.audit_commit, AuditCommit::Durable);
+    for (value, expected) in [
+        ("durable", AuditCommit::Durable),
+        ("fast", AuditCommit::Fast),
+    ] {
+        let config =
+            Config::load(None, vars(&[("FHIRSEAL__SERVER__AUDIT_COMMIT", value)])).unwrap();
+        assert_eq!(config.audit_commit, expected, "{value}");
+    }
+    for value in ["Fast", "off", ""] {
+        let e = fails(None, &[("FHIRSEAL__SERVER__AUDIT_COMMIT", value)]);
+        assert_eq!(e.key, "server.audit_commit", "{value}: {e}");
+        assert!(e.to_string().contains("docs/audit.md"), "{e}");
+    }
+}
+
 /// The audit chain is on by default (docs/audit.md says why), with checkpoints every 1000
 /// records or 60 seconds; both bounds are checked, each error naming its key.
 #[test]

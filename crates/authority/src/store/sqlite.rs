@@ -190,6 +190,24 @@ impl Store for SqliteStore {
         &self.location
     }
 
+    fn relax_commits(&mut self) -> Result<(), Error> {
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err(e))?;
+        // 1 is NORMAL.
+        let now: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if now != 1 {
+            return Err(Error::Invalid(format!(
+                "{}: synchronous stayed {now} after it was set to NORMAL",
+                self.location
+            )));
+        }
+        Ok(())
+    }
+
     fn migrate(&mut self) -> Result<(), Error> {
         let location = self.location.clone();
         self.write(|tx| {

@@ -78,6 +78,60 @@ fn an_intact_chain_verifies_on_both_backends() {
     }
 }
 
+/// A writer whose commits are relaxed (`server.audit_commit = "fast"`) says so back from the
+/// database, and its chain is the same chain: it links, checkpoints and verifies.
+#[test]
+fn relaxed_commits_are_set_on_the_writer_only_and_chain_the_same() {
+    // The level of a connection that was not relaxed (the test PostgreSQL may run without
+    // synchronous commits altogether).
+    let level = |db: &Db| -> String {
+        match db.backend {
+            "sqlite" => {
+                let conn =
+                    rusqlite::Connection::open(db.url.trim_start_matches("sqlite:")).unwrap();
+                let level: i64 = conn
+                    .pragma_query_value(None, "synchronous", |r| r.get(0))
+                    .unwrap();
+                level.to_string()
+            }
+            _ => {
+                let mut client = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+                client
+                    .query_one("SHOW synchronous_commit", &[])
+                    .unwrap()
+                    .get(0)
+            }
+        }
+    };
+    for db in backends() {
+        let b = db.backend;
+        let default = level(&db);
+        // relax_commits reads the setting back: an error if the database ignored it.
+        let mut store = db.open();
+        store.relax_commits().unwrap_or_else(|e| panic!("{b}: {e}"));
+        let mut chain = AuditChain::new(store, signer(), CheckpointPolicy::new(5, 3600).unwrap());
+        for n in 1..=7 {
+            let line = format!(r#"{{"n":{n}}}"#);
+            chain
+                .append(&[AuditEntry {
+                    time: 1_800_000_000_000 + n,
+                    record: &line,
+                }])
+                .unwrap();
+        }
+        let intact = verify(&db).unwrap();
+        assert_eq!((intact.records, intact.checkpoints), (7, 2), "{b}");
+        assert_eq!(
+            level(&db),
+            default,
+            "{b}: another connection keeps the default"
+        );
+        if b == "sqlite" {
+            assert_eq!(default, "2", "SQLite's default is FULL");
+        }
+    }
+}
+
 #[test]
 fn an_edited_record_is_named() {
     for db in backends() {
