@@ -213,7 +213,7 @@ wrk_row() {
   # rows run at full concurrency; perf's sampling costs the gateway a few per cent of its CPU.
   local perf_pid=''
   if [ -n "${BENCH_PERF:-}" ] && [ "$phase" = static ] && [ "$target" = gateway ] && [ "$c" -gt 1 ]; then
-    perf record -q -F 997 -g -p "${front_pids[0]}" -o "$work/perf-$scenario.data" -- sleep "$secs" \
+    perf record -q -F 997 --call-graph dwarf,16384 -p "${front_pids[0]}" -o "$work/perf-$scenario.data" -- sleep "$secs" \
       >"$work/perf-$scenario.log" 2>&1 &
     perf_pid=$!
   fi
