@@ -5,7 +5,8 @@
 //! authority writes and asks for the same tokens. Rotating it gives a new *generation*: writes
 //! then make the new generation's tokens (under systems of their own,
 //! [`fhirseal_seal::index::index_system`]), searches ask for the tokens of both generations
-//! (OR-ed in each `_tag`), the re-index job moves every sealed resource to the new generation,
+//! (one upstream query per generation, merged; OR-ed in each `_tag` only under `_sort`), the
+//! re-index job moves every sealed resource to the new generation,
 //! and retiring the old generation ends the searches for its tokens. A copy of a retired secret
 //! then computes tokens the upstream no longer holds for anything the job could open.
 //!
