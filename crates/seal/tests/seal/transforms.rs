@@ -600,6 +600,18 @@ fn every_flipped_byte_and_truncation_is_refused() {
     assert!(!text(&opened).contains(SEALED_HEADER));
 }
 
+/// The headers `w` made so far, moved to period 1 by the public ciphertext update.
+fn moved_to_period_1(w: &mut World) -> SharedHeaders {
+    let mut moved_on = SharedHeaders::new();
+    for header in w.headers.take_created() {
+        let header = header
+            .update(&w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng)
+            .unwrap();
+        moved_on.insert(header, None);
+    }
+    moved_on
+}
+
 #[test]
 fn headers_moved_to_a_later_period_refuse_earlier_keys() {
     let mut w = World::new();
@@ -611,19 +623,7 @@ fn headers_moved_to_a_later_period_refuse_earlier_keys() {
     assert_eq!(w.open(&sealed, "now", Some(&full_now)).1.masked, 0);
     assert_eq!(w.open(&sealed, "next", Some(&full_next)).1.masked, 0);
     // After the public ciphertext update the same envelopes open with period-1 keys only.
-    let updated: Vec<_> = w
-        .headers
-        .take_created()
-        .into_iter()
-        .map(|h| {
-            h.update(&w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng)
-                .unwrap()
-        })
-        .collect();
-    let mut moved_on = SharedHeaders::new();
-    for header in updated {
-        moved_on.insert(header, None);
-    }
+    let moved_on = moved_to_period_1(&mut w);
     let cache = cache();
     let mut out = sealed.clone();
     let report =
@@ -662,19 +662,7 @@ fn a_header_a_key_could_not_open_is_remembered_for_that_period_only() {
     let sealed = w.seal(&patient(), &rules);
     let ids = fhirseal_seal::shared_header_ids(&sealed);
     assert!(!ids.is_empty());
-    let updated: Vec<_> = w
-        .headers
-        .take_created()
-        .into_iter()
-        .map(|h| {
-            h.update(&w.fx.pp, 1, UpdateMode::Minimal, &mut w.fx.rng)
-                .unwrap()
-        })
-        .collect();
-    let mut moved_on = SharedHeaders::new();
-    for header in updated {
-        moved_on.insert(header, None);
-    }
+    let moved_on = moved_to_period_1(&mut w);
     let (now, next) = (w.fx.key(ALL, 0), w.fx.key(ALL, 1));
     let cache = cache();
     let at = std::time::Instant::now();
