@@ -630,12 +630,15 @@ fn the_header_cache_remembers_what_a_key_of_one_period_could_not_open() {
     assert!(!cache.is_unopenable("P/1", id, 4, t0), "another period");
     assert!(!cache.is_unopenable("P/2", id, 3, t0), "another holder");
     assert_eq!(cache.get("P/1", id, t0), None, "no key for it");
+    assert!(cache.knows("P/1", id, 3, t0) && !cache.knows("P/1", id, 4, t0));
+    assert!(!cache.knows("P/2", id, 3, t0));
     assert!(!cache.is_unopenable("P/1", id, 3, t0 + Duration::from_secs(61)));
     // A key opened later replaces it, and the other way round.
     cache.insert_unopenable("P/1", id, 3, t0);
     cache.insert("P/1", id, key.clone(), t0);
     assert_eq!(cache.get("P/1", id, t0), Some(key));
     assert!(!cache.is_unopenable("P/1", id, 3, t0));
+    assert!(cache.knows("P/1", id, 3, t0) && cache.knows("P/1", id, 9, t0));
     cache.insert_unopenable("P/1", id, 4, t0);
     assert_eq!(cache.get("P/1", id, t0), None);
     // Both kinds count towards the bound, and a revoked holder's go with its keys.

@@ -77,11 +77,8 @@ pub async fn open_with(
         && !carries_headers(&value)
         && holder.as_ref().is_some_and(|(holder, period)| {
             let now = std::time::Instant::now();
-            let cache = &state.header_cache;
-            ids.iter().all(|id| {
-                cache.get(holder, *id, now).is_some()
-                    || cache.is_unopenable(holder, *id, *period, now)
-            })
+            ids.iter()
+                .all(|id| state.header_cache.knows(holder, *id, *period, now))
         });
     let (value, report) = if quick {
         open(value)
