@@ -19,6 +19,12 @@
 //! resource type, [`Id`]s of FHIR's syntax ([`request::is_fhir_id`]) and split search
 //! parameters.
 //!
+//! # JSON
+//!
+//! [`Members`] looks a member up in the small objects FHIR JSON is made of by comparing names,
+//! which costs less than hashing them; the walks that run over every object of every resource
+//! use it ([`json`]).
+//!
 //! # Callers
 //!
 //! A [`Principal`] is what a verified token says about its caller (`sub`, `fhirUser`, scopes,
@@ -26,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod compartment;
+pub mod json;
 pub mod matching;
 pub mod path;
 pub mod principal;
@@ -37,6 +44,7 @@ pub mod structure;
 /// FHIR's JSON media type, as written on every body sent: `application/fhir+json` in UTF-8.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
+pub use json::Members;
 pub use path::{ElementPath, PathError};
 pub use principal::{ClaimsError, PractitionerRoleFacts, Principal};
 pub use request::{FhirRequest, Id, Interaction, Prefer, RequestError, ResourceType, SearchParam};

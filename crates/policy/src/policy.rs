@@ -7,10 +7,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use fhirseal_envelope::Granularity;
-use fhirseal_fhir::ElementPath;
 use fhirseal_fhir::principal::Principal;
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::structure::r4;
+use fhirseal_fhir::{ElementPath, Members};
 use fhirseal_seal::{
     DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode,
 };
@@ -805,7 +805,7 @@ fn patient_displays_in(
 ) {
     use serde_json::Value;
     if let (Some(Value::String(reference)), Some(Value::String(_))) =
-        (object.get("reference"), object.get("display"))
+        (object.member("reference"), object.member("display"))
     {
         let mut parts = reference.rsplit('/');
         if let (Some(id), Some("Patient")) = (parts.next(), parts.next())

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 
 use base64::Engine as _;
 use fhirseal_envelope::{Envelope, Header, HeaderId};
+use fhirseal_fhir::Members;
 use serde_json::{Map, Value};
 
 use crate::shape::{SEALED_ELEMENT, SEALED_HEADER};
@@ -48,11 +49,11 @@ impl Found {
         match value {
             Value::Array(items) => items.iter().for_each(|item| self.any(item)),
             Value::Object(object)
-                if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") =>
+                if object.member("resourceType").and_then(Value::as_str) == Some("Bundle") =>
             {
-                let entries = object.get("entry").and_then(Value::as_array);
+                let entries = object.member("entry").and_then(Value::as_array);
                 for entry in entries.into_iter().flatten() {
-                    if let Some(inner) = entry.get("resource") {
+                    if let Some(inner) = entry.member("resource") {
                         self.any(inner);
                     }
                 }
@@ -69,8 +70,8 @@ impl Found {
     fn envelopes(&mut self, value: &Value, local: &HashSet<HeaderId>) {
         match value {
             Value::Object(object) => {
-                if object.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
-                    && let Some(text) = object.get("valueBase64Binary").and_then(Value::as_str)
+                if object.member("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
+                    && let Some(text) = object.member("valueBase64Binary").and_then(Value::as_str)
                     && let Ok(id) = Envelope::header_of_base64(text)
                     && !local.contains(&id)
                     && self.seen.insert(id)
@@ -88,12 +89,12 @@ impl Found {
 /// The ids of the `sealed-header` extensions on a resource's root that the reader would use:
 /// valid base64 whose header prefix reads (`Header::peek`), as when opening.
 fn local_header_ids(object: &Map<String, Value>) -> HashSet<HeaderId> {
-    let extensions = object.get("extension").and_then(Value::as_array);
+    let extensions = object.member("extension").and_then(Value::as_array);
     extensions
         .into_iter()
         .flatten()
-        .filter(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_HEADER))
-        .filter_map(|e| e.get("valueBase64Binary").and_then(Value::as_str))
+        .filter(|e| e.member("url").and_then(Value::as_str) == Some(SEALED_HEADER))
+        .filter_map(|e| e.member("valueBase64Binary").and_then(Value::as_str))
         .filter_map(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
         .filter_map(|bytes| Header::peek(&bytes).ok().map(|(id, _, _)| id))
         .collect()

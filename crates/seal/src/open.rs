@@ -24,6 +24,7 @@ use fhirseal_envelope::{
     ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceCipher, SealingKey,
     WrappedKey,
 };
+use fhirseal_fhir::Members;
 use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
 
@@ -213,18 +214,18 @@ impl Session<'_, '_> {
             }
             _ => return,
         };
-        if object.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-            if let Some(Value::Array(entries)) = object.get_mut("entry") {
+        if object.member("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            if let Some(Value::Array(entries)) = object.member_mut("entry") {
                 for entry in entries {
                     let Some(entry) = entry.as_object_mut() else {
                         self.stray_value(entry);
                         continue;
                     };
                     let binding = entry
-                        .get("fullUrl")
+                        .member("fullUrl")
                         .and_then(Value::as_str)
                         .map(str::to_string);
-                    if let Some(inner) = entry.get_mut("resource") {
+                    if let Some(inner) = entry.member_mut("resource") {
                         self.open_any(inner, binding.as_deref());
                     }
                     // Nothing is sealed in an entry's own members (search, request, response):
@@ -233,7 +234,7 @@ impl Session<'_, '_> {
                 }
             }
             // (An `entry` that is not a list was not walked above: it is walked as stray.)
-            let walked = if object.get("entry").is_some_and(Value::is_array) {
+            let walked = if object.member("entry").is_some_and(Value::is_array) {
                 "entry"
             } else {
                 ""
@@ -248,11 +249,11 @@ impl Session<'_, '_> {
         // Not a resource (an upstream error or junk): nothing in it opens, anything sealed in it
         // is masked.
         let resource_type = object
-            .get("resourceType")
+            .member("resourceType")
             .and_then(Value::as_str)
             .map_or_else(|| "(not a resource)".to_string(), str::to_string);
         let id = object
-            .get("id")
+            .member("id")
             .and_then(Value::as_str)
             .or(binding)
             .unwrap_or_default()
@@ -537,7 +538,7 @@ impl Walk<'_, '_, '_> {
         path: &str,
         form: Form,
     ) {
-        let Some(placeholder) = object.get(key) else {
+        let Some(placeholder) = object.member(key) else {
             return;
         };
         if !is_sealed(placeholder) {
@@ -556,7 +557,7 @@ impl Walk<'_, '_, '_> {
         let restored = match self.unseal(placeholder, path) {
             Unsealed::Opened(restored) if fits(&restored) => Some(restored),
             Unsealed::Forged => {
-                if let Some(placeholder) = object.get_mut(key) {
+                if let Some(placeholder) = object.member_mut(key) {
                     self.forge(placeholder, path, form == Form::AbsentReason);
                 }
                 return;
@@ -578,7 +579,7 @@ impl Walk<'_, '_, '_> {
                 list_path(&mut self.session.report.opened_paths, path);
             }
             None => {
-                if let Some(placeholder) = object.get_mut(key) {
+                if let Some(placeholder) = object.member_mut(key) {
                     self.mask(placeholder, path);
                 }
             }
@@ -589,12 +590,12 @@ impl Walk<'_, '_, '_> {
     fn primitive_items(&mut self, object: &mut Map<String, Value>, base: &str, path: &str) {
         let companion = format!("_{base}");
         let len = object
-            .get(&companion)
+            .member(&companion)
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         let mut any = false;
         for i in 0..len {
-            let Some(placeholder) = object.get(&companion).and_then(|c| c.get(i)) else {
+            let Some(placeholder) = object.member(&companion).and_then(|c| c.get(i)) else {
                 continue;
             };
             if !is_sealed(placeholder) {
@@ -610,7 +611,8 @@ impl Walk<'_, '_, '_> {
             let mut restored = match restored {
                 Ok(restored) => restored,
                 Err(forged) => {
-                    if let Some(placeholder) = object.get_mut(&companion).and_then(|c| c.get_mut(i))
+                    if let Some(placeholder) =
+                        object.member_mut(&companion).and_then(|c| c.get_mut(i))
                     {
                         if forged {
                             self.forge(placeholder, &item_path, false);
@@ -624,7 +626,7 @@ impl Walk<'_, '_, '_> {
             let value = restored.shift_remove(base).unwrap_or(Value::Null);
             let extra = restored.shift_remove(&companion).unwrap_or(Value::Null);
             if !value.is_null() {
-                if !object.contains_key(base) {
+                if !object.has_member(base) {
                     let at = object
                         .keys()
                         .position(|k| *k == companion)
@@ -636,14 +638,14 @@ impl Walk<'_, '_, '_> {
                         Value::Array(vec![Value::Null; len]),
                     );
                 }
-                if let Some(Value::Array(values)) = object.get_mut(base) {
+                if let Some(Value::Array(values)) = object.member_mut(base) {
                     if values.len() <= i {
                         values.resize(i + 1, Value::Null);
                     }
                     values[i] = value;
                 }
             }
-            if let Some(Value::Array(companions)) = object.get_mut(&companion) {
+            if let Some(Value::Array(companions)) = object.member_mut(&companion) {
                 companions[i] = extra;
             }
             self.session.report.opened += 1;
@@ -654,7 +656,7 @@ impl Walk<'_, '_, '_> {
         }
         // Put the arrays back in the shape FHIR JSON gives them.
         for name in [base.to_string(), companion] {
-            if let Some(Value::Array(items)) = object.get(&name)
+            if let Some(Value::Array(items)) = object.member(&name)
                 && items.iter().all(Value::is_null)
             {
                 object.shift_remove(&name);
@@ -770,16 +772,16 @@ fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, V
     let mut headers = HashMap::new();
     // Search tokens are for the upstream server only.
     crate::index::take_tags(object);
-    let Some(Value::Array(extensions)) = object.get_mut("extension") else {
+    let Some(Value::Array(extensions)) = object.member_mut("extension") else {
         return headers;
     };
     extensions.retain(|e| {
-        let url = e.get("url").and_then(Value::as_str);
+        let url = e.member("url").and_then(Value::as_str);
         if url != Some(SEALED_HEADER) {
             return true;
         }
         let header = e
-            .get("valueBase64Binary")
+            .member("valueBase64Binary")
             .and_then(Value::as_str)
             .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
             .and_then(|bytes| Some((Header::peek(&bytes).ok()?.0, bytes)));
@@ -796,15 +798,15 @@ fn take_resource_headers(object: &mut Map<String, Value>) -> HashMap<HeaderId, V
 
 /// Removes the `MASKED` label the seal added, once everything is open.
 fn remove_masked_label(object: &mut Map<String, Value>) {
-    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+    let Some(Value::Object(meta)) = object.member_mut("meta") else {
         return;
     };
-    if let Some(Value::Array(labels)) = meta.get_mut("security") {
+    if let Some(Value::Array(labels)) = meta.member_mut("security") {
         let ours = labels.iter().position(|l| {
             l.as_object().is_some_and(|l| {
                 l.len() == 2
-                    && l.get("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE_SYSTEM)
-                    && l.get("code").and_then(Value::as_str) == Some("MASKED")
+                    && l.member("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE_SYSTEM)
+                    && l.member("code").and_then(Value::as_str) == Some("MASKED")
             })
         });
         if let Some(ours) = ours {

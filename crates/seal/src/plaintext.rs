@@ -9,6 +9,7 @@
 //! `value[x]`, the neutral narrative for `text`. A genuine placeholder beside a value in clear
 //! goes with it: the element is not what FHIRseal wrote, so nothing of it opens.
 
+use fhirseal_fhir::Members;
 use serde_json::{Map, Value};
 
 use crate::SealError;
@@ -53,7 +54,7 @@ fn check_resource(
     for rule in set.map_or(&[][..], RuleSet::elements) {
         present += check_rule(object, rule, loc, forged);
     }
-    if let Some(Value::Array(contained)) = object.get_mut("contained") {
+    if let Some(Value::Array(contained)) = object.member_mut("contained") {
         for (i, inner) in contained.iter_mut().enumerate() {
             if let Some(inner) = inner.as_object_mut() {
                 let inner_loc = contained_loc(loc, inner, i);
@@ -118,8 +119,8 @@ fn check_field(
     forged: &mut Withheld<'_>,
 ) -> usize {
     let companion = format!("_{key}");
-    let value = holder.get(key).filter(|v| !v.is_null());
-    let extra = holder.get(&companion).filter(|v| !v.is_null());
+    let value = holder.member(key).filter(|v| !v.is_null());
+    let extra = holder.member(&companion).filter(|v| !v.is_null());
     if value.is_none() && extra.is_none() {
         return 0;
     }
@@ -182,7 +183,7 @@ fn check_items(
         forged(&format!("{path}[{i}]"));
         if primitive {
             withhold_primitive_item(holder, key, &companion, i);
-        } else if let Some(item) = holder.get_mut(key).and_then(|items| items.get_mut(i)) {
+        } else if let Some(item) = holder.member_mut(key).and_then(|items| items.get_mut(i)) {
             *item = forged_placeholder_for(key, Some(item), false);
         }
     }
@@ -196,17 +197,17 @@ fn withhold_primitive_item(holder: &mut Map<String, Value>, key: &str, companion
         .get(key)
         .and_then(Value::as_array)
         .map_or(0, Vec::len);
-    if let Some(Value::Array(values)) = holder.get_mut(key)
+    if let Some(Value::Array(values)) = holder.member_mut(key)
         && let Some(value) = values.get_mut(i)
     {
         *value = Value::Null;
     }
-    if !holder.get(companion).is_some_and(Value::is_array) {
+    if !holder.member(companion).is_some_and(Value::is_array) {
         let at = position(holder, &[key, companion]) + 1;
         holder.shift_remove(companion);
         insert_at(holder, at, companion.to_string(), Value::Array(Vec::new()));
     }
-    if let Some(Value::Array(companions)) = holder.get_mut(companion) {
+    if let Some(Value::Array(companions)) = holder.member_mut(companion) {
         let len = companions.len().max(values_len).max(i + 1);
         companions.resize(len, Value::Null);
         companions[i] = forged_placeholder_for(key, None, false);
@@ -237,13 +238,13 @@ fn check_narrative(
     loc: &str,
     forged: &mut Withheld<'_>,
 ) {
-    let Some(text) = object.get_mut("text") else {
+    let Some(text) = object.member_mut("text") else {
         return;
     };
     let clear = !is_sealed(text)
         && match narrative {
             Narrative::Seal => true,
-            Narrative::Neutral => text.get("div").and_then(Value::as_str) != Some(NEUTRAL_DIV),
+            Narrative::Neutral => text.member("div").and_then(Value::as_str) != Some(NEUTRAL_DIV),
         };
     if clear {
         forged(&format!("{loc}.text"));
@@ -261,7 +262,7 @@ fn position(holder: &Map<String, Value>, names: &[&str]) -> usize {
 
 fn resource_type(object: &Map<String, Value>) -> &str {
     object
-        .get("resourceType")
+        .member("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default()
 }

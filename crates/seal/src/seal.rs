@@ -20,6 +20,7 @@ use crate::shape::{
     insert_at, masked_concept, masked_label, masked_reason, sealed_extension,
 };
 use crate::{HeaderLookup, SealError};
+use fhirseal_fhir::Members;
 use fhirseal_fhir::path::Step;
 use fhirseal_fhir::structure::r4;
 
@@ -813,7 +814,7 @@ fn walk_displays(
                 for (i, item) in items.iter_mut().enumerate() {
                     if let Some(inner) = item.as_object_mut() {
                         let inner_type = inner
-                            .get("resourceType")
+                            .member("resourceType")
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         // The walk holds `inner` mutably: the type by its interned name (a copy
@@ -875,7 +876,7 @@ fn display_or_descend(
     found: &mut DisplayFound<'_>,
 ) -> Result<(), SealError> {
     if ty == "Reference"
-        && let Some(display) = inner.get("display").and_then(Value::as_str)
+        && let Some(display) = inner.member("display").and_then(Value::as_str)
     {
         let display = display.to_string();
         return found(inner, &display, loc);
@@ -998,7 +999,11 @@ pub(crate) fn select(
                         .is_some_and(|c| c.element.path == step.element.path)
             })
             .map(str::to_string)
-    } else if object.contains_key(&step.name) || object.contains_key(&format!("_{}", step.name)) {
+    } else if object.has_member(&step.name)
+        || object
+            .keys()
+            .any(|k| k.strip_prefix('_') == Some(step.name.as_str()))
+    {
         Some(step.name.clone())
     } else {
         None
@@ -1014,7 +1019,7 @@ pub(crate) fn select(
     };
     let matches = |item: &Value| match &step.filter {
         Some(filter) => {
-            item.get(&filter.member).and_then(Value::as_str) == Some(filter.value.as_str())
+            item.member(&filter.member).and_then(Value::as_str) == Some(filter.value.as_str())
         }
         None => true,
     };

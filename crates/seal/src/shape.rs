@@ -1,6 +1,7 @@
 //! What a sealed element looks like on the upstream server: the extension URLs, labels and
 //! placeholders shared by sealing and opening.
 
+use fhirseal_fhir::Members;
 use serde_json::{Map, Value, json};
 
 /// Our canonical base; the StructureDefinitions under `fhir-profiles/` use it.
@@ -68,7 +69,7 @@ pub(crate) fn flag_forged(placeholder: &mut Value, concept: bool) {
         *extensions = Value::Array(Vec::new());
     }
     if let Some(extensions) = extensions.as_array_mut() {
-        extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(DATA_ABSENT_REASON));
+        extensions.retain(|e| e.member("url").and_then(Value::as_str) != Some(DATA_ABSENT_REASON));
         extensions.insert(0, reason(FORGED_REASON));
     }
 }
@@ -87,10 +88,12 @@ pub(crate) fn complex_placeholder(
     original: Option<&Value>,
     extensions: Vec<Value>,
 ) -> Value {
-    let narrative = original.is_some_and(|o| o.get("div").is_some());
+    let narrative = original.is_some_and(|o| o.member("div").is_some());
     let extension = matches!(key, "extension" | "modifierExtension");
     let mut placeholder = Map::new();
-    if let Some(url) = original.and_then(|o| o.get("url")).and_then(Value::as_str)
+    if let Some(url) = original
+        .and_then(|o| o.member("url"))
+        .and_then(Value::as_str)
         && extension
         && !narrative
     {
@@ -126,8 +129,8 @@ pub(crate) fn forged_narrative() -> Value {
 /// Whether the resource's `meta.security` holds the forged-content label ([`FORGED_CODE`]).
 pub fn has_forged_label(resource: &Value) -> bool {
     resource
-        .get("meta")
-        .and_then(|m| m.get("security"))
+        .member("meta")
+        .and_then(|m| m.member("security"))
         .and_then(Value::as_array)
         .is_some_and(|labels| labels.iter().any(is_forged_label))
 }
@@ -136,10 +139,10 @@ pub fn has_forged_label(resource: &Value) -> bool {
 /// `security` and `meta`): only the gateway says what is forged, so one the upstream stored or
 /// a client sent goes.
 pub fn remove_forged_labels(object: &mut Map<String, Value>) {
-    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+    let Some(Value::Object(meta)) = object.member_mut("meta") else {
         return;
     };
-    let Some(Value::Array(labels)) = meta.get_mut("security") else {
+    let Some(Value::Array(labels)) = meta.member_mut("security") else {
         return;
     };
     let before = labels.len();
@@ -151,11 +154,11 @@ pub fn remove_forged_labels(object: &mut Map<String, Value>) {
 
 /// Drops an emptied `meta.security`, then an emptied `meta`.
 pub(crate) fn tidy_meta(object: &mut Map<String, Value>) {
-    let Some(Value::Object(meta)) = object.get_mut("meta") else {
+    let Some(Value::Object(meta)) = object.member_mut("meta") else {
         return;
     };
     if meta
-        .get("security")
+        .member("security")
         .and_then(Value::as_array)
         .is_some_and(Vec::is_empty)
     {
@@ -167,8 +170,8 @@ pub(crate) fn tidy_meta(object: &mut Map<String, Value>) {
 }
 
 fn is_forged_label(label: &Value) -> bool {
-    label.get("system").and_then(Value::as_str) == Some(FHIRSEAL_CODE_SYSTEM)
-        && label.get("code").and_then(Value::as_str) == Some(FORGED_CODE)
+    label.member("system").and_then(Value::as_str) == Some(FHIRSEAL_CODE_SYSTEM)
+        && label.member("code").and_then(Value::as_str) == Some(FORGED_CODE)
 }
 
 /// The path (`Patient.birthDate`, `Patient.name[0]`, `Observation.dataAbsentReason`) of the
@@ -177,7 +180,7 @@ fn is_forged_label(label: &Value) -> bool {
 /// never a value.
 pub fn forged_placeholder(resource: &Value) -> Option<String> {
     let mut path = resource
-        .get("resourceType")
+        .member("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("Resource")
         .to_string();
@@ -189,11 +192,12 @@ fn find_forged_reason(value: &Value, path: &mut String) -> bool {
     let len = path.len();
     match value {
         Value::Object(object) => {
-            let extension = object.get("url").and_then(Value::as_str) == Some(DATA_ABSENT_REASON)
-                && object.get("valueCode").and_then(Value::as_str) == Some(FORGED_REASON);
-            let coding = object.get("system").and_then(Value::as_str)
+            let extension = object.member("url").and_then(Value::as_str)
+                == Some(DATA_ABSENT_REASON)
+                && object.member("valueCode").and_then(Value::as_str) == Some(FORGED_REASON);
+            let coding = object.member("system").and_then(Value::as_str)
                 == Some(DATA_ABSENT_REASON_SYSTEM)
-                && object.get("code").and_then(Value::as_str) == Some(FORGED_REASON);
+                && object.member("code").and_then(Value::as_str) == Some(FORGED_REASON);
             if extension || coding {
                 return true;
             }
@@ -252,22 +256,22 @@ pub(crate) fn masked_concept(envelope: String) -> Value {
 /// opened or masked, never passed on with its extension.
 pub(crate) fn is_sealed(value: &Value) -> bool {
     value
-        .get("extension")
+        .member("extension")
         .and_then(Value::as_array)
         .is_some_and(|e| {
             e.iter()
-                .any(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))
+                .any(|e| e.member("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))
         })
 }
 
 /// The envelope of `value`'s sealed-element extension, if it has one.
 pub(crate) fn envelope_of(value: &Value) -> Option<&str> {
     value
-        .get("extension")?
+        .member("extension")?
         .as_array()?
         .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))?
-        .get("valueBase64Binary")?
+        .find(|e| e.member("url").and_then(Value::as_str) == Some(SEALED_ELEMENT))?
+        .member("valueBase64Binary")?
         .as_str()
 }
 
@@ -284,13 +288,13 @@ pub(crate) fn strip_envelope(value: &mut Value) {
 /// Headers and blind-index tokens are taken from a resource's root before its walk, so any left
 /// wherever this runs are strays, and go too.
 pub(crate) fn strip_envelope_in(object: &mut Map<String, Value>) {
-    if object.contains_key("meta") {
+    if object.has_member("meta") {
         crate::index::take_tags(object);
     }
-    if let Some(Value::Array(extensions)) = object.get_mut("extension") {
+    if let Some(Value::Array(extensions)) = object.member_mut("extension") {
         extensions.retain(|e| {
             !matches!(
-                e.get("url").and_then(Value::as_str),
+                e.member("url").and_then(Value::as_str),
                 Some(SEALED_ELEMENT | SEALED_HEADER)
             )
         });
@@ -305,13 +309,13 @@ pub(crate) fn strip_envelope_in(object: &mut Map<String, Value>) {
 pub(crate) fn holds_sealed(value: &Value) -> bool {
     match value {
         Value::Object(object) => {
-            if let Some(Value::String(url)) = object.get("url")
+            if let Some(Value::String(url)) = object.member("url")
                 && (url == SEALED_ELEMENT || url == SEALED_HEADER)
             {
                 return true;
             }
             // A blind-index token (a coding of our system), in `meta.tag` or anywhere else.
-            if let Some(Value::String(system)) = object.get("system")
+            if let Some(Value::String(system)) = object.member("system")
                 && system.starts_with(BLIND_INDEX_SYSTEM)
             {
                 return true;
@@ -328,7 +332,7 @@ pub(crate) fn holds_sealed(value: &Value) -> bool {
 pub fn carries_headers(value: &Value) -> bool {
     match value {
         Value::Object(object) => {
-            object.get("url").and_then(Value::as_str) == Some(SEALED_HEADER)
+            object.member("url").and_then(Value::as_str) == Some(SEALED_HEADER)
                 || object.values().any(carries_headers)
         }
         Value::Array(items) => items.iter().any(carries_headers),
