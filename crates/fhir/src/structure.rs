@@ -11,6 +11,9 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+/// The hasher of [`R4`]'s member index (seeded once per process).
+type FastHash = foldhash::fast::RandomState;
+
 const ELEMENTS: &str = include_str!("../../../fhir-profiles/r4/elements.tsv");
 const KINDS: &str = include_str!("../../../fhir-profiles/r4/kinds.tsv");
 const COMPARTMENT: &str = include_str!("../../../fhir-profiles/r4/compartment-patient.tsv");
@@ -81,7 +84,11 @@ pub struct R4 {
     paths: HashMap<&'static str, usize>,
     /// Definition context (the path up to the last `.`) → member name → the elements there, so
     /// that [`R4::child`] looks up borrowed names instead of building paths.
-    members: HashMap<&'static str, HashMap<&'static str, Member>>,
+    ///
+    /// Under foldhash rather than std's SipHash: [`R4::child`] hashes two names for every member
+    /// of every resource walked. The keys are R4's own names, fixed at build time; a name from a
+    /// request is only looked up, never inserted, so a hash flooding attack has nothing to grow.
+    members: HashMap<&'static str, HashMap<&'static str, Member, FastHash>, FastHash>,
     kinds: HashMap<&'static str, Kind>,
     compartment: HashMap<&'static str, Vec<&'static str>>,
     compartment_params: HashMap<&'static str, Vec<&'static str>>,
@@ -139,7 +146,8 @@ impl R4 {
                 }
             }
         }
-        let mut members: HashMap<&'static str, HashMap<&'static str, Member>> = HashMap::new();
+        let mut members: HashMap<&'static str, HashMap<&'static str, Member, FastHash>, FastHash> =
+            HashMap::default();
         for (at, element) in elements.iter().enumerate() {
             let Some((context, name)) = element.path.rsplit_once('.') else {
                 continue;
