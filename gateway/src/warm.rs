@@ -18,7 +18,9 @@
 //!    header keys of up to [`RESOURCES_PER_CALLER`] resources each read, one per resource type
 //!    (headers are shared per access structure, which follows the type): each resource is read
 //!    from the upstream, the headers it names are fetched, and those the caller's key opens are
-//!    opened into the header-key cache. No element is opened and nothing is sent anywhere: what
+//!    opened into the header-key cache; those it does not open (their structure not satisfied)
+//!    are remembered closed to that key there, as a read remembers them, so that the first read
+//!    masks them at once. No element is opened and nothing is sent anywhere: what
 //!    is cached is what those callers' next requests would have cached, and they are checked as
 //!    always (token, scopes, policy).
 //!
@@ -89,6 +91,10 @@ pub struct WarmReport {
     pub keys: usize,
     /// Header keys opened into the cache.
     pub header_keys: usize,
+    /// Headers found closed to a caller's key (its structure not satisfied), remembered so in
+    /// the cache as a read would remember them: that caller's first read masks them at once
+    /// instead of trying attribute-based decryption again.
+    pub closed_headers: usize,
     /// Steps that failed (an authority or upstream error), skipped.
     pub failures: usize,
     /// Whether it ended within the budget (else it was stopped there).
@@ -111,6 +117,7 @@ pub fn spawn(state: &AppState, now: i64, settings: WarmSettings) -> tokio::task:
             callers_found = report.callers_found,
             keys = report.keys,
             header_keys = report.header_keys,
+            closed_headers = report.closed_headers,
             failures = report.failures,
             finished = report.finished,
             elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -182,7 +189,10 @@ async fn steps(state: &AppState, now: i64, settings: WarmSettings, report: &mut 
         report.keys += 1;
         for resource in resources {
             match header_keys(state, &grant, &resource, &mut opened).await {
-                Ok(n) => report.header_keys += n,
+                Ok((opened, closed)) => {
+                    report.header_keys += opened;
+                    report.closed_headers += closed;
+                }
                 Err(error) => {
                     tracing::warn!(%error, "warm-up: a resource's headers could not be warmed");
                     report.failures += 1;
@@ -293,13 +303,14 @@ fn is_reference(text: &str) -> bool {
 }
 
 /// Reads `resource` from the upstream and opens, into the header-key cache, the keys of the
-/// headers it names that `grant` opens and that are not cached for it yet: how many.
+/// headers it names that `grant` opens and that are not cached for it yet, and remembers there
+/// those it does not open (as [`fhirseal_seal::Reader`] does): how many of each.
 async fn header_keys(
     state: &AppState,
     grant: &KeyGrant,
     resource: &str,
     opened: &mut HashSet<(String, HeaderId)>,
-) -> Result<usize, String> {
+) -> Result<(usize, usize), String> {
     let request = UpstreamRequest::new(Method::GET, resource.to_string()).with_header(
         header::ACCEPT,
         header::HeaderValue::from_static("application/fhir+json"),
@@ -311,18 +322,18 @@ async fn header_keys(
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         // Deleted or moved since: nothing to warm.
-        return Ok(0);
+        return Ok((0, 0));
     }
     let (_, _, body) = response.into_parts();
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(0);
+        return Ok((0, 0));
     };
     let ids: Vec<HeaderId> = shared_header_ids(&value)
         .into_iter()
         .filter(|id| opened.insert((grant.registration.clone(), *id)))
         .collect();
     if ids.is_empty() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let headers = state
         .headers
@@ -334,18 +345,29 @@ async fn header_keys(
     let grant = grant.clone();
     tokio::task::spawn_blocking(move || {
         let now = Instant::now();
-        let mut n = 0;
+        let (holder, period) = (grant.registration.as_str(), grant.key.period());
+        let (mut opened, mut closed) = (0, 0);
         for header in ids.iter().filter_map(|id| headers.header(*id)) {
-            if cache.get(&grant.registration, header.id(), now).is_some() {
+            if cache.knows(holder, header.id(), period, now) {
                 continue;
             }
-            // A header this caller's key does not open stays closed, as it would for its reads.
-            if let Ok(key) = header.open(&grant.key, sealing.key()) {
-                cache.insert(&grant.registration, header.id(), key, now);
-                n += 1;
+            match header.open(&grant.key, sealing.key()) {
+                Ok(key) => {
+                    cache.insert(holder, header.id(), key, now);
+                    opened += 1;
+                }
+                // A header this caller's key does not open stays closed, as it would for its
+                // reads, and is remembered so, as a read remembers it (`HeaderCache`'s docs
+                // say why that stays true): the first read masks it without trying again. A
+                // header that does not verify is not remembered (a read turns it away first).
+                Err(fhirseal_envelope::Error::Scheme(_)) => {
+                    cache.insert_unopenable(holder, header.id(), period, now);
+                    closed += 1;
+                }
+                Err(_) => {}
             }
         }
-        n
+        (opened, closed)
     })
     .await
     .map_err(|_| "opening the headers did not complete".to_string())

@@ -83,8 +83,52 @@ async fn a_restart_warms_the_keys_of_the_last_readers() {
         report.header_keys < headers.len(),
         "the SSN's header stays closed"
     );
+    // ... and is remembered closed to the doctor's key of this period, so that the first read
+    // masks it at once: every header of the read is known, opened or closed.
+    let period = restarted.state.authority.current_period(now()).unwrap();
+    let closed = |holder: &str| {
+        headers
+            .iter()
+            .filter(|h| {
+                restarted.state.header_cache.is_unopenable(
+                    holder,
+                    **h,
+                    period,
+                    std::time::Instant::now(),
+                )
+            })
+            .count()
+    };
+    assert!(report.closed_headers >= 1, "{report:?}");
+    assert_eq!(closed("Practitioner/e2e-dr"), report.closed_headers);
     assert_eq!(
-        cached("Practitioner/e2e-nurse"),
+        report.header_keys + report.closed_headers,
+        headers.len(),
+        "{report:?}"
+    );
+    let cache = &restarted.state.header_cache;
+    let ssn = headers
+        .iter()
+        .find(|h| {
+            cache.is_unopenable(
+                "Practitioner/e2e-dr",
+                **h,
+                period,
+                std::time::Instant::now(),
+            )
+        })
+        .unwrap();
+    assert!(
+        !cache.is_unopenable(
+            "Practitioner/e2e-dr",
+            *ssn,
+            period + 1,
+            std::time::Instant::now()
+        ),
+        "a key of a later period is asked again"
+    );
+    assert_eq!(
+        cached("Practitioner/e2e-nurse") + closed("Practitioner/e2e-nurse"),
         0,
         "only recent readers are warmed"
     );
