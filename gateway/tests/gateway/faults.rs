@@ -5,16 +5,14 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use fhirseal::app::app;
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{Configured, Reply, Who, configured, fhir_base, searchset, send, token};
+use crate::support::{Mocked, Reply, Who, mocked, searchset, send, token};
 
 const NAME: &str = "Canary-Faults-Name-3X";
 const SSN: &str = "999-CANARY-FAULT";
@@ -33,33 +31,20 @@ fn patient() -> Value {
         "gender": "female", "birthDate": "1971-02-03"})
 }
 
-struct Harness {
-    app: Router,
-    upstream: MockServer,
-    _gateway: Configured,
-}
-
 /// The gateway in front of `upstream_url` (a wiremock server unless given), with short timeouts.
-async fn harness_with(upstream_url: Option<String>) -> Harness {
-    let upstream = MockServer::start().await;
-    let base = upstream_url.unwrap_or_else(|| fhir_base(&upstream));
-    let gateway = configured(
-        &base,
+async fn harness_with(upstream_url: Option<String>) -> Mocked {
+    mocked(
+        upstream_url,
         &[
             ("FHIRSEAL__UPSTREAM__REQUEST_TIMEOUT_MS", "400"),
             ("FHIRSEAL__UPSTREAM__MAX_RETRIES", "1"),
             ("FHIRSEAL__UPSTREAM__MAX_RESPONSE_BYTES", "65536"),
         ],
     )
-    .await;
-    Harness {
-        app: app(gateway.state.clone()),
-        upstream,
-        _gateway: gateway,
-    }
+    .await
 }
 
-async fn harness() -> Harness {
+async fn harness() -> Mocked {
     harness_with(None).await
 }
 

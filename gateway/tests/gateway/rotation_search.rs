@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use fhirseal::app::app;
 use fhirseal::headers::HeaderStore;
 use fhirseal::index_secret;
 use fhirseal_seal::index::index_generation;
@@ -21,7 +20,7 @@ use url::Url;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{Configured, Reply, Who, configured, fhir_base, now, searchset, send, token};
+use crate::support::{Mocked, Reply, Who, mocked, now, searchset, send, token};
 
 const NAME: &str = "Canary-Rotation-Name-5K";
 
@@ -32,12 +31,6 @@ fn patient(id: &str) -> Value {
     json!({"resourceType": "Patient", "id": id, "active": true,
         "name": [{"family": NAME, "given": ["Ada"]}],
         "gender": "female", "birthDate": "1971-02-03"})
-}
-
-struct Harness {
-    app: Router,
-    upstream: MockServer,
-    _gateway: Configured,
 }
 
 /// The generations of the blind-index token systems the `_tag`s of `url` name, one set per
@@ -64,10 +57,9 @@ fn tag_generations(url: &Url) -> Vec<BTreeSet<u32>> {
 /// holding its tokens (sealed under generation 2 when listed there, else under 1), and answers a
 /// Patient search with those of every generation its `_tag`s name, in that order (a resource
 /// listed under both, as if re-indexed between two queries, is in both answers).
-async fn rotated(under: &[(u32, &[&str])], overrides: &[(&str, &str)]) -> Harness {
-    let upstream = MockServer::start().await;
-    let gateway = configured(&fhir_base(&upstream), overrides).await;
-    let state = &gateway.state;
+async fn rotated(under: &[(u32, &[&str])], overrides: &[(&str, &str)]) -> Mocked {
+    let harness = mocked(None, overrides).await;
+    let state = &harness.gateway.state;
     let authority = Arc::clone(&state.authority);
     let rotated = tokio::task::spawn_blocking(move || index_secret::rotate(&authority, now()))
         .await
@@ -124,7 +116,7 @@ async fn rotated(under: &[(u32, &[&str])], overrides: &[(&str, &str)]) -> Harnes
     Mock::given(method("GET"))
         .and(path("/fhir/Basic"))
         .respond_with(ResponseTemplate::new(200).set_body_json(searchset(basics)))
-        .mount(&upstream)
+        .mount(&harness.upstream)
         .await;
     let answers: BTreeMap<u32, Vec<Value>> = under
         .iter()
@@ -149,13 +141,9 @@ async fn rotated(under: &[(u32, &[&str])], overrides: &[(&str, &str)]) -> Harnes
                 .collect();
             ResponseTemplate::new(200).set_body_json(searchset(entries))
         })
-        .mount(&upstream)
+        .mount(&harness.upstream)
         .await;
-    Harness {
-        app: app(state.clone()),
-        upstream,
-        _gateway: gateway,
-    }
+    harness
 }
 
 async fn get(app: &Router, uri: &str) -> Reply {

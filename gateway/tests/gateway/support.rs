@@ -209,6 +209,30 @@ pub(crate) async fn configured(upstream: &str, overrides: &[(&str, &str)]) -> Co
     Configured { state, keys, dir }
 }
 
+/// A gateway ([`configured`] with `overrides`) in front of a wiremock upstream of its own, and
+/// its router: the harness of the tests that script the upstream's answers.
+pub(crate) struct Mocked {
+    /// The gateway's routes.
+    pub(crate) app: Router,
+    /// The upstream's mock (unused by the gateway when another base was given).
+    pub(crate) upstream: MockServer,
+    /// The gateway's state and folder (they live as long as the harness).
+    pub(crate) gateway: Configured,
+}
+
+/// [`Mocked`] in front of its wiremock upstream, or of `base` when given (an address that
+/// refuses or stalls, say).
+pub(crate) async fn mocked(base: Option<String>, overrides: &[(&str, &str)]) -> Mocked {
+    let upstream = MockServer::start().await;
+    let base = base.unwrap_or_else(|| fhir_base(&upstream));
+    let gateway = configured(&base, overrides).await;
+    Mocked {
+        app: fhirseal::app::app(gateway.state.clone()),
+        upstream,
+        gateway,
+    }
+}
+
 /// A fresh database of its own, named after `prefix`, on the PostgreSQL server of
 /// `FHIRSEAL_TEST_POSTGRES_URL`, for an authority several gateways share: its URL. Without the
 /// variable the test fails saying what to run (PostgreSQL tests are never skipped). Synchronous:
