@@ -351,19 +351,12 @@ async fn header_keys(
             if cache.knows(holder, header.id(), period, now) {
                 continue;
             }
-            match header.open(&grant.key, sealing.key()) {
-                Ok(key) => {
-                    cache.insert(holder, header.id(), key, now);
-                    opened += 1;
-                }
-                // A header this caller's key does not open stays closed, as it would for its
-                // reads, and is remembered so, as a read remembers it (`HeaderCache`'s docs
-                // say why that stays true): the first read masks it without trying again. A
-                // header that does not verify is not remembered (a read turns it away first).
-                Err(fhirseal_envelope::Error::Scheme(_)) => {
-                    cache.insert_unopenable(holder, header.id(), period, now);
-                    closed += 1;
-                }
+            // Opened and remembered as a read does: a header this caller's key does not open
+            // stays closed and is remembered so, and the first read masks it without trying
+            // again.
+            match cache.open_header(holder, &header, &grant.key, sealing.key(), now) {
+                Ok(_) => opened += 1,
+                Err(fhirseal_envelope::Error::Scheme(_)) => closed += 1,
                 Err(_) => {}
             }
         }

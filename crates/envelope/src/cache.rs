@@ -4,7 +4,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::header::{HeaderId, HeaderKey};
+use rshabe::DecryptionKey;
+
+use crate::Error;
+use crate::header::{Header, HeaderId, HeaderKey};
+use crate::sealing::SealingKey;
 
 /// Opened header keys, keyed by (key holder, header). Entries expire after `ttl` and the oldest
 /// are evicted past `capacity`; an evicted key is zeroized when dropped. After a holder is
@@ -94,6 +98,31 @@ impl HeaderCache {
     /// opened for it before is replaced.
     pub fn insert_unopenable(&self, holder: &str, header: HeaderId, key_period: u64, now: Instant) {
         self.put(holder, header, Slot::Unopenable { key_period }, now);
+    }
+
+    /// Opens `header` with `holder`'s `key` ([`Header::open`]) and remembers what came of it:
+    /// its key ([`HeaderCache::insert`]), or, when the key does not satisfy its structure or is
+    /// of an earlier period ([`Error::Scheme`]), that this key does not open it
+    /// ([`HeaderCache::insert_unopenable`]; the type docs say why that stays true). A header
+    /// that does not verify is not remembered. The cache is not asked first: callers do.
+    ///
+    /// # Errors
+    /// [`Header::open`]'s.
+    pub fn open_header(
+        &self,
+        holder: &str,
+        header: &Header,
+        key: &DecryptionKey,
+        sealing: &SealingKey,
+        now: Instant,
+    ) -> Result<HeaderKey, Error> {
+        let opened = header.open(key, sealing);
+        match &opened {
+            Ok(header_key) => self.insert(holder, header.id(), header_key.clone(), now),
+            Err(Error::Scheme(_)) => self.insert_unopenable(holder, header.id(), key.period(), now),
+            Err(_) => {}
+        }
+        opened
     }
 
     /// `read` of the live slot of (`holder`, `header`), if any; an expired one is dropped.

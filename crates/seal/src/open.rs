@@ -377,22 +377,13 @@ impl Session<'_, '_> {
         if reader.cache.is_unopenable(holder, id, key.period(), now) {
             return None;
         }
-        match header.open(key, reader.sealing) {
-            Ok(opened) => {
-                reader.cache.insert(holder, id, opened.clone(), now);
-                Some(opened)
-            }
-            // The structure is not satisfied or the header is of a later period: the same key
-            // will not open it on the next read either. (A header that does not verify was
-            // turned away before this.)
-            Err(fhirseal_envelope::Error::Scheme(_)) => {
-                reader
-                    .cache
-                    .insert_unopenable(holder, id, key.period(), now);
-                None
-            }
-            Err(_) => None,
-        }
+        // A key that does not satisfy the structure (or is of an earlier period) is remembered
+        // so: the same key will not open it on the next read either. (A header that does not
+        // verify was turned away before this.)
+        reader
+            .cache
+            .open_header(holder, header, key, reader.sealing, now)
+            .ok()
     }
 
     /// Counts a forged element at `path` of the resource `resource_type/id`.
