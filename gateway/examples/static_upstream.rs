@@ -4,6 +4,7 @@
 //! ```text
 //! static_upstream record UPSTREAM_BASE OUT   # a recording reverse proxy in front of UPSTREAM_BASE
 //! static_upstream serve RECORDING            # replays RECORDING
+//! static_upstream forward UPSTREAM_BASE       # a bare reverse proxy in front of UPSTREAM_BASE
 //! ```
 //!
 //! Both listen on `127.0.0.1` on a free port (or `STATIC_UPSTREAM_LISTEN`), print
@@ -14,6 +15,9 @@
 //!   body) and answers with the upstream's answer. Each exchange is appended to `OUT` as one JSON
 //!   line `{"method", "target", "request_body", "status", "headers", "body"}`; the file's first
 //!   line is `{"upstream": UPSTREAM_BASE}`.
+//! - `forward` is `record` without the recording: the floor of the gateway's own stack (axum and
+//!   hyper serving, reqwest asking upstream, tokio's runtime) with nothing done in between, for
+//!   `scripts/bench-load` to measure beside nginx and the gateway.
 //! - `serve` loads `RECORDING` and answers each request with the last recorded response for the
 //!   same method, path and query, whatever the request's headers and body. The recorded
 //!   upstream base is replaced by its own in every body and header, as if the responses had been
@@ -86,16 +90,21 @@ struct Recorder {
     client: reqwest::Client,
     /// The upstream's origin (`http://127.0.0.1:18090`): request paths are appended as they are.
     origin: String,
-    out: Mutex<std::fs::File>,
+    /// Where exchanges are written; `None` in `forward` mode.
+    out: Option<Mutex<std::fs::File>>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["record", upstream, out] => record(upstream, out).await,
+        ["record", upstream, out] => record(upstream, Some(out)).await,
+        ["forward", upstream] => record(upstream, None).await,
         ["serve", recording] => serve(recording).await,
-        _ => Err("usage: static_upstream record UPSTREAM_BASE OUT | serve RECORDING".into()),
+        _ => Err(
+            "usage: static_upstream record UPSTREAM_BASE OUT | forward UPSTREAM_BASE | serve RECORDING"
+                .into(),
+        ),
     }
 }
 
@@ -115,15 +124,22 @@ async fn bind() -> Result<(tokio::net::TcpListener, String), BoxError> {
 
 // === record ===
 
-async fn record(upstream: &str, out: &str) -> Result<(), BoxError> {
+/// `record` (into `out`) or, without `out`, `forward`.
+async fn record(upstream: &str, out: Option<&str>) -> Result<(), BoxError> {
     let url = url::Url::parse(upstream).map_err(|e| format!("{upstream}: {e}"))?;
     let origin = url.origin().ascii_serialization();
-    let mut file = std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?;
-    writeln!(
-        file,
-        "{}",
-        json!({"upstream": upstream.trim_end_matches('/')})
-    )?;
+    let out = match out {
+        Some(out) => {
+            let mut file = std::fs::File::create(out).map_err(|e| format!("{out}: {e}"))?;
+            writeln!(
+                file,
+                "{}",
+                json!({"upstream": upstream.trim_end_matches('/')})
+            )?;
+            Some(Mutex::new(file))
+        }
+        None => None,
+    };
     let client = reqwest::Client::builder()
         .http1_only()
         .pool_max_idle_per_host(64)
@@ -131,7 +147,7 @@ async fn record(upstream: &str, out: &str) -> Result<(), BoxError> {
     let recorder = Arc::new(Recorder {
         client,
         origin,
-        out: Mutex::new(file),
+        out,
     });
     let (listener, _) = bind().await?;
     let app = Router::new()
@@ -142,8 +158,8 @@ async fn record(upstream: &str, out: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Forwards one request upstream, records the exchange and answers with the upstream's answer
-/// (502 when the upstream cannot be reached).
+/// Forwards one request upstream, records the exchange (in `record` mode) and answers with the
+/// upstream's answer (502 when the upstream cannot be reached).
 async fn forward(
     State(recorder): State<Arc<Recorder>>,
     method: Method,
@@ -154,7 +170,10 @@ async fn forward(
     let target = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_string(), ToString::to_string);
-    let request_body = std::str::from_utf8(&body).ok().map(str::to_string);
+    let request_body = recorder
+        .out
+        .as_ref()
+        .and_then(|_| std::str::from_utf8(&body).ok().map(str::to_string));
     let mut request = recorder
         .client
         .request(method.clone(), format!("{}{target}", recorder.origin))
@@ -185,8 +204,13 @@ async fn forward(
             return StatusCode::BAD_GATEWAY.into_response();
         }
     };
-    match std::str::from_utf8(&body) {
-        Ok(text) => {
+    match recorder
+        .out
+        .as_ref()
+        .map(|out| (out, std::str::from_utf8(&body)))
+    {
+        None => {}
+        Some((out, Ok(text))) => {
             let line = json!({
                 "method": method.as_str(),
                 "target": target,
@@ -198,12 +222,12 @@ async fn forward(
                     .collect::<Vec<_>>(),
                 "body": text,
             });
-            let mut out = recorder.out.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
             if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
                 let _ = writeln!(std::io::stderr(), "static_upstream: recording: {e}");
             }
         }
-        Err(_) => {
+        Some((_, Err(_))) => {
             let _ = writeln!(
                 std::io::stderr(),
                 "static_upstream: {method} {target}: the body is not UTF-8, not recorded"

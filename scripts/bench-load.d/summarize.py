@@ -4,7 +4,7 @@ the goal checks, as Markdown, printed and written to OUT.
     python3 summarize.py RESULTS_JSONL OUT_MD
 
 Each measurement has `phase` (sekmet | static), `state` (warm | cold), `scenario` (read |
-search | create), `target` (direct | gateway | nginx), `conns`, wrk's figures (`rps`, `p50_ms`,
+search | create), `target` (direct | gateway | nginx | proxy: the bare proxy), `conns`, wrk's figures (`rps`, `p50_ms`,
 `p99_ms`, `requests`, `non2xx`, `socket_errors`) and, for cold runs, `first_ms` (the first
 request after the gateway started)."""
 import json
@@ -43,8 +43,8 @@ out.append("| goal | measured | met |")
 out.append("|---|---|---|")
 
 
-def ratio_goal(phase, scenario, base, goal, label):
-    g = find(phase=phase, state="warm", scenario=scenario, target="gateway", conns=CONNS)
+def ratio_goal(phase, scenario, base, goal, label, target="gateway"):
+    g = find(phase=phase, state="warm", scenario=scenario, target=target, conns=CONNS)
     b = find(phase=phase, state="warm", scenario=scenario, target=base, conns=CONNS)
     bar = "" if goal is None else f" ≥ {goal}"
     if not g or not b or not b["rps"]:
@@ -58,10 +58,11 @@ def ratio_goal(phase, scenario, base, goal, label):
                f"| {met} |")
 
 
-def added_latency(phase, scenario, base, goal_ms):
-    g = find(phase=phase, state="warm", scenario=scenario, target="gateway", conns=1)
+def added_latency(phase, scenario, base, goal_ms, target="gateway"):
+    g = find(phase=phase, state="warm", scenario=scenario, target=target, conns=1)
     b = find(phase=phase, state="warm", scenario=scenario, target=base, conns=1)
-    label = f"{phase} {scenario}: added p50, 1 connection, over {base}"
+    who = "" if target == "gateway" else f" ({target})"
+    label = f"{phase} {scenario}{who}: added p50, 1 connection, over {base}"
     if not g or not b:
         out.append(f"| {label} ≤ {goal_ms} ms | not measured | ✘ |")
         return
@@ -83,6 +84,15 @@ ratio_goal("static", "search", "nginx", None, "static search: gateway / nginx")
 ratio_goal("static", "create", "nginx", None, "static create: gateway / nginx")
 for scenario in ("read", "search", "create"):
     added_latency("static", scenario, "nginx", None)
+# The bare proxy (axum and reqwest with nothing in between): the most any gateway on this stack
+# could reach, and what the gateway's own work costs on top of it.
+for scenario in ("read", "search", "create"):
+    ratio_goal("static", scenario, "nginx", None,
+               f"static {scenario}: bare proxy / nginx", target="proxy")
+for scenario in ("read", "search", "create"):
+    ratio_goal("static", scenario, "proxy", None, f"static {scenario}: gateway / bare proxy")
+for scenario in ("read", "search", "create"):
+    added_latency("static", scenario, "nginx", None, target="proxy")
 for scenario in ("read", "search"):
     c = find(phase="sekmet", state="cold", scenario=scenario, target="gateway", conns=CONNS)
     u = find(phase="sekmet", state="cold-unwarmed", scenario=scenario, target="gateway",
@@ -96,12 +106,15 @@ for scenario in ("read", "search"):
         out.append(f"| {label} | {c['first_ms']:.1f} ms{ready}{before} | "
                    f"{'✔' if c['first_ms'] <= 10 else '✘'} |")
 for scenario in ("read", "search", "create"):
-    g = find(phase="static", state="warm", scenario=scenario, target="gateway", conns=CONNS)
-    n = find(phase="static", state="warm", scenario=scenario, target="nginx", conns=CONNS)
-    if g and n and g.get("cpu_us_per_request") and n.get("cpu_us_per_request"):
-        out.append(f"| static {scenario}: CPU per request, gateway / nginx | "
-                   f"{g['cpu_us_per_request']:,.0f} / {n['cpu_us_per_request']:,.0f} µs "
-                   f"({g['cpu_us_per_request'] / n['cpu_us_per_request']:.1f}×) |  |")
+    for target, base in (("gateway", "nginx"), ("proxy", "nginx"), ("gateway", "proxy")):
+        g = find(phase="static", state="warm", scenario=scenario, target=target, conns=CONNS)
+        n = find(phase="static", state="warm", scenario=scenario, target=base, conns=CONNS)
+        if g and n and g.get("cpu_us_per_request") and n.get("cpu_us_per_request"):
+            name = {"proxy": "bare proxy"}
+            out.append(f"| static {scenario}: CPU per request, {name.get(target, target)} / "
+                       f"{name.get(base, base)} | "
+                       f"{g['cpu_us_per_request']:,.0f} / {n['cpu_us_per_request']:,.0f} µs "
+                       f"({g['cpu_us_per_request'] / n['cpu_us_per_request']:.1f}×) |  |")
 
 text = "\n".join(out) + "\n"
 with open(sys.argv[2], "w") as f:
