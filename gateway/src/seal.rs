@@ -181,6 +181,13 @@ impl Sealing {
         })
     }
 
+    /// The policy's rules for records in no patient's compartment ([`Policy::rules_for`]`(None)`),
+    /// resolved once: their paths, search parameters and compound indexes do not depend on the
+    /// patient, so searches plan with them rather than resolving them per request.
+    pub fn policy_rules(&self) -> &Rules {
+        &self.read_rules
+    }
+
     /// The blind-index secret's generations as last read: writes make tokens under the current
     /// one, searches ask for those of every one searched (and paging cursors are signed under
     /// the current one, checked under each).

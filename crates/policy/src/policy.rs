@@ -580,14 +580,20 @@ impl Policy {
     /// patient's compartment): each structure's `patient:self` becomes that patient's
     /// attribute.
     pub fn rules_for(&self, patient: Option<&str>) -> Rules {
-        rules_for(&self.protections, &[], patient, &ConsentView::default())
+        rules_for(
+            &self.protections,
+            &[],
+            patient,
+            &ConsentView::default(),
+            None,
+        )
     }
 
     /// [`Policy::rules_for`] under the consents in force for that patient (`view`,
     /// [`crate::ConsentBook::view`]): the structures of the rules a `[[consent]]` rule governs
     /// widened by the patient's permits and narrowed by their denials.
     pub fn rules_under(&self, patient: Option<&str>, view: &ConsentView) -> Rules {
-        rules_for(&self.protections, &self.consent, patient, view)
+        rules_for(&self.protections, &self.consent, patient, view, None)
     }
 
     /// The structure `protection` seals under for a record of `patient` under `view`.
@@ -620,15 +626,17 @@ impl Policy {
 }
 
 /// The sealing rules `protections` give records of `patient` under `consent` and `view`
-/// ([`Policy::rules_under`]).
+/// ([`Policy::rules_under`]); with `only`, the rules of those resource types alone.
 fn rules_for(
     protections: &[Protection],
     consent: &[ConsentRule],
     patient: Option<&str>,
     view: &ConsentView,
+    only: Option<&BTreeSet<&str>>,
 ) -> Rules {
     let mut by_type: BTreeMap<&str, TypeRules> = BTreeMap::new();
-    for protection in protections {
+    let wanted = |p: &Protection| only.is_none_or(|types| types.contains(p.resource_type.as_str()));
+    for protection in protections.iter().filter(|p| wanted(p)) {
         let entry = by_type.entry(&protection.resource_type).or_default();
         let readers = protection.consented(protection.readers_for(patient), consent, view);
         for rule in &protection.elements {
@@ -695,7 +703,8 @@ fn rules_for_resource(
     patient: Option<&str>,
     view: &ConsentView,
 ) -> Result<Rules, fhirseal_seal::RuleError> {
-    let rules = rules_for(protections, consent, patient, view);
+    let types = types_sealed_with(resource);
+    let rules = rules_for(protections, consent, patient, view, types.as_ref());
     let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
         return Ok(rules);
     };
@@ -747,6 +756,32 @@ fn rules_for_resource(
         .cloned()
         .collect::<Vec<_>>();
     Rules::new(others.into_iter().chain(std::iter::once(set)))
+}
+
+/// The resource types whose rules sealing `resource` can use: its own and those of its
+/// contained resources, at any depth, as the sealer enters them. Building the rules of these
+/// types alone is a fifth of a create's sealing (`BENCHMARKS.md`, issue 18's fourth round).
+/// `None`, all types, for a Bundle (its entries are of any type) or anything without a type.
+fn types_sealed_with(resource: &serde_json::Value) -> Option<BTreeSet<&str>> {
+    fn add<'v>(
+        object: &'v serde_json::Map<String, serde_json::Value>,
+        types: &mut BTreeSet<&'v str>,
+    ) -> Option<()> {
+        let resource_type = object.member("resourceType")?.as_str()?;
+        if resource_type == "Bundle" {
+            return None;
+        }
+        types.insert(resource_type);
+        if let Some(serde_json::Value::Array(contained)) = object.member("contained") {
+            for inner in contained.iter().filter_map(serde_json::Value::as_object) {
+                add(inner, types)?;
+            }
+        }
+        Some(())
+    }
+    let mut types = BTreeSet::new();
+    add(resource.as_object()?, &mut types)?;
+    Some(types)
 }
 
 impl Policy {
@@ -1749,16 +1784,54 @@ mod display_tests {
         );
     }
 
+    /// The types of the sets in `rules`.
+    fn types(rules: &Rules) -> Vec<&str> {
+        rules.sets().map(RuleSet::resource_type).collect()
+    }
+
     #[test]
     fn a_resource_without_patient_displays_keeps_the_policys_rules() {
         let policy = Policy::embedded_default().unwrap();
         let observation = json!({"resourceType": "Observation", "id": "o1", "status": "final",
             "code": {"text": "x"}, "subject": {"reference": "Patient/a"}});
+        let rules = policy
+            .rules_for_resource(&observation, Some("Patient/a"))
+            .unwrap();
+        assert_eq!(types(&rules), ["Observation"]);
         assert_eq!(
-            policy
-                .rules_for_resource(&observation, Some("Patient/a"))
-                .unwrap(),
-            policy.rules_for(Some("Patient/a"))
+            rules.for_type("Observation"),
+            policy.rules_for(Some("Patient/a")).for_type("Observation")
         );
+    }
+
+    #[test]
+    fn a_resource_gets_the_rules_of_its_own_and_its_contained_types_as_the_policy_has_them() {
+        let policy = Policy::embedded_default().unwrap();
+        let all = policy.rules_for(Some("Patient/a"));
+        assert!(types(&all).len() > 3, "{:?}", types(&all));
+        let observation = json!({"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "#p"},
+            "contained": [{"resourceType": "Patient", "id": "p", "birthDate": "1970-01-01",
+                "contained": [{"resourceType": "Condition", "id": "c"}]},
+                {"resourceType": "Basic"}]});
+        let rules = policy
+            .rules_for_resource(&observation, Some("Patient/a"))
+            .unwrap();
+        assert_eq!(types(&rules), ["Condition", "Observation", "Patient"]);
+        for set in rules.sets() {
+            assert_eq!(Some(set), all.for_type(set.resource_type()));
+        }
+        // A Bundle's entries, or a contained resource of no type, may be of any type: all rules.
+        for resource in [
+            json!({"resourceType": "Bundle", "type": "collection"}),
+            json!({"resourceType": "Observation", "contained": [{"id": "x"}]}),
+            json!({"resourceType": "Observation", "contained": [{"resourceType": "Bundle"}]}),
+            json!({"id": "no type"}),
+        ] {
+            let rules = policy
+                .rules_for_resource(&resource, Some("Patient/a"))
+                .unwrap();
+            assert_eq!(rules, all, "{resource}");
+        }
     }
 }

@@ -261,7 +261,7 @@ fn checked(
     resource_type: &str,
     params: &[(String, String)],
 ) -> Result<Checked, ApiError> {
-    let rules = state.policy.rules_for(None);
+    let rules = state.sealing.policy_rules();
     let mut search = Vec::new();
     for (name, value) in params {
         let base = name.split(':').next().unwrap_or_default();
@@ -299,7 +299,7 @@ fn checked(
                     if key.is_empty() {
                         continue;
                     }
-                    sealed_search_param(resource_type, key, &rules)
+                    sealed_search_param(resource_type, key, rules)
                         .map_err(|e| ApiError::SearchRefused(format!("_sort: {e}")))?;
                 }
             }
@@ -311,7 +311,7 @@ fn checked(
     let refused = |e: fhirseal_seal::search::SearchRefusal| ApiError::SearchRefused(e.to_string());
     // Planned under every generation at once first: the refusals (the token limit too) are those
     // of the OR-ed query, whichever form is sent.
-    let plan = plan_search(resource_type, &search, &rules, index.searched()).map_err(refused)?;
+    let plan = plan_search(resource_type, &search, rules, index.searched()).map_err(refused)?;
     if !plan.owned() && params.iter().any(|(k, _)| k == owned::CURSOR) {
         return Err(ApiError::SearchRefused(format!(
             "{}: only the gateway's paging links of a search on sealed elements carry it",
@@ -333,7 +333,7 @@ fn checked(
                 plan_search(
                     resource_type,
                     &search,
-                    &rules,
+                    rules,
                     std::slice::from_ref(generation),
                 )
                 .map(|plan| plan.upstream)
