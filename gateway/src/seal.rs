@@ -44,7 +44,8 @@ pub struct Sealing {
     /// The blind-index secret's generations, as last read from the authority.
     index: RwLock<Arc<IndexKeys>>,
     key: SealingKey,
-    /// The policy's rules resolved once, for the read path's check (paths only).
+    /// The policy's rules resolved once, for the read path's check (paths only) and for planning
+    /// searches ([`Sealing::policy_rules`]).
     read_rules: Rules,
 }
 
