@@ -57,6 +57,7 @@ mod headers;
 pub mod index;
 pub mod merge;
 mod open;
+mod parse;
 mod plaintext;
 pub mod rules;
 mod seal;
@@ -67,6 +68,7 @@ mod update;
 pub use headers::shared_header_ids;
 pub use merge::{MergeError, Merged, merge, unreadable_paths};
 pub use open::{MAX_FORGED_LISTED, MAX_PATHS_LISTED, OpenReport, Reader};
+pub use parse::parse_for_reader;
 pub use rules::{
     Compound, DEFAULT_INDEX_BITS, Displays, ElementRule, Narrative, RuleError, RuleSet, Rules,
     SearchMode,
