@@ -43,7 +43,7 @@ use crate::flow::authorize::authorize;
 use crate::flow::protect::open_for;
 use crate::flow::query::find_one;
 use crate::flow::respond::{Answer, note};
-use crate::flow::stored::{Found, Stored, check_version, fetch, version_of};
+use crate::flow::stored::{Found, Parse, Stored, check_version, fetch, version_of};
 use crate::guard::CreateGuard;
 use crate::seal::new_id;
 use crate::state::AppState;
@@ -309,7 +309,8 @@ pub async fn patch(
 ) -> Result<Step, ApiError> {
     let operations = patch_document(body)?;
     let (resource_type, id) = (resource_type.as_str(), id.as_str());
-    let stored = fetch(state, resource_type, id, format!("{resource_type}/{id}")).await?;
+    let path = format!("{resource_type}/{id}");
+    let stored = fetch(state, resource_type, id, path, Parse::Whole).await?;
     authorize(state, caller, Interaction::Patch, &stored.resource)?;
     check_if_match(conditions, &stored.resource)?;
     let version = version_of(&stored.resource);
@@ -349,7 +350,8 @@ pub async fn delete(
     conditions: &Conditions,
 ) -> Result<Step, ApiError> {
     let (resource_type, id) = (resource_type.as_str(), id.as_str());
-    let stored = fetch(state, resource_type, id, format!("{resource_type}/{id}")).await?;
+    let path = format!("{resource_type}/{id}");
+    let stored = fetch(state, resource_type, id, path, Parse::Whole).await?;
     authorize(state, caller, Interaction::Delete, &stored.resource)?;
     check_if_match(conditions, &stored.resource)?;
     // Deleting a Consent withdraws it: nothing of it stays in force.
@@ -572,7 +574,8 @@ async fn stored_or_absent(
     target: Target<'_>,
     key: &str,
 ) -> Result<Option<Stored>, ApiError> {
-    match fetch(state, target.resource_type, target.id, key.to_string()).await {
+    let (resource_type, id) = (target.resource_type, target.id);
+    match fetch(state, resource_type, id, key.to_string(), Parse::Whole).await {
         Ok(stored) => Ok(Some(stored)),
         Err(ApiError::NotFound { .. } | ApiError::Gone { .. }) => Ok(None),
         Err(e) => Err(e),

@@ -30,7 +30,7 @@ use crate::error::ApiError;
 use crate::flow::authorize::{EntryDecisions, authorize, decide};
 use crate::flow::protect::open_for;
 use crate::flow::respond::{Answer, note};
-use crate::flow::stored::{Found, fetch};
+use crate::flow::stored::{Found, Parse, fetch};
 use crate::state::AppState;
 
 mod owned;
@@ -123,7 +123,8 @@ pub async fn type_history(
 
 /// `GET [base]/Patient/[id]/$everything`: the patient's record, every entry checked as a read.
 pub async fn everything(state: &AppState, caller: &Caller, id: &Id) -> Result<Answer, ApiError> {
-    let patient = fetch(state, "Patient", id.as_str(), format!("Patient/{id}")).await?;
+    let path = format!("Patient/{id}");
+    let patient = fetch(state, "Patient", id.as_str(), path, Parse::ForReader).await?;
     authorize(state, caller, Interaction::Read, &patient.resource)?;
     let bundle = upstream_bundle(
         state,
@@ -439,8 +440,9 @@ pub(super) async fn upstream_bundle(
         // a 501.
         _ => return Err(ApiError::from_upstream_response(&response, None)),
     }
-    let bundle: Value =
-        serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
+    // Every use of a search's, a history's or `$everything`'s answer opens it, a conditional
+    // write's match included (to answer with it, or for its id): no use for the tokens.
+    let bundle = Parse::ForReader.body(response.body())?;
     let kind = bundle
         .get("type")
         .and_then(Value::as_str)

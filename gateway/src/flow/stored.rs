@@ -33,7 +33,7 @@ pub async fn read(
         ),
         None => (Interaction::Read, "read", format!("{resource_type}/{id}")),
     };
-    let stored = fetch(state, resource_type, id, path).await?;
+    let stored = fetch(state, resource_type, id, path, Parse::ForReader).await?;
     authorize(state, caller, interaction, &stored.resource)?;
     let (opened, report) = open_for(state, caller, stored.resource).await?;
     let note = note(name, vec![format!("{resource_type}/{id}")], report, 0);
@@ -48,14 +48,37 @@ pub struct Stored {
     pub headers: HeaderMap,
 }
 
-/// `GET path` on the upstream, which must be `resource_type`/`id`: 404 and 410 are
-/// [`ApiError::NotFound`] and [`ApiError::Gone`], other refusals as
+/// How an upstream answer is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parse {
+    /// For a reader: without the blind-index tokens, which opening would drop
+    /// ([`fhirseal_seal::parse_for_reader`]). Most of a sealed Patient's bytes are tokens.
+    ForReader,
+    /// Whole, tokens included: for a change, whose merge carries the stored tokens of what it
+    /// cannot recompute ([`fhirseal_seal::merge()`]).
+    Whole,
+}
+
+impl Parse {
+    /// The upstream's `body` as JSON; [`ApiError::UpstreamMalformed`] when it is not.
+    pub fn body(self, body: &[u8]) -> Result<Value, ApiError> {
+        match self {
+            Self::ForReader => fhirseal_seal::parse_for_reader(body),
+            Self::Whole => serde_json::from_slice(body),
+        }
+        .map_err(|_| ApiError::UpstreamMalformed)
+    }
+}
+
+/// `GET path` on the upstream, which must be `resource_type`/`id`, parsed as `parse` says: 404
+/// and 410 are [`ApiError::NotFound`] and [`ApiError::Gone`], other refusals as
 /// [`ApiError::from_upstream_status`] maps them.
 pub async fn fetch(
     state: &AppState,
     resource_type: &str,
     id: &str,
     path: String,
+    parse: Parse,
 ) -> Result<Stored, ApiError> {
     let request = UpstreamRequest::new(Method::GET, path).with_header(
         header::ACCEPT,
@@ -67,7 +90,7 @@ pub async fn fetch(
         return Err(ApiError::from_upstream_response(&response, target));
     }
     let (_, headers, body) = response.into_parts();
-    let resource: Value = serde_json::from_slice(&body).map_err(|_| ApiError::UpstreamMalformed)?;
+    let resource = parse.body(&body)?;
     if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)
         || resource.get("id").and_then(Value::as_str) != Some(id)
     {

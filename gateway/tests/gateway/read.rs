@@ -21,6 +21,8 @@ pub(crate) const SSN: &str = "999-CANARY-01";
 
 fn patient() -> Value {
     json!({"resourceType": "Patient", "id": "p1", "active": true,
+        // A tag of the hospital's own, which readers see beside none of the blind-index tokens.
+        "meta": {"tag": [{"system": "urn:ward", "code": "7", "display": "Ward 7"}]},
         "identifier": [{"system": "http://hl7.org/fhir/sid/us-ssn", "value": SSN},
                        {"system": "urn:mrn", "value": "MRN-1"}],
         "name": [{"family": NAME, "given": ["Ada"]}],
@@ -59,6 +61,8 @@ pub(crate) async fn harness() -> Harness {
     .unwrap()
     .resource;
     assert!(!sealed.to_string().contains(NAME) && !sealed.to_string().contains(SSN));
+    let tags = sealed["meta"]["tag"].as_array().unwrap();
+    assert!(tags.len() > 1 && tags.contains(&patient()["meta"]["tag"][0]));
     let basics: Vec<Value> = shared
         .take_created()
         .iter()
