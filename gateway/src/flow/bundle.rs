@@ -39,7 +39,7 @@ use crate::error::ApiError;
 use crate::flow::change::{self, CreateId, Planned, Prepared, Step};
 use crate::flow::query::find_one;
 use crate::flow::respond::Answer;
-use crate::flow::stored::Found;
+use crate::flow::stored::{Found, Parse};
 use crate::flow::{audit_name, run as run_one};
 use crate::guard::CreateGuard;
 use crate::seal::new_id;
@@ -376,8 +376,8 @@ async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<V
         }
         return Err(Unsent::Refused(response.status()));
     }
-    let answer: Value =
-        serde_json::from_slice(response.body()).map_err(|_| ApiError::UpstreamMalformed)?;
+    // Each entry's resource is only opened for the caller (`change::finish`): no use for tokens.
+    let answer = Parse::ForReader.body(response.body())?;
     if answer.get("resourceType").and_then(Value::as_str) != Some("Bundle")
         || answer.get("type").and_then(Value::as_str) != Some("transaction-response")
     {

@@ -408,7 +408,8 @@ pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answ
         return Err(ApiError::from_upstream_response(&response, Some(target)));
     }
     let (status, headers, body) = response.into_parts();
-    let stored: Option<Value> = serde_json::from_slice(&body).ok();
+    // What the upstream stored is only opened for the caller ([`finish`]): no use for its tokens.
+    let stored = Parse::ForReader.body(&body).ok();
     drop(guard);
     finish(state, caller, prepared, status, &headers, stored).await
 }

@@ -82,9 +82,18 @@ impl Cohort {
                 })
             };
             let sealed = patient(&cohort.tag(true), cohort.id(true, "p", k));
-            expect(
-                &gw.put(&sealed, &Who::FullAccess).await,
-                StatusCode::CREATED,
+            let created = gw.put(&sealed, &Who::FullAccess).await;
+            expect(&created, StatusCode::CREATED);
+            // The write's answer: the cohort's own tag, none of the tokens the upstream stored.
+            assert!(
+                !created.text.contains("fhirseal.dev/fhir/blind-index"),
+                "a token reached the client: {}",
+                created.text
+            );
+            assert_eq!(
+                created.json["meta"]["tag"], sealed["meta"]["tag"],
+                "{}",
+                created.text
             );
             cohort
                 .put_clear(&patient(&cohort.tag(false), cohort.id(false, "p", k)))
