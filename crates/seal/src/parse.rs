@@ -45,7 +45,8 @@ const HOLDING_A_RESOURCE: [&str; 7] = [
 
 /// `json` as [`serde_json::from_slice`] would parse it, less every blind-index token (a coding
 /// whose `system` starts with [`BLIND_INDEX_SYSTEM`]) in the `meta.tag` of the root and of every
-/// object below it through [`HOLDING_A_RESOURCE`] members: where a resource can sit.
+/// object below it through members that can hold a resource (`contained`, `entry`, `resource`,
+/// `response`, `outcome`, `parameter`, `part`) alone: where a resource can sit.
 /// A `tag` list that held nothing else is left out, and so is a `meta` that held nothing else: no
 /// `"tag": []` or `"meta": {}` is made. The same errors as `from_slice` for input that is not
 /// JSON.
