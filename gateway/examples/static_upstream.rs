@@ -23,7 +23,10 @@
 //!   upstream base is replaced by its own in every body and header, as if the responses had been
 //!   made by it. Two kinds of request that cannot repeat are answered from templates, because
 //!   the gateway makes new ids: a `PUT [type]/[id]` of an id never recorded gets the last recorded
-//!   `PUT` answer for that type with its id replaced by the new one, and a search
+//!   `PUT` answer for that type with its id replaced by the new one and, when that answer holds
+//!   the resource, the resource the request sent in its place (with the recorded `meta.versionId`
+//!   and `meta.lastUpdated`), as a FHIR server answers with what it stored; so the elements in
+//!   it are sealed under the gateway's own headers, as against the real upstream, and a search
 //!   `GET [type]?…` never recorded gets a recorded search of that type that found nothing (the
 //!   gateway looks up a shared header it has just made that way before it stores it). Any other
 //!   request with no recorded response gets a 404 `OperationOutcome`, and the first few such
@@ -345,6 +348,45 @@ fn replace_in(recorded: &Recorded, from: &str, to: &str) -> Option<Recorded> {
     })
 }
 
+/// A templated `PUT` answer whose body is a `resource_type` resource, with the resource the
+/// request sent (`sent`, of that type and `id`) as its body instead, under the recorded
+/// `meta.versionId` and `meta.lastUpdated`: what the upstream would have stored. The recording's
+/// own resource was sealed by the gateway that recorded it, under shared headers this gateway
+/// never made, so it would open as nothing (and cost a header search per write) where the real
+/// upstream's answer opens. Anything else (no body, a body of another kind, a request that is not
+/// that resource) keeps the recorded answer.
+fn stored_answer(mut answer: Recorded, sent: &[u8], resource_type: &str, id: &str) -> Recorded {
+    let is_the = |value: &Value| {
+        value.get("resourceType").and_then(Value::as_str) == Some(resource_type)
+            && value.get("id").and_then(Value::as_str) == Some(id)
+    };
+    let (Ok(recorded), Ok(mut resource)) = (
+        serde_json::from_slice::<Value>(&answer.body),
+        serde_json::from_slice::<Value>(sent),
+    ) else {
+        return answer;
+    };
+    if !is_the(&recorded) || !is_the(&resource) {
+        return answer;
+    }
+    if let (Some(object), Some(Value::Object(stored))) =
+        (resource.as_object_mut(), recorded.get("meta"))
+    {
+        let meta = object
+            .entry("meta")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Value::Object(meta) = meta {
+            for key in ["versionId", "lastUpdated"] {
+                if let Some(value) = stored.get(key) {
+                    meta.insert(key.to_string(), value.clone());
+                }
+            }
+        }
+    }
+    answer.body = Bytes::from(resource.to_string());
+    answer
+}
+
 /// One recorded exchange as its method, its target and its response, with `from` (the recorded
 /// upstream base) replaced by `to` in the body and the headers.
 fn parse_exchange(
@@ -393,8 +435,9 @@ async fn replay_one(
     State(replay): State<Arc<Replay>>,
     method: Method,
     uri: Uri,
-    // Read so that the connection is kept alive for the next request.
-    _body: Bytes,
+    // Read so that the connection is kept alive for the next request, and echoed by a templated
+    // `PUT`.
+    body: Bytes,
 ) -> Response {
     let target = uri
         .path_and_query()
@@ -408,7 +451,8 @@ async fn replay_one(
                 templated = replay
                     .puts
                     .get(&resource_type)
-                    .and_then(|(recorded_id, recorded)| replace_in(recorded, recorded_id, &id));
+                    .and_then(|(recorded_id, recorded)| replace_in(recorded, recorded_id, &id))
+                    .map(|answer| stored_answer(answer, &body, &resource_type, &id));
                 templated.as_ref()
             }
             (&Method::GET, Some(Template::Search(resource_type))) => {
