@@ -13,7 +13,9 @@
 //! 2. the current period and its key update ([`fhirseal_authority::Authority::key_update`]);
 //! 3. for the callers who made the most recent successful reads in the audit trail (at most
 //!    [`WarmSettings::callers`], `server.warm_up_callers`, looked for in the last [`LOOKBACK_SECONDS`]; needs
-//!    `server.audit_chain`), their decryption keys for the period ([`Keyring::warm`]: with the
+//!    `server.audit_chain`; read newest first, [`RECORDS_READ`] records at a time, for at most
+//!    [`PAGES_READ`] pages: a caller's burst of reads of one type does not hide the other types
+//!    it read just before), their decryption keys for the period ([`Keyring::warm`]: with the
 //!    attributes of their latest registration, never enrolling or re-issuing anyone), then the
 //!    header keys of up to [`RESOURCES_PER_CALLER`] resources each read, one per resource type
 //!    (headers are shared per access structure, which follows the type): each resource is read
@@ -50,8 +52,12 @@ use crate::state::AppState;
 
 /// How far back the audit trail is read for recent callers.
 pub const LOOKBACK_SECONDS: i64 = 24 * 3600;
-/// How many audit records are read for recent callers, newest first.
-const RECORDS_READ: u32 = 2000;
+/// How many audit records are read for recent callers at a time, newest first: as many as one
+/// search of the trail gives.
+pub const RECORDS_READ: u32 = audit::index::MAX_LIMIT;
+/// How many pages of [`RECORDS_READ`] records are read at most (fewer when the last
+/// [`LOOKBACK_SECONDS`] hold fewer records).
+pub const PAGES_READ: usize = 8;
 /// How many resources of each caller's recent reads are read for their header keys, one per
 /// resource type.
 pub const RESOURCES_PER_CALLER: usize = 8;
@@ -213,24 +219,47 @@ async fn recent_callers(
     let Some(chain) = state.audit.chain() else {
         return Ok(Vec::new());
     };
-    let reader = chain.reader();
-    let records = tokio::task::spawn_blocking(move || {
-        let mut store = reader.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut callers: Vec<(String, Vec<String>)> = Vec::new();
+    let mut before = None;
+    for _ in 0..PAGES_READ {
+        let reader = chain.reader();
         let query = AuditQuery {
             from: Some(now.saturating_sub(LOOKBACK_SECONDS).saturating_mul(1000)),
+            before,
             limit: RECORDS_READ,
             ..AuditQuery::default()
         };
-        audit::search(&mut **store, &query)
-    })
-    .await
-    .map_err(|_| "the audit trail's reading did not complete".to_string())?
-    .map_err(|e| e.to_string())?;
-    let mut callers: Vec<(String, Vec<String>)> = Vec::new();
-    for record in records {
-        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(&record.record) else {
-            continue;
-        };
+        let records = tokio::task::spawn_blocking(move || {
+            let mut store = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            audit::search(&mut **store, &query)
+        })
+        .await
+        .map_err(|_| "the audit trail's reading did not complete".to_string())?
+        .map_err(|e| e.to_string())?;
+        let full = records.len() >= RECORDS_READ as usize;
+        before = records.last().map(|record| record.seq);
+        let lines = records.iter().filter_map(|record| {
+            match serde_json::from_str::<Value>(&record.record) {
+                Ok(Value::Object(line)) => Some(line),
+                _ => None,
+            }
+        });
+        note_callers(&mut callers, lines, limit);
+        if !full {
+            break;
+        }
+    }
+    Ok(callers)
+}
+
+/// Adds to `callers` (at most `limit` of them) the reader of each of `lines` (audit lines,
+/// newest first) and, for each, one resource per type it read, up to [`RESOURCES_PER_CALLER`].
+fn note_callers(
+    callers: &mut Vec<(String, Vec<String>)>,
+    lines: impl Iterator<Item = Map<String, Value>>,
+    limit: usize,
+) {
+    for line in lines {
         let Some(identity) = reader_identity(&line) else {
             continue;
         };
@@ -262,10 +291,8 @@ async fn recent_callers(
             }
         }
     }
-    Ok(callers)
 }
 
-/// The key identity of the caller of a successful read, from its audit line's `who`.
 fn reader_identity(line: &Map<String, Value>) -> Option<String> {
     let read = matches!(
         line.get("interaction").and_then(Value::as_str),
@@ -420,6 +447,68 @@ mod tests {
         assert_eq!(reader_identity(&line("read", "success", Value::Null)), None);
         let reserved = json!({"sub": "x", "fhir_user": "service:reindex", "iss": "https://idp"});
         assert_eq!(reader_identity(&line("read", "success", reserved)), None);
+    }
+
+    #[test]
+    fn pages_add_one_resource_per_type_for_each_caller() {
+        let read = |who: &str, resources: &[&str]| {
+            let Value::Object(line) = json!({"interaction": "read", "outcome": "success",
+                "who": {"sub": who, "fhir_user": who, "iss": "https://idp"},
+                "resources": resources})
+            else {
+                unreachable!()
+            };
+            line
+        };
+        let mut callers = Vec::new();
+        // The newest page: a burst of one Patient's reads; the next: the search before it.
+        let page = vec![read("Practitioner/1", &["Patient/p1"]); 3];
+        note_callers(&mut callers, page.into_iter(), 2);
+        let page = vec![
+            read("Practitioner/1", &["Patient/p1"]),
+            read(
+                "Practitioner/1",
+                &["Observation/o1", "Observation/o2", "Patient/p2", "../x"],
+            ),
+        ];
+        note_callers(&mut callers, page.into_iter(), 2);
+        let one = |resources: &[&str]| {
+            (
+                "Practitioner/1".to_string(),
+                resources
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(callers, vec![one(&["Patient/p1", "Observation/o1"])]);
+        // Callers up to the limit; a failure is no read.
+        let mut failed = read("Practitioner/1", &["Condition/c1"]);
+        failed.insert("outcome".into(), json!("failure"));
+        let page = vec![
+            failed,
+            read("Practitioner/2", &["Patient/p3"]),
+            read("Practitioner/3", &["Patient/p4"]),
+        ];
+        note_callers(&mut callers, page.into_iter(), 2);
+        assert_eq!(
+            callers,
+            vec![
+                one(&["Patient/p1", "Observation/o1"]),
+                ("Practitioner/2".to_string(), vec!["Patient/p3".to_string()]),
+            ]
+        );
+        // At most RESOURCES_PER_CALLER types each.
+        let many: Vec<String> = (0..RESOURCES_PER_CALLER + 2)
+            .map(|i| format!("Type{i}/x"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        note_callers(
+            &mut callers,
+            std::iter::once(read("Practitioner/2", &many)),
+            2,
+        );
+        assert_eq!(callers[1].1.len(), RESOURCES_PER_CALLER);
     }
 
     #[test]
