@@ -6,7 +6,8 @@ the goal checks, as Markdown, printed and written to OUT.
 Each measurement has `phase` (sekmet | static), `state` (warm | cold), `scenario` (read |
 search | create), `target` (direct | gateway | nginx | proxy: the bare proxy), `conns`, wrk's figures (`rps`, `p50_ms`,
 `p99_ms`, `requests`, `non2xx`, `socket_errors`) and, for cold runs, `first_ms` (the first
-request after the gateway started)."""
+request after the gateway started), `second_ms` (the same request right after it) and
+`direct_ms` (sekmet-fhir's own answer to it, right after)."""
 import json
 import sys
 
@@ -21,6 +22,13 @@ def find(**want):
     return None
 
 
+def then(r):
+    """What followed a cold run's first request: the same request again, and sekmet-fhir alone."""
+    if "second_ms" not in r or "direct_ms" not in r:
+        return ""
+    return f", the next {r['second_ms']:.1f} ms, sekmet-fhir alone {r['direct_ms']:.1f} ms"
+
+
 def fmt(x, digits=2):
     return "–" if x is None else f"{x:,.{digits}f}"
 
@@ -31,7 +39,7 @@ for r in rows:
     errors = r["non2xx"] + r["socket_errors"]
     first = f" (first request {r['first_ms']:.1f} ms)" if "first_ms" in r else ""
     if "ready_after_ms" in r:
-        first = f" (ready after {r['ready_after_ms']} ms; first request {r['first_ms']:.1f} ms)"
+        first = f" (ready after {r['ready_after_ms']} ms; first request {r['first_ms']:.1f} ms{then(r)})"
     out.append(
         f"| {r['phase']} | {r['state']}{first} | {r['scenario']} | {r['target']} | {r['conns']} "
         f"| {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} "
@@ -103,7 +111,7 @@ for scenario in ("read", "search"):
     else:
         ready = f", ready {c['ready_after_ms']} ms after start" if "ready_after_ms" in c else ""
         before = f"; without the warm-up {u['first_ms']:.1f} ms" if u and "first_ms" in u else ""
-        out.append(f"| {label} | {c['first_ms']:.1f} ms{ready}{before} | "
+        out.append(f"| {label} | {c['first_ms']:.1f} ms{then(c)}{ready}{before} | "
                    f"{'✔' if c['first_ms'] <= 10 else '✘'} |")
 for scenario in ("read", "search", "create"):
     for target, base in (("gateway", "nginx"), ("proxy", "nginx"), ("gateway", "proxy")):
