@@ -141,6 +141,8 @@ impl AppState {
         } else {
             Policy::from_paths(&config.policy_files)?
         });
+        // Static tables the first request would otherwise parse.
+        fhirseal_fhir::search::load_now();
         let metrics = Metrics::new();
         let upstream =
             Upstream::new(config.upstream.clone())?.with_observer(Arc::new(metrics.clone()));
