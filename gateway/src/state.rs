@@ -141,7 +141,7 @@ impl AppState {
         } else {
             Policy::from_paths(&config.policy_files)?
         });
-        // Static tables the first request would otherwise parse.
+        // The R4 search-parameter table, which the first search would otherwise parse.
         fhirseal_fhir::search::load_now();
         let metrics = Metrics::new();
         let upstream =

@@ -293,6 +293,7 @@ fn note_callers(
     }
 }
 
+/// The key identity of the caller of a successful read, from its audit line's `who`.
 fn reader_identity(line: &Map<String, Value>) -> Option<String> {
     let read = matches!(
         line.get("interaction").and_then(Value::as_str),
