@@ -15,8 +15,10 @@
 //!   authority's named secret [`CHECKPOINT_KEY`], sealed under the key-encryption key. Its
 //!   public key ([`CheckpointSigner::public_key`]) verifies checkpoints without that secret.
 //! - [`search`] finds records through the chain's index ([`index`], schema version 7: terms
-//!   for patients, agents and outcomes, and the time recorded, written in the same transaction
-//!   as each record) and reads them from the chain, each hash recomputed.
+//!   for patients, agents and outcomes, and the time recorded; since version 8 written behind
+//!   the chain, in transactions of its own, [`index_pending`]) and reads them from the chain,
+//!   each hash recomputed. It first brings the index up to the tail, so it finds every record
+//!   chained before it began.
 //! - [`verify`] recomputes the chain and checks every checkpoint; the first problem, by sequence
 //!   number, is [`Error::AuditTampered`] naming the record and the kind of [`Tamper`].
 //!
@@ -57,6 +59,10 @@ pub const MAX_RECORD: usize = 1 << 20;
 
 /// How many records [`verify`] and [`records`] read at a time.
 const PAGE: u32 = 1000;
+
+/// How many records one transaction of the index takes ([`index_pending`],
+/// [`AuditChain::index`]).
+pub const INDEX_BATCH: u32 = 500;
 
 /// When a checkpoint is due: after `every_records` records or `every_seconds` seconds since the
 /// last one, whichever comes first (checked on each append).
@@ -321,6 +327,16 @@ impl AuditChain {
         })
     }
 
+    /// Indexes up to [`INDEX_BATCH`] of the records the chain's index does not cover yet (this
+    /// writer's or another's), in one transaction ([`Store::index_audit`]); how many. Fewer
+    /// than [`INDEX_BATCH`]: the index covers the whole chain.
+    ///
+    /// # Errors
+    /// The store's errors (nothing is indexed then; a later call or search does it).
+    pub fn index(&mut self) -> Result<u32, Error> {
+        self.store.index_audit(INDEX_BATCH)
+    }
+
     /// The public key of the checkpoint signer.
     pub fn public_key(&self) -> [u8; 32] {
         self.signer.public_key()
@@ -369,13 +385,33 @@ pub fn records(store: &mut dyn Store, after: u64, limit: u32) -> Result<Vec<Audi
         .collect()
 }
 
-/// The records `query` finds through the chain's index ([`index`]), newest first, each read
-/// from the chain itself and its hash recomputed: what a search shows is what [`verify`] covers.
+/// Brings the chain's index up to the tail ([`Store::index_audit`], [`INDEX_BATCH`] records a
+/// transaction); how many records it indexed.
 ///
 /// # Errors
-/// The store's errors; [`Error::Corrupt`] for a malformed row; [`Error::AuditTampered`]
-/// ([`Tamper::Edited`]) for a record that no longer hashes to its stored hash (run [`verify`]).
+/// The store's errors (the transactions before the failing one stay).
+pub fn index_pending(store: &mut dyn Store) -> Result<u64, Error> {
+    let mut indexed = 0u64;
+    loop {
+        let batch = store.index_audit(INDEX_BATCH)?;
+        indexed += u64::from(batch);
+        if batch < INDEX_BATCH {
+            return Ok(indexed);
+        }
+    }
+}
+
+/// The records `query` finds through the chain's index ([`index`]), newest first, each read
+/// from the chain itself and its hash recomputed: what a search shows is what [`verify`] covers.
+/// The index is first brought up to the tail ([`index_pending`]): every record chained before
+/// the search began can be found.
+///
+/// # Errors
+/// The store's errors (a search never answers from an index behind the chain); [`Error::Corrupt`]
+/// for a malformed row; [`Error::AuditTampered`] ([`Tamper::Edited`]) for a record that no
+/// longer hashes to its stored hash (run [`verify`]).
 pub fn search(store: &mut dyn Store, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error> {
+    index_pending(store)?;
     store
         .audit_search(query)?
         .into_iter()

@@ -16,7 +16,9 @@
 //! append-only hash chain of audit lines and its signed checkpoints, appended under the same
 //! write lock as the registry's writers take (SQLite `BEGIN IMMEDIATE`, PostgreSQL an advisory
 //! lock of its own), with its search index `audit_index` (schema version 7; see
-//! [`crate::audit::index`]), written in the same transaction as each record.
+//! [`crate::audit::index`]), written behind the chain since schema version 8: a record's
+//! transaction holds the record alone, and the index catches up in transactions of its own
+//! ([`Store::index_audit`]), before every search and whenever the chain's writer is free.
 //!
 //! Schema version 4 records the layout of the stored keys, `key_layout` in `fhirseal_meta`
 //! ([`KEY_LAYOUT`]): an authority created by this build is in layout 2 from `init`; upgrading an
@@ -39,7 +41,7 @@ pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The schema version this build writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// The layout of the long-term keys this build issues: 2, an independent RW13 key for every node
 /// of the user's path (shared/crypto/RS-HABE.md §4, "Correction (2026-12-02)").
@@ -387,13 +389,21 @@ pub trait Store: Send {
         entries: &[AuditEntry<'_>],
         checkpoint: &mut SignCheckpoint<'_>,
     ) -> Result<ChainTail, Error>;
+    /// Indexes, in one transaction, up to `limit` of the audit chain's records that its index
+    /// does not cover yet, the oldest first; how many (fewer than `limit`: the index covers the
+    /// whole chain). The index always covers a prefix of the chain: every record up to the
+    /// highest sequence number indexed under [`crate::audit::index::ALL`], which every record
+    /// has. Indexers take turns; appenders do not wait for them on PostgreSQL. See
+    /// [`crate::audit::index`].
+    fn index_audit(&mut self, limit: u32) -> Result<u32, Error>;
     /// Up to `limit` records of the audit chain with a sequence number above `after`, in order,
     /// as stored.
     fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error>;
     /// Every checkpoint of the audit chain, by sequence number, as stored.
     fn audit_checkpoints(&mut self) -> Result<Vec<RawCheckpoint>, Error>;
     /// The records of the audit chain that `query` finds in its index ([`crate::audit::index`]),
-    /// newest first, as stored.
+    /// newest first, as stored: only those the index covers ([`crate::audit::search`] brings it
+    /// up to the tail first).
     fn audit_search(&mut self, query: &AuditQuery) -> Result<Vec<RawAuditRecord>, Error>;
 }
 

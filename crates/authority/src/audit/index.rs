@@ -1,6 +1,12 @@
 //! The audit chain's search index (schema version 7): table `audit_index`, one row per term of
-//! each record, `(term, seq, recorded)`, written by the stores in the same transaction as the
-//! record it indexes, so a record is on the chain and findable, or neither.
+//! each record, `(term, seq, recorded)`. Since schema version 8 it is written behind the chain,
+//! not in the record's transaction ([`crate::store::Store::index_audit`]): a record's commit,
+//! which a request waits for, writes the record alone, and the index catches up in batches,
+//! whenever the gateway's chain writer has nothing to append and before every search
+//! ([`crate::audit::search`] indexes what is left first), so a search finds every record
+//! chained before it began. The index covers a prefix of the chain, marked by the highest
+//! sequence number indexed under [`ALL`]; a crash between a record's commit and its indexing
+//! loses nothing, the next indexer takes it.
 //!
 //! The index only points at records: a search ([`crate::audit::search`]) reads the records
 //! themselves from `audit_chain` and checks each one's hash, so what it shows is what

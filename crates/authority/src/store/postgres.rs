@@ -113,6 +113,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (term, seq)
     );
 ",
+    // Version 8 writes the index after the record, not with it (`Store::index_audit`); every
+    // record of a version 7 store is indexed, so the tables stay as they are.
+    "
+    -- The audit index is written behind the chain from version 8.
+",
 ];
 
 /// The schema version that brought the audit index: a store upgraded past it from below has its
@@ -124,6 +129,9 @@ const REGISTRY_LOCK: i64 = 0x4648_4952_5245_4749; // "FHIRREGI"
 
 /// An advisory-lock key that serialises appenders to the audit chain.
 const AUDIT_LOCK: i64 = 0x4648_4952_4155_4454; // "FHIRAUDT"
+
+/// An advisory-lock key that serialises the audit index's writers (not its appenders).
+const AUDIT_INDEX_LOCK: i64 = 0x4648_4952_4149_4458; // "FHIRAIDX"
 
 /// How many times an append that met a duplicate sequence number is tried again.
 const AUDIT_RETRIES: usize = 3;
@@ -748,6 +756,17 @@ impl Store for PostgresStore {
         }
     }
 
+    fn index_audit(&mut self, limit: u32) -> Result<u32, Error> {
+        self.write(|tx, location| {
+            // Indexers take turns (each reads the mark the last one left); appenders do not
+            // wait for them, and commit in sequence order under their own lock, so what an
+            // indexer reads of the chain is a prefix of it.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_INDEX_LOCK])
+                .map_err(pg(location))?;
+            index_next(tx, limit, location)
+        })
+    }
+
     fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self
@@ -836,17 +855,6 @@ fn append_audit_in(
             )
             .map_err(&err)?;
         }
-        let indexed = records
-            .iter()
-            .map(|r| {
-                Ok((
-                    i64::try_from(r.seq).map_err(|_| full())?,
-                    r.time,
-                    r.record.as_str(),
-                ))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        index_records(tx, indexed, location)?;
     }
     let last = tx
         .query_opt(
@@ -871,7 +879,7 @@ fn append_audit_in(
 }
 
 /// Writes the index rows of `records` (`(seq, time, line)`, [`index::index_of`]) in one
-/// statement: one round trip per append, however many terms.
+/// statement: one round trip per page of records, however many terms.
 fn index_records<'a>(
     tx: &mut Transaction<'_>,
     records: impl IntoIterator<Item = (i64, i64, &'a str)>,
@@ -900,36 +908,45 @@ fn index_records<'a>(
 
 /// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
 fn index_chain(tx: &mut Transaction<'_>, location: &str) -> Result<(), Error> {
-    let mut after = 0i64;
-    loop {
-        let rows = tx
-            .query(
-                "SELECT seq, time, record FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT 1000",
-                &[&after],
-            )
-            .map_err(pg(location))?;
-        let page = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<_, i64>(0)?,
-                    r.try_get::<_, i64>(1)?,
-                    r.try_get::<_, String>(2)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, postgres::Error>>()
-            .map_err(pg(location))?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = last.0;
-        index_records(
-            tx,
-            page.iter()
-                .map(|(seq, time, record)| (*seq, *time, record.as_str())),
-            location,
-        )?;
-    }
+    while index_next(tx, 1000, location)? > 0 {}
+    Ok(())
+}
+
+/// Indexes up to `limit` records after the index's mark (the highest sequence number indexed
+/// under [`index::ALL`]), in order, inside `tx`; how many.
+fn index_next(tx: &mut Transaction<'_>, limit: u32, location: &str) -> Result<u32, Error> {
+    let err = pg(location);
+    let mark: Option<i64> = tx
+        .query_one(
+            "SELECT MAX(seq) FROM audit_index WHERE term = $1",
+            &[&index::ALL],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(&err)?;
+    let rows = tx
+        .query(
+            "SELECT seq, time, record FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&mark.unwrap_or(0), &i64::from(limit)],
+        )
+        .map_err(&err)?;
+    let page = rows
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<_, i64>(0)?,
+                r.try_get::<_, i64>(1)?,
+                r.try_get::<_, String>(2)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, postgres::Error>>()
+        .map_err(&err)?;
+    index_records(
+        tx,
+        page.iter()
+            .map(|(seq, time, record)| (*seq, *time, record.as_str())),
+        location,
+    )?;
+    Ok(u32::try_from(page.len()).unwrap_or(u32::MAX))
 }
 
 impl PostgresStore {

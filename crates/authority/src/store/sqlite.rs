@@ -116,6 +116,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (term, seq)
     ) WITHOUT ROWID;
 ",
+    // Version 8 writes the index after the record, not with it (`Store::index_audit`); every
+    // record of a version 7 store is indexed, so the tables stay as they are.
+    "
+    -- The audit index is written behind the chain from version 8.
+",
 ];
 
 /// The schema version that brought the audit index: a store upgraded past it from below has its
@@ -755,7 +760,6 @@ impl Store for SqliteStore {
                 insert
                     .execute(params![seq, r.time, r.record, &r.prev[..], &r.hash[..]])
                     .map_err(&err)?;
-                index_record(tx, seq, r.time, &r.record, &location)?;
             }
             let last = tx
                 .prepare_cached(
@@ -778,6 +782,12 @@ impl Store for SqliteStore {
             }
             Ok(tail)
         })
+    }
+
+    fn index_audit(&mut self, limit: u32) -> Result<u32, Error> {
+        let location = self.location.clone();
+        // `BEGIN IMMEDIATE`: one indexer at a time, and it sees a prefix of the chain.
+        self.write(|tx| index_next(tx, limit, &location))
     }
 
     fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error> {
@@ -838,25 +848,33 @@ fn index_record(
 
 /// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
 fn index_chain(tx: &rusqlite::Transaction<'_>, location: &str) -> Result<(), Error> {
-    let mut after = 0i64;
-    loop {
-        let page: Vec<(i64, i64, Vec<u8>)> = tx
-            .prepare(
-                "SELECT seq, time, record FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT 1000",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?, bytes(r, 2)?)))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sq(location))?;
-        let Some(last) = page.last() else {
-            return Ok(());
-        };
-        after = last.0;
-        for (seq, time, record) in &page {
-            index_record(tx, *seq, *time, &String::from_utf8_lossy(record), location)?;
-        }
+    while index_next(tx, 1000, location)? > 0 {}
+    Ok(())
+}
+
+/// Indexes up to `limit` records after the index's mark (the highest sequence number indexed
+/// under [`index::ALL`]), in order, inside `tx`; how many.
+fn index_next(tx: &rusqlite::Transaction<'_>, limit: u32, location: &str) -> Result<u32, Error> {
+    let err = sq(location);
+    let mark: Option<i64> = tx
+        .prepare_cached("SELECT MAX(seq) FROM audit_index WHERE term = ?1")
+        .and_then(|mut mark| mark.query_row(params![index::ALL], |r| r.get(0)))
+        .map_err(&err)?;
+    let page: Vec<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT seq, time, record FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![mark.unwrap_or(0), limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, bytes(r, 2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(&err)?;
+    for (seq, time, record) in &page {
+        index_record(tx, *seq, *time, &String::from_utf8_lossy(record), location)?;
     }
+    Ok(u32::try_from(page.len()).unwrap_or(u32::MAX))
 }
 
 /// Column `i` as bytes, whether SQLite stored it as text or a blob (a tampered row may be

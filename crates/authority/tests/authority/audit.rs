@@ -3,7 +3,9 @@
 //! a forged checkpoint, a record edited and re-hashed), processes appending at once extend one
 //! chain, and a store at schema version 5 gains the tables. The chain's index finds records by
 //! patient, agent, outcome and time, newest first, page by page, and a store at version 6 has its
-//! chained records indexed on the upgrade. Appends per second are printed (`--nocapture`).
+//! chained records indexed on the upgrade. The index follows the chain in transactions of its
+//! own, always a prefix of it, and a search brings it up to the tail first, with appenders and
+//! indexers at once too. Appends per second are printed (`--nocapture`).
 
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
@@ -317,7 +319,7 @@ fn a_store_at_version_5_migrates_to_6() {
         assert_eq!(db.schema_version(), 5, "{b}");
         ten(&db);
         assert_eq!(db.schema_version(), store::SCHEMA_VERSION, "{b}");
-        assert_eq!(store::SCHEMA_VERSION, 7);
+        assert_eq!(store::SCHEMA_VERSION, 8);
         assert_eq!(verify(&db).unwrap().records, 10, "{b}");
     }
 }
@@ -511,6 +513,120 @@ fn the_index_finds_records_by_patient_agent_outcome_and_time() {
             audit::record(db.open().as_mut(), 1),
             Err(Error::AuditTampered { seq: 1, .. })
         ));
+    }
+}
+
+/// How many index rows the records `first..=last` have under `*` (every record has one).
+fn indexed(db: &Db, first: u64, last: u64) -> i64 {
+    db.number(&format!(
+        "SELECT COUNT(*) FROM audit_index WHERE term = '*' AND seq BETWEEN {first} AND {last}"
+    ))
+}
+
+/// An append writes the record alone; the index follows in transactions of its own, the oldest
+/// records first (a prefix of the chain), a batch at a time; a search indexes what is left
+/// before it looks, so it finds the record appended just before it.
+#[test]
+fn the_index_follows_the_chain_and_a_search_brings_it_up_to_the_tail() {
+    for db in backends() {
+        let b = db.backend;
+        searchable(&db);
+        assert_eq!(db.number("SELECT COUNT(*) FROM audit_index"), 0, "{b}");
+        let mut store = db.open();
+        assert_eq!(store.index_audit(2).unwrap(), 2, "{b}");
+        assert_eq!((indexed(&db, 1, 2), indexed(&db, 3, 5)), (2, 0), "{b}");
+        // Records 3 to 5 are found: the search indexes them first.
+        let p1 = AuditQuery {
+            groups: vec![terms(&["patient:Patient/p1"])],
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, p1.clone()), [4, 3, 1], "{b}");
+        assert_eq!(indexed(&db, 1, 5), 5, "{b}");
+        assert_eq!(store.index_audit(10).unwrap(), 0, "{b}");
+        assert_eq!(audit::index_pending(store.as_mut()).unwrap(), 0, "{b}");
+
+        // The writer's own batches: INDEX_BATCH records at most, then the rest, then nothing.
+        let mut chain = writer(&db);
+        let line = r#"{"outcome":"success","resources":["Patient/p1"]}"#;
+        let entries: Vec<_> = (0..=audit::INDEX_BATCH)
+            .map(|i| AuditEntry {
+                time: i64::from(i),
+                record: line,
+            })
+            .collect();
+        chain.append(&entries).unwrap();
+        assert_eq!(chain.index().unwrap(), audit::INDEX_BATCH, "{b}");
+        assert_eq!(chain.index().unwrap(), 1, "{b}");
+        assert_eq!(chain.index().unwrap(), 0, "{b}");
+        let tail = 5 + u64::from(audit::INDEX_BATCH) + 1;
+        assert_eq!(indexed(&db, 1, tail), i64::try_from(tail).unwrap(), "{b}");
+        assert_eq!(
+            found(&db, AuditQuery { limit: 3, ..p1 }),
+            [tail, tail - 1, tail - 2],
+            "{b}"
+        );
+        assert_eq!(verify(&db).unwrap().records, tail, "{b}");
+    }
+}
+
+/// Two appenders and two indexers at once, each on its own connection: every record ends up
+/// indexed once, and a search finds all of them.
+#[test]
+fn appenders_and_indexers_at_once_index_every_record_once() {
+    const EACH: usize = 120;
+    for db in backends() {
+        let b = db.backend;
+        db.open(); // the schema, before the threads race
+        let barrier = Arc::new(Barrier::new(4));
+        let appending = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+        let mut threads = Vec::new();
+        for name in ["a", "b"] {
+            let (barrier, appending) = (Arc::clone(&barrier), Arc::clone(&appending));
+            let mut chain = AuditChain::new(
+                store::open(&db.url).unwrap(),
+                signer(),
+                CheckpointPolicy::new(50, 3600).unwrap(),
+            );
+            threads.push(std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..EACH {
+                    let line = format!(r#"{{"who":{{"sub":"{name}"}},"i":{i}}}"#);
+                    chain
+                        .append(&[AuditEntry {
+                            time: i as i64,
+                            record: &line,
+                        }])
+                        .unwrap();
+                }
+                appending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        for _ in 0..2 {
+            let (barrier, appending) = (Arc::clone(&barrier), Arc::clone(&appending));
+            let mut store = store::open(&db.url).unwrap();
+            threads.push(std::thread::spawn(move || {
+                barrier.wait();
+                while appending.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    store.index_audit(7).unwrap();
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let all = 2 * EACH as u64;
+        let everyone = AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, everyone).len() as u64, all, "{b}");
+        assert_eq!(indexed(&db, 1, all), i64::try_from(all).unwrap(), "{b}");
+        let by_a = AuditQuery {
+            groups: vec![terms(&["agent-id:a"])],
+            limit: 1000,
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, by_a).len(), EACH, "{b}");
     }
 }
 

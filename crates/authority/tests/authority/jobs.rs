@@ -469,7 +469,7 @@ fn a_schema_2_database_is_upgraded_to_the_current_version_with_its_records() {
         let err = Authority::open(db.open(), Kek::from_hex(KEK, "test").unwrap()).unwrap_err();
         assert!(matches!(err, Error::RetiredKeyLayout { .. }), "{b}: {err}");
         assert_eq!(db.schema_version(), SCHEMA_VERSION, "{b}");
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
         let (authority, migrated) = Authority::migrate_keys(
             db.open(),
             Kek::from_hex(KEK, "test").unwrap(),

@@ -221,7 +221,7 @@ fn a_database_at_schema_version_1_migrates_and_keeps_its_records() {
         .unwrap();
         assert!(migrated.is_some(), "{backend}");
         assert_eq!(db.schema_version(), store::SCHEMA_VERSION);
-        assert_eq!(store::SCHEMA_VERSION, 7);
+        assert_eq!(store::SCHEMA_VERSION, 8);
         assert_eq!(a.principals(Kind::User).unwrap().len(), 1, "{backend}");
         assert!(a.secret_key(Kind::User, "Practitioner/1").is_ok());
         assert_eq!(
