@@ -8,6 +8,15 @@
 //! requests arriving together share one commit. When no line has come for the checkpoint
 //! interval, and when the gateway stops, the thread signs a checkpoint over the tail.
 //!
+//! **The index behind the chain.** A line's commit writes the record alone; the chain's search
+//! index ([`fhirseal_authority::audit::index`]) is written after it, a batch at a time
+//! ([`AuditChain::index`]): when no line has come for [`INDEX_QUIET`], after every
+//! [`INDEX_BATCH`] lines under a steady stream, and when the gateway stops. The record is what
+//! must be on disk before the response leaves; its index rows only point at it and can always be
+//! rebuilt from it, and a search brings the index up to the tail before it runs, so nothing
+//! chained is ever missing from one. Taken out of the commit a request waits for, the index's
+//! pages are no longer written (and, when commits are durable, synced) once per lone request.
+//!
 //! **Fail closed.** A line that cannot be committed (the store is unreachable, the queue is
 //! full, the thread is gone) is not lost silently: the error and the whole line are logged at
 //! `error` (the line holds no protected value), and the client gets a 503 instead of its
@@ -15,11 +24,11 @@
 //! upstream already applied stays applied: its client sees the 503, the log has its line.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::{Arc, Mutex};
 
-use fhirseal_authority::audit::AuditEntry;
+use fhirseal_authority::audit::{AuditEntry, INDEX_BATCH};
 use fhirseal_authority::{AuditChain, Store};
 use tokio::sync::oneshot;
 
@@ -28,6 +37,9 @@ pub const QUEUE: usize = 8192;
 
 /// The most lines appended in one transaction.
 pub const BATCH: usize = 512;
+
+/// How long without a line before the writer brings the chain's index up to the tail.
+pub const INDEX_QUIET: Duration = Duration::from_millis(20);
 
 /// The handle of the chain's writer thread, and a connection of its own for reading the chain
 /// (`GET /fhir/AuditEvent`, [`super::search`]). Cheap to clone; the thread stops (signing a last
@@ -118,12 +130,24 @@ impl ChainWriter {
     }
 }
 
-/// The writer thread: batches of waiting lines, one transaction each; a checkpoint when idle
-/// and at the end.
+/// The writer thread: batches of waiting lines, one transaction each; the index behind them
+/// when quiet (module docs); a checkpoint when idle and at the end.
 fn run(mut chain: AuditChain, jobs: &Receiver<Job>, idle: Duration) {
-    let mut unsigned = false;
+    // Lines appended that the index may not cover yet, and whether its last batch left more.
+    let (mut unindexed, mut behind) = (false, false);
+    // Lines appended since the index's last batch.
+    let mut since_index = 0usize;
+    // When to sign a checkpoint over the tail, if it has unsigned records.
+    let mut sign_at: Option<Instant> = None;
     loop {
-        match jobs.recv_timeout(idle) {
+        let wait = if behind {
+            Duration::ZERO
+        } else if unindexed {
+            INDEX_QUIET
+        } else {
+            sign_at.map_or(idle, |at| at.saturating_duration_since(Instant::now()))
+        };
+        match jobs.recv_timeout(wait) {
             Ok(first) => {
                 let mut batch = vec![first];
                 while batch.len() < BATCH {
@@ -132,19 +156,47 @@ fn run(mut chain: AuditChain, jobs: &Receiver<Job>, idle: Duration) {
                         Err(_) => break,
                     }
                 }
+                since_index += batch.len();
                 append(&mut chain, batch);
-                unsigned = true;
+                unindexed = true;
+                sign_at = Some(Instant::now() + idle);
+                // A steady stream of lines leaves the writer no quiet moment.
+                if since_index >= INDEX_BATCH as usize {
+                    (unindexed, behind) = index(&mut chain);
+                    since_index = 0;
+                }
             }
-            Err(RecvTimeoutError::Timeout) if unsigned => {
-                unsigned = !checkpoint(&mut chain);
+            Err(RecvTimeoutError::Timeout) if unindexed => {
+                (unindexed, behind) = index(&mut chain);
+                since_index = 0;
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if sign_at.is_some_and(|at| Instant::now() >= at) {
+                    sign_at = (!checkpoint(&mut chain)).then(|| Instant::now() + idle);
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => {
-                if unsigned {
+                if unindexed {
+                    while index(&mut chain).1 {}
+                }
+                if sign_at.is_some() {
                     checkpoint(&mut chain);
                 }
                 return;
             }
+        }
+    }
+}
+
+/// One batch of the chain's index: (whether lines may be left unindexed, whether more are left
+/// right now). A failure is logged and left to the next line's batch or the next search.
+fn index(chain: &mut AuditChain) -> (bool, bool) {
+    match chain.index() {
+        Ok(indexed) if indexed >= INDEX_BATCH => (true, true),
+        Ok(_) => (false, false),
+        Err(error) => {
+            tracing::error!(%error, "the audit chain's index could not be written; the next search writes it");
+            (false, false)
         }
     }
 }
@@ -251,5 +303,44 @@ mod tests {
             gone.append("{}".into()).await,
             Err(ChainError::Stopped)
         ));
+    }
+
+    /// The writer's commits hold the records alone, and once no line has come for a moment the
+    /// writer indexes them itself: the index (read without the search's own catch-up) reaches
+    /// the tail with no search run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_indexes_its_records_when_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("a.sqlite3").display());
+        let chain = AuditChain::new(
+            store::open(&url).unwrap(),
+            CheckpointSigner::from_seed(&[5; 32]).unwrap(),
+            CheckpointPolicy::DEFAULT,
+        );
+        let writer =
+            ChainWriter::start(chain, store::open(&url).unwrap(), Duration::from_secs(60)).unwrap();
+        let mut last = 0;
+        for i in 0..30 {
+            last = writer.append(format!(r#"{{"i":{i}}}"#)).await.unwrap();
+        }
+        let newest_indexed = || {
+            let query = audit::AuditQuery {
+                limit: 1,
+                ..audit::AuditQuery::default()
+            };
+            let found = store::open(&url).unwrap().audit_search(&query).unwrap();
+            found
+                .first()
+                .map_or(0, |record| u64::try_from(record.seq).unwrap_or(0))
+        };
+        let started = Instant::now();
+        while newest_indexed() < last {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the writer left its records unindexed"
+            );
+            tokio::time::sleep(INDEX_QUIET).await;
+        }
+        assert_eq!(newest_indexed(), 30);
     }
 }
