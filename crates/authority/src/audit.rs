@@ -62,7 +62,7 @@ const PAGE: u32 = 1000;
 
 /// How many records one transaction of the index takes ([`index_pending`],
 /// [`AuditChain::index`]).
-pub const INDEX_BATCH: u32 = 500;
+pub const INDEX_BATCH: u32 = 100;
 
 /// When a checkpoint is due: after `every_records` records or `every_seconds` seconds since the
 /// last one, whichever comes first (checked on each append).

@@ -391,10 +391,10 @@ pub trait Store: Send {
     ) -> Result<ChainTail, Error>;
     /// Indexes, in one transaction, up to `limit` of the audit chain's records that its index
     /// does not cover yet, the oldest first; how many (fewer than `limit`: the index covers the
-    /// whole chain). The index always covers a prefix of the chain: every record up to the
-    /// highest sequence number indexed under [`crate::audit::index::ALL`], which every record
-    /// has. Indexers take turns; appenders do not wait for them on PostgreSQL. See
-    /// [`crate::audit::index`].
+    /// whole chain). The index covers the chain up to its mark (`audit_indexed` in
+    /// `fhirseal_meta`, set to the tail by the upgrade to schema version 8), which each call
+    /// moves past the records it indexed, in their transaction. Indexers take turns; appenders
+    /// do not wait for them on PostgreSQL. See [`crate::audit::index`].
     fn index_audit(&mut self, limit: u32) -> Result<u32, Error>;
     /// Up to `limit` records of the audit chain with a sequence number above `after`, in order,
     /// as stored.

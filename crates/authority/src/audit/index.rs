@@ -4,9 +4,12 @@
 //! which a request waits for, writes the record alone, and the index catches up in batches,
 //! whenever the gateway's chain writer has nothing to append and before every search
 //! ([`crate::audit::search`] indexes what is left first), so a search finds every record
-//! chained before it began. The index covers a prefix of the chain, marked by the highest
-//! sequence number indexed under [`ALL`]; a crash between a record's commit and its indexing
-//! loses nothing, the next indexer takes it.
+//! chained before it began. The index covers the chain up to a mark kept beside it
+//! (`audit_indexed` in `fhirseal_meta`), moved in the same transaction as the rows it covers; a
+//! crash between a record's commit and its indexing loses nothing, the next indexer takes it.
+//! Rows written above the mark by a release before version 8 (still running during an upgrade
+//! of several replicas, indexing its records with them) hide nothing: indexers take every record
+//! after the mark, and a row already there is left as it is.
 //!
 //! The index only points at records: a search ([`crate::audit::search`]) reads the records
 //! themselves from `audit_chain` and checks each one's hash, so what it shows is what

@@ -113,10 +113,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (term, seq)
     );
 ",
-    // Version 8 writes the index after the record, not with it (`Store::index_audit`); every
-    // record of a version 7 store is indexed, so the tables stay as they are.
+    // Version 8 writes the index after the record, not with it (`Store::index_audit`), up to
+    // the record `audit_indexed` names; a version 7 store has every record indexed.
     "
-    -- The audit index is written behind the chain from version 8.
+    INSERT INTO fhirseal_meta (key, value)
+        SELECT 'audit_indexed', COALESCE(MAX(seq), 0) FROM audit_chain WHERE true
+        ON CONFLICT (key) DO NOTHING;
 ",
 ];
 
@@ -906,29 +908,56 @@ fn index_records<'a>(
     Ok(())
 }
 
-/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
+/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time,
+/// whatever the mark says (the upgrade to version 8 has set it to the tail already).
 fn index_chain(tx: &mut Transaction<'_>, location: &str) -> Result<(), Error> {
-    while index_next(tx, 1000, location)? > 0 {}
+    let mut after = 0;
+    while let (_, Some(last)) = index_page(tx, after, 1000, location)? {
+        after = last;
+    }
     Ok(())
 }
 
-/// Indexes up to `limit` records after the index's mark (the highest sequence number indexed
-/// under [`index::ALL`]), in order, inside `tx`; how many.
+/// Indexes up to `limit` records after the index's mark (`audit_indexed` in `fhirseal_meta`), in
+/// order, inside `tx`, and moves the mark past them; how many.
 fn index_next(tx: &mut Transaction<'_>, limit: u32, location: &str) -> Result<u32, Error> {
     let err = pg(location);
-    let mark: Option<i64> = tx
-        .query_one(
-            "SELECT MAX(seq) FROM audit_index WHERE term = $1",
-            &[&index::ALL],
+    let mark: i64 = tx
+        .query_opt(
+            "SELECT value FROM fhirseal_meta WHERE key = 'audit_indexed'",
+            &[],
         )
-        .and_then(|r| r.try_get(0))
-        .map_err(&err)?;
+        .map_err(&err)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(&err)?
+        .unwrap_or(0);
+    let (indexed, Some(last)) = index_page(tx, mark, limit, location)? else {
+        return Ok(0);
+    };
+    tx.execute(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('audit_indexed', $1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&last],
+    )
+    .map_err(&err)?;
+    Ok(indexed)
+}
+
+/// Indexes up to `limit` records with a sequence number above `after`, in order, inside `tx`:
+/// how many, and the last one's sequence number (`None` when there was none).
+fn index_page(
+    tx: &mut Transaction<'_>,
+    after: i64,
+    limit: u32,
+    location: &str,
+) -> Result<(u32, Option<i64>), Error> {
     let rows = tx
         .query(
             "SELECT seq, time, record FROM audit_chain WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&mark.unwrap_or(0), &i64::from(limit)],
+            &[&after, &i64::from(limit)],
         )
-        .map_err(&err)?;
+        .map_err(pg(location))?;
     let page = rows
         .iter()
         .map(|r| {
@@ -939,14 +968,15 @@ fn index_next(tx: &mut Transaction<'_>, limit: u32, location: &str) -> Result<u3
             ))
         })
         .collect::<Result<Vec<_>, postgres::Error>>()
-        .map_err(&err)?;
+        .map_err(pg(location))?;
     index_records(
         tx,
         page.iter()
             .map(|(seq, time, record)| (*seq, *time, record.as_str())),
         location,
     )?;
-    Ok(u32::try_from(page.len()).unwrap_or(u32::MAX))
+    let indexed = u32::try_from(page.len()).unwrap_or(u32::MAX);
+    Ok((indexed, page.last().map(|(seq, _, _)| *seq)))
 }
 
 impl PostgresStore {

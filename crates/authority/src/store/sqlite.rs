@@ -116,10 +116,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (term, seq)
     ) WITHOUT ROWID;
 ",
-    // Version 8 writes the index after the record, not with it (`Store::index_audit`); every
-    // record of a version 7 store is indexed, so the tables stay as they are.
+    // Version 8 writes the index after the record, not with it (`Store::index_audit`), up to
+    // the record `audit_indexed` names; a version 7 store has every record indexed.
     "
-    -- The audit index is written behind the chain from version 8.
+    INSERT INTO fhirseal_meta (key, value)
+        SELECT 'audit_indexed', COALESCE(MAX(seq), 0) FROM audit_chain WHERE true
+        ON CONFLICT (key) DO NOTHING;
 ",
 ];
 
@@ -846,35 +848,61 @@ fn index_record(
     Ok(())
 }
 
-/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time.
+/// Indexes every record of the chain (the upgrade to [`AUDIT_INDEX_VERSION`]), a page at a time,
+/// whatever the mark says (the upgrade to version 8 has set it to the tail already).
 fn index_chain(tx: &rusqlite::Transaction<'_>, location: &str) -> Result<(), Error> {
-    while index_next(tx, 1000, location)? > 0 {}
+    let mut after = 0;
+    while let (_, Some(last)) = index_page(tx, after, 1000, location)? {
+        after = last;
+    }
     Ok(())
 }
 
-/// Indexes up to `limit` records after the index's mark (the highest sequence number indexed
-/// under [`index::ALL`]), in order, inside `tx`; how many.
+/// Indexes up to `limit` records after the index's mark (`audit_indexed` in `fhirseal_meta`), in
+/// order, inside `tx`, and moves the mark past them; how many.
 fn index_next(tx: &rusqlite::Transaction<'_>, limit: u32, location: &str) -> Result<u32, Error> {
     let err = sq(location);
-    let mark: Option<i64> = tx
-        .prepare_cached("SELECT MAX(seq) FROM audit_index WHERE term = ?1")
-        .and_then(|mut mark| mark.query_row(params![index::ALL], |r| r.get(0)))
-        .map_err(&err)?;
+    let mark: i64 = tx
+        .prepare_cached("SELECT value FROM fhirseal_meta WHERE key = 'audit_indexed'")
+        .and_then(|mut mark| mark.query_row([], |r| r.get(0)).optional())
+        .map_err(&err)?
+        .unwrap_or(0);
+    let (indexed, Some(last)) = index_page(tx, mark, limit, location)? else {
+        return Ok(0);
+    };
+    tx.prepare_cached(
+        "INSERT INTO fhirseal_meta (key, value) VALUES ('audit_indexed', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut set| set.execute(params![last]))
+    .map_err(&err)?;
+    Ok(indexed)
+}
+
+/// Indexes up to `limit` records with a sequence number above `after`, in order, inside `tx`:
+/// how many, and the last one's sequence number (`None` when there was none).
+fn index_page(
+    tx: &rusqlite::Transaction<'_>,
+    after: i64,
+    limit: u32,
+    location: &str,
+) -> Result<(u32, Option<i64>), Error> {
     let page: Vec<(i64, i64, Vec<u8>)> = tx
         .prepare_cached(
             "SELECT seq, time, record FROM audit_chain WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .and_then(|mut stmt| {
-            stmt.query_map(params![mark.unwrap_or(0), limit], |r| {
+            stmt.query_map(params![after, limit], |r| {
                 Ok((r.get(0)?, r.get(1)?, bytes(r, 2)?))
             })?
             .collect::<Result<Vec<_>, _>>()
         })
-        .map_err(&err)?;
+        .map_err(sq(location))?;
     for (seq, time, record) in &page {
         index_record(tx, *seq, *time, &String::from_utf8_lossy(record), location)?;
     }
-    Ok(u32::try_from(page.len()).unwrap_or(u32::MAX))
+    let indexed = u32::try_from(page.len()).unwrap_or(u32::MAX);
+    Ok((indexed, page.last().map(|(seq, _, _)| *seq)))
 }
 
 /// Column `i` as bytes, whether SQLite stored it as text or a blob (a tampered row may be

@@ -569,6 +569,60 @@ fn the_index_follows_the_chain_and_a_search_brings_it_up_to_the_tail() {
     }
 }
 
+/// A store at schema version 7 (every record indexed with it) upgrades to 8 with its mark at the
+/// tail, and nothing is indexed twice. Then a replica of the older release, still running, indexes
+/// its own record as it appends it, above one left for the index: that one is indexed all the
+/// same, and both are found.
+#[test]
+fn an_upgrade_to_version_8_and_an_older_replica_indexing_in_its_appends_hide_nothing() {
+    for db in backends() {
+        let b = db.backend;
+        searchable(&db);
+        audit::index_pending(db.open().as_mut()).unwrap();
+        db.execute(
+            "DELETE FROM fhirseal_meta WHERE key = 'audit_indexed';
+             UPDATE fhirseal_meta SET value = 7 WHERE key = 'schema_version';",
+        );
+        let mut store = db.open();
+        assert_eq!(db.schema_version(), store::SCHEMA_VERSION, "{b}");
+        let mark = "SELECT value FROM fhirseal_meta WHERE key = 'audit_indexed'";
+        assert_eq!(db.number(mark), 5, "{b}");
+        assert_eq!(store.index_audit(10).unwrap(), 0, "{b}");
+
+        // Record 6 left for the index; record 7 indexed in its append by the older release.
+        let mut chain = writer(&db);
+        for patient in ["p6", "p7"] {
+            let line = format!(r#"{{"outcome":"success","resources":["Patient/{patient}"]}}"#);
+            chain
+                .append(&[AuditEntry {
+                    time: 7,
+                    record: &line,
+                }])
+                .unwrap();
+        }
+        db.execute(
+            "INSERT INTO audit_index (term, seq, recorded) VALUES ('*', 7, 7), ('patient:Patient/p7', 7, 7)",
+        );
+        let patient = |p: &str| AuditQuery {
+            groups: vec![terms(&[p])],
+            ..AuditQuery::default()
+        };
+        assert_eq!(found(&db, patient("patient:Patient/p6")), [6], "{b}");
+        assert_eq!(found(&db, patient("patient:Patient/p7")), [7], "{b}");
+        assert_eq!(db.number(mark), 7, "{b}");
+        assert_eq!(indexed(&db, 1, 7), 7, "{b}");
+    }
+}
+
+/// Decrements its counter when dropped.
+struct CountDown(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountDown {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Two appenders and two indexers at once, each on its own connection: every record ends up
 /// indexed once, and a search finds all of them.
 #[test]
@@ -588,6 +642,8 @@ fn appenders_and_indexers_at_once_index_every_record_once() {
                 CheckpointPolicy::new(50, 3600).unwrap(),
             );
             threads.push(std::thread::spawn(move || {
+                // Counted down even when an append panics, so the indexers stop.
+                let _done = CountDown(appending);
                 barrier.wait();
                 for i in 0..EACH {
                     let line = format!(r#"{{"who":{{"sub":"{name}"}},"i":{i}}}"#);
@@ -598,7 +654,6 @@ fn appenders_and_indexers_at_once_index_every_record_once() {
                         }])
                         .unwrap();
                 }
-                appending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }));
         }
         for _ in 0..2 {
