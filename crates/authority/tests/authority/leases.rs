@@ -95,27 +95,33 @@ fn replicas_taking_one_lease_at_once_get_it_exactly_once() {
     for db in backends() {
         let b = db.backend;
         let start = Arc::new(Barrier::new(REPLICAS));
+        // Opened here, and every round's error kept rather than unwrapped in the thread: a
+        // replica that stopped would leave the others waiting at the barrier for ever.
         let replicas: Vec<_> = (0..REPLICAS)
             .map(|n| {
-                let url = db.url.clone();
+                let mut s = store::open(&db.url).unwrap();
                 let start = Arc::clone(&start);
                 std::thread::spawn(move || {
-                    let mut s = store::open(&url).unwrap();
                     let mut won = Vec::new();
+                    let mut errors = Vec::new();
                     for round in 0..ROUNDS {
                         start.wait();
                         let key = format!("Patient/round-{round}");
-                        if s.take_lease(&key, &format!("gw-{n}"), NOW, 30).unwrap() {
-                            won.push(round);
+                        match s.take_lease(&key, &format!("gw-{n}"), NOW, 30) {
+                            Ok(true) => won.push(round),
+                            Ok(false) => {}
+                            Err(error) => errors.push(format!("round {round}: {error}")),
                         }
                     }
-                    won
+                    (won, errors)
                 })
             })
             .collect();
         let mut winners = vec![0; ROUNDS as usize];
         for replica in replicas {
-            for round in replica.join().unwrap() {
+            let (won, errors) = replica.join().unwrap();
+            assert!(errors.is_empty(), "{b}: {errors:?}");
+            for round in won {
                 winners[round as usize] += 1;
             }
         }
