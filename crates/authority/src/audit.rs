@@ -60,8 +60,7 @@ pub const MAX_RECORD: usize = 1 << 20;
 /// How many records [`verify`] and [`records`] read at a time.
 const PAGE: u32 = 1000;
 
-/// How many records one transaction of the index takes ([`index_pending`],
-/// [`AuditChain::index`]).
+/// How many records one transaction of [`index_pending`] takes.
 pub const INDEX_BATCH: u32 = 100;
 
 /// When a checkpoint is due: after `every_records` records or `every_seconds` seconds since the
@@ -327,14 +326,14 @@ impl AuditChain {
         })
     }
 
-    /// Indexes up to [`INDEX_BATCH`] of the records the chain's index does not cover yet (this
+    /// Indexes up to `limit` of the records the chain's index does not cover yet (this
     /// writer's or another's), in one transaction ([`Store::index_audit`]); how many. Fewer
-    /// than [`INDEX_BATCH`]: the index covers the whole chain.
+    /// than `limit`: the index covers the whole chain.
     ///
     /// # Errors
     /// The store's errors (nothing is indexed then; a later call or search does it).
-    pub fn index(&mut self) -> Result<u32, Error> {
-        self.store.index_audit(INDEX_BATCH)
+    pub fn index(&mut self, limit: u32) -> Result<u32, Error> {
+        self.store.index_audit(limit)
     }
 
     /// The public key of the checkpoint signer.

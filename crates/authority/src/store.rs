@@ -393,8 +393,11 @@ pub trait Store: Send {
     /// does not cover yet, the oldest first; how many (fewer than `limit`: the index covers the
     /// whole chain). The index covers the chain up to its mark (`audit_indexed` in
     /// `fhirseal_meta`, set to the tail by the upgrade to schema version 8), which each call
-    /// moves past the records it indexed, in their transaction. Indexers take turns; appenders
-    /// do not wait for them on PostgreSQL. See [`crate::audit::index`].
+    /// moves past the records it indexed, in their transaction. The commit does not wait for
+    /// the disk (SQLite `synchronous = NORMAL` for it alone, PostgreSQL `synchronous_commit =
+    /// off`): a crash may roll the rows back with their mark, never one without the other, and
+    /// the next indexer writes them again. Indexers take turns; appenders do not wait for them
+    /// on PostgreSQL. See [`crate::audit::index`].
     fn index_audit(&mut self, limit: u32) -> Result<u32, Error>;
     /// Up to `limit` records of the audit chain with a sequence number above `after`, in order,
     /// as stored.

@@ -10,8 +10,9 @@
 //!
 //! **The index behind the chain.** A line's commit writes the record alone; the chain's search
 //! index ([`fhirseal_authority::audit::index`]) is written after it, a batch at a time
-//! ([`AuditChain::index`]): when no line has come for [`INDEX_QUIET`], after every
-//! [`INDEX_BATCH`] lines under a steady stream, and when the gateway stops. The record is what
+//! ([`AuditChain::index`], [`INDEX_STEP`] records a transaction, committed without waiting for
+//! the disk): when no line has come for [`INDEX_QUIET`], after every [`INDEX_STEP`] lines under
+//! a steady stream, and when the gateway stops. The record is what
 //! must be on disk before the response leaves; its index rows only point at it and can always be
 //! rebuilt from it, and a search brings the index up to the tail before it runs, so nothing
 //! chained is ever missing from one. Taken out of the commit a request waits for, the index's
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use std::sync::{Arc, Mutex};
 
-use fhirseal_authority::audit::{AuditEntry, INDEX_BATCH};
+use fhirseal_authority::audit::AuditEntry;
 use fhirseal_authority::{AuditChain, Store};
 use tokio::sync::oneshot;
 
@@ -40,6 +41,10 @@ pub const BATCH: usize = 512;
 
 /// How long without a line before the writer brings the chain's index up to the tail.
 pub const INDEX_QUIET: Duration = Duration::from_millis(20);
+
+/// How many records one of the writer's index transactions takes, and after how many lines
+/// under a steady stream it takes one: few, since the lines that come meanwhile wait for it.
+pub const INDEX_STEP: u32 = 25;
 
 /// The handle of the chain's writer thread, and a connection of its own for reading the chain
 /// (`GET /fhir/AuditEvent`, [`super::search`]). Cheap to clone; the thread stops (signing a last
@@ -161,7 +166,7 @@ fn run(mut chain: AuditChain, jobs: &Receiver<Job>, idle: Duration) {
                 unindexed = true;
                 sign_at = Some(Instant::now() + idle);
                 // A steady stream of lines leaves the writer no quiet moment.
-                if since_index >= INDEX_BATCH as usize {
+                if since_index >= INDEX_STEP as usize {
                     (unindexed, behind) = index(&mut chain);
                     since_index = 0;
                 }
@@ -191,8 +196,8 @@ fn run(mut chain: AuditChain, jobs: &Receiver<Job>, idle: Duration) {
 /// One batch of the chain's index: (whether lines may be left unindexed, whether more are left
 /// right now). A failure is logged and left to the next line's batch or the next search.
 fn index(chain: &mut AuditChain) -> (bool, bool) {
-    match chain.index() {
-        Ok(indexed) if indexed >= INDEX_BATCH => (true, true),
+    match chain.index(INDEX_STEP) {
+        Ok(indexed) if indexed >= INDEX_STEP => (true, true),
         Ok(_) => (false, false),
         Err(error) => {
             tracing::error!(%error, "the audit chain's index could not be written; the next search writes it");

@@ -765,6 +765,8 @@ impl Store for PostgresStore {
             // indexer reads of the chain is a prefix of it.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_INDEX_LOCK])
                 .map_err(pg(location))?;
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(pg(location))?;
             index_next(tx, limit, location)
         })
     }

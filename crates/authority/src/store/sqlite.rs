@@ -788,8 +788,24 @@ impl Store for SqliteStore {
 
     fn index_audit(&mut self, limit: u32) -> Result<u32, Error> {
         let location = self.location.clone();
+        // Without waiting for the disk (1 is NORMAL): the next durable commit syncs it.
+        let level: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if level != 1 {
+            self.conn
+                .pragma_update(None, "synchronous", 1)
+                .map_err(|e| self.err(e))?;
+        }
         // `BEGIN IMMEDIATE`: one indexer at a time, and it sees a prefix of the chain.
-        self.write(|tx| index_next(tx, limit, &location))
+        let indexed = self.write(|tx| index_next(tx, limit, &location));
+        if level != 1 {
+            self.conn
+                .pragma_update(None, "synchronous", level)
+                .map_err(|e| self.err(e))?;
+        }
+        indexed
     }
 
     fn audit_records(&mut self, after: u64, limit: u32) -> Result<Vec<RawAuditRecord>, Error> {
@@ -1218,4 +1234,38 @@ fn raw_principal(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawPrincipal> {
         sealed_key: r.get(6)?,
         created_at: r.get(7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The level of `synchronous` on the store's own connection (1 NORMAL, 2 FULL).
+    fn level(store: &SqliteStore) -> i64 {
+        store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap()
+    }
+
+    /// An index transaction commits without waiting for the disk, and leaves the connection's
+    /// own commits as they were: durable on a durable writer, relaxed on a relaxed one.
+    #[test]
+    fn indexing_leaves_the_connections_commits_as_they_were() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("a.sqlite3")).unwrap();
+        store.migrate().unwrap();
+        let line = AuditEntry {
+            time: 1,
+            record: r#"{"outcome":"success"}"#,
+        };
+        store.append_audit(&[line], &mut |_, _| Ok(None)).unwrap();
+        assert_eq!(level(&store), 2);
+        assert_eq!(store.index_audit(10).unwrap(), 1);
+        assert_eq!(level(&store), 2);
+        store.relax_commits().unwrap();
+        store.append_audit(&[line], &mut |_, _| Ok(None)).unwrap();
+        assert_eq!(store.index_audit(10).unwrap(), 1);
+        assert_eq!(level(&store), 1);
+    }
 }

@@ -555,9 +555,10 @@ fn the_index_follows_the_chain_and_a_search_brings_it_up_to_the_tail() {
             })
             .collect();
         chain.append(&entries).unwrap();
-        assert_eq!(chain.index().unwrap(), audit::INDEX_BATCH, "{b}");
-        assert_eq!(chain.index().unwrap(), 1, "{b}");
-        assert_eq!(chain.index().unwrap(), 0, "{b}");
+        let batch = audit::INDEX_BATCH;
+        assert_eq!(chain.index(batch).unwrap(), batch, "{b}");
+        assert_eq!(chain.index(batch).unwrap(), 1, "{b}");
+        assert_eq!(chain.index(batch).unwrap(), 0, "{b}");
         let tail = 5 + u64::from(audit::INDEX_BATCH) + 1;
         assert_eq!(indexed(&db, 1, tail), i64::try_from(tail).unwrap(), "{b}");
         assert_eq!(
