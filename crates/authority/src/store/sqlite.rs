@@ -134,6 +134,9 @@ const AUDIT_INDEX_VERSION: i64 = 7;
 pub struct SqliteStore {
     conn: Connection,
     location: String,
+    /// Set when an index transaction could not put the connection's `synchronous` back: its
+    /// commits might no longer wait for the disk, so it writes nothing more.
+    sync_lost: bool,
 }
 
 impl SqliteStore {
@@ -144,7 +147,11 @@ impl SqliteStore {
             location: location.clone(),
             source,
         })?;
-        let store = Self { conn, location };
+        let store = Self {
+            conn,
+            location,
+            sync_lost: false,
+        };
         store
             .conn
             .busy_timeout(Duration::from_secs(30))
@@ -184,6 +191,12 @@ impl SqliteStore {
             location: location.clone(),
             source,
         };
+        if self.sync_lost {
+            return Err(Error::Invalid(format!(
+                "{location}: this connection's commits were left not waiting for the disk; it \
+                 writes nothing more (reopen the store)"
+            )));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -800,10 +813,12 @@ impl Store for SqliteStore {
         }
         // `BEGIN IMMEDIATE`: one indexer at a time, and it sees a prefix of the chain.
         let indexed = self.write(|tx| index_next(tx, limit, &location));
-        if level != 1 {
-            self.conn
-                .pragma_update(None, "synchronous", level)
-                .map_err(|e| self.err(e))?;
+        if level != 1
+            && let Err(e) = self.conn.pragma_update(None, "synchronous", level)
+        {
+            // Fail closed: no durable append may go through a relaxed connection unnoticed.
+            self.sync_lost = true;
+            return Err(self.err(e));
         }
         indexed
     }
