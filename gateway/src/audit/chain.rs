@@ -10,13 +10,13 @@
 //!
 //! **The index behind the chain.** A line's commit writes the record alone; the chain's search
 //! index ([`fhirseal_authority::audit::index`]) is written after it, a batch at a time
-//! ([`AuditChain::index`], [`INDEX_STEP`] records a transaction, committed without waiting for
-//! the disk): when no line has come for [`INDEX_QUIET`], after every [`INDEX_STEP`] lines under
-//! a steady stream, and when the gateway stops. The record is what
-//! must be on disk before the response leaves; its index rows only point at it and can always be
-//! rebuilt from it, and a search brings the index up to the tail before it runs, so nothing
-//! chained is ever missing from one. Taken out of the commit a request waits for, the index's
-//! pages are no longer written (and, when commits are durable, synced) once per lone request.
+//! ([`AuditChain::index`], [`INDEX_STEP`] records a transaction, committed without waiting for the
+//! disk): when no line has come for [`INDEX_QUIET`], after every [`INDEX_STEP`] lines under a
+//! steady stream, and when the gateway stops. The record is what must be on disk before the
+//! response leaves; its index rows only point at it and can always be rebuilt from it, and a search
+//! brings the index up to the tail before it runs, so nothing chained is ever missing from one.
+//! Taken out of the commit a request waits for, the index's pages are no longer written (and, when
+//! commits are durable, synced) once per lone request.
 //!
 //! **Fail closed.** A line that cannot be committed (the store is unreachable, the queue is
 //! full, the thread is gone) is not lost silently: the error and the whole line are logged at
