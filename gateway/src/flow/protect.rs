@@ -68,19 +68,24 @@ pub async fn open_with(
             .open(&mut value);
         (value, report)
     };
-    // Opening with header keys already opened is a few AES-GCM decryptions: done here, it costs
-    // less than the hand-over to the blocking pool. A header to open (an RS-HABE decryption,
-    // milliseconds) or a large answer goes to the blocking pool, off the async threads. A header
-    // this key was found unable to open is as quick: its elements are masked at once.
-    let quick = ids.len() <= INLINE_HEADERS
-        && entry_count(&value) <= INLINE_ENTRIES
-        && !carries_headers(&value)
+    // With every header key already opened, opening is a few AES-GCM decryptions per element:
+    // done here, on the thread that parsed the answer and will write it, whatever its size.
+    // Parsing and writing it already cost about as much as this does. Sent to the blocking
+    // pool, a 100-entry search answer cost a third more CPU under load (bench-ab, 16
+    // connections: 4,861 µs against 3,221 µs per search, BENCHMARKS.md "The hot path, eighth
+    // round"): the tree was opened on one thread and written and dropped on another, and as many
+    // trees were open at once as requests were in flight, where the runtime's threads take one
+    // per core. A header still to open (an RS-HABE decryption, milliseconds of pairings) goes to
+    // the blocking pool, off the async threads. So does a header carried inside a resource,
+    // whose key is not known before the walk finds it. A header this key was found unable to
+    // open is as quick as an opened one: its elements are masked at once.
+    let cached = !carries_headers(&value)
         && holder.as_ref().is_some_and(|(holder, period)| {
             let now = std::time::Instant::now();
             ids.iter()
                 .all(|id| state.header_cache.knows(holder, *id, *period, now))
         });
-    let (value, report) = if quick {
+    let (value, report) = if cached {
         open(value)
     } else {
         tokio::task::spawn_blocking(move || open(value))
@@ -105,17 +110,4 @@ fn warn_forged(report: &OpenReport) {
         elements = %report.forged_elements.join(", "),
         "sealed content that FHIRseal did not seal there was withheld (forged, modified or moved upstream)"
     );
-}
-
-/// At most this many shared headers for opening on the async thread.
-const INLINE_HEADERS: usize = 8;
-/// At most this many Bundle entries for opening on the async thread.
-const INLINE_ENTRIES: usize = 20;
-
-/// How many entries a Bundle holds (0 for a resource).
-fn entry_count(value: &Value) -> usize {
-    value
-        .get("entry")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len)
 }
