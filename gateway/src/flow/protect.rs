@@ -72,7 +72,7 @@ pub async fn open_with(
     // done here, on the thread that parsed the answer and will write it, whatever its size.
     // Parsing and writing it already cost about as much as this does. Sent to the blocking
     // pool, a 100-entry search answer cost a third more CPU under load (bench-ab, 16
-    // connections: 4,861 µs against 3,221 µs per search, BENCHMARKS.md "The hot path, eighth
+    // connections: 5,238 µs against 3,864 µs per search, BENCHMARKS.md "The hot path, eighth
     // round"): the tree was opened on one thread and written and dropped on another, and as many
     // trees were open at once as requests were in flight, where the runtime's threads take one
     // per core. A header still to open (an RS-HABE decryption, milliseconds of pairings) goes to
