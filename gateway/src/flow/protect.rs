@@ -55,19 +55,6 @@ pub async fn open_with(
     let headers = state.headers.lookup(&ids).await?;
     let cache = Arc::clone(&state.header_cache);
     let sealing = Arc::clone(&state.sealing);
-    let holder = grant
-        .as_ref()
-        .map(|grant| (grant.registration.clone(), grant.key.period()));
-    let open = move |mut value: Value| {
-        let (holder, key) = match &grant {
-            Some(grant) => (grant.registration.as_str(), Some(&*grant.key)),
-            None => ("", None),
-        };
-        let report = Reader::new(holder, key, &cache, &headers, sealing.key())
-            .with_rules(&*sealing)
-            .open(&mut value);
-        (value, report)
-    };
     // With every header key already opened, opening is a few AES-GCM decryptions per element:
     // done here, on the thread that parsed the answer and will write it, whatever its size.
     // Parsing and writing it already cost about as much as this does. Sent to the blocking
@@ -80,11 +67,24 @@ pub async fn open_with(
     // whose key is not known before the walk finds it. A header this key was found unable to
     // open is as quick as an opened one: its elements are masked at once.
     let cached = !carries_headers(&value)
-        && holder.as_ref().is_some_and(|(holder, period)| {
+        && grant.as_ref().is_some_and(|grant| {
             let now = std::time::Instant::now();
-            ids.iter()
-                .all(|id| state.header_cache.knows(holder, *id, *period, now))
+            ids.iter().all(|id| {
+                state
+                    .header_cache
+                    .knows(&grant.registration, *id, grant.key.period(), now)
+            })
         });
+    let open = move |mut value: Value| {
+        let (holder, key) = match &grant {
+            Some(grant) => (grant.registration.as_str(), Some(&*grant.key)),
+            None => ("", None),
+        };
+        let report = Reader::new(holder, key, &cache, &headers, sealing.key())
+            .with_rules(&*sealing)
+            .open(&mut value);
+        (value, report)
+    };
     let (value, report) = if cached {
         open(value)
     } else {
