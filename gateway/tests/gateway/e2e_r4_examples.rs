@@ -215,28 +215,22 @@ async fn official_examples_load_as_one_transaction_and_read_back_equal() {
             .filter(|r| r["resourceType"] == resource_type)
             .map(|r| r["id"].as_str().unwrap())
             .collect();
+        let query = format!("{resource_type}?_id={}&_count=200", ids.join(","));
+        let order = |bundle: &Value| -> Vec<Value> {
+            bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["id"].clone())
+                .collect()
+        };
+        let stored = order(&gw.upstream_get(&query).await.json);
         for who in [Who::FullAccess, other] {
-            let search = format!("/fhir/{resource_type}?_id={}&_count=200", ids.join(","));
-            let found = gw.get(&search, &who).await;
+            let found = gw.get(&format!("/fhir/{query}"), &who).await;
             assert_eq!(found.status, StatusCode::OK, "{}", found.text);
             let entries = found.json["entry"].as_array().unwrap();
             // In the upstream's order.
-            let stored = gw
-                .upstream_get(&format!("{resource_type}?_id={}&_count=200", ids.join(",")))
-                .await;
-            let order = |bundle: &Value| -> Vec<Value> {
-                bundle["entry"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["resource"]["id"].clone())
-                    .collect()
-            };
-            assert_eq!(
-                order(&found.json),
-                order(&stored.json),
-                "{who:?} {resource_type}"
-            );
+            assert_eq!(order(&found.json), stored, "{who:?} {resource_type}");
             assert_eq!(entries.len(), ids.len(), "{who:?} {resource_type}");
             for entry in entries {
                 let resource = &entry["resource"];
