@@ -8,7 +8,9 @@
 //! release), has been unmaintained since 2023, and turns on `serde_json` features for the whole
 //! workspace; the sealing transforms need only these facts, not a typed model of every resource.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
 /// The hasher of [`R4`]'s member index (seeded once per process).
@@ -75,6 +77,33 @@ pub struct Child<'a> {
     pub primitive: bool,
 }
 
+/// The members of one definition context ([`R4::context`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    r4: &'a R4,
+    name: &'static str,
+    members: &'a HashMap<Cow<'static, str>, Option<Resolved>, FastHash>,
+}
+
+impl<'a> Context<'a> {
+    /// [`R4::child`] of this context and `name`.
+    pub fn child(&self, name: &str) -> Option<Child<'a>> {
+        if name.contains('.') {
+            return self.r4.child_by_path(self.name, name);
+        }
+        // Without a `.` in `name`, `{context}.{name}` is an element's path exactly when
+        // `context` is the path up to that element's last `.` and `name` the rest; or, for a
+        // choice's spelling, `{context}.{base}[x]` (`member_index`).
+        let resolved = (*self.members.get(name)?)?;
+        Some(Child {
+            element: &self.r4.elements[resolved.element],
+            chosen: resolved.chosen,
+            context: resolved.context,
+            primitive: resolved.primitive,
+        })
+    }
+}
+
 /// The R4 facts. Obtain them with [`r4`].
 #[derive(Debug)]
 pub struct R4 {
@@ -82,25 +111,29 @@ pub struct R4 {
     elements: Vec<Element>,
     /// Path → index in `elements`.
     paths: HashMap<&'static str, usize>,
-    /// Definition context (the path up to the last `.`) → member name → the elements there, so
-    /// that [`R4::child`] looks up borrowed names instead of building paths.
+    /// Definition context (the path up to the last `.`) → member name → what [`R4::child`]
+    /// answers for it, worked out once here: each element's own name, and each spelling of a
+    /// choice (`valueQuantity`). A walk over a resource asks this for every member it meets.
     ///
-    /// Under foldhash rather than std's SipHash: [`R4::child`] hashes two names for every member
-    /// of every resource walked. The keys are R4's own names, fixed at build time; a name from a
-    /// request is only looked up, never inserted, so a hash flooding attack has nothing to grow.
-    members: HashMap<&'static str, HashMap<&'static str, Member, FastHash>, FastHash>,
+    /// Under foldhash rather than std's SipHash: a walk hashes a name for every member of every
+    /// resource it walks ([`Context::child`]), and a context for every value. The keys are R4's
+    /// own names, fixed at build time; a name from a request is only looked up, never inserted,
+    /// so a hash flooding attack has nothing to grow.
+    members:
+        HashMap<&'static str, HashMap<Cow<'static, str>, Option<Resolved>, FastHash>, FastHash>,
     kinds: HashMap<&'static str, Kind>,
     compartment: HashMap<&'static str, Vec<&'static str>>,
     compartment_params: HashMap<&'static str, Vec<&'static str>>,
 }
 
-/// The elements a member name of one definition context names.
-#[derive(Clone, Copy, Debug, Default)]
-struct Member {
-    /// The element whose last path segment is the name itself (`value[x]` included).
-    exact: Option<usize>,
-    /// For a base name (`value`), the choice element `value[x]`.
-    choice: Option<usize>,
+/// A member name of one definition context, resolved: the fields of its [`Child`], with the
+/// element by its index.
+#[derive(Clone, Copy, Debug)]
+struct Resolved {
+    element: usize,
+    chosen: Option<&'static str>,
+    context: &'static str,
+    primitive: bool,
 }
 
 /// The R4 facts, parsed on first use (about 7,600 elements).
@@ -146,18 +179,6 @@ impl R4 {
                 }
             }
         }
-        let mut members: HashMap<&'static str, HashMap<&'static str, Member, FastHash>, FastHash> =
-            HashMap::default();
-        for (at, element) in elements.iter().enumerate() {
-            let Some((context, name)) = element.path.rsplit_once('.') else {
-                continue;
-            };
-            let names = members.entry(context).or_default();
-            names.entry(name).or_default().exact = Some(at);
-            if let Some(base) = name.strip_suffix("[x]") {
-                names.entry(base).or_default().choice = Some(at);
-            }
-        }
         let mut kinds = HashMap::new();
         for line in rows(KINDS) {
             if let Some((name, kind)) = line.split_once('\t') {
@@ -169,6 +190,7 @@ impl R4 {
                 kinds.insert(name, kind);
             }
         }
+        let members = member_index(&elements, &kinds);
         let mut compartment: HashMap<&'static str, Vec<&'static str>> = HashMap::new();
         for line in rows(COMPARTMENT) {
             if let Some((rtype, path)) = line.split_once('\t') {
@@ -257,23 +279,20 @@ impl R4 {
             // Not a member name, but the path it spells from `context` may be an element's.
             return self.child_by_path(context, name);
         }
-        // Without a `.` in `name`, `{context}.{name}` is an element's path exactly when
-        // `context` is the path up to that element's last `.` and `name` the rest.
-        let members = self.members.get(context)?;
-        if let Some(at) = members.get(name).and_then(|m| m.exact) {
-            return self.resolve(&self.elements[at], None);
-        }
-        // A choice: `valueQuantity` is `value[x]` with type `Quantity`.
-        for (base, suffix) in choice_splits(name) {
-            let Some(at) = members.get(base).and_then(|m| m.choice) else {
-                continue;
-            };
-            let element = &self.elements[at];
-            if let Some(chosen) = chosen_type(element, suffix) {
-                return self.resolve(element, Some(chosen));
-            }
-        }
-        None
+        self.context(context)?.child(name)
+    }
+
+    /// The members of definition context `context` (a type name, or a backbone element's
+    /// path), for a walk that looks up every member of one value: [`Context::child`] answers as
+    /// [`R4::child`] with this context, and finds the context once rather than per member.
+    /// `None` for a context with no members.
+    pub fn context(&self, context: &str) -> Option<Context<'_>> {
+        let (&name, members) = self.members.get_key_value(context)?;
+        Some(Context {
+            r4: self,
+            name,
+            members,
+        })
     }
 
     /// [`R4::child`] by whole paths, for a `name` holding a `.`.
@@ -298,20 +317,7 @@ impl R4 {
         element: &'a Element,
         chosen: Option<&'static str>,
     ) -> Option<Child<'a>> {
-        let ty = match chosen {
-            Some(ty) => ty,
-            None if element.types.len() == 1 => element.types[0],
-            None => return None,
-        };
-        let (context, primitive) = if let Some(target) = ty.strip_prefix('@') {
-            (target, false)
-        } else if ty == "BackboneElement" || ty == "Element" {
-            (element.path, false)
-        } else if ty.starts_with("System.") {
-            (ty, true)
-        } else {
-            (ty, self.kind(ty) == Some(Kind::Primitive))
-        };
+        let (context, primitive) = value_context(element, chosen, &self.kinds)?;
         Some(Child {
             element,
             chosen,
@@ -319,6 +325,89 @@ impl R4 {
             primitive,
         })
     }
+}
+
+/// The definition context of `element`'s value and whether it is a primitive, for a single type
+/// or a chosen one; `None` for an element of several types and none chosen.
+fn value_context(
+    element: &Element,
+    chosen: Option<&'static str>,
+    kinds: &HashMap<&'static str, Kind>,
+) -> Option<(&'static str, bool)> {
+    let ty = match chosen {
+        Some(ty) => ty,
+        None if element.types.len() == 1 => element.types[0],
+        None => return None,
+    };
+    Some(if let Some(target) = ty.strip_prefix('@') {
+        (target, false)
+    } else if ty == "BackboneElement" || ty == "Element" {
+        (element.path, false)
+    } else if ty.starts_with("System.") {
+        (ty, true)
+    } else {
+        (ty, kinds.get(ty) == Some(&Kind::Primitive))
+    })
+}
+
+/// `R4`'s `members`: every element's own name in its context, then every spelling of every
+/// choice (`value[x]` of type `Quantity` is `valueQuantity`) where no element has that name.
+/// Shorter bases first: a name splits into base and type at any uppercase letter, and reading
+/// the splits left to right, the first base that names a choice of that type is the one meant.
+fn member_index(
+    elements: &[Element],
+    kinds: &HashMap<&'static str, Kind>,
+) -> HashMap<&'static str, HashMap<Cow<'static, str>, Option<Resolved>, FastHash>, FastHash> {
+    let resolved = |at: usize, chosen| {
+        value_context(&elements[at], chosen, kinds).map(|(context, primitive)| Resolved {
+            element: at,
+            chosen,
+            context,
+            primitive,
+        })
+    };
+    let mut members: HashMap<_, HashMap<_, _, FastHash>, FastHash> = HashMap::default();
+    let mut choices = Vec::new();
+    for (at, element) in elements.iter().enumerate() {
+        let Some((context, name)) = element.path.rsplit_once('.') else {
+            continue;
+        };
+        members
+            .entry(context)
+            .or_default()
+            .insert(Cow::Borrowed(name), resolved(at, None));
+        if let Some(base) = name.strip_suffix("[x]") {
+            choices.push((at, context, base));
+        }
+    }
+    choices.sort_by_key(|&(_, _, base)| base.len());
+    for (at, context, base) in choices {
+        let names = members.entry(context).or_default();
+        for &ty in &elements[at].types {
+            let Some(spelled) = choice_spelling(base, ty) else {
+                continue;
+            };
+            if let Entry::Vacant(slot) = names.entry(Cow::Owned(spelled)) {
+                slot.insert(resolved(at, Some(ty)));
+            }
+        }
+    }
+    members
+}
+
+/// How a choice `{base}[x]` of type `ty` is spelled in JSON (`value` and `dateTime`:
+/// `valueDateTime`): `None` where no split of a name could read it so (an empty base, or a type
+/// that does not start with a letter).
+fn choice_spelling(base: &str, ty: &str) -> Option<String> {
+    let first = ty.chars().next()?;
+    if base.is_empty() || !first.is_ascii_alphabetic() {
+        return None;
+    }
+    let mut spelled = String::with_capacity(base.len() + ty.len());
+    spelled.push_str(base);
+    spelled.push(first.to_ascii_uppercase());
+    spelled.push_str(&ty[first.len_utf8()..]);
+    Some(spelled)
 }
 
 /// The ways `name` may be a choice's base name and a type suffix, split before each ASCII
@@ -528,12 +617,15 @@ mod tests {
                 );
                 names += 1;
             }
-            // And from the context's own parent, a name with a `.`.
+            // And from the context's own parent, a name with a `.`, by both ways in.
             if let Some((outer, last)) = context.rsplit_once('.') {
                 let dotted = format!("{last}.{name}");
+                let expected = r4.child_by_path(outer, &dotted);
+                assert_eq!(r4.child(outer, &dotted), expected, "{outer} {dotted}");
+                let members = r4.context(outer);
                 assert_eq!(
-                    r4.child(outer, &dotted),
-                    r4.child_by_path(outer, &dotted),
+                    members.and_then(|members| members.child(&dotted)),
+                    expected,
                     "{outer} {dotted}"
                 );
             }

@@ -803,6 +803,8 @@ fn walk_displays(
     found: &mut DisplayFound<'_>,
 ) -> Result<(), SealError> {
     let r4 = r4();
+    // Found once for all of `object`'s members.
+    let members = r4.context(context);
     // On an error the walk ends and the buffer with it: only success restores `loc`.
     let len = loc.len();
     for (key, value) in object.iter_mut() {
@@ -831,7 +833,7 @@ fn walk_displays(
             }
             continue;
         }
-        let Some(child) = r4.child(context, key) else {
+        let Some(child) = members.and_then(|members| members.child(key)) else {
             continue;
         };
         if child.primitive {
