@@ -51,7 +51,17 @@ const HOLDING_A_RESOURCE: [&str; 7] = [
 /// `"tag": []` or `"meta": {}` is made. The same errors as `from_slice` for input that is not
 /// JSON.
 pub fn parse_for_reader(json: &[u8]) -> serde_json::Result<Value> {
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    // UTF-8 checked once for the whole body rather than string by string; a body that is not
+    // UTF-8 is parsed from its bytes, for `from_slice`'s own error at its own place.
+    match std::str::from_utf8(json) {
+        Ok(text) => parse_with(serde_json::Deserializer::from_str(text)),
+        Err(_) => parse_with(serde_json::Deserializer::from_slice(json)),
+    }
+}
+
+fn parse_with<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+) -> serde_json::Result<Value> {
     let value = Node(At::Resource).deserialize(&mut deserializer)?;
     deserializer.end()?;
     // A resource position is always kept.
@@ -599,6 +609,28 @@ mod tests {
         assert!(parse_for_reader(deep.as_bytes()).is_err());
         let deep_meta = format!("{}1{}", r#"{"meta":"#.repeat(5_000), "}".repeat(5_000));
         assert!(parse_for_reader(deep_meta.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_as_from_slice_refuses_them() {
+        let bad: [&[u8]; 4] = [
+            b"{\"a\":\"\xff\"}",
+            b"{\"meta\":{\"tag\":[{\"system\":\"\xc3\x28\"}]}}",
+            b"{\"a\":1}\xff",
+            b"\xef\xbb\xbf{}",
+        ];
+        for bytes in bad {
+            let ours = parse_for_reader(bytes).map_err(|e| e.to_string());
+            let theirs = serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string());
+            assert!(ours.is_err(), "{bytes:?}");
+            assert_eq!(ours, theirs, "{bytes:?}");
+        }
+        // What is UTF-8 beyond ASCII reads as `from_slice` reads it.
+        let text = "{\"name\":[{\"family\":\"Øvrebø 😀\",\"given\":[\"J\\u00e9r\\u00f4me\"]}]}";
+        assert_eq!(
+            parse_for_reader(text.as_bytes()).unwrap(),
+            serde_json::from_slice::<Value>(text.as_bytes()).unwrap()
+        );
     }
 
     /// A JSON text with repeated members allowed, over the names and values that matter here.
