@@ -13,7 +13,7 @@ use fhirseal_envelope::{Envelope, Header, HeaderId};
 use fhirseal_fhir::Members;
 use serde_json::{Map, Value};
 
-use crate::shape::{SEALED_ELEMENT, SEALED_HEADER};
+use crate::shape::{SEALED_ELEMENT, SEALED_HEADER, carries_headers};
 
 /// The ids of the headers that the sealed elements of `resource` are wrapped under, for a
 /// resource (its contained resources included), every entry of a Bundle (at any depth) or each
@@ -30,16 +30,36 @@ use crate::shape::{SEALED_ELEMENT, SEALED_HEADER};
 ///
 /// Nothing is decrypted or decoded beyond each envelope's first 24 characters, where its id is.
 pub fn shared_header_ids(resource: &Value) -> Vec<HeaderId> {
-    let mut found = Found::default();
-    found.any(resource);
-    found.ids
+    needed_headers(resource).ids
 }
 
-/// The ids found so far, in order, and the set of them.
+/// What a reader needs to know of `value` before it opens it, found in one walk: the shared
+/// headers to look up first, and whether a header travels anywhere in it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NeededHeaders {
+    /// [`shared_header_ids`] of `value`.
+    pub ids: Vec<HeaderId>,
+    /// [`carries_headers`] of `value`: a `sealed-header` extension somewhere in it, whose key is
+    /// known only once the reader has found and opened it.
+    pub carried: bool,
+}
+
+/// [`NeededHeaders`] of `value` (a resource, a Bundle, or an array of either).
+pub fn needed_headers(value: &Value) -> NeededHeaders {
+    let mut found = Found::default();
+    found.any(value);
+    NeededHeaders {
+        ids: found.ids,
+        carried: found.carried,
+    }
+}
+
+/// The ids found so far, in order, and the set of them; whether a header was seen.
 #[derive(Default)]
 struct Found {
     ids: Vec<HeaderId>,
     seen: HashSet<HeaderId>,
+    carried: bool,
 }
 
 impl Found {
@@ -51,10 +71,17 @@ impl Found {
             Value::Object(object)
                 if object.member("resourceType").and_then(Value::as_str) == Some("Bundle") =>
             {
-                let entries = object.member("entry").and_then(Value::as_array);
-                for entry in entries.into_iter().flatten() {
-                    if let Some(inner) = entry.member("resource") {
-                        self.any(inner);
+                // Only the entries' resources hold envelopes a reader opens; the rest of the
+                // Bundle is only looked at for a header.
+                self.carried |= is_header(object);
+                for (key, member) in object {
+                    match member {
+                        Value::Array(entries) if key == "entry" => {
+                            for entry in entries {
+                                self.entry(entry);
+                            }
+                        }
+                        _ => self.note_carried(member),
                     }
                 }
             }
@@ -66,11 +93,37 @@ impl Found {
         }
     }
 
-    /// Every sealed-element envelope in `value`, at any depth, whose header is not in `local`.
+    /// One item of a Bundle's `entry`: its `resource` walked, the rest looked at for a header.
+    fn entry(&mut self, entry: &Value) {
+        let Value::Object(object) = entry else {
+            self.note_carried(entry);
+            return;
+        };
+        self.carried |= is_header(object);
+        for (key, member) in object {
+            if key == "resource" {
+                self.any(member);
+            } else {
+                self.note_carried(member);
+            }
+        }
+    }
+
+    /// Whether `value`, where no envelope is looked for, holds a header.
+    fn note_carried(&mut self, value: &Value) {
+        if !self.carried {
+            self.carried = carries_headers(value);
+        }
+    }
+
+    /// Every sealed-element envelope in `value`, at any depth, whose header is not in `local`;
+    /// and whether a header is there.
     fn envelopes(&mut self, value: &Value, local: &HashSet<HeaderId>) {
         match value {
             Value::Object(object) => {
-                if object.member("url").and_then(Value::as_str) == Some(SEALED_ELEMENT)
+                let url = object.member("url").and_then(Value::as_str);
+                self.carried |= url == Some(SEALED_HEADER);
+                if url == Some(SEALED_ELEMENT)
                     && let Some(text) = object.member("valueBase64Binary").and_then(Value::as_str)
                     && let Ok(id) = Envelope::header_of_base64(text)
                     && !local.contains(&id)
@@ -84,6 +137,11 @@ impl Found {
             _ => {}
         }
     }
+}
+
+/// Whether `object` is a `sealed-header` extension, as [`carries_headers`] tells one.
+fn is_header(object: &Map<String, Value>) -> bool {
+    object.member("url").and_then(Value::as_str) == Some(SEALED_HEADER)
 }
 
 /// The ids of the `sealed-header` extensions on a resource's root that the reader would use:

@@ -65,7 +65,7 @@ pub mod search;
 pub mod shape;
 mod update;
 
-pub use headers::shared_header_ids;
+pub use headers::{NeededHeaders, needed_headers, shared_header_ids};
 pub use merge::{MergeError, Merged, merge, unreadable_paths};
 pub use open::{MAX_FORGED_LISTED, MAX_PATHS_LISTED, OpenReport, Reader};
 pub use parse::parse_for_reader;

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use fhirseal_seal::shape::carries_headers;
-use fhirseal_seal::{OpenReport, Reader, shared_header_ids};
+use fhirseal_seal::{NeededHeaders, OpenReport, Reader, needed_headers};
 use serde_json::Value;
 
 use crate::auth::Caller;
@@ -51,7 +50,7 @@ pub async fn open_with(
     grant: Option<KeyGrant>,
     value: Value,
 ) -> Result<(Value, OpenReport), ApiError> {
-    let ids = shared_header_ids(&value);
+    let NeededHeaders { ids, carried } = needed_headers(&value);
     let headers = state.headers.lookup(&ids).await?;
     let cache = Arc::clone(&state.header_cache);
     let sealing = Arc::clone(&state.sealing);
@@ -66,7 +65,7 @@ pub async fn open_with(
     // the blocking pool, off the async threads. So does a header carried inside a resource,
     // whose key is not known before the walk finds it. A header this key was found unable to
     // open is as quick as an opened one: its elements are masked at once.
-    let cached = !carries_headers(&value)
+    let cached = !carried
         && grant.as_ref().is_some_and(|grant| {
             let now = std::time::Instant::now();
             ids.iter().all(|id| {

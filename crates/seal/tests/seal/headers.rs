@@ -336,3 +336,83 @@ fn the_listed_headers_are_all_a_reader_needs() {
     assert!(report.masked > 0);
     assert_ne!(masked, bundle);
 }
+
+/// `needed_headers` finds in one walk what `shared_header_ids` and `carries_headers` find in
+/// two, wherever a header sits: on a resource's root, in a contained resource, in a Bundle's own
+/// members, an entry's other members, a nested Bundle, or in what is no Bundle entry at all.
+#[test]
+fn one_walk_finds_the_ids_and_any_carried_header_as_two_would() {
+    let mut w = World::new();
+    let local = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Resource,
+    )]);
+    let shared = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Shared,
+    )]);
+    let carrying = w.seal(&patient("p1"), &local);
+    let plain_sealed = w.seal(&patient("p2"), &shared);
+    let header = carrying["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == SEALED_HEADER)
+        .unwrap()
+        .clone();
+    let contained = json!({"resourceType": "Observation", "id": "o1",
+        "contained": [carrying], "subject": {"reference": "#p1"}});
+    let bundle = |entries: Value, extra: Value| {
+        let mut b = json!({"resourceType": "Bundle", "type": "searchset", "entry": entries});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let values = [
+        json!(null),
+        json!("text"),
+        plain_sealed.clone(),
+        carrying.clone(),
+        contained,
+        json!([plain_sealed, carrying]),
+        bundle(json!([{"resource": plain_sealed}]), json!({})),
+        bundle(json!([{"resource": carrying}]), json!({})),
+        bundle(
+            json!([{"resource": plain_sealed}]),
+            json!({"meta": {"extension": [header]}}),
+        ),
+        bundle(
+            json!([{"resource": plain_sealed,
+                "response": {"outcome": {"resourceType": "OperationOutcome",
+                    "extension": [header]}}}]),
+            json!({}),
+        ),
+        bundle(json!([{"search": {"extension": [header]}}]), json!({})),
+        bundle(json!([header]), json!({})),
+        bundle(json!([[{"resource": carrying}]]), json!({})),
+        bundle(json!({"resource": carrying}), json!({})),
+        bundle(
+            json!([{"resource": bundle(json!([{"resource": carrying}]), json!({}))}]),
+            json!({}),
+        ),
+        bundle(json!([{"resource": plain_sealed}]), header),
+    ];
+    let mut carried = 0;
+    for value in &values {
+        let needed = fhirseal_seal::needed_headers(value);
+        assert_eq!(needed.ids, shared_header_ids(value), "{value}");
+        assert_eq!(
+            needed.carried,
+            fhirseal_seal::shape::carries_headers(value),
+            "{value}"
+        );
+        carried += usize::from(needed.carried);
+    }
+    // Every value carries a header but null, the text, the shared-only resource and its Bundle.
+    assert_eq!(carried, values.len() - 4);
+}
