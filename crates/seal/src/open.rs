@@ -32,7 +32,7 @@ use crate::plaintext::withhold_plaintext;
 use crate::seal::contained_loc;
 use crate::shape::{
     OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, envelope_of, flag_forged, forged_label, insert_at,
-    is_sealed, remove_forged_labels, strip_envelope, strip_envelope_in, tidy_meta,
+    is_sealed, push_index, remove_forged_labels, strip_envelope, strip_envelope_in, tidy_meta,
 };
 use crate::{HeaderLookup, RuleSource};
 
@@ -750,12 +750,6 @@ impl Walk<'_, '_, '_> {
 fn push_member(loc: &mut String, name: &str) {
     loc.push('.');
     loc.push_str(name);
-}
-
-/// `[i]`
-fn push_index(loc: &mut String, i: usize) {
-    use std::fmt::Write as _;
-    let _ = write!(loc, "[{i}]");
 }
 
 /// Removes the sealed-header extensions from the resource and returns their bytes by header id

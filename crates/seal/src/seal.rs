@@ -17,7 +17,7 @@ use crate::index::{Key, Tag, Tokens, add_tags, data_type, indexable, keys_of_val
 use crate::rules::{Displays, ElementRule, Narrative, RuleSet, Rules, SearchMode};
 use crate::shape::{
     NEUTRAL_DIV, OBSERVATION_VALUE_SYSTEM, SEALED_HEADER, complex_placeholder, holds_sealed,
-    insert_at, masked_concept, masked_label, masked_reason, sealed_extension,
+    insert_at, masked_concept, masked_label, masked_reason, push_index, sealed_extension,
 };
 use crate::{HeaderLookup, SealError};
 use fhirseal_fhir::Members;
@@ -757,12 +757,6 @@ fn push_contained_loc(loc: &mut String, inner: &Map<String, Value>, index: usize
             push_index(loc, index);
         }
     }
-}
-
-/// Appends `[index]` to `loc`.
-fn push_index(loc: &mut String, index: usize) {
-    use std::fmt::Write as _;
-    let _ = write!(loc, "[{index}]");
 }
 
 /// The placeholder of a sealed complex element ([`complex_placeholder`]).

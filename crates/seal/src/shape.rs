@@ -340,8 +340,45 @@ pub fn carries_headers(value: &Value) -> bool {
     }
 }
 
+/// Appends `[index]` to `loc`, the path the walks extend for every array item they enter: the
+/// digits written here, without `core::fmt`'s machinery, as `format!("[{index}]")` writes them.
+pub(crate) fn push_index(loc: &mut String, index: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = index;
+    loop {
+        at -= 1;
+        // `rest % 10` is a digit: the cast cannot truncate.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    loc.push('[');
+    for &digit in &digits[at..] {
+        loc.push(char::from(digit));
+    }
+    loc.push(']');
+}
+
 /// Inserts `key: value` at `index` of `object` (or at its end), keeping the other members' order.
 pub(crate) fn insert_at(object: &mut Map<String, Value>, index: usize, key: String, value: Value) {
     let index = index.min(object.len());
     object.shift_insert(index, key, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_is_written_as_format_writes_it() {
+        let edges = [9_999, 10_000, 123_456_789, u32::MAX as usize, usize::MAX];
+        for index in (0..=1_000).chain(edges) {
+            let mut loc = String::from("Patient.name");
+            push_index(&mut loc, index);
+            assert_eq!(loc, format!("Patient.name[{index}]"));
+        }
+    }
 }
