@@ -612,11 +612,12 @@ mod tests {
     }
 
     #[test]
-    fn bytes_that_are_not_utf8_are_refused_as_from_slice_refuses_them() {
+    fn bodies_that_are_not_utf8_are_refused_as_from_slice_refuses_them() {
         let bad: [&[u8]; 4] = [
             b"{\"a\":\"\xff\"}",
             b"{\"meta\":{\"tag\":[{\"system\":\"\xc3\x28\"}]}}",
             b"{\"a\":1}\xff",
+            // UTF-8, but a byte-order mark is not JSON: refused both ways, with one error.
             b"\xef\xbb\xbf{}",
         ];
         for bytes in bad {
