@@ -827,6 +827,10 @@ fn walk_displays(
             }
             continue;
         }
+        // A string, number, boolean or null holds no Reference: no need to know what it is.
+        if !matches!(value, Value::Object(_) | Value::Array(_)) {
+            continue;
+        }
         let Some(child) = members.and_then(|members| members.child(key)) else {
             continue;
         };
