@@ -13,7 +13,7 @@ use fhirseal_envelope::{Envelope, Header, HeaderId};
 use fhirseal_fhir::Members;
 use serde_json::{Map, Value};
 
-use crate::shape::{SEALED_ELEMENT, SEALED_HEADER, carries_headers};
+use crate::shape::{SEALED_ELEMENT, SEALED_HEADER, carries_headers, is_header};
 
 /// The ids of the headers that the sealed elements of `resource` are wrapped under, for a
 /// resource (its contained resources included), every entry of a Bundle (at any depth) or each
@@ -137,11 +137,6 @@ impl Found {
             _ => {}
         }
     }
-}
-
-/// Whether `object` is a `sealed-header` extension, as [`carries_headers`] tells one.
-fn is_header(object: &Map<String, Value>) -> bool {
-    object.member("url").and_then(Value::as_str) == Some(SEALED_HEADER)
 }
 
 /// The ids of the `sealed-header` extensions on a resource's root that the reader would use:

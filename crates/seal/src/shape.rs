@@ -327,14 +327,16 @@ pub(crate) fn holds_sealed(value: &Value) -> bool {
     }
 }
 
+/// Whether `object` is a `sealed-header` extension (by its `url`).
+pub(crate) fn is_header(object: &Map<String, Value>) -> bool {
+    object.member("url").and_then(Value::as_str) == Some(SEALED_HEADER)
+}
+
 /// Whether `value` (a resource or a Bundle) carries RS-HABE headers of its own (`resource`
 /// granularity): opening it then takes an attribute-based decryption, not only AES.
 pub fn carries_headers(value: &Value) -> bool {
     match value {
-        Value::Object(object) => {
-            object.member("url").and_then(Value::as_str) == Some(SEALED_HEADER)
-                || object.values().any(carries_headers)
-        }
+        Value::Object(object) => is_header(object) || object.values().any(carries_headers),
         Value::Array(items) => items.iter().any(carries_headers),
         _ => false,
     }
