@@ -39,6 +39,7 @@ use axum::response::Response;
 use fhirseal_fhir::Interaction;
 use fhirseal_policy::Emergency;
 use fhirseal_seal::{OpenReport, unreadable_paths};
+use futures_util::future::Either;
 use serde_json::{Value, json};
 
 use crate::audit::BreakGlassNote;
@@ -180,11 +181,15 @@ pub fn assert(
     })))
 }
 
-/// Runs `future` (the request's flow) with `active` in force where it applies (reads).
-pub async fn during<F: Future>(active: Option<&Arc<Active>>, future: F) -> F::Output {
+/// Runs `future` (the request's flow) with `active` in force where it applies (reads). A
+/// combinator, not an `async fn`, so that it holds `future` once (`audit::note`, "Held once").
+pub fn during<F: Future>(
+    active: Option<&Arc<Active>>,
+    future: F,
+) -> impl Future<Output = F::Output> {
     match active {
-        Some(active) if active.applied => ACTIVE.scope(Arc::clone(active), future).await,
-        _ => future.await,
+        Some(active) if active.applied => Either::Left(ACTIVE.scope(Arc::clone(active), future)),
+        _ => Either::Right(future),
     }
 }
 

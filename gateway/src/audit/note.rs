@@ -7,8 +7,16 @@
 //! record read, written or deleted (refused ones included: an attempt on a patient's record
 //! concerns her), and of every entry a search, a history or `$everything` returned (entries left
 //! out are not the caller's access).
+//!
+//! **Held once.** [`concerning`] and [`consenting`] (and `break_glass::during`) wrap the whole
+//! request's future, nested. Written as `async fn`s, each kept the future it was handed beside
+//! the one it awaited, so every layer doubled it: the FHIR handler's future came to 60 KB around
+//! a 7 KB flow, and was copied whole each time a layer moved it (issue 18, BENCHMARKS.md). They
+//! are combinators instead, each the size of what it wraps plus its collector.
 
 use std::future::Future;
+
+use futures_util::FutureExt as _;
 use std::sync::{Arc, Mutex, PoisonError};
 
 tokio::task_local! {
@@ -35,11 +43,12 @@ pub fn consented<'a>(consents: impl IntoIterator<Item = &'a str>) {
 
 /// Runs `future` and returns its output with the Consents it said it was [`consented`] under
 /// (a whole request's, Bundle entries included), in order.
-pub async fn consenting<F: Future>(future: F) -> (F::Output, Vec<String>) {
+pub fn consenting<F: Future>(future: F) -> impl Future<Output = (F::Output, Vec<String>)> {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = CONSENTED.scope(Arc::clone(&seen), future).await;
-    let consents = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
-    (out, consents)
+    CONSENTED.scope(Arc::clone(&seen), future).map(move |out| {
+        let consents = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
+        (out, consents)
+    })
 }
 
 /// Says that the request being answered concerns `patient`'s record (`Patient/123`); nothing
@@ -58,14 +67,15 @@ pub fn concerns(patient: Option<&str>) {
 
 /// Runs `future` and returns its output with the patients it said it [`concerns`], in order;
 /// they also count for an enclosing [`concerning`] (a Bundle's, around its entries').
-pub async fn concerning<F: Future>(future: F) -> (F::Output, Vec<String>) {
+pub fn concerning<F: Future>(future: F) -> impl Future<Output = (F::Output, Vec<String>)> {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = CONCERNS.scope(Arc::clone(&seen), future).await;
-    let patients = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
-    for patient in &patients {
-        concerns(Some(patient));
-    }
-    (out, patients)
+    CONCERNS.scope(Arc::clone(&seen), future).map(move |out| {
+        let patients = std::mem::take(&mut *seen.lock().unwrap_or_else(PoisonError::into_inner));
+        for patient in &patients {
+            concerns(Some(patient));
+        }
+        (out, patients)
+    })
 }
 
 /// What a handler did, for the audit line: references and counts, never content.
