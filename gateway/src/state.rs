@@ -29,9 +29,32 @@ use crate::keys::{Keyring, KeyringSettings};
 use crate::metrics::Metrics;
 use crate::seal::Sealing;
 
-/// The gateway's shared state. Cheap to clone.
+/// The gateway's shared state: its [`Parts`] behind one reference count. Every request clones it
+/// (axum hands each extractor and middleware its own copy): one atomic increment, where a clone
+/// of the parts themselves was one per shared part, each a cache line the two cores pass back
+/// and forth under load (issue 18, BENCHMARKS.md).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// Changing a part of one copy (a test giving its gateway an audit sink of its own) copies the
+/// parts first, so the other copies keep theirs, as when each copy held its own.
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Parts {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Clone, Debug)]
+pub struct Parts {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The attribute authority.
@@ -192,7 +215,7 @@ impl AppState {
             config.break_glass.clone(),
             metrics.clone(),
         ));
-        Ok(Self {
+        Ok(Self(Arc::new(Parts {
             sealing,
             creates: Arc::new(CreateGuards::new(Arc::clone(&authority))),
             keyring: Keyring::with_settings(
@@ -222,7 +245,7 @@ impl AppState {
             break_glass,
             warmth: Arc::default(),
             consents,
-        })
+        })))
     }
 }
 
