@@ -159,7 +159,13 @@ impl Attribute {
         if name.len() > 4 * MAX_ATTRIBUTE_BYTES {
             return err(PolicyErrorKind::AttributeTooLong);
         }
-        let nfc: String = name.nfc().collect();
+        // ASCII is its own NFC: no ASCII character decomposes, and none composes with another
+        // (a combining mark is never ASCII). Every request's `patient:<id>` takes this way.
+        let nfc: String = if name.is_ascii() {
+            name.to_owned()
+        } else {
+            name.nfc().collect()
+        };
         if nfc.len() > MAX_ATTRIBUTE_BYTES {
             return err(PolicyErrorKind::AttributeTooLong);
         }

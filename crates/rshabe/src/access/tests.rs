@@ -82,6 +82,25 @@ fn names_are_nfc_canonical() {
     assert_eq!(parse("\"cafe\u{301}\"").leaves()[0], &composed);
 }
 
+/// The ASCII shortcut gives what NFC gives: every printable ASCII character, alone and before
+/// every other (where a composition would show), and before a combining mark (which is not
+/// ASCII, so the name takes the normalising way and composes).
+#[test]
+fn ascii_names_are_what_nfc_makes_them() {
+    let printable = (0x20u8..0x7f).map(char::from).collect::<Vec<_>>();
+    for &a in &printable {
+        for name in printable
+            .iter()
+            .map(|&b| format!("{a}{b}"))
+            .chain([a.to_string()])
+        {
+            let nfc: String = name.nfc().collect();
+            assert_eq!(Attribute::new(&name).unwrap().as_str(), nfc, "{name:?}");
+        }
+    }
+    assert_eq!(Attribute::new("e\u{301}").unwrap().as_str(), "\u{e9}");
+}
+
 #[test]
 fn printing_quotes_what_the_bare_grammar_cannot_hold() {
     for (name, printed) in [
