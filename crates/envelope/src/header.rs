@@ -55,6 +55,9 @@ pub struct Header {
     /// `None` for a version-1 header: decoded only to be refused as unauthenticated.
     tag: Option<[u8; TAG]>,
     ciphertext: Ciphertext,
+    /// The ciphertext's access structure in canonical text, made once: the tag covers it and
+    /// every element opened under the header binds it (it was written out again for each).
+    policy: String,
 }
 
 /// A header's key: the RS-HABE data key bound to the sealing key and the header id. Zeroized on
@@ -86,13 +89,15 @@ impl Header {
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
         let id = HeaderId(id);
-        let tag = header_tag(sealing, id, granularity, &ciphertext.policy().to_string());
+        let policy = ciphertext.policy().to_string();
+        let tag = header_tag(sealing, id, granularity, &policy);
         let key = HeaderKey(sealing.header_key(data_key.as_bytes(), id.as_bytes()));
         let header = Self {
             id,
             granularity,
             tag: Some(tag),
             ciphertext,
+            policy,
         };
         Ok((header, key))
     }
@@ -104,8 +109,7 @@ impl Header {
     /// [`Error::Forged`] when it does not, or when the header is of version 1 (no tag).
     pub fn verify(&self, sealing: &SealingKey) -> Result<(), Error> {
         let tag = self.tag.as_ref().ok_or(Error::Forged)?;
-        let policy = self.ciphertext.policy().to_string();
-        let expected = header_tag(sealing, self.id, self.granularity, &policy);
+        let expected = header_tag(sealing, self.id, self.granularity, &self.policy);
         tags_match(&expected, tag)
             .then_some(())
             .ok_or(Error::Forged)
@@ -124,6 +128,12 @@ impl Header {
     /// The RS-HABE ciphertext.
     pub fn ciphertext(&self) -> &Ciphertext {
         &self.ciphertext
+    }
+
+    /// The ciphertext's access structure in canonical text: `ciphertext().policy().to_string()`,
+    /// made when the header was.
+    pub fn policy_text(&self) -> &str {
+        &self.policy
     }
 
     /// Verifies the header ([`Header::verify`]), then opens its key with a decryption key whose
@@ -152,8 +162,11 @@ impl Header {
         mode: UpdateMode,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<Self, Error> {
+        let ciphertext = rshabe::ct_update(pp, &self.ciphertext, period, mode, rng)?;
+        // An update changes the period and the randomness, never the structure.
+        debug_assert_eq!(ciphertext.policy(), self.ciphertext.policy());
         Ok(Self {
-            ciphertext: rshabe::ct_update(pp, &self.ciphertext, period, mode, rng)?,
+            ciphertext,
             ..self.clone()
         })
     }
@@ -227,6 +240,7 @@ impl Header {
                 raw.copy_from_slice(tag);
                 raw
             }),
+            policy: ciphertext.policy().to_string(),
             ciphertext,
         })
     }

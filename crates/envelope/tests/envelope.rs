@@ -288,6 +288,10 @@ fn peek_reads_what_parsing_reads_and_open_with_matches_open() {
     assert_eq!(id, header.id());
     assert_eq!(period, 3);
     assert_eq!(policy, updated.ciphertext().policy().to_string());
+    // The text a header keeps is the structure's, made, updated and decoded alike.
+    for made in [&header, &updated, &Header::from_bytes(&bytes).unwrap()] {
+        assert_eq!(made.policy_text(), policy);
+    }
     for cut in [0, 1, 17, 18, 40, 50, 60] {
         assert!(Header::peek(&bytes[..cut]).is_err(), "cut at {cut}");
     }

@@ -353,7 +353,7 @@ impl Session<'_, '_> {
         let key = self
             .cached_key(id, header.ciphertext().period())
             .or_else(|| self.decrypt_header(&header));
-        genuine(key, header.ciphertext().policy().to_string())
+        genuine(key, header.policy_text().to_owned())
     }
 
     /// The key this holder opened for header `id` before, if cached. A cached key still obeys

@@ -102,7 +102,7 @@ impl SharedHeaders {
         let id = header.id();
         if key.is_some() {
             let slot = (
-                header.ciphertext().policy().to_string(),
+                header.policy_text().to_owned(),
                 header.ciphertext().period(),
             );
             self.current.insert(slot, id);
