@@ -227,24 +227,23 @@ async fn metadata(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<A, B, C, D, E, F>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
-        size_of::<F>()
-    }
-
     /// The wrappers around a request's flow (break-glass, the patients and the Consents it
     /// concerns) hold its future once. As `async fn`s each doubled it: the handler's future was
     /// 8 times the flow's (60 KB in a release build) and was copied whole at every move
     /// (`audit::note`, "Held once").
     #[test]
     fn the_handler_holds_the_flow_once() {
+        // The size of the future each returns, without calling it.
         fn flow_size<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
+            size_of::<F>()
+        }
+        fn handler_size<A, B, C, D, E, F>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
             size_of::<F>()
         }
         let flow = flow_size::<&'static AppState, &'static Caller, fhirseal_fhir::FhirRequest, _>(
             flow::run,
         );
-        let handler = future_size::<
+        let handler = handler_size::<
             State<AppState>,
             Caller,
             HeaderMap,

@@ -15,9 +15,9 @@
 //! are combinators instead, each the size of what it wraps plus its collector.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt as _;
-use std::sync::{Arc, Mutex, PoisonError};
 
 tokio::task_local! {
     /// The patients of the request being answered, while [`concerning`] collects them.
