@@ -5,6 +5,8 @@
 //! - `element/seal`, `element/open`: one 64-byte element with a warm header key.
 //! - `header/open-cold`: the RS-HABE decryption of a header (10-attribute AND), which the header
 //!   cache saves on every later read; `header/open-warm`: the cache hit.
+//! - `blind_index/token`: one blind-index token (a Patient has about 68 under the embedded
+//!   policy, each computed on every write of it).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -14,7 +16,7 @@ use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fhirseal_envelope::{
-    ElementContext, Granularity, Header, HeaderCache, ResourceKey, SealingKey,
+    BlindIndex, ElementContext, Granularity, Header, HeaderCache, ResourceKey, SealingKey,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -97,6 +99,13 @@ fn envelope(c: &mut Criterion) {
                 .get("Practitioner/1", black_box(header.id()), Instant::now())
                 .unwrap()
         })
+    });
+    g.finish();
+
+    let index = BlindIndex::new([7u8; 32]);
+    let mut g = c.benchmark_group("blind_index");
+    g.bench_function("token", |b| {
+        b.iter(|| index.token("Patient.name.family/prefix", black_box("smith"), 16))
     });
     g.finish();
 }

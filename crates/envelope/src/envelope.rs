@@ -432,13 +432,16 @@ impl Envelope {
 
     /// The tag of this envelope for associated data `aad`: the module docs' construction.
     fn expected_tag(&self, aad: &[u8], sealing: &SealingKey) -> [u8; 32] {
-        let mut body = Vec::with_capacity(HEADER_1 + self.ciphertext.len());
-        body.push(VERSION);
-        body.extend_from_slice(self.header.as_bytes());
-        body.extend_from_slice(&self.wrapped.0);
-        body.extend_from_slice(&self.nonce);
-        body.extend_from_slice(&self.ciphertext);
-        sealing.tag(AUTH_DOMAIN, &[aad, &body])
+        // The body: the version byte and the fields before the tag, then the ciphertext, hashed
+        // from where they lie rather than copied together.
+        let body: [&[u8]; 5] = [
+            &[VERSION],
+            self.header.as_bytes(),
+            &self.wrapped.0,
+            &self.nonce,
+            &self.ciphertext,
+        ];
+        sealing.tag(AUTH_DOMAIN, &[&[aad], &body])
     }
 
     /// The fixed fields of an encoded envelope, and their length.

@@ -288,9 +288,9 @@ fn header_tag(
     sealing.tag(
         TAG_DOMAIN,
         &[
-            id.as_bytes(),
-            &[granularity_byte(granularity)],
-            policy.as_bytes(),
+            &[id.as_bytes()],
+            &[&[granularity_byte(granularity)]],
+            &[policy.as_bytes()],
         ],
     )
 }

@@ -14,17 +14,21 @@
 use std::fmt;
 
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use rand_core::{CryptoRng, RngCore};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// The trusted zone's 32-byte sealing secret and the two keys derived from it. Zeroized on
 /// drop; `Debug` prints nothing of it.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone)]
 pub struct SealingKey {
-    mac: [u8; 32],
+    /// HMAC-SHA256 keyed by `mac_key` and nothing hashed yet: each tag starts from a copy, so the
+    /// key's two padded blocks are hashed once per key rather than twice per tag. Its two SHA-256
+    /// states are all there is of `mac_key` here; `sha2`'s `zeroize` feature wipes them when they
+    /// drop, this one and every copy (`the_keyed_mac_is_wiped_on_drop`).
+    keyed: Hmac<Sha256>,
     header_salt: [u8; 32],
 }
 
@@ -33,35 +37,39 @@ impl SealingKey {
     /// gateway replica shares).
     pub fn new(secret: &[u8; 32]) -> Self {
         let kdf = Hkdf::<Sha256>::new(Some(SALT), secret);
-        let mut key = Self {
-            mac: [0u8; 32],
-            header_salt: [0u8; 32],
-        };
+        // HMAC pads a short key with zeros to the hash's 64-byte block (RFC 2104 §2): padding it
+        // here makes the construction infallible.
+        let mut mac_key = Zeroizing::new([0u8; 64]);
+        let mut header_salt = [0u8; 32];
         // 32 bytes is within HKDF-SHA256's output limit (255 × 32), so `expand` cannot fail.
-        let _ = kdf.expand(MAC_INFO, &mut key.mac);
-        let _ = kdf.expand(HEADER_SALT_INFO, &mut key.header_salt);
-        key
+        let _ = kdf.expand(MAC_INFO, &mut mac_key[..32]);
+        let _ = kdf.expand(HEADER_SALT_INFO, &mut header_salt);
+        Self {
+            keyed: <Hmac<Sha256> as KeyInit>::new((&*mac_key).into()),
+            header_salt,
+        }
     }
 
     /// A fresh random sealing key (for tests and one-process tools; a gateway takes its key
     /// from the authority so that every replica shares it).
     pub fn generate(rng: &mut (impl CryptoRng + RngCore)) -> Self {
-        let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+        let mut secret = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut *secret);
         Self::new(&secret)
     }
 
-    /// `HMAC-SHA256(mac_key, domain ‖ parts…)`, every part length-prefixed (big-endian `u32`).
-    pub(crate) fn tag(&self, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-        // HMAC pads a short key with zeros to the hash's 64-byte block (RFC 2104 §2): padding it
-        // here makes the construction infallible.
-        let mut block = zeroize::Zeroizing::new([0u8; 64]);
-        block[..32].copy_from_slice(&self.mac);
-        let mut mac = <Hmac<Sha256> as Mac>::new(&(*block).into());
+    /// `HMAC-SHA256(mac_key, domain ‖ parts…)`, every part length-prefixed (big-endian `u32`). A
+    /// part is given as the pieces it is made of, hashed in order as one: the caller need not
+    /// copy them together.
+    pub(crate) fn tag(&self, domain: &[u8], parts: &[&[&[u8]]]) -> [u8; 32] {
+        let mut mac = self.keyed.clone();
         mac.update(domain);
-        for part in parts {
-            mac.update(&(part.len() as u32).to_be_bytes());
-            mac.update(part);
+        for pieces in parts {
+            let len: usize = pieces.iter().map(|piece| piece.len()).sum();
+            mac.update(&(len as u32).to_be_bytes());
+            for piece in *pieces {
+                mac.update(piece);
+            }
         }
         mac.finalize().into_bytes().into()
     }
@@ -83,6 +91,15 @@ impl fmt::Debug for SealingKey {
     }
 }
 
+impl Drop for SealingKey {
+    fn drop(&mut self) {
+        self.header_salt.zeroize();
+        // `keyed` wipes itself as it drops, after this.
+    }
+}
+
+impl ZeroizeOnDrop for SealingKey {}
+
 /// Whether `tag` (at least 16 bytes) equals the first `tag.len()` bytes of `expected`, in
 /// constant time.
 pub(crate) fn tags_match(expected: &[u8; 32], tag: &[u8]) -> bool {
@@ -102,20 +119,76 @@ const HEADER_KEY_INFO: &[u8] = b"fhirseal header key v2";
 mod tests {
     use super::*;
 
+    /// `mac_key` as the module docs define it, for checking against.
+    fn mac_key(secret: &[u8; 32]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(SALT), secret)
+            .expand(MAC_INFO, &mut key)
+            .unwrap();
+        key
+    }
+
     #[test]
     fn sub_keys_differ_from_each_other_and_between_secrets() {
         let a = SealingKey::new(&[1u8; 32]);
         let b = SealingKey::new(&[2u8; 32]);
-        assert_ne!(a.mac, a.header_salt);
-        assert_ne!(a.mac, b.mac);
-        assert_ne!(a.tag(b"d", &[b"x"]), b.tag(b"d", &[b"x"]));
+        assert_ne!(mac_key(&[1u8; 32]), a.header_salt);
+        assert_ne!(mac_key(&[1u8; 32]), mac_key(&[2u8; 32]));
+        assert_ne!(a.header_salt, b.header_salt);
+        assert_ne!(a.tag(b"d", &[&[b"x"]]), b.tag(b"d", &[&[b"x"]]));
         // Length prefixes: moving bytes between parts changes the tag.
-        assert_ne!(a.tag(b"d", &[b"ab", b"c"]), a.tag(b"d", &[b"a", b"bc"]));
+        assert_ne!(
+            a.tag(b"d", &[&[b"ab"], &[b"c"]]),
+            a.tag(b"d", &[&[b"a"], &[b"bc"]])
+        );
         assert_ne!(
             a.header_key(&[0u8; 32], &[0u8; 16]),
             a.header_key(&[0u8; 32], &[1u8; 16])
         );
         assert_eq!(format!("{a:?}"), "SealingKey(..)");
+    }
+
+    #[test]
+    fn the_tag_is_hmac_over_the_length_prefixed_parts() {
+        let secret = [9u8; 32];
+        let key = SealingKey::new(&secret);
+        // The construction written out: a MAC keyed afresh, each part whole.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&mac_key(&secret)).unwrap();
+        mac.update(b"domain");
+        for part in [&b"first part"[..], b"", b"third"] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part);
+        }
+        let expected: [u8; 32] = mac.finalize().into_bytes().into();
+        // A part's pieces are hashed as the part they make up, however it is cut.
+        assert_eq!(
+            key.tag(b"domain", &[&[b"first part"], &[], &[b"third"]]),
+            expected
+        );
+        assert_eq!(
+            key.tag(
+                b"domain",
+                &[&[b"fir", b"", b"st part"], &[b""], &[b"th", b"ird"]]
+            ),
+            expected
+        );
+        // The keyed state is copied, never advanced: the same tag twice, and from a clone.
+        let copy = key.clone();
+        let again = |key: &SealingKey| key.tag(b"domain", &[&[b"first part"], &[], &[b"third"]]);
+        assert_eq!(again(&key), expected);
+        assert_eq!(again(&copy), expected);
+        assert_eq!(again(&key), expected);
+    }
+
+    #[test]
+    fn the_keyed_mac_is_wiped_on_drop() {
+        // What `SealingKey::keyed` holds of the key: the two SHA-256 states of `HmacCore`. They
+        // wipe themselves only with `sha2`'s `zeroize` feature (the workspace turns it on); this
+        // does not compile without it.
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+        wiped_on_drop::<Sha256>();
+        wiped_on_drop::<SealingKey>();
     }
 
     #[test]
