@@ -60,7 +60,9 @@ struct Work {
     resource_type: String,
     id: String,
     resource_key: ResourceKey,
-    keys: HashMap<(String, Granularity), (HeaderId, WrappedKey)>,
+    /// The header and wrapped key drawn for each structure (by its text) and granularity: a
+    /// handful per resource, looked through in order.
+    keys: Vec<(String, Granularity, HeaderId, WrappedKey)>,
     resource_headers: Vec<Header>,
     /// For each sealed element: its structure and the strings it held (for `Displays`).
     sealed: Vec<(AccessStructure, Vec<String>)>,
@@ -68,6 +70,23 @@ struct Work {
     /// The blind-index keys of the resource's sealed values, which become its `meta.tag` tokens
     /// once every rule has run (compound indexes pair the values of two rules).
     index_keys: Vec<Key>,
+}
+
+/// An access structure elements are sealed under, with its canonical text: written out once
+/// for every element of a rule, rather than for each element's additional data and again for
+/// the slots its header and wrapped key are kept in.
+struct Structure<'p> {
+    structure: &'p AccessStructure,
+    text: String,
+}
+
+impl<'p> Structure<'p> {
+    fn new(structure: &'p AccessStructure) -> Self {
+        Self {
+            structure,
+            text: structure.to_string(),
+        }
+    }
 }
 
 /// Where a selected element is, in the object that holds it.
@@ -123,17 +142,24 @@ impl SharedHeaders {
         &mut self,
         pp: &PublicParams,
         sealing: &SealingKey,
-        policy: &AccessStructure,
+        policy: &Structure<'_>,
         period: u64,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<(HeaderId, HeaderKey), SealError> {
-        let slot = (policy.to_string(), period);
+        let slot = (policy.text.clone(), period);
         if let Some(id) = self.current.get(&slot)
             && let Some((_, Some(key))) = self.headers.get(id)
         {
             return Ok((*id, key.clone()));
         }
-        let (header, key) = Header::new(pp, policy, period, Granularity::Shared, sealing, rng)?;
+        let (header, key) = Header::new(
+            pp,
+            policy.structure,
+            period,
+            Granularity::Shared,
+            sealing,
+            rng,
+        )?;
         let id = header.id();
         self.current.insert(slot, id);
         self.headers.insert(id, (header, Some(key.clone())));
@@ -261,7 +287,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             resource_type: resource_type.clone(),
             id,
             resource_key: ResourceKey::generate(self.rng),
-            keys: HashMap::new(),
+            keys: Vec::new(),
             resource_headers: Vec::new(),
             sealed: Vec::new(),
             any_resource_granularity: false,
@@ -368,7 +394,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         loc: &str,
         work: &mut Work,
     ) -> Result<(), SealError> {
-        let policy = rule.policy();
+        let policy = &Structure::new(rule.policy());
         let granularity = rule.granularity();
         // Tokens are for searching the resource itself: not for its contained resources.
         let index = match (rule.blind_index(), loc == work.resource_type) {
@@ -410,7 +436,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         &mut self,
         holder: &mut Map<String, Value>,
         slot: Slot,
-        policy: &AccessStructure,
+        policy: &Structure<'_>,
         granularity: Granularity,
         work: &mut Work,
     ) -> Result<(), SealError> {
@@ -540,7 +566,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
     fn envelope(
         &mut self,
         work: &mut Work,
-        policy: &AccessStructure,
+        policy: &Structure<'_>,
         granularity: Granularity,
         path: &str,
         removed: &Map<String, Value>,
@@ -551,7 +577,8 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                 path: path.to_string(),
                 reason: "cannot be serialised".into(),
             })?);
-        let ctx = ElementContext::new(&work.resource_type, &work.id, path, policy);
+        let ctx =
+            ElementContext::with_policy_text(&work.resource_type, &work.id, path, &policy.text);
         let envelope = fhirseal_envelope::seal(
             &ctx,
             header,
@@ -565,7 +592,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         for value in removed.values() {
             collect_strings(value, "", &mut strings);
         }
-        work.sealed.push((policy.clone(), strings));
+        work.sealed.push((policy.structure.clone(), strings));
         Ok(envelope.to_base64())
     }
 
@@ -573,12 +600,15 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
     fn wrapped_key(
         &mut self,
         work: &mut Work,
-        policy: &AccessStructure,
+        policy: &Structure<'_>,
         granularity: Granularity,
     ) -> Result<(HeaderId, WrappedKey), SealError> {
-        let slot = (policy.to_string(), granularity);
-        if let Some(found) = work.keys.get(&slot) {
-            return Ok(*found);
+        let drawn = work
+            .keys
+            .iter()
+            .find(|(text, g, _, _)| *text == policy.text && *g == granularity);
+        if let Some(&(_, _, id, wrapped)) = drawn {
+            return Ok((id, wrapped));
         }
         let (id, key) = match granularity {
             Granularity::Shared => {
@@ -588,7 +618,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             Granularity::Resource => {
                 let (header, key) = Header::new(
                     self.pp,
-                    policy,
+                    policy.structure,
                     self.period,
                     Granularity::Resource,
                     self.sealing,
@@ -603,7 +633,8 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let wrapped = work
             .resource_key
             .wrap(&key, id, &work.resource_type, &work.id, self.rng);
-        work.keys.insert(slot, (id, wrapped));
+        work.keys
+            .push((policy.text.clone(), granularity, id, wrapped));
         Ok((id, wrapped))
     }
 
@@ -664,7 +695,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             absent_reason: false,
             path: path.to_string(),
         };
-        self.seal_slot(holder, slot, &policy, granularity, work)
+        self.seal_slot(holder, slot, &Structure::new(&policy), granularity, work)
     }
 
     /// Seals or neutralises the narrative of `object` if anything was sealed in it since
