@@ -72,6 +72,11 @@ pub struct ResourceKey([u8; 32]);
 /// drop (aes-gcm's `zeroize` feature).
 pub struct ResourceCipher(Aes256Gcm);
 
+/// A header key's AES-256-GCM key schedule, prepared once to unwrap the keys of the many
+/// resources sealed under one header (a search answer's, say); wiped on drop (aes-gcm's
+/// `zeroize` feature).
+pub struct HeaderCipher(Aes256Gcm);
+
 /// A resource key wrapped under a header key, for one resource.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WrappedKey([u8; WRAPPED]);
@@ -330,11 +335,24 @@ impl WrappedKey {
         resource_type: &str,
         id: &str,
     ) -> Result<ResourceKey, Error> {
+        self.unwrap_with(&header_key.cipher(), header, resource_type, id)
+    }
+
+    /// [`WrappedKey::unwrap`] with the header key's schedule already prepared
+    /// ([`HeaderKey::cipher`]).
+    pub fn unwrap_with(
+        &self,
+        header_key: &HeaderCipher,
+        header: HeaderId,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<ResourceKey, Error> {
         let (nonce, sealed) = self.0.split_at(NONCE);
         let nonce: [u8; NONCE] = nonce.try_into().map_err(|_| Error::Open)?;
         let aad = wrap_aad(header, resource_type, id);
         let key = Zeroizing::new(
-            cipher(&header_key.0)
+            header_key
+                .0
                 .decrypt(
                     &Nonce::from(nonce),
                     Payload {
@@ -346,6 +364,19 @@ impl WrappedKey {
         );
         let bytes: [u8; 32] = key.as_slice().try_into().map_err(|_| Error::Open)?;
         Ok(ResourceKey(bytes))
+    }
+}
+
+impl HeaderKey {
+    /// Its prepared key schedule, for unwrapping the keys of several resources.
+    pub fn cipher(&self) -> HeaderCipher {
+        HeaderCipher(cipher(&self.0))
+    }
+}
+
+impl fmt::Debug for HeaderCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeaderCipher(..)")
     }
 }
 
@@ -632,5 +663,38 @@ mod tests {
             .unwrap(&header_key, header, "Patient", "p1")
             .unwrap();
         assert_eq!(&*verified.open(&key.cipher()).unwrap(), PLAINTEXT);
+    }
+
+    #[test]
+    fn a_prepared_header_key_unwraps_as_the_key_does_and_only_for_its_binding() {
+        let (_, header, header_key, resource_key, _) = fixed();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let wrapped = resource_key.wrap(&header_key, header, "Patient", "p1", &mut rng);
+        let prepared = header_key.cipher();
+        let key = wrapped
+            .unwrap_with(&prepared, header, "Patient", "p1")
+            .unwrap();
+        assert_eq!(key.0, resource_key.0);
+        // One schedule for many resources: each unwraps only its own.
+        let other = ResourceKey([0x44; 32]);
+        let other_wrapped = other.wrap(&header_key, header, "Patient", "p2", &mut rng);
+        let unwrapped = other_wrapped.unwrap_with(&prepared, header, "Patient", "p2");
+        assert_eq!(unwrapped.unwrap().0, other.0);
+        for (header, resource_type, id) in [
+            (HeaderId::from_bytes([0x12; 16]), "Patient", "p1"),
+            (header, "Observation", "p1"),
+            (header, "Patient", "p2"),
+        ] {
+            assert!(matches!(
+                wrapped.unwrap_with(&prepared, header, resource_type, id),
+                Err(Error::Open)
+            ));
+        }
+        let wrong = HeaderKey([0x23; 32]).cipher();
+        assert!(matches!(
+            wrapped.unwrap_with(&wrong, header, "Patient", "p1"),
+            Err(Error::Open)
+        ));
+        assert_eq!(format!("{prepared:?}"), "HeaderCipher(..)");
     }
 }

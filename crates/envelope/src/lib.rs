@@ -101,8 +101,8 @@ mod sealing;
 pub use blind_index::{BlindIndex, MAX_TOKEN_BITS, MIN_TOKEN_BITS};
 pub use cache::HeaderCache;
 pub use envelope::{
-    ElementContext, Envelope, ResourceCipher, ResourceKey, Verified, WrappedKey, open,
-    open_prepared, open_with, seal,
+    ElementContext, Envelope, HeaderCipher, ResourceCipher, ResourceKey, Verified, WrappedKey,
+    open, open_prepared, open_with, seal,
 };
 pub use error::{Error, Malformed};
 pub use header::{Granularity, Header, HeaderId, HeaderKey};

@@ -21,8 +21,8 @@ use base64::Engine as _;
 use std::rc::Rc;
 
 use fhirseal_envelope::{
-    ElementContext, Envelope, Header, HeaderCache, HeaderId, HeaderKey, ResourceCipher, SealingKey,
-    WrappedKey,
+    ElementContext, Envelope, Header, HeaderCache, HeaderCipher, HeaderId, HeaderKey,
+    ResourceCipher, SealingKey, WrappedKey,
 };
 use fhirseal_fhir::Members;
 use rshabe::DecryptionKey;
@@ -117,9 +117,10 @@ enum Found {
     Genuine(Rc<Opened>),
 }
 
-/// A header that verified: its canonical access structure, and its key if this reader opened it.
+/// A header that verified: its canonical access structure, and its key if this reader opened it
+/// (its schedule prepared once for all the resources of the answer sealed under it).
 struct Opened {
-    key: Option<HeaderKey>,
+    key: Option<HeaderCipher>,
     policy: String,
 }
 
@@ -398,6 +399,7 @@ impl Session<'_, '_> {
 }
 
 fn genuine(key: Option<HeaderKey>, policy: String) -> Found {
+    let key = key.as_ref().map(HeaderKey::cipher);
     Found::Genuine(Rc::new(Opened { key, policy }))
 }
 
@@ -683,7 +685,7 @@ impl Walk<'_, '_, '_> {
             None => {
                 let key = envelope
                     .wrapped()
-                    .unwrap(header_key, envelope.header(), self.resource_type, self.id)
+                    .unwrap_with(header_key, envelope.header(), self.resource_type, self.id)
                     .ok()
                     .map(|key| key.cipher());
                 self.resource_keys.push((slot, key));
