@@ -1,6 +1,7 @@
 //! Sealing: a resource or Bundle and its rules → the form the upstream server stores.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
@@ -72,20 +73,24 @@ struct Work {
     index_keys: Vec<Key>,
 }
 
-/// An access structure elements are sealed under, with its canonical text: written out once
-/// for every element of a rule, rather than for each element's additional data and again for
-/// the slots its header and wrapped key are kept in.
+/// An access structure elements are sealed under, with its canonical text: written out once,
+/// when a rule first seals an element, rather than for each element's additional data and again
+/// for the slots its header and wrapped key are kept in.
 struct Structure<'p> {
     structure: &'p AccessStructure,
-    text: String,
+    text: OnceCell<String>,
 }
 
 impl<'p> Structure<'p> {
     fn new(structure: &'p AccessStructure) -> Self {
         Self {
             structure,
-            text: structure.to_string(),
+            text: OnceCell::new(),
         }
+    }
+
+    fn text(&self) -> &str {
+        self.text.get_or_init(|| self.structure.to_string())
     }
 }
 
@@ -146,7 +151,7 @@ impl SharedHeaders {
         period: u64,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<(HeaderId, HeaderKey), SealError> {
-        let slot = (policy.text.clone(), period);
+        let slot = (policy.text().to_owned(), period);
         if let Some(id) = self.current.get(&slot)
             && let Some((_, Some(key))) = self.headers.get(id)
         {
@@ -578,7 +583,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
                 reason: "cannot be serialised".into(),
             })?);
         let ctx =
-            ElementContext::with_policy_text(&work.resource_type, &work.id, path, &policy.text);
+            ElementContext::with_policy_text(&work.resource_type, &work.id, path, policy.text());
         let envelope = fhirseal_envelope::seal(
             &ctx,
             header,
@@ -606,7 +611,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         let drawn = work
             .keys
             .iter()
-            .find(|(text, g, _, _)| *text == policy.text && *g == granularity);
+            .find(|(text, g, _, _)| text == policy.text() && *g == granularity);
         if let Some(&(_, _, id, wrapped)) = drawn {
             return Ok((id, wrapped));
         }
@@ -634,7 +639,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             .resource_key
             .wrap(&key, id, &work.resource_type, &work.id, self.rng);
         work.keys
-            .push((policy.text.clone(), granularity, id, wrapped));
+            .push((policy.text().to_owned(), granularity, id, wrapped));
         Ok((id, wrapped))
     }
 
