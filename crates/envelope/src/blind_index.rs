@@ -19,9 +19,11 @@ use std::fmt;
 use std::num::NonZeroU32;
 
 use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use crate::sealing::hmac_keyed_by;
 
 /// HKDF's salt for every index key.
 const SALT: &[u8] = b"fhirseal blind index v2";
@@ -76,12 +78,10 @@ impl BlindIndex {
 
     /// HMAC-SHA256 of `data` under the key of `index`.
     fn mac(&self, index: &str, data: &[u8]) -> [u8; 32] {
-        // HMAC pads a short key with zeros to the hash's 64-byte block (RFC 2104 §2): padding it
-        // here makes the construction infallible.
-        let mut key = Zeroizing::new([0u8; 64]);
+        let mut key = Zeroizing::new([0u8; 32]);
         // 32 bytes is within HKDF-SHA256's output limit, so `expand` cannot fail.
-        let _ = self.kdf.expand(index.as_bytes(), &mut key[..32]);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new((&*key).into());
+        let _ = self.kdf.expand(index.as_bytes(), &mut *key);
+        let mut mac = hmac_keyed_by(&key);
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
@@ -160,10 +160,11 @@ mod tests {
 
     #[test]
     fn the_padded_key_is_rfc_2104_hmac() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        let mut block = [0u8; 64];
-        block[..4].copy_from_slice(b"Jefe");
-        let mut mac = <Hmac<Sha256> as KeyInit>::new((&block).into());
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"; the short key
+        // padded with zeros, as `hmac_keyed_by` pads every key to the block.
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        let mut mac = hmac_keyed_by(&key);
         mac.update(b"what do ya want for nothing?");
         let hex: String = mac
             .finalize()

@@ -37,15 +37,13 @@ impl SealingKey {
     /// gateway replica shares).
     pub fn new(secret: &[u8; 32]) -> Self {
         let kdf = Hkdf::<Sha256>::new(Some(SALT), secret);
-        // HMAC pads a short key with zeros to the hash's 64-byte block (RFC 2104 §2): padding it
-        // here makes the construction infallible.
-        let mut mac_key = Zeroizing::new([0u8; 64]);
+        let mut mac_key = Zeroizing::new([0u8; 32]);
         let mut header_salt = [0u8; 32];
         // 32 bytes is within HKDF-SHA256's output limit (255 × 32), so `expand` cannot fail.
-        let _ = kdf.expand(MAC_INFO, &mut mac_key[..32]);
+        let _ = kdf.expand(MAC_INFO, &mut *mac_key);
         let _ = kdf.expand(HEADER_SALT_INFO, &mut header_salt);
         Self {
-            keyed: <Hmac<Sha256> as KeyInit>::new((&*mac_key).into()),
+            keyed: hmac_keyed_by(&mac_key),
             header_salt,
         }
     }
@@ -99,6 +97,14 @@ impl Drop for SealingKey {
 }
 
 impl ZeroizeOnDrop for SealingKey {}
+
+/// HMAC-SHA256 keyed by the 32-byte `key`, nothing hashed yet. HMAC pads a short key with zeros
+/// to the hash's 64-byte block (RFC 2104 §2): padding it here makes the construction infallible.
+pub(crate) fn hmac_keyed_by(key: &[u8; 32]) -> Hmac<Sha256> {
+    let mut block = Zeroizing::new([0u8; 64]);
+    block[..32].copy_from_slice(key);
+    <Hmac<Sha256> as KeyInit>::new((&*block).into())
+}
 
 /// Whether `tag` (at least 16 bytes) equals the first `tag.len()` bytes of `expected`, in
 /// constant time.
