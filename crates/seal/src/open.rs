@@ -701,9 +701,9 @@ impl Walk<'_, '_, '_> {
             return Unsealed::Forged;
         };
         // UTF-8 checked once, not string by string as `from_slice` does: the same answer.
-        match std::str::from_utf8(&plaintext).map(serde_json::from_str) {
-            Ok(Ok(restored)) => Unsealed::Opened(restored),
-            Ok(Err(_)) | Err(_) => Unsealed::Masked,
+        match std::str::from_utf8(&plaintext).map(crate::parse::parse_value) {
+            Ok(Ok(Value::Object(restored))) => Unsealed::Opened(restored),
+            Ok(Ok(_) | Err(_)) | Err(_) => Unsealed::Masked,
         }
     }
 
