@@ -28,6 +28,7 @@ use fhirseal_fhir::Members;
 use rshabe::DecryptionKey;
 use serde_json::{Map, Value};
 
+use crate::parse::{Scratch, parse_value};
 use crate::plaintext::withhold_plaintext;
 use crate::seal::contained_loc;
 use crate::shape::{
@@ -104,6 +105,8 @@ struct Session<'r, 'a> {
     reader: &'r Reader<'a>,
     headers: HashMap<HeaderId, Found>,
     report: OpenReport,
+    /// What parsing each element's plaintext builds on, kept from one element to the next.
+    scratch: Scratch,
 }
 
 /// What one header id stands for in this call.
@@ -186,6 +189,7 @@ impl<'a> Reader<'a> {
             reader: self,
             headers: HashMap::new(),
             report: OpenReport::default(),
+            scratch: Scratch::default(),
         };
         session.open_any(resource, None);
         session.report
@@ -701,7 +705,8 @@ impl Walk<'_, '_, '_> {
             return Unsealed::Forged;
         };
         // UTF-8 checked once, not string by string as `from_slice` does: the same answer.
-        match std::str::from_utf8(&plaintext).map(crate::parse::parse_value) {
+        let scratch = &mut self.session.scratch;
+        match std::str::from_utf8(&plaintext).map(|text| parse_value(text, scratch)) {
             Ok(Ok(Value::Object(restored))) => Unsealed::Opened(restored),
             Ok(Ok(_) | Err(_)) | Err(_) => Unsealed::Masked,
         }

@@ -69,10 +69,15 @@ fn parse_with<'de, R: serde_json::de::Read<'de>>(
 }
 
 /// `text` as [`serde_json::from_str`] would parse it into a [`Value`], each object and list made
-/// at its final size ([`Scratch`]): for the plaintext of an opened element.
-pub(crate) fn parse_value(text: &str) -> serde_json::Result<Value> {
+/// at its final size on `scratch` (left empty, its room kept for the next parse): for the
+/// plaintext of each element an answer opens.
+pub(crate) fn parse_value(text: &str, scratch: &mut Scratch) -> serde_json::Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = Plain(&mut Scratch::default()).deserialize(&mut deserializer)?;
+    let parsed = Plain(scratch).deserialize(&mut deserializer);
+    // A parse that failed half-way leaves what it had pushed.
+    scratch.members.clear();
+    scratch.items.clear();
+    let value = parsed?;
     deserializer.end()?;
     Ok(value)
 }
@@ -84,7 +89,7 @@ pub(crate) fn parse_value(text: &str) -> serde_json::Result<Value> {
 /// their size, the 100-entry Bundle of the `parse` benchmark parsed 11 % faster, and a search
 /// took 4 % less CPU at 16 connections (issue 18, BENCHMARKS.md).
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     members: Vec<(String, Value)>,
     items: Vec<Value>,
 }
@@ -709,33 +714,46 @@ mod tests {
         let text = r#"{"a":{"$serde_json::private::RawValue":"[1,2]"}}"#;
         let expected = json!({"a": {"$serde_json::private::RawValue": "[1,2]"}});
         assert_eq!(parse_for_reader(text.as_bytes()).unwrap(), expected);
-        assert_eq!(parse_value(text).unwrap(), expected);
+        assert_eq!(
+            parse_value(text, &mut Scratch::default()).unwrap(),
+            expected
+        );
     }
 
     #[test]
     fn element_plaintext_and_errors_parse_as_serde_json_parses_them() {
-        for text in [
+        let good = [
             r#"{"valueQuantity":{"value":1.50,"unit":"kg"},"v":[1,{"a":null}],"v":true}"#,
             r#""a \"string\" \u00e9""#,
             "[]",
             "  7.10 ",
-        ] {
-            assert_eq!(
-                parse_value(text).unwrap(),
-                serde_json::from_str::<Value>(text).unwrap()
-            );
-        }
-        for text in [
+        ];
+        let bad = [
             "",
             "{",
             "[1,]",
+            r#"{"a":[1,{"b":[2,3"#,
             "{\"a\":1} x",
             r#"{"$serde_json::private::Number":"x"}"#,
-        ] {
-            assert!(parse_value(text).is_err(), "{text:?}");
+        ];
+        // One scratch throughout, as an answer's elements share one: what a parse that failed
+        // half-way had pushed is cleared, and never reaches the next.
+        let mut scratch = Scratch::default();
+        for _ in 0..2 {
+            for (text, wrong) in good.iter().zip(bad.iter().cycle().skip(2)) {
+                assert!(parse_value(wrong, &mut scratch).is_err(), "{wrong:?}");
+                assert!(scratch.members.is_empty() && scratch.items.is_empty());
+                assert_eq!(
+                    parse_value(text, &mut scratch).unwrap(),
+                    serde_json::from_str::<Value>(text).unwrap()
+                );
+            }
+        }
+        for text in bad {
+            assert!(parse_value(text, &mut scratch).is_err(), "{text:?}");
         }
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(parse_value(&deep).is_err());
+        assert!(parse_value(&deep, &mut Scratch::default()).is_err());
     }
 
     #[test]
@@ -884,7 +902,7 @@ mod tests {
             text.render(&mut json);
             same(&json);
             // An opened element's plaintext: the whole tree, tokens and all, as `serde_json`.
-            let plain = parse_value(&json).unwrap();
+            let plain = parse_value(&json, &mut Scratch::default()).unwrap();
             let whole: Value = serde_json::from_str(&json).unwrap();
             proptest::prop_assert_eq!(
                 serde_json::to_string(&plain).unwrap(),
