@@ -62,7 +62,7 @@ fn parse_with<'de, R: serde_json::de::Read<'de>>(
     mut deserializer: serde_json::Deserializer<R>,
 ) -> serde_json::Result<Value> {
     let mut scratch = Scratch::default();
-    let value = Node(At::Resource, &mut scratch).deserialize(&mut deserializer)?;
+    let value = Any(Node(At::Resource, &mut scratch)).deserialize(&mut deserializer)?;
     deserializer.end()?;
     // A resource position is always kept.
     Ok(value.unwrap_or(Value::Null))
@@ -73,7 +73,7 @@ fn parse_with<'de, R: serde_json::de::Read<'de>>(
 /// plaintext of each element an answer opens.
 pub(crate) fn parse_value(text: &str, scratch: &mut Scratch) -> serde_json::Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parsed = Plain(scratch).deserialize(&mut deserializer);
+    let parsed = Any(Plain(scratch)).deserialize(&mut deserializer);
     // A parse that failed half-way leaves what it had pushed.
     scratch.members.clear();
     scratch.items.clear();
@@ -148,20 +148,24 @@ impl At {
     }
 }
 
-/// Parses one value at `At`: `None` when it is to be left out (an index token, or a `tag` list or
-/// `meta` that held nothing but index tokens).
-struct Node<'s>(At, &'s mut Scratch);
+/// Any JSON value, handed to the visitor it holds: the seed of each of this module's visitors.
+struct Any<V>(V);
 
-impl<'de> DeserializeSeed<'de> for Node<'_> {
-    type Value = Option<Value>;
+impl<'de, V: Visitor<'de>> DeserializeSeed<'de> for Any<V> {
+    type Value = V::Value;
 
+    #[inline]
     fn deserialize<D: de::Deserializer<'de>>(
         self,
         deserializer: D,
     ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_any(self.0)
     }
 }
+
+/// Parses one value at `At`: `None` when it is to be left out (an index token, or a `tag` list or
+/// `meta` that held nothing but index tokens).
+struct Node<'s>(At, &'s mut Scratch);
 
 /// A value at `Some(At)` through [`Node`], elsewhere through [`Plain`].
 struct Somewhere<'s>(Option<At>, &'s mut Scratch);
@@ -212,19 +216,8 @@ impl<'de> Visitor<'de> for Node<'_> {
         Plain(self.1).visit_string(v).map(Some)
     }
 
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Some(Value::Null))
-    }
-
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Some(Value::Null))
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -295,18 +288,6 @@ impl<'de> Visitor<'de> for Node<'_> {
 /// it is an object like any other, as it is where a resource can sit ([`Node`]).
 struct Plain<'s>(&'s mut Scratch);
 
-impl<'de> DeserializeSeed<'de> for Plain<'_> {
-    type Value = Value;
-
-    #[inline]
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
 impl<'de> Visitor<'de> for Plain<'_> {
     type Value = Value;
 
@@ -338,25 +319,16 @@ impl<'de> Visitor<'de> for Plain<'_> {
         Ok(Value::String(v))
     }
 
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Value::Null)
-    }
-
+    // `serde_json` hands `null` here; it calls `visit_none` and `visit_some` only for an
+    // `Option`, which nothing in this module asks it for.
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Value::Null)
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let scratch = self.0;
         let base = scratch.items.len();
-        while let Some(value) = seq.next_element_seed(Plain(&mut *scratch))? {
+        while let Some(value) = seq.next_element_seed(Any(Plain(&mut *scratch)))? {
             scratch.items.push(value);
         }
         Ok(Value::Array(scratch.list(base)))
@@ -373,7 +345,7 @@ impl<'de> Visitor<'de> for Plain<'_> {
         let base = scratch.members.len();
         let mut key = Some(first);
         while let Some(name) = key {
-            let value = map.next_value_seed(Plain(&mut *scratch))?;
+            let value = map.next_value_seed(Any(Plain(&mut *scratch)))?;
             scratch.members.push((name.into_owned(), value));
             key = map.next_key_seed(Key)?;
         }
@@ -397,7 +369,7 @@ fn tag<'de, A: MapAccess<'de>>(
     let mut members: Vec<(Cow<'de, str>, Member<'de>)> = Vec::with_capacity(2);
     let mut key = Some(first);
     while let Some(name) = key {
-        members.push((name, map.next_value_seed(MemberSeed(&mut *scratch))?));
+        members.push((name, map.next_value_seed(Any(TagMember(&mut *scratch)))?));
         key = map.next_key_seed(Key)?;
     }
     // The last `system` wins, as in a parsed object.
@@ -458,20 +430,10 @@ enum Member<'de> {
     Other(Value),
 }
 
-struct MemberSeed<'s>(&'s mut Scratch);
+/// Reads one member of a `meta.tag` element ([`Member`]).
+struct TagMember<'s>(&'s mut Scratch);
 
-impl<'de> DeserializeSeed<'de> for MemberSeed<'_> {
-    type Value = Member<'de>;
-
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for MemberSeed<'_> {
+impl<'de> Visitor<'de> for TagMember<'_> {
     type Value = Member<'de>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -506,19 +468,8 @@ impl<'de> Visitor<'de> for MemberSeed<'_> {
         Plain(self.0).visit_f64(v).map(Member::Other)
     }
 
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Member::Other(Value::Null))
-    }
-
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Member::Other(Value::Null))
-    }
-
-    fn visit_some<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
     }
 
     // Lists and objects (numbers among them): [`Plain`], from where the parser stands.
