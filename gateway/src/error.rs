@@ -458,9 +458,12 @@ impl ApiError {
                     | SealingError::DisplayRule(_) => {
                         (StatusCode::UNPROCESSABLE_ENTITY, "processing")
                     }
-                    SealingError::Resource(fhirseal_seal::SealError::Crypto(_)) => {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "exception")
-                    }
+                    // A header that could not be made, or (never seen: `seal` makes it) one a
+                    // sealer over known headers needed: the gateway's failure, not the request's.
+                    SealingError::Resource(
+                        fhirseal_seal::SealError::Crypto(_)
+                        | fhirseal_seal::SealError::HeaderNeeded,
+                    ) => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
                     SealingError::Resource(_) => (StatusCode::UNPROCESSABLE_ENTITY, "processing"),
                     SealingError::Period(e) => authority_failure(e),
                     SealingError::Headers(e) => header_failure(e),
@@ -751,6 +754,7 @@ mod tests {
         assert_eq!(status(SealingError::Resource(invalid)), 422);
         let crypto = SealError::Crypto(fhirseal_envelope::Error::Open);
         assert_eq!(status(SealingError::Resource(crypto)), 500);
+        assert_eq!(status(SealingError::Resource(SealError::HeaderNeeded)), 500);
         assert_eq!(status(SealingError::Period(disk_gone())), 503);
         assert_eq!(status(SealingError::Period(corrupt())), 500);
         assert_eq!(status(SealingError::Task { panicked: false }), 500);

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, TryLockError};
 
 use fhirseal_authority::Authority;
 use fhirseal_envelope::{Header, HeaderId, SealingKey};
@@ -23,7 +23,9 @@ use fhirseal_policy::{Label, Obligations, Policy};
 use fhirseal_seal::shape::{
     DATA_ABSENT_REASON, NEUTRAL_DIV, forged_placeholder, has_forged_label, remove_forged_labels,
 };
-use fhirseal_seal::{HeaderLookup, RuleSource, Rules, Sealer, SharedHeaders, shared_header_ids};
+use fhirseal_seal::{
+    HeaderLookup, RuleSource, Rules, SealError, Sealer, SharedHeaders, shared_header_ids,
+};
 use rand_core::{OsRng, RngCore};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -40,7 +42,8 @@ pub struct Sealing {
     authority: Arc<Authority>,
     /// The policy, for the read path's check only: writes seal under their decision's rules.
     policy: Arc<Policy>,
-    book: Mutex<SharedHeaders>,
+    /// Read by every seal, written only by one that makes a header.
+    book: RwLock<SharedHeaders>,
     /// The blind-index secret's generations, as last read from the authority.
     index: RwLock<Arc<IndexKeys>>,
     key: SealingKey,
@@ -87,7 +90,7 @@ pub enum SealingError {
     /// The resource cannot be sealed as given (an element of the wrong shape, sealed or masked
     /// content), or making a header failed ([`fhirseal_seal::SealError::Crypto`]).
     #[error("the resource cannot be sealed: {0}")]
-    Resource(#[source] fhirseal_seal::SealError),
+    Resource(#[source] SealError),
     /// The authority cannot say which period it is.
     #[error("the key authority could not provide the current period")]
     Period(#[source] fhirseal_authority::Error),
@@ -176,7 +179,7 @@ impl Sealing {
             authority,
             policy,
             read_rules,
-            book: Mutex::new(SharedHeaders::new()),
+            book: RwLock::new(SharedHeaders::new()),
             index: RwLock::new(Arc::new(index)),
             key: SealingKey::new(&sealing),
         })
@@ -262,24 +265,40 @@ impl Sealing {
     /// period under the sealing rules and labels of `permit`, the obligations of the decision
     /// that permitted writing it. Nothing is stored yet: [`Unstored::store`].
     ///
+    /// Sealing under headers already made is a few AES-GCM encryptions and HMACs per element:
+    /// it runs here, on the async thread that parsed the request, when nothing in it can wait
+    /// (the period read from a local store no other call holds, the book of headers free to
+    /// read, every header needed in it). Sent to the blocking pool, it cost a create about an
+    /// eighth of its CPU in thread hand-offs (BENCHMARKS.md, "The hot path, fourteenth round").
+    /// Otherwise (a header to make, an RS-HABE encryption of milliseconds; a period read over
+    /// the network or behind another call to the authority) it goes to the blocking pool.
+    ///
     /// # Errors
     /// [`SealingError`]: the resource cannot be sealed as given (masked or forged placeholders,
     /// already sealed content, an element of the wrong shape), the period cannot be read, a
     /// header cannot be made.
     pub async fn seal(
         self: &Arc<Self>,
-        resource: Value,
+        mut resource: Value,
         binding: Option<String>,
         permit: Obligations,
     ) -> Result<Unstored, SealingError> {
-        let this = Arc::clone(self);
-        let (sealed, headers) = tokio::task::spawn_blocking(move || {
-            this.seal_blocking(resource, binding.as_deref(), &permit)
-        })
-        .await
-        .map_err(|e| SealingError::Task {
-            panicked: e.is_panic(),
-        })??;
+        writable(&mut resource)?;
+        // Labels are in `meta.security`, where no rule looks for a patient's display.
+        add_labels(&mut resource, &permit.labels);
+        let (sealed, headers) = match self.seal_now(&resource, binding.as_deref(), &permit) {
+            Some(done) => done?,
+            None => {
+                let this = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    this.seal_blocking(&resource, binding.as_deref(), &permit)
+                })
+                .await
+                .map_err(|e| SealingError::Task {
+                    panicked: e.is_panic(),
+                })??
+            }
+        };
         Ok(Unstored {
             resource: sealed.resource,
             elements: sealed.elements,
@@ -287,52 +306,92 @@ impl Sealing {
         })
     }
 
-    /// The CPU part of [`Sealing::seal`]: the sealed resource and the shared headers it names.
+    /// [`Sealing::seal`] on the caller's thread, when it cannot wait: the period read without
+    /// waiting ([`Authority::try_current_period`]: a local store no other call holds), the
+    /// book of headers free for reading, and every header it needs already in it. `None` when
+    /// any of them is not so: nothing was changed, [`Sealing::seal_blocking`] does it all.
+    fn seal_now(
+        &self,
+        resource: &Value,
+        binding: Option<&str>,
+        permit: &Obligations,
+    ) -> Option<Result<(SealedWrite, Vec<Header>), SealingError>> {
+        let now = fhirseal_authority::unix_now();
+        let period = match self.authority.try_current_period(now)? {
+            Ok(period) => period,
+            Err(e) => return Some(Err(SealingError::Period(e))),
+        };
+        let book = match self.book.try_read() {
+            Ok(book) => book,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        match self.seal_under(resource, binding, permit, period, Book::Known(&book)) {
+            Err(SealingError::Resource(SealError::HeaderNeeded)) => None,
+            done => Some(done),
+        }
+    }
+
+    /// [`Sealing::seal`] off the async threads: the period from the authority, then the
+    /// headers in the book, and only when one is missing the book for writing, to make it.
     fn seal_blocking(
         &self,
-        mut resource: Value,
+        resource: &Value,
         binding: Option<&str>,
         permit: &Obligations,
     ) -> Result<(SealedWrite, Vec<Header>), SealingError> {
-        if holds_masked_placeholder(&resource) {
-            return Err(SealingError::MaskedPlaceholder);
-        }
-        // Only the gateway says what is forged: a client's label goes, and a forged element's
-        // placeholder read from the gateway is not written back as a value.
-        if has_forged_label(&resource)
-            && let Some(path) = forged_placeholder(&resource)
-        {
-            return Err(SealingError::ForgedPlaceholder { path });
-        }
-        if let Some(object) = resource.as_object_mut() {
-            remove_forged_labels(object);
-        }
         let now = fhirseal_authority::unix_now();
         let period = self
             .authority
             .current_period(now)
             .map_err(SealingError::Period)?;
+        {
+            let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
+            match self.seal_under(resource, binding, permit, period, Book::Known(&book)) {
+                Err(SealingError::Resource(SealError::HeaderNeeded)) => {}
+                done => return done,
+            }
+        }
+        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
+        self.seal_under(resource, binding, permit, period, Book::Grows(&mut book))
+    }
+
+    /// Seals `resource` (checked [`writable`], labelled) for `period` with the headers of
+    /// `book`: the sealed resource and the shared headers it names.
+    fn seal_under(
+        &self,
+        resource: &Value,
+        binding: Option<&str>,
+        permit: &Obligations,
+        period: u64,
+        book: Book<'_>,
+    ) -> Result<(SealedWrite, Vec<Header>), SealingError> {
         // The decision's rules, for the patient it was made for: no second look at the policy.
         let rules = permit
             .sealing
-            .for_resource(&resource)
+            .for_resource(resource)
             .map_err(SealingError::DisplayRule)?;
-        add_labels(&mut resource, &permit.labels);
         let index = self.index_keys();
-        let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut rng = OsRng;
-        let sealed = Sealer::new(
-            self.authority.public_params(),
-            &self.key,
-            period,
-            &mut book,
-            &mut rng,
-        )
-        .with_blind_index(index.current())
-        .seal_resource(&resource, &rules, binding)
-        .map_err(SealingError::Resource)?;
-        // The ones made now are among those named; the list of created ones is only drained.
-        book.take_created();
+        let (pp, mut rng) = (self.authority.public_params(), OsRng);
+        let seal = |sealer: Sealer<'_, OsRng>| {
+            sealer
+                .with_blind_index(index.current())
+                .seal_resource(resource, &rules, binding)
+                .map_err(SealingError::Resource)
+        };
+        let (sealed, book): (_, &SharedHeaders) = match book {
+            Book::Known(book) => {
+                let sealer = Sealer::known_headers_only(pp, &self.key, period, book, &mut rng);
+                (seal(sealer)?, book)
+            }
+            Book::Grows(book) => {
+                let sealed = seal(Sealer::new(pp, &self.key, period, book, &mut rng))?;
+                // The ones made now are among those named; the list of created ones is only
+                // drained.
+                book.take_created();
+                (sealed, book)
+            }
+        };
         let needed = shared_header_ids(&sealed.resource)
             .into_iter()
             .filter_map(|id| book.header(id))
@@ -345,6 +404,33 @@ impl Sealing {
             needed,
         ))
     }
+}
+
+/// The book of shared headers a seal works with: read alone, or written to make what is missing.
+enum Book<'b> {
+    Known(&'b SharedHeaders),
+    Grows(&'b mut SharedHeaders),
+}
+
+/// Checks that `resource` may be sealed as the client sent it, and takes off what only the
+/// gateway may write: [`SealingError::MaskedPlaceholder`] for a masked element's placeholder,
+/// [`SealingError::ForgedPlaceholder`] for a forged one's in a resource labelled forged, and
+/// that label removed from any other.
+fn writable(resource: &mut Value) -> Result<(), SealingError> {
+    if holds_masked_placeholder(resource) {
+        return Err(SealingError::MaskedPlaceholder);
+    }
+    // Only the gateway says what is forged: a client's label goes, and a forged element's
+    // placeholder read from the gateway is not written back as a value.
+    if has_forged_label(resource)
+        && let Some(path) = forged_placeholder(resource)
+    {
+        return Err(SealingError::ForgedPlaceholder { path });
+    }
+    if let Some(object) = resource.as_object_mut() {
+        remove_forged_labels(object);
+    }
+    Ok(())
 }
 
 /// What readers check stored resources against: the element the policy's rules seal, in clear,

@@ -1,7 +1,7 @@
 //! The authority itself: issuance, delegation, revocation, periods and key updates.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use rand_core::{CryptoRng, RngCore};
 use rshabe::{
@@ -272,6 +272,28 @@ impl Authority {
     pub fn current_period(&self, now: i64) -> Result<u64, Error> {
         let offset = self.store().counters()?.period_offset;
         self.periods.at(now, offset)
+    }
+
+    /// [`Authority::current_period`] when it cannot wait, for callers on an async thread: the
+    /// store answers reads without waiting ([`Store::reads_without_waiting`]) and no other call
+    /// holds it now. `None` otherwise: then ask [`Authority::current_period`] off the async
+    /// threads. Like it, this reads the period offset from the store each time and never from a
+    /// copy: a revocation may have moved it a moment ago, and whatever is sealed after that must
+    /// be sealed for the new period.
+    pub fn try_current_period(&self, now: i64) -> Option<Result<u64, Error>> {
+        let mut store = match self.store.try_lock() {
+            Ok(store) => store,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if !store.reads_without_waiting() {
+            return None;
+        }
+        let offset = match store.counters() {
+            Ok(counters) => counters.period_offset,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(self.periods.at(now, offset))
     }
 
     /// The current period, when it started and ends, and the last period there is.
@@ -744,4 +766,44 @@ fn canonical_attributes(attributes: &[String]) -> Result<BTreeSet<Attribute>, Er
         )));
     }
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand_core::OsRng;
+    use rshabe::Params;
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// An authority in a SQLite file of `dir`, with small trees.
+    fn authority(dir: &tempfile::TempDir) -> Authority {
+        let url = format!("sqlite:{}", dir.path().join("authority.sqlite3").display());
+        let options = InitOptions {
+            params: Params::new(4, 4).unwrap(),
+            period_seconds: 86_400,
+        };
+        let kek = Kek::from_hex(&"01".repeat(32), "test").unwrap();
+        Authority::init(
+            crate::store::open(&url).unwrap(),
+            kek,
+            options,
+            NOW,
+            &mut OsRng,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_period_is_not_read_without_waiting_while_another_call_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = authority(&dir);
+        let p0 = a.current_period(NOW).unwrap();
+        assert_eq!(a.try_current_period(NOW).unwrap().unwrap(), p0);
+        let held = a.store();
+        assert!(a.try_current_period(NOW).is_none());
+        drop(held);
+        assert_eq!(a.try_current_period(NOW).unwrap().unwrap(), p0);
+    }
 }

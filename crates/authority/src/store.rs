@@ -240,6 +240,11 @@ pub struct Counters {
 pub trait Store: Send {
     /// A name for the database in messages (a path, or a URL without password).
     fn location(&self) -> &str;
+    /// Whether a short read of this store may run on an async thread: it is answered in this
+    /// process from a file no writer locks, in microseconds, never after a wait on the network
+    /// or on another connection. SQLite in WAL mode: yes (a reader works from the last commit
+    /// and never waits for a writer). PostgreSQL: no (every read is a round trip to the server).
+    fn reads_without_waiting(&self) -> bool;
     /// From now on, this connection's commits return once the database has written them, not
     /// once they are on disk: SQLite's `synchronous = NORMAL` in WAL mode (no fsync per commit;
     /// an operating-system crash or power loss may roll back the last commits, never corrupt

@@ -135,4 +135,8 @@ pub enum SealError {
     /// Making a header failed.
     #[error("sealing failed: {0}")]
     Crypto(#[from] fhirseal_envelope::Error),
+    /// A sealer that makes no header ([`Sealer::known_headers_only`]) needed one: nothing was
+    /// made or changed; seal again with a sealer that may make it ([`Sealer::new`]).
+    #[error("sealing needs a header that is not made yet")]
+    HeaderNeeded,
 }

@@ -51,9 +51,17 @@ pub struct Sealer<'a, R> {
     pp: &'a PublicParams,
     sealing: &'a SealingKey,
     period: u64,
-    headers: &'a mut SharedHeaders,
+    headers: Book<'a>,
     rng: &'a mut R,
     blind_index: Option<&'a BlindIndex>,
+}
+
+/// The shared headers a [`Sealer`] seals under.
+enum Book<'a> {
+    /// Makes what is missing: a shared header for a structure and period, a resource's own one.
+    Grows(&'a mut SharedHeaders),
+    /// Makes nothing ([`Sealer::known_headers_only`]).
+    Known(&'a SharedHeaders),
 }
 
 /// One resource being sealed: what its envelopes are bound to and the keys drawn for it.
@@ -142,6 +150,15 @@ impl SharedHeaders {
             .collect()
     }
 
+    /// The header and key this process seals under for `policy` at `period`, if it holds one.
+    fn known_key(&self, policy: &Structure<'_>, period: u64) -> Option<(HeaderId, HeaderKey)> {
+        let id = self.current.get(&(policy.text().to_owned(), period))?;
+        match self.headers.get(id) {
+            Some((_, Some(key))) => Some((*id, key.clone())),
+            _ => None,
+        }
+    }
+
     /// The header and key to seal under for `policy` at `period`, made if missing.
     fn sealing_key(
         &mut self,
@@ -151,12 +168,10 @@ impl SharedHeaders {
         period: u64,
         rng: &mut (impl CryptoRng + RngCore),
     ) -> Result<(HeaderId, HeaderKey), SealError> {
-        let slot = (policy.text().to_owned(), period);
-        if let Some(id) = self.current.get(&slot)
-            && let Some((_, Some(key))) = self.headers.get(id)
-        {
-            return Ok((*id, key.clone()));
+        if let Some(known) = self.known_key(policy, period) {
+            return Ok(known);
         }
+        let slot = (policy.text().to_owned(), period);
         let (header, key) = Header::new(
             pp,
             policy.structure,
@@ -203,7 +218,30 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
             pp,
             sealing,
             period,
-            headers,
+            headers: Book::Grows(headers),
+            rng,
+            blind_index: None,
+        }
+    }
+
+    /// A sealer for `period` that makes no header: it seals under the shared headers `headers`
+    /// holds keys for, and refuses with [`SealError::HeaderNeeded`] what needs another one (a
+    /// structure without a shared header of `period` in the book, or a resource granularity).
+    /// Making a header is an attribute-based encryption (milliseconds of pairings); sealing
+    /// without one is a few AES-GCM encryptions and HMACs per element, quick enough for an
+    /// async thread, and needs the book only for reading, so such sealers can share it.
+    pub fn known_headers_only(
+        pp: &'a PublicParams,
+        sealing: &'a SealingKey,
+        period: u64,
+        headers: &'a SharedHeaders,
+        rng: &'a mut R,
+    ) -> Self {
+        Self {
+            pp,
+            sealing,
+            period,
+            headers: Book::Known(headers),
             rng,
             blind_index: None,
         }
@@ -615,12 +653,15 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         if let Some(&(_, _, id, wrapped)) = drawn {
             return Ok((id, wrapped));
         }
-        let (id, key) = match granularity {
-            Granularity::Shared => {
-                self.headers
-                    .sealing_key(self.pp, self.sealing, policy, self.period, self.rng)?
+        let (id, key) = match (granularity, &mut self.headers) {
+            (Granularity::Shared, Book::Grows(book)) => {
+                book.sealing_key(self.pp, self.sealing, policy, self.period, self.rng)?
             }
-            Granularity::Resource => {
+            (Granularity::Shared, Book::Known(book)) => book
+                .known_key(policy, self.period)
+                .ok_or(SealError::HeaderNeeded)?,
+            (Granularity::Resource, Book::Known(_)) => return Err(SealError::HeaderNeeded),
+            (Granularity::Resource, Book::Grows(_)) => {
                 let (header, key) = Header::new(
                     self.pp,
                     policy.structure,

@@ -12,8 +12,9 @@ use fhirseal::ctupdate::{self, JobError, PLAN_CHUNK};
 use fhirseal::headers::HeaderStore;
 use fhirseal::state::AppState;
 use fhirseal_envelope::{BlindIndex, Header};
+use fhirseal_policy::{ConsentView, Obligations};
 use fhirseal_seal::shape::SEALED_HEADER;
-use fhirseal_seal::{Sealer, SharedHeaders, UpdateError};
+use fhirseal_seal::{Sealer, SharedHeaders, UpdateError, shared_header_ids};
 use rand_core::OsRng;
 use serde_json::{Value, json};
 use wiremock::matchers::{any, method, path};
@@ -668,6 +669,47 @@ async fn the_command_moves_the_headers_and_says_so() {
     // A period later, with the upstream gone: one line, exit 1.
     h.advance();
     upstream_gone(run("http://127.0.0.1:9/fhir".to_string(), false).await);
+}
+
+/// A write is sealed for the period the authority gives at that moment, whether it runs on the
+/// async thread (its headers already in the book) or in the blocking pool (a header to make):
+/// right after the period moves on (a revocation), the previous period's headers still in the
+/// book are not sealed under again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_right_after_the_period_moves_on_is_sealed_for_the_new_one() {
+    let h = harness(Duration::ZERO).await;
+    let seal = |id: &str| {
+        let permit = Obligations {
+            access: "test".to_string(),
+            elements: Vec::new(),
+            labels: Vec::new(),
+            sealing: h
+                .state
+                .policy
+                .sealing_rules_under(Some("Patient/p1"), ConsentView::default()),
+        };
+        let patient = json!({"resourceType": "Patient", "id": id,
+            "name": [{"family": "Canary"}], "birthDate": "1970-01-01"});
+        let sealing = Arc::clone(&h.state.sealing);
+        async move {
+            let sealed = sealing.seal(patient, None, permit).await.unwrap();
+            let mut ids = shared_header_ids(sealed.resource());
+            ids.sort();
+            assert!(!ids.is_empty());
+            ids
+        }
+    };
+    // The first write makes the period's headers; the next seals under them.
+    let made = seal("a").await;
+    assert_eq!(seal("b").await, made);
+    assert_eq!(h.advance(), 1);
+    // Under the new period's headers only, made by the first write after the advance.
+    let after = seal("c").await;
+    assert!(
+        after.iter().all(|id| !made.contains(id)),
+        "{after:?} {made:?}"
+    );
+    assert_eq!(seal("d").await, after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

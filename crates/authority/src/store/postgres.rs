@@ -238,6 +238,10 @@ impl Store for PostgresStore {
         &self.location
     }
 
+    fn reads_without_waiting(&self) -> bool {
+        false
+    }
+
     fn relax_commits(&mut self) -> Result<(), Error> {
         let client = self.client()?;
         let now: Result<String, postgres::Error> = client

@@ -212,6 +212,11 @@ impl Store for SqliteStore {
         &self.location
     }
 
+    fn reads_without_waiting(&self) -> bool {
+        // `open` puts every store in WAL mode, or fails.
+        true
+    }
+
     fn relax_commits(&mut self) -> Result<(), Error> {
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")

@@ -6,7 +6,7 @@ use fhirseal_authority::{Authority, Error, Kek, Kind, store};
 use rand_core::OsRng;
 use rshabe::{AccessStructure, UpdateMode};
 
-use crate::support::{DAY, KEK, NOW, OTHER_KEK, backends, init, opens, small, strings};
+use crate::support::{DAY, KEK, NOW, OTHER_KEK, backends, init, open, opens, small, strings};
 
 #[test]
 fn the_life_cycle_of_a_revoked_doctor() {
@@ -539,5 +539,32 @@ fn advances_by_hand_are_paced_and_of_several_at_once_one_wins() {
             "{backend}: {results:?}"
         );
         assert_eq!(a.current_period(at).unwrap(), 6, "{backend}");
+    }
+}
+
+#[test]
+fn the_period_is_read_without_waiting_from_sqlite_alone_and_never_from_a_copy() {
+    for db in backends() {
+        let backend = db.backend;
+        let a = init(&db, KEK);
+        let p0 = a.current_period(NOW).unwrap();
+        if backend == "postgres" {
+            // Every read of PostgreSQL is a round trip: never on an async thread.
+            assert!(a.try_current_period(NOW).is_none(), "{backend}");
+            continue;
+        }
+        assert_eq!(a.try_current_period(NOW).unwrap().unwrap(), p0, "{backend}");
+        // Another process sharing the store advances the period (a revocation): the next read
+        // sees it at once.
+        let other = open(&db, KEK);
+        let p1 = other.advance_period(NOW).unwrap();
+        assert_eq!(p1, p0 + 1, "{backend}");
+        assert_eq!(a.try_current_period(NOW).unwrap().unwrap(), p1, "{backend}");
+        assert_eq!(a.current_period(NOW).unwrap(), p1, "{backend}");
+        assert_eq!(
+            a.try_current_period(NOW + DAY).unwrap().unwrap(),
+            a.current_period(NOW + DAY).unwrap(),
+            "{backend}"
+        );
     }
 }

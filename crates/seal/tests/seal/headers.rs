@@ -9,8 +9,8 @@ use base64::Engine as _;
 use fhirseal_envelope::{Granularity, Header, HeaderId};
 use fhirseal_seal::shape::{SEALED_ELEMENT, SEALED_HEADER};
 use fhirseal_seal::{
-    Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, Sealer, SharedHeaders,
-    shared_header_ids,
+    Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, SealError, Sealer,
+    SharedHeaders, shared_header_ids,
 };
 use rshabe::AccessStructure;
 use serde_json::{Value, json};
@@ -415,4 +415,86 @@ fn one_walk_finds_the_ids_and_any_carried_header_as_two_would() {
     }
     // Every value carries a header but null, the text, the shared-only resource and its Bundle.
     assert_eq!(carried, values.len() - 4);
+}
+
+/// A sealer over known headers only seals under the headers the book holds, exactly as one that
+/// may make headers would, and refuses (making nothing) what needs another header: a structure
+/// without one of its period, a period the book has none of, a resource granularity.
+#[test]
+fn a_sealer_over_known_headers_makes_none_and_seals_as_the_growing_one_does() {
+    let mut w = World::new();
+    let shared = rules(&[
+        (
+            "Patient",
+            "Patient.birthDate",
+            "role:physician",
+            Granularity::Shared,
+        ),
+        (
+            "Observation",
+            "Observation.value[x]",
+            "role:nurse",
+            Granularity::Shared,
+        ),
+    ]);
+    let own = rules(&[(
+        "Patient",
+        "Patient.birthDate",
+        "role:physician",
+        Granularity::Resource,
+    )]);
+    let known_only = |w: &mut World, resource: &Value, rules: &Rules, period: u64| {
+        let World { fx, headers } = w;
+        Sealer::known_headers_only(&fx.pp, &fx.sealing, period, headers, &mut fx.rng)
+            .seal(resource, rules)
+    };
+    // An empty book: nothing to seal under, nothing made.
+    let refused = known_only(&mut w, &patient("p1"), &shared, 0);
+    assert!(
+        matches!(refused, Err(SealError::HeaderNeeded)),
+        "{refused:?}"
+    );
+    assert!(w.created().is_empty());
+
+    // Once the growing sealer made the Patient's header, the Patient seals without a new one,
+    // under it; the Observation's structure still has none.
+    let grown = w.seal(&patient("p0"), &shared);
+    let made = w.created();
+    assert_eq!(made.len(), 1);
+    let sealed = known_only(&mut w, &patient("p1"), &shared, 0).unwrap();
+    assert_eq!(set(&shared_header_ids(&sealed.resource)), set(&made));
+    assert_eq!(sealed.elements, 1);
+    assert!(w.created().is_empty());
+    let refused = known_only(&mut w, &observation("o1"), &shared, 0);
+    assert!(
+        matches!(refused, Err(SealError::HeaderNeeded)),
+        "{refused:?}"
+    );
+    // Nor for a later period, nor for a resource's own header.
+    let refused = known_only(&mut w, &patient("p1"), &shared, 1);
+    assert!(
+        matches!(refused, Err(SealError::HeaderNeeded)),
+        "{refused:?}"
+    );
+    let refused = known_only(&mut w, &patient("p1"), &own, 0);
+    assert!(
+        matches!(refused, Err(SealError::HeaderNeeded)),
+        "{refused:?}"
+    );
+    assert!(w.created().is_empty());
+
+    // What it sealed opens as the growing sealer's does.
+    let found = Only(
+        made.iter()
+            .map(|id| (*id, w.headers.header(*id).unwrap()))
+            .collect(),
+    );
+    let key = w.fx.key(ALL, 0);
+    let cache = cache();
+    for (mut sealed, id) in [(grown, "p0"), (sealed.resource, "p1")] {
+        let report =
+            Reader::new("full", Some(&key), &cache, &found, &w.fx.sealing).open(&mut sealed);
+        assert_eq!(sealed, patient(id));
+        assert_eq!((report.opened, report.masked, report.forged), (1, 0, 0));
+    }
 }
