@@ -310,7 +310,7 @@ pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Ne
     if let (Some(break_glass), Value::Object(object)) = (break_glass, &mut line) {
         object.insert("break_glass".into(), break_glass);
     }
-    let line = line.to_string();
+    let line = fhirseal_fhir::json_text(&line);
     if let Err(error) = sink.write(&line) {
         tracing::error!(request_id = %id, %error, "the audit line could not be written");
     }

@@ -16,6 +16,14 @@ use serde_json::{Map, Value};
 /// Objects of at most this many members are searched member by member; larger ones by hash.
 pub const LINEAR_MEMBERS: usize = 12;
 
+/// `value` as JSON text, written straight into one buffer. `Value`'s `to_string` (its `Display`)
+/// hands the same text to a `fmt::Formatter` a piece at a time (a quote, a name, a colon), each
+/// piece a call through `fmt` into a `String` grown from empty. Writing a `Value` cannot fail
+/// (its keys are strings, the buffer is memory); were it to, the text would come from `Display`.
+pub fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| value.to_string())
+}
+
 /// `get`, `get_mut` and `contains_key` by member name, searched in order in a small object
 /// (module docs). Implemented for a JSON object and for any JSON value (`None` for a value that
 /// is not an object, as `Value::get` with a `&str`).
@@ -104,6 +112,25 @@ mod tests {
             let mut value = Value::Object(object.clone());
             assert_eq!(value.member("m0"), object.get("m0"));
             assert_eq!(value.member_mut("nope"), None);
+        }
+    }
+
+    #[test]
+    fn json_text_is_what_display_writes() {
+        let values = [
+            json!(null),
+            json!({}),
+            json!([]),
+            json!({"resourceType": "Patient", "name": [{"family": "Ö\"\\\n\u{1}", "given": ["é", "😀"]}],
+                   "multipleBirthInteger": -3, "x": 1.5e300, "active": true, "_birthDate": null}),
+            json!("a \u{7f} b </script>"),
+        ];
+        for value in values {
+            assert_eq!(json_text(&value), value.to_string());
+            assert_eq!(
+                serde_json::from_str::<Value>(&json_text(&value)).unwrap(),
+                value
+            );
         }
     }
 

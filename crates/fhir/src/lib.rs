@@ -44,7 +44,7 @@ pub mod structure;
 /// FHIR's JSON media type, as written on every body sent: `application/fhir+json` in UTF-8.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-pub use json::Members;
+pub use json::{Members, json_text};
 pub use path::{ElementPath, PathError};
 pub use principal::{ClaimsError, PractitionerRoleFacts, Principal};
 pub use request::{FhirRequest, Id, Interaction, Prefer, RequestError, ResourceType, SearchParam};

@@ -347,8 +347,9 @@ fn refused_transaction(status: StatusCode, mut sends: Vec<Sent>) -> ApiError {
 /// The writes sent upstream as one transaction: its response entries, one per write, in order.
 async fn send_transaction(state: &AppState, entries: Vec<Value>) -> Result<Vec<Value>, Unsent> {
     let count = entries.len();
-    let bundle =
-        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}).to_string();
+    let bundle = fhirseal_fhir::json_text(
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+    );
     // Every entry fits alone (`change::seal`); together they must fit too: the upstream's answer
     // holds them all.
     let limit = change::write_limit(state);

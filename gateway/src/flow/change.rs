@@ -29,7 +29,7 @@ use base64::Engine as _;
 use fhirseal_fhir::request::Conditions;
 use fhirseal_fhir::rest::Interaction;
 use fhirseal_fhir::{
-    FhirRequest, Id, Interaction as FhirInteraction, Prefer, ResourceType, SearchParam,
+    FhirRequest, Id, Interaction as FhirInteraction, Prefer, ResourceType, SearchParam, json_text,
 };
 use fhirseal_seal::OpenReport;
 use fhirseal_upstream::UpstreamRequest;
@@ -393,7 +393,7 @@ pub async fn write(state: &AppState, caller: &Caller, step: Step) -> Result<Answ
         request = request
             .with_header(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
             .with_header(PREFER, HeaderValue::from_static("return=representation"))
-            .with_body(body.to_string());
+            .with_body(json_text(body));
     }
     if let Some(value) = call
         .if_match
