@@ -268,10 +268,11 @@ impl Sealing {
     /// Sealing under headers already made is a few AES-GCM encryptions and HMACs per element:
     /// it runs here, on the async thread that parsed the request, when nothing in it can wait
     /// (the period read from a local store no other call holds, the book of headers free to
-    /// read, every header needed in it). Sent to the blocking pool, it cost a create about an
-    /// eighth of its CPU in thread hand-offs (BENCHMARKS.md, "The hot path, fourteenth round").
-    /// Otherwise (a header to make, an RS-HABE encryption of milliseconds; a period read over
-    /// the network or behind another call to the authority) it goes to the blocking pool.
+    /// read, every header needed in it), and counts against the task's cooperative budget.
+    /// Sent to the blocking pool, it cost a create about an eighth of its CPU in thread
+    /// hand-offs (BENCHMARKS.md, "The hot path, fourteenth round"). Otherwise (a header to make,
+    /// an RS-HABE encryption of milliseconds; a period read over the network or behind another
+    /// call to the authority) it goes to the blocking pool.
     ///
     /// # Errors
     /// [`SealingError`]: the resource cannot be sealed as given (masked or forged placeholders,
@@ -287,7 +288,14 @@ impl Sealing {
         // Labels are in `meta.security`, where no rule looks for a patient's display.
         add_labels(&mut resource, &permit.labels);
         let (sealed, headers) = match self.seal_now(&resource, binding.as_deref(), &permit) {
-            Some(done) => done?,
+            Some(done) => {
+                // One unit of the task's cooperative budget: a transaction sealing thousands of
+                // entries one after another gives the thread back to the runtime every 128
+                // seals or so, as it did at each hand-off to the pool, rather than holding it
+                // for the whole Bundle. A single write never waits here.
+                tokio::task::consume_budget().await;
+                done?
+            }
             None => {
                 let this = Arc::clone(self);
                 tokio::task::spawn_blocking(move || {

@@ -678,38 +678,61 @@ async fn the_command_moves_the_headers_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_right_after_the_period_moves_on_is_sealed_for_the_new_one() {
     let h = harness(Duration::ZERO).await;
-    let seal = |id: &str| {
-        let permit = Obligations {
-            access: "test".to_string(),
-            elements: Vec::new(),
-            labels: Vec::new(),
-            sealing: h
-                .state
-                .policy
-                .sealing_rules_under(Some("Patient/p1"), ConsentView::default()),
-        };
-        let patient = json!({"resourceType": "Patient", "id": id,
-            "name": [{"family": "Canary"}], "birthDate": "1970-01-01"});
-        let sealing = Arc::clone(&h.state.sealing);
-        async move {
-            let sealed = sealing.seal(patient, None, permit).await.unwrap();
-            let mut ids = shared_header_ids(sealed.resource());
-            ids.sort();
-            assert!(!ids.is_empty());
-            ids
-        }
-    };
     // The first write makes the period's headers; the next seals under them.
-    let made = seal("a").await;
-    assert_eq!(seal("b").await, made);
+    let made = seal_patient(&h.state, "a").await;
+    assert_eq!(seal_patient(&h.state, "b").await, made);
     assert_eq!(h.advance(), 1);
     // Under the new period's headers only, made by the first write after the advance.
-    let after = seal("c").await;
+    let after = seal_patient(&h.state, "c").await;
     assert!(
         after.iter().all(|id| !made.contains(id)),
         "{after:?} {made:?}"
     );
-    assert_eq!(seal("d").await, after);
+    assert_eq!(seal_patient(&h.state, "d").await, after);
+}
+
+/// A Patient `id` sealed by the gateway's own sealing (as a write of it would be): the ids of
+/// the shared headers it names, sorted.
+async fn seal_patient(state: &AppState, id: &str) -> Vec<fhirseal_envelope::HeaderId> {
+    let permit = Obligations {
+        access: "test".to_string(),
+        elements: Vec::new(),
+        labels: Vec::new(),
+        sealing: state
+            .policy
+            .sealing_rules_under(Some("Patient/p1"), ConsentView::default()),
+    };
+    let patient = json!({"resourceType": "Patient", "id": id,
+        "name": [{"family": "Canary"}], "birthDate": "1970-01-01"});
+    let sealed = state.sealing.seal(patient, None, permit).await.unwrap();
+    let mut ids = shared_header_ids(sealed.resource());
+    ids.sort();
+    assert!(!ids.is_empty());
+    ids
+}
+
+/// Seals that run on the async thread, one after another in one task (a long transaction), give
+/// the thread back to the runtime now and then: another task on the same thread runs before
+/// they are all done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_run_of_seals_on_the_async_thread_lets_other_tasks_run() {
+    let h = harness(Duration::ZERO).await;
+    // The first makes the headers (in the blocking pool: an await that yields); the rest seal
+    // under them where they are.
+    seal_patient(&h.state, "first").await;
+    let other = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&other);
+    tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    let mut sealed = 0;
+    while !other.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            sealed < 1_000,
+            "{sealed} seals never let the other task run"
+        );
+        seal_patient(&h.state, &format!("p{sealed}")).await;
+        sealed += 1;
+    }
+    assert!(sealed > 1, "the seals waited: {sealed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
