@@ -214,14 +214,7 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         headers: &'a mut SharedHeaders,
         rng: &'a mut R,
     ) -> Self {
-        Self {
-            pp,
-            sealing,
-            period,
-            headers: Book::Grows(headers),
-            rng,
-            blind_index: None,
-        }
+        Self::with_book(pp, sealing, period, Book::Grows(headers), rng)
     }
 
     /// A sealer for `period` that makes no header: it seals under the shared headers `headers`
@@ -237,11 +230,21 @@ impl<'a, R: CryptoRng + RngCore> Sealer<'a, R> {
         headers: &'a SharedHeaders,
         rng: &'a mut R,
     ) -> Self {
+        Self::with_book(pp, sealing, period, Book::Known(headers), rng)
+    }
+
+    fn with_book(
+        pp: &'a PublicParams,
+        sealing: &'a SealingKey,
+        period: u64,
+        headers: Book<'a>,
+        rng: &'a mut R,
+    ) -> Self {
         Self {
             pp,
             sealing,
             period,
-            headers: Book::Known(headers),
+            headers,
             rng,
             blind_index: None,
         }

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use fhirseal_envelope::{Granularity, Header, HeaderId};
 use fhirseal_seal::shape::{SEALED_ELEMENT, SEALED_HEADER};
 use fhirseal_seal::{
-    Displays, ElementRule, HeaderLookup, Narrative, Reader, RuleSet, Rules, SealError, Sealer,
-    SharedHeaders, shared_header_ids,
+    Displays, ElementRule, HeaderLookup, Narrative, OpenReport, Reader, RuleSet, Rules, SealError,
+    Sealer, SharedHeaders, shared_header_ids,
 };
 use rshabe::AccessStructure;
 use serde_json::{Value, json};
@@ -34,6 +34,18 @@ impl World {
             .seal(resource, rules)
             .unwrap()
             .resource
+    }
+
+    /// Opens `sealed` for a reader holding every attribute, handed only the headers `ids` (from
+    /// the book).
+    fn open(&mut self, ids: &[HeaderId], sealed: &mut Value) -> OpenReport {
+        let found = Only(
+            ids.iter()
+                .map(|id| (*id, self.headers.header(*id).unwrap()))
+                .collect(),
+        );
+        let key = self.fx.key(ALL, 0);
+        Reader::new("full", Some(&key), &cache(), &found, &self.fx.sealing).open(sealed)
     }
 
     /// The ids of the headers created since the last call.
@@ -67,6 +79,25 @@ fn rules(list: &[(&str, &str, &str, Granularity)]) -> Rules {
         RuleSet::new(rtype, rules, Narrative::Neutral, Displays::Keep).unwrap()
     }))
     .unwrap()
+}
+
+/// A Patient's birth date sealed for physicians, an Observation's value for nurses: one shared
+/// header each.
+fn birth_date_and_value() -> Rules {
+    rules(&[
+        (
+            "Patient",
+            "Patient.birthDate",
+            "role:physician",
+            Granularity::Shared,
+        ),
+        (
+            "Observation",
+            "Observation.value[x]",
+            "role:nurse",
+            Granularity::Shared,
+        ),
+    ])
 }
 
 fn patient(id: &str) -> Value {
@@ -139,20 +170,7 @@ fn a_shared_resource_names_each_of_its_headers_once() {
 #[test]
 fn bundle_entries_at_any_depth_in_first_seen_order() {
     let mut w = World::new();
-    let r = rules(&[
-        (
-            "Patient",
-            "Patient.birthDate",
-            "role:physician",
-            Granularity::Shared,
-        ),
-        (
-            "Observation",
-            "Observation.value[x]",
-            "role:nurse",
-            Granularity::Shared,
-        ),
-    ]);
+    let r = birth_date_and_value();
     let obs = w.seal(&observation("o1"), &r);
     let [obs_header] = w.created()[..] else {
         panic!()
@@ -316,23 +334,15 @@ fn the_listed_headers_are_all_a_reader_needs() {
     let sealed = w.seal(&bundle, &r);
     let ids = shared_header_ids(&sealed);
     assert_eq!(set(&ids), set(&w.created()));
-    let found = Only(
-        ids.iter()
-            .map(|id| (*id, w.headers.header(*id).unwrap()))
-            .collect(),
-    );
-    let key = w.fx.key(ALL, 0);
-    let cache = cache();
     let mut opened = sealed.clone();
-    let report = Reader::new("full", Some(&key), &cache, &found, &w.fx.sealing).open(&mut opened);
+    let report = w.open(&ids, &mut opened);
     assert_eq!(opened, bundle);
     assert_eq!(report.masked, 0);
     assert!(report.opened > 0);
 
     // Without them, the shared elements stay masked.
-    let none = Only(HashMap::new());
     let mut masked = sealed;
-    let report = Reader::new("full", Some(&key), &cache, &none, &w.fx.sealing).open(&mut masked);
+    let report = w.open(&[], &mut masked);
     assert!(report.masked > 0);
     assert_ne!(masked, bundle);
 }
@@ -423,20 +433,7 @@ fn one_walk_finds_the_ids_and_any_carried_header_as_two_would() {
 #[test]
 fn a_sealer_over_known_headers_makes_none_and_seals_as_the_growing_one_does() {
     let mut w = World::new();
-    let shared = rules(&[
-        (
-            "Patient",
-            "Patient.birthDate",
-            "role:physician",
-            Granularity::Shared,
-        ),
-        (
-            "Observation",
-            "Observation.value[x]",
-            "role:nurse",
-            Granularity::Shared,
-        ),
-    ]);
+    let shared = birth_date_and_value();
     let own = rules(&[(
         "Patient",
         "Patient.birthDate",
@@ -484,16 +481,8 @@ fn a_sealer_over_known_headers_makes_none_and_seals_as_the_growing_one_does() {
     assert!(w.created().is_empty());
 
     // What it sealed opens as the growing sealer's does.
-    let found = Only(
-        made.iter()
-            .map(|id| (*id, w.headers.header(*id).unwrap()))
-            .collect(),
-    );
-    let key = w.fx.key(ALL, 0);
-    let cache = cache();
     for (mut sealed, id) in [(grown, "p0"), (sealed.resource, "p1")] {
-        let report =
-            Reader::new("full", Some(&key), &cache, &found, &w.fx.sealing).open(&mut sealed);
+        let report = w.open(&made, &mut sealed);
         assert_eq!(sealed, patient(id));
         assert_eq!((report.opened, report.masked, report.forged), (1, 0, 0));
     }
