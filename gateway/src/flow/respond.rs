@@ -6,11 +6,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fhirseal_seal::OpenReport;
 use fhirseal_upstream::rewrite_base;
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::audit::AuditNote;
 use fhirseal_fhir::FHIR_JSON;
+use fhirseal_fhir::json::{write_json, write_json_string, write_json_with};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -70,9 +70,8 @@ impl Answer {
         let mut out = match self.body {
             Some(body) => {
                 // Written once, as bytes, the base moved string by string on the way
-                // (`write_moved`). It cannot fail: a `Value`'s keys are strings and writing to a
-                // `Vec` does not.
-                let bytes = write_moved(&body, upstream_base, gateway_base).unwrap_or_default();
+                // (`write_moved`).
+                let bytes = write_moved(&body, upstream_base, gateway_base);
                 let mut out = (self.status, bytes).into_response();
                 out.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
@@ -168,56 +167,23 @@ pub fn note(
 /// `to`, as [`rewrite_base`] would move it in each string (object keys are element names, never
 /// URLs). The base is moved during the one walk that writes the answer, not in a walk of its own
 /// over the tree first (that walk was 4.5 % of a 100-entry search's CPU, issue 18); one searcher
-/// for `from` serves every string, and a string without `from` is written as it is.
-fn write_moved(value: &Value, from: &str, to: &str) -> serde_json::Result<Vec<u8>> {
+/// for `from` serves every string, and a string without `from` is written as it is. Written by
+/// [`write_json_with`], byte for byte what `serde_json` writes, in less time (its module docs).
+fn write_moved(value: &Value, from: &str, to: &str) -> Vec<u8> {
+    let mut out = String::new();
     if from.is_empty() {
-        return serde_json::to_vec(value);
+        write_json(&mut out, value);
+        return out.into_bytes();
     }
-    let base = Base {
-        finder: memchr::memmem::Finder::new(from),
-        from,
-        to,
-    };
-    serde_json::to_vec(&Moved { value, base: &base })
-}
-
-/// The upstream's base and the gateway's, and a searcher for the first.
-struct Base<'a> {
-    finder: memchr::memmem::Finder<'a>,
-    from: &'a str,
-    to: &'a str,
-}
-
-/// A value written with the base moved in its strings ([`write_moved`]).
-struct Moved<'v, 'b> {
-    value: &'v Value,
-    base: &'b Base<'b>,
-}
-
-impl Serialize for Moved<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let base = self.base;
-        match self.value {
-            Value::String(text) if base.finder.find(text.as_bytes()).is_some() => {
-                serializer.serialize_str(&rewrite_base(text, base.from, base.to))
-            }
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for value in items {
-                    seq.serialize_element(&Moved { value, base })?;
-                }
-                seq.end()
-            }
-            Value::Object(members) => {
-                let mut map = serializer.serialize_map(Some(members.len()))?;
-                for (key, value) in members {
-                    map.serialize_entry(key, &Moved { value, base })?;
-                }
-                map.end()
-            }
-            other => other.serialize(serializer),
+    let finder = memchr::memmem::Finder::new(from);
+    write_json_with(&mut out, value, &mut |out, text| {
+        if finder.find(text.as_bytes()).is_some() {
+            write_json_string(out, &rewrite_base(text, from, to));
+        } else {
+            write_json_string(out, text);
         }
-    }
+    });
+    out.into_bytes()
 }
 
 /// `200 OK`, `404 Not Found`: a Bundle entry's `response.status`.
@@ -265,7 +231,7 @@ mod tests {
             }]
         });
         let text = rewrite_base(&bundle.to_string(), FROM, TO).into_owned();
-        let written = String::from_utf8(write_moved(&bundle, FROM, TO).unwrap()).unwrap();
+        let written = String::from_utf8(write_moved(&bundle, FROM, TO)).unwrap();
         assert_eq!(written, text);
         assert!(text.contains(&format!("{TO}/Patient/p1")), "{text}");
         assert!(text.contains(&format!("{FROM}2/Patient/p1")), "{text}");
@@ -274,12 +240,12 @@ mod tests {
     #[test]
     fn a_body_without_the_base_is_written_as_it_is() {
         let resource = json!({"resourceType": "Patient", "id": "p1", "link": [{"other": {"reference": "Patient/p2"}}]});
-        let written = write_moved(&resource, FROM, TO).unwrap();
+        let written = write_moved(&resource, FROM, TO);
         assert_eq!(written, serde_json::to_vec(&resource).unwrap());
         // No base (a gateway whose upstream base is empty): nothing is moved.
         let with_base = json!({"fullUrl": format!("{FROM}/Patient/p1")});
         assert_eq!(
-            write_moved(&with_base, "", TO).unwrap(),
+            write_moved(&with_base, "", TO),
             serde_json::to_vec(&with_base).unwrap()
         );
     }
@@ -290,7 +256,7 @@ mod tests {
     #[test]
     fn a_url_after_an_escaped_character_moves() {
         let note = json!({"text": format!("line\n{FROM}/Patient/p1 \"{FROM}/x\"")});
-        let written = String::from_utf8(write_moved(&note, FROM, TO).unwrap()).unwrap();
+        let written = String::from_utf8(write_moved(&note, FROM, TO)).unwrap();
         let expected = json!({"text": format!("line\n{TO}/Patient/p1 \"{TO}/x\"")});
         assert_eq!(written, expected.to_string());
     }
@@ -299,7 +265,7 @@ mod tests {
     #[test]
     fn keys_are_not_moved() {
         let odd = json!({format!("{FROM}/k"): format!("{FROM}/v")});
-        let written = String::from_utf8(write_moved(&odd, FROM, TO).unwrap()).unwrap();
+        let written = String::from_utf8(write_moved(&odd, FROM, TO)).unwrap();
         assert_eq!(written, format!("{{\"{FROM}/k\":\"{TO}/v\"}}"));
     }
 }
