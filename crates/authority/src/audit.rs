@@ -340,6 +340,11 @@ impl AuditChain {
     pub fn public_key(&self) -> [u8; 32] {
         self.signer.public_key()
     }
+
+    /// Whether this chain's appends may run on an async thread ([`Store::commits_in_process`]).
+    pub fn commits_in_process(&self) -> bool {
+        self.store.commits_in_process()
+    }
 }
 
 impl std::fmt::Debug for AuditChain {

@@ -245,6 +245,13 @@ pub trait Store: Send {
     /// or on another connection. SQLite in WAL mode: yes (a reader works from the last commit
     /// and never waits for a writer). PostgreSQL: no (every read is a round trip to the server).
     fn reads_without_waiting(&self) -> bool;
+    /// Whether a commit of this store may run on an async thread: it is made in this process
+    /// on the calling thread (a file written and, when durable, synced), with no round trip to
+    /// a server, though it may wait for another connection's write lock. SQLite: yes.
+    /// PostgreSQL: no (a round trip; and its synchronous client runs a runtime of its own, which
+    /// cannot be entered from a runtime thread). For the audit chain's writer, whose lone
+    /// requests commit their own lines where they can.
+    fn commits_in_process(&self) -> bool;
     /// From now on, this connection's commits return once the database has written them, not
     /// once they are on disk: SQLite's `synchronous = NORMAL` in WAL mode (no fsync per commit;
     /// an operating-system crash or power loss may roll back the last commits, never corrupt

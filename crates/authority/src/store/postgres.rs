@@ -242,6 +242,10 @@ impl Store for PostgresStore {
         false
     }
 
+    fn commits_in_process(&self) -> bool {
+        false
+    }
+
     fn relax_commits(&mut self) -> Result<(), Error> {
         let client = self.client()?;
         let now: Result<String, postgres::Error> = client

@@ -217,6 +217,10 @@ impl Store for SqliteStore {
         true
     }
 
+    fn commits_in_process(&self) -> bool {
+        true
+    }
+
     fn relax_commits(&mut self) -> Result<(), Error> {
         self.conn
             .pragma_update(None, "synchronous", "NORMAL")
