@@ -242,6 +242,8 @@ pub fn audited(router: Router, sink: AuditSink) -> Router {
 /// is ready (a streamed body may take longer).
 pub async fn audit(State(sink): State<AuditSink>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    // Until its line is on the chain: a lone request commits it itself (`chain`).
+    let _in_flight = sink.chain().map(ChainWriter::request);
     let ts = rfc3339(SystemTime::now());
     let id = request_id(request.headers());
     let method = request.method().to_string();
