@@ -494,11 +494,8 @@ fn fail(jobs: &Receiver<Message>, batch: Vec<Job>) {
         Message::Line(job) => Some(job),
         Message::Chores => None,
     });
-    for job in batch.into_iter().chain(waiting) {
-        let _ = job
-            .done
-            .send(Err("the audit chain's writer has stopped".into()));
-    }
+    let stopped = Err("the audit chain's writer has stopped".to_string());
+    answer(batch.into_iter().chain(waiting), &stopped);
 }
 
 /// One batch of the chain's index: (whether lines may be left unindexed, whether more are left
@@ -530,9 +527,10 @@ fn append(chain: &mut AuditChain, batch: &[Job]) -> Result<u64, String> {
 }
 
 /// Answers each line's waiter in `batch`, appended from `first` on (or not).
-fn answer(batch: Vec<Job>, first: &Result<u64, String>) {
+fn answer(batch: impl IntoIterator<Item = Job>, first: &Result<u64, String>) {
     for (i, job) in batch.into_iter().enumerate() {
-        // A waiter that went away (its request was cancelled) still had its line appended.
+        // A waiter that went away (its request was cancelled) needs no answer; its line, if
+        // appended, stays appended.
         let _ = job.done.send(first.clone().map(|seq| seq + i as u64));
     }
 }
