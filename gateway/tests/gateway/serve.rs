@@ -117,6 +117,17 @@ async fn serves_audits_and_drains_on_sigterm() {
 
     let discovery = wait_ready(&client, &base, &mut child).await;
     assert_eq!(discovery["issuer"], format!("{base}/auth"));
+    // Transparent huge pages are off for the process (`huge_pages_off`): kernels since 5.0 say
+    // so in its status.
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let thp = status
+            .lines()
+            .find_map(|line| line.strip_prefix("THP_enabled:"))
+            .map(str::trim);
+        assert_eq!(thp, Some("0"), "{status}");
+    }
     assert!(dir.path().join("fhirseal-data/authority.kek").exists());
     // The admin API answers on its own address, and not on the FHIR one.
     let live = client
