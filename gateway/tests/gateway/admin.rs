@@ -8,7 +8,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    Configured, Logged, Reply, configured, fhir_base, free_port, now, send, vars,
+    Configured, Logged, Reply, Spawned, configured, fhir_base, free_port, now, send, vars,
 };
 
 /// The admin listener the router is mounted for.
@@ -769,7 +769,7 @@ fn admin_token_settings_that_cannot_be_used_name_their_key() {
 
 /// `fhirseal serve` on the embedded defaults as a file in `dir`, with a free FHIR port, the admin
 /// API on `admin` and `upstream` as the FHIR server.
-fn serve(dir: &Path, admin: &str, upstream: &str) -> (Child, String) {
+fn serve(dir: &Path, admin: &str, upstream: &str) -> (Spawned, String) {
     let file = dir.join("gateway.toml");
     std::fs::write(&file, DEFAULTS).unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
@@ -786,7 +786,7 @@ fn serve(dir: &Path, admin: &str, upstream: &str) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    (child, listen)
+    (Spawned::new(child), listen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -878,7 +878,7 @@ async fn fhirseal_serve_makes_its_token_and_refuses_what_a_browser_or_a_loop_sen
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = child.wait_with_output();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!(

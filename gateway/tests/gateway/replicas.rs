@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fhirseal::config::DEFAULTS;
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::support::header_in;
 use crate::support::sekmet::{OwnServer, canary, is_masked, unique};
-use crate::support::{free_port, postgres_database};
+use crate::support::{Spawned, free_port, postgres_database};
 
 /// `authority.registration_cache_seconds` of both replicas: the revocation bound under test.
 const CACHE_SECONDS: u64 = 2;
@@ -105,7 +105,7 @@ fn config_file(dir: &Path, database: &str, upstream: &str, public_url: &str) -> 
 /// A running `fhirseal serve`, killed when dropped.
 struct Replica {
     name: &'static str,
-    child: Child,
+    child: Spawned,
     /// `http://127.0.0.1:PORT`, its own address.
     url: String,
     /// Its admin API, `http://127.0.0.1:PORT`.
@@ -147,7 +147,7 @@ impl Replica {
             .unwrap();
         Self {
             name,
-            child,
+            child: Spawned::new(child),
             url: format!("http://{listen}"),
             admin: format!("http://{admin}"),
             dir,
@@ -219,13 +219,6 @@ impl Replica {
     /// Its process id (worker names hold it: `host/pid/random`).
     fn pid(&self) -> u32 {
         self.child.id()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use fhirseal::config::DEFAULTS;
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::free_port;
+use crate::support::{Spawned, free_port};
 
 /// The drain bound of `fhirseal serve`, plus start-up slack.
 const EXIT_BOUND: Duration = Duration::from_secs(15);
@@ -20,10 +20,10 @@ const EXIT_BOUND: Duration = Duration::from_secs(15);
 /// `fhirseal serve --config {dir}/gateway.toml` (the embedded defaults as a file, so the state
 /// goes under `dir`) on `listen` and `admin` (`""`: no admin API), with `upstream` as the FHIR
 /// server.
-fn spawn(dir: &Path, listen: &str, admin: &str, upstream: &str) -> Child {
+fn spawn(dir: &Path, listen: &str, admin: &str, upstream: &str) -> Spawned {
     let file = dir.join("gateway.toml");
     std::fs::write(&file, DEFAULTS).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_fhirseal"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fhirseal"))
         .args(["serve", "--config"])
         .arg(&file)
         .env_clear()
@@ -36,16 +36,17 @@ fn spawn(dir: &Path, listen: &str, admin: &str, upstream: &str) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Spawned::new(child)
 }
 
 /// Waits up to `bound` for `child` to exit, then collects its output; kills it if it does not.
-fn exit_within(mut child: Child, bound: Duration) -> (Output, Duration) {
+fn exit_within(mut child: Spawned, bound: Duration) -> (Output, Duration) {
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > bound {
             let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
+            let output = child.wait_with_output();
             panic!(
                 "still running after {bound:?}; stderr:\n{}",
                 String::from_utf8_lossy(&output.stderr)
@@ -54,10 +55,10 @@ fn exit_within(mut child: Child, bound: Duration) -> (Output, Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let elapsed = started.elapsed();
-    (child.wait_with_output().unwrap(), elapsed)
+    (child.wait_with_output(), elapsed)
 }
 
-fn terminate(child: &Child) {
+fn terminate(child: &Spawned) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -66,7 +67,7 @@ fn terminate(child: &Child) {
 }
 
 /// Polls the discovery document until it answers (the authority is created on first start).
-async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Child) -> Value {
+async fn wait_ready(client: &reqwest::Client, base: &str, child: &mut Spawned) -> Value {
     let started = Instant::now();
     loop {
         if let Ok(response) = client

@@ -8,8 +8,9 @@ pub(crate) mod sekmet;
 
 use std::fmt::Debug;
 use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::Output;
+use std::process::{Child, Output};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -289,6 +290,46 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A process of the built binary a test started (`fhirseal serve`): killed and reaped when
+/// dropped, so a test that fails half-way leaves no gateway running on its ports and over its
+/// deleted data folder.
+pub(crate) struct Spawned(Option<Child>);
+
+impl Spawned {
+    pub(crate) fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Waits for the process to exit and collects its output (no kill on drop after this).
+    pub(crate) fn wait_with_output(mut self) -> Output {
+        let child = self.0.take().expect("a spawned process is taken once");
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Deref for Spawned {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("a spawned process is taken once")
+    }
+}
+
+impl DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a spawned process is taken once")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 // --- Requests -------------------------------------------------------------------------------
