@@ -30,6 +30,9 @@
 //! Ids and references are not protected values (the line holds none); no term holds anything
 //! the line does not. A term over [`MAX_TERM`] bytes is left out.
 
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 /// The term every record has.
@@ -76,16 +79,23 @@ pub(crate) enum Bound {
 
 /// The terms of the audit line `line`, chained at `time`; see the module documentation. A
 /// record that is not a JSON object is indexed under [`ALL`] alone, at `time`.
+///
+/// The line is read for its six members that give terms ([`Line`]); the others are checked as
+/// JSON and skipped, not built into a tree: parsing the whole line was half of what indexing a
+/// sealed read's record cost (issue 18, BENCHMARKS.md). It reads what `serde_json::Value` would:
+/// a repeated member's last value, escapes decoded, a member of another type than the one used
+/// ignored.
 pub fn index_of(line: &str, time: i64) -> IndexEntry {
     let mut terms = vec![ALL.to_string()];
-    let Ok(Value::Object(line)) = serde_json::from_str::<Value>(line) else {
+    let Ok(line) = serde_json::from_str::<Line>(line) else {
         return IndexEntry {
             recorded: time,
             terms,
         };
     };
     let recorded = line
-        .get("ts")
+        .ts
+        .as_ref()
         .and_then(Value::as_str)
         .and_then(instant_range)
         .map_or(time, |(start, _)| start);
@@ -94,28 +104,33 @@ pub fn index_of(line: &str, time: i64) -> IndexEntry {
             terms.push(term);
         }
     };
-    if let Some(outcome) = line.get("outcome").and_then(Value::as_str) {
+    if let Some(outcome) = line.outcome.as_ref().and_then(Value::as_str) {
         add(format!("outcome:{outcome}"));
     }
-    let who = line.get("who").filter(|w| w.is_object());
+    let who = line.who.as_ref().filter(|w| w.is_object());
     let field = |key: &str| who.and_then(|w| w.get(key)).and_then(Value::as_str);
-    let entries = line.get("entries").and_then(Value::as_array);
-    let notes =
-        std::iter::once(&line).chain(entries.into_iter().flatten().filter_map(Value::as_object));
-    for note in notes {
-        let strings = |key: &str| {
-            note.get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        };
-        for patient in strings("patients") {
+    let strings = |value: Option<&Value>| -> Vec<String> {
+        value
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    let entries = line.entries.as_ref().and_then(Value::as_array);
+    let notes = std::iter::once((line.patients.as_ref(), line.resources.as_ref())).chain(
+        entries
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+            .map(|entry| (entry.get("patients"), entry.get("resources"))),
+    );
+    for (patients, resources) in notes {
+        for patient in strings(patients) {
             add(format!("patient:{patient}"));
         }
-        for resource in strings("resources") {
+        for resource in strings(resources) {
             if is_patient(&resource) {
                 add(format!("patient:{resource}"));
             }
@@ -135,6 +150,93 @@ pub fn index_of(line: &str, time: i64) -> IndexEntry {
         }
     }
     IndexEntry { recorded, terms }
+}
+
+/// The members of an audit line that give its terms, each as `serde_json::Value` reads it (the
+/// last of a repeated member); `None` when absent. Only a JSON object is a [`Line`].
+#[derive(Default)]
+struct Line {
+    ts: Option<Value>,
+    outcome: Option<Value>,
+    who: Option<Value>,
+    patients: Option<Value>,
+    resources: Option<Value>,
+    entries: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Line {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(LineVisitor)
+    }
+}
+
+struct LineVisitor;
+
+impl<'de> Visitor<'de> for LineVisitor {
+    type Value = Line;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an audit line (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line, A::Error> {
+        let mut line = Line::default();
+        while let Some(member) = map.next_key::<Member>()? {
+            let slot = match member {
+                Member::Ts => &mut line.ts,
+                Member::Outcome => &mut line.outcome,
+                Member::Who => &mut line.who,
+                Member::Patients => &mut line.patients,
+                Member::Resources => &mut line.resources,
+                Member::Entries => &mut line.entries,
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(line)
+    }
+}
+
+/// A member name of an audit line, as far as its terms go.
+enum Member {
+    Ts,
+    Outcome,
+    Who,
+    Patients,
+    Resources,
+    Entries,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl Visitor<'_> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
+        Ok(match name {
+            "ts" => Member::Ts,
+            "outcome" => Member::Outcome,
+            "who" => Member::Who,
+            "patients" => Member::Patients,
+            "resources" => Member::Resources,
+            "entries" => Member::Entries,
+            _ => Member::Other,
+        })
+    }
 }
 
 /// `Patient/<id>`, an id of FHIR's characters.
@@ -381,6 +483,99 @@ mod tests {
         );
         let long = format!(r#"{{"who":{{"sub":"{}","iss":"i"}}}}"#, "x".repeat(600));
         assert_eq!(index_of(&long, 0).terms, ["*"]);
+    }
+
+    /// What [`index_of`] gave while it parsed the whole line into a `serde_json::Value`: the
+    /// reading of six members must give the same terms for any line.
+    fn index_of_tree(line: &str, time: i64) -> IndexEntry {
+        let mut terms = vec![ALL.to_string()];
+        let Ok(Value::Object(line)) = serde_json::from_str::<Value>(line) else {
+            return IndexEntry {
+                recorded: time,
+                terms,
+            };
+        };
+        let recorded = line
+            .get("ts")
+            .and_then(Value::as_str)
+            .and_then(instant_range)
+            .map_or(time, |(start, _)| start);
+        let mut add = |term: String| {
+            if term.len() <= MAX_TERM && !terms.contains(&term) {
+                terms.push(term);
+            }
+        };
+        if let Some(outcome) = line.get("outcome").and_then(Value::as_str) {
+            add(format!("outcome:{outcome}"));
+        }
+        let who = line.get("who").filter(|w| w.is_object());
+        let field = |key: &str| who.and_then(|w| w.get(key)).and_then(Value::as_str);
+        let entries = line.get("entries").and_then(Value::as_array);
+        let notes = std::iter::once(&line)
+            .chain(entries.into_iter().flatten().filter_map(Value::as_object));
+        for note in notes {
+            let strings = |key: &str| {
+                note.get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            };
+            for patient in strings("patients") {
+                add(format!("patient:{patient}"));
+            }
+            for resource in strings("resources") {
+                if is_patient(&resource) {
+                    add(format!("patient:{resource}"));
+                }
+            }
+        }
+        if let Some(user) = field("fhir_user") {
+            if is_patient(user) {
+                add(format!("patient:{user}"));
+            }
+            add(format!("agent:{user}"));
+        }
+        let issuer = field("iss");
+        for id in [field("sub"), field("client_id")].into_iter().flatten() {
+            add(format!("agent-id:{id}"));
+            if let Some(issuer) = issuer {
+                add(format!("agent-id:{issuer}|{id}"));
+            }
+        }
+        IndexEntry { recorded, terms }
+    }
+
+    #[test]
+    fn reading_six_members_gives_the_terms_of_the_whole_tree() {
+        let lines = [
+            // A sealed read's line as the gateway writes it.
+            r#"{"ts":"2026-12-06T13:39:00.423Z","request_id":"9d2e","method":"GET","path":"/fhir/Patient/p1","status":200,"outcome":"success","who":{"sub":"Practitioner/d","fhir_user":"Practitioner/d","client_id":null,"iss":"https://i"},"interaction":"read","resources":["Patient/p1"],"patients":["Patient/p1"],"opened":2,"masked":0,"forged":0,"sealed":0,"duration_ms":0.336,"opened_paths":["Patient.birthDate"]}"#,
+            // A batch's line, its entries each like a request alone.
+            r#"{"outcome":"success","who":{"fhir_user":"Patient/p9","iss":"i","sub":"s"},"entries":[{"resources":["Patient/p3","Observation/o"],"patients":["Patient/p4"]},7,{"patients":"Patient/p5"}]}"#,
+            // A repeated member: its last value counts, at any depth.
+            r#"{"outcome":"denied","outcome":"success","who":{"sub":"a"},"who":{"sub":"b","sub":"c"},"patients":["Patient/x"],"patients":["Patient/y"]}"#,
+            // Members of other types than the ones used, and escaped names and values.
+            r#"{"ts":5,"outcome":["success"],"who":"dr","patients":{"a":"Patient/p"},"resources":[1,null,"Patient/q",{"x":1}],"entries":{}}"#,
+            r#"{"ts":"2026-11-28","outcome":"success","who":{"fhir_user":"Patient/p"}}"#,
+            // Deep and odd values elsewhere are skipped but still checked as JSON.
+            r#"{"consents":[{"a":[[[[{"b":1.50e10}]]]]}],"duration_ms":-0.0,"outcome":"success"}"#,
+            r#"{"consents":[1,],"outcome":"success"}"#,
+            r#"{"outcome":"success"} trailing"#,
+            r#"{"outcome":"success""#,
+            // Not an object.
+            "[1]",
+            "null",
+            "\"text\"",
+            "",
+        ];
+        for line in lines {
+            assert_eq!(index_of(line, 3), index_of_tree(line, 3), "{line}");
+        }
+        let long = format!(r#"{{"who":{{"sub":"{}","iss":"i"}}}}"#, "x".repeat(600));
+        assert_eq!(index_of(&long, 0), index_of_tree(&long, 0));
     }
 
     #[test]
