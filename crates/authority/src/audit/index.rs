@@ -80,9 +80,10 @@ pub(crate) enum Bound {
 /// The terms of the audit line `line`, chained at `time`; see the module documentation. A
 /// record that is not a JSON object is indexed under [`ALL`] alone, at `time`.
 ///
-/// The line is read for its six members that give terms ([`Line`]); the others are checked as
-/// JSON and skipped, not built into a tree: parsing the whole line was half of what indexing a
-/// sealed read's record cost (issue 18, BENCHMARKS.md). It reads what `serde_json::Value` would:
+/// The line is read for its six members that give terms (`ts`, `outcome`, `who`, `patients`,
+/// `resources`, `entries`); the others are checked as JSON and skipped, not built into a tree:
+/// parsing the whole line was two fifths of what indexing a sealed read's record cost (issue 18,
+/// BENCHMARKS.md). It reads what `serde_json::Value` would:
 /// a repeated member's last value, escapes decoded, a member of another type than the one used
 /// ignored.
 pub fn index_of(line: &str, time: i64) -> IndexEntry {
