@@ -83,9 +83,8 @@ pub(crate) enum Bound {
 /// The line is read for its six members that give terms (`ts`, `outcome`, `who`, `patients`,
 /// `resources`, `entries`); the others are checked as JSON and skipped, not built into a tree:
 /// parsing the whole line was two fifths of what indexing a sealed read's record cost (issue 18,
-/// BENCHMARKS.md). It reads what `serde_json::Value` would:
-/// a repeated member's last value, escapes decoded, a member of another type than the one used
-/// ignored.
+/// BENCHMARKS.md). It reads what `serde_json::Value` would: a repeated member's last value,
+/// escapes decoded, a member of another type than the one used ignored.
 pub fn index_of(line: &str, time: i64) -> IndexEntry {
     match serde_json::from_str::<Line>(line) {
         Ok(line) => line.index(time),
@@ -116,15 +115,6 @@ impl Line {
         }
         let who = self.who.as_ref().filter(|w| w.is_object());
         let field = |key: &str| who.and_then(|w| w.get(key)).and_then(Value::as_str);
-        let strings = |value: Option<&Value>| -> Vec<String> {
-            value
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        };
         let entries = self.entries.as_ref().and_then(Value::as_array);
         let notes = std::iter::once((self.patients.as_ref(), self.resources.as_ref())).chain(
             entries
@@ -138,7 +128,7 @@ impl Line {
                 add(format!("patient:{patient}"));
             }
             for resource in strings(resources) {
-                if is_patient(&resource) {
+                if is_patient(resource) {
                     add(format!("patient:{resource}"));
                 }
             }
@@ -245,6 +235,15 @@ impl Visitor<'_> for MemberVisitor {
             _ => Member::Other,
         })
     }
+}
+
+/// The strings of `value` when it is an array (its other items left out).
+fn strings(value: Option<&Value>) -> impl Iterator<Item = &str> {
+    value
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
 }
 
 /// `Patient/<id>`, an id of FHIR's characters.
@@ -521,7 +520,7 @@ mod tests {
             r#"{"outcome":"denied","outcome":"success","who":{"sub":"a"},"who":{"sub":"b","sub":"c"},"patients":["Patient/x"],"patients":["Patient/y"]}"#,
             // Members of other types than the ones used, and escaped names and values.
             r#"{"ts":5,"outcome":["success"],"who":"dr","patients":{"a":"Patient/p"},"resources":[1,null,"Patient/q",{"x":1}],"entries":{}}"#,
-            r#"{"ts":"2026-11-28","outcome":"success","who":{"fhir_user":"Patient/p"}}"#,
+            r#"{"t\u0073":"2026-11-28","outc\u006fme":"succ\u0065ss","who":{"fhir_\u0075ser":"Patient/\u0070"}}"#,
             // Deep and odd values elsewhere are skipped but still checked as JSON.
             r#"{"consents":[{"a":[[[[{"b":1.50e10}]]]]}],"duration_ms":-0.0,"outcome":"success"}"#,
             r#"{"consents":[1,],"outcome":"success"}"#,
