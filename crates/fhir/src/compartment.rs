@@ -2,6 +2,9 @@
 //! patient's compartment, and the search parameter that narrows a search to it. A SMART
 //! `patient/` scope reaches no further than this.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use serde_json::Value;
 
 use crate::structure::r4;
@@ -25,16 +28,73 @@ pub fn in_patient_compartment(resource: &Value, patient_id: &str, bases: &[&str]
     {
         return true;
     }
-    r4().compartment_references(resource_type)
-        .iter()
-        .any(|path| {
-            let mut found = false;
-            let segments: Vec<&str> = path.split('.').skip(1).collect();
-            walk(resource, &segments, &mut |reference| {
-                found |= points_at(reference, patient_id, bases);
-            });
-            found
-        })
+    references(resource_type).iter().any(|segments| {
+        let mut found = false;
+        walk(resource, segments, &mut |reference| {
+            found |= points_at(reference, patient_id, bases);
+        });
+        found
+    })
+}
+
+/// The id of the patient whose record `resource` is: a Patient's own `id`; for another type in
+/// the Patient compartment, the first patient ([`referenced_patient`]) its compartment references
+/// name, taken first from the reference of its [`patient_search_param`] (`Observation.subject`),
+/// then `subject` or `patient`, then the others in CompartmentDefinition/patient's order. So an
+/// Observation is the record of its `subject` whatever its `performer` names, and of its
+/// `performer` only when its `subject` is no patient of ours. `None` for a type outside the
+/// compartment, or a resource that names no patient there.
+///
+/// The references are the ones [`in_patient_compartment`] follows, found the same way: a record
+/// is always in its patient's compartment.
+pub fn record_patient<'r>(resource: &'r Value, bases: &[&str]) -> Option<&'r str> {
+    let resource_type = resource.get("resourceType")?.as_str()?;
+    if resource_type == "Patient" {
+        return resource.get("id")?.as_str();
+    }
+    references(resource_type).iter().find_map(|segments| {
+        let mut first = None;
+        walk(resource, segments, &mut |reference| {
+            if first.is_none() {
+                first = referenced_patient(reference, bases);
+            }
+        });
+        first
+    })
+}
+
+/// The references that put a resource of `resource_type` in a Patient compartment, each as its
+/// path's steps below the resource (`["subject"]` for `Observation.subject`), in the order
+/// [`record_patient`] takes them. Worked out once for every type: a 100-entry search asks for
+/// each of its entries.
+fn references(resource_type: &str) -> &'static [Vec<&'static str>] {
+    static REFERENCES: LazyLock<HashMap<&'static str, Vec<Vec<&'static str>>>> =
+        LazyLock::new(|| {
+            let r4 = r4();
+            r4.compartment_types()
+                .map(|resource_type| {
+                    let primary = patient_search_param(resource_type);
+                    let mut paths = r4.compartment_references(resource_type).to_vec();
+                    // Stable: CompartmentDefinition/patient's order within each rank.
+                    paths.sort_by_key(|path| {
+                        let last = path.rsplit('.').next().unwrap_or_default();
+                        if Some(last) == primary {
+                            0
+                        } else if last == "subject" || last == "patient" {
+                            1
+                        } else {
+                            2
+                        }
+                    });
+                    let steps = paths
+                        .into_iter()
+                        .map(|path| path.split('.').skip(1).collect())
+                        .collect();
+                    (resource_type, steps)
+                })
+                .collect()
+        });
+    REFERENCES.get(resource_type).map_or(&[], Vec::as_slice)
 }
 
 /// The search parameter to add (with the value `Patient/{id}`, or `{id}` for `_id`) so that a
@@ -58,8 +118,9 @@ pub fn patient_search_param(resource_type: &str) -> Option<&'static str> {
         .copied()
 }
 
-/// Calls `found` with the `reference` string of every Reference at `segments` below `value`.
-fn walk(value: &Value, segments: &[&str], found: &mut dyn FnMut(&str)) {
+/// Calls `found` with the `reference` string of every Reference at `segments` below `value`, in
+/// document order.
+fn walk<'r>(value: &'r Value, segments: &[&str], found: &mut dyn FnMut(&'r str)) {
     match value {
         Value::Array(items) => {
             for item in items {
@@ -207,6 +268,91 @@ mod tests {
         assert!(!in_patient_compartment(&json!({"id": "123"}), "123", &[]));
         assert!(!in_patient_compartment(&json!("Patient/123"), "123", &[]));
         assert!(!in_patient_compartment(&performer, "", &[]));
+    }
+
+    /// Every type of the compartment, with a different patient at each of its compartment
+    /// references: the record is the primary reference's patient, else `subject`'s or
+    /// `patient`'s, else the first reference's in CompartmentDefinition/patient's order; and a
+    /// record is always in its patient's compartment.
+    #[test]
+    fn a_record_is_its_primary_references_patient_for_every_type() {
+        let r4 = r4();
+        let mut types: Vec<_> = r4.compartment_types().collect();
+        types.sort_unstable();
+        assert!(types.len() > 50, "{types:?}");
+        for resource_type in types {
+            let paths = r4.compartment_references(resource_type);
+            let mut resource = json!({"resourceType": resource_type});
+            for (i, path) in paths.iter().enumerate() {
+                let mut at = &mut resource;
+                for step in path.split('.').skip(1) {
+                    at = at
+                        .as_object_mut()
+                        .unwrap()
+                        .entry(step)
+                        .or_insert_with(|| json!({}));
+                }
+                at["reference"] = json!(format!("Patient/p{i}"));
+            }
+            let last = |path: &&'static str| path.rsplit('.').next().unwrap_or_default();
+            let primary = patient_search_param(resource_type);
+            let want = paths
+                .iter()
+                .position(|p| Some(last(p)) == primary)
+                .or_else(|| {
+                    paths
+                        .iter()
+                        .position(|p| matches!(last(p), "subject" | "patient"))
+                })
+                .unwrap_or(0);
+            let got = record_patient(&resource, &[]);
+            if resource_type == "Patient" {
+                assert_eq!(got, None, "a Patient without an id");
+                continue;
+            }
+            assert_eq!(
+                got,
+                Some(&*format!("p{want}")),
+                "{resource_type}: {paths:?}"
+            );
+            assert!(in_patient_compartment(&resource, got.unwrap(), &[]));
+        }
+    }
+
+    #[test]
+    fn a_record_names_a_later_reference_only_when_the_first_is_no_patient_of_ours() {
+        let bases = &["https://gw.example/fhir"];
+        let observation = |subject: &str| {
+            json!({"resourceType": "Observation", "subject": {"reference": subject},
+                "performer": [{"reference": "Practitioner/7"}, {"reference": "Patient/b"},
+                    {"reference": "Patient/c"}]})
+        };
+        assert_eq!(record_patient(&observation("Patient/a"), bases), Some("a"));
+        assert_eq!(
+            record_patient(&observation("https://gw.example/fhir/Patient/a"), bases),
+            Some("a")
+        );
+        for subject in ["Group/g", "http://other.example/fhir/Patient/a", "#c", ""] {
+            assert_eq!(
+                record_patient(&observation(subject), bases),
+                Some("b"),
+                "{subject}"
+            );
+        }
+        let patient = json!({"resourceType": "Patient", "id": "a",
+            "link": [{"other": {"reference": "Patient/b"}}]});
+        assert_eq!(record_patient(&patient, bases), Some("a"));
+        for none in [
+            json!({"resourceType": "Observation", "subject": {"reference": "Group/g"}}),
+            json!({"resourceType": "Observation", "subject": "Patient/a"}),
+            json!({"resourceType": "Practitioner", "id": "a"}),
+            json!({"resourceType": "NoSuchType", "subject": {"reference": "Patient/a"}}),
+            json!({"resourceType": "Patient"}),
+            json!({"subject": {"reference": "Patient/a"}}),
+            json!(["Patient/a"]),
+        ] {
+            assert_eq!(record_patient(&none, bases), None, "{none}");
+        }
     }
 
     #[test]

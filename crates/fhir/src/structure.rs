@@ -243,6 +243,12 @@ impl R4 {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The resource types that references put in a Patient compartment (those with
+    /// [`R4::compartment_references`]), in no particular order.
+    pub fn compartment_types(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.compartment.keys().copied()
+    }
+
     /// The search parameters by which a resource of `resource_type` is in a Patient compartment,
     /// in CompartmentDefinition/patient's order (`Observation`: `subject`, `performer`); empty
     /// for types outside it. `{def}` stands for the Patient itself.

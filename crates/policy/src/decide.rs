@@ -593,47 +593,11 @@ fn writer_words(
 ///
 /// What patient a reference names is [`fhirseal_fhir::compartment::referenced_patient`]'s rule,
 /// the scopes' too: relative, or absolute under one of `bases` (the gateway's and the upstream's
-/// base URLs); an absolute reference to another server names none of ours.
+/// base URLs); an absolute reference to another server names none of ours. The references are
+/// found as the scopes find them: this is [`fhirseal_fhir::compartment::record_patient`], as a
+/// reference.
 pub fn record_patient(resource: &Value, bases: &[&str]) -> Option<String> {
-    let resource_type = resource.get("resourceType")?.as_str()?;
-    if resource_type == "Patient" {
-        return Some(format!("Patient/{}", resource.get("id")?.as_str()?));
-    }
-    let primary = fhirseal_fhir::compartment::patient_search_param(resource_type);
-    let mut paths: Vec<&str> = r4().compartment_references(resource_type).to_vec();
-    // Stable: the primary reference first, then `subject`/`patient`, then the others in order.
-    paths.sort_by_key(|path| {
-        let last = path.rsplit('.').next().unwrap_or_default();
-        if Some(last) == primary {
-            0
-        } else if last == "subject" || last == "patient" {
-            1
-        } else {
-            2
-        }
-    });
-    for path in paths {
-        let mut values = vec![resource];
-        for step in path.split('.').skip(1) {
-            values = values
-                .into_iter()
-                .filter_map(|v| v.get(step))
-                .flat_map(|v| match v {
-                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
-                    other => vec![other],
-                })
-                .collect();
-        }
-        for value in values {
-            let Some(reference) = value.get("reference").and_then(Value::as_str) else {
-                continue;
-            };
-            if let Some(id) = fhirseal_fhir::compartment::referenced_patient(reference, bases) {
-                return Some(format!("Patient/{id}"));
-            }
-        }
-    }
-    None
+    fhirseal_fhir::compartment::record_patient(resource, bases).map(|id| format!("Patient/{id}"))
 }
 
 impl fmt::Display for Explanation {
