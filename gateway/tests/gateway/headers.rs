@@ -480,15 +480,18 @@ async fn a_sealed_resource_opens_with_the_headers_it_names() {
     )
     .unwrap()])
     .unwrap();
+    // The family name is the canary, long enough that the envelopes' random base64 does not
+    // spell it by chance. "Doe" did: 1,400 random base64 characters hold a given three letters
+    // about once in 190 runs, a given nine about once in 10^13.
     let original = json!({"resourceType": "Patient", "id": "p1",
-        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann Doe</div>"},
-        "name": [{"family": "Doe", "given": ["Ann"]}], "gender": "female", "birthDate": "1980-02-03"});
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Ann Canarydoe</div>"},
+        "name": [{"family": "Canarydoe", "given": ["Ann"]}], "gender": "female", "birthDate": "1980-02-03"});
     let mut shared = SharedHeaders::new();
     let sealed = Sealer::new(&keys.pp, &keys.sealing, 0, &mut shared, &mut OsRng)
         .seal(&original, &rules)
         .unwrap()
         .resource;
-    assert!(!sealed.to_string().contains("Doe"));
+    assert!(!sealed.to_string().contains("Canarydoe"));
     let created = shared.take_created();
     assert!(created.len() >= 2);
 
