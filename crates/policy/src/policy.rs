@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 
 use fhirseal_envelope::Granularity;
@@ -717,7 +717,13 @@ fn rules_for_resource(
         return Ok(rules);
     };
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    patient_displays(resource, &mut resource_type.to_string(), &mut found);
+    let _ = patient_displays(resource, &mut resource_type.to_string(), &mut |path, id| {
+        found
+            .entry(path.to_string())
+            .or_default()
+            .insert(format!("Patient/{id}"));
+        ControlFlow::Continue(())
+    });
     if found.is_empty() {
         return Ok(rules);
     }
@@ -800,9 +806,11 @@ impl Policy {
         let Some(resource_type) = resource.get("resourceType").and_then(|v| v.as_str()) else {
             return Cow::Borrowed(base);
         };
-        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        patient_displays_in(resource, &mut resource_type.to_string(), &mut found);
-        if found.is_empty() {
+        // Any one display is enough to resolve the rules as sealing would.
+        let mut path = String::with_capacity(64);
+        path.push_str(resource_type);
+        let any = patient_displays_in(resource, &mut path, &mut |_, _| ControlFlow::Break(()));
+        if any.is_continue() {
             return Cow::Borrowed(base);
         }
         let resource = serde_json::Value::Object(resource.clone());
@@ -811,49 +819,41 @@ impl Policy {
     }
 }
 
-/// The element paths (`Encounter.subject.display`) of `display`s of references to Patients in
-/// `value`, whose path is `path` (restored on return), with the patients they name
-/// (`Patient/123`); extensions and contained resources are not entered. Allocates only for what
-/// it finds: it runs on every read ([`Policy::rules_to_check`]).
+/// Calls `found` with the element path (`Encounter.subject.display`) of each `display` of a
+/// reference to a Patient in `value`, whose path is `path` (restored on return), and the id of
+/// the patient it names (`123` for `Patient/123`), until `found` breaks; extensions and contained
+/// resources are not entered. Allocates nothing itself, and looks at each member of each object
+/// once: it runs on every resource of every answer ([`Policy::rules_to_check`]).
 fn patient_displays(
     value: &serde_json::Value,
     path: &mut String,
-    found: &mut BTreeMap<String, BTreeSet<String>>,
-) {
+    found: &mut dyn FnMut(&str, &str) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     use serde_json::Value;
     match value {
         Value::Object(object) => patient_displays_in(object, path, found),
-        Value::Array(items) => {
-            for item in items {
-                patient_displays(item, path, found);
-            }
-        }
-        _ => {}
+        Value::Array(items) => items
+            .iter()
+            .try_for_each(|item| patient_displays(item, path, found)),
+        _ => ControlFlow::Continue(()),
     }
 }
 
-/// [`patient_displays`] in an object.
+/// [`patient_displays`] in an object: its members first, then the object itself when it is a
+/// reference to a Patient with a `display` string.
 fn patient_displays_in(
     object: &serde_json::Map<String, serde_json::Value>,
     path: &mut String,
-    found: &mut BTreeMap<String, BTreeSet<String>>,
-) {
-    use serde_json::Value;
-    if let (Some(Value::String(reference)), Some(Value::String(_))) =
-        (object.member("reference"), object.member("display"))
-    {
-        let mut parts = reference.rsplit('/');
-        if let (Some(id), Some("Patient")) = (parts.next(), parts.next())
-            && !id.is_empty()
-        {
-            found
-                .entry(format!("{path}.display"))
-                .or_default()
-                .insert(format!("Patient/{id}"));
-        }
-    }
+    found: &mut dyn FnMut(&str, &str) -> ControlFlow<()>,
+) -> ControlFlow<()> {
+    let (mut reference, mut display) = (None, false);
     let len = path.len();
     for (key, child) in object {
+        match key.as_str() {
+            "reference" => reference = child.as_str(),
+            "display" => display = child.is_string(),
+            _ => {}
+        }
         if matches!(
             key.as_str(),
             "extension" | "modifierExtension" | "contained" | "resourceType"
@@ -864,9 +864,22 @@ fn patient_displays_in(
         }
         path.push('.');
         path.push_str(key);
-        patient_displays(child, path, found);
+        let flow = patient_displays(child, path, found);
         path.truncate(len);
+        flow?;
     }
+    if let (Some(reference), true) = (reference, display) {
+        let mut parts = reference.rsplit('/');
+        if let (Some(id), Some("Patient")) = (parts.next(), parts.next())
+            && !id.is_empty()
+        {
+            path.push_str(".display");
+            let flow = found(path, id);
+            path.truncate(len);
+            flow?;
+        }
+    }
+    ControlFlow::Continue(())
 }
 
 impl Role {
@@ -1782,6 +1795,60 @@ mod display_tests {
             "{}",
             rule.policy()
         );
+    }
+
+    /// The read path's check resolves the rules again for a resource with a display of a
+    /// reference to a Patient in clear (here the second of a list, its members in either order),
+    /// and for nothing else: not for a practitioner's display, a reference without one, a display
+    /// that is not a string or a reference with no id. One in an extension, a primitive's `_`
+    /// companion or a contained resource is not looked for, and no rule could seal it there:
+    /// either way the check keeps the policy's rules.
+    #[test]
+    fn rules_to_check_resolve_again_only_for_a_patients_display() {
+        let policy = Policy::embedded_default().unwrap();
+        let base = policy.rules_for(None);
+        let check = |resource: serde_json::Value| {
+            let object = resource.as_object().unwrap().clone();
+            match policy.rules_to_check(&base, &object) {
+                Cow::Borrowed(rules) => {
+                    assert!(std::ptr::eq(rules, &base));
+                    None
+                }
+                Cow::Owned(rules) => Some(rules),
+            }
+        };
+        let encounter = |participant: serde_json::Value| {
+            json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                "subject": {"reference": "Patient/p1"}, "participant": participant})
+        };
+        let display = "Encounter.participant.individual.display";
+        let resolved = check(encounter(json!([
+            {"individual": {"reference": "Practitioner/d1", "display": "Dr Who"}},
+            {"individual": {"display": "Ada", "reference": "Patient/p2"}}])))
+        .unwrap();
+        assert!(
+            resolved
+                .for_type("Encounter")
+                .unwrap()
+                .elements()
+                .iter()
+                .any(|e| e.path().plain() == display),
+            "{display}"
+        );
+        for unchanged in [
+            encounter(json!([{"individual": {"reference": "Practitioner/d1", "display": "Dr"}}])),
+            encounter(json!([{"individual": {"reference": "Patient/p2"}}])),
+            encounter(json!([{"individual": {"reference": "Patient/p2", "display": 7}}])),
+            encounter(json!([{"individual": {"reference": "Patient/", "display": "Ada"}}])),
+            encounter(json!([{"extension": [{"url": "x",
+                "valueReference": {"reference": "Patient/p2", "display": "Ada"}}]}])),
+            encounter(json!([{"_individual": {"reference": "Patient/p2", "display": "Ada"}}])),
+            json!({"resourceType": "Observation", "contained": [{"resourceType": "Encounter",
+                "subject": {"reference": "Patient/p2", "display": "Ada"}}]}),
+            json!({"subject": {"reference": "Patient/p2", "display": "Ada"}}),
+        ] {
+            assert!(check(unchanged.clone()).is_none(), "{unchanged}");
+        }
     }
 
     /// The types of the sets in `rules`.
