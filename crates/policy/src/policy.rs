@@ -822,8 +822,9 @@ impl Policy {
 /// Calls `found` with the element path (`Encounter.subject.display`) of each `display` of a
 /// reference to a Patient in `value`, whose path is `path` (restored on return), and the id of
 /// the patient it names (`123` for `Patient/123`), until `found` breaks; extensions and contained
-/// resources are not entered. Allocates nothing itself, and looks at each member of each object
-/// once: it runs on every resource of every answer ([`Policy::rules_to_check`]).
+/// resources are not entered. Allocates nothing but the room `path` grows by, and looks at each
+/// member of each object once: it runs on every resource of every answer
+/// ([`Policy::rules_to_check`]).
 fn patient_displays(
     value: &serde_json::Value,
     path: &mut String,
