@@ -46,8 +46,8 @@ cleanup() {
   for hook in "${cleanup_hooks[@]}"; do
     eval "$hook" || true
   done
-  # A gateway under load logs a line per request: 250 MB for one bench-load run's static rows.
-  # Kept for reading (zless), compressed (that log: 262 MB to 10 MB), so runs do not fill the disk.
+  # A gateway under load logs a line per request: 262 MB for one bench-load run's static rows.
+  # Kept for reading (zless), compressed (that log to 10 MB), so runs do not fill the disk.
   local file
   for file in "$work"/gateway-*.log; do
     if [ -f "$file" ]; then gzip -f "$file" || true; fi
