@@ -3,9 +3,10 @@
 //!     bench-trees ANSWER.json [ROUNDS]
 //!
 //! - `serde_json::Value`, parsed as the gateway parses an answer it opens
-//!   (`fhirseal_seal::parse_for_reader`): an `IndexMap` per object, a `String` per string;
+//!   (`fhirseal_seal::parse_for_reader`): an `IndexMap` per object, a `String` per string; and
+//!   written by the gateway's own writer (`fhirseal_fhir::json_text`);
 //! - the parse benchmark's borrowed tree (`crates/seal/benches/borrowed.rs`): strings borrowed
-//!   from the input, objects as lists of members;
+//!   from the input, objects as lists of members; written by `serde_json`'s serializer;
 //! - `sonic_rs::Value`, whose parser is several times faster than `serde_json`'s, walked two ways:
 //!   descending with `&mut` through every object, as the gateway's open walk does, and finding the
 //!   sealed elements first, then reaching each one by its path.
@@ -202,7 +203,7 @@ fn written_by_serde(bytes: &[u8]) -> Result<Vec<u8>, String> {
     let mut value = fhirseal_seal::parse_for_reader(bytes).map_err(s)?;
     black_box(envelopes_value(&value));
     open_value(&mut value);
-    serde_json::to_vec(&value).map_err(s)
+    Ok(fhirseal_fhir::json_text(&value).into_bytes())
 }
 
 fn envelopes_value(value: &Value) -> usize {
