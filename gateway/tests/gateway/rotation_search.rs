@@ -33,15 +33,32 @@ fn patient(id: &str) -> Value {
         "gender": "female", "birthDate": "1971-02-03"})
 }
 
-/// The generations of the blind-index token systems the `_tag`s of `url` name, one set per
-/// `_tag` parameter.
-fn tag_generations(url: &Url) -> Vec<BTreeSet<u32>> {
+/// The systems of the items of each `_tag` parameter of `url` (`system|code`; an item with no
+/// `|` is all system), one list per parameter.
+fn tag_systems(url: &Url) -> Vec<Vec<String>> {
     url.query_pairs()
         .filter(|(k, _)| k == "_tag")
         .map(|(_, v)| {
             v.split(',')
                 .map(|item| {
-                    let (system, _) = item.split_once('|').unwrap();
+                    item.split_once('|')
+                        .map_or(item, |(system, _)| system)
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The generations of the blind-index token systems the `_tag`s of `url` name, one set per
+/// `_tag` parameter.
+fn tag_generations(url: &Url) -> Vec<BTreeSet<u32>> {
+    tag_systems(url)
+        .iter()
+        .map(|systems| {
+            systems
+                .iter()
+                .map(|system| {
                     index_generation(system)
                         .unwrap_or_else(|| panic!("not a blind-index system: {system}"))
                         .0
@@ -187,16 +204,8 @@ async fn searches(upstream: &MockServer) -> Vec<Url> {
 /// birth year, say) once in 65,536 codes: a clear value looked for there would fail at random.
 fn in_clear(url: &Url) -> String {
     let mut clear = vec![url.path().to_string()];
-    for (k, v) in url.query_pairs() {
-        if k == "_tag" {
-            clear.extend(v.split(',').map(|item| {
-                let (system, _code) = item.split_once('|').unwrap_or((item, ""));
-                system.to_string()
-            }));
-        } else {
-            clear.push(format!("{k}={v}"));
-        }
-    }
+    clear.extend(untagged(url).into_iter().map(|(k, v)| format!("{k}={v}")));
+    clear.extend(tag_systems(url).into_iter().flatten());
     clear.join("&")
 }
 
