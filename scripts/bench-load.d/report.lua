@@ -7,6 +7,8 @@
 --                    class, so no two requests in flight name one id while the count is well above
 --                    the connections), and "@ID@" in the body becomes that id (updates of many
 --                    resources: writes of one resource in parallel would race on its version)
+--   BENCH_PAUSE_MS   each connection waits this long after an answer before its next request
+--                    (wrk's `delay`), so that every request finds the server idle; 0 or unset: none
 -- At the end it prints `BENCH {"requests":…,"seconds":…,"rps":…,"p50_ms":…,"p90_ms":…,
 -- "p99_ms":…,"max_ms":…,"non2xx":…,"socket_errors":…}`; non2xx counts statuses outside 200-399
 -- (wrk's own rule), socket_errors connect/read/write errors and timeouts.
@@ -49,6 +51,13 @@ if id_path and id_path ~= "" and id_count > 0 then
     counter = counter + 1
     local body = template and template:gsub("@ID@", id) or nil
     return wrk.format(nil, id_path .. id, nil, body)
+  end
+end
+
+local pause_ms = tonumber(os.getenv("BENCH_PAUSE_MS") or "0") or 0
+if pause_ms > 0 then
+  function delay()
+    return pause_ms
   end
 end
 

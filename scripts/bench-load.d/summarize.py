@@ -3,7 +3,8 @@ the goal checks, as Markdown, printed and written to OUT.
 
     python3 summarize.py RESULTS_JSONL OUT_MD
 
-Each measurement has `phase` (sekmet | static), `state` (warm | cold), `scenario` (read |
+Each measurement has `phase` (sekmet | static), `state` (warm | cold | cold-unwarmed | spaced:
+each request sent `pause_ms` after the last answer), `scenario` (read |
 search | create), `target` (direct | gateway | nginx | proxy: the bare proxy), `conns`, wrk's figures (`rps`, `p50_ms`,
 `p99_ms`, `requests`, `non2xx`, `socket_errors`) and, for cold runs, `first_ms` (the first
 request after the gateway started), `second_ms` (the same request right after it) and
@@ -123,6 +124,19 @@ for scenario in ("read", "search", "create"):
                        f"{name.get(base, base)} | "
                        f"{g['cpu_us_per_request']:,.0f} / {n['cpu_us_per_request']:,.0f} µs "
                        f"({g['cpu_us_per_request'] / n['cpu_us_per_request']:.1f}×) |  |")
+# The spaced reads: what a request that finds the server idle costs it, against the same request
+# at one connection back to back.
+for target in ("nginx", "proxy", "gateway"):
+    s = find(phase="static", state="spaced", scenario="read", target=target, conns=1)
+    b = find(phase="static", state="warm", scenario="read", target=target, conns=1)
+    if not s or not b or not s.get("cpu_us_per_request") or not b.get("cpu_us_per_request"):
+        continue
+    name = {"proxy": "bare proxy"}.get(target, target)
+    out.append(f"| static read, 1 connection, {s.get('pause_ms', '?')} ms from each answer to the "
+               f"next request: {name} | CPU {s['cpu_us_per_request']:,.0f} µs per request "
+               f"({s['cpu_us_per_request'] / b['cpu_us_per_request']:.1f}× back to back's "
+               f"{b['cpu_us_per_request']:,.0f}), p50 {s['p50_ms']:.2f} ms (back to back "
+               f"{b['p50_ms']:.2f}) |  |")
 
 text = "\n".join(out) + "\n"
 with open(sys.argv[2], "w") as f:
